@@ -1,1 +1,834 @@
-//! (being written)
+//! The advert packet: byte layout, encode/decode, authentication and replay guard.
+//!
+//! Every node of a group multicasts (or unicasts) one advert per advert interval. This
+//! module turns an [`Advert`] into bytes and back. It has no sockets and no clock reads;
+//! the transport hands it datagrams, the election hands it [`AdvertBody`]s.
+//!
+//! # Layout
+//!
+//! All integers are big-endian (network order). `N` is the node name length.
+//!
+//! ```text
+//! offset size field
+//! 0      4    magic "VIPD"
+//! 4      1    version = 1
+//! 5      1    auth type (0 = none: unkeyed SHA-256 checksum, 1 = HMAC-SHA256)
+//! 6      1    group id (1..=255)
+//! 7      1    priority (0..=255, 0 = releasing)
+//! 8      2    advert interval in centiseconds (1..=4095)
+//! 10     1    flags (bits defined by Flags; unknown bits rejected)
+//! 11     1    node name length N (1..=64)
+//! 12     8    node id
+//! 20     8    boot id
+//! 28     8    sequence
+//! 36     8    promote epoch
+//! 44     8    VIP set digest
+//! 52     N    node name (UTF-8)
+//! 52+N   32   MAC: HMAC-SHA256(key, bytes 0..52+N), or SHA-256(bytes 0..52+N) when auth type is 0
+//! ```
+//!
+//! The same, RFC style (bit 0 is the most significant bit of byte 0):
+//!
+//! ```text
+//!  0                   1                   2                   3
+//!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |                  magic "VIPD" (0x56 0x49 0x50 0x44)           |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |  version = 1  |   auth type   |   group id    |   priority    |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |   advert interval (centiseconds)  |     flags     |  name len N |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |                                                               |
+//! +                        node id (64 bits)                      +
+//! |                                                               |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |                                                               |
+//! +                        boot id (64 bits)                      +
+//! |                                                               |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |                                                               |
+//! +                        sequence (64 bits)                     +
+//! |                                                               |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |                                                               |
+//! +                     promote epoch (64 bits)                   +
+//! |                                                               |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |                                                               |
+//! +                    VIP set digest (8 bytes)                   +
+//! |                                                               |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |        node name (N bytes of UTF-8, no padding) ...           |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |        MAC (32 bytes, starts right after the name) ...        |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//!
+//! flags byte:  7 6 5 4 3 2 1 0   (bit 0 = least significant)
+//!             +-+-+-+-+-+-+-+-+
+//!             |0|0|0|S|F|P|D|M|  M = MASTER, D = DRAINED, P = PROMOTED,
+//!             +-+-+-+-+-+-+-+-+  F = FAULT, S = SHUTTING_DOWN; 0 = must be zero
+//! ```
+//!
+//! The total length is exactly `52 + N + 32` bytes: at least 85, at most
+//! [`MAX_PACKET_LEN`] (148). Trailing bytes are rejected, so every valid advert has exactly
+//! one encoding and `encode(decode(bytes)) == bytes`.
+//!
+//! # Authentication
+//!
+//! With [`Auth::HmacSha256`] the MAC is HMAC-SHA256 under the group's shared key over
+//! everything before it; it is checked in constant time. With [`Auth::None`] the same 32
+//! bytes hold a plain SHA-256 of everything before them. That offers no protection against
+//! a forger (anyone can compute it), but it does detect corruption that the UDP checksum
+//! missed (a bad NIC, a mangling middlebox, a bug in a peer): a corrupted advert must never
+//! be read as, say, priority 0 or a different node id. SHA-256 rejects every single-bit
+//! flip (and any other accidental change, except with probability 2^-256), and keeping one
+//! layout for both modes means auth type and length are the only things that differ.
+//!
+//! A receiver configured for one auth type rejects adverts of the other, in both
+//! directions: an HMAC receiver must not accept unauthenticated adverts (downgrade), and a
+//! receiver without a key cannot verify keyed ones.
+//!
+//! # Validation order
+//!
+//! [`decode`] checks, in order: length bounds, magic, version (these three are
+//! [`peek_group`]), group, auth type, name length and exact total length, then the MAC,
+//! and only then the meaning of the authenticated fields (interval, flags, UTF-8 name).
+//! No field other than the framing is interpreted before the MAC has been verified.
+//!
+//! Replay protection is separate: run every decoded advert through a [`ReplayGuard`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The first four bytes of every advert.
+pub const MAGIC: [u8; 4] = *b"VIPD";
+/// The only protocol version this build speaks.
+pub const VERSION: u8 = 1;
+/// The longest valid advert: header, a 64-byte name and the MAC.
+pub const MAX_PACKET_LEN: usize = 148;
+/// The longest node name, in bytes of UTF-8.
+pub const MAX_NAME_LEN: usize = 64;
+/// The longest advert interval, in centiseconds (40.95 s). The shortest is 1 (10 ms).
+pub const MAX_INTERVAL_CS: u16 = 4095;
+
+/// Bytes before the node name.
+const HEADER_LEN: usize = 52;
+/// Bytes of MAC (or checksum) after the node name.
+const MAC_LEN: usize = 32;
+/// Header plus MAC: the length needed before the name length can be trusted to frame
+/// the packet. A valid advert is at least one byte longer (names are never empty).
+const FIXED_LEN: usize = HEADER_LEN + MAC_LEN;
+
+const _: () = assert!(MAX_PACKET_LEN == HEADER_LEN + MAX_NAME_LEN + MAC_LEN);
+
+const OFF_MAGIC: usize = 0;
+const OFF_VERSION: usize = 4;
+const OFF_AUTH: usize = 5;
+const OFF_GROUP: usize = 6;
+const OFF_PRIORITY: usize = 7;
+const OFF_INTERVAL: usize = 8;
+const OFF_FLAGS: usize = 10;
+const OFF_NAME_LEN: usize = 11;
+const OFF_NODE_ID: usize = 12;
+const OFF_BOOT_ID: usize = 20;
+const OFF_SEQUENCE: usize = 28;
+const OFF_PROMOTE_EPOCH: usize = 36;
+const OFF_VIP_DIGEST: usize = 44;
+const OFF_NAME: usize = HEADER_LEN;
+
+const AUTH_TYPE_NONE: u8 = 0;
+const AUTH_TYPE_HMAC_SHA256: u8 = 1;
+
+// Field names used in `WireError::InvalidField`.
+const FIELD_GROUP: &str = "group id";
+const FIELD_INTERVAL: &str = "advert interval";
+const FIELD_FLAGS: &str = "flags";
+const FIELD_NAME: &str = "node name";
+
+/// Flag bits carried in every advert.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Flags(pub u8);
+
+impl Flags {
+    /// The sender holds the VIPs (it is master, possibly handing over).
+    pub const MASTER: u8 = 0x01;
+    /// The sender is drained for maintenance and will not become master.
+    pub const DRAINED: u8 = 0x02;
+    /// The sender was promoted by an operator (see `AdvertBody::promote_epoch`).
+    pub const PROMOTED: u8 = 0x04;
+    /// The sender's health checks failed; it will not become master.
+    pub const FAULT: u8 = 0x08;
+    /// The sender is shutting down.
+    pub const SHUTTING_DOWN: u8 = 0x10;
+    /// Every bit this version defines; others are rejected on decode.
+    pub const ALL: u8 = 0x1f;
+
+    /// Whether every bit of `bit` is set.
+    pub fn contains(self, bit: u8) -> bool {
+        self.0 & bit == bit
+    }
+
+    /// Sets (`on`) or clears every bit of `bit`.
+    pub fn set(&mut self, bit: u8, on: bool) {
+        if on {
+            self.0 |= bit
+        } else {
+            self.0 &= !bit
+        }
+    }
+
+    /// The set bits that this version does not define (0 for a valid advert).
+    pub fn unknown_bits(self) -> u8 {
+        self.0 & !Self::ALL
+    }
+}
+
+/// What the election says in an advert. The transport adds `boot_id` and `sequence`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdvertBody {
+    /// 1..=255, the same on every peer of one instance.
+    pub group: u8,
+    /// Effective priority; 0 means "I am releasing the VIPs, take over now".
+    pub priority: u8,
+    /// The sender's current advert interval in centiseconds (1..=4095).
+    pub interval_cs: u16,
+    /// The sender's state bits; see [`Flags`].
+    pub flags: Flags,
+    /// Stable node identity; breaks priority ties (higher wins).
+    pub node_id: u64,
+    /// Lamport counter of promotions: a higher epoch is a later promotion.
+    pub promote_epoch: u64,
+    /// First 8 bytes of SHA-256 over the sender's sorted VIP list; see [`vip_digest`].
+    pub vip_digest: [u8; 8],
+    /// The sender's node name, 1..=64 bytes of UTF-8.
+    pub node_name: String,
+}
+
+/// A whole advert as it travels on the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Advert {
+    /// What the election said.
+    pub body: AdvertBody,
+    /// Identifies one run of the sender's daemon; increases on every start.
+    pub boot_id: u64,
+    /// Increases with every advert the sender sends within one boot.
+    pub sequence: u64,
+}
+
+/// A shared HMAC key, at least [`AuthKey::MIN_LEN`] bytes.
+///
+/// Its `Debug` output never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthKey(Vec<u8>);
+
+impl AuthKey {
+    /// The shortest key accepted, in bytes (128 bits).
+    pub const MIN_LEN: usize = 16;
+
+    /// Wraps `bytes` as a key; fails with [`WireError::KeyTooShort`] below 16 bytes.
+    pub fn new(bytes: Vec<u8>) -> Result<Self, WireError> {
+        if bytes.len() < Self::MIN_LEN {
+            return Err(WireError::KeyTooShort { len: bytes.len() });
+        }
+        Ok(Self(bytes))
+    }
+
+    /// The key length in bytes (the key itself is not exposed).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always false: a key has at least 16 bytes.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for AuthKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuthKey(<redacted>)")
+    }
+}
+
+/// How adverts of a group are authenticated. Every peer of a group must agree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// No authentication: the MAC field holds an unkeyed SHA-256 checksum (auth type 0).
+    None,
+    /// HMAC-SHA256 under a shared key (auth type 1).
+    HmacSha256(AuthKey),
+}
+
+impl Auth {
+    /// The auth type byte this mode puts on the wire.
+    pub fn wire_type(&self) -> u8 {
+        match self {
+            Self::None => AUTH_TYPE_NONE,
+            Self::HmacSha256(_) => AUTH_TYPE_HMAC_SHA256,
+        }
+    }
+
+    /// A short name for logs and errors: `"none"` or `"hmac-sha256"`.
+    pub fn name(&self) -> &'static str {
+        auth_type_name(self.wire_type())
+    }
+
+    /// The MAC (or checksum) over `signed`.
+    fn mac(&self, signed: &[u8]) -> Result<[u8; MAC_LEN], WireError> {
+        match self {
+            Self::None => Ok(Sha256::digest(signed).into()),
+            Self::HmacSha256(key) => {
+                let mut mac = hmac_for(key)?;
+                mac.update(signed);
+                Ok(mac.finalize().into_bytes().into())
+            }
+        }
+    }
+
+    /// Checks `tag` against `signed`; constant-time for HMAC.
+    fn verify(&self, signed: &[u8], tag: &[u8]) -> Result<(), WireError> {
+        match self {
+            // The checksum is not a secret (anyone can compute it), so a plain
+            // comparison leaks nothing worth a timing attack.
+            Self::None => {
+                if Sha256::digest(signed).as_slice() == tag {
+                    Ok(())
+                } else {
+                    Err(WireError::BadMac)
+                }
+            }
+            Self::HmacSha256(key) => {
+                let mut mac = hmac_for(key)?;
+                mac.update(signed);
+                mac.verify_slice(tag).map_err(|_| WireError::BadMac)
+            }
+        }
+    }
+}
+
+fn hmac_for(key: &AuthKey) -> Result<HmacSha256, WireError> {
+    // HMAC accepts keys of any length (long ones are hashed), so this never fails;
+    // map the error anyway rather than panic.
+    HmacSha256::new_from_slice(&key.0).map_err(|e| WireError::InvalidField {
+        field: "auth key",
+        reason: e.to_string(),
+    })
+}
+
+fn auth_type_name(wire_type: u8) -> &'static str {
+    match wire_type {
+        AUTH_TYPE_NONE => "none",
+        AUTH_TYPE_HMAC_SHA256 => "hmac-sha256",
+        _ => "unknown",
+    }
+}
+
+/// Why an advert could not be encoded, decoded or accepted.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum WireError {
+    /// Shorter than the layout requires.
+    #[error("advert truncated: {len} bytes, need at least {need}")]
+    Truncated {
+        /// Bytes received.
+        len: usize,
+        /// Bytes needed: 84 before the name length is known, else `52 + N + 32`.
+        need: usize,
+    },
+    /// Longer than any valid advert.
+    #[error("advert oversized: {len} bytes, at most {max} allowed")]
+    Oversized {
+        /// Bytes received.
+        len: usize,
+        /// [`MAX_PACKET_LEN`].
+        max: usize,
+    },
+    /// Longer than its name length says (trailing bytes).
+    #[error(
+        "advert length mismatch: {len} bytes, but name length {name_len} means exactly {expected}"
+    )]
+    LengthMismatch {
+        /// Bytes received.
+        len: usize,
+        /// `52 + name_len + 32`.
+        expected: usize,
+        /// The name length byte.
+        name_len: usize,
+    },
+    /// The first four bytes are not `"VIPD"`: not an advert at all.
+    #[error("bad magic: not a vipd advert (first 4 bytes are not \"VIPD\")")]
+    BadMagic,
+    /// A version this build does not speak.
+    #[error("unsupported advert version {0} (this build speaks version 1)")]
+    UnsupportedVersion(u8),
+    /// An advert for another group.
+    #[error("advert for group {got}, expected group {expected}")]
+    WrongGroup {
+        /// The group the receiver serves.
+        expected: u8,
+        /// The group in the advert.
+        got: u8,
+    },
+    /// The advert's auth type differs from the receiver's configuration.
+    #[error(
+        "auth type mismatch: configured {expected}, advert has auth type {got} ({})",
+        auth_type_name(*got)
+    )]
+    AuthTypeMismatch {
+        /// The receiver's [`Auth::name`].
+        expected: &'static str,
+        /// The advert's auth type byte.
+        got: u8,
+    },
+    /// The MAC (or checksum) does not match: forged, corrupted, or a different key.
+    #[error("bad MAC: advert forged, corrupted, or signed with a different key")]
+    BadMac,
+    /// A field holds a value the protocol does not allow.
+    #[error("invalid {field}: {reason}")]
+    InvalidField {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Not newer than the last advert accepted from the same node.
+    #[error(
+        "replayed or stale advert from node {node_id}: boot {boot_id} sequence {sequence}, \
+         but already accepted boot {last_boot_id} sequence {last_sequence}"
+    )]
+    Replay {
+        /// The sender.
+        node_id: u64,
+        /// The advert's boot id.
+        boot_id: u64,
+        /// The advert's sequence.
+        sequence: u64,
+        /// The boot id last accepted from this sender.
+        last_boot_id: u64,
+        /// The sequence last accepted from this sender.
+        last_sequence: u64,
+    },
+    /// An HMAC key shorter than [`AuthKey::MIN_LEN`].
+    #[error("auth key too short: {len} bytes, need at least 16")]
+    KeyTooShort {
+        /// The key's length in bytes.
+        len: usize,
+    },
+}
+
+fn invalid(field: &'static str, reason: String) -> WireError {
+    WireError::InvalidField { field, reason }
+}
+
+/// Checks the fields whose ranges the byte layout does not enforce by itself.
+fn validate_body(body: &AdvertBody) -> Result<(), WireError> {
+    if body.group == 0 {
+        return Err(invalid(
+            FIELD_GROUP,
+            "0 is reserved; groups are 1..=255".into(),
+        ));
+    }
+    validate_interval(body.interval_cs)?;
+    validate_flags(body.flags)?;
+    validate_name_len(body.node_name.len())
+}
+
+fn validate_interval(cs: u16) -> Result<(), WireError> {
+    if cs == 0 || cs > MAX_INTERVAL_CS {
+        return Err(invalid(
+            FIELD_INTERVAL,
+            format!("{cs} centiseconds, must be 1..={MAX_INTERVAL_CS}"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_flags(flags: Flags) -> Result<(), WireError> {
+    let unknown = flags.unknown_bits();
+    if unknown != 0 {
+        return Err(invalid(
+            FIELD_FLAGS,
+            format!(
+                "unknown bits {unknown:#04x} set (known bits are {:#04x})",
+                Flags::ALL
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_name_len(len: usize) -> Result<(), WireError> {
+    if len == 0 || len > MAX_NAME_LEN {
+        return Err(invalid(
+            FIELD_NAME,
+            format!("{len} bytes long, must be 1..={MAX_NAME_LEN}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Encodes `advert` and appends its MAC (or checksum) under `auth`.
+///
+/// Rejects what [`decode`] would reject: group 0, interval 0 or above 4095, an empty name
+/// or one longer than 64 bytes, and flag bits outside [`Flags::ALL`].
+pub fn encode(advert: &Advert, auth: &Auth) -> Result<Vec<u8>, WireError> {
+    let body = &advert.body;
+    validate_body(body)?;
+    let name = body.node_name.as_bytes();
+    let name_len = u8::try_from(name.len())
+        .map_err(|_| invalid(FIELD_NAME, format!("{} bytes long", name.len())))?;
+
+    let mut buf = Vec::with_capacity(HEADER_LEN + name.len() + MAC_LEN);
+    buf.extend_from_slice(&MAGIC);
+    buf.push(VERSION);
+    buf.push(auth.wire_type());
+    buf.push(body.group);
+    buf.push(body.priority);
+    buf.extend_from_slice(&body.interval_cs.to_be_bytes());
+    buf.push(body.flags.0);
+    buf.push(name_len);
+    buf.extend_from_slice(&body.node_id.to_be_bytes());
+    buf.extend_from_slice(&advert.boot_id.to_be_bytes());
+    buf.extend_from_slice(&advert.sequence.to_be_bytes());
+    buf.extend_from_slice(&body.promote_epoch.to_be_bytes());
+    buf.extend_from_slice(&body.vip_digest);
+    debug_assert_eq!(buf.len(), HEADER_LEN);
+    buf.extend_from_slice(name);
+    let mac = auth.mac(&buf)?;
+    buf.extend_from_slice(&mac);
+    Ok(buf)
+}
+
+/// Reads the group id after checking length bounds, magic and version, without checking
+/// the MAC, so that a socket shared by several groups can pick the group's key (and
+/// [`decode`] call) before verifying. The result is unauthenticated: use it only to route.
+pub fn peek_group(buf: &[u8]) -> Result<u8, WireError> {
+    if buf.len() > MAX_PACKET_LEN {
+        return Err(WireError::Oversized {
+            len: buf.len(),
+            max: MAX_PACKET_LEN,
+        });
+    }
+    if buf.len() < FIXED_LEN {
+        return Err(WireError::Truncated {
+            len: buf.len(),
+            need: FIXED_LEN,
+        });
+    }
+    if read_array::<4>(buf, OFF_MAGIC)? != MAGIC {
+        return Err(WireError::BadMagic);
+    }
+    let version = read_u8(buf, OFF_VERSION)?;
+    if version != VERSION {
+        return Err(WireError::UnsupportedVersion(version));
+    }
+    let group = read_u8(buf, OFF_GROUP)?;
+    if group == 0 {
+        return Err(invalid(
+            FIELD_GROUP,
+            "0 is reserved; groups are 1..=255".into(),
+        ));
+    }
+    Ok(group)
+}
+
+/// Parses and authenticates one advert for `expected_group` under `auth`.
+///
+/// On success every field is within the ranges [`encode`] accepts, and re-encoding gives
+/// back `buf` exactly. Never panics, whatever `buf` holds. The result is not yet checked
+/// for replay: pass it to [`ReplayGuard::check`].
+pub fn decode(buf: &[u8], expected_group: u8, auth: &Auth) -> Result<Advert, WireError> {
+    let group = peek_group(buf)?;
+    if group != expected_group {
+        return Err(WireError::WrongGroup {
+            expected: expected_group,
+            got: group,
+        });
+    }
+    let auth_type = read_u8(buf, OFF_AUTH)?;
+    if auth_type != auth.wire_type() {
+        return Err(WireError::AuthTypeMismatch {
+            expected: auth.name(),
+            got: auth_type,
+        });
+    }
+    let name_len = usize::from(read_u8(buf, OFF_NAME_LEN)?);
+    validate_name_len(name_len)?;
+    let expected = HEADER_LEN + name_len + MAC_LEN;
+    if buf.len() < expected {
+        return Err(WireError::Truncated {
+            len: buf.len(),
+            need: expected,
+        });
+    }
+    if buf.len() > expected {
+        return Err(WireError::LengthMismatch {
+            len: buf.len(),
+            expected,
+            name_len,
+        });
+    }
+    let (signed, tag) =
+        buf.split_at_checked(HEADER_LEN + name_len)
+            .ok_or(WireError::Truncated {
+                len: buf.len(),
+                need: expected,
+            })?;
+    auth.verify(signed, tag)?;
+
+    // Authenticated from here on: interpret the fields.
+    let interval_cs = u16::from_be_bytes(read_array(buf, OFF_INTERVAL)?);
+    validate_interval(interval_cs)?;
+    let flags = Flags(read_u8(buf, OFF_FLAGS)?);
+    validate_flags(flags)?;
+    let name_bytes = signed.get(OFF_NAME..).ok_or(WireError::Truncated {
+        len: buf.len(),
+        need: expected,
+    })?;
+    let node_name = std::str::from_utf8(name_bytes)
+        .map_err(|e| invalid(FIELD_NAME, format!("not valid UTF-8: {e}")))?
+        .to_owned();
+
+    Ok(Advert {
+        body: AdvertBody {
+            group,
+            priority: read_u8(buf, OFF_PRIORITY)?,
+            interval_cs,
+            flags,
+            node_id: read_u64(buf, OFF_NODE_ID)?,
+            promote_epoch: read_u64(buf, OFF_PROMOTE_EPOCH)?,
+            vip_digest: read_array(buf, OFF_VIP_DIGEST)?,
+            node_name,
+        },
+        boot_id: read_u64(buf, OFF_BOOT_ID)?,
+        sequence: read_u64(buf, OFF_SEQUENCE)?,
+    })
+}
+
+/// `buf[at..at + N]` as an array, or `Truncated` if `buf` is too short.
+fn read_array<const N: usize>(buf: &[u8], at: usize) -> Result<[u8; N], WireError> {
+    let need = at.saturating_add(N);
+    buf.get(at..need)
+        .and_then(|s| s.try_into().ok())
+        .ok_or(WireError::Truncated {
+            len: buf.len(),
+            need,
+        })
+}
+
+fn read_u8(buf: &[u8], at: usize) -> Result<u8, WireError> {
+    read_array::<1>(buf, at).map(|[b]| b)
+}
+
+fn read_u64(buf: &[u8], at: usize) -> Result<u64, WireError> {
+    read_array(buf, at).map(u64::from_be_bytes)
+}
+
+/// The 8-byte digest of a VIP set, as carried in [`AdvertBody::vip_digest`].
+///
+/// Each VIP becomes the string `"addr/prefix"` (addresses in Rust's canonical text form,
+/// RFC 5952 for IPv6); the strings are sorted bytewise and deduplicated, each is followed
+/// by `"\n"`, and the result is the first 8 bytes of SHA-256 over the concatenation. So
+/// order and duplicates do not matter, and two peers agree iff their sets agree.
+pub fn vip_digest<I: IntoIterator<Item = (IpAddr, u8)>>(vips: I) -> [u8; 8] {
+    let mut lines: Vec<String> = vips
+        .into_iter()
+        .map(|(addr, prefix)| format!("{addr}/{prefix}"))
+        .collect();
+    lines.sort_unstable();
+    lines.dedup();
+    let mut hasher = Sha256::new();
+    for line in &lines {
+        hasher.update(line.as_bytes());
+        hasher.update(b"\n");
+    }
+    let full = hasher.finalize();
+    let mut out = [0u8; 8];
+    for (o, b) in out.iter_mut().zip(full.iter()) {
+        *o = *b;
+    }
+    out
+}
+
+/// The advert interval field for `d`: `Some` only if `d` is an exact multiple of 10 ms
+/// within 10 ms..=40.95 s.
+pub fn interval_to_cs(d: Duration) -> Option<u16> {
+    const NANOS_PER_CS: u128 = 10_000_000;
+    let nanos = d.as_nanos();
+    if nanos % NANOS_PER_CS != 0 {
+        return None;
+    }
+    let cs = u16::try_from(nanos / NANOS_PER_CS).ok()?;
+    (1..=MAX_INTERVAL_CS).contains(&cs).then_some(cs)
+}
+
+/// The duration of `cs` centiseconds.
+pub fn cs_to_duration(cs: u16) -> Duration {
+    Duration::from_millis(u64::from(cs) * 10)
+}
+
+/// Rejects replays: per sender node id remembers (boot_id, sequence); accepts only
+/// boot_id > seen, or same boot and sequence > seen. Bounded memory (at most 1024
+/// senders; evict the least recently accepted).
+///
+/// Call [`check`](Self::check) only on adverts that [`decode`] accepted, so that with HMAC
+/// only key holders can occupy (or evict) entries. Without a key anyone can, and replay
+/// protection is then best-effort, like everything else in auth "none". An evicted or
+/// [`forget`](Self::forget)-ten sender's next advert is accepted whatever its numbers.
+#[derive(Debug, Default)]
+pub struct ReplayGuard {
+    senders: HashMap<u64, Seen>,
+    /// Accept stamp -> node id, oldest first: the eviction order.
+    by_age: BTreeMap<u64, u64>,
+    /// Stamp for the next accepted advert. A u64 bumped once per accepted advert
+    /// does not overflow in practice (centuries at a billion adverts a second).
+    next_stamp: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    boot_id: u64,
+    sequence: u64,
+    stamp: u64,
+}
+
+impl ReplayGuard {
+    /// How many senders are remembered at most.
+    pub const CAPACITY: usize = 1024;
+
+    /// An empty guard.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Accepts `advert` and remembers its (boot id, sequence) if it is newer than the last
+    /// one accepted from the same node id; otherwise returns [`WireError::Replay`] and
+    /// changes nothing.
+    pub fn check(&mut self, advert: &Advert) -> Result<(), WireError> {
+        let node_id = advert.body.node_id;
+        let now = (advert.boot_id, advert.sequence);
+        let stamp = self.next_stamp;
+        if let Some(seen) = self.senders.get_mut(&node_id) {
+            if now <= (seen.boot_id, seen.sequence) {
+                return Err(WireError::Replay {
+                    node_id,
+                    boot_id: advert.boot_id,
+                    sequence: advert.sequence,
+                    last_boot_id: seen.boot_id,
+                    last_sequence: seen.sequence,
+                });
+            }
+            self.by_age.remove(&seen.stamp);
+            *seen = Seen {
+                boot_id: advert.boot_id,
+                sequence: advert.sequence,
+                stamp,
+            };
+        } else {
+            if self.senders.len() >= Self::CAPACITY {
+                if let Some((_, oldest)) = self.by_age.pop_first() {
+                    self.senders.remove(&oldest);
+                }
+            }
+            self.senders.insert(
+                node_id,
+                Seen {
+                    boot_id: advert.boot_id,
+                    sequence: advert.sequence,
+                    stamp,
+                },
+            );
+        }
+        self.by_age.insert(stamp, node_id);
+        self.next_stamp += 1;
+        Ok(())
+    }
+
+    /// Drops what is remembered about `node_id` (e.g. a peer removed from the config).
+    pub fn forget(&mut self, node_id: u64) {
+        if let Some(seen) = self.senders.remove(&node_id) {
+            self.by_age.remove(&seen.stamp);
+        }
+    }
+
+    /// How many senders are remembered (at most [`Self::CAPACITY`]).
+    pub fn len(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Whether no sender is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.senders.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_constants_agree() {
+        assert_eq!(OFF_VIP_DIGEST + 8, HEADER_LEN);
+        assert_eq!(FIXED_LEN, 84);
+        assert_eq!(MAX_PACKET_LEN, 148);
+        let offsets = [
+            (OFF_MAGIC, 4),
+            (OFF_VERSION, 1),
+            (OFF_AUTH, 1),
+            (OFF_GROUP, 1),
+            (OFF_PRIORITY, 1),
+            (OFF_INTERVAL, 2),
+            (OFF_FLAGS, 1),
+            (OFF_NAME_LEN, 1),
+            (OFF_NODE_ID, 8),
+            (OFF_BOOT_ID, 8),
+            (OFF_SEQUENCE, 8),
+            (OFF_PROMOTE_EPOCH, 8),
+            (OFF_VIP_DIGEST, 8),
+        ];
+        let mut next = 0;
+        for (off, size) in offsets {
+            assert_eq!(off, next, "fields are contiguous");
+            next = off + size;
+        }
+        assert_eq!(next, OFF_NAME);
+    }
+
+    #[test]
+    fn guard_keeps_age_index_in_step() {
+        let mut guard = ReplayGuard::new();
+        let mut advert = Advert {
+            body: AdvertBody {
+                group: 1,
+                priority: 100,
+                interval_cs: 100,
+                flags: Flags::default(),
+                node_id: 0,
+                promote_epoch: 0,
+                vip_digest: [0; 8],
+                node_name: "n".into(),
+            },
+            boot_id: 1,
+            sequence: 1,
+        };
+        for round in 0..3u64 {
+            for node in 0..(ReplayGuard::CAPACITY as u64 + 10) {
+                advert.body.node_id = node;
+                advert.sequence = round + 1;
+                let _ = guard.check(&advert);
+                assert_eq!(guard.senders.len(), guard.by_age.len());
+            }
+        }
+        guard.forget(5);
+        guard.forget(ReplayGuard::CAPACITY as u64 + 9);
+        assert_eq!(guard.senders.len(), guard.by_age.len());
+        assert_eq!(guard.len(), ReplayGuard::CAPACITY - 1);
+    }
+}
