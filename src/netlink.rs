@@ -1,1 +1,992 @@
-//! (being written)
+//! Claim, release, list and watch VIPs through rtnetlink.
+//!
+//! Addresses are plain `(IpAddr, prefix_len)` pairs and interfaces are kernel
+//! interface indexes, so this module depends on no other vipd module.
+//!
+//! Every address vipd adds carries [`VIPD_ADDRESS_PROTO`] in its `IFA_PROTO`
+//! attribute, so that [`Netlink::marked_addresses`] can find — and the daemon
+//! can remove — VIPs left behind by a previous vipd that crashed or was killed.
+//!
+//! [`watch`] opens a second, multicast-only netlink socket and turns link and
+//! address notifications into [`NetEvent`]s.
+
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::channel::mpsc::UnboundedReceiver;
+use futures::{Stream, StreamExt, TryStreamExt};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
+};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::sys::{AsyncSocket, SocketAddr};
+use rtnetlink::{Handle, MulticastGroup};
+use thiserror::Error;
+
+/// The `IFA_PROTO` value on every address vipd adds (`ip -d addr` shows
+/// "proto 118").
+///
+/// Why: a VIP left configured after `kill -9`, a crash or a power-cut reboot
+/// of the daemon alone gives a duplicate address on the network (FIELD-NOTES
+/// 3 and 18). The kernel keeps this marker with the address, so at start-up
+/// (and on any exit it sees) the daemon lists the marked addresses and removes
+/// those it does not currently hold as master — without ever touching addresses
+/// an administrator or another tool configured. 0x76 ('v') is outside the
+/// values the kernel uses itself (1..=3, `IFAPROT_KERNEL_*`).
+///
+/// `IFA_PROTO` needs Linux 6.1 or later; older kernels silently ignore it, and
+/// then nothing is ever listed as marked.
+pub const VIPD_ADDRESS_PROTO: u8 = 0x76;
+
+/// `ENODEV`: the kernel's answer for an unknown interface name or index.
+const ENODEV: i32 = 19;
+/// `EADDRNOTAVAIL`: the kernel's answer for deleting an absent address.
+const EADDRNOTAVAIL: i32 = 99;
+/// `EEXIST`: the address is already there.
+const EEXIST: i32 = 17;
+
+/// Receive buffer for the watch socket; a burst of link or address changes
+/// (hundreds of interfaces going down at once) must not overflow it.
+const WATCH_RCVBUF: usize = 1 << 20;
+
+/// What went wrong, naming the operation, interface and address.
+#[derive(Debug, Error)]
+pub enum NetlinkError {
+    /// Creating or binding a netlink socket failed.
+    #[error("opening the rtnetlink socket for {purpose}")]
+    Socket {
+        purpose: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// [`Netlink::connect`] or [`watch`] was called outside a tokio runtime.
+    #[error("{purpose}: not called from inside a tokio runtime")]
+    NoRuntime { purpose: &'static str },
+    /// No interface has this name.
+    #[error("interface {name:?} not found")]
+    LinkNotFound { name: String },
+    /// Looking up an interface failed for another reason.
+    #[error("looking up interface {name:?}")]
+    LinkQuery {
+        name: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    /// The prefix length is too long for the address family.
+    #[error("{op} {addr}/{prefix_len} on interface index {ifindex}: prefix length out of range")]
+    InvalidPrefix {
+        op: &'static str,
+        ifindex: u32,
+        addr: IpAddr,
+        prefix_len: u8,
+    },
+    /// Adding the address failed.
+    #[error("claiming {addr}/{prefix_len} on interface index {ifindex}")]
+    Claim {
+        ifindex: u32,
+        addr: IpAddr,
+        prefix_len: u8,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    /// Deleting the address failed (other than it being absent).
+    #[error("releasing {addr}/{prefix_len} on interface index {ifindex}")]
+    Release {
+        ifindex: u32,
+        addr: IpAddr,
+        prefix_len: u8,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    /// Listing the addresses of an interface failed.
+    #[error("checking for {addr} on interface index {ifindex}")]
+    Holds {
+        ifindex: u32,
+        addr: IpAddr,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    /// Listing all addresses failed.
+    #[error("listing vipd-marked addresses")]
+    ListMarked {
+        #[source]
+        source: rtnetlink::Error,
+    },
+}
+
+impl NetlinkError {
+    /// The errno the kernel answered with, when the kernel refused a request
+    /// (`ENODEV` when the interface is gone, `EPERM` without CAP_NET_ADMIN...).
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Self::Socket { source, .. } => source.raw_os_error(),
+            Self::LinkQuery { source, .. }
+            | Self::Claim { source, .. }
+            | Self::Release { source, .. }
+            | Self::Holds { source, .. }
+            | Self::ListMarked { source } => errno(source),
+            Self::LinkNotFound { .. } => Some(ENODEV),
+            Self::NoRuntime { .. } | Self::InvalidPrefix { .. } => None,
+        }
+    }
+}
+
+/// The positive errno of a netlink NACK.
+fn errno(err: &rtnetlink::Error) -> Option<i32> {
+    match err {
+        rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| c.get().saturating_abs()),
+        _ => None,
+    }
+}
+
+/// An interface as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Kernel interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// Administratively up (`IFF_UP`) and operationally up: carrier present
+    /// (`IFF_LOWER_UP`) and operstate UP or UNKNOWN (`IFF_RUNNING`).
+    pub up: bool,
+    /// The Ethernet address, when the link has a 6-byte hardware address.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// An address carrying the vipd marker, as listed by
+/// [`Netlink::marked_addresses`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MarkedAddress {
+    pub ifindex: u32,
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+}
+
+/// A request connection to the kernel's routing netlink.
+///
+/// Cheap to clone; all clones share one socket and one connection task, which
+/// ends when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// Opens an rtnetlink socket and spawns its connection task on the current
+    /// tokio runtime (the socket each `ip addr`/`ip link` command opens).
+    pub fn connect() -> Result<Self, NetlinkError> {
+        const PURPOSE: &str = "requests";
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| NetlinkError::NoRuntime { purpose: PURPOSE })?;
+        let (connection, handle, _unsolicited) =
+            rtnetlink::new_connection().map_err(|source| NetlinkError::Socket {
+                purpose: PURPOSE,
+                source,
+            })?;
+        // The task ends by itself once every `Handle` clone is dropped (the
+        // unsolicited-message receiver is already gone).
+        runtime.spawn(connection);
+        Ok(Self { handle })
+    }
+
+    /// Looks an interface up by name; equivalent to `ip link show dev NAME`.
+    pub async fn link_by_name(&self, name: &str) -> Result<Link, NetlinkError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
+        let found = links.try_next().await.map_err(|source| {
+            if errno(&source) == Some(ENODEV) {
+                NetlinkError::LinkNotFound {
+                    name: name.to_owned(),
+                }
+            } else {
+                NetlinkError::LinkQuery {
+                    name: name.to_owned(),
+                    source,
+                }
+            }
+        })?;
+        found
+            .as_ref()
+            .and_then(parse_link)
+            .ok_or_else(|| NetlinkError::LinkNotFound {
+                name: name.to_owned(),
+            })
+    }
+
+    /// Adds `addr/prefix_len` to the interface, marked with
+    /// [`VIPD_ADDRESS_PROTO`]; equivalent to
+    /// `ip addr replace ADDR/PLEN dev IF proto 118` (plus `nodad` for IPv6).
+    ///
+    /// Idempotent: claiming an address that is already there succeeds (and
+    /// marks it as vipd's). IPv6 addresses skip duplicate address detection
+    /// (`IFA_F_NODAD`): during an overlapping handover the old master still
+    /// answers for the VIP, and DAD would leave it `dadfailed` (FIELD-NOTES
+    /// 15). The kernel's prefix route is kept, as with `ip addr add`.
+    pub async fn claim(
+        &self,
+        ifindex: u32,
+        addr: IpAddr,
+        prefix_len: u8,
+    ) -> Result<(), NetlinkError> {
+        check_prefix("claiming", ifindex, addr, prefix_len)?;
+        let mut request = self
+            .handle
+            .address()
+            .add(ifindex, addr, prefix_len)
+            .replace();
+        let message = request.message_mut();
+        message
+            .attributes
+            .push(AddressAttribute::Protocol(AddressProtocol::from(
+                VIPD_ADDRESS_PROTO,
+            )));
+        if addr.is_ipv6() {
+            // The header byte is what older kernels read; IFA_FLAGS wins
+            // when present.
+            message.header.flags |= AddressHeaderFlags::Nodad;
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match request.execute().await {
+            Ok(()) => Ok(()),
+            Err(source) if errno(&source) == Some(EEXIST) => Ok(()),
+            Err(source) => Err(NetlinkError::Claim {
+                ifindex,
+                addr,
+                prefix_len,
+                source,
+            }),
+        }
+    }
+
+    /// Removes `addr/prefix_len` from the interface; equivalent to
+    /// `ip addr del ADDR/PLEN dev IF`.
+    ///
+    /// Idempotent: an absent address is not an error. Only the exact
+    /// address and prefix length are removed. Note that deleting an IPv4
+    /// *primary* address also deletes the secondaries of its subnet unless
+    /// `net.ipv4.conf.IF.promote_secondaries` is set.
+    pub async fn release(
+        &self,
+        ifindex: u32,
+        addr: IpAddr,
+        prefix_len: u8,
+    ) -> Result<(), NetlinkError> {
+        check_prefix("releasing", ifindex, addr, prefix_len)?;
+        let mut message = AddressMessage::default();
+        message.header.family = family(addr);
+        message.header.prefix_len = prefix_len;
+        message.header.index = ifindex;
+        // Both, as iproute2 sends them: IPv4 matches IFA_LOCAL and, through
+        // IFA_ADDRESS, the prefix length (without it any prefix would match);
+        // IPv6 matches the address and prefix length.
+        message.attributes.push(AddressAttribute::Local(addr));
+        message.attributes.push(AddressAttribute::Address(addr));
+        match self.handle.address().del(message).execute().await {
+            Ok(()) => Ok(()),
+            Err(source) if errno(&source) == Some(EADDRNOTAVAIL) => Ok(()),
+            Err(source) => Err(NetlinkError::Release {
+                ifindex,
+                addr,
+                prefix_len,
+                source,
+            }),
+        }
+    }
+
+    /// Whether the interface has `addr` (any prefix length, marked or not);
+    /// equivalent to `ip addr show dev IF to ADDR`.
+    pub async fn holds(&self, ifindex: u32, addr: IpAddr) -> Result<bool, NetlinkError> {
+        let mut request = self.handle.address().get().set_link_index_filter(ifindex);
+        request.message_mut().header.family = family(addr);
+        request.message_mut().header.index = ifindex;
+        let mut addresses = request.execute();
+        loop {
+            match addresses.try_next().await {
+                Ok(Some(message)) => {
+                    if message.header.index == ifindex && address_of(&message) == Some(addr) {
+                        return Ok(true);
+                    }
+                }
+                Ok(None) => return Ok(false),
+                Err(source) => {
+                    return Err(NetlinkError::Holds {
+                        ifindex,
+                        addr,
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Every address on every interface that carries [`VIPD_ADDRESS_PROTO`];
+    /// equivalent to `ip -d addr show proto 118`.
+    pub async fn marked_addresses(&self) -> Result<Vec<MarkedAddress>, NetlinkError> {
+        let addresses: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| NetlinkError::ListMarked { source })?;
+        Ok(addresses.iter().filter_map(marked_address).collect())
+    }
+}
+
+fn family(addr: IpAddr) -> AddressFamily {
+    match addr {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+fn check_prefix(
+    op: &'static str,
+    ifindex: u32,
+    addr: IpAddr,
+    prefix_len: u8,
+) -> Result<(), NetlinkError> {
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if prefix_len > max {
+        return Err(NetlinkError::InvalidPrefix {
+            op,
+            ifindex,
+            addr,
+            prefix_len,
+        });
+    }
+    Ok(())
+}
+
+/// The interface's own address in an address message: `IFA_LOCAL` when
+/// present (IPv4, and IPv6 with a peer), else `IFA_ADDRESS`.
+fn address_of(message: &AddressMessage) -> Option<IpAddr> {
+    let mut address = None;
+    for attribute in &message.attributes {
+        match attribute {
+            AddressAttribute::Local(local) => return Some(*local),
+            AddressAttribute::Address(addr) => address = Some(*addr),
+            _ => {}
+        }
+    }
+    address
+}
+
+fn marked_address(message: &AddressMessage) -> Option<MarkedAddress> {
+    let marked = message.attributes.iter().any(|attribute| {
+        matches!(attribute, AddressAttribute::Protocol(p) if u8::from(*p) == VIPD_ADDRESS_PROTO)
+    });
+    if !marked {
+        return None;
+    }
+    Some(MarkedAddress {
+        ifindex: message.header.index,
+        addr: address_of(message)?,
+        prefix_len: message.header.prefix_len,
+    })
+}
+
+fn parse_link(message: &LinkMessage) -> Option<Link> {
+    let mut name = None;
+    let mut mac = None;
+    for attribute in &message.attributes {
+        match attribute {
+            LinkAttribute::IfName(n) => name = Some(n.clone()),
+            LinkAttribute::Address(bytes) => mac = <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+            _ => {}
+        }
+    }
+    let flags = message.header.flags;
+    Some(Link {
+        index: message.header.index,
+        name: name?,
+        up: flags.contains(LinkFlags::Up | LinkFlags::LowerUp | LinkFlags::Running),
+        mac,
+    })
+}
+
+/// A change the kernel announced on the watch socket.
+///
+/// Notifications are not deduplicated: the kernel sends `RTM_NEWLINK` for
+/// many changes that leave `up` unchanged, and `RTM_NEWADDR` again when an
+/// address's flags or lifetimes change, so consumers compare with what they
+/// knew.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetEvent {
+    /// An address was removed (`RTM_DELADDR`) — by an administrator, by
+    /// another tool, or by the kernel (IPv6 addresses go when their link is
+    /// set down, unless `keep_addr_on_down` is set).
+    AddressRemoved { ifindex: u32, addr: IpAddr },
+    /// An address was added or changed (`RTM_NEWADDR`).
+    AddressAdded { ifindex: u32, addr: IpAddr },
+    /// A link changed (`RTM_NEWLINK`) or disappeared (`RTM_DELLINK`, reported
+    /// with `up: false`). `up` has the meaning of [`Link::up`].
+    Link {
+        ifindex: u32,
+        name: String,
+        up: bool,
+    },
+    /// The socket's receive buffer overflowed and notifications were lost:
+    /// re-read whatever state matters (e.g. [`Netlink::holds`] for each VIP).
+    Overrun,
+}
+
+/// Subscribes to link and IPv4/IPv6 address notifications
+/// (`RTNLGRP_LINK`, `RTNLGRP_IPV4_IFADDR`, `RTNLGRP_IPV6_IFADDR`); equivalent
+/// to `ip monitor link address`.
+///
+/// The subscription is live when this returns, so call it before reading the
+/// initial state to miss nothing. Must be called inside a tokio runtime: the
+/// socket's connection task is spawned on it and aborted when the returned
+/// [`Watch`] is dropped. Messages that fail to parse, or that are not link or
+/// address notifications from the kernel, are skipped.
+pub fn watch() -> Result<Watch, NetlinkError> {
+    const PURPOSE: &str = "watching links and addresses";
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|_| NetlinkError::NoRuntime { purpose: PURPOSE })?;
+    let (mut connection, _handle, messages) = rtnetlink::new_multicast_connection(&[
+        MulticastGroup::Link,
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv6Ifaddr,
+    ])
+    .map_err(|source| NetlinkError::Socket {
+        purpose: PURPOSE,
+        source,
+    })?;
+    // Best effort: without CAP_NET_ADMIN the buffer stays at rmem_max, and an
+    // overflow is still reported as `NetEvent::Overrun`.
+    let _ = connection
+        .socket_mut()
+        .socket_mut()
+        .set_rx_buf_sz(WATCH_RCVBUF);
+    let task = runtime.spawn(connection);
+    Ok(Watch { messages, task })
+}
+
+/// The stream of [`NetEvent`]s returned by [`watch`].
+///
+/// It ends only if the netlink socket fails, which the daemon should treat as
+/// fatal or answer by calling [`watch`] again and re-reading state.
+#[derive(Debug)]
+pub struct Watch {
+    messages: UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Stream for Watch {
+    type Item = NetEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<NetEvent>> {
+        loop {
+            match self.messages.poll_next_unpin(cx) {
+                Poll::Ready(Some((message, source))) => {
+                    // Only the kernel (port 0) sends rtnetlink notifications.
+                    if source.port_number() != 0 {
+                        continue;
+                    }
+                    if let Some(event) = net_event(message) {
+                        return Poll::Ready(Some(event));
+                    }
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Turns one notification into an event; `None` for anything else.
+fn net_event(message: NetlinkMessage<RouteNetlinkMessage>) -> Option<NetEvent> {
+    match message.payload {
+        NetlinkPayload::Overrun(_) => Some(NetEvent::Overrun),
+        NetlinkPayload::InnerMessage(inner) => match inner {
+            RouteNetlinkMessage::NewAddress(m) => Some(NetEvent::AddressAdded {
+                ifindex: m.header.index,
+                addr: ip_address_of(&m)?,
+            }),
+            RouteNetlinkMessage::DelAddress(m) => Some(NetEvent::AddressRemoved {
+                ifindex: m.header.index,
+                addr: ip_address_of(&m)?,
+            }),
+            RouteNetlinkMessage::NewLink(m) => link_event(&m, false),
+            RouteNetlinkMessage::DelLink(m) => link_event(&m, true),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The address of an IPv4 or IPv6 address message (other families skipped).
+fn ip_address_of(message: &AddressMessage) -> Option<IpAddr> {
+    match message.header.family {
+        AddressFamily::Inet | AddressFamily::Inet6 => address_of(message),
+        _ => None,
+    }
+}
+
+fn link_event(message: &LinkMessage, removed: bool) -> Option<NetEvent> {
+    // RTNLGRP_LINK also carries AF_BRIDGE messages about bridge ports; an
+    // AF_BRIDGE RTM_DELLINK means "no longer a bridge port", not "gone".
+    if message.header.interface_family != AddressFamily::Unspec {
+        return None;
+    }
+    let link = parse_link(message)?;
+    Some(NetEvent::Link {
+        ifindex: link.index,
+        name: link.name,
+        up: link.up && !removed,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::time::Duration;
+
+    use netlink_packet_route::link::LinkHeader;
+    use rtnetlink::{LinkUnspec, LinkVeth};
+
+    const V4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+    const V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10));
+
+    /// Runs `test` on a current-thread runtime in a thread of its own that
+    /// has unshared into a fresh network namespace (gone with the thread).
+    pub(crate) fn in_netns<F, Fut>(test: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: needs root (CAP_SYS_ADMIN + CAP_NET_ADMIN) for a private netns");
+            return;
+        }
+        std::thread::spawn(move || {
+            // nix's safe `sched::unshare` needs nix's "sched" feature, which
+            // vipd does not enable.
+            // SAFETY: unshare(2) touches no memory of ours; it only moves this
+            // thread into a new network namespace.
+            let rc = unsafe { nix::libc::unshare(nix::libc::CLONE_NEWNET) };
+            assert_eq!(
+                rc,
+                0,
+                "unshare(CLONE_NEWNET): {}",
+                io::Error::last_os_error()
+            );
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime
+                .block_on(async { tokio::time::timeout(Duration::from_secs(30), test()).await })
+                .expect("test timed out");
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Creates the veth pair `a`/`b`, sets both up and waits until `a` has
+    /// carrier (veth links come up asynchronously, through linkwatch).
+    pub(crate) async fn veth_pair(nl: &Netlink, a: &str, b: &str) -> (Link, Link) {
+        nl.handle
+            .link()
+            .add(LinkVeth::new(a, b).build())
+            .execute()
+            .await
+            .unwrap();
+        for name in [a, b] {
+            let index = nl.link_by_name(name).await.unwrap().index;
+            nl.handle
+                .link()
+                .set(LinkUnspec::new_with_index(index).up().build())
+                .execute()
+                .await
+                .unwrap();
+        }
+        for _ in 0..300 {
+            let (la, lb) = (
+                nl.link_by_name(a).await.unwrap(),
+                nl.link_by_name(b).await.unwrap(),
+            );
+            if la.up && lb.up {
+                return (la, lb);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("veth pair {a}/{b} never came up");
+    }
+
+    /// The rtnetlink handle under `nl`, for what vipd itself never does.
+    pub(crate) fn raw_handle(nl: &Netlink) -> Handle {
+        nl.handle.clone()
+    }
+
+    /// `ip link set dev IF down`.
+    pub(crate) async fn set_down(nl: &Netlink, ifindex: u32) {
+        nl.handle
+            .link()
+            .set(LinkUnspec::new_with_index(ifindex).down().build())
+            .execute()
+            .await
+            .unwrap();
+    }
+
+    async fn address_message(nl: &Netlink, ifindex: u32, addr: IpAddr) -> Option<AddressMessage> {
+        let all: Vec<AddressMessage> = nl
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(ifindex)
+            .execute()
+            .try_collect()
+            .await
+            .unwrap();
+        all.into_iter().find(|m| address_of(m) == Some(addr))
+    }
+
+    #[test]
+    fn link_by_name_reports_index_state_and_mac() {
+        in_netns(|| async {
+            let nl = Netlink::connect().unwrap();
+            let (a, b) = veth_pair(&nl, "vipd-a", "vipd-b").await;
+            assert_eq!(a.name, "vipd-a");
+            assert_ne!(a.index, b.index);
+            assert!(a.up && b.up);
+            assert!(a.mac.is_some() && a.mac != b.mac);
+
+            let err = nl.link_by_name("vipd-nope").await.unwrap_err();
+            assert!(matches!(err, NetlinkError::LinkNotFound { .. }), "{err:?}");
+            assert_eq!(err.raw_os_error(), Some(ENODEV));
+
+            // Setting the peer down drops carrier on `a`: up must follow.
+            set_down(&nl, b.index).await;
+            let mut a_up = true;
+            for _ in 0..300 {
+                a_up = nl.link_by_name("vipd-a").await.unwrap().up;
+                if !a_up {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(!a_up, "vipd-a still up without carrier");
+        });
+    }
+
+    #[test]
+    fn claim_and_release_are_idempotent_and_marked() {
+        in_netns(|| async {
+            let nl = Netlink::connect().unwrap();
+            let (a, _) = veth_pair(&nl, "vipd-a", "vipd-b").await;
+            for (addr, plen) in [(V4, 24), (V6, 64)] {
+                assert!(!nl.holds(a.index, addr).await.unwrap());
+                nl.claim(a.index, addr, plen).await.unwrap();
+                nl.claim(a.index, addr, plen).await.unwrap();
+                assert!(nl.holds(a.index, addr).await.unwrap(), "{addr}");
+            }
+            let mut marked = nl.marked_addresses().await.unwrap();
+            marked.sort_by_key(|m| m.addr);
+            assert_eq!(
+                marked,
+                vec![
+                    MarkedAddress {
+                        ifindex: a.index,
+                        addr: V4,
+                        prefix_len: 24
+                    },
+                    MarkedAddress {
+                        ifindex: a.index,
+                        addr: V6,
+                        prefix_len: 64
+                    },
+                ]
+            );
+
+            // IPv6: no DAD, so the VIP is usable at once (never tentative).
+            let m6 = address_message(&nl, a.index, V6).await.unwrap();
+            let flags = m6
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    AddressAttribute::Flags(f) => Some(*f),
+                    _ => None,
+                })
+                .unwrap();
+            assert!(flags.contains(AddressFlags::Nodad), "{flags:?}");
+            assert!(!flags.intersects(AddressFlags::Tentative | AddressFlags::Dadfailed));
+            // IPv4: the kernel's prefix route is kept.
+            let m4 = address_message(&nl, a.index, V4).await.unwrap();
+            assert!(!m4.attributes.iter().any(
+                |a| matches!(a, AddressAttribute::Flags(f) if f.contains(AddressFlags::Noprefixroute))
+            ));
+
+            for (addr, plen) in [(V4, 24), (V6, 64)] {
+                // Only the exact prefix length is released.
+                nl.release(a.index, addr, plen + 1).await.unwrap();
+                assert!(nl.holds(a.index, addr).await.unwrap(), "{addr}");
+                nl.release(a.index, addr, plen).await.unwrap();
+                nl.release(a.index, addr, plen).await.unwrap();
+                assert!(!nl.holds(a.index, addr).await.unwrap(), "{addr}");
+            }
+            assert_eq!(nl.marked_addresses().await.unwrap(), vec![]);
+
+            // Errors name the operation, interface and address.
+            let err = nl.claim(9999, V4, 24).await.unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(ENODEV));
+            assert_eq!(
+                err.to_string(),
+                "claiming 192.0.2.10/24 on interface index 9999"
+            );
+            assert!(matches!(
+                nl.claim(a.index, V4, 33).await,
+                Err(NetlinkError::InvalidPrefix { .. })
+            ));
+        });
+    }
+
+    #[test]
+    fn unmarked_addresses_are_not_listed() {
+        in_netns(|| async {
+            let nl = Netlink::connect().unwrap();
+            let (a, b) = veth_pair(&nl, "vipd-a", "vipd-b").await;
+            let admin4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+            let admin6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+            nl.handle
+                .address()
+                .add(a.index, admin4, 24)
+                .execute()
+                .await
+                .unwrap();
+            nl.handle
+                .address()
+                .add(b.index, admin6, 64)
+                .execute()
+                .await
+                .unwrap();
+            nl.claim(b.index, V4, 32).await.unwrap();
+
+            assert!(nl.holds(a.index, admin4).await.unwrap());
+            assert!(!nl.holds(b.index, admin4).await.unwrap());
+            assert_eq!(
+                nl.marked_addresses().await.unwrap(),
+                vec![MarkedAddress {
+                    ifindex: b.index,
+                    addr: V4,
+                    prefix_len: 32
+                }]
+            );
+        });
+    }
+
+    #[test]
+    fn watch_reports_address_removal_and_link_down() {
+        in_netns(|| async {
+            let nl = Netlink::connect().unwrap();
+            let (a, b) = veth_pair(&nl, "vipd-a", "vipd-b").await;
+            let mut events = watch().unwrap();
+            nl.claim(a.index, V4, 24).await.unwrap();
+            nl.claim(a.index, V6, 64).await.unwrap();
+
+            // Someone else deletes the VIPs.
+            for (addr, plen) in [(V4, 24u8), (V6, 64)] {
+                let mut m = AddressMessage::default();
+                m.header.family = family(addr);
+                m.header.prefix_len = plen;
+                m.header.index = a.index;
+                m.attributes.push(AddressAttribute::Address(addr));
+                m.attributes.push(AddressAttribute::Local(addr));
+                nl.handle.address().del(m).execute().await.unwrap();
+            }
+            let mut seen = Vec::new();
+            while seen.len() < 2 {
+                match events.next().await.unwrap() {
+                    NetEvent::AddressRemoved { ifindex, addr } if ifindex == a.index => {
+                        seen.push(addr)
+                    }
+                    NetEvent::AddressRemoved { ifindex, addr } => {
+                        panic!("removal of {addr} on unexpected interface {ifindex}")
+                    }
+                    _ => {}
+                }
+            }
+            assert_eq!(seen, vec![V4, V6]);
+
+            set_down(&nl, a.index).await;
+            loop {
+                if let NetEvent::Link {
+                    ifindex,
+                    name,
+                    up: false,
+                } = events.next().await.unwrap()
+                {
+                    assert_eq!((ifindex, name.as_str()), (a.index, "vipd-a"));
+                    break;
+                }
+            }
+            // The peer loses carrier, which is reported as down too.
+            loop {
+                if let NetEvent::Link {
+                    ifindex, up: false, ..
+                } = events.next().await.unwrap()
+                {
+                    if ifindex == b.index {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn ipv6_vip_vanishes_when_its_link_is_set_down() {
+        // A kernel behaviour the daemon must live with: without
+        // `keep_addr_on_down`, setting a link down removes its IPv6
+        // addresses, VIPs included (IPv4 addresses stay).
+        in_netns(|| async {
+            let nl = Netlink::connect().unwrap();
+            let (a, _) = veth_pair(&nl, "vipd-a", "vipd-b").await;
+            nl.claim(a.index, V4, 24).await.unwrap();
+            nl.claim(a.index, V6, 64).await.unwrap();
+            set_down(&nl, a.index).await;
+            assert!(nl.holds(a.index, V4).await.unwrap());
+            assert!(!nl.holds(a.index, V6).await.unwrap());
+            // Claiming on a down link works; the VIP is there once it is up.
+            nl.claim(a.index, V6, 64).await.unwrap();
+            assert!(nl.holds(a.index, V6).await.unwrap());
+        });
+    }
+
+    #[test]
+    fn claiming_an_existing_unmarked_address_marks_it() {
+        in_netns(|| async {
+            let nl = Netlink::connect().unwrap();
+            let (a, _) = veth_pair(&nl, "vipd-a", "vipd-b").await;
+            nl.handle
+                .address()
+                .add(a.index, V4, 24)
+                .execute()
+                .await
+                .unwrap();
+            nl.handle
+                .address()
+                .add(a.index, V6, 64)
+                .execute()
+                .await
+                .unwrap();
+            assert_eq!(nl.marked_addresses().await.unwrap(), vec![]);
+            nl.claim(a.index, V4, 24).await.unwrap();
+            nl.claim(a.index, V6, 64).await.unwrap();
+            let mut marked: Vec<IpAddr> = nl
+                .marked_addresses()
+                .await
+                .unwrap()
+                .iter()
+                .map(|m| m.addr)
+                .collect();
+            marked.sort();
+            assert_eq!(marked, vec![V4, V6]);
+        });
+    }
+
+    #[test]
+    fn notifications_parse_and_foreign_messages_are_skipped() {
+        let mut link = LinkMessage::default();
+        link.header = LinkHeader {
+            index: 7,
+            flags: LinkFlags::Up | LinkFlags::LowerUp | LinkFlags::Running,
+            ..LinkHeader::default()
+        };
+        link.attributes.push(LinkAttribute::IfName("eth7".into()));
+        link.attributes
+            .push(LinkAttribute::Address(vec![2, 0, 0, 0, 0, 7]));
+        let msg = |m| NetlinkMessage::from(m);
+        assert_eq!(
+            net_event(msg(RouteNetlinkMessage::NewLink(link.clone()))),
+            Some(NetEvent::Link {
+                ifindex: 7,
+                name: "eth7".into(),
+                up: true
+            })
+        );
+        assert_eq!(
+            net_event(msg(RouteNetlinkMessage::DelLink(link.clone()))),
+            Some(NetEvent::Link {
+                ifindex: 7,
+                name: "eth7".into(),
+                up: false
+            })
+        );
+        assert_eq!(parse_link(&link).unwrap().mac, Some([2, 0, 0, 0, 0, 7]));
+        // Up but no carrier is down.
+        let mut no_carrier = link.clone();
+        no_carrier.header.flags = LinkFlags::Up;
+        assert!(!parse_link(&no_carrier).unwrap().up);
+        // Bridge-port notifications are not about the link itself.
+        let mut bridge = link.clone();
+        bridge.header.interface_family = AddressFamily::Bridge;
+        assert_eq!(net_event(msg(RouteNetlinkMessage::DelLink(bridge))), None);
+        // A link message without a name is skipped.
+        let mut nameless = link;
+        nameless
+            .attributes
+            .retain(|a| !matches!(a, LinkAttribute::IfName(_)));
+        assert_eq!(net_event(msg(RouteNetlinkMessage::NewLink(nameless))), None);
+
+        let mut addr = AddressMessage::default();
+        addr.header.family = AddressFamily::Inet6;
+        addr.header.index = 3;
+        addr.attributes.push(AddressAttribute::Address(V6));
+        assert_eq!(
+            net_event(msg(RouteNetlinkMessage::DelAddress(addr.clone()))),
+            Some(NetEvent::AddressRemoved {
+                ifindex: 3,
+                addr: V6
+            })
+        );
+        // IPv4 reports IFA_LOCAL (IFA_ADDRESS is the peer on point-to-point).
+        let mut ptp = AddressMessage::default();
+        ptp.header.family = AddressFamily::Inet;
+        ptp.header.index = 4;
+        ptp.attributes
+            .push(AddressAttribute::Address("198.51.100.1".parse().unwrap()));
+        ptp.attributes.push(AddressAttribute::Local(V4));
+        assert_eq!(
+            net_event(msg(RouteNetlinkMessage::NewAddress(ptp))),
+            Some(NetEvent::AddressAdded {
+                ifindex: 4,
+                addr: V4
+            })
+        );
+        let mut empty = addr;
+        empty.attributes.clear();
+        assert_eq!(net_event(msg(RouteNetlinkMessage::NewAddress(empty))), None);
+        assert_eq!(
+            net_event(NetlinkMessage::from(RouteNetlinkMessage::NewRoute(
+                Default::default()
+            ))),
+            None
+        );
+        let overrun = NetlinkMessage::<RouteNetlinkMessage>::new(
+            Default::default(),
+            NetlinkPayload::Overrun(Vec::new()),
+        );
+        assert_eq!(net_event(overrun), Some(NetEvent::Overrun));
+    }
+}
