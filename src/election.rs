@@ -1,1 +1,1101 @@
-//! (being written)
+//! The election: every rule that decides who holds the VIPs, in one file.
+//!
+//! [`Election`] is a sans-IO state machine in the style of quinn-proto's
+//! `Connection` and str0m's `Rtc`: it opens no socket, reads no clock and spawns
+//! nothing. The caller feeds it inputs, each stamped with `now`:
+//!
+//! - [`Election::handle_advert`]: an advert from a peer, already authenticated and
+//!   checked against replay by the transport;
+//! - [`Election::handle_timeout`]: the deadline from [`Election::poll_timeout`] passed
+//!   (early or repeated calls are harmless);
+//! - [`Election::handle_command`]: an operator's drain, undrain or promote;
+//! - [`Election::handle_health`]: a change of health (priority weights, fault);
+//! - [`Election::handle_shutdown`]: the daemon is stopping.
+//!
+//! After each input the caller drains [`Election::poll_action`] until it returns
+//! `None`, carries the actions out in order, and sleeps until
+//! [`Election::poll_timeout`] or the next input.
+//!
+//! # The rules
+//!
+//! They follow RFC 5798 (VRRPv3) where it speaks, and extend it where vipd knows
+//! more than VRRP does. Every node, backups included, advertises (backups at the
+//! slower `backup_advert_interval`), so each node knows which peers are alive and
+//! how they rank.
+//!
+//! **Rank.** Nodes are ordered by [`Rank`]: eligible before ineligible (drained,
+//! in fault, shutting down or releasing with priority 0); then an active
+//! promotion, the later one first; then effective priority; then node id (RFC 5798
+//! §6.4.3 breaks ties by the primary IP address; we use the stable node id).
+//!
+//! **Takeover** (RFC 5798 §6.1, §6.4.2). A backup follows the master it hears and
+//! takes over when it has not heard it for `3 × Master_Adver_Interval + wait`.
+//! The RFC's wait is `Skew_Time = (256 − priority) × Master_Adver_Interval / 256`.
+//! vipd knows the live peers, so a backup that has been up long enough to have heard
+//! every peer waits `(rank + 1) × takeover_margin` instead, where `rank` counts the
+//! live eligible backups that outrank it (never more than the RFC skew). The best
+//! backup thus moves a margin after `3 × interval` (3.002 s at 1 s adverts, against
+//! VRRP's 3.61 s at priority 100) while the next ones stay a margin per rank behind,
+//! long enough to hear the new master and stand down.
+//!
+//! **Release** (RFC 5798 §6.4.2, priority 0). A master that drains, faults or shuts
+//! down advertises priority 0. Backups then take over after `rank × margin`
+//! (the best one at once), or after Skew_Time when ranks are not yet known. A
+//! followed master that starts advertising as a backup is treated the same way.
+//!
+//! **Master meets master** (RFC 5798 §6.4.3). A master that hears a better master
+//! steps down at once. One that hears a worse master stays, re-announces its VIPs
+//! (clients may have followed the other's gratuitous ARP: FIELD-NOTES 2, 17) and
+//! advertises at once so the other steps down.
+//!
+//! **Preempt** (RFC 5798 §6.4.2 "Preempt_Mode"). A backup that outranks the live
+//! master takes over if `preempt` is on, after `preempt_delay` of outranking it
+//! without a break, and never before `startup_delay` has passed. With preempt off a
+//! better backup leaves the incumbent alone; two masters meeting still resolve by
+//! rank (preempt does not apply between masters, as in the RFC).
+//!
+//! **Drain** makes the node ineligible. A draining master keeps the VIPs and
+//! advertises priority 0 until it hears the successor's first advert as master,
+//! then releases (make-before-break), or releases when `handover_timeout` passes.
+//! A master refuses to drain when no eligible peer is alive, unless forced.
+//!
+//! **Promote** makes the node outrank every unpromoted node and become master at
+//! once (the old master hears a better master and steps down after the new one
+//! has claimed). Promotions are ordered without clocks by a Lamport counter: every
+//! advert carries the highest promotion epoch its sender has seen; a promotion takes
+//! `highest seen + 1`. A promoted node that hears a promotion with a higher
+//! (epoch, node id) than its own drops its promotion: the later one wins. A
+//! promotion ends with a drain, or when the node restarts.
+//!
+//! **Health**: effective priority is the configured priority plus the health
+//! weights, clamped to 1..=254. A fault makes the node ineligible: a master in
+//! fault releases at once (its service is broken) with a priority-0 advert.
+//!
+//! **Start-up**: a node starts as backup (never straight to master: FIELD-NOTES 12)
+//! and waits the master-down interval, or `startup_delay` if longer, before it
+//! takes over an empty group.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::wire::{AdvertBody, Flags};
+
+/// Everything the election needs to know about its own instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElectionConfig {
+    pub node_id: u64,
+    pub node_name: String,
+    pub group: u8,
+    /// Configured priority, 1..=254.
+    pub priority: u8,
+    /// Advert interval as master.
+    pub advert_interval: Duration,
+    /// Advert interval as backup, drained or in fault (>= `advert_interval`).
+    pub backup_advert_interval: Duration,
+    /// Per-rank wait added by backups before taking over.
+    pub takeover_margin: Duration,
+    /// Longest a draining or stopping master keeps the VIPs waiting for a successor.
+    pub handover_timeout: Duration,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    /// Minimum time after start before this node may become master.
+    pub startup_delay: Duration,
+    /// Digest of this instance's VIP set, so peers with another set are noticed.
+    pub vip_digest: [u8; 8],
+    /// Start drained (the drain survives restarts through the daemon's state dir).
+    pub start_drained: bool,
+}
+
+/// RFC 5798's states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Initialize,
+    Backup,
+    Master,
+    Fault,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Initialize => "initialize",
+            Self::Backup => "backup",
+            Self::Master => "master",
+            Self::Fault => "fault",
+        })
+    }
+}
+
+/// Why a state changed; shown in logs, status and notify hooks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Startup,
+    /// No advert from the master for the master-down interval.
+    MasterDown,
+    /// The master released with a priority-0 advert or stepped down.
+    MasterReleased {
+        peer: String,
+    },
+    /// This node outranks the master and preempt is on.
+    Preempting {
+        peer: String,
+    },
+    /// A better master was heard.
+    BetterMaster {
+        peer: String,
+    },
+    Promoted,
+    /// The successor's advert was heard: make-before-break handover done.
+    HandoverComplete {
+        peer: String,
+    },
+    HandoverTimeout,
+    /// Forced drain with nobody to hand over to.
+    DrainedWithoutSuccessor,
+    Fault {
+        why: String,
+    },
+    FaultCleared,
+    Shutdown,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Startup => write!(f, "start-up"),
+            Self::MasterDown => write!(f, "master down: no advert within the master-down interval"),
+            Self::MasterReleased { peer } => write!(f, "master {peer} released"),
+            Self::Preempting { peer } => write!(f, "preempting lower-ranked master {peer}"),
+            Self::BetterMaster { peer } => write!(f, "heard better master {peer}"),
+            Self::Promoted => write!(f, "promoted by operator"),
+            Self::HandoverComplete { peer } => write!(f, "handed over to {peer}"),
+            Self::HandoverTimeout => write!(f, "handover timed out; released"),
+            Self::DrainedWithoutSuccessor => write!(f, "drained (forced) with no successor"),
+            Self::Fault { why } => write!(f, "fault: {why}"),
+            Self::FaultCleared => write!(f, "fault cleared"),
+            Self::Shutdown => write!(f, "shutting down"),
+        }
+    }
+}
+
+/// Things worth a log line or a counter that do not change state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// Two masters at once (FIELD-NOTES 1); `we_stay` says who wins.
+    OtherMasterHeard { peer: String, we_stay: bool },
+    /// A peer's VIP set differs from ours.
+    VipSetMismatch { peer: String },
+    /// A master advertises another interval than ours (we follow theirs).
+    IntervalMismatch {
+        peer: String,
+        theirs: Duration,
+        ours: Duration,
+    },
+    /// An advert carried our own node id: two nodes share a name, or a loop.
+    DuplicateNodeId { peer: String },
+    /// Another node was promoted later than us; our promotion ends.
+    PromotionSuperseded { peer: String },
+    /// A draining or stopping master now waits for a successor.
+    HandoverStarted,
+}
+
+/// What the caller must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send this advert to the group (the transport stamps boot id and sequence).
+    SendAdvert(AdvertBody),
+    /// Add the VIPs to the interface.
+    ClaimVips,
+    /// Send gratuitous ARP / unsolicited NA for the VIPs (a burst).
+    AnnounceVips,
+    /// Remove the VIPs from the interface.
+    ReleaseVips,
+    StateChanged {
+        from: State,
+        to: State,
+        reason: Reason,
+    },
+    Notice(Notice),
+    /// A shutdown finished: the VIPs are released (or were never held).
+    ShutdownComplete,
+}
+
+/// Operator commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Drain { force: bool },
+    Undrain,
+    Promote,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("refused: no healthy eligible peer has been heard, so nobody could take the VIPs (use --force to drain anyway)")]
+    NoSuccessor,
+    #[error("refused: this node is in fault ({0})")]
+    InFault(String),
+    #[error("refused: this node is drained; undrain it first")]
+    Drained,
+    #[error("refused: this node is shutting down")]
+    ShuttingDown,
+}
+
+/// Health as the health checker sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Sum of the weights of tracked checks, added to the configured priority.
+    pub priority_delta: i32,
+    /// Set when a check without weight fails: the node must not be master.
+    pub fault: Option<String>,
+}
+
+/// The order in which nodes deserve to be master; greater is better.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rank {
+    pub eligible: bool,
+    /// The promotion epoch while promoted, else 0.
+    pub promotion: u64,
+    pub priority: u8,
+    pub node_id: u64,
+}
+
+impl Rank {
+    /// The rank a peer claims in its advert.
+    pub fn of_advert(body: &AdvertBody) -> Self {
+        let eligible = body.priority > 0
+            && !body.flags.contains(Flags::DRAINED)
+            && !body.flags.contains(Flags::FAULT)
+            && !body.flags.contains(Flags::SHUTTING_DOWN);
+        let promotion = if body.flags.contains(Flags::PROMOTED) {
+            body.promote_epoch
+        } else {
+            0
+        };
+        Self {
+            eligible,
+            promotion,
+            priority: body.priority,
+            node_id: body.node_id,
+        }
+    }
+}
+
+/// A peer as last heard, for status and for ranking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub node_id: u64,
+    pub name: String,
+    pub priority: u8,
+    pub flags: Flags,
+    pub interval: Duration,
+    pub promote_epoch: u64,
+    pub vip_digest: [u8; 8],
+    pub last_heard: Instant,
+    vip_mismatch_noticed: bool,
+    interval_mismatch_noticed: bool,
+}
+
+impl Peer {
+    pub fn rank(&self) -> Rank {
+        Rank::of_advert(&AdvertBody {
+            group: 0,
+            priority: self.priority,
+            interval_cs: 0,
+            flags: self.flags,
+            node_id: self.node_id,
+            promote_epoch: self.promote_epoch,
+            vip_digest: self.vip_digest,
+            node_name: String::new(),
+        })
+    }
+
+    pub fn is_master(&self) -> bool {
+        self.flags.contains(Flags::MASTER)
+    }
+}
+
+/// The last state change, for status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub at: Instant,
+    pub from: State,
+    pub to: State,
+    pub reason: Reason,
+}
+
+/// Counters for status and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    pub other_master_heard: u64,
+    pub transitions: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// Send the next periodic advert.
+    Advert = 0,
+    /// Backup: the master has gone quiet; take over.
+    MasterDown = 1,
+    /// Backup: the preempt delay has passed.
+    Preempt = 2,
+    /// Master: the make-before-break handover bound has passed.
+    Handover = 3,
+}
+
+/// Senders beyond this many are forgotten, stalest first, so a flood of
+/// authenticated but bogus node ids cannot grow memory without bound.
+const MAX_PEERS: usize = 1024;
+
+/// One instance's election. See the module docs for the rules.
+#[derive(Debug)]
+pub struct Election {
+    cfg: ElectionConfig,
+    state: State,
+    started_at: Instant,
+    health: Health,
+    drained: bool,
+    /// `Some(epoch)` while promoted.
+    promotion: Option<u64>,
+    /// The highest promotion epoch seen anywhere (Lamport clock).
+    max_epoch_seen: u64,
+    shutting_down: bool,
+    /// The node has finished shutting down; it ignores all input.
+    stopped: bool,
+    /// Set while a master waits for its successor (drain or shutdown).
+    handing_over: bool,
+    peers: HashMap<u64, Peer>,
+    /// The master this backup follows, if any.
+    followed_master: Option<u64>,
+    timers: [Option<Instant>; 4],
+    actions: VecDeque<Action>,
+    last_transition: Option<Transition>,
+    last_reannounce: Option<Instant>,
+    /// Why the armed master-down timer will fire, when not plain silence.
+    reason_pending: Option<Reason>,
+    duplicate_id_noticed: bool,
+    counters: Counters,
+}
+
+impl Election {
+    /// A new election, starting as backup at `now`.
+    pub fn new(cfg: ElectionConfig, now: Instant) -> Self {
+        let mut election = Self {
+            drained: cfg.start_drained,
+            cfg,
+            state: State::Initialize,
+            started_at: now,
+            health: Health::default(),
+            promotion: None,
+            max_epoch_seen: 0,
+            shutting_down: false,
+            stopped: false,
+            handing_over: false,
+            peers: HashMap::new(),
+            followed_master: None,
+            timers: [None; 4],
+            actions: VecDeque::new(),
+            last_transition: None,
+            last_reannounce: None,
+            reason_pending: None,
+            duplicate_id_noticed: false,
+            counters: Counters::default(),
+        };
+        // RFC 5798 §6.4.1: a non-owner starts as backup with Master_Down_Timer set.
+        election.transition(now, State::Backup, Reason::Startup);
+        let first_deadline = now
+            + election
+                .own_master_down_interval()
+                .max(election.cfg.startup_delay);
+        election.set_timer(Timer::MasterDown, first_deadline);
+        election.send_advert(now);
+        election
+    }
+
+    // ----- inputs -------------------------------------------------------------
+
+    /// An authenticated advert from a peer of this group.
+    pub fn handle_advert(&mut self, now: Instant, body: &AdvertBody) {
+        if self.stopped || body.group != self.cfg.group {
+            return;
+        }
+        if body.node_id == self.cfg.node_id {
+            if !self.duplicate_id_noticed {
+                self.duplicate_id_noticed = true;
+                self.notice(Notice::DuplicateNodeId {
+                    peer: body.node_name.clone(),
+                });
+            }
+            return;
+        }
+        self.counters.adverts_received += 1;
+        self.max_epoch_seen = self.max_epoch_seen.max(body.promote_epoch);
+        self.record_peer(now, body);
+        self.supersede_promotion(body);
+
+        let theirs = Rank::of_advert(body);
+        let is_master = body.flags.contains(Flags::MASTER);
+        match self.state {
+            State::Master if is_master && theirs.eligible => self.master_meets_master(now, body),
+            State::Backup if is_master && theirs.eligible => self.backup_hears_master(now, body),
+            State::Backup if self.followed_master == Some(body.node_id) => {
+                // The master we follow released (priority 0, drained, fault,
+                // shutting down) or stepped down: RFC 5798 §6.4.2 priority 0.
+                let releasing_wait = self.takeover_wait(now, true);
+                if self.is_eligible() && !self.other_live_master(now, body.node_id) {
+                    self.reason_pending = Some(Reason::MasterReleased {
+                        peer: body.node_name.clone(),
+                    });
+                    self.set_timer_earlier(Timer::MasterDown, now + releasing_wait);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A deadline from [`Self::poll_timeout`] may have passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.stopped {
+            return;
+        }
+        if self.due(Timer::Handover, now) {
+            self.clear_timer(Timer::Handover);
+            if self.state == State::Master && self.handing_over {
+                self.release_to_backup(now, Reason::HandoverTimeout, None);
+            }
+        }
+        if self.due(Timer::MasterDown, now) {
+            self.clear_timer(Timer::MasterDown);
+            if self.state == State::Backup && self.is_eligible() {
+                let reason = self.reason_pending.take().unwrap_or(Reason::MasterDown);
+                self.become_master(now, reason);
+            }
+        }
+        if self.due(Timer::Preempt, now) {
+            self.clear_timer(Timer::Preempt);
+            if self.state == State::Backup && self.is_eligible() {
+                if let Some(peer) = self.outranked_master(now) {
+                    self.become_master(now, Reason::Preempting { peer });
+                }
+            }
+        }
+        if let Some(deadline) = self.timer(Timer::Advert) {
+            if deadline <= now {
+                self.send_advert(now);
+            }
+        }
+    }
+
+    /// An operator's command. Errors say why it was refused; nothing changed then.
+    pub fn handle_command(&mut self, now: Instant, command: Command) -> Result<(), CommandError> {
+        if self.shutting_down || self.stopped {
+            return Err(CommandError::ShuttingDown);
+        }
+        match command {
+            Command::Drain { force } => self.drain(now, force),
+            Command::Undrain => {
+                self.undrain(now);
+                Ok(())
+            }
+            Command::Promote => self.promote(now),
+        }
+    }
+
+    /// Health changed: new priority weights and/or fault.
+    pub fn handle_health(&mut self, now: Instant, health: Health) {
+        if self.stopped || health == self.health {
+            return;
+        }
+        let was_fault = self.health.fault.is_some();
+        self.health = health;
+        match (&self.health.fault, was_fault) {
+            (Some(why), _) if self.state != State::Fault => {
+                let reason = Reason::Fault { why: why.clone() };
+                if self.state == State::Master {
+                    self.send_release_advert();
+                    self.actions.push_back(Action::ReleaseVips);
+                }
+                self.handing_over = false;
+                self.clear_timer(Timer::Handover);
+                self.clear_timer(Timer::MasterDown);
+                self.clear_timer(Timer::Preempt);
+                self.transition(now, State::Fault, reason);
+                self.send_advert(now);
+            }
+            (None, true) if self.state == State::Fault => {
+                self.transition(now, State::Backup, Reason::FaultCleared);
+                self.set_timer(Timer::MasterDown, now + self.own_master_down_interval());
+                self.send_advert(now);
+            }
+            _ => {
+                // Only the priority moved: tell the peers now, and see whether
+                // this node now outranks the master it follows.
+                self.send_advert(now);
+                if self.state == State::Backup {
+                    self.consider_preempt(now);
+                }
+            }
+        }
+    }
+
+    /// The daemon is stopping. A master hands over make-before-break when a
+    /// successor is alive; [`Action::ShutdownComplete`] follows once the VIPs are
+    /// released (at the latest after `handover_timeout`).
+    pub fn handle_shutdown(&mut self, now: Instant) {
+        if self.shutting_down || self.stopped {
+            return;
+        }
+        self.shutting_down = true;
+        self.promotion = None;
+        self.clear_timer(Timer::MasterDown);
+        self.clear_timer(Timer::Preempt);
+        if self.state == State::Master && self.has_successor(now) {
+            self.start_handover(now);
+        } else {
+            if self.state == State::Master {
+                self.send_release_advert();
+                self.actions.push_back(Action::ReleaseVips);
+                self.transition(now, State::Backup, Reason::Shutdown);
+            }
+            self.finish_shutdown(now);
+        }
+    }
+
+    // ----- outputs ------------------------------------------------------------
+
+    /// The next action to carry out, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.stopped {
+            return None;
+        }
+        self.timers.iter().flatten().min().copied()
+    }
+
+    // ----- queries (status) ---------------------------------------------------
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn config(&self) -> &ElectionConfig {
+        &self.cfg
+    }
+
+    /// Configured priority plus health weights, clamped to 1..=254.
+    pub fn effective_priority(&self) -> u8 {
+        let p = i32::from(self.cfg.priority) + self.health.priority_delta;
+        // Clamped into 1..=254, so the cast cannot truncate.
+        p.clamp(1, 254) as u8
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    pub fn is_drained(&self) -> bool {
+        self.drained
+    }
+
+    pub fn is_promoted(&self) -> bool {
+        self.promotion.is_some()
+    }
+
+    pub fn is_handing_over(&self) -> bool {
+        self.handing_over
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// May this node be master at all?
+    pub fn is_eligible(&self) -> bool {
+        !self.drained && self.health.fault.is_none() && !self.shutting_down
+    }
+
+    /// This node's rank as its peers see it.
+    pub fn rank(&self) -> Rank {
+        Rank {
+            eligible: self.is_eligible(),
+            promotion: self.promotion.unwrap_or(0),
+            priority: self.effective_priority(),
+            node_id: self.cfg.node_id,
+        }
+    }
+
+    /// Peers heard, alive or not.
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+
+    /// Is the peer still within its liveness window (3 of its advert intervals)?
+    pub fn is_alive(&self, peer: &Peer, now: Instant) -> bool {
+        !peer.flags.contains(Flags::SHUTTING_DOWN)
+            && now < peer.last_heard + peer.interval * 3 + self.cfg.takeover_margin
+    }
+
+    /// The master as this node knows it: its own node id when master.
+    pub fn master(&self, now: Instant) -> Option<u64> {
+        if self.state == State::Master {
+            return Some(self.cfg.node_id);
+        }
+        self.peers
+            .values()
+            .filter(|p| p.is_master() && p.rank().eligible && self.is_alive(p, now))
+            .max_by_key(|p| p.rank())
+            .map(|p| p.node_id)
+    }
+
+    /// Is an eligible peer alive that could take the VIPs?
+    pub fn has_successor(&self, now: Instant) -> bool {
+        self.peers
+            .values()
+            .any(|p| p.rank().eligible && self.is_alive(p, now))
+    }
+
+    pub fn last_transition(&self) -> Option<&Transition> {
+        self.last_transition.as_ref()
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// RFC 5798 §6.1 Master_Down_Interval for a master advertising `interval`,
+    /// with this node's skew: the bound vipd never exceeds.
+    pub fn master_down_interval(&self, interval: Duration) -> Duration {
+        interval * 3 + skew_time(self.effective_priority(), interval)
+    }
+
+    // ----- the rules ----------------------------------------------------------
+
+    fn backup_hears_master(&mut self, now: Instant, body: &AdvertBody) {
+        let theirs = Rank::of_advert(body);
+        let interval = interval_of(body);
+        if interval != self.cfg.advert_interval {
+            if let Some(peer) = self.peers.get_mut(&body.node_id) {
+                if !peer.interval_mismatch_noticed {
+                    peer.interval_mismatch_noticed = true;
+                    let n = Notice::IntervalMismatch {
+                        peer: body.node_name.clone(),
+                        theirs: interval,
+                        ours: self.cfg.advert_interval,
+                    };
+                    self.notice(n);
+                }
+            }
+        }
+        // A master this node outranks, with preempt on (or promoted): take over,
+        // but keep following it until then so master-down stays armed.
+        let mine = self.rank();
+        let follow_best = match self.followed_master.and_then(|id| self.peers.get(&id)) {
+            Some(current) if current.node_id != body.node_id && self.is_alive(current, now) => {
+                current.is_master() && current.rank() > theirs
+            }
+            _ => false,
+        };
+        if !follow_best {
+            self.followed_master = Some(body.node_id);
+        }
+        let wait = self.takeover_wait(now, false);
+        self.reason_pending = None;
+        self.set_timer(Timer::MasterDown, now + interval * 3 + wait);
+        if mine.eligible && mine > theirs && (self.cfg.preempt || self.promotion.is_some()) {
+            self.consider_preempt(now);
+        } else {
+            self.clear_timer(Timer::Preempt);
+        }
+    }
+
+    /// Arm or fire preemption if this backup outranks the live master.
+    fn consider_preempt(&mut self, now: Instant) {
+        if !(self.cfg.preempt || self.promotion.is_some()) || !self.is_eligible() {
+            return;
+        }
+        let Some(peer) = self.outranked_master(now) else {
+            self.clear_timer(Timer::Preempt);
+            return;
+        };
+        let earliest = self.started_at + self.cfg.startup_delay;
+        if self.promotion.is_some() || (self.cfg.preempt_delay.is_zero() && now >= earliest) {
+            self.become_master(now, Reason::Preempting { peer });
+        } else if self.timer(Timer::Preempt).is_none() {
+            let at = (now + self.cfg.preempt_delay).max(earliest);
+            self.set_timer(Timer::Preempt, at);
+        }
+    }
+
+    /// The name of the best live master, if this node outranks it.
+    fn outranked_master(&self, now: Instant) -> Option<String> {
+        let best = self
+            .peers
+            .values()
+            .filter(|p| p.is_master() && p.rank().eligible && self.is_alive(p, now))
+            .max_by_key(|p| p.rank())?;
+        (self.rank() > best.rank()).then(|| best.name.clone())
+    }
+
+    fn master_meets_master(&mut self, now: Instant, body: &AdvertBody) {
+        self.counters.other_master_heard += 1;
+        let theirs = Rank::of_advert(body);
+        let peer = body.node_name.clone();
+        if theirs > self.rank() {
+            self.notice(Notice::OtherMasterHeard {
+                peer: peer.clone(),
+                we_stay: false,
+            });
+            let reason = if self.handing_over {
+                Reason::HandoverComplete { peer }
+            } else {
+                Reason::BetterMaster { peer }
+            };
+            self.release_to_backup(now, reason, Some(body));
+        } else {
+            self.notice(Notice::OtherMasterHeard {
+                peer,
+                we_stay: true,
+            });
+            // Clients may have moved to the other's MAC: win them back now, but
+            // at most once a second if the other keeps insisting (one-way links).
+            let quiet = self
+                .last_reannounce
+                .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1));
+            if quiet {
+                self.last_reannounce = Some(now);
+                self.actions.push_back(Action::AnnounceVips);
+            }
+            self.send_advert(now);
+        }
+    }
+
+    fn drain(&mut self, now: Instant, force: bool) -> Result<(), CommandError> {
+        if self.drained {
+            return Ok(());
+        }
+        let successor = self.has_successor(now);
+        if self.state == State::Master && !successor && !force {
+            return Err(CommandError::NoSuccessor);
+        }
+        self.drained = true;
+        self.promotion = None;
+        self.clear_timer(Timer::MasterDown);
+        self.clear_timer(Timer::Preempt);
+        if self.state == State::Master {
+            if successor {
+                self.start_handover(now);
+            } else {
+                self.send_release_advert();
+                self.actions.push_back(Action::ReleaseVips);
+                self.transition(now, State::Backup, Reason::DrainedWithoutSuccessor);
+                self.send_advert(now);
+            }
+        } else {
+            self.send_advert(now);
+        }
+        Ok(())
+    }
+
+    fn undrain(&mut self, now: Instant) {
+        if !self.drained {
+            return;
+        }
+        self.drained = false;
+        if self.handing_over {
+            self.handing_over = false;
+            self.clear_timer(Timer::Handover);
+        }
+        if self.state == State::Backup {
+            let wait = match self.master(now).and_then(|id| self.peers.get(&id)) {
+                Some(m) => m.interval * 3 + self.takeover_wait(now, false),
+                None => self.own_master_down_interval(),
+            };
+            self.set_timer(Timer::MasterDown, now + wait);
+            self.consider_preempt(now);
+        }
+        self.send_advert(now);
+    }
+
+    fn promote(&mut self, now: Instant) -> Result<(), CommandError> {
+        if let Some(why) = &self.health.fault {
+            return Err(CommandError::InFault(why.clone()));
+        }
+        if self.drained {
+            return Err(CommandError::Drained);
+        }
+        let epoch = self.max_epoch_seen + 1;
+        self.max_epoch_seen = epoch;
+        self.promotion = Some(epoch);
+        if self.state == State::Master {
+            self.send_advert(now);
+        } else {
+            self.become_master(now, Reason::Promoted);
+        }
+        Ok(())
+    }
+
+    /// A later promotion elsewhere ends ours.
+    fn supersede_promotion(&mut self, body: &AdvertBody) {
+        let Some(mine) = self.promotion else { return };
+        if body.flags.contains(Flags::PROMOTED)
+            && (body.promote_epoch, body.node_id) > (mine, self.cfg.node_id)
+        {
+            self.promotion = None;
+            self.notice(Notice::PromotionSuperseded {
+                peer: body.node_name.clone(),
+            });
+        }
+    }
+
+    fn start_handover(&mut self, now: Instant) {
+        self.handing_over = true;
+        self.notice(Notice::HandoverStarted);
+        self.set_timer(Timer::Handover, now + self.cfg.handover_timeout);
+        self.send_advert(now);
+    }
+
+    fn become_master(&mut self, now: Instant, reason: Reason) {
+        self.clear_timer(Timer::MasterDown);
+        self.clear_timer(Timer::Preempt);
+        self.followed_master = None;
+        self.reason_pending = None;
+        self.transition(now, State::Master, reason);
+        self.actions.push_back(Action::ClaimVips);
+        self.actions.push_back(Action::AnnounceVips);
+        self.last_reannounce = Some(now);
+        self.send_advert(now);
+    }
+
+    /// Leave master: release the VIPs and become backup, following `successor` if known.
+    fn release_to_backup(&mut self, now: Instant, reason: Reason, successor: Option<&AdvertBody>) {
+        if successor.is_none() {
+            // Nobody has claimed: tell the backups to move now (priority 0).
+            self.send_release_advert();
+        }
+        self.actions.push_back(Action::ReleaseVips);
+        self.handing_over = false;
+        self.clear_timer(Timer::Handover);
+        self.transition(now, State::Backup, reason);
+        match successor {
+            Some(body) => {
+                self.followed_master = Some(body.node_id);
+                let at = now + interval_of(body) * 3 + self.takeover_wait(now, false);
+                self.set_timer(Timer::MasterDown, at);
+            }
+            None => {
+                self.followed_master = None;
+                self.set_timer(Timer::MasterDown, now + self.own_master_down_interval());
+            }
+        }
+        self.send_advert(now);
+        if self.shutting_down {
+            self.finish_shutdown(now);
+        }
+    }
+
+    fn finish_shutdown(&mut self, now: Instant) {
+        self.send_advert(now);
+        self.stopped = true;
+        self.timers = [None; 4];
+        self.actions.push_back(Action::ShutdownComplete);
+    }
+
+    /// How long after `3 × interval` this backup waits before taking over.
+    /// `releasing`: the master said it is leaving, so the best backup need not wait.
+    fn takeover_wait(&self, now: Instant, releasing: bool) -> Duration {
+        let master_interval = self
+            .followed_master
+            .and_then(|id| self.peers.get(&id))
+            .map_or(self.cfg.advert_interval, |p| p.interval);
+        let skew = skew_time(self.effective_priority(), master_interval);
+        if !self.ranks_known(now) {
+            return skew;
+        }
+        let mine = self.rank();
+        let ahead = self
+            .peers
+            .values()
+            .filter(|p| {
+                !p.is_master() && self.is_alive(p, now) && p.rank().eligible && p.rank() > mine
+            })
+            .count();
+        let slots = if releasing { ahead } else { ahead + 1 };
+        let slots = u32::try_from(slots).unwrap_or(u32::MAX);
+        self.cfg.takeover_margin.saturating_mul(slots).min(skew)
+    }
+
+    /// Has this node been up long enough to have heard every live peer's backup
+    /// advert? Until then it falls back to the RFC's skew.
+    fn ranks_known(&self, now: Instant) -> bool {
+        now >= self.started_at + self.cfg.backup_advert_interval * 3 + self.cfg.takeover_margin
+    }
+
+    fn other_live_master(&self, now: Instant, except: u64) -> bool {
+        self.peers.values().any(|p| {
+            p.node_id != except && p.is_master() && p.rank().eligible && self.is_alive(p, now)
+        })
+    }
+
+    fn own_master_down_interval(&self) -> Duration {
+        self.master_down_interval(self.cfg.advert_interval)
+    }
+
+    // ----- bookkeeping --------------------------------------------------------
+
+    fn record_peer(&mut self, now: Instant, body: &AdvertBody) {
+        if !self.peers.contains_key(&body.node_id) && self.peers.len() >= MAX_PEERS {
+            if let Some(stalest) = self
+                .peers
+                .values()
+                .min_by_key(|p| p.last_heard)
+                .map(|p| p.node_id)
+            {
+                self.peers.remove(&stalest);
+            }
+        }
+        let peer = self.peers.entry(body.node_id).or_insert_with(|| Peer {
+            node_id: body.node_id,
+            name: body.node_name.clone(),
+            priority: body.priority,
+            flags: body.flags,
+            interval: interval_of(body),
+            promote_epoch: body.promote_epoch,
+            vip_digest: body.vip_digest,
+            last_heard: now,
+            vip_mismatch_noticed: false,
+            interval_mismatch_noticed: false,
+        });
+        peer.name.clone_from(&body.node_name);
+        peer.priority = body.priority;
+        peer.flags = body.flags;
+        peer.interval = interval_of(body);
+        peer.promote_epoch = body.promote_epoch;
+        peer.vip_digest = body.vip_digest;
+        peer.last_heard = now;
+        if body.vip_digest != self.cfg.vip_digest && !peer.vip_mismatch_noticed {
+            peer.vip_mismatch_noticed = true;
+            let n = Notice::VipSetMismatch {
+                peer: body.node_name.clone(),
+            };
+            self.notice(n);
+        }
+    }
+
+    fn transition(&mut self, now: Instant, to: State, reason: Reason) {
+        let from = self.state;
+        if from == to {
+            return;
+        }
+        self.state = to;
+        self.counters.transitions += 1;
+        self.last_transition = Some(Transition {
+            at: now,
+            from,
+            to,
+            reason: reason.clone(),
+        });
+        self.actions
+            .push_back(Action::StateChanged { from, to, reason });
+    }
+
+    fn notice(&mut self, notice: Notice) {
+        self.actions.push_back(Action::Notice(notice));
+    }
+
+    /// The advert this node sends now, and re-arm the periodic timer.
+    fn send_advert(&mut self, now: Instant) {
+        let body = self.advert_body();
+        self.counters.adverts_sent += 1;
+        self.actions.push_back(Action::SendAdvert(body));
+        let interval = self.current_interval();
+        let next = match self.timer(Timer::Advert) {
+            // Keep the cadence when on time; never burst to catch up after a stall.
+            Some(due) if due <= now && due + interval > now => due + interval,
+            _ => now + interval,
+        };
+        self.set_timer(Timer::Advert, next);
+    }
+
+    /// A master's last word before it lets go: priority 0 (RFC 5798 §6.4.3).
+    fn send_release_advert(&mut self) {
+        let mut body = self.advert_body();
+        body.priority = 0;
+        body.flags.set(Flags::MASTER, true);
+        self.counters.adverts_sent += 1;
+        self.actions.push_back(Action::SendAdvert(body));
+    }
+
+    fn advert_body(&self) -> AdvertBody {
+        let mut flags = Flags::default();
+        flags.set(Flags::MASTER, self.state == State::Master);
+        flags.set(Flags::DRAINED, self.drained);
+        flags.set(Flags::PROMOTED, self.promotion.is_some());
+        flags.set(Flags::FAULT, self.health.fault.is_some());
+        flags.set(Flags::SHUTTING_DOWN, self.shutting_down);
+        let releasing = self.state == State::Master && self.handing_over;
+        AdvertBody {
+            group: self.cfg.group,
+            priority: if releasing {
+                0
+            } else {
+                self.effective_priority()
+            },
+            interval_cs: duration_to_cs(self.current_interval()),
+            flags,
+            node_id: self.cfg.node_id,
+            promote_epoch: self.promotion.unwrap_or(self.max_epoch_seen),
+            vip_digest: self.cfg.vip_digest,
+            node_name: self.cfg.node_name.clone(),
+        }
+    }
+
+    fn current_interval(&self) -> Duration {
+        if self.state == State::Master {
+            self.cfg.advert_interval
+        } else {
+            self.cfg.backup_advert_interval
+        }
+    }
+
+    fn timer(&self, t: Timer) -> Option<Instant> {
+        self.timers[t as usize]
+    }
+    fn set_timer(&mut self, t: Timer, at: Instant) {
+        self.timers[t as usize] = Some(at);
+    }
+    fn set_timer_earlier(&mut self, t: Timer, at: Instant) {
+        let slot = &mut self.timers[t as usize];
+        *slot = Some(slot.map_or(at, |cur| cur.min(at)));
+    }
+    fn clear_timer(&mut self, t: Timer) {
+        self.timers[t as usize] = None;
+    }
+    fn due(&self, t: Timer, now: Instant) -> bool {
+        self.timer(t).is_some_and(|at| at <= now)
+    }
+}
+
+/// RFC 5798 §6.1: Skew_Time = ((256 − Priority) × Master_Adver_Interval) / 256.
+pub fn skew_time(priority: u8, interval: Duration) -> Duration {
+    interval * (256 - u32::from(priority)) / 256
+}
+
+/// The advert interval a peer claims; 0 on the wire is rejected by the decoder,
+/// but clamp anyway so a zero can never make a peer look alive forever or never.
+fn interval_of(body: &AdvertBody) -> Duration {
+    Duration::from_millis(u64::from(body.interval_cs.max(1)) * 10)
+}
+
+/// Centiseconds for the wire, clamped to what VRRPv3's 12 bits can say.
+fn duration_to_cs(d: Duration) -> u16 {
+    let cs = (d.as_millis() / 10).clamp(1, 4095);
+    // Clamped into 1..=4095 above.
+    cs as u16
+}
