@@ -8,6 +8,7 @@
 //! - [`transport`]: multicast/unicast UDP sockets that carry adverts (TTL 255 enforced).
 //! - [`netlink`]: claim, release, list and watch VIPs through rtnetlink.
 //! - [`announce`]: gratuitous ARP and unsolicited neighbour advertisements.
+//! - [`control`]: the control-socket protocol (JSON lines) behind `vipd status`, `drain`, ...
 //! - [`daemon`]: the tokio driver: sockets, timers and signals in; election actions out.
 //!
 //! # The drive-loop contract
@@ -18,6 +19,7 @@
 
 pub mod announce;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod election;
 pub mod netlink;

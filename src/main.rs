@@ -1,1 +1,154 @@
-fn main() {}
+//! `vipd`: the command line. Parses arguments, sets up logging and the runtime,
+//! and hands over to [`vipd::daemon::run`], the config checker or the control
+//! client in `cli`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+use vipd::config;
+
+mod cli;
+
+/// Without RUST_LOG: info, minus netlink-packet-route's warnings about kernel
+/// attributes newer than the crate (harmless, and one per link message).
+const DEFAULT_LOG_FILTER: &str = "info,netlink_packet_route=error";
+
+/// Virtual-IP failover: authenticated heartbeats, priority election, VIPs moved in
+/// milliseconds.
+#[derive(Debug, Parser)]
+#[command(name = "vipd", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the daemon (under systemd: Type=notify).
+    Run(ConfigArg),
+    /// Check the configuration file (and this host's interfaces) and exit.
+    Check(ConfigArg),
+    /// Show the state of every instance.
+    Status(cli::StatusArgs),
+    /// Make this node ineligible; a master hands its VIPs over first.
+    Drain(cli::DrainArgs),
+    /// Make this node eligible again.
+    Undrain(cli::UndrainArgs),
+    /// Make this node master now.
+    Promote(cli::PromoteArgs),
+    /// Reload the running daemon's configuration.
+    Reload(cli::ReloadArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// The configuration file.
+    #[arg(long, short, value_name = "PATH", default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    if let Cmd::Check(args) = &cli.command {
+        return check(&args.config);
+    }
+
+    // Two workers: an instance's advert path never waits behind a control
+    // connection or a netlink round trip on the other.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("vipd")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vipd: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Cmd::Run(args) => run(args.config).await,
+            Cmd::Check(_) => Ok(ExitCode::SUCCESS), // handled above
+            Cmd::Status(args) => cli::status(args).await,
+            Cmd::Drain(args) => cli::drain(args).await,
+            Cmd::Undrain(args) => cli::undrain(args).await,
+            Cmd::Promote(args) => cli::promote(args).await,
+            Cmd::Reload(args) => cli::reload(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("vipd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config_path: PathBuf) -> anyhow::Result<ExitCode> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    };
+    vipd::daemon::run(config_path.clone(), shutdown)
+        .await
+        .with_context(|| format!("vipd run --config {}", config_path.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vipd check`: every problem, one per line as FILE:LINE:COL: message.
+fn check(path: &std::path::Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            let diagnostics = e.diagnostics();
+            if diagnostics.is_empty() {
+                eprintln!("{e}");
+            } else {
+                for d in diagnostics {
+                    eprintln!("{d}");
+                }
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    // A running daemon (its control socket exists) has its VIPs on the interfaces.
+    let running = config.node.control_socket.exists();
+    let problems = config::check_against_system(&config, running);
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        return ExitCode::FAILURE;
+    }
+    let names: Vec<&str> = config.instances.iter().map(|i| i.name.as_str()).collect();
+    println!(
+        "OK: {} instance{} ({}) in {}",
+        names.len(),
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", "),
+        path.display()
+    );
+    ExitCode::SUCCESS
+}

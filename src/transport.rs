@@ -1,1 +1,676 @@
-//! (being written)
+//! The UDP sockets that carry adverts, multicast or unicast, with TTL 255 enforced.
+//!
+//! # The seam
+//!
+//! An instance task sees its transport as two things only (see [`Channel`]):
+//!
+//! - an [`AdvertSender`]: `send(&[u8])` hands one encoded advert to every
+//!   destination of the instance. It never blocks: a full socket buffer drops the
+//!   advert (and counts it); the next one goes a period later.
+//! - a [`tokio::sync::mpsc::Receiver<Datagram>`]: the raw datagrams addressed to
+//!   the instance's group, with their source address, already past the TTL check
+//!   and (unicast) the peer filter. Decoding and authentication are the
+//!   instance's job.
+//!
+//! Tests (or a turmoil simulation) can build a [`Channel`] from any sender and an
+//! mpsc pair; [`Transports`] builds real ones on sockets.
+//!
+//! # Sockets
+//!
+//! One UDP socket per `(interface, multicast group, port)` for multicast instances,
+//! and one per `(interface, address family, port)` for unicast ones. Several
+//! instances (different group ids) share a socket: a receive task reads it and
+//! dispatches each datagram by [`wire::peek_group`] to the subscribed instance.
+//!
+//! Every socket is bound to its interface (`SO_BINDTODEVICE`), sends with TTL /
+//! hop limit 255 and receives the TTL / hop limit of each datagram
+//! (`IP_RECVTTL`, `IPV6_RECVHOPLIMIT`). A datagram that arrives with anything
+//! but 255 was forwarded by a router, so it did not come from a peer on the link
+//! (RFC 5082, GTSM): it is dropped and counted. Multicast sockets are bound to
+//! the group address itself (so only group traffic arrives), join the group on
+//! the interface's index, do not loop their own adverts back, and do not receive
+//! groups joined by other sockets (`IP_MULTICAST_ALL` off). Unicast sockets are
+//! bound to the wildcard address and accept only datagrams from the instance's
+//! configured peers.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use nix030::sys::socket::{self as nixsock, ControlMessageOwned, MsgFlags, SockaddrStorage};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+use thiserror::Error;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+use crate::wire;
+
+/// The TTL / hop limit adverts are sent with and must arrive with.
+pub const REQUIRED_TTL: u8 = 255;
+
+/// How many received datagrams may wait for a busy instance before more are dropped.
+const INBOX_CAPACITY: usize = 256;
+
+/// `EADDRNOTAVAIL`: IPv6 on a fresh link has no usable source address until the
+/// link-local address finished DAD.
+const EADDRNOTAVAIL: i32 = 99;
+
+/// What went wrong opening or using a socket, naming the interface and address.
+#[derive(Debug, Error)]
+pub enum TransportError {
+    /// A socket call failed while setting the socket up.
+    #[error("advert socket on {interface} for {addr}: {step}")]
+    Setup {
+        interface: String,
+        addr: SocketAddr,
+        step: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// Two instances on one socket use the same group id.
+    #[error("group {group} on {interface} port {port} is already used by another instance")]
+    GroupInUse {
+        interface: String,
+        group: u8,
+        port: u16,
+    },
+    /// The interface index does not fit the socket API.
+    #[error("interface {interface}: index {ifindex} is invalid")]
+    BadIndex { interface: String, ifindex: u32 },
+}
+
+/// One datagram for an instance: the bytes and who sent them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    pub bytes: Vec<u8>,
+    pub source: SocketAddr,
+}
+
+/// Why an advert was not sent.
+#[derive(Debug, Error)]
+pub enum SendError {
+    /// The socket buffer is full; the advert was dropped rather than wait.
+    #[error("socket buffer full; advert dropped")]
+    WouldBlock,
+    /// IPv6 has no usable source address yet (link-local address still in DAD).
+    #[error("no usable source address yet (IPv6 duplicate address detection?)")]
+    AddressNotReady,
+    #[error("sending advert to {dest}")]
+    Io {
+        dest: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Sends one encoded advert to every destination of an instance, without blocking.
+pub trait AdvertSender: Send + Sync + std::fmt::Debug {
+    fn send(&self, packet: &[u8]) -> Result<(), SendError>;
+}
+
+/// An instance's transport: where its adverts go and where its datagrams come from.
+#[derive(Debug)]
+pub struct Channel {
+    pub sender: Arc<dyn AdvertSender>,
+    pub inbox: mpsc::Receiver<Datagram>,
+    /// Keeps the instance subscribed; dropping it frees the group id on the socket.
+    pub subscription: Option<Subscription>,
+}
+
+/// Counters of one socket, shared by the instances on it.
+#[derive(Debug, Default)]
+pub struct SocketCounters {
+    /// Datagrams dropped because their TTL / hop limit was not 255.
+    pub bad_ttl: AtomicU64,
+    /// Unicast datagrams from an address that is not a configured peer.
+    pub unknown_source: AtomicU64,
+    /// Datagrams that are not adverts or are for a group nobody here subscribed.
+    pub unknown_group: AtomicU64,
+    /// Datagrams dropped because the instance's inbox was full.
+    pub inbox_full: AtomicU64,
+    /// Adverts dropped because the socket would have blocked.
+    pub send_dropped: AtomicU64,
+}
+
+/// Which socket: multicast sockets are per group, unicast ones per family.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum SocketKey {
+    Multicast {
+        interface: String,
+        group: IpAddr,
+        port: u16,
+    },
+    Unicast {
+        interface: String,
+        ipv6: bool,
+        port: u16,
+    },
+}
+
+/// A subscriber of one socket: where its datagrams go and, for unicast, whom it hears.
+#[derive(Debug)]
+struct Subscriber {
+    inbox: mpsc::Sender<Datagram>,
+    /// `Some` for unicast: only these sources are accepted.
+    peers: Option<HashSet<IpAddr>>,
+}
+
+/// One bound socket with its receive task.
+#[derive(Debug)]
+struct Shared {
+    socket: AsyncFd<Socket>,
+    interface: String,
+    subscribers: Mutex<HashMap<u8, Subscriber>>,
+    counters: SocketCounters,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Keeps an instance's group id on a shared socket; dropping it unsubscribes, and the
+/// last one dropped stops the socket's receive task (closing the socket).
+#[derive(Debug)]
+pub struct Subscription {
+    shared: Arc<Shared>,
+    group: u8,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let now_empty = match self.shared.subscribers.lock() {
+            Ok(mut subs) => {
+                subs.remove(&self.group);
+                subs.is_empty()
+            }
+            Err(_) => false,
+        };
+        if now_empty {
+            if let Ok(mut task) = self.shared.task.lock() {
+                if let Some(task) = task.take() {
+                    task.abort();
+                }
+            }
+        }
+    }
+}
+
+/// What an instance needs to get a [`Channel`].
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub interface: String,
+    pub ifindex: u32,
+    pub group: u8,
+    pub port: u16,
+    /// The multicast group; ignored when `peers` is non-empty.
+    pub multicast_group: IpAddr,
+    /// Unicast peers; empty for multicast.
+    pub peers: Vec<IpAddr>,
+}
+
+/// Opens and shares the advert sockets of a daemon.
+#[derive(Debug, Default)]
+pub struct Transports {
+    sockets: Mutex<HashMap<SocketKey, Weak<Shared>>>,
+}
+
+impl Transports {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Subscribes an instance to its socket, opening the socket if no other
+    /// instance has. Must be called inside a tokio runtime.
+    pub fn open(&self, endpoint: &Endpoint) -> Result<Channel, TransportError> {
+        let unicast = !endpoint.peers.is_empty();
+        let key = if unicast {
+            SocketKey::Unicast {
+                interface: endpoint.interface.clone(),
+                ipv6: endpoint.peers.iter().any(IpAddr::is_ipv6),
+                port: endpoint.port,
+            }
+        } else {
+            SocketKey::Multicast {
+                interface: endpoint.interface.clone(),
+                group: endpoint.multicast_group,
+                port: endpoint.port,
+            }
+        };
+        let shared = {
+            let mut sockets = self
+                .sockets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            sockets.retain(|_, weak| weak.strong_count() > 0);
+            match sockets.get(&key).and_then(Weak::upgrade) {
+                Some(shared) => shared,
+                None => {
+                    let socket = if unicast {
+                        open_unicast(endpoint)?
+                    } else {
+                        open_multicast(endpoint)?
+                    };
+                    let shared = Arc::new(Shared {
+                        socket: register(socket).map_err(|source| TransportError::Setup {
+                            interface: endpoint.interface.clone(),
+                            addr: bind_addr(endpoint),
+                            step: "registering with the runtime",
+                            source,
+                        })?,
+                        interface: endpoint.interface.clone(),
+                        subscribers: Mutex::new(HashMap::new()),
+                        counters: SocketCounters::default(),
+                        task: Mutex::new(None),
+                    });
+                    let task = tokio::spawn(receive_loop(Arc::clone(&shared)));
+                    if let Ok(mut slot) = shared.task.lock() {
+                        *slot = Some(task);
+                    }
+                    sockets.insert(key, Arc::downgrade(&shared));
+                    shared
+                }
+            }
+        };
+        let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+        {
+            let mut subs = shared
+                .subscribers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if subs.contains_key(&endpoint.group) {
+                return Err(TransportError::GroupInUse {
+                    interface: endpoint.interface.clone(),
+                    group: endpoint.group,
+                    port: endpoint.port,
+                });
+            }
+            subs.insert(
+                endpoint.group,
+                Subscriber {
+                    inbox: tx,
+                    peers: unicast.then(|| endpoint.peers.iter().copied().collect()),
+                },
+            );
+        }
+        let destinations = if unicast {
+            endpoint
+                .peers
+                .iter()
+                .map(|p| socket_addr(*p, endpoint.port, endpoint.ifindex))
+                .collect()
+        } else {
+            vec![socket_addr(
+                endpoint.multicast_group,
+                endpoint.port,
+                endpoint.ifindex,
+            )]
+        };
+        let sender = Arc::new(SocketSender {
+            shared: Arc::clone(&shared),
+            destinations,
+        });
+        Ok(Channel {
+            sender,
+            inbox: rx,
+            subscription: Some(Subscription {
+                shared,
+                group: endpoint.group,
+            }),
+        })
+    }
+}
+
+/// The [`AdvertSender`] of a real socket.
+#[derive(Debug)]
+struct SocketSender {
+    shared: Arc<Shared>,
+    destinations: Vec<SocketAddr>,
+}
+
+impl AdvertSender for SocketSender {
+    fn send(&self, packet: &[u8]) -> Result<(), SendError> {
+        let mut result = Ok(());
+        for dest in &self.destinations {
+            // The socket is non-blocking: a full buffer is an error, never a wait.
+            match self
+                .shared
+                .socket
+                .get_ref()
+                .send_to(packet, &(*dest).into())
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.shared
+                        .counters
+                        .send_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    result = Err(SendError::WouldBlock);
+                }
+                Err(e) if e.raw_os_error() == Some(EADDRNOTAVAIL) => {
+                    result = Err(SendError::AddressNotReady);
+                }
+                Err(source) => {
+                    result = Err(SendError::Io {
+                        dest: *dest,
+                        source,
+                    })
+                }
+            }
+        }
+        result
+    }
+}
+
+fn socket_addr(ip: IpAddr, port: u16, ifindex: u32) -> SocketAddr {
+    match ip {
+        IpAddr::V4(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
+        // Link-local (and interface-local multicast) destinations need the scope.
+        IpAddr::V6(v6) => {
+            let scope = if needs_scope(&v6) { ifindex } else { 0 };
+            SocketAddr::V6(SocketAddrV6::new(v6, port, 0, scope))
+        }
+    }
+}
+
+fn needs_scope(v6: &Ipv6Addr) -> bool {
+    let seg0 = v6.segments()[0];
+    (seg0 & 0xffc0) == 0xfe80 || (v6.is_multicast() && (seg0 & 0x000f) <= 2)
+}
+
+fn bind_addr(endpoint: &Endpoint) -> SocketAddr {
+    if endpoint.peers.is_empty() {
+        socket_addr(endpoint.multicast_group, endpoint.port, endpoint.ifindex)
+    } else if endpoint.peers.iter().any(IpAddr::is_ipv6) {
+        SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::UNSPECIFIED,
+            endpoint.port,
+            0,
+            0,
+        ))
+    } else {
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, endpoint.port))
+    }
+}
+
+/// A UDP socket with the options both kinds share.
+fn base_socket(endpoint: &Endpoint, ipv6: bool) -> Result<Socket, TransportError> {
+    let addr = bind_addr(endpoint);
+    let fail = |step: &'static str| {
+        let interface = endpoint.interface.clone();
+        move |source| TransportError::Setup {
+            interface,
+            addr,
+            step,
+            source,
+        }
+    };
+    let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
+    let socket = Socket::new(
+        domain,
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(Protocol::UDP),
+    )
+    .map_err(fail("creating the socket"))?;
+    socket
+        .set_reuse_address(true)
+        .map_err(fail("setting SO_REUSEADDR"))?;
+    socket
+        .bind_device(Some(endpoint.interface.as_bytes()))
+        .map_err(fail("binding to the interface (SO_BINDTODEVICE)"))?;
+    if ipv6 {
+        socket
+            .set_only_v6(true)
+            .map_err(fail("setting IPV6_V6ONLY"))?;
+        socket
+            .set_unicast_hops_v6(u32::from(REQUIRED_TTL))
+            .map_err(fail("setting IPV6_UNICAST_HOPS"))?;
+        socket
+            .set_multicast_hops_v6(u32::from(REQUIRED_TTL))
+            .map_err(fail("setting IPV6_MULTICAST_HOPS"))?;
+        socket
+            .set_multicast_loop_v6(false)
+            .map_err(fail("setting IPV6_MULTICAST_LOOP"))?;
+        socket
+            .set_multicast_if_v6(endpoint.ifindex)
+            .map_err(fail("setting IPV6_MULTICAST_IF"))?;
+        // Linux 4.20+; older kernels lack it, and the group filter below still holds.
+        let _ = socket.set_multicast_all_v6(false);
+        nixsock::setsockopt(&socket, nixsock::sockopt::Ipv6RecvHopLimit, &true)
+            .map_err(|e| fail("setting IPV6_RECVHOPLIMIT")(io::Error::from(e)))?;
+    } else {
+        socket
+            .set_ttl(u32::from(REQUIRED_TTL))
+            .map_err(fail("setting IP_TTL"))?;
+        socket
+            .set_multicast_ttl_v4(u32::from(REQUIRED_TTL))
+            .map_err(fail("setting IP_MULTICAST_TTL"))?;
+        socket
+            .set_multicast_loop_v4(false)
+            .map_err(fail("setting IP_MULTICAST_LOOP"))?;
+        let _ = socket.set_multicast_all_v4(false);
+        nixsock::setsockopt(&socket, nixsock::sockopt::Ipv4RecvTtl, &true)
+            .map_err(|e| fail("setting IP_RECVTTL")(io::Error::from(e)))?;
+    }
+    Ok(socket)
+}
+
+fn open_multicast(endpoint: &Endpoint) -> Result<Socket, TransportError> {
+    let addr = bind_addr(endpoint);
+    let fail = |step: &'static str| {
+        let interface = endpoint.interface.clone();
+        move |source| TransportError::Setup {
+            interface,
+            addr,
+            step,
+            source,
+        }
+    };
+    let socket = base_socket(endpoint, endpoint.multicast_group.is_ipv6())?;
+    match endpoint.multicast_group {
+        IpAddr::V4(group) => {
+            // IP_MULTICAST_IF by index (ip_mreqn), so no interface address is needed.
+            set_multicast_if_v4_index(&socket, endpoint.ifindex)
+                .map_err(fail("setting IP_MULTICAST_IF"))?;
+            socket
+                .join_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(endpoint.ifindex))
+                .map_err(fail("joining the multicast group"))?;
+        }
+        IpAddr::V6(group) => {
+            socket
+                .join_multicast_v6(&group, endpoint.ifindex)
+                .map_err(fail("joining the multicast group"))?;
+        }
+    }
+    socket
+        .bind(&addr.into())
+        .map_err(fail("binding to the group address"))?;
+    Ok(socket)
+}
+
+fn open_unicast(endpoint: &Endpoint) -> Result<Socket, TransportError> {
+    let addr = bind_addr(endpoint);
+    let socket = base_socket(endpoint, addr.is_ipv6())?;
+    socket
+        .bind(&addr.into())
+        .map_err(|source| TransportError::Setup {
+            interface: endpoint.interface.clone(),
+            addr,
+            step: "binding to the port",
+            source,
+        })?;
+    Ok(socket)
+}
+
+/// Registers the socket with the runtime's reactor, for reading only (sends never wait).
+fn register(socket: Socket) -> io::Result<AsyncFd<Socket>> {
+    // SAFETY: `socket2::Socket` owns its file descriptor: it stays open, and
+    // `as_raw_fd` returns the same one, until the socket (here: the AsyncFd) is dropped.
+    unsafe { AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
+/// `IP_MULTICAST_IF` with an `ip_mreqn` naming the interface by index.
+fn set_multicast_if_v4_index(socket: &Socket, ifindex: u32) -> io::Result<()> {
+    let index = i32::try_from(ifindex)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface index out of range"))?;
+    let mreqn = nix030::libc::ip_mreqn {
+        imr_multiaddr: nix030::libc::in_addr { s_addr: 0 },
+        imr_address: nix030::libc::in_addr { s_addr: 0 },
+        imr_ifindex: index,
+    };
+    // SAFETY: passes a valid, initialised `ip_mreqn` and its exact size; the
+    // kernel only reads it during the call.
+    let rc = unsafe {
+        nix030::libc::setsockopt(
+            socket.as_raw_fd(),
+            nix030::libc::IPPROTO_IP,
+            nix030::libc::IP_MULTICAST_IF,
+            std::ptr::from_ref(&mreqn).cast(),
+            size_of::<nix030::libc::ip_mreqn>() as nix030::libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// One datagram as read, with its TTL / hop limit when the kernel gave one.
+struct Received {
+    len: usize,
+    source: SocketAddr,
+    ttl: Option<i32>,
+}
+
+fn recv_one(socket: &Socket, buf: &mut [u8]) -> io::Result<Received> {
+    let mut cmsg = nix030::cmsg_space!(nix030::libc::c_int, nix030::libc::c_int);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = nixsock::recvmsg::<SockaddrStorage>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+    )
+    .map_err(io::Error::from)?;
+    let mut ttl = None;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            match c {
+                ControlMessageOwned::Ipv4Ttl(t) | ControlMessageOwned::Ipv6HopLimit(t) => {
+                    ttl = Some(t);
+                }
+                _ => {}
+            }
+        }
+    }
+    let source = msg
+        .address
+        .as_ref()
+        .and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::V4(SocketAddrV4::new(v4.ip(), v4.port())))
+                .or_else(|| {
+                    a.as_sockaddr_in6().map(|v6| {
+                        SocketAddr::V6(SocketAddrV6::new(
+                            v6.ip(),
+                            v6.port(),
+                            v6.flowinfo(),
+                            v6.scope_id(),
+                        ))
+                    })
+                })
+        })
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without source"))?;
+    Ok(Received {
+        len: msg.bytes,
+        source,
+        ttl,
+    })
+}
+
+/// Reads the socket until the task is aborted (the last subscription dropped).
+async fn receive_loop(shared: Arc<Shared>) {
+    // One byte more than any advert, so an oversized datagram shows as too long.
+    let mut buf = [0u8; wire::MAX_PACKET_LEN + 1];
+    loop {
+        let mut guard = match shared.socket.readable().await {
+            Ok(guard) => guard,
+            Err(e) => {
+                tracing::error!(interface = %shared.interface, error = %e, "advert socket failed; no more adverts are received on it");
+                return;
+            }
+        };
+        let received = match guard.try_io(|fd| recv_one(fd.get_ref(), &mut buf)) {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::debug!(interface = %shared.interface, error = %e, "receiving an advert");
+                continue;
+            }
+            Err(_would_block) => continue,
+        };
+        dispatch(&shared, &buf, received);
+    }
+}
+
+fn dispatch(shared: &Shared, buf: &[u8], received: Received) {
+    let source_ip = unmapped(received.source.ip());
+    if received.ttl != Some(i32::from(REQUIRED_TTL)) {
+        let n = shared.counters.bad_ttl.fetch_add(1, Ordering::Relaxed) + 1;
+        // Every 1st, 2nd, 4th, 8th... drop, so a flood does not flood the log.
+        if n.is_power_of_two() {
+            tracing::warn!(interface = %shared.interface, source = %source_ip, ttl = ?received.ttl, dropped = n,
+                "dropped advert whose TTL/hop limit is not 255 (sent from off the link?)");
+        }
+        return;
+    }
+    let len = received.len.min(buf.len());
+    let bytes = &buf[..len];
+    let Ok(group) = wire::peek_group(bytes) else {
+        shared
+            .counters
+            .unknown_group
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(interface = %shared.interface, source = %source_ip, "ignored a datagram that is not an advert");
+        return;
+    };
+    let subs = shared
+        .subscribers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(sub) = subs.get(&group) else {
+        shared
+            .counters
+            .unknown_group
+            .fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    if let Some(peers) = &sub.peers {
+        if !peers.contains(&source_ip) {
+            let n = shared
+                .counters
+                .unknown_source
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(interface = %shared.interface, source = %source_ip, group, dropped = n,
+                    "dropped unicast advert from an address that is not a configured peer");
+            }
+            return;
+        }
+    }
+    let datagram = Datagram {
+        bytes: bytes.to_vec(),
+        source: SocketAddr::new(source_ip, received.source.port()),
+    };
+    if sub.inbox.try_send(datagram).is_err() {
+        shared.counters.inbox_full.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
