@@ -1072,10 +1072,8 @@ impl Instance {
                     let _ = self.ops.send(VipOp::Reclaim(Some(vip)));
                 }
             }
-            NetEvent::Link { ifindex, up, .. } if ifindex == self.ifindex => {
-                if up != self.link_up {
-                    self.set_link(now, up);
-                }
+            NetEvent::Link { ifindex, up, .. } if ifindex == self.ifindex && up != self.link_up => {
+                self.set_link(now, up);
             }
             NetEvent::Overrun => {
                 tracing::warn!(instance = %self.cfg.name, "netlink notifications were lost; re-checking link and VIPs");

@@ -65,7 +65,7 @@
 //! advert carries the highest promotion epoch its sender has seen; a promotion takes
 //! `highest seen + 1`. A promoted node that hears a promotion with a higher
 //! (epoch, node id) than its own drops its promotion: the later one wins. A
-//! promotion ends with a drain, or when the node restarts.
+//! promotion ends with a drain, a fault, or when the node restarts.
 //!
 //! **Health**: effective priority is the configured priority plus the health
 //! weights, clamped to 1..=254. A fault makes the node ineligible: a master in
@@ -73,7 +73,8 @@
 //!
 //! **Start-up**: a node starts as backup (never straight to master: FIELD-NOTES 12)
 //! and waits the master-down interval, or `startup_delay` if longer, before it
-//! takes over an empty group.
+//! takes over an empty group; each better-ranked peer it hears meanwhile adds one
+//! margin, so nodes started together claim in rank order instead of all at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -433,7 +434,11 @@ impl Election {
         }
         self.counters.adverts_received += 1;
         self.max_epoch_seen = self.max_epoch_seen.max(body.promote_epoch);
+        let first_heard = !self.peers.contains_key(&body.node_id);
         self.record_peer(now, body);
+        if first_heard {
+            self.defer_for_better_starter(body);
+        }
         self.supersede_promotion(body);
 
         let theirs = Rank::of_advert(body);
@@ -514,6 +519,9 @@ impl Election {
         match (&self.health.fault, was_fault) {
             (Some(why), _) if self.state != State::Fault => {
                 let reason = Reason::Fault { why: why.clone() };
+                // A promoted node whose service broke must not grab the VIPs
+                // back when it recovers: the promotion ends here.
+                self.promotion = None;
                 if self.state == State::Master {
                     self.send_release_advert();
                     self.actions.push_back(Action::ReleaseVips);
@@ -715,6 +723,25 @@ impl Election {
         }
     }
 
+    /// Nodes that start together with no master all wait the same start-up
+    /// interval; equal priorities would then claim at the same instant. Each
+    /// better-ranked peer heard before any master pushes this node's first
+    /// takeover one margin later, so simultaneous starters claim in rank order.
+    fn defer_for_better_starter(&mut self, body: &AdvertBody) {
+        let theirs = Rank::of_advert(body);
+        let waiting_for_first_master =
+            self.state == State::Backup && self.followed_master.is_none();
+        if waiting_for_first_master
+            && !body.flags.contains(Flags::MASTER)
+            && theirs.eligible
+            && theirs > self.rank()
+        {
+            if let Some(at) = self.timer(Timer::MasterDown) {
+                self.set_timer(Timer::MasterDown, at + self.cfg.takeover_margin);
+            }
+        }
+    }
+
     /// Arm or fire preemption if this backup outranks the live master.
     fn consider_preempt(&mut self, now: Instant) {
         if !(self.cfg.preempt || self.promotion.is_some()) || !self.is_eligible() {
@@ -744,21 +771,23 @@ impl Election {
     }
 
     fn master_meets_master(&mut self, now: Instant, body: &AdvertBody) {
-        self.counters.other_master_heard += 1;
         let theirs = Rank::of_advert(body);
         let peer = body.node_name.clone();
         if theirs > self.rank() {
-            self.notice(Notice::OtherMasterHeard {
-                peer: peer.clone(),
-                we_stay: false,
-            });
             let reason = if self.handing_over {
+                // The successor we were waiting for: a handover, not a split brain.
                 Reason::HandoverComplete { peer }
             } else {
+                self.counters.other_master_heard += 1;
+                self.notice(Notice::OtherMasterHeard {
+                    peer: peer.clone(),
+                    we_stay: false,
+                });
                 Reason::BetterMaster { peer }
             };
             self.release_to_backup(now, reason, Some(body));
         } else {
+            self.counters.other_master_heard += 1;
             self.notice(Notice::OtherMasterHeard {
                 peer,
                 we_stay: true,

@@ -23,6 +23,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt::Write as _;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
@@ -78,7 +79,7 @@ struct Node {
 struct InFlight {
     from: usize,
     to: usize,
-    advert: Advert,
+    advert: Rc<Advert>,
 }
 
 struct Sim {
@@ -88,6 +89,8 @@ struct Sim {
     now: Instant,
     nodes: Vec<Node>,
     queue: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Node deadlines, possibly stale (see `next_timer`).
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
     in_flight: HashMap<u64, InFlight>,
     next_packet: u64,
     net: Net,
@@ -104,6 +107,11 @@ struct Sim {
     /// A master crashed on a calm network: a master must exist by then.
     takeover_due: Option<Instant>,
     no_master_since: Option<Instant>,
+    had_master: bool,
+    events_at_now: u32,
+    /// Something changed since the last invariant check.
+    dirty: bool,
+    next_check: Instant,
     history: Vec<String>,
     state_changes: u64,
     pub simulated: Duration,
@@ -117,7 +125,8 @@ impl Sim {
             .choose(&mut rng)
             .unwrap_or(&Duration::from_secs(1));
         let backup_interval = (interval * *[1u32, 2, 5].choose(&mut rng).unwrap_or(&1))
-            .min(profile.max_backup_interval.max(interval));
+            .clamp(profile.min_backup_interval, profile.max_backup_interval)
+            .max(interval);
         let preempt = rng.gen_bool(0.75);
         let preempt_delay = if rng.gen_bool(0.2) {
             interval * rng.gen_range(1..10)
@@ -174,6 +183,7 @@ impl Sim {
             now: base,
             nodes,
             queue: BinaryHeap::new(),
+            timers: BinaryHeap::new(),
             in_flight: HashMap::new(),
             next_packet: 0,
             net,
@@ -185,6 +195,10 @@ impl Sim {
             last_crash: base,
             takeover_due: None,
             no_master_since: None,
+            had_master: false,
+            events_at_now: 0,
+            dirty: true,
+            next_check: base,
             history: Vec::new(),
             state_changes: 0,
             simulated: Duration::ZERO,
@@ -263,14 +277,18 @@ impl Sim {
     }
 
     fn drain_actions(&mut self, i: usize) {
-        loop {
-            let Some(action) = self.nodes[i]
-                .election
-                .as_mut()
-                .and_then(Election::poll_action)
-            else {
-                break;
-            };
+        if let Some(t) = self.nodes[i]
+            .election
+            .as_ref()
+            .and_then(Election::poll_timeout)
+        {
+            self.timers.push(Reverse((t, i)));
+        }
+        while let Some(action) = self.nodes[i]
+            .election
+            .as_mut()
+            .and_then(Election::poll_action)
+        {
             match action {
                 Action::SendAdvert(body) => {
                     let node = &mut self.nodes[i];
@@ -282,11 +300,18 @@ impl Sim {
                     };
                     self.broadcast(i, advert);
                 }
-                Action::ClaimVips => self.nodes[i].holds_vips = true,
-                Action::ReleaseVips => self.nodes[i].holds_vips = false,
+                Action::ClaimVips => {
+                    self.nodes[i].holds_vips = true;
+                    self.dirty = true;
+                }
+                Action::ReleaseVips => {
+                    self.nodes[i].holds_vips = false;
+                    self.dirty = true;
+                }
                 Action::AnnounceVips => {}
                 Action::StateChanged { from, to, reason } => {
                     self.state_changes += 1;
+                    self.dirty = true;
                     self.log(format!("n{i} {from} -> {to}: {reason}"));
                 }
                 Action::Notice(n) => self.log(format!("n{i} notice {n:?}")),
@@ -300,6 +325,7 @@ impl Sim {
     }
 
     fn broadcast(&mut self, from: usize, advert: Advert) {
+        let advert = Rc::new(advert);
         for to in 0..self.nodes.len() {
             if to == from || !self.connected(from, to) {
                 continue;
@@ -323,7 +349,7 @@ impl Sim {
                     InFlight {
                         from,
                         to,
-                        advert: advert.clone(),
+                        advert: Rc::clone(&advert),
                     },
                 );
             }
@@ -352,19 +378,23 @@ impl Sim {
     fn run_until(&mut self, end: Instant) -> Result<(), String> {
         loop {
             let next_packet = self.queue.peek().map(|Reverse((t, _))| *t);
-            let next_timer = self
-                .nodes
-                .iter()
-                .filter_map(|n| n.election.as_ref()?.poll_timeout())
-                .min();
+            let next_timer = self.next_timer();
             let next = match (next_packet, next_timer) {
                 (Some(a), Some(b)) => a.min(b),
-                (a, b) => a.or(b).unwrap_or(end),
+                (a, b) => a.or(b).unwrap_or(end + Duration::from_nanos(1)),
             };
             if next > end {
                 self.simulated += end.saturating_duration_since(self.now);
                 self.now = end;
                 return self.check();
+            }
+            if next <= self.now {
+                self.events_at_now += 1;
+                if self.events_at_now > 10_000 {
+                    return Err(self.fail("livelock: 10000 events without time advancing"));
+                }
+            } else {
+                self.events_at_now = 0;
             }
             self.simulated += next.saturating_duration_since(self.now);
             self.now = next.max(self.now);
@@ -377,7 +407,11 @@ impl Sim {
                     self.deliver(packet);
                 }
             }
-            for i in 0..self.nodes.len() {
+            while let Some(Reverse((t, i))) = self.timers.peek().copied() {
+                if t > self.now {
+                    break;
+                }
+                self.timers.pop();
                 let now = self.now;
                 if let Some(e) = self.nodes[i].election.as_mut() {
                     if e.poll_timeout().is_some_and(|t| t <= now) {
@@ -386,8 +420,33 @@ impl Sim {
                     }
                 }
             }
-            self.check()?;
+            // Checking after every packet costs O(nodes) each; the invariants can
+            // only break when a state changes or a deadline passes, so check then,
+            // and at least every half advert interval.
+            if self.dirty
+                || self.now >= self.next_check
+                || self.takeover_due.is_some_and(|d| self.now > d)
+            {
+                self.dirty = false;
+                self.next_check = self.now + self.interval / 2;
+                self.check()?;
+            }
         }
+    }
+
+    /// The earliest live deadline; entries a node has since moved are stale and dropped.
+    fn next_timer(&mut self) -> Option<Instant> {
+        while let Some(Reverse((t, i))) = self.timers.peek().copied() {
+            let current = self.nodes[i]
+                .election
+                .as_ref()
+                .and_then(Election::poll_timeout);
+            if current == Some(t) {
+                return Some(t);
+            }
+            self.timers.pop();
+        }
+        None
     }
 
     fn settle_window(&self) -> Duration {
@@ -429,7 +488,16 @@ impl Sim {
 
         let quiet_since = self.calm_since.map(|c| c.max(self.last_disturbance));
         let settled = quiet_since.is_some_and(|q| now >= q + self.settle_window());
-        if settled {
+        let any_eligible = self
+            .nodes
+            .iter()
+            .any(|n| n.election.as_ref().is_some_and(Election::is_eligible));
+        if settled && !any_eligible && !masters.is_empty() {
+            return Err(self.fail(&format!(
+                "invariant 1: masters {masters:?} but no node is eligible"
+            )));
+        }
+        if settled && any_eligible {
             if masters.len() != 1 {
                 return Err(self.fail(&format!(
                     "invariant 1: calm and settled but {} masters {:?}",
@@ -459,20 +527,24 @@ impl Sim {
         }
 
         if let Some(due) = self.takeover_due {
+            if now > due {
+                return Err(self.fail("invariant 2: no new master within master-down interval + one advert interval of the crash"));
+            }
             if !masters.is_empty() {
                 self.takeover_due = None;
-            } else if now > due {
-                return Err(self.fail("invariant 2: no new master within master-down interval + one advert interval of the crash"));
             }
         }
 
         // Invariant 4: gaps without a master.
+        let had_master = std::mem::replace(&mut self.had_master, !masters.is_empty());
         if masters.is_empty() {
             let eligible_alive = self
                 .nodes
                 .iter()
                 .any(|n| n.election.as_ref().is_some_and(Election::is_eligible));
-            if self.no_master_since.is_none() && eligible_alive {
+            // A gap starts when a master disappears (not when a group that had
+            // none, say all drained, gets an eligible node back: that is an election).
+            if self.no_master_since.is_none() && eligible_alive && had_master {
                 self.no_master_since = Some(now);
             }
         } else if let Some(since) = self.no_master_since.take() {
@@ -510,6 +582,7 @@ impl Sim {
     }
 
     fn disturb(&mut self) {
+        self.dirty = true;
         self.last_disturbance = self.now;
     }
 
@@ -706,6 +779,7 @@ impl Sim {
 #[derive(Clone, Copy)]
 struct Profile {
     intervals: &'static [Duration],
+    min_backup_interval: Duration,
     max_backup_interval: Duration,
     episodes: usize,
     chaos_steps: usize,
@@ -781,6 +855,7 @@ fn run_many(test: &str, n: usize, default_count: u64, profile: Profile) {
 fn two_nodes() {
     let profile = Profile {
         intervals: FAST,
+        min_backup_interval: Duration::ZERO,
         max_backup_interval: Duration::from_secs(1),
         episodes: 6,
         chaos_steps: 25,
@@ -793,6 +868,7 @@ fn two_nodes() {
 fn three_nodes() {
     let profile = Profile {
         intervals: FAST,
+        min_backup_interval: Duration::ZERO,
         max_backup_interval: Duration::from_secs(1),
         episodes: 6,
         chaos_steps: 25,
@@ -805,6 +881,7 @@ fn three_nodes() {
 fn sixteen_nodes() {
     let profile = Profile {
         intervals: FAST,
+        min_backup_interval: Duration::ZERO,
         max_backup_interval: Duration::from_secs(1),
         episodes: 4,
         chaos_steps: 30,
@@ -817,6 +894,7 @@ fn sixteen_nodes() {
 fn full_group_of_255() {
     let profile = Profile {
         intervals: SLOW,
+        min_backup_interval: Duration::from_secs(2),
         max_backup_interval: Duration::from_secs(2),
         episodes: 1,
         chaos_steps: 12,
@@ -832,6 +910,7 @@ fn calm_hour_has_no_flapping() {
     for seed in seeds(4) {
         let profile = Profile {
             intervals: FAST,
+            min_backup_interval: Duration::ZERO,
             max_backup_interval: Duration::from_secs(1),
             episodes: 0,
             chaos_steps: 0,
@@ -859,6 +938,7 @@ fn calm_hour_has_no_flapping() {
 fn takeover_beats_vrrp_master_down_interval() {
     let profile = Profile {
         intervals: ONE_SECOND,
+        min_backup_interval: Duration::ZERO,
         max_backup_interval: Duration::from_secs(1),
         episodes: 0,
         chaos_steps: 0,
