@@ -898,7 +898,6 @@ impl Election {
         self.transition(now, State::Master, reason);
         self.actions.push_back(Action::ClaimVips);
         self.actions.push_back(Action::AnnounceVips);
-        self.last_reannounce = Some(now);
         self.send_advert(now);
     }
 
@@ -1127,4 +1126,462 @@ fn duration_to_cs(d: Duration) -> u16 {
     let cs = (d.as_millis() / 10).clamp(1, 4095);
     // Clamped into 1..=4095 above.
     cs as u16
+}
+
+#[cfg(test)]
+mod tests {
+    //! One test per rule in the module docs; the simulation covers their interplay.
+    use super::*;
+
+    const I: Duration = Duration::from_millis(100);
+
+    fn cfg(node_id: u64, priority: u8) -> ElectionConfig {
+        ElectionConfig {
+            node_id,
+            node_name: format!("n{node_id}"),
+            group: 1,
+            priority,
+            advert_interval: I,
+            backup_advert_interval: I,
+            takeover_margin: Duration::from_millis(2),
+            handover_timeout: I * 3,
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            startup_delay: Duration::ZERO,
+            vip_digest: [0; 8],
+            start_drained: false,
+        }
+    }
+
+    fn advert(node_id: u64, priority: u8, flags: u8) -> AdvertBody {
+        AdvertBody {
+            group: 1,
+            priority,
+            interval_cs: 10,
+            flags: Flags(flags),
+            node_id,
+            promote_epoch: 0,
+            vip_digest: [0; 8],
+            node_name: format!("n{node_id}"),
+        }
+    }
+
+    fn drain(e: &mut Election) -> Vec<Action> {
+        std::iter::from_fn(|| e.poll_action()).collect()
+    }
+
+    fn has(actions: &[Action], want: &Action) -> bool {
+        actions.contains(want)
+    }
+
+    fn sent(actions: &[Action]) -> Vec<&AdvertBody> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::SendAdvert(b) => Some(b),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Run timers up to `until`, collecting actions.
+    fn run_to(e: &mut Election, until: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        while let Some(t) = e.poll_timeout() {
+            if t > until {
+                break;
+            }
+            e.handle_timeout(t);
+            out.extend(drain(e));
+        }
+        out
+    }
+
+    /// A backup that has been up long enough to know the ranks, following master 9.
+    fn settled_backup(now: Instant, priority: u8) -> (Election, Instant) {
+        let mut e = Election::new(cfg(1, priority), now);
+        drain(&mut e);
+        let mut t = now;
+        for _ in 0..5 {
+            t += I;
+            e.handle_advert(t, &advert(9, 200, Flags::MASTER));
+            run_to(&mut e, t);
+            drain(&mut e);
+        }
+        (e, t)
+    }
+
+    #[test]
+    fn starts_as_backup_and_claims_an_empty_group_after_the_master_down_interval() {
+        let t0 = Instant::now();
+        let mut e = Election::new(cfg(1, 100), t0);
+        let first = drain(&mut e);
+        assert!(has(
+            &first,
+            &Action::StateChanged {
+                from: State::Initialize,
+                to: State::Backup,
+                reason: Reason::Startup
+            }
+        ));
+        assert_eq!(e.state(), State::Backup);
+        let mdi = e.master_down_interval(I);
+        assert!(run_to(&mut e, t0 + mdi - Duration::from_millis(1))
+            .iter()
+            .all(|a| !matches!(a, Action::ClaimVips)));
+        let actions = run_to(&mut e, t0 + mdi);
+        assert!(has(&actions, &Action::ClaimVips));
+        assert_eq!(e.state(), State::Master);
+    }
+
+    #[test]
+    fn best_backup_takes_over_one_margin_after_three_intervals() {
+        let t0 = Instant::now();
+        let (mut e, last) = settled_backup(t0, 100);
+        let actions = run_to(&mut e, last + I * 3 + Duration::from_millis(1));
+        assert!(
+            !has(&actions, &Action::ClaimVips),
+            "not before 3 × interval + margin"
+        );
+        let actions = run_to(&mut e, last + I * 3 + Duration::from_millis(2));
+        assert!(has(&actions, &Action::ClaimVips));
+        // VRRP would have waited 3 × I + (256 − 100)/256 × I.
+        assert!(skew_time(100, I) > Duration::from_millis(2));
+    }
+
+    #[test]
+    fn second_ranked_backup_waits_one_more_margin() {
+        let t0 = Instant::now();
+        let mut e = Election::new(cfg(1, 100), t0);
+        let mut t = t0;
+        for _ in 0..5 {
+            t += I;
+            e.handle_advert(t, &advert(9, 200, Flags::MASTER));
+            e.handle_advert(t, &advert(5, 150, 0)); // a better backup, alive
+            run_to(&mut e, t);
+        }
+        drain(&mut e);
+        assert!(!has(
+            &run_to(&mut e, t + I * 3 + Duration::from_millis(3)),
+            &Action::ClaimVips
+        ));
+        assert!(has(
+            &run_to(&mut e, t + I * 3 + Duration::from_millis(4)),
+            &Action::ClaimVips
+        ));
+    }
+
+    #[test]
+    fn priority_zero_lets_the_best_backup_take_over_at_once() {
+        let t0 = Instant::now();
+        let (mut e, last) = settled_backup(t0, 100);
+        let t = last + Duration::from_millis(10);
+        e.handle_advert(t, &advert(9, 0, Flags::MASTER | Flags::DRAINED));
+        let actions = run_to(&mut e, t);
+        assert!(has(&actions, &Action::ClaimVips));
+        assert!(matches!(
+            e.last_transition().map(|t| &t.reason),
+            Some(Reason::MasterReleased { .. })
+        ));
+    }
+
+    #[test]
+    fn preempt_on_takes_over_from_a_worse_master_at_once() {
+        let t0 = Instant::now();
+        let mut e = Election::new(cfg(1, 150), t0);
+        drain(&mut e);
+        e.handle_advert(t0 + I, &advert(9, 100, Flags::MASTER));
+        let actions = drain(&mut e);
+        assert!(has(&actions, &Action::ClaimVips));
+        assert!(matches!(
+            e.last_transition().map(|t| &t.reason),
+            Some(Reason::Preempting { .. })
+        ));
+    }
+
+    #[test]
+    fn preempt_off_leaves_the_incumbent_alone() {
+        let t0 = Instant::now();
+        let mut c = cfg(1, 150);
+        c.preempt = false;
+        let mut e = Election::new(c, t0);
+        drain(&mut e);
+        let mut t = t0;
+        for _ in 0..50 {
+            t += I;
+            e.handle_advert(t, &advert(9, 100, Flags::MASTER));
+            assert!(!run_to(&mut e, t).contains(&Action::ClaimVips));
+        }
+        assert_eq!(e.state(), State::Backup);
+    }
+
+    #[test]
+    fn preempt_delay_waits_for_an_unbroken_stretch() {
+        let t0 = Instant::now();
+        let mut c = cfg(1, 150);
+        c.preempt_delay = I * 5;
+        let mut e = Election::new(c, t0);
+        drain(&mut e);
+        let mut t = t0;
+        let mut claimed_at = None;
+        for _ in 0..10 {
+            t += I;
+            e.handle_advert(t, &advert(9, 100, Flags::MASTER));
+            if drain(&mut e).contains(&Action::ClaimVips)
+                || run_to(&mut e, t).contains(&Action::ClaimVips)
+            {
+                claimed_at.get_or_insert(t);
+            }
+        }
+        let claimed_at = claimed_at.expect("preempts after the delay");
+        assert!(claimed_at >= t0 + I + I * 5);
+    }
+
+    #[test]
+    fn master_steps_down_for_a_better_master_and_reannounces_against_a_worse_one() {
+        let t0 = Instant::now();
+        let mut e = Election::new(cfg(1, 150), t0);
+        run_to(&mut e, t0 + I * 4);
+        assert_eq!(e.state(), State::Master);
+        let t = t0 + I * 5;
+        e.handle_advert(t, &advert(2, 100, Flags::MASTER));
+        let actions = drain(&mut e);
+        assert!(
+            has(&actions, &Action::AnnounceVips),
+            "re-announce: clients may have followed the other"
+        );
+        assert!(sent(&actions)
+            .iter()
+            .any(|b| b.flags.contains(Flags::MASTER)));
+        assert_eq!(e.state(), State::Master);
+        e.handle_advert(t, &advert(3, 200, Flags::MASTER));
+        let actions = drain(&mut e);
+        assert!(has(&actions, &Action::ReleaseVips));
+        assert_eq!(e.state(), State::Backup);
+    }
+
+    #[test]
+    fn drain_hands_over_make_before_break() {
+        let t0 = Instant::now();
+        let mut e = Election::new(cfg(1, 150), t0);
+        run_to(&mut e, t0 + I * 4);
+        let t = t0 + I * 5;
+        e.handle_advert(t, &advert(2, 100, 0)); // a live eligible backup
+        drain(&mut e);
+        e.handle_command(t, Command::Drain { force: false })
+            .expect("a successor is alive");
+        let actions = drain(&mut e);
+        assert!(
+            !has(&actions, &Action::ReleaseVips),
+            "keeps the VIPs until the successor claims"
+        );
+        assert!(sent(&actions)
+            .iter()
+            .any(|b| b.priority == 0 && b.flags.contains(Flags::MASTER)));
+        assert_eq!(e.state(), State::Master);
+        // The successor's first advert as master completes the handover.
+        e.handle_advert(t + Duration::from_millis(3), &advert(2, 100, Flags::MASTER));
+        let actions = drain(&mut e);
+        assert!(has(&actions, &Action::ReleaseVips));
+        assert_eq!(e.state(), State::Backup);
+        assert_eq!(
+            e.counters().other_master_heard,
+            0,
+            "a handover is not a split brain"
+        );
+        // Drained: never master again, however long it waits.
+        assert!(!run_to(&mut e, t + Duration::from_secs(60)).contains(&Action::ClaimVips));
+    }
+
+    #[test]
+    fn drain_without_successor_is_refused_unless_forced_and_times_out_otherwise() {
+        let t0 = Instant::now();
+        let mut e = Election::new(cfg(1, 150), t0);
+        run_to(&mut e, t0 + I * 4);
+        let t = t0 + I * 5;
+        assert_eq!(
+            e.handle_command(t, Command::Drain { force: false }),
+            Err(CommandError::NoSuccessor)
+        );
+        assert_eq!(e.state(), State::Master);
+        e.handle_command(t, Command::Drain { force: true })
+            .expect("forced");
+        assert!(has(&drain(&mut e), &Action::ReleaseVips));
+
+        // With a successor that never claims, the handover bound releases.
+        let mut e = Election::new(cfg(1, 150), t0);
+        run_to(&mut e, t0 + I * 4);
+        e.handle_advert(t, &advert(2, 100, 0));
+        e.handle_command(t, Command::Drain { force: false })
+            .expect("successor alive");
+        drain(&mut e);
+        let actions = run_to(&mut e, t + I * 3);
+        assert!(has(&actions, &Action::ReleaseVips));
+        assert!(matches!(
+            e.last_transition().map(|t| &t.reason),
+            Some(Reason::HandoverTimeout)
+        ));
+    }
+
+    #[test]
+    fn promote_takes_over_and_a_later_promotion_wins() {
+        let t0 = Instant::now();
+        let (mut e, t) = settled_backup(t0, 50);
+        e.handle_command(t, Command::Promote)
+            .expect("healthy and undrained");
+        assert!(has(&drain(&mut e), &Action::ClaimVips));
+        let epoch = e.rank().promotion;
+        assert_eq!(epoch, 1);
+        // Another node promoted later (it had seen our epoch) outranks us.
+        let mut later = advert(9, 200, Flags::MASTER | Flags::PROMOTED);
+        later.promote_epoch = epoch + 1;
+        e.handle_advert(t + I, &later);
+        let actions = drain(&mut e);
+        assert!(has(&actions, &Action::ReleaseVips));
+        assert!(!e.is_promoted());
+    }
+
+    #[test]
+    fn promote_is_refused_when_drained_or_in_fault() {
+        let t0 = Instant::now();
+        let mut e = Election::new(cfg(1, 100), t0);
+        e.handle_command(t0, Command::Drain { force: false })
+            .expect("backup drains freely");
+        assert_eq!(
+            e.handle_command(t0, Command::Promote),
+            Err(CommandError::Drained)
+        );
+        e.handle_command(t0, Command::Undrain).expect("undrain");
+        e.handle_health(
+            t0,
+            Health {
+                priority_delta: 0,
+                fault: Some("pg down".into()),
+            },
+        );
+        assert!(matches!(
+            e.handle_command(t0, Command::Promote),
+            Err(CommandError::InFault(_))
+        ));
+    }
+
+    #[test]
+    fn fault_releases_at_once_and_is_never_master() {
+        let t0 = Instant::now();
+        let mut e = Election::new(cfg(1, 150), t0);
+        run_to(&mut e, t0 + I * 4);
+        let t = t0 + I * 5;
+        e.handle_health(
+            t,
+            Health {
+                priority_delta: 0,
+                fault: Some("pg down".into()),
+            },
+        );
+        let actions = drain(&mut e);
+        assert!(has(&actions, &Action::ReleaseVips));
+        assert!(
+            sent(&actions).iter().any(|b| b.priority == 0),
+            "backups move at once"
+        );
+        assert_eq!(e.state(), State::Fault);
+        assert!(!run_to(&mut e, t + Duration::from_secs(60)).contains(&Action::ClaimVips));
+        e.handle_health(t + Duration::from_secs(61), Health::default());
+        assert_eq!(e.state(), State::Backup);
+    }
+
+    #[test]
+    fn health_weights_shift_the_effective_priority_within_bounds() {
+        let t0 = Instant::now();
+        let mut e = Election::new(cfg(1, 100), t0);
+        e.handle_health(
+            t0,
+            Health {
+                priority_delta: -500,
+                fault: None,
+            },
+        );
+        assert_eq!(e.effective_priority(), 1);
+        e.handle_health(
+            t0,
+            Health {
+                priority_delta: 500,
+                fault: None,
+            },
+        );
+        assert_eq!(e.effective_priority(), 254);
+        let actions = drain(&mut e);
+        assert!(
+            sent(&actions).iter().any(|b| b.priority == 254),
+            "peers hear the new priority at once"
+        );
+    }
+
+    #[test]
+    fn shutdown_hands_over_when_it_can_and_releases_when_it_cannot() {
+        let t0 = Instant::now();
+        let mut e = Election::new(cfg(1, 150), t0);
+        run_to(&mut e, t0 + I * 4);
+        let t = t0 + I * 5;
+        e.handle_shutdown(t);
+        let actions = drain(&mut e);
+        assert!(has(&actions, &Action::ReleaseVips));
+        assert!(has(&actions, &Action::ShutdownComplete));
+
+        let mut e = Election::new(cfg(1, 150), t0);
+        run_to(&mut e, t0 + I * 4);
+        e.handle_advert(t, &advert(2, 100, 0));
+        drain(&mut e);
+        e.handle_shutdown(t);
+        let actions = drain(&mut e);
+        assert!(
+            !has(&actions, &Action::ReleaseVips),
+            "waits for the successor"
+        );
+        e.handle_advert(t + Duration::from_millis(2), &advert(2, 100, Flags::MASTER));
+        let actions = drain(&mut e);
+        assert!(has(&actions, &Action::ReleaseVips));
+        assert!(has(&actions, &Action::ShutdownComplete));
+        assert!(e.poll_timeout().is_none());
+    }
+
+    #[test]
+    fn own_node_id_in_an_advert_is_noticed_once_and_ignored() {
+        let t0 = Instant::now();
+        let mut e = Election::new(cfg(1, 100), t0);
+        drain(&mut e);
+        e.handle_advert(t0, &advert(1, 200, Flags::MASTER));
+        e.handle_advert(t0, &advert(1, 200, Flags::MASTER));
+        let notices: Vec<_> = drain(&mut e)
+            .into_iter()
+            .filter(|a| matches!(a, Action::Notice(_)))
+            .collect();
+        assert_eq!(notices.len(), 1);
+        assert_eq!(e.peers().count(), 0);
+    }
+
+    #[test]
+    fn simultaneous_starters_claim_in_rank_order() {
+        let t0 = Instant::now();
+        let mut low = Election::new(cfg(1, 100), t0);
+        let mut high = Election::new(cfg(2, 100), t0);
+        let lb = sent(&drain(&mut low))
+            .into_iter()
+            .cloned()
+            .collect::<Vec<_>>();
+        let hb = sent(&drain(&mut high))
+            .into_iter()
+            .cloned()
+            .collect::<Vec<_>>();
+        for b in &hb {
+            low.handle_advert(t0, b);
+        }
+        for b in &lb {
+            high.handle_advert(t0, b);
+        }
+        assert!(
+            high.timer(Timer::MasterDown) < low.timer(Timer::MasterDown),
+            "equal priority: the higher node id claims first"
+        );
+    }
 }
