@@ -934,3 +934,189 @@ pub(crate) fn wait_sole_holder(
 pub(crate) fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
+
+// ---------------------------------------------------------------------------
+// Probing the VIP from the client under load
+// ---------------------------------------------------------------------------
+
+/// A `ping` flood from a host at a fixed interval, for counting the probes a
+/// handover loses. Started with [`Prober::start`], read with [`Prober::finish`].
+pub(crate) struct Prober {
+    child: Child,
+    count: u32,
+    interval: Duration,
+    started: Instant,
+}
+
+/// What a [`Prober`] saw.
+#[derive(Clone, Debug)]
+pub(crate) struct ProbeResult {
+    pub(crate) sent: u32,
+    pub(crate) received: u32,
+    /// Sequence numbers (1-based) without any reply.
+    pub(crate) lost: Vec<u32>,
+    /// The summary line ping printed, for the log.
+    pub(crate) summary: String,
+    /// Reply time (Unix seconds, from `ping -D`) of each sequence number answered.
+    pub(crate) replies: std::collections::BTreeMap<u32, f64>,
+}
+
+impl ProbeResult {
+    /// The lost sequence numbers as ranges with their offset from the start,
+    /// e.g. `seq 512-513 (~1022 ms)`.
+    pub(crate) fn describe_lost(&self, interval: Duration) -> String {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.lost.len() {
+            let first = self.lost[i];
+            let mut last = first;
+            while i + 1 < self.lost.len() && self.lost[i + 1] == last + 1 {
+                i += 1;
+                last = self.lost[i];
+            }
+            let at = interval * (first - 1);
+            // The last reply before the gap, as a UTC time of day to set beside
+            // the daemons' logs.
+            let before = self
+                .replies
+                .range(..first)
+                .next_back()
+                .map_or_else(|| "-".to_owned(), |(_, t)| utc_time_of_day(*t));
+            let seqs = if first == last {
+                format!("seq {first}")
+            } else {
+                format!("seq {first}-{last}")
+            };
+            out.push(format!(
+                "{seqs} (~{} ms in; last reply before it at {before} UTC)",
+                at.as_millis()
+            ));
+            i += 1;
+        }
+        if out.is_empty() {
+            "none".to_owned()
+        } else {
+            out.join(", ")
+        }
+    }
+}
+
+impl Prober {
+    /// Starts `ping -c COUNT -i INTERVAL -W 1 ADDR` in `host`'s namespace (root may
+    /// use intervals down to 2 ms and below). It runs `count × interval` and ends
+    /// on its own.
+    pub(crate) fn start(host: &Host, addr: &str, interval: Duration, count: u32) -> Self {
+        let addr = strip_prefix_len(addr);
+        let family = if addr.contains(':') { "-6" } else { "-4" };
+        let interval_s = format!("{:.3}", interval.as_secs_f64());
+        let count_s = count.to_string();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &host.ns.name,
+                "ping",
+                family,
+                "-n",
+                "-D",
+                "-i",
+                &interval_s,
+                "-W",
+                "1",
+                "-c",
+                &count_s,
+                addr,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ping");
+        Self {
+            child,
+            count,
+            interval,
+            started: Instant::now(),
+        }
+    }
+
+    /// Time since the prober started.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Waits for ping to end and counts the probes without a reply.
+    pub(crate) fn finish(self) -> ProbeResult {
+        let out = self.child.wait_with_output().expect("wait for ping");
+        let text = String::from_utf8_lossy(&out.stdout);
+        // `[1700000000.123456] 64 bytes from 10.0.0.200: icmp_seq=7 ttl=64 time=0.05 ms`
+        let mut seen = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            if !line.contains("bytes from") {
+                continue;
+            }
+            let Some(rest) = line.split("icmp_seq=").nth(1) else {
+                continue;
+            };
+            let Ok(seq) = rest
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap_or("")
+                .parse::<u32>()
+            else {
+                continue;
+            };
+            let at = line
+                .strip_prefix('[')
+                .and_then(|l| l.split(']').next())
+                .and_then(|t| t.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            seen.entry(seq).or_insert(at);
+        }
+        let summary = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or("")
+            .to_owned();
+        let sent = summary
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(self.count);
+        assert!(
+            !summary.is_empty(),
+            "ping printed no summary ({}): {}{}",
+            out.status,
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lost: Vec<u32> = (1..=sent).filter(|s| !seen.contains_key(s)).collect();
+        ProbeResult {
+            sent,
+            received: seen.len() as u32,
+            lost,
+            summary,
+            replies: seen,
+        }
+    }
+}
+
+/// Unix seconds as `HH:MM:SS.ffffff` (UTC), the form the daemons' logs use.
+pub(crate) fn utc_time_of_day(unix: f64) -> String {
+    let micros = (unix * 1e6) as u64;
+    let secs = micros / 1_000_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:06}",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60,
+        micros % 1_000_000
+    )
+}
+
+/// Now as Unix seconds.
+pub(crate) fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
