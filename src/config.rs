@@ -89,6 +89,24 @@ pub mod defaults {
     pub const MAX_VIPS: usize = 1024;
     /// Shortest auth key, in bytes after trimming surrounding whitespace.
     pub const MIN_KEY_LEN: usize = 16;
+
+    /// `track_script.interval`.
+    pub const TRACK_SCRIPT_INTERVAL: Duration = Duration::from_secs(2);
+    /// `track_script.rise` and `track_script.fall`.
+    pub const TRACK_RISE: u32 = 1;
+    pub const TRACK_FALL: u32 = 1;
+    /// `track_file.interval`: how often the file is read.
+    pub const TRACK_FILE_INTERVAL: Duration = Duration::from_secs(1);
+    /// `track_file.weight_multiplier`.
+    pub const TRACK_FILE_MULTIPLIER: i32 = 1;
+    /// `notify.timeout`.
+    pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `guard.fall` (consecutive failed witness checks before the fault).
+    pub const GUARD_FALL: u32 = 1;
+    /// `guard.rise` (consecutive good witness checks before the fault clears).
+    pub const GUARD_RISE: u32 = 2;
+    /// Most track scripts, interfaces or files per instance.
+    pub const MAX_TRACKS: usize = 64;
 }
 
 // ---------------------------------------------------------------------------
@@ -105,6 +123,9 @@ pub struct Config {
     pub node: NodeConfig,
     /// The VRRP-like instances (`[[instance]]`), in file order; at least one.
     pub instances: Vec<InstanceConfig>,
+    /// Sync groups (`[[sync_group]]`), in file order; each member instance also
+    /// carries its group in [`InstanceConfig::sync_group`].
+    pub sync_groups: Vec<SyncGroup>,
     /// Where in the file some values came from, for [`check_against_system`].
     sources: Sources,
 }
@@ -116,6 +137,7 @@ impl Config {
         Self {
             node,
             instances,
+            sync_groups: Vec::new(),
             sources: Sources::default(),
         }
     }
@@ -186,6 +208,146 @@ pub struct InstanceConfig {
     pub port: u16,
     /// Gratuitous ARP / unsolicited NA on becoming master.
     pub announce: AnnounceConfig,
+    /// `[[instance.track_script]]`: commands whose result moves the priority or
+    /// puts the instance in fault.
+    pub track_scripts: Vec<TrackScript>,
+    /// `[[instance.track_interface]]`: other interfaces whose link state counts.
+    pub track_interfaces: Vec<TrackInterface>,
+    /// `[[instance.track_file]]`: files holding a priority weight.
+    pub track_files: Vec<TrackFile>,
+    /// `[instance.notify]`: hooks run on each transition.
+    pub notify: NotifyConfig,
+    /// `[instance.guard]`: the opt-in split-brain guard. Default: none.
+    pub guard: Option<GuardConfig>,
+    /// The sync group this instance belongs to, if any (from `[[sync_group]]`).
+    pub sync_group: Option<SyncGroup>,
+}
+
+/// A track script: run every `interval`; `fall` failures in a row make it failing,
+/// `rise` successes in a row make it good again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackScript {
+    /// Unique within the instance; `[A-Za-z0-9_.-]{1,32}`; shown in status.
+    pub name: String,
+    /// The program and its arguments, run without a shell; with `shell`, a single
+    /// string run by `/bin/sh -c`.
+    pub command: Vec<String>,
+    /// Run `command[0]` through `/bin/sh -c`. Default false.
+    pub shell: bool,
+    /// Time between the end of one run and the start of the next. Default 2s;
+    /// 10ms..=1h.
+    pub interval: Duration,
+    /// A run still going after this long is killed with its process group and
+    /// counts as a failure. Default: `interval`; 10ms..=1h.
+    pub timeout: Duration,
+    /// Successes in a row before a failing script is good again. Default 1; 1..=100.
+    pub rise: u32,
+    /// Failures in a row before a good script is failing. Default 1; 1..=100.
+    pub fall: u32,
+    /// `None`: a failing script puts the instance in fault. Negative: added to the
+    /// priority while failing. Positive: added while good. -254..=254, not 0.
+    pub weight: Option<i32>,
+}
+
+/// Another interface whose link state counts (`[[instance.track_interface]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackInterface {
+    /// The interface name.
+    pub interface: String,
+    /// `None`: link down puts the instance in fault. Negative: added while down.
+    /// Positive: added while up. -254..=254, not 0.
+    pub weight: Option<i32>,
+}
+
+/// A file holding an integer weight, as keepalived's `track_file`
+/// (`[[instance.track_file]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackFile {
+    /// Absolute, or relative to the configuration file's directory.
+    pub path: PathBuf,
+    /// The file's integer times this is added to the priority; a result of -254 or
+    /// less puts the instance in fault. Default 1; -254..=254.
+    pub weight_multiplier: i32,
+    /// How often the file is read. Default 1s; 10ms..=1h.
+    pub interval: Duration,
+}
+
+/// Hooks run on transitions (`[instance.notify]`). Each is a program and its
+/// arguments (run without a shell); vipd appends the instance, the new state, the
+/// previous state and the reason, and sets `VIPD_INSTANCE`, `VIPD_STATE`,
+/// `VIPD_PREVIOUS_STATE` and `VIPD_REASON`. Empty: no hook.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NotifyConfig {
+    pub master: Vec<String>,
+    pub backup: Vec<String>,
+    pub fault: Vec<String>,
+    /// Run when the instance stops (daemon shutdown, or removed by a reload), with
+    /// state `stop`.
+    pub stop: Vec<String>,
+    /// Run on every transition, after the state's own hook.
+    pub any: Vec<String>,
+    /// Each hook is killed, with its process group, after this long. Default 10s;
+    /// 10ms..=1h.
+    pub timeout: Duration,
+}
+
+impl NotifyConfig {
+    /// Whether any hook is configured.
+    pub fn is_empty(&self) -> bool {
+        self.master.is_empty()
+            && self.backup.is_empty()
+            && self.fault.is_empty()
+            && self.stop.is_empty()
+            && self.any.is_empty()
+    }
+}
+
+/// What the split-brain guard must reach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Witness {
+    /// The IPv4 default gateway, looked up at each check.
+    Gateway,
+    Address(IpAddr),
+}
+
+/// How the guard checks its witness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuardMethod {
+    /// `arping -c 1` on the instance's interface (IPv4 witnesses only).
+    Arp,
+    /// `ping -c 1` through the instance's interface.
+    Icmp,
+}
+
+/// The split-brain guard (`[instance.guard]`): the node may be master only while
+/// it reaches the witness (and, with `quorum`, hears a majority of the group).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuardConfig {
+    pub witness: Witness,
+    /// Default icmp.
+    pub method: GuardMethod,
+    /// Time between checks. Default: the advert interval, at least 100ms; 100ms..=1m.
+    pub interval: Duration,
+    /// Longest wait for the answer. Default: `interval`; 100ms..=1m.
+    pub timeout: Duration,
+    /// Failed checks in a row before the fault. Default 1; 1..=100.
+    pub fall: u32,
+    /// Good checks in a row before the fault clears. Default 2; 1..=100.
+    pub rise: u32,
+    /// Also require hearing a majority of `peers_total` nodes. Default false.
+    pub quorum: bool,
+    /// Nodes in the group, this one included; 3..=255. Default with unicast: peers
+    /// + 1; required with multicast when `quorum` is on.
+    pub peers_total: Option<u32>,
+}
+
+/// Instances that move together (`[[sync_group]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncGroup {
+    /// `[A-Za-z0-9_.-]{1,32}`, unique.
+    pub name: String,
+    /// Member instance names, 2 or more, each in one sync group at most.
+    pub instances: Vec<String>,
 }
 
 impl InstanceConfig {
@@ -535,6 +697,8 @@ struct RawConfig {
     node: Option<Spanned<RawNode>>,
     #[serde(default)]
     instance: Vec<Spanned<RawInstance>>,
+    #[serde(default)]
+    sync_group: Vec<Spanned<RawSyncGroup>>,
 }
 
 #[derive(Deserialize)]
@@ -570,6 +734,73 @@ struct RawInstance {
     announce_interval: Option<Spanned<DurationText>>,
     announce_repeat_after: Option<Spanned<DurationText>>,
     announce_refresh: Option<Spanned<DurationText>>,
+    #[serde(default)]
+    track_script: Vec<Spanned<RawTrackScript>>,
+    #[serde(default)]
+    track_interface: Vec<Spanned<RawTrackInterface>>,
+    #[serde(default)]
+    track_file: Vec<Spanned<RawTrackFile>>,
+    notify: Option<Spanned<RawNotify>>,
+    guard: Option<Spanned<RawGuard>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrackScript {
+    name: Option<Spanned<String>>,
+    command: Option<Spanned<Vec<String>>>,
+    shell: Option<bool>,
+    interval: Option<Spanned<DurationText>>,
+    timeout: Option<Spanned<DurationText>>,
+    rise: Option<Spanned<i64>>,
+    fall: Option<Spanned<i64>>,
+    weight: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrackInterface {
+    name: Option<Spanned<String>>,
+    weight: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrackFile {
+    path: Option<Spanned<String>>,
+    weight_multiplier: Option<Spanned<i64>>,
+    interval: Option<Spanned<DurationText>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    master: Option<Spanned<Vec<String>>>,
+    backup: Option<Spanned<Vec<String>>>,
+    fault: Option<Spanned<Vec<String>>>,
+    stop: Option<Spanned<Vec<String>>>,
+    any: Option<Spanned<Vec<String>>>,
+    timeout: Option<Spanned<DurationText>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuard {
+    witness: Option<Spanned<String>>,
+    method: Option<Spanned<String>>,
+    interval: Option<Spanned<DurationText>>,
+    timeout: Option<Spanned<DurationText>>,
+    fall: Option<Spanned<i64>>,
+    rise: Option<Spanned<i64>>,
+    quorum: Option<bool>,
+    peers_total: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSyncGroup {
+    name: Option<Spanned<String>>,
+    instances: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A duration as written; parsed during validation so a bad one gets a position.
@@ -651,6 +882,13 @@ impl Validator<'_> {
         let mut names: HashMap<String, Location> = HashMap::new();
         let mut pairs: HashMap<(String, u8), String> = HashMap::new();
         let mut vip_owner: HashMap<IpAddr, String> = HashMap::new();
+        // Every name written, also of instances that fail validation, so a sync
+        // group naming one does not add a second, misleading problem.
+        let instance_names: HashSet<String> = raw
+            .instance
+            .iter()
+            .filter_map(|i| i.get_ref().name.as_ref().map(|n| n.get_ref().clone()))
+            .collect();
         for (n, raw_instance) in raw.instance.into_iter().enumerate() {
             let Some((instance, src, spans)) = self.instance(n + 1, raw_instance) else {
                 continue;
@@ -695,9 +933,11 @@ impl Validator<'_> {
             sources.instances.insert(instance.name.clone(), src);
             instances.push(instance);
         }
+        let sync_groups = self.sync_groups(raw.sync_group, &mut instances, &instance_names);
         Some(Config {
             node: node?,
             instances,
+            sync_groups: sync_groups?,
             sources,
         })
     }
@@ -1185,6 +1425,17 @@ impl Validator<'_> {
             },
         };
 
+        let track_scripts = self.track_scripts(who, raw.track_script);
+        let track_interfaces = self.track_interfaces(who, raw.track_interface);
+        let track_files = self.track_files(who, raw.track_file);
+        let notify = self.notify(who, raw.notify);
+        let guard = match raw.guard {
+            None => Some(None),
+            Some(g) => self
+                .guard(who, g, advert_interval, peers.as_deref())
+                .map(Some),
+        };
+
         let (name, name_span) = name?;
         let (interface, interface_span) = interface?;
         let (group, group_span) = group?;
@@ -1218,6 +1469,12 @@ impl Validator<'_> {
                 repeat_after: announce_repeat_after?,
                 refresh: announce_refresh?,
             },
+            track_scripts: track_scripts?,
+            track_interfaces: track_interfaces?,
+            track_files: track_files?,
+            notify: notify?,
+            guard: guard?,
+            sync_group: None,
         };
         let spans = InstanceSpans {
             name: name_span,
@@ -1225,6 +1482,525 @@ impl Validator<'_> {
             vips: vip_spans,
         };
         Some((instance, sources, spans))
+    }
+
+    /// An optional integer in `valid`, or `default`.
+    fn int_or(
+        &mut self,
+        who: &str,
+        key: &str,
+        raw: Option<&Spanned<i64>>,
+        default: i64,
+        valid: std::ops::RangeInclusive<i64>,
+    ) -> Option<i64> {
+        match raw {
+            None => Some(default),
+            Some(r) => self.int_in(who, key, r, valid),
+        }
+    }
+
+    /// A weight: -254..=254 and not 0; absent means fault.
+    fn weight(&mut self, who: &str, raw: Option<&Spanned<i64>>) -> Option<Option<i32>> {
+        let Some(raw) = raw else {
+            return Some(None);
+        };
+        let v = *raw.get_ref();
+        if v == 0 || !(-254..=254).contains(&v) {
+            self.problem(
+                raw.span(),
+                format!("{who}: weight {v} is not valid; valid: -254..=-1 (taken off the priority while failing) or 1..=254 (added while good), or leave it out for fault"),
+            );
+            return None;
+        }
+        i32::try_from(v).ok().map(Some)
+    }
+
+    /// A command list: non-empty, no empty program.
+    fn command(
+        &mut self,
+        who: &str,
+        key: &str,
+        raw: Option<Spanned<Vec<String>>>,
+    ) -> Option<Vec<String>> {
+        let Some(raw) = raw else {
+            return Some(Vec::new());
+        };
+        let span = raw.span();
+        let argv = raw.into_inner();
+        if argv.first().is_none_or(|p| p.trim().is_empty()) {
+            self.problem(
+                span,
+                format!("{who}: {key} has no program; valid: a program and its arguments, e.g. [\"/etc/vipd/check.sh\", \"--quick\"]"),
+            );
+            return None;
+        }
+        Some(argv)
+    }
+
+    fn track_scripts(
+        &mut self,
+        who: &str,
+        raw: Vec<Spanned<RawTrackScript>>,
+    ) -> Option<Vec<TrackScript>> {
+        let mut ok = self.not_too_many(
+            who,
+            "track_script",
+            raw.first().map(Spanned::span),
+            raw.len(),
+        );
+        let mut out = Vec::new();
+        let mut names: HashSet<String> = HashSet::new();
+        for (n, table) in raw.into_iter().enumerate() {
+            let span = table.span();
+            let t = table.into_inner();
+            let mut label = format!("{who}: track_script #{}", n + 1);
+            let name = match self.required(
+                &label,
+                &span,
+                "name",
+                t.name,
+                "a name matching [A-Za-z0-9_.-]{1,32}",
+            ) {
+                None => None,
+                Some(name) => {
+                    let nspan = name.span();
+                    let name = name.into_inner();
+                    if !valid_instance_name(&name) {
+                        self.problem(nspan, format!("{label}: name {name:?} is not valid; valid: 1..=32 characters of [A-Za-z0-9_.-]"));
+                        None
+                    } else if !names.insert(name.clone()) {
+                        self.problem(nspan, format!("{label}: name {name:?} is already used by another track_script of this instance; valid: a unique name"));
+                        None
+                    } else {
+                        label = format!("{who}: track_script {name:?}");
+                        Some(name)
+                    }
+                }
+            };
+            let shell = t.shell.unwrap_or(false);
+            let command = match self.required(
+                &label,
+                &span,
+                "command",
+                t.command,
+                "a program and its arguments, e.g. [\"/usr/bin/pg_isready\", \"-q\"]",
+            ) {
+                None => None,
+                Some(c) => {
+                    let cspan = c.span();
+                    let len = c.get_ref().len();
+                    let command = self.command(&label, "command", Some(c));
+                    if shell && len != 1 && command.is_some() {
+                        self.problem(cspan, format!("{label}: with shell = true, command is one string for /bin/sh -c; it has {len}; valid: e.g. [\"pg_isready -q && test -f /run/db.ok\"]"));
+                        None
+                    } else {
+                        command
+                    }
+                }
+            };
+            let interval = self.duration_in(
+                &label,
+                "interval",
+                t.interval.as_ref(),
+                defaults::TRACK_SCRIPT_INTERVAL,
+                Duration::from_millis(10),
+                Duration::from_secs(3600),
+            );
+            let timeout = match interval {
+                Some(i) => self.duration_in(
+                    &label,
+                    "timeout",
+                    t.timeout.as_ref(),
+                    i,
+                    Duration::from_millis(10),
+                    Duration::from_secs(3600),
+                ),
+                None => None,
+            };
+            let rise = self.int_or(
+                &label,
+                "rise",
+                t.rise.as_ref(),
+                defaults::TRACK_RISE.into(),
+                1..=100,
+            );
+            let fall = self.int_or(
+                &label,
+                "fall",
+                t.fall.as_ref(),
+                defaults::TRACK_FALL.into(),
+                1..=100,
+            );
+            let weight = self.weight(&label, t.weight.as_ref());
+            match (name, command, interval, timeout, rise, fall, weight) {
+                (
+                    Some(name),
+                    Some(command),
+                    Some(interval),
+                    Some(timeout),
+                    Some(rise),
+                    Some(fall),
+                    Some(weight),
+                ) => {
+                    out.push(TrackScript {
+                        name,
+                        command,
+                        shell,
+                        interval,
+                        timeout,
+                        // In 1..=100, so the casts cannot truncate.
+                        rise: rise as u32,
+                        fall: fall as u32,
+                        weight,
+                    });
+                }
+                _ => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn not_too_many(
+        &mut self,
+        who: &str,
+        key: &str,
+        span: Option<Range<usize>>,
+        len: usize,
+    ) -> bool {
+        if len > defaults::MAX_TRACKS {
+            self.problem(
+                span.unwrap_or(0..0),
+                format!(
+                    "{who}: {len} {key} tables; valid: at most {}",
+                    defaults::MAX_TRACKS
+                ),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn track_interfaces(
+        &mut self,
+        who: &str,
+        raw: Vec<Spanned<RawTrackInterface>>,
+    ) -> Option<Vec<TrackInterface>> {
+        let mut ok = self.not_too_many(
+            who,
+            "track_interface",
+            raw.first().map(Spanned::span),
+            raw.len(),
+        );
+        let mut out = Vec::new();
+        for (n, table) in raw.into_iter().enumerate() {
+            let span = table.span();
+            let t = table.into_inner();
+            let label = format!("{who}: track_interface #{}", n + 1);
+            let name = match self.required(
+                &label,
+                &span,
+                "name",
+                t.name,
+                "a Linux interface name such as \"eth1\"",
+            ) {
+                None => None,
+                Some(name) => {
+                    let nspan = name.span();
+                    let name = name.into_inner();
+                    match check_ifname(&name) {
+                        Ok(()) if out.iter().any(|t: &TrackInterface| t.interface == name) => {
+                            self.problem(nspan, format!("{label}: interface {name:?} is tracked twice; valid: each interface once"));
+                            None
+                        }
+                        Ok(()) => Some(name),
+                        Err(why) => {
+                            self.problem(nspan, format!("{label}: interface {name:?} {why}; valid: 1..=15 bytes, without '/', ':' or whitespace"));
+                            None
+                        }
+                    }
+                }
+            };
+            let weight = self.weight(&label, t.weight.as_ref());
+            match (name, weight) {
+                (Some(interface), Some(weight)) => out.push(TrackInterface { interface, weight }),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn track_files(
+        &mut self,
+        who: &str,
+        raw: Vec<Spanned<RawTrackFile>>,
+    ) -> Option<Vec<TrackFile>> {
+        let mut ok =
+            self.not_too_many(who, "track_file", raw.first().map(Spanned::span), raw.len());
+        let mut out = Vec::new();
+        for (n, table) in raw.into_iter().enumerate() {
+            let span = table.span();
+            let t = table.into_inner();
+            let label = format!("{who}: track_file #{}", n + 1);
+            let path = self
+                .required(&label, &span, "path", t.path, "a file holding an integer, e.g. \"/run/vipd/db.weight\"")
+                .and_then(|p| {
+                    let pspan = p.span();
+                    let written = p.into_inner();
+                    if written.is_empty() {
+                        self.problem(pspan, format!("{label}: path is empty; valid: a file path such as \"/run/vipd/db.weight\""));
+                        return None;
+                    }
+                    let base = self.index.origin.parent().unwrap_or(Path::new(""));
+                    Some(base.join(written))
+                });
+            let multiplier = self.int_or(
+                &label,
+                "weight_multiplier",
+                t.weight_multiplier.as_ref(),
+                defaults::TRACK_FILE_MULTIPLIER.into(),
+                -254..=254,
+            );
+            let interval = self.duration_in(
+                &label,
+                "interval",
+                t.interval.as_ref(),
+                defaults::TRACK_FILE_INTERVAL,
+                Duration::from_millis(10),
+                Duration::from_secs(3600),
+            );
+            match (path, multiplier, interval) {
+                (Some(path), Some(m), Some(interval)) => out.push(TrackFile {
+                    path,
+                    // In -254..=254, so the cast cannot truncate.
+                    weight_multiplier: m as i32,
+                    interval,
+                }),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn notify(&mut self, who: &str, raw: Option<Spanned<RawNotify>>) -> Option<NotifyConfig> {
+        let Some(raw) = raw else {
+            return Some(NotifyConfig {
+                timeout: defaults::NOTIFY_TIMEOUT,
+                ..NotifyConfig::default()
+            });
+        };
+        let raw = raw.into_inner();
+        let label = format!("{who}: notify");
+        let master = self.command(&label, "master", raw.master);
+        let backup = self.command(&label, "backup", raw.backup);
+        let fault = self.command(&label, "fault", raw.fault);
+        let stop = self.command(&label, "stop", raw.stop);
+        let any = self.command(&label, "any", raw.any);
+        let timeout = self.duration_in(
+            &label,
+            "timeout",
+            raw.timeout.as_ref(),
+            defaults::NOTIFY_TIMEOUT,
+            Duration::from_millis(10),
+            Duration::from_secs(3600),
+        );
+        Some(NotifyConfig {
+            master: master?,
+            backup: backup?,
+            fault: fault?,
+            stop: stop?,
+            any: any?,
+            timeout: timeout?,
+        })
+    }
+
+    fn guard(
+        &mut self,
+        who: &str,
+        raw: Spanned<RawGuard>,
+        advert_interval: Option<Duration>,
+        peers: Option<&[IpAddr]>,
+    ) -> Option<GuardConfig> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let label = format!("{who}: guard");
+        let witness = self
+            .required(&label, &span, "witness", raw.witness, "\"gateway\" or an IP address such as \"10.0.0.1\"")
+            .and_then(|w| {
+                let wspan = w.span();
+                let text = w.into_inner();
+                if text == "gateway" {
+                    return Some(Witness::Gateway);
+                }
+                match text.parse::<IpAddr>() {
+                    Ok(a) if !a.is_unspecified() && !a.is_multicast() => Some(Witness::Address(a)),
+                    _ => {
+                        self.problem(wspan, format!("{label}: witness {text:?} is not valid; valid: \"gateway\" (the IPv4 default gateway) or a unicast IP address such as \"10.0.0.1\""));
+                        None
+                    }
+                }
+            });
+        let method = match raw.method {
+            None => Some(GuardMethod::Icmp),
+            Some(m) => {
+                match m.get_ref().as_str() {
+                    "icmp" => Some(GuardMethod::Icmp),
+                    "arp" => {
+                        if matches!(witness, Some(Witness::Address(IpAddr::V6(_)))) {
+                            self.problem(m.span(), format!("{label}: method \"arp\" cannot check the IPv6 witness; valid: \"icmp\""));
+                            None
+                        } else {
+                            Some(GuardMethod::Arp)
+                        }
+                    }
+                    other => {
+                        self.problem(m.span(), format!("{label}: method {other:?} is not valid; valid: \"icmp\" or \"arp\""));
+                        None
+                    }
+                }
+            }
+        };
+        let default_interval = advert_interval
+            .unwrap_or(defaults::ADVERT_INTERVAL)
+            .max(Duration::from_millis(100));
+        let interval = self.duration_in(
+            &label,
+            "interval",
+            raw.interval.as_ref(),
+            default_interval,
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+        );
+        let timeout = self.duration_in(
+            &label,
+            "timeout",
+            raw.timeout.as_ref(),
+            interval.unwrap_or(default_interval),
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+        );
+        let fall = self.int_or(
+            &label,
+            "fall",
+            raw.fall.as_ref(),
+            defaults::GUARD_FALL.into(),
+            1..=100,
+        );
+        let rise = self.int_or(
+            &label,
+            "rise",
+            raw.rise.as_ref(),
+            defaults::GUARD_RISE.into(),
+            1..=100,
+        );
+        let quorum = raw.quorum.unwrap_or(false);
+        let peers_total = match &raw.peers_total {
+            Some(p) => self
+                .int_in(&label, "peers_total", p, 3..=255)
+                .map(|v| Some(v as u32)),
+            None if quorum => match peers {
+                Some(list) if list.len() >= 2 => Some(Some(list.len() as u32 + 1)),
+                _ => {
+                    self.problem(span.clone(), format!("{label}: quorum = true needs the group's size; valid: peers_total = 3..=255 (this node included), or unicast peers listing at least 2 others"));
+                    None
+                }
+            },
+            None => Some(None),
+        };
+        Some(GuardConfig {
+            witness: witness?,
+            method: method?,
+            interval: interval?,
+            timeout: timeout?,
+            // In 1..=100, so the casts cannot truncate.
+            fall: fall? as u32,
+            rise: rise? as u32,
+            quorum,
+            peers_total: peers_total?,
+        })
+    }
+
+    /// Checks `[[sync_group]]` tables against the instances and fills in each
+    /// member's [`InstanceConfig::sync_group`].
+    fn sync_groups(
+        &mut self,
+        raw: Vec<Spanned<RawSyncGroup>>,
+        instances: &mut [InstanceConfig],
+        instance_names: &HashSet<String>,
+    ) -> Option<Vec<SyncGroup>> {
+        let mut ok = true;
+        let mut groups = Vec::new();
+        let mut member_of: HashMap<String, String> = HashMap::new();
+        for (n, table) in raw.into_iter().enumerate() {
+            let span = table.span();
+            let t = table.into_inner();
+            let mut label = format!("sync_group #{}", n + 1);
+            let name = self
+                .required(&label, &span, "name", t.name, "a name matching [A-Za-z0-9_.-]{1,32}")
+                .and_then(|name| {
+                    let nspan = name.span();
+                    let name = name.into_inner();
+                    if !valid_instance_name(&name) {
+                        self.problem(nspan, format!("{label}: name {name:?} is not valid; valid: 1..=32 characters of [A-Za-z0-9_.-]"));
+                        None
+                    } else if groups.iter().any(|g: &SyncGroup| g.name == name) {
+                        self.problem(nspan, format!("{label}: name {name:?} is already used; valid: a unique name"));
+                        None
+                    } else {
+                        Some(name)
+                    }
+                });
+            if let Some(name) = &name {
+                label = format!("sync_group {name:?}");
+            }
+            let members = self
+                .required(&label, &span, "instances", t.instances, "two or more instance names, e.g. [\"outside\", \"inside\"]")
+                .and_then(|list| {
+                    let lspan = list.span();
+                    let list = list.into_inner();
+                    if list.len() < 2 {
+                        self.problem(lspan, format!("{label}: instances has {} entries; valid: two or more instance names", list.len()));
+                        return None;
+                    }
+                    let mut good = true;
+                    let mut names: Vec<String> = Vec::new();
+                    for entry in list {
+                        let espan = entry.span();
+                        let member = entry.into_inner();
+                        if !instance_names.contains(&member) {
+                            self.problem(espan, format!("{label}: there is no instance {member:?}; valid: the name of an [[instance]] of this file"));
+                            good = false;
+                        } else if names.contains(&member) {
+                            self.problem(espan, format!("{label}: instance {member:?} is listed twice; valid: each instance once"));
+                            good = false;
+                        } else if let Some(other) = member_of.get(&member) {
+                            self.problem(espan, format!("{label}: instance {member:?} is already in sync_group {other:?}; valid: one sync group per instance"));
+                            good = false;
+                        } else {
+                            names.push(member);
+                        }
+                    }
+                    good.then_some(names)
+                });
+            match (name, members) {
+                (Some(name), Some(members)) => {
+                    for m in &members {
+                        member_of.insert(m.clone(), name.clone());
+                    }
+                    groups.push(SyncGroup {
+                        name,
+                        instances: members,
+                    });
+                }
+                _ => ok = false,
+            }
+        }
+        for instance in instances.iter_mut() {
+            instance.sync_group = groups
+                .iter()
+                .find(|g| g.instances.contains(&instance.name))
+                .cloned();
+        }
+        ok.then_some(groups)
     }
 
     fn vips(
@@ -1754,6 +2530,108 @@ mod tests {
         // `printf db1 | sha256sum` starts 82e64648d9abefef.
         assert_eq!(node_id("db1"), 0x82e6_4648_d9ab_efef);
         assert_ne!(node_id("db1"), node_id("db2"));
+    }
+
+    const HEALTH_BASE: &str = "[node]\nname = \"n1\"\n\n[[instance]]\nname = \"db\"\ninterface = \"eth0\"\ngroup = 51\npriority = 150\nvips = [\"10.0.0.200/24\"]\nauth = \"none\"\n";
+
+    fn health_errors(extra: &str) -> Vec<String> {
+        match from_toml(
+            &format!("{HEALTH_BASE}{extra}"),
+            Path::new("/etc/vipd/vipd.toml"),
+        ) {
+            Ok(_) => panic!("accepted:\n{extra}"),
+            Err(e) => {
+                let d = e.diagnostics();
+                if d.is_empty() {
+                    vec![e.to_string()]
+                } else {
+                    d.iter().map(ToString::to_string).collect()
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn health_tables_parse_with_defaults() {
+        let text = format!(
+            "{HEALTH_BASE}\n[[instance.track_script]]\nname = \"pg\"\ncommand = [\"/bin/true\"]\nweight = -60\n\n[[instance.track_script]]\nname = \"sh\"\ncommand = [\"exit 0\"]\nshell = true\ninterval = \"500ms\"\nrise = 2\nfall = 3\n\n[[instance.track_interface]]\nname = \"eth1\"\n\n[[instance.track_file]]\npath = \"db.weight\"\n\n[instance.notify]\nmaster = [\"/bin/echo\", \"m\"]\n\n[instance.guard]\nwitness = \"gateway\"\n\n[[instance]]\nname = \"web\"\ninterface = \"eth1\"\ngroup = 52\npriority = 100\nvips = [\"10.0.1.200/24\"]\nauth = \"none\"\n\n[[sync_group]]\nname = \"router\"\ninstances = [\"db\", \"web\"]\n"
+        );
+        let config =
+            from_toml(&text, Path::new("/etc/vipd/vipd.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let db = &config.instances[0];
+        assert_eq!(db.track_scripts.len(), 2);
+        let pg = &db.track_scripts[0];
+        assert_eq!(
+            (pg.interval, pg.timeout),
+            (Duration::from_secs(2), Duration::from_secs(2))
+        );
+        assert_eq!(
+            (pg.rise, pg.fall, pg.weight, pg.shell),
+            (1, 1, Some(-60), false)
+        );
+        let sh = &db.track_scripts[1];
+        assert_eq!(
+            (sh.interval, sh.timeout, sh.rise, sh.fall, sh.weight),
+            (
+                Duration::from_millis(500),
+                Duration::from_millis(500),
+                2,
+                3,
+                None
+            )
+        );
+        assert_eq!(
+            db.track_interfaces,
+            vec![TrackInterface {
+                interface: "eth1".into(),
+                weight: None
+            }]
+        );
+        assert_eq!(db.track_files[0].path, Path::new("/etc/vipd/db.weight"));
+        assert_eq!(db.track_files[0].weight_multiplier, 1);
+        assert_eq!(db.notify.master, vec!["/bin/echo", "m"]);
+        assert_eq!(db.notify.timeout, defaults::NOTIFY_TIMEOUT);
+        let guard = db.guard.as_ref().unwrap();
+        assert_eq!(
+            (
+                &guard.witness,
+                guard.method,
+                guard.interval,
+                guard.fall,
+                guard.rise
+            ),
+            (
+                &Witness::Gateway,
+                GuardMethod::Icmp,
+                Duration::from_secs(1),
+                1,
+                2
+            )
+        );
+        assert_eq!(config.sync_groups.len(), 1);
+        assert_eq!(db.sync_group.as_ref().unwrap().instances, vec!["db", "web"]);
+        assert_eq!(config.instances[1].sync_group, db.sync_group);
+    }
+
+    #[test]
+    fn health_problems_carry_positions() {
+        let e = health_errors(
+            "\n[[instance.track_script]]\nname = \"pg\"\ncommand = [\"/bin/true\"]\nweight = 0\n",
+        );
+        assert_eq!(e, vec!["/etc/vipd/vipd.toml:15:10: instance \"db\": track_script \"pg\": weight 0 is not valid; valid: -254..=-1 (taken off the priority while failing) or 1..=254 (added while good), or leave it out for fault"]);
+        let e = health_errors(
+            "\n[[instance.track_script]]\nname = \"pg\"\ncommand = [\"a\", \"b\"]\nshell = true\n",
+        );
+        assert!(e[0].starts_with("/etc/vipd/vipd.toml:14:11: instance \"db\": track_script \"pg\": with shell = true"), "{e:?}");
+        let e = health_errors("\n[instance.guard]\nwitness = \"gateway\"\nquorum = true\n");
+        assert!(
+            e[0].contains("quorum = true needs the group's size"),
+            "{e:?}"
+        );
+        let e = health_errors("\n[instance.notify]\nmaster = []\nbogus = 1\n");
+        assert!(e[0].contains("unknown field `bogus`"), "{e:?}");
+        let e = health_errors("\n[[sync_group]]\nname = \"g\"\ninstances = [\"db\", \"nope\"]\n");
+        assert_eq!(e, vec!["/etc/vipd/vipd.toml:14:20: sync_group \"g\": there is no instance \"nope\"; valid: the name of an [[instance]] of this file"]);
     }
 
     fn sample() -> Config {
