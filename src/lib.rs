@@ -6,6 +6,9 @@
 //! - [`election`]: the election rules, a sans-IO state machine (no sockets, no clock reads).
 //! - [`config`]: the TOML schema, parsing and validation with file:line:column errors.
 //! - [`transport`]: multicast/unicast UDP sockets that carry adverts (TTL 255 enforced).
+//! - [`health`]: track scripts, interfaces and files, the split-brain guard and
+//!   sync groups, folded into the election's `Health`.
+//! - [`notify`]: notify hooks run on each transition, in order, under a timeout.
 //! - [`netlink`]: claim, release, list and watch VIPs through rtnetlink.
 //! - [`announce`]: gratuitous ARP and unsolicited neighbour advertisements.
 //! - [`control`]: the control-socket protocol (JSON lines) behind `vipd status`, `drain`, ...
@@ -22,6 +25,8 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod election;
+pub mod health;
 pub mod netlink;
+pub mod notify;
 pub mod transport;
 pub mod wire;

@@ -1,0 +1,813 @@
+//! Health tracking: track scripts, tracked interfaces, track files, the split-brain
+//! guard and sync groups, folded into one [`election::Health`].
+//!
+//! # Shape
+//!
+//! Every check that needs time (a script, a file read, a witness probe) is its own
+//! tokio task started by [`spawn_checks`]; it sends each result as a [`CheckEvent`]
+//! over an unbounded channel to the instance task, which feeds it to its
+//! [`Tracker`]. The instance task never waits on a check, so adverts keep going
+//! while a script hangs (FIELD-NOTES 9, 10). The [`Tracker`] itself is plain state:
+//! no IO, no clock, so its rules are unit-tested here.
+//!
+//! # Rules
+//!
+//! - A **track script** passes when it exits 0. A run that exits non-zero, cannot
+//!   start, or is still running at `timeout` fails; at the timeout the script is
+//!   killed with its whole process group (it runs in a group of its own). Its first
+//!   result counts at once; after that `fall` failures in a row make it failing and
+//!   `rise` successes in a row make it good. At most [`MAX_CONCURRENT_SCRIPTS`]
+//!   scripts run at once in the daemon; the others wait their turn (the wait is not
+//!   part of the timeout).
+//! - A **tracked interface** counts while its link is down (or missing).
+//! - A **track file** holds an integer `n`; `n × weight_multiplier` is added to the
+//!   priority; a result of -254 or less is a fault. A missing file or one that does
+//!   not hold an integer counts 0, with a warning whenever that changes.
+//! - Without a weight a failing check is a **fault** (the node must not be master);
+//!   a negative weight is added while failing, a positive one while good.
+//! - The **guard** is a check whose failure is always a fault; its first result
+//!   counts at once, and until then the node is in fault ("not checked yet").
+//! - **Quorum** and **sync group** faults are set by the instance task, which
+//!   knows the live peers and the other instances.
+//!
+//! A node's *own* fault (everything but the sync-group fault) is what it publishes
+//! to its sync group; publishing the sync-group fault too would latch the group in
+//! fault for ever.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::config::{GuardConfig, GuardMethod, InstanceConfig, TrackFile, TrackScript, Witness};
+use crate::election::Health;
+
+/// How many track scripts may run at once in the whole daemon.
+pub const MAX_CONCURRENT_SCRIPTS: usize = 8;
+
+fn script_limit() -> Arc<Semaphore> {
+    static LIMIT: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    Arc::clone(LIMIT.get_or_init(|| Arc::new(Semaphore::new(MAX_CONCURRENT_SCRIPTS))))
+}
+
+/// How one run of a command ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    Success,
+    /// Exited non-zero, killed by a signal, or could not start: why.
+    Failed(String),
+    /// Still running at the timeout; killed with its process group.
+    TimedOut(Duration),
+}
+
+impl RunOutcome {
+    pub fn is_success(&self) -> bool {
+        matches!(self, Self::Success)
+    }
+}
+
+impl std::fmt::Display for RunOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Success => f.write_str("succeeded"),
+            Self::Failed(why) => f.write_str(why),
+            Self::TimedOut(t) => write!(f, "timed out after {t:?} and was killed"),
+        }
+    }
+}
+
+/// Runs `argv` (or, with `shell`, `/bin/sh -c argv[0]`) with `extra_args` appended
+/// and `env` added, in a process group of its own, with stdin, stdout and stderr on
+/// /dev/null. Past `timeout` the whole group is SIGKILLed and reaped.
+pub async fn run_command(
+    argv: &[String],
+    shell: bool,
+    extra_args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> RunOutcome {
+    let Some(program) = argv.first() else {
+        return RunOutcome::Failed("no program".into());
+    };
+    let mut cmd = if shell {
+        let mut c = tokio::process::Command::new("/bin/sh");
+        // `$0` is "vipd", the appended arguments are `$1`...
+        c.arg("-c").arg(program).arg("vipd");
+        c
+    } else {
+        let mut c = tokio::process::Command::new(program);
+        c.args(&argv[1..]);
+        c
+    };
+    cmd.args(extra_args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return RunOutcome::Failed(format!("cannot start {program:?}: {e}")),
+    };
+    let pid = child.id();
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => RunOutcome::Success,
+        Ok(Ok(status)) => RunOutcome::Failed(status.to_string()),
+        Ok(Err(e)) => RunOutcome::Failed(format!("waiting for it: {e}")),
+        Err(_) => {
+            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                // The child leads its own group (process_group(0)), so its pid is
+                // the group id; grandchildren it left running go too.
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            RunOutcome::TimedOut(timeout)
+        }
+    }
+}
+
+/// A result from a check task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckEvent {
+    /// One run of track script `index` ended.
+    Script { index: usize, outcome: RunOutcome },
+    /// Track file `index` now reads as this (or cannot be used, and why).
+    File {
+        index: usize,
+        value: Result<i64, String>,
+    },
+    /// One witness check ended.
+    Guard { outcome: RunOutcome },
+}
+
+/// Starts a task per track script, track file and guard of `cfg`, each sending its
+/// results to `tx`. The tasks end when `tx`'s receiver is dropped (at their next
+/// result); abort them to stop at once.
+pub fn spawn_checks(
+    cfg: &InstanceConfig,
+    tx: &mpsc::UnboundedSender<CheckEvent>,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for (index, script) in cfg.track_scripts.iter().enumerate() {
+        tasks.push(tokio::spawn(script_loop(index, script.clone(), tx.clone())));
+    }
+    for (index, file) in cfg.track_files.iter().enumerate() {
+        tasks.push(tokio::spawn(file_loop(index, file.clone(), tx.clone())));
+    }
+    if let Some(guard) = &cfg.guard {
+        tasks.push(tokio::spawn(guard_loop(
+            guard.clone(),
+            cfg.interface.clone(),
+            tx.clone(),
+        )));
+    }
+    tasks
+}
+
+async fn script_loop(index: usize, script: TrackScript, tx: mpsc::UnboundedSender<CheckEvent>) {
+    let limit = script_limit();
+    loop {
+        let outcome = {
+            // The semaphore is never closed, so acquiring cannot fail.
+            let _permit = limit.acquire().await;
+            run_command(&script.command, script.shell, &[], &[], script.timeout).await
+        };
+        if tx.send(CheckEvent::Script { index, outcome }).is_err() {
+            return;
+        }
+        tokio::time::sleep(script.interval).await;
+    }
+}
+
+async fn file_loop(index: usize, file: TrackFile, tx: mpsc::UnboundedSender<CheckEvent>) {
+    let mut last = None;
+    loop {
+        let value = read_weight_file(&file.path).await;
+        if last.as_ref() != Some(&value) {
+            if tx
+                .send(CheckEvent::File {
+                    index,
+                    value: value.clone(),
+                })
+                .is_err()
+            {
+                return;
+            }
+            last = Some(value);
+        } else if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(file.interval).await;
+    }
+}
+
+/// A track file's integer (surrounding whitespace ignored).
+async fn read_weight_file(path: &Path) -> Result<i64, String> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = text.trim();
+    text.parse::<i64>().map_err(|_| {
+        let shown: String = text.chars().take(40).collect();
+        format!("{} does not hold an integer: {shown:?}", path.display())
+    })
+}
+
+async fn guard_loop(guard: GuardConfig, interface: String, tx: mpsc::UnboundedSender<CheckEvent>) {
+    loop {
+        let started = Instant::now();
+        let outcome = check_witness(&guard, &interface).await;
+        if tx.send(CheckEvent::Guard { outcome }).is_err() {
+            return;
+        }
+        // Checks start every `interval`, however long one took.
+        tokio::time::sleep(guard.interval.saturating_sub(started.elapsed())).await;
+    }
+}
+
+/// One probe of the witness: `ping -c 1` or `arping -c 1` on the interface.
+async fn check_witness(guard: &GuardConfig, interface: &str) -> RunOutcome {
+    let addr = match &guard.witness {
+        Witness::Address(a) => *a,
+        Witness::Gateway => match default_gateway().await {
+            Ok(gw) => IpAddr::V4(gw),
+            Err(why) => return RunOutcome::Failed(why),
+        },
+    };
+    let secs = format!("{:.3}", guard.timeout.as_secs_f64());
+    let argv: Vec<String> = match guard.method {
+        GuardMethod::Icmp => vec![
+            "ping".into(),
+            if addr.is_ipv4() { "-4" } else { "-6" }.into(),
+            "-n".into(),
+            "-q".into(),
+            "-c".into(),
+            "1".into(),
+            "-W".into(),
+            secs,
+            "-I".into(),
+            interface.into(),
+            addr.to_string(),
+        ],
+        // arping's deadline is whole seconds; our own timeout below is the bound.
+        GuardMethod::Arp => vec![
+            "arping".into(),
+            "-q".into(),
+            "-c".into(),
+            "1".into(),
+            "-w".into(),
+            guard.timeout.as_secs().max(1).to_string(),
+            "-I".into(),
+            interface.into(),
+            addr.to_string(),
+        ],
+    };
+    // A little slack for the process to start; the probe's own timeout is tighter.
+    let bound = guard.timeout + Duration::from_millis(200);
+    match run_command(&argv, false, &[], &[], bound).await {
+        RunOutcome::Success => RunOutcome::Success,
+        RunOutcome::Failed(why) => RunOutcome::Failed(format!("{addr}: {why}")),
+        RunOutcome::TimedOut(t) => RunOutcome::Failed(format!("{addr}: no answer within {t:?}")),
+    }
+}
+
+/// The IPv4 default gateway, from /proc/net/route.
+async fn default_gateway() -> Result<Ipv4Addr, String> {
+    let text = tokio::fs::read_to_string("/proc/net/route")
+        .await
+        .map_err(|e| format!("cannot read /proc/net/route: {e}"))?;
+    parse_default_gateway(&text).ok_or_else(|| "there is no IPv4 default gateway".to_owned())
+}
+
+fn parse_default_gateway(text: &str) -> Option<Ipv4Addr> {
+    text.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // Iface Destination Gateway Flags ...; RTF_UP | RTF_GATEWAY = 0x3.
+        let (dest, gw, flags) = (f.get(1)?, f.get(2)?, f.get(3)?);
+        let flags = u32::from_str_radix(flags, 16).ok()?;
+        if *dest != "00000000" || flags & 0x3 != 0x3 {
+            return None;
+        }
+        // The kernel prints the network-order word as a native integer, so its
+        // native bytes are the address's bytes.
+        let raw = u32::from_str_radix(gw, 16).ok()?;
+        Some(Ipv4Addr::from(raw.to_ne_bytes()))
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The tracker: results in, Health out
+// ---------------------------------------------------------------------------
+
+/// Good/failing with rise/fall counting; `None` until the first result.
+#[derive(Clone, Debug)]
+struct Counted {
+    good: Option<bool>,
+    /// Results in a row that disagree with `good`.
+    against: u32,
+    rise: u32,
+    fall: u32,
+    last: String,
+}
+
+impl Counted {
+    fn new(rise: u32, fall: u32) -> Self {
+        Self {
+            good: None,
+            against: 0,
+            rise,
+            fall,
+            last: "not run yet".into(),
+        }
+    }
+
+    /// Takes one result; returns the new state when it changed.
+    fn record(&mut self, ok: bool, detail: String) -> Option<bool> {
+        self.last = detail;
+        match self.good {
+            None => {
+                self.good = Some(ok);
+                Some(ok)
+            }
+            Some(good) if good == ok => {
+                self.against = 0;
+                None
+            }
+            Some(good) => {
+                self.against += 1;
+                let need = if good { self.fall } else { self.rise };
+                if self.against >= need {
+                    self.against = 0;
+                    self.good = Some(ok);
+                    Some(ok)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// Everything that makes up one instance's health.
+#[derive(Clone, Debug)]
+pub struct Tracker {
+    instance: String,
+    scripts: Vec<(TrackScript, Counted)>,
+    /// (interface, weight, up)
+    interfaces: Vec<(String, Option<i32>, bool)>,
+    /// (file, value, problem)
+    files: Vec<(TrackFile, i64, Option<String>)>,
+    guard: Option<Counted>,
+    link_down: Option<String>,
+    quorum_fault: Option<String>,
+    sync_fault: Option<String>,
+}
+
+impl Tracker {
+    /// Tracked interfaces start up until [`Self::set_interface`] says otherwise.
+    pub fn new(cfg: &InstanceConfig) -> Self {
+        Self {
+            instance: cfg.name.clone(),
+            scripts: cfg
+                .track_scripts
+                .iter()
+                .map(|s| (s.clone(), Counted::new(s.rise, s.fall)))
+                .collect(),
+            interfaces: cfg
+                .track_interfaces
+                .iter()
+                .map(|t| (t.interface.clone(), t.weight, true))
+                .collect(),
+            files: cfg
+                .track_files
+                .iter()
+                .map(|f| (f.clone(), 0, None))
+                .collect(),
+            guard: cfg.guard.as_ref().map(|g| Counted::new(g.rise, g.fall)),
+            link_down: None,
+            quorum_fault: None,
+            sync_fault: None,
+        }
+    }
+
+    /// Takes a check result, logging any change of state.
+    pub fn on_event(&mut self, event: CheckEvent) {
+        let instance = &self.instance;
+        match event {
+            CheckEvent::Script { index, outcome } => {
+                let Some((script, counted)) = self.scripts.get_mut(index) else {
+                    return;
+                };
+                let ok = outcome.is_success();
+                if !ok {
+                    tracing::debug!(%instance, script = %script.name, %outcome, "track script failed");
+                }
+                if let Some(now_good) = counted.record(ok, outcome.to_string()) {
+                    if now_good {
+                        tracing::info!(%instance, script = %script.name, "track script is good");
+                    } else {
+                        tracing::warn!(%instance, script = %script.name, %outcome, "track script is failing");
+                    }
+                }
+            }
+            CheckEvent::File { index, value } => {
+                let Some((file, v, problem)) = self.files.get_mut(index) else {
+                    return;
+                };
+                match value {
+                    Ok(n) => {
+                        tracing::info!(%instance, path = %file.path.display(), value = n, "track file changed");
+                        *v = n;
+                        *problem = None;
+                    }
+                    Err(why) => {
+                        tracing::warn!(%instance, problem = %why, "track file unusable; counting 0");
+                        *v = 0;
+                        *problem = Some(why);
+                    }
+                }
+            }
+            CheckEvent::Guard { outcome } => {
+                let Some(counted) = &mut self.guard else {
+                    return;
+                };
+                if let Some(now_good) = counted.record(outcome.is_success(), outcome.to_string()) {
+                    if now_good {
+                        tracing::info!(%instance, "guard: witness reachable");
+                    } else {
+                        tracing::warn!(%instance, %outcome, "guard: witness unreachable; this node may not be master");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A tracked interface's link changed; false if it is not tracked.
+    pub fn set_interface(&mut self, name: &str, up: bool) -> bool {
+        let mut tracked = false;
+        for (ifname, _, state) in &mut self.interfaces {
+            if ifname == name {
+                tracked = true;
+                if *state != up {
+                    *state = up;
+                    if up {
+                        tracing::info!(instance = %self.instance, interface = %name, "tracked interface is up");
+                    } else {
+                        tracing::warn!(instance = %self.instance, interface = %name, "tracked interface is down");
+                    }
+                }
+            }
+        }
+        tracked
+    }
+
+    /// The names of the tracked interfaces.
+    pub fn tracked_interfaces(&self) -> impl Iterator<Item = &str> {
+        self.interfaces.iter().map(|(n, _, _)| n.as_str())
+    }
+
+    pub fn has_tracked_interfaces(&self) -> bool {
+        !self.interfaces.is_empty()
+    }
+
+    /// The instance's own interface is down (`Some(why)`) or up.
+    pub fn set_link_down(&mut self, why: Option<String>) {
+        self.link_down = why;
+    }
+
+    pub fn set_quorum_fault(&mut self, why: Option<String>) {
+        self.quorum_fault = why;
+    }
+
+    pub fn set_sync_fault(&mut self, why: Option<String>) {
+        self.sync_fault = why;
+    }
+
+    /// Every fault but the sync group's: what this instance tells its group.
+    pub fn own_fault(&self) -> Option<String> {
+        let mut faults: Vec<String> = Vec::new();
+        faults.extend(self.link_down.clone());
+        for (script, counted) in &self.scripts {
+            if script.weight.is_none() && counted.good == Some(false) {
+                faults.push(format!(
+                    "track script {} failing ({})",
+                    script.name, counted.last
+                ));
+            }
+        }
+        for (name, weight, up) in &self.interfaces {
+            if weight.is_none() && !up {
+                faults.push(format!("tracked interface {name} is down"));
+            }
+        }
+        for (file, value, _) in &self.files {
+            let w = i64::from(file.weight_multiplier) * value;
+            if w <= -254 {
+                faults.push(format!(
+                    "track file {} gives {w} (-254 or less is a fault)",
+                    file.path.display()
+                ));
+            }
+        }
+        if let Some(g) = &self.guard {
+            match g.good {
+                None => faults.push("guard: witness not checked yet".into()),
+                Some(false) => faults.push(format!("guard: witness unreachable ({})", g.last)),
+                Some(true) => {}
+            }
+        }
+        faults.extend(self.quorum_fault.clone());
+        (!faults.is_empty()).then(|| faults.join("; "))
+    }
+
+    /// The health to hand the election.
+    pub fn health(&self) -> Health {
+        let fault = match (self.own_fault(), &self.sync_fault) {
+            (Some(own), Some(sync)) => Some(format!("{own}; {sync}")),
+            (own, sync) => own.or_else(|| sync.clone()),
+        };
+        Health {
+            priority_delta: self.weights().iter().map(|(w, _)| *w).sum(),
+            fault,
+        }
+    }
+
+    /// Each priority contribution with its reason.
+    fn weights(&self) -> Vec<(i32, String)> {
+        let mut out = Vec::new();
+        for (script, counted) in &self.scripts {
+            match (script.weight, counted.good) {
+                (Some(w), Some(false)) if w < 0 => {
+                    out.push((w, format!("track script {} failing", script.name)))
+                }
+                (Some(w), Some(true)) if w > 0 => {
+                    out.push((w, format!("track script {} good", script.name)))
+                }
+                _ => {}
+            }
+        }
+        for (name, weight, up) in &self.interfaces {
+            match (weight, up) {
+                (Some(w), false) if *w < 0 => {
+                    out.push((*w, format!("tracked interface {name} down")))
+                }
+                (Some(w), true) if *w > 0 => out.push((*w, format!("tracked interface {name} up"))),
+                _ => {}
+            }
+        }
+        for (file, value, problem) in &self.files {
+            let w = (i64::from(file.weight_multiplier) * value).clamp(-254, 254);
+            if w != 0 {
+                // Clamped to -254..=254, so the cast cannot truncate.
+                out.push((
+                    w as i32,
+                    format!(
+                        "track file {} = {value} × {}",
+                        file.path.display(),
+                        file.weight_multiplier
+                    ),
+                ));
+            } else if let Some(p) = problem {
+                out.push((0, format!("track file counts 0: {p}")));
+            }
+        }
+        out
+    }
+
+    /// One line per contribution, for `vipd status`'s `priority_reasons`.
+    pub fn reasons(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .weights()
+            .into_iter()
+            .map(|(w, why)| {
+                let mut s = String::new();
+                let _ = write!(s, "{w:+} {why}");
+                s
+            })
+            .collect();
+        if let Some(s) = &self.sync_fault {
+            out.push(s.clone());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{self, TrackInterface};
+    use std::path::PathBuf;
+
+    fn instance() -> InstanceConfig {
+        let text = "[node]\nname = \"n1\"\n[[instance]]\nname = \"db\"\ninterface = \"eth0\"\ngroup = 1\npriority = 100\nvips = [\"10.0.0.1/24\"]\nauth = \"none\"\n";
+        config::from_toml(text, Path::new("/x.toml"))
+            .unwrap()
+            .instances
+            .remove(0)
+    }
+
+    fn script(name: &str, rise: u32, fall: u32, weight: Option<i32>) -> TrackScript {
+        TrackScript {
+            name: name.into(),
+            command: vec!["/bin/true".into()],
+            shell: false,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            rise,
+            fall,
+            weight,
+        }
+    }
+
+    fn run(t: &mut Tracker, index: usize, ok: bool) {
+        let outcome = if ok {
+            RunOutcome::Success
+        } else {
+            RunOutcome::Failed("exit status: 1".into())
+        };
+        t.on_event(CheckEvent::Script { index, outcome });
+    }
+
+    #[test]
+    fn rise_and_fall_count_in_a_row() {
+        let mut cfg = instance();
+        cfg.track_scripts = vec![script("pg", 2, 3, None), script("w", 1, 1, Some(-60))];
+        let mut t = Tracker::new(&cfg);
+        assert_eq!(t.health(), Health::default());
+        run(&mut t, 0, true);
+        run(&mut t, 0, false);
+        run(&mut t, 0, false);
+        assert_eq!(t.health().fault, None, "two failures < fall 3");
+        run(&mut t, 0, true);
+        run(&mut t, 0, false);
+        run(&mut t, 0, false);
+        assert_eq!(t.health().fault, None, "a success resets the count");
+        run(&mut t, 0, false);
+        assert!(t
+            .health()
+            .fault
+            .unwrap()
+            .contains("track script pg failing"));
+        run(&mut t, 0, true);
+        assert!(t.health().fault.is_some(), "one success < rise 2");
+        run(&mut t, 0, true);
+        assert_eq!(t.health().fault, None);
+        run(&mut t, 1, false);
+        assert_eq!(t.health().priority_delta, -60);
+        assert_eq!(t.reasons(), vec!["-60 track script w failing"]);
+    }
+
+    #[test]
+    fn first_result_counts_at_once_and_timeouts_fail() {
+        let mut cfg = instance();
+        cfg.track_scripts = vec![script("pg", 3, 3, None)];
+        let mut t = Tracker::new(&cfg);
+        t.on_event(CheckEvent::Script {
+            index: 0,
+            outcome: RunOutcome::TimedOut(Duration::from_secs(1)),
+        });
+        assert!(t.health().fault.unwrap().contains("timed out"));
+    }
+
+    #[test]
+    fn files_interfaces_guard_and_sync() {
+        let mut cfg = instance();
+        cfg.track_files = vec![TrackFile {
+            path: PathBuf::from("/run/w"),
+            weight_multiplier: 2,
+            interval: Duration::from_secs(1),
+        }];
+        cfg.track_interfaces = vec![
+            TrackInterface {
+                interface: "eth1".into(),
+                weight: Some(-20),
+            },
+            TrackInterface {
+                interface: "eth2".into(),
+                weight: None,
+            },
+        ];
+        let mut t = Tracker::new(&cfg);
+        t.on_event(CheckEvent::File {
+            index: 0,
+            value: Ok(-30),
+        });
+        assert_eq!(t.health().priority_delta, -60);
+        t.on_event(CheckEvent::File {
+            index: 0,
+            value: Err("garbage".into()),
+        });
+        assert_eq!(t.health().priority_delta, 0);
+        t.on_event(CheckEvent::File {
+            index: 0,
+            value: Ok(-127),
+        });
+        assert!(t.health().fault.unwrap().contains("-254 or less"));
+        t.on_event(CheckEvent::File {
+            index: 0,
+            value: Ok(0),
+        });
+        assert!(t.set_interface("eth1", false));
+        assert!(!t.set_interface("eth9", false));
+        assert_eq!(
+            t.health(),
+            Health {
+                priority_delta: -20,
+                fault: None
+            }
+        );
+        t.set_interface("eth2", false);
+        assert_eq!(
+            t.own_fault().as_deref(),
+            Some("tracked interface eth2 is down")
+        );
+        t.set_interface("eth2", true);
+        t.set_sync_fault(Some("sync group g: member x is in fault".into()));
+        assert_eq!(t.own_fault(), None, "the sync fault is not published back");
+        assert!(t.health().fault.is_some());
+    }
+
+    #[test]
+    fn guard_faults_until_the_first_success() {
+        let mut cfg = instance();
+        cfg.guard = Some(GuardConfig {
+            witness: Witness::Gateway,
+            method: GuardMethod::Icmp,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            fall: 1,
+            rise: 2,
+            quorum: false,
+            peers_total: None,
+        });
+        let mut t = Tracker::new(&cfg);
+        assert!(t.health().fault.unwrap().contains("not checked yet"));
+        t.on_event(CheckEvent::Guard {
+            outcome: RunOutcome::Success,
+        });
+        assert_eq!(t.health().fault, None);
+        t.on_event(CheckEvent::Guard {
+            outcome: RunOutcome::Failed("x".into()),
+        });
+        assert!(t.health().fault.unwrap().contains("witness unreachable"));
+    }
+
+    #[test]
+    fn default_gateway_from_proc() {
+        let text =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                    eth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                    eth0\t00000000\t0102000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
+        assert_eq!(
+            parse_default_gateway(text),
+            Some(Ipv4Addr::new(10, 0, 2, 1))
+        );
+        assert_eq!(parse_default_gateway("header\n"), None);
+    }
+
+    #[tokio::test]
+    async fn run_command_kills_the_group_at_the_timeout() {
+        let dir = std::env::temp_dir().join(format!("vipd-health-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("grandchild-survived");
+        let _ = std::fs::remove_file(&marker);
+        let script = format!("(sleep 1; touch {}) & sleep 30", marker.display());
+        let start = Instant::now();
+        let outcome = run_command(&[script], true, &[], &[], Duration::from_millis(200)).await;
+        assert_eq!(outcome, RunOutcome::TimedOut(Duration::from_millis(200)));
+        assert!(start.elapsed() < Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !marker.exists(),
+            "the background grandchild was killed with the group"
+        );
+        let ok = run_command(
+            &["test \"$1\" = a && test \"$X\" = y".into()],
+            true,
+            &["a"],
+            &[("X", "y")],
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(ok, RunOutcome::Success);
+        let missing = run_command(
+            &["/nonexistent/x".into()],
+            false,
+            &[],
+            &[],
+            Duration::from_secs(1),
+        )
+        .await;
+        assert!(matches!(missing, RunOutcome::Failed(_)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
