@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::announce::Announcer;
@@ -43,10 +43,10 @@ use crate::control::{
     self, ControlError, InstanceStatus, MasterStatus, Outcome, PeerStatus, Request, Response,
     TransitionStatus, VipStatus,
 };
-use crate::election::{
-    Action, Command, CommandError, Election, ElectionConfig, Health, Notice, State,
-};
+use crate::election::{Action, Command, CommandError, Election, ElectionConfig, Notice, State};
+use crate::health::{self, CheckEvent, Tracker};
 use crate::netlink::{self, NetEvent, Netlink, NetlinkError};
+use crate::notify::Notifier;
 use crate::transport::{Channel, Datagram, Endpoint, SendError, TransportError, Transports};
 use crate::wire::{self, Advert, Flags, ReplayGuard};
 
@@ -145,6 +145,7 @@ pub async fn run(
         transports: Transports::new(),
         net_events: net_tx,
         states: Mutex::new(BTreeMap::new()),
+        sync: watch::Sender::new(BTreeMap::new()),
     });
 
     let mut daemon = Daemon {
@@ -257,6 +258,9 @@ struct Shared {
     net_events: broadcast::Sender<NetEvent>,
     /// Instance name → state, for sd_notify's STATUS line.
     states: Mutex<BTreeMap<String, State>>,
+    /// Instance name → its own fault (not counting sync-group faults), for the
+    /// other members of its sync group.
+    sync: watch::Sender<BTreeMap<String, Option<String>>>,
 }
 
 impl Shared {
@@ -481,6 +485,18 @@ impl Daemon {
         };
         let worker = tokio::spawn(worker.run(ops_rx));
 
+        let (check_tx, check_rx) = mpsc::unbounded_channel();
+        let mut checks = health::spawn_checks(&cfg, &check_tx);
+        let tracker = Tracker::new(&cfg);
+        if tracker.has_tracked_interfaces() {
+            let names: Vec<String> = tracker.tracked_interfaces().map(str::to_owned).collect();
+            checks.push(tokio::spawn(look_up_links(
+                self.shared.netlink.clone(),
+                names,
+                check_tx.clone(),
+            )));
+        }
+        let sync_rx = self.shared.sync.subscribe();
         let (tx, rx) = mpsc::channel(INSTANCE_QUEUE);
         let now = Instant::now();
         let instance = Instance {
@@ -490,7 +506,11 @@ impl Daemon {
             channel,
             replay: ReplayGuard::new(),
             ifindex: link.index,
-            health: HealthInputs::default(),
+            health: tracker,
+            check_tx,
+            checks,
+            notifier: Notifier::start(cfg.name.clone(), cfg.notify.clone()),
+            published_fault: None,
             link_up: true,
             claimed: false,
             sources: HashMap::new(),
@@ -505,7 +525,14 @@ impl Daemon {
             priority = cfg.priority, vips = %vip_list(&cfg.vips),
             transport = %if cfg.is_unicast() { format!("unicast to {:?}", cfg.peers) } else { format!("multicast {}", cfg.multicast_group) },
             port = cfg.port, "instance starting");
-        let task = tokio::spawn(instance.run(rx, net_rx, back_rx, worker, link.up));
+        let task = tokio::spawn(instance.run(
+            rx,
+            net_rx,
+            back_rx,
+            worker,
+            link.up,
+            InstanceInputs { check_rx, sync_rx },
+        ));
         if let Ok(mut reg) = self.registry.lock() {
             reg.push((cfg.name.clone(), tx.clone()));
         }
@@ -886,20 +913,29 @@ fn start_watchdog(registry: Registry) -> Option<JoinHandle<()>> {
 /// Which VIPs the daemon holds (its own knowledge of what it claimed).
 type Held = Arc<Mutex<BTreeMap<Vip, bool>>>;
 
-/// The inputs that make up an instance's health. Link state today; track
-/// scripts and files plug in here later.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct HealthInputs {
-    link_down: Option<String>,
+/// Reads the link state of tracked interfaces (at start, and after lost netlink
+/// notifications); a missing interface counts as down.
+async fn look_up_links(
+    netlink: Netlink,
+    names: Vec<String>,
+    tx: mpsc::UnboundedSender<CheckEvent>,
+) {
+    for name in names {
+        let up = match netlink.link_by_name(&name).await {
+            Ok(link) => link.up,
+            Err(e) => {
+                tracing::warn!(interface = %name, error = %error_chain(&e), "tracked interface lookup failed; counting it down");
+                false
+            }
+        };
+        let _ = tx.send(CheckEvent::Interface { name, up });
+    }
 }
 
-impl HealthInputs {
-    fn health(&self) -> Health {
-        Health {
-            priority_delta: 0,
-            fault: self.link_down.clone(),
-        }
-    }
+/// The health inputs of an instance task besides the netlink events.
+struct InstanceInputs {
+    check_rx: mpsc::UnboundedReceiver<CheckEvent>,
+    sync_rx: watch::Receiver<BTreeMap<String, Option<String>>>,
 }
 
 struct Instance {
@@ -909,7 +945,15 @@ struct Instance {
     channel: Channel,
     replay: ReplayGuard,
     ifindex: u32,
-    health: HealthInputs,
+    /// Track scripts, files, interfaces, guard and sync group → Health.
+    health: Tracker,
+    /// For interface lookups started after an overrun.
+    check_tx: mpsc::UnboundedSender<CheckEvent>,
+    /// The check tasks, aborted when the instance stops.
+    checks: Vec<JoinHandle<()>>,
+    notifier: Notifier,
+    /// The own fault last published to the sync board (`None`: not yet).
+    published_fault: Option<Option<String>>,
     link_up: bool,
     /// Claimed and not released since (the daemon's view).
     claimed: bool,
@@ -938,8 +982,14 @@ impl Instance {
         mut back: mpsc::UnboundedReceiver<WorkerReport>,
         worker: JoinHandle<()>,
         link_up: bool,
+        inputs: InstanceInputs,
     ) {
+        let InstanceInputs {
+            mut check_rx,
+            mut sync_rx,
+        } = inputs;
         let name = self.cfg.name.clone();
+        sync_rx.mark_changed();
         self.set_link(Instant::now(), link_up);
         self.drain_actions();
         let mut rx_open = true;
@@ -980,16 +1030,108 @@ impl Instance {
                     Some(WorkerReport::LinkUp(up)) => self.set_link(Instant::now(), up),
                     None => back_open = false,
                 },
+                // The instance holds a sender, so this never yields None.
+                Some(event) = check_rx.recv() => {
+                    self.health.on_event(event);
+                    self.apply_health(Instant::now());
+                },
+                Ok(()) = sync_rx.changed(), if self.cfg.sync_group.is_some() => {
+                    let board = sync_rx.borrow_and_update().clone();
+                    self.on_sync_board(Instant::now(), &board);
+                },
             }
+            self.check_quorum(Instant::now());
             if self.drain_actions() {
                 break;
             }
         }
+        for check in &self.checks {
+            check.abort();
+        }
+        self.shared
+            .sync
+            .send_if_modified(|board| board.remove(&name).is_some());
         // The election released (the ReleaseVips is queued before this); let the
         // worker finish its queue, bounded.
         let _ = self.ops.send(VipOp::Stop);
         let _ = tokio::time::timeout(SHUTDOWN_SLACK, worker).await;
+        // The stop hook runs after the VIPs are released.
+        self.notifier.stop(self.election.state());
+        self.notifier.finish(SHUTDOWN_SLACK).await;
         tracing::info!(instance = %name, "instance stopped");
+    }
+
+    /// Hands the tracker's health to the election and tells the sync group about
+    /// this instance's own fault.
+    fn apply_health(&mut self, now: Instant) {
+        self.election.handle_health(now, self.health.health());
+        if self.cfg.sync_group.is_some() {
+            let own = self.health.own_fault();
+            if self.published_fault.as_ref() != Some(&own) {
+                self.published_fault = Some(own.clone());
+                let name = self.cfg.name.clone();
+                self.shared.sync.send_if_modified(|board| {
+                    if board.get(&name) == Some(&own) {
+                        false
+                    } else {
+                        board.insert(name, own);
+                        true
+                    }
+                });
+            }
+        }
+    }
+
+    /// A member of the sync group changed: fault while any other member is in
+    /// fault of its own.
+    fn on_sync_board(&mut self, now: Instant, board: &BTreeMap<String, Option<String>>) {
+        let Some(group) = &self.cfg.sync_group else {
+            return;
+        };
+        let fault = group
+            .instances
+            .iter()
+            .filter(|m| **m != self.cfg.name)
+            .find_map(|m| {
+                board
+                    .get(m)
+                    .and_then(|f| f.as_ref())
+                    .map(|why| format!("sync group {}: member {m} is in fault ({why})", group.name))
+            });
+        self.health.set_sync_fault(fault);
+        self.apply_health(now);
+    }
+
+    /// With the guard's quorum on: fault unless this node hears a majority of
+    /// the group (itself included).
+    fn check_quorum(&mut self, now: Instant) {
+        let Some(total) = self
+            .cfg
+            .guard
+            .as_ref()
+            .filter(|g| g.quorum)
+            .and_then(|g| g.peers_total)
+        else {
+            return;
+        };
+        let heard = 1 + self
+            .election
+            .peers()
+            .filter(|p| self.election.is_alive(p, now))
+            .count();
+        let need = total as usize / 2 + 1;
+        let fault = (heard < need).then(|| {
+            format!("guard: quorum lost: hears {heard} of {total} nodes (itself included), needs {need}")
+        });
+        if fault != self.health.quorum_fault() {
+            if fault.is_some() {
+                tracing::warn!(instance = %self.cfg.name, heard, total, need, "guard: quorum lost; this node may not be master");
+            } else {
+                tracing::info!(instance = %self.cfg.name, heard, total, "guard: quorum regained");
+            }
+            self.health.set_quorum_fault(fault);
+            self.apply_health(now);
+        }
     }
 
     fn on_message(&mut self, msg: InstanceMsg) {
@@ -1075,9 +1217,25 @@ impl Instance {
             NetEvent::Link { ifindex, up, .. } if ifindex == self.ifindex && up != self.link_up => {
                 self.set_link(now, up);
             }
+            NetEvent::Link { ref name, up, .. } if self.health.set_interface(name, up) => {
+                self.apply_health(now);
+            }
             NetEvent::Overrun => {
                 tracing::warn!(instance = %self.cfg.name, "netlink notifications were lost; re-checking link and VIPs");
                 let _ = self.ops.send(VipOp::CheckLink);
+                if self.health.has_tracked_interfaces() {
+                    let names = self
+                        .health
+                        .tracked_interfaces()
+                        .map(str::to_owned)
+                        .collect();
+                    self.checks.retain(|c| !c.is_finished());
+                    self.checks.push(tokio::spawn(look_up_links(
+                        self.shared.netlink.clone(),
+                        names,
+                        self.check_tx.clone(),
+                    )));
+                }
                 if self.claimed {
                     let _ = self.ops.send(VipOp::Reclaim(None));
                 }
@@ -1089,7 +1247,8 @@ impl Instance {
     fn set_link(&mut self, now: Instant, up: bool) {
         let was_up = self.link_up;
         self.link_up = up;
-        self.health.link_down = (!up).then(|| format!("interface {} is down", self.cfg.interface));
+        self.health
+            .set_link_down((!up).then(|| format!("interface {} is down", self.cfg.interface)));
         if up && !was_up {
             tracing::info!(instance = %self.cfg.name, interface = %self.cfg.interface, "interface is up");
             // The kernel deletes IPv6 addresses on admin-down: a master claims again.
@@ -1099,7 +1258,7 @@ impl Instance {
         } else if !up && was_up {
             tracing::warn!(instance = %self.cfg.name, interface = %self.cfg.interface, "interface is down");
         }
-        self.election.handle_health(now, self.health.health());
+        self.apply_health(now);
     }
 
     /// Carries out every queued action; true once the shutdown completed.
@@ -1122,6 +1281,7 @@ impl Instance {
                 Action::StateChanged { from, to, reason } => {
                     tracing::info!(instance = %self.cfg.name, %from, %to, %reason, "state change");
                     self.shared.set_state(&self.cfg.name, Some(to));
+                    self.notifier.transition(from, to, &reason.to_string());
                 }
                 Action::Notice(notice) => self.log_notice(notice),
                 Action::ShutdownComplete => done = true,
@@ -1195,9 +1355,7 @@ impl Instance {
         let e = &self.election;
         let health = e.health();
         let mut reasons = vec![format!("configured {}", self.cfg.priority)];
-        if health.priority_delta != 0 {
-            reasons.push(format!("health weights {:+}", health.priority_delta));
-        }
+        reasons.extend(self.health.reasons());
         if e.is_drained() {
             reasons.push("drained: advertises priority 0".to_owned());
         }

@@ -147,6 +147,8 @@ pub enum CheckEvent {
     },
     /// One witness check ended.
     Guard { outcome: RunOutcome },
+    /// A tracked interface's link is up or down (missing counts as down).
+    Interface { name: String, up: bool },
 }
 
 /// Starts a task per track script, track file and guard of `cfg`, each sending its
@@ -436,6 +438,9 @@ impl Tracker {
                     }
                 }
             }
+            CheckEvent::Interface { name, up } => {
+                self.set_interface(&name, up);
+            }
             CheckEvent::Guard { outcome } => {
                 let Some(counted) = &mut self.guard else {
                     return;
@@ -482,6 +487,10 @@ impl Tracker {
     /// The instance's own interface is down (`Some(why)`) or up.
     pub fn set_link_down(&mut self, why: Option<String>) {
         self.link_down = why;
+    }
+
+    pub fn quorum_fault(&self) -> Option<String> {
+        self.quorum_fault.clone()
     }
 
     pub fn set_quorum_fault(&mut self, why: Option<String>) {

@@ -76,7 +76,7 @@ impl Notifier {
     /// Closes the queue and waits up to `bound` for the queued hooks to finish;
     /// what is still running then is left to finish on its own (it is still killed
     /// at its timeout, as long as the runtime runs).
-    pub async fn finish(mut self, bound: Duration) {
+    pub async fn finish(&mut self, bound: Duration) {
         self.tx = None;
         if let Some(task) = self.task.take() {
             let _ = tokio::time::timeout(bound, task).await;
