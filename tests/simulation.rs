@@ -851,30 +851,37 @@ fn run_many(test: &str, n: usize, default_count: u64, profile: Profile) {
     );
 }
 
+impl Profile {
+    /// No scripted episodes: the test drives the simulation itself.
+    const fn calm_only(self, intervals: &'static [Duration]) -> Self {
+        Self {
+            intervals,
+            episodes: 0,
+            chaos_steps: 0,
+            calm_steps: 0,
+            ..self
+        }
+    }
+}
+
+/// Small groups: many seeds, long chaos and calm episodes.
+const SMALL_GROUP: Profile = Profile {
+    intervals: FAST,
+    min_backup_interval: Duration::ZERO,
+    max_backup_interval: Duration::from_secs(1),
+    episodes: 6,
+    chaos_steps: 25,
+    calm_steps: 6,
+};
+
 #[test]
 fn two_nodes() {
-    let profile = Profile {
-        intervals: FAST,
-        min_backup_interval: Duration::ZERO,
-        max_backup_interval: Duration::from_secs(1),
-        episodes: 6,
-        chaos_steps: 25,
-        calm_steps: 6,
-    };
-    run_many("two_nodes", 2, 200, profile);
+    run_many("two_nodes", 2, 500, SMALL_GROUP);
 }
 
 #[test]
 fn three_nodes() {
-    let profile = Profile {
-        intervals: FAST,
-        min_backup_interval: Duration::ZERO,
-        max_backup_interval: Duration::from_secs(1),
-        episodes: 6,
-        chaos_steps: 25,
-        calm_steps: 6,
-    };
-    run_many("three_nodes", 3, 200, profile);
+    run_many("three_nodes", 3, 500, SMALL_GROUP);
 }
 
 #[test]
@@ -887,7 +894,7 @@ fn sixteen_nodes() {
         chaos_steps: 30,
         calm_steps: 5,
     };
-    run_many("sixteen_nodes", 16, 40, profile);
+    run_many("sixteen_nodes", 16, 60, profile);
 }
 
 #[test]
@@ -907,16 +914,8 @@ fn full_group_of_255() {
 /// start-up election and then not a single state change for a simulated hour.
 #[test]
 fn calm_hour_has_no_flapping() {
-    for seed in seeds(4) {
-        let profile = Profile {
-            intervals: FAST,
-            min_backup_interval: Duration::ZERO,
-            max_backup_interval: Duration::from_secs(1),
-            episodes: 0,
-            chaos_steps: 0,
-            calm_steps: 0,
-        };
-        let mut sim = Sim::new(seed, 5, profile);
+    for seed in seeds(8) {
+        let mut sim = Sim::new(seed, 5, SMALL_GROUP.calm_only(FAST));
         let settle = sim.settle_window();
         sim.run_for(settle).unwrap_or_else(|e| panic!("{e}"));
         let before = sim.state_changes;
@@ -936,15 +935,7 @@ fn calm_hour_has_no_flapping() {
 /// priority 100, keepalived waits 3.61 s; vipd's best backup 3 s + a margin.
 #[test]
 fn takeover_beats_vrrp_master_down_interval() {
-    let profile = Profile {
-        intervals: ONE_SECOND,
-        min_backup_interval: Duration::ZERO,
-        max_backup_interval: Duration::from_secs(1),
-        episodes: 0,
-        chaos_steps: 0,
-        calm_steps: 0,
-    };
-    let mut sim = Sim::new(42, 3, profile);
+    let mut sim = Sim::new(42, 3, SMALL_GROUP.calm_only(ONE_SECOND));
     for n in &mut sim.nodes {
         n.cfg.preempt = true;
         n.cfg.preempt_delay = Duration::ZERO;
