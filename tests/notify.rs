@@ -1,0 +1,189 @@
+//! Notify hooks between real daemons: real scripts run on each transition, in
+//! order, with the right arguments and environment; a hanging hook is killed at
+//! its timeout and does not delay a failover.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A directory for a test's scripts and logs, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let dir = PathBuf::from(format!("/tmp/vipd-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create scratch dir");
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+
+    /// Writes an executable `/bin/sh` script.
+    fn script(&self, name: &str, body: &str) -> String {
+        let path = self.path(name);
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One line of the hook log: the hook's label, its four arguments, the four
+/// environment variables.
+#[derive(Debug)]
+struct Call {
+    hook: String,
+    args: [String; 4],
+    env: [String; 4],
+}
+
+fn calls(log: &str) -> Vec<Call> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let f: Vec<String> = l.split('|').map(str::to_owned).collect();
+            assert_eq!(f.len(), 9, "{l}");
+            Call {
+                hook: f[0].clone(),
+                args: [f[1].clone(), f[2].clone(), f[3].clone(), f[4].clone()],
+                env: [f[5].clone(), f[6].clone(), f[7].clone(), f[8].clone()],
+            }
+        })
+        .collect()
+}
+
+/// A hook script that appends `LABEL|$1..$4|VIPD_*` to `log`.
+fn logging_hook(scratch: &Scratch, log: &str) -> String {
+    scratch.script(
+        "hook.sh",
+        &format!(
+            "label=$1; shift\necho \"$label|$1|$2|$3|$4|$VIPD_INSTANCE|$VIPD_STATE|$VIPD_PREVIOUS_STATE|$VIPD_REASON\" >> {log}"
+        ),
+    )
+}
+
+#[test]
+fn hooks_fire_in_transition_order_with_arguments_and_env() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new("nord");
+    let log = scratch.path("calls.log");
+    let hook = logging_hook(&scratch, &log);
+    let lab = Lab::new("nord", 2);
+    let vip = lab.vip4(0);
+    let mut n1 = InstanceSpec::new(150)
+        .vip(&vip)
+        .extra("[instance.notify]")
+        .extra("timeout = \"5s\"");
+    for state in ["master", "backup", "fault", "stop", "any"] {
+        n1 = n1.extra(&format!("{state} = [{hook:?}, {state:?}]"));
+    }
+    let mut daemons = start_nodes(&lab, vec![n1, InstanceSpec::new(100).vip(&vip)]);
+    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(20));
+
+    // Fault (link down), then back (fault cleared, preempt), then stop.
+    lab.node(1).link(false);
+    wait_sole_holder(&lab, &vip, 2, Duration::from_secs(5));
+    lab.node(1).link(true);
+    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(5));
+    let status = daemons[0].sigterm();
+    assert!(status.success(), "n1 exited with {status}");
+
+    let want = [
+        "backup", "master", "fault", "backup", "master", "backup", "stop",
+    ];
+    let got = calls(&log);
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(got.len(), want.len() * 2, "{text}");
+    for (i, state) in want.iter().enumerate() {
+        let (own, any) = (&got[2 * i], &got[2 * i + 1]);
+        assert_eq!(own.hook, *state, "the state's own hook first:\n{text}");
+        assert_eq!(any.hook, "any", "then `any`:\n{text}");
+        for c in [own, any] {
+            assert_eq!(c.args[0], "db", "{text}");
+            assert_eq!(c.args[1], *state, "{text}");
+            assert_eq!(c.args, c.env, "arguments and environment agree:\n{text}");
+            assert!(!c.args[3].is_empty(), "a reason:\n{text}");
+        }
+        let previous = if i == 0 { "initialize" } else { want[i - 1] };
+        assert_eq!(own.args[2], previous, "{text}");
+    }
+    assert_eq!(got[0].args[3], "start-up", "{text}");
+    assert!(got[4].args[3].contains("interface eth0 is down"), "{text}");
+    eprintln!("[nord] hook calls in order:\n{text}");
+}
+
+#[test]
+fn hanging_hook_is_killed_and_does_not_delay_failover() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new("nhang");
+    let log = scratch.path("calls.log");
+    let hook = logging_hook(&scratch, &log);
+    let hang = scratch.script("hang.sh", "sleep 60");
+    let timeout = Duration::from_secs(2);
+    let lab = Lab::new("nhang", 2);
+    let vip = lab.vip4(0);
+    let n2 = InstanceSpec::new(100)
+        .vip(&vip)
+        .extra("[instance.notify]")
+        .extra(&format!("backup = [{hang:?}]"))
+        .extra(&format!("master = [{hook:?}, \"master\"]"))
+        .extra("timeout = \"2s\"");
+    let started = Instant::now();
+    let mut daemons = start_nodes(&lab, vec![InstanceSpec::new(150).vip(&vip), n2]);
+    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(20));
+    // n2's backup hook (start-up) now hangs until its 2 s timeout.
+    daemons[0].kill9();
+    // A SIGKILLed node keeps its address; what matters is that n2 claims.
+    let took = wait_until("n2 holds the VIP", Duration::from_secs(2), || {
+        lab.node(2).holds(&vip)
+    });
+    let since_start = started.elapsed();
+    eprintln!(
+        "[nhang] n1 killed: n2 claimed the VIP after {} ms while its backup hook hung",
+        ms(took)
+    );
+    assert!(
+        since_start < timeout,
+        "the failover finished {since_start:?} after start, not before the hung hook's timeout: it may have waited"
+    );
+    assert!(
+        calls(&log).is_empty(),
+        "the master hook ran before the hung backup hook was killed: out of order"
+    );
+    let waited = wait_until(
+        "n2's master hook runs once the hung hook is killed",
+        timeout + Duration::from_secs(3),
+        || !calls(&log).is_empty(),
+    );
+    eprintln!(
+        "[nhang] master hook ran {} ms after the failover (the hung hook's timeout is {} ms)",
+        ms(waited),
+        ms(timeout)
+    );
+    let got = calls(&log);
+    assert_eq!(got[0].hook, "master");
+    assert_eq!(got[0].args[2], "backup");
+    let n2_log = daemons[1].log();
+    assert!(
+        n2_log.contains("notify hook failed") && n2_log.contains("timed out"),
+        "{n2_log}"
+    );
+}
