@@ -180,7 +180,7 @@ pub(crate) async fn reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
             if args.target.json {
                 print_json(&Response::Reloaded { summary })?;
             } else {
-                println!("{summary}");
+                println!("applied: {summary}");
             }
             Ok(ExitCode::SUCCESS)
         }

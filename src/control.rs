@@ -139,8 +139,11 @@ pub struct PeerStatus {
     pub node_id: u64,
     pub address: Option<String>,
     pub priority: u8,
-    /// Flag names: master, drained, promoted, fault, shutting-down.
+    /// Flag names: master, drained, promoted, fault, shutting-down; as last heard.
     pub flags: Vec<String>,
+    /// What this node makes of the peer now: master, backup, fault,
+    /// shutting-down, or lost (not heard within its liveness window, whatever
+    /// its last advert said).
     pub state: String,
     pub alive: bool,
     pub last_heard_ms_ago: u64,
@@ -443,7 +446,7 @@ pub async fn serve(
 /// 1. The peer's credentials (SO_PEERCRED) must be uid 0 or the daemon's own uid,
 ///    or, with `allowed_group`, include that group (primary or supplementary, as
 ///    the kernel recorded them at connect). Otherwise the reply is an error
-///    "permission denied".
+///    "permission denied: ..." naming who may use the socket.
 /// 2. One line is read, at most [`MAX_REQUEST_LEN`] bytes, within the read timeout.
 /// 3. It is parsed as a [`RequestEnvelope`] of [`PROTOCOL_VERSION`]; anything else
 ///    is answered with a [`Response::Error`] saying what was wrong.
@@ -532,7 +535,7 @@ async fn handle_connection(
                 tracing::warn!("control socket: {why}");
             }
             Some(Response::Error {
-                message: "permission denied".to_owned(),
+                message: refusal(allowed_group),
             })
         }
         ReadOutcome::Refused(message) => {
@@ -556,6 +559,16 @@ async fn handle_connection(
         }
     }
     let _ = tokio::time::timeout(options.write_timeout, stream.shutdown()).await;
+}
+
+/// What a refused client is told: that it was refused, and who may use the socket.
+fn refusal(allowed_group: Option<Gid>) -> String {
+    match allowed_group {
+        None => "permission denied: only root may use this control socket".to_owned(),
+        Some(gid) => format!(
+            "permission denied: only root and members of the control group (gid {gid}) may use this control socket"
+        ),
+    }
 }
 
 /// Checks the peer's credentials; the error says who was refused and why.
@@ -1511,10 +1524,12 @@ sys.stdout.write(s.makefile("rb").readline().decode())
             return;
         };
         let other_gid = 1; // some group that is not the control group
-        let denied = serde_json::to_string(&Response::Error {
-            message: "permission denied".into(),
-        })
-        .unwrap();
+        let denied = |group| {
+            serde_json::to_string(&Response::Error {
+                message: refusal(group),
+            })
+            .unwrap()
+        };
         let status = serde_json::to_string(&answer(&Request::Status)).unwrap();
 
         let dir = TempDir::new();
@@ -1537,7 +1552,7 @@ sys.stdout.write(s.makefile("rb").readline().decode())
         assert_eq!(client_as(NOBODY, NOBODY, &[], &path).await, "EACCES");
         // With the mode loosened, SO_PEERCRED still refuses.
         std::fs::set_permissions(&path, Permissions::from_mode(0o666)).unwrap();
-        assert_eq!(client_as(NOBODY, NOBODY, &[], &path).await, denied);
+        assert_eq!(client_as(NOBODY, NOBODY, &[], &path).await, denied(None));
         server.abort();
 
         // Root and the control group.
@@ -1569,7 +1584,10 @@ sys.stdout.write(s.makefile("rb").readline().decode())
         // ... and by SO_PEERCRED when those are loosened.
         std::fs::set_permissions(dir.0.join("group"), Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(&path, Permissions::from_mode(0o666)).unwrap();
-        assert_eq!(client_as(NOBODY, other_gid, &[], &path).await, denied);
+        assert_eq!(
+            client_as(NOBODY, other_gid, &[], &path).await,
+            denied(Some(nogroup.gid))
+        );
         server.abort();
     }
 }

@@ -1412,8 +1412,13 @@ impl Instance {
                         flags.push(name.to_owned());
                     }
                 }
+                let alive = e.is_alive(p, now);
+                // The flags are as last heard; the state is what we know now: a
+                // peer gone silent is not a master any more, whatever it said last.
                 let state = if p.flags.contains(Flags::SHUTTING_DOWN) {
                     "shutting-down"
+                } else if !alive {
+                    "lost"
                 } else if p.flags.contains(Flags::FAULT) {
                     "fault"
                 } else if p.flags.contains(Flags::MASTER) {
@@ -1428,7 +1433,7 @@ impl Instance {
                     priority: p.priority,
                     flags,
                     state: state.to_owned(),
-                    alive: e.is_alive(p, now),
+                    alive,
                     last_heard_ms_ago: millis(now.saturating_duration_since(p.last_heard)),
                     advert_interval_ms: millis(p.interval),
                 }

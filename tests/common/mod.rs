@@ -833,6 +833,14 @@ impl Daemon {
         run_output(vipd_bin(), &full)
     }
 
+    /// Writes `spec`'s configuration over this daemon's configuration file (for
+    /// a reload); returns the text written.
+    pub(crate) fn rewrite_config(&self, spec: &NodeSpec) -> String {
+        let text = spec.render(&self.dir);
+        fs::write(&self.config, &text).expect("write config");
+        text
+    }
+
     /// `vipd status --json`, parsed; `None` if the CLI fails or prints no JSON.
     pub(crate) fn status_json(&self) -> Option<serde_json::Value> {
         let out = self.cli(&["status", "--json"]);
