@@ -334,7 +334,9 @@ pub struct GuardConfig {
     pub fall: u32,
     /// Good checks in a row before the fault clears. Default 2; 1..=100.
     pub rise: u32,
-    /// Also require hearing a majority of `peers_total` nodes. Default false.
+    /// Also require hearing a majority of `peers_total` nodes (a peer counts while
+    /// heard within two of its intervals). Default false. When on,
+    /// `backup_advert_interval` defaults to, and must equal, `advert_interval`.
     pub quorum: bool,
     /// Nodes in the group, this one included; 3..=255. Default with unicast: peers
     /// + 1; required with multicast when `quorum` is on.
@@ -1276,10 +1278,20 @@ impl Validator<'_> {
         );
         let (backup_advert_interval, takeover_margin, handover_timeout) = match advert_interval {
             Some(advert) => {
-                let backup_default = advert
-                    .max(Duration::from_secs(1))
-                    .min(defaults::MAX_ADVERT_INTERVAL);
-                let backup = self.centiseconds_in(
+                // The guard's quorum counts peers heard within two intervals, so
+                // backups must advertise as often as the master does.
+                let quorum = raw
+                    .guard
+                    .as_ref()
+                    .is_some_and(|g| g.get_ref().quorum == Some(true));
+                let backup_default = if quorum {
+                    advert
+                } else {
+                    advert
+                        .max(Duration::from_secs(1))
+                        .min(defaults::MAX_ADVERT_INTERVAL)
+                };
+                let mut backup = self.centiseconds_in(
                     who,
                     "backup_advert_interval",
                     raw.backup_advert_interval.as_ref(),
@@ -1287,6 +1299,17 @@ impl Validator<'_> {
                     advert,
                     defaults::MAX_ADVERT_INTERVAL,
                 );
+                if let (true, Some(b), Some(raw_b)) =
+                    (quorum, backup, raw.backup_advert_interval.as_ref())
+                {
+                    if b != advert {
+                        self.problem(
+                            raw_b.span(),
+                            format!("{who}: backup_advert_interval {} differs from advert_interval {} while guard.quorum is on; a majority must be heard within two intervals; valid: {} or leave it out", fmt_duration(b), fmt_duration(advert), fmt_duration(advert)),
+                        );
+                        backup = None;
+                    }
+                }
                 let margin = self.duration_in(
                     who,
                     "takeover_margin",
@@ -2626,6 +2649,13 @@ mod tests {
         let e = health_errors("\n[instance.guard]\nwitness = \"gateway\"\nquorum = true\n");
         assert!(
             e[0].contains("quorum = true needs the group's size"),
+            "{e:?}"
+        );
+        let e = health_errors(
+            "backup_advert_interval = \"2s\"\n[instance.guard]\nwitness = \"gateway\"\nquorum = true\npeers_total = 3\n",
+        );
+        assert!(
+            e[0].starts_with("/etc/vipd/vipd.toml:11:26: instance \"db\": backup_advert_interval 2s differs from advert_interval 1s while guard.quorum is on"),
             "{e:?}"
         );
         let e = health_errors("\n[instance.notify]\nmaster = []\nbogus = 1\n");

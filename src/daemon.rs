@@ -1114,10 +1114,18 @@ impl Instance {
         else {
             return;
         };
+        // Heard within two of its intervals: quorum is lost before a backup's
+        // master-down interval (three intervals) runs out, so a node cut off from
+        // the majority faults before it could take over (config makes backups
+        // advertise at the master's interval when quorum is on).
+        let margin = self.cfg.takeover_margin;
         let heard = 1 + self
             .election
             .peers()
-            .filter(|p| self.election.is_alive(p, now))
+            .filter(|p| {
+                !p.flags.contains(Flags::SHUTTING_DOWN)
+                    && now < p.last_heard + p.interval * 2 + margin
+            })
             .count();
         let need = total as usize / 2 + 1;
         let fault = (heard < need).then(|| {

@@ -57,6 +57,11 @@ fn run(tag: &str, guarded: bool) {
             Duration::from_secs(4),
             || lab.holders(&vip) == [1],
         );
+        assert!(
+            !daemons[1].log().contains("to=master"),
+            "n2 was master at some point:\n{}",
+            daemons[1].log()
+        );
         let out = daemons[1].cli(&["status", "--json"]);
         let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
         let n2 = &status["instances"][0];
@@ -106,4 +111,59 @@ fn without_guard_the_same_cut_gives_two_masters() {
         return;
     }
     run("noguard", false);
+}
+
+/// Quorum (3 nodes): n3 loses every advert but still reaches the witness. It hears
+/// only itself, 1 of 3, so with `quorum = true` it may not be master; n1 keeps
+/// the VIP alone.
+#[test]
+fn quorum_keeps_a_node_that_hears_no_majority_from_claiming() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new("quorum", 3);
+    let vip = lab.vip4(0);
+    let witness = lab.client.v4.clone();
+    let spec = |prio| {
+        InstanceSpec::new(prio)
+            .vip(&vip)
+            .advert("300ms")
+            .extra("[instance.guard]")
+            .extra(&format!("witness = {witness:?}"))
+            .extra("interval = \"100ms\"")
+            .extra("timeout = \"100ms\"")
+            .extra("quorum = true")
+            .extra("peers_total = 3")
+    };
+    let daemons = start_nodes(&lab, vec![spec(150), spec(100), spec(50)]);
+    let took = wait_sole_holder(&lab, &vip, 1, Duration::from_secs(20));
+    eprintln!("[quorum] n1 holds {vip} after {} ms", ms(took));
+    lab.node(3).ns.drop_adverts(5880);
+    let took = wait_until("n3 reports quorum lost", Duration::from_secs(5), || {
+        daemons[2].log().contains("guard: quorum lost")
+    });
+    eprintln!(
+        "[quorum] n3 hears no adverts: quorum lost after {} ms",
+        ms(took)
+    );
+    hold_for(
+        "with quorum, the VIP stays on n1 alone",
+        Duration::from_secs(3),
+        || lab.holders(&vip) == [1],
+    );
+    assert!(
+        !daemons[2].log().contains("to=master"),
+        "n3 was master at some point:\n{}",
+        daemons[2].log()
+    );
+    let out = daemons[2].cli(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(status["instances"][0]["state"], "fault", "{status:#}");
+    assert!(
+        status["instances"][0]["fault"]
+            .as_str()
+            .unwrap_or("")
+            .contains("quorum lost: hears 1 of 3"),
+        "{status:#}"
+    );
 }
