@@ -1,0 +1,2084 @@
+//! vipd against keepalived, side by side, on a real kernel: failover, handover,
+//! footprint and scale (issue 6).
+//!
+//! Run it as root with `benches/run.sh` (it also runs the 255-node simulation and
+//! installs keepalived if missing), or the bench alone with
+//! `cargo bench --bench failover`. Prints a table and writes every figure to
+//! `target/bench/results.json`.
+//!
+//! # Layout
+//!
+//! - [`Topo`]: a switch namespace with a bridge, nodes `n1` (priority 150) and
+//!   `n2` (priority 100) and a client, each on the bridge by a veth pair. Every
+//!   namespace is deleted on drop (and on SIGINT/SIGTERM, which unwind), with
+//!   whatever still runs in it; namespaces left by a bench that was SIGKILLed are
+//!   swept by the next run.
+//! - [`Daemon`]: one vipd or keepalived process in a node namespace.
+//! - [`Prober`]: a thread in the client namespace that sends an ARP request for the
+//!   VIP every millisecond over AF_PACKET and records, with timestamps, the probes,
+//!   the replies (and which MAC sent them), every VRRP/vipd advert and every
+//!   gratuitous ARP on the link.
+//! - [`AddrMonitor`]: a thread in a node namespace that records every IPv4 address
+//!   added or removed (rtnetlink), for the scale cases.
+//!
+//! # What is measured
+//!
+//! - crash failover: the master's processes are SIGKILLed and its link is taken
+//!   down; the figure is the time from the dead master's last advert seen on the
+//!   link to the first probe answered by the new master's MAC (the quantity the
+//!   master-down interval bounds); the time from the kill is recorded too.
+//! - graceful handover: `vipd drain --wait` against keepalived's SIGTERM (which
+//!   sends priority 0): probes lost and the longest gap between answers.
+//! - preempt-back: the crashed node returns (stale VIP removed, link up, daemon
+//!   started): probes lost and gap.
+//!
+//! A probe is lost when no reply arrives before the next probe is sent. The
+//! prober reads replies before it sends, and each window also reports its own
+//! baseline (probes lost before the event) so that scheduling noise on a busy
+//! machine shows.
+//!
+//! # Options (environment)
+//!
+//! - `VIPD_BENCH_RUNS` (default 20, quick 5): runs per case at 100 ms and 10 ms;
+//! - `VIPD_BENCH_RUNS_1S` (default: `VIPD_BENCH_RUNS`): runs at 1 s adverts;
+//! - `VIPD_BENCH_INTERVALS` (default `1000,100,10`): advert intervals in ms;
+//! - `VIPD_BENCH_CPU_SECS` (default 30, quick 10): the CPU sampling window;
+//! - `VIPD_BENCH_QUICK=1`: the quick defaults above;
+//! - `VIPD_BENCH_ONLY`: comma list of sections (`cases,footprint,scale255,vips1000`);
+//! - `VIPD_BENCH_SIM_OUTPUT`: a file with the output of the simulation test
+//!   (`benches/run.sh` writes it), parsed into the table;
+//! - `KEEPALIVED`: the keepalived binary (default `keepalived` on PATH).
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use nix::libc;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+/// vipd's default `takeover_margin`: the best backup waits 3 × interval + this.
+const VIPD_MARGIN: Duration = Duration::from_millis(2);
+/// Priorities of n1 (the preferred master) and n2, for both daemons.
+const PRIO: [u8; 2] = [150, 100];
+/// The lab's addresses: 10.251.0.0/16; nodes .0.1 and .0.2, the client .0.100.
+const NET: [u8; 2] = [10, 251];
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 251, 0, 100);
+/// The VIP of the failover cases.
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 251, 1, 1);
+/// How often the prober asks.
+const PROBE_PERIOD: Duration = Duration::from_millis(1);
+
+// ---------------------------------------------------------------------------
+// Interruption: SIGINT/SIGTERM set a flag; every wait loop checks it and panics,
+// so the guards unwind and clean up.
+// ---------------------------------------------------------------------------
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { sigaction(sig, &action) }.expect("sigaction");
+    }
+}
+
+fn check_interrupted() {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        panic!("interrupted");
+    }
+}
+
+/// Sleeps in short steps so that an interruption is noticed.
+fn sleep(d: Duration) {
+    let end = Instant::now() + d;
+    loop {
+        check_interrupted();
+        let now = Instant::now();
+        if now >= end {
+            return;
+        }
+        thread::sleep((end - now).min(Duration::from_millis(20)));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------
+
+fn run(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(ns: &str, args: &[&str]) -> Result<String> {
+    let mut full = vec!["-n", ns];
+    full.extend_from_slice(args);
+    run("ip", &full)
+}
+
+fn netns_pids(ns: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    run("ip", &["netns", "pids", ns])
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .filter(|&p| p != me)
+        .collect()
+}
+
+/// SIGKILLs every process in `ns`. They are all stopped first: keepalived's VRRP
+/// child gets SIGTERM when its parent dies (PR_SET_PDEATHSIG) and would then leave
+/// gracefully with a priority-0 advert, which is not a crash.
+fn kill_all_in(ns: &str) {
+    let pids = netns_pids(ns);
+    for &pid in &pids {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
+    }
+    for &pid in &pids {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+fn delete_netns(ns: &str) {
+    kill_all_in(ns);
+    let _ = run("ip", &["netns", "del", ns]);
+}
+
+/// Deletes namespaces `vb-<pid>-...` whose bench process is gone.
+fn sweep_stale_namespaces() {
+    for line in run("ip", &["netns", "list"]).unwrap_or_default().lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let mut parts = name.split('-');
+        if parts.next() != Some("vb") {
+            continue;
+        }
+        if let Some(pid) = parts.next().and_then(|p| p.parse::<i32>().ok()) {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                delete_netns(name);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The topology
+// ---------------------------------------------------------------------------
+
+/// A bridge in a switch namespace, nodes n1 and n2 and a client, each with `eth0`
+/// on the bridge. Deleted on drop, with every process inside.
+struct Topo {
+    sw: String,
+    nodes: [String; 2],
+    client: String,
+    macs: [[u8; 6]; 2],
+    client_mac: [u8; 6],
+}
+
+static TOPO_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Topo {
+    fn new() -> Result<Self> {
+        let id = format!(
+            "vb-{}-{}",
+            std::process::id(),
+            TOPO_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut topo = Self {
+            sw: format!("{id}-sw"),
+            nodes: [format!("{id}-n1"), format!("{id}-n2")],
+            client: format!("{id}-cl"),
+            macs: [[0; 6]; 2],
+            client_mac: [0; 6],
+        };
+        run("ip", &["netns", "add", &topo.sw])?;
+        ip(
+            &topo.sw,
+            &[
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+                "forward_delay",
+                "0",
+            ],
+        )?;
+        ip(&topo.sw, &["link", "set", "br0", "up"])?;
+        let hosts = [
+            (topo.nodes[0].clone(), 1u8),
+            (topo.nodes[1].clone(), 2u8),
+            (topo.client.clone(), 100u8),
+        ];
+        for (i, (ns, host)) in hosts.iter().enumerate() {
+            run("ip", &["netns", "add", ns])?;
+            let port = format!("p{i}");
+            ip(
+                &topo.sw,
+                &[
+                    "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", ns,
+                ],
+            )?;
+            ip(&topo.sw, &["link", "set", &port, "master", "br0", "up"])?;
+            let addr = format!("{}.{}.0.{host}/16", NET[0], NET[1]);
+            ip(ns, &["addr", "add", &addr, "dev", "eth0"])?;
+            ip(ns, &["link", "set", "lo", "up"])?;
+            ip(ns, &["link", "set", "eth0", "up"])?;
+        }
+        topo.macs = [mac_of(&topo.nodes[0])?, mac_of(&topo.nodes[1])?];
+        topo.client_mac = mac_of(&topo.client)?;
+        Ok(topo)
+    }
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        for ns in [&self.client, &self.nodes[0], &self.nodes[1], &self.sw] {
+            delete_netns(ns);
+        }
+    }
+}
+
+fn mac_of(ns: &str) -> Result<[u8; 6]> {
+    let json = ip(ns, &["-j", "link", "show", "dev", "eth0"])?;
+    let v: Value = serde_json::from_str(&json)?;
+    let text = v[0]["address"].as_str().ok_or_else(|| anyhow!("no MAC"))?;
+    let mut mac = [0u8; 6];
+    for (i, part) in text.split(':').enumerate().take(6) {
+        mac[i] = u8::from_str_radix(part, 16)?;
+    }
+    Ok(mac)
+}
+
+fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Enters the network namespace `ns` on the calling thread only.
+fn enter_netns(ns: &str) -> Result<()> {
+    let file = fs::File::open(format!("/run/netns/{ns}"))?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Daemons
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Vipd,
+    Keepalived,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Vipd => "vipd",
+            Self::Keepalived => "keepalived",
+        }
+    }
+
+    /// The master-down interval of the best (only) backup, priority 100.
+    fn bound(self, interval: Duration) -> Duration {
+        match self {
+            Self::Vipd => interval * 3 + VIPD_MARGIN,
+            // RFC 5798 §6.1: 3 × interval + (256 − priority) × interval / 256.
+            Self::Keepalived => interval * 3 + interval * (256 - u32::from(PRIO[1])) / 256,
+        }
+    }
+}
+
+/// What a node runs: instances (group, VIPs) at one advert interval.
+#[derive(Clone)]
+struct Setup {
+    interval: Duration,
+    /// (group id, VIPs) per instance.
+    instances: Vec<(u8, Vec<Ipv4Addr>)>,
+}
+
+fn vipd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vipd")
+}
+
+fn keepalived_bin() -> String {
+    std::env::var("KEEPALIVED").unwrap_or_else(|_| "keepalived".into())
+}
+
+/// One daemon in a node namespace, SIGKILLed (with all it started) on drop.
+struct Daemon {
+    kind: Kind,
+    ns: String,
+    name: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn new(kind: Kind, ns: &str, node: usize, setup: &Setup, work: &Path) -> Result<Self> {
+        let name = format!("n{}", node + 1);
+        let dir = work.join(format!("{}-{name}", kind.name()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("state"))?;
+        let prio = PRIO[node];
+        let conf = match kind {
+            Kind::Vipd => {
+                let key = dir.join("key");
+                fs::write(&key, "vipd-bench-key-0123456789abcdef\n")?;
+                fs::set_permissions(&key, fs::Permissions::from_mode(0o600))?;
+                let mut c = format!(
+                    "[node]\nname = \"{name}\"\ncontrol_socket = \"{}\"\nstate_dir = \"{}\"\n",
+                    dir.join("sock").display(),
+                    dir.join("state").display()
+                );
+                for (group, vips) in &setup.instances {
+                    let list = vips
+                        .iter()
+                        .map(|v| format!("\"{v}/16\""))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    c += &format!(
+                        "\n[[instance]]\nname = \"g{group}\"\ninterface = \"eth0\"\ngroup = {group}\n\
+                         priority = {prio}\nadvert_interval = \"{}ms\"\nvips = [{list}]\nauth_key_file = \"{}\"\n",
+                        setup.interval.as_millis(),
+                        key.display()
+                    );
+                }
+                c
+            }
+            Kind::Keepalived => {
+                let mut c = format!(
+                    "global_defs {{\n  router_id {name}\n  vrrp_version 3\n  vrrp_garp_master_delay 0\n}}\n"
+                );
+                for (group, vips) in &setup.instances {
+                    // VRRPv3 carries the addresses in every advert: past a handful they
+                    // go in virtual_ipaddress_excluded (managed the same, not advertised).
+                    let (main, rest) = vips.split_at(vips.len().min(1));
+                    let fmt = |v: &[Ipv4Addr]| {
+                        v.iter()
+                            .map(|a| format!("    {a}/16 dev eth0\n"))
+                            .collect::<String>()
+                    };
+                    c += &format!(
+                        "vrrp_instance g{group} {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {group}\n  \
+                         priority {prio}\n  advert_int {:.2}\n  virtual_ipaddress {{\n{}  }}\n",
+                        setup.interval.as_secs_f64(),
+                        fmt(main)
+                    );
+                    if !rest.is_empty() {
+                        c += &format!("  virtual_ipaddress_excluded {{\n{}  }}\n", fmt(rest));
+                    }
+                    c += "}\n";
+                }
+                c
+            }
+        };
+        fs::write(dir.join("conf"), conf)?;
+        Ok(Self {
+            kind,
+            ns: ns.to_owned(),
+            name,
+            dir,
+            child: None,
+        })
+    }
+
+    fn sock(&self) -> String {
+        self.dir.join("sock").display().to_string()
+    }
+
+    fn start(&mut self) -> Result<()> {
+        self.crash();
+        // keepalived refuses to start while its pid files name a live process (after
+        // a SIGKILL the pid may have been reused).
+        let _ = fs::remove_file(self.dir.join("keepalived.pid"));
+        let _ = fs::remove_file(self.dir.join("vrrp.pid"));
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("log"))?;
+        let conf = self.dir.join("conf").display().to_string();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns]);
+        match self.kind {
+            Kind::Vipd => {
+                cmd.args([vipd_bin(), "run", "--config", &conf]);
+            }
+            Kind::Keepalived => {
+                let d = self.dir.display().to_string();
+                cmd.arg(keepalived_bin()).args([
+                    "--dont-fork",
+                    "--log-console",
+                    "--log-detail",
+                    "--vrrp",
+                    "--use-file",
+                    &conf,
+                    "--pid",
+                    &format!("{d}/keepalived.pid"),
+                    "--vrrp_pid",
+                    &format!("{d}/vrrp.pid"),
+                ]);
+            }
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start the daemon")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL to every process in the namespace (keepalived's children too).
+    fn crash(&mut self) {
+        kill_all_in(&self.ns);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit (keepalived sends priority 0 on the way).
+    fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            check_interrupted();
+            if child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "{} on {} did not stop within 30 s",
+                    self.kind.name(),
+                    self.name
+                );
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn vipctl(&self, args: &[&str]) -> Result<String> {
+        let mut full = args.to_vec();
+        let sock = self.sock();
+        full.extend_from_slice(&["--socket", &sock]);
+        run(vipd_bin(), &full)
+    }
+
+    /// The daemon's processes (keepalived: parent and VRRP child).
+    fn pids(&self) -> Vec<i32> {
+        netns_pids(&self.ns)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The prober
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Default)]
+struct ProbeLog {
+    /// Send time of each ARP request.
+    probes: Vec<Instant>,
+    /// ARP replies to the client for the VIP: arrival, sender MAC.
+    replies: Vec<(Instant, [u8; 6])>,
+    /// Adverts (VRRP, or UDP to 5880, to a multicast group): arrival, source MAC.
+    adverts: Vec<(Instant, [u8; 6])>,
+    /// Gratuitous ARPs: arrival, sender MAC, address.
+    garps: Vec<(Instant, [u8; 6], Ipv4Addr)>,
+}
+
+struct Prober {
+    log: Arc<Mutex<ProbeLog>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<thread::JoinHandle<Result<()>>>,
+}
+
+impl Prober {
+    fn start(client_ns: &str, client_mac: [u8; 6], vip: Ipv4Addr) -> Result<Self> {
+        let log = Arc::new(Mutex::new(ProbeLog::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let vip_cell = Arc::new(AtomicU32::new(u32::from(vip)));
+        let (l, s, v, ns) = (log.clone(), stop.clone(), vip_cell, client_ns.to_owned());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let handle = thread::spawn(move || {
+            let r = probe_loop(&ns, client_mac, &l, &s, &v, &ready_tx);
+            let _ = ready_tx.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            r
+        });
+        match ready_rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("prober: {e}"),
+            Err(_) => bail!("prober did not start"),
+        }
+        Ok(Self {
+            log,
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    fn clear(&self) {
+        *self.log.lock().unwrap() = ProbeLog::default();
+    }
+
+    fn snapshot(&self) -> ProbeLog {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The first reply from `mac` at or after `after`, waiting until `timeout`.
+    fn wait_reply(&self, mac: [u8; 6], after: Instant, timeout: Duration) -> Result<Instant> {
+        let deadline = Instant::now() + timeout;
+        let mut from = 0;
+        loop {
+            check_interrupted();
+            {
+                let log = self.log.lock().unwrap();
+                if let Some(&(t, _)) = log.replies[from.min(log.replies.len())..]
+                    .iter()
+                    .find(|(t, m)| *t >= after && *m == mac)
+                {
+                    return Ok(t);
+                }
+                from = log.replies.len();
+            }
+            if Instant::now() > deadline {
+                bail!("no ARP reply from {} within {timeout:?}", fmt_mac(&mac));
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Waits until the last `quiet` of answers all came from `mac` (and some did).
+    fn wait_stable(&self, mac: [u8; 6], quiet: Duration, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            sleep(Duration::from_millis(20));
+            let now = Instant::now();
+            {
+                let log = self.log.lock().unwrap();
+                let recent: Vec<_> = log
+                    .replies
+                    .iter()
+                    .rev()
+                    .take_while(|(t, _)| now.duration_since(*t) < quiet)
+                    .collect();
+                let since_start = log
+                    .probes
+                    .first()
+                    .is_some_and(|t| now.duration_since(*t) >= quiet);
+                if since_start
+                    && recent.len() as f64 > quiet.as_secs_f64() * 500.0
+                    && recent.iter().all(|(_, m)| *m == mac)
+                {
+                    return Ok(());
+                }
+            }
+            if now > deadline {
+                bail!(
+                    "{} did not answer alone for {quiet:?} within {timeout:?}",
+                    fmt_mac(&mac)
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn probe_loop(
+    ns: &str,
+    client_mac: [u8; 6],
+    log: &Mutex<ProbeLog>,
+    stop: &AtomicBool,
+    vip: &AtomicU32,
+    ready: &std::sync::mpsc::Sender<std::result::Result<(), String>>,
+) -> Result<()> {
+    enter_netns(ns)?;
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: plain socket(2); the descriptor is owned by `fd` below.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+    if raw < 0 {
+        bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    let ifindex = nix::net::if_::if_nametoindex("eth0")?;
+    // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = proto;
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: a valid sockaddr_ll of the size given.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if rc < 0 {
+        bail!("bind AF_PACKET: {}", std::io::Error::last_os_error());
+    }
+    ready.send(Ok(())).ok();
+
+    let mut frame = [0u8; 60];
+    frame[0..6].copy_from_slice(&[0xff; 6]);
+    frame[6..12].copy_from_slice(&client_mac);
+    frame[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    frame[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    frame[22..28].copy_from_slice(&client_mac);
+    frame[28..32].copy_from_slice(&CLIENT_IP.octets());
+    let client_ip = CLIENT_IP.octets();
+    let mut buf = [0u8; 2048];
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        let wait = next.saturating_duration_since(now);
+        let ts = libc::timespec {
+            tv_sec: wait.as_secs() as libc::time_t,
+            tv_nsec: wait.subsec_nanos() as libc::c_long,
+        };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, a valid timespec, no signal mask.
+        unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+        // Read everything first, so a late wake-up does not credit a reply to the
+        // next probe.
+        loop {
+            // SAFETY: zeroed sockaddr_ll is valid; buffers are ours and sized.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut len = size_of::<libc::sockaddr_ll>() as u32;
+            let n = unsafe {
+                libc::recvfrom(
+                    fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    (&mut from as *mut libc::sockaddr_ll).cast(),
+                    &mut len,
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            let t = Instant::now();
+            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+                continue;
+            }
+            let p = &buf[..n as usize];
+            if p.len() < 42 {
+                continue;
+            }
+            let src: [u8; 6] = p[6..12].try_into().unwrap(); // 12 <= 42 <= len
+            match u16::from_be_bytes([p[12], p[13]]) {
+                0x0806 => {
+                    let op = u16::from_be_bytes([p[20], p[21]]);
+                    let sha: [u8; 6] = p[22..28].try_into().unwrap(); // len checked
+                    let spa = [p[28], p[29], p[30], p[31]];
+                    let tpa = [p[38], p[39], p[40], p[41]];
+                    let want = vip.load(Ordering::Relaxed).to_be_bytes();
+                    if op == 2 && tpa == client_ip && spa == want {
+                        log.lock().unwrap().replies.push((t, sha));
+                    } else if spa == tpa && sha != client_mac {
+                        log.lock()
+                            .unwrap()
+                            .garps
+                            .push((t, sha, Ipv4Addr::from(spa)));
+                    }
+                }
+                0x0800 => {
+                    let ihl = usize::from(p[14] & 0x0f) * 4;
+                    let proto = p[23];
+                    let dst0 = p[30];
+                    let is_mcast = (224..=239).contains(&dst0);
+                    let udp_5880 = proto == 17
+                        && p.len() >= 14 + ihl + 4
+                        && u16::from_be_bytes([p[14 + ihl + 2], p[14 + ihl + 3]]) == 5880;
+                    if is_mcast && (proto == 112 || udp_5880) {
+                        log.lock().unwrap().adverts.push((t, src));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let now = Instant::now();
+        if now >= next {
+            frame[38..42].copy_from_slice(&vip.load(Ordering::Relaxed).to_be_bytes());
+            // SAFETY: the frame buffer is valid for its length.
+            let sent = unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+            if sent == frame.len() as isize {
+                log.lock().unwrap().probes.push(Instant::now());
+            }
+            next += PROBE_PERIOD;
+            if next < now {
+                // Late (descheduled): carry on from now rather than send a burst.
+                next = now + PROBE_PERIOD;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Probes lost, the longest gap between answers, and probes answered by two MACs,
+/// over the probes sent in `[a, b)`.
+fn analyze(log: &ProbeLog, a: Instant, b: Instant) -> (usize, f64, usize) {
+    let first = log.probes.partition_point(|&s| s < a);
+    let last = log.probes.partition_point(|&s| s < b);
+    let mut macs: Vec<Vec<[u8; 6]>> = vec![Vec::new(); last.saturating_sub(first)];
+    for &(t, m) in &log.replies {
+        let idx = log.probes.partition_point(|&s| s <= t);
+        if idx == 0 {
+            continue;
+        }
+        let p = idx - 1;
+        if p >= first && p < last && !macs[p - first].contains(&m) {
+            macs[p - first].push(m);
+        }
+    }
+    let lost = macs.iter().filter(|m| m.is_empty()).count();
+    let dual = macs.iter().filter(|m| m.len() > 1).count();
+    let lookback = a.checked_sub(Duration::from_millis(5)).unwrap_or(a);
+    let times: Vec<Instant> = log
+        .replies
+        .iter()
+        .map(|r| r.0)
+        .filter(|&t| t >= lookback && t < b)
+        .collect();
+    let mut gap = times
+        .windows(2)
+        .map(|w| ms(w[1] - w[0]))
+        .fold(0.0, f64::max);
+    if times.is_empty() {
+        gap = ms(b - a);
+    }
+    (lost, gap, dual)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+// ---------------------------------------------------------------------------
+// rtnetlink address monitor
+// ---------------------------------------------------------------------------
+
+/// Records every IPv4 address added to (true) or removed from (false) a namespace.
+struct AddrMonitor {
+    events: Arc<Mutex<Vec<(Instant, bool, Ipv4Addr)>>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl AddrMonitor {
+    fn start(ns: &str) -> Result<Self> {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (e, s, ns) = (events.clone(), stop.clone(), ns.to_owned());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = thread::spawn(move || {
+            let r = monitor_loop(&ns, &e, &s, &tx);
+            if let Err(err) = r {
+                let _ = tx.send(Err(err.to_string()));
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("address monitor: {e}"),
+            Err(_) => bail!("address monitor did not start"),
+        }
+        Ok(Self {
+            events,
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    fn events(&self) -> Vec<(Instant, bool, Ipv4Addr)> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+impl Drop for AddrMonitor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn monitor_loop(
+    ns: &str,
+    events: &Mutex<Vec<(Instant, bool, Ipv4Addr)>>,
+    stop: &AtomicBool,
+    ready: &std::sync::mpsc::Sender<std::result::Result<(), String>>,
+) -> Result<()> {
+    enter_netns(ns)?;
+    // SAFETY: plain socket(2), owned below.
+    let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE) };
+    if raw < 0 {
+        bail!("netlink socket: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptor.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    let size: libc::c_int = 16 << 20;
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 50_000,
+    };
+    // SAFETY: valid option values of the sizes given.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            4,
+        );
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            size_of::<libc::timeval>() as u32,
+        );
+    }
+    // SAFETY: zeroed sockaddr_nl is valid.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as u16;
+    sa.nl_groups = libc::RTMGRP_IPV4_IFADDR as u32;
+    // SAFETY: valid sockaddr_nl.
+    if unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_nl).cast(),
+            size_of::<libc::sockaddr_nl>() as u32,
+        )
+    } < 0
+    {
+        bail!("bind netlink: {}", std::io::Error::last_os_error());
+    }
+    ready.send(Ok(())).ok();
+    let mut buf = vec![0u8; 1 << 16];
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: our buffer, its length.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            continue;
+        }
+        let t = Instant::now();
+        let mut off = 0usize;
+        let n = n as usize;
+        let mut batch = Vec::new();
+        while off + 16 <= n {
+            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize; // 4 bytes
+            let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+            if len < 16 || off + len > n {
+                break;
+            }
+            if (ty == libc::RTM_NEWADDR || ty == libc::RTM_DELADDR) && len >= 24 {
+                let family = buf[off + 16];
+                let mut a = off + 24;
+                let end = off + len;
+                let mut local = None;
+                while family == libc::AF_INET as u8 && a + 4 <= end {
+                    let alen = usize::from(u16::from_ne_bytes([buf[a], buf[a + 1]]));
+                    let aty = u16::from_ne_bytes([buf[a + 2], buf[a + 3]]);
+                    if alen < 4 || a + alen > end {
+                        break;
+                    }
+                    if (aty == libc::IFA_LOCAL || (aty == libc::IFA_ADDRESS && local.is_none()))
+                        && alen >= 8
+                    {
+                        local = Some(Ipv4Addr::new(
+                            buf[a + 4],
+                            buf[a + 5],
+                            buf[a + 6],
+                            buf[a + 7],
+                        ));
+                    }
+                    a += (alen + 3) & !3;
+                }
+                if let Some(addr) = local {
+                    batch.push((t, ty == libc::RTM_NEWADDR, addr));
+                }
+            }
+            off += (len + 3) & !3;
+        }
+        events.lock().unwrap().extend(batch);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// /proc
+// ---------------------------------------------------------------------------
+
+fn rss_kib(pid: i32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// utime + stime in clock ticks.
+fn cpu_ticks(pid: i32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat; `rest` starts at field 3.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn clk_tck() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
+}
+
+/// CPU (% of one core) and resident memory (KiB, summed) of each daemon's
+/// processes over `window`; also the largest single process's RSS.
+fn footprint(daemons: &[&Daemon], window: Duration) -> Vec<Value> {
+    let pids: Vec<Vec<i32>> = daemons.iter().map(|d| d.pids()).collect();
+    let t0 = Instant::now();
+    let c0: Vec<u64> = pids
+        .iter()
+        .map(|ps| ps.iter().filter_map(|&p| cpu_ticks(p)).sum())
+        .collect();
+    sleep(window);
+    let wall = t0.elapsed().as_secs_f64();
+    daemons
+        .iter()
+        .zip(&pids)
+        .zip(&c0)
+        .map(|((d, ps), &c)| {
+            let c1: u64 = ps.iter().filter_map(|&p| cpu_ticks(p)).sum();
+            let rss: Vec<u64> = ps.iter().filter_map(|&p| rss_kib(p)).collect();
+            json!({
+                "node": d.name,
+                "processes": ps.len(),
+                "cpu_percent": (c1.saturating_sub(c) as f64 / clk_tck()) / wall * 100.0,
+                "rss_kib": rss.iter().sum::<u64>(),
+                "rss_kib_largest_process": rss.iter().max().copied().unwrap_or(0),
+                "window_s": wall,
+            })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Statistics and output
+// ---------------------------------------------------------------------------
+
+fn stats(samples: &[f64]) -> Value {
+    if samples.is_empty() {
+        return json!({"n": 0});
+    }
+    let mut s = samples.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap()); // no NaN: all are measured numbers
+    let n = s.len();
+    let median = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
+    let p95 = s[((0.95 * n as f64).ceil() as usize).clamp(1, n) - 1];
+    json!({"n": n, "min": s[0], "median": median, "p95": p95, "max": s[n - 1], "samples": samples})
+}
+
+fn f(v: &Value, k: &str) -> Option<f64> {
+    v.get(k).and_then(Value::as_f64)
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+// ---------------------------------------------------------------------------
+// The failover cases
+// ---------------------------------------------------------------------------
+
+#[derive(Default)]
+struct CaseSamples {
+    crash_from_advert: Vec<f64>,
+    crash_from_kill: Vec<f64>,
+    drain_lost: Vec<f64>,
+    drain_gap: Vec<f64>,
+    drain_dual: Vec<f64>,
+    preempt_lost: Vec<f64>,
+    preempt_gap: Vec<f64>,
+    preempt_takeover: Vec<f64>,
+    baseline_lost: Vec<f64>,
+    baseline_probes: usize,
+    failures: Vec<String>,
+}
+
+/// A lab with both nodes running `kind`, n1 master, a prober on the VIP.
+struct Bed {
+    // Field order is drop order: daemons and prober before the namespaces.
+    daemons: [Daemon; 2],
+    prober: Prober,
+    topo: Topo,
+}
+
+impl Bed {
+    fn new(kind: Kind, setup: &Setup, work: &Path) -> Result<Self> {
+        let topo = Topo::new()?;
+        let prober = Prober::start(&topo.client, topo.client_mac, VIP)?;
+        let daemons = [
+            Daemon::new(kind, &topo.nodes[0], 0, setup, work)?,
+            Daemon::new(kind, &topo.nodes[1], 1, setup, work)?,
+        ];
+        Ok(Self {
+            daemons,
+            prober,
+            topo,
+        })
+    }
+
+    fn start_both(&mut self, interval: Duration) -> Result<()> {
+        self.daemons[1].start()?;
+        self.daemons[0].start()?;
+        let t = Instant::now();
+        self.prober
+            .wait_reply(self.topo.macs[0], t, Duration::from_secs(20) + interval * 6)
+            .with_context(|| format!("n1 never answered:\n{}", self.daemons[0].log_tail()))?;
+        Ok(())
+    }
+}
+
+fn settle_time(interval: Duration) -> Duration {
+    (interval * 3).max(Duration::from_millis(400))
+}
+
+fn run_cases(kind: Kind, interval: Duration, runs: usize, work: &Path) -> Result<CaseSamples> {
+    let setup = Setup {
+        interval,
+        instances: vec![(51, vec![VIP])],
+    };
+    let mut out = CaseSamples::default();
+    let mut bed = Bed::new(kind, &setup, work)?;
+    bed.start_both(interval)?;
+    // vipd backups rank themselves once they have heard every peer (backups
+    // advertise every max(interval, 1 s)): give them that before the first crash.
+    sleep(Duration::from_millis(2500) + interval * 2);
+    let mut run_no = 0;
+    while run_no < runs {
+        run_no += 1;
+        eprint!(
+            "\r  {} {:>5} ms: run {run_no}/{runs}   ",
+            kind.name(),
+            interval.as_millis()
+        );
+        if let Err(e) = one_run(kind, interval, &mut bed, &mut out) {
+            let msg = format!("run {run_no}: {e:#}");
+            eprintln!("\n  {} {} ms {msg}", kind.name(), interval.as_millis());
+            out.failures.push(msg);
+            if out.failures.len() > runs / 2 + 2 {
+                bail!("too many failures");
+            }
+            // Start over from a fresh lab.
+            drop(bed);
+            bed = Bed::new(kind, &setup, work)?;
+            bed.start_both(interval)?;
+            sleep(Duration::from_millis(2500) + interval * 2);
+        }
+    }
+    eprintln!();
+    Ok(out)
+}
+
+fn one_run(kind: Kind, interval: Duration, bed: &mut Bed, out: &mut CaseSamples) -> Result<()> {
+    let [m1, m2] = bed.topo.macs;
+    let settle = settle_time(interval);
+    let bound = kind.bound(interval);
+    let reply_timeout = bound + interval * 2 + Duration::from_secs(3);
+
+    // --- crash failover ----------------------------------------------------
+    bed.prober
+        .wait_stable(m1, settle, Duration::from_secs(30) + interval * 10)?;
+    bed.prober.clear();
+    sleep(settle);
+    let t_kill = Instant::now();
+    bed.daemons[0].crash();
+    ip(&bed.topo.nodes[0], &["link", "set", "eth0", "down"])?;
+    let t_new = bed.prober.wait_reply(m2, t_kill, reply_timeout)?;
+    let log = bed.prober.snapshot();
+    let last_advert = log
+        .adverts
+        .iter()
+        .filter(|(t, m)| *m == m1 && *t <= t_kill)
+        .map(|a| a.0)
+        .next_back()
+        .ok_or_else(|| anyhow!("no advert from n1 seen before the kill"))?;
+    let (base_lost, _, _) = analyze(&log, t_kill - settle + Duration::from_millis(5), t_kill);
+    out.baseline_lost.push(base_lost as f64);
+    out.baseline_probes += log
+        .probes
+        .iter()
+        .filter(|&&s| s >= t_kill - settle + Duration::from_millis(5) && s < t_kill)
+        .count();
+    out.crash_from_advert.push(ms(t_new - last_advert));
+    out.crash_from_kill.push(ms(t_new - t_kill));
+
+    // --- preempt-back: n1 returns (as after a reboot: no stale VIP) --------
+    let vip = format!("{VIP}/16");
+    let _ = ip(&bed.topo.nodes[0], &["addr", "del", &vip, "dev", "eth0"]);
+    ip(&bed.topo.nodes[0], &["link", "set", "eth0", "up"])?;
+    bed.prober
+        .wait_stable(m2, settle, Duration::from_secs(30) + interval * 10)?;
+    bed.prober.clear();
+    sleep(Duration::from_millis(50));
+    let t_start = Instant::now();
+    bed.daemons[0].start()?;
+    let t_back = bed
+        .prober
+        .wait_reply(m1, t_start, reply_timeout + Duration::from_secs(5))
+        .with_context(|| format!("preempt-back:\n{}", bed.daemons[0].log_tail()))?;
+    let end = t_back + settle;
+    sleep(end.saturating_duration_since(Instant::now()) + Duration::from_millis(5));
+    let log = bed.prober.snapshot();
+    let (lost, gap, _) = analyze(&log, t_start, end);
+    out.preempt_lost.push(lost as f64);
+    out.preempt_gap.push(gap);
+    out.preempt_takeover.push(ms(t_back - t_start));
+
+    // --- graceful handover: drain --wait / SIGTERM ------------------------
+    // vipd ranks a returning peer only after hearing it; give it a backup interval.
+    sleep(Duration::from_millis(1200));
+    bed.prober
+        .wait_stable(m1, settle, Duration::from_secs(30) + interval * 10)?;
+    bed.prober.clear();
+    sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    match kind {
+        Kind::Vipd => {
+            bed.daemons[0].vipctl(&["drain", "--wait", "--timeout", "30s"])?;
+        }
+        Kind::Keepalived => bed.daemons[0].stop()?,
+    }
+    let t_new = bed.prober.wait_reply(m2, t0, reply_timeout)?;
+    let end = Instant::now().max(t_new) + settle;
+    sleep(end.saturating_duration_since(Instant::now()) + Duration::from_millis(5));
+    let log = bed.prober.snapshot();
+    let (lost, gap, dual) = analyze(&log, t0, end);
+    out.drain_lost.push(lost as f64);
+    out.drain_gap.push(gap);
+    out.drain_dual.push(dual as f64);
+
+    // --- back to n1 as master (not measured) ------------------------------
+    match kind {
+        Kind::Vipd => {
+            bed.daemons[0].vipctl(&["undrain"])?;
+        }
+        Kind::Keepalived => bed.daemons[0].start()?,
+    }
+    let t = Instant::now();
+    bed.prober
+        .wait_reply(m1, t, reply_timeout + Duration::from_secs(5))
+        .context("n1 did not come back after the handover")?;
+    sleep(Duration::from_millis(1200));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Footprint at 10 ms adverts
+// ---------------------------------------------------------------------------
+
+fn run_footprint(kind: Kind, window: Duration, work: &Path) -> Result<Value> {
+    let interval = Duration::from_millis(10);
+    let setup = Setup {
+        interval,
+        instances: vec![(51, vec![VIP])],
+    };
+    let mut bed = Bed::new(kind, &setup, work)?;
+    bed.start_both(interval)?;
+    sleep(Duration::from_secs(3));
+    bed.prober.wait_stable(
+        bed.topo.macs[0],
+        Duration::from_millis(500),
+        Duration::from_secs(20),
+    )?;
+    // The prober is not needed for this and costs a little CPU: stop it.
+    let Bed {
+        daemons,
+        prober,
+        topo,
+        ..
+    } = bed;
+    drop(prober);
+    let r = footprint(&[&daemons[0], &daemons[1]], window);
+    drop(daemons);
+    drop(topo);
+    Ok(json!({"daemon": kind.name(), "interval_ms": 10, "master": r[0], "backup": r[1]}))
+}
+
+// ---------------------------------------------------------------------------
+// 255 groups on one interface
+// ---------------------------------------------------------------------------
+
+fn scale_vip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(NET[0], NET[1], 2, i as u8)
+}
+
+fn run_scale255(kind: Kind, window: Duration, work: &Path) -> Result<Value> {
+    let interval = Duration::from_secs(1);
+    let setup = Setup {
+        interval,
+        instances: (1..=255u8)
+            .map(|g| (g, vec![scale_vip(usize::from(g))]))
+            .collect(),
+    };
+    let topo = Topo::new()?;
+    let mut daemons = [
+        Daemon::new(kind, &topo.nodes[0], 0, &setup, work)?,
+        Daemon::new(kind, &topo.nodes[1], 1, &setup, work)?,
+    ];
+    let mon1 = AddrMonitor::start(&topo.nodes[0])?;
+    let mon2 = AddrMonitor::start(&topo.nodes[1])?;
+    let t_start = Instant::now();
+    daemons[1].start()?;
+    daemons[0].start()?;
+    let all: HashSet<Ipv4Addr> = (1..=255).map(scale_vip).collect();
+    let held = |ns: &str| -> HashSet<Ipv4Addr> {
+        let out = ip(ns, &["-j", "-4", "addr", "show", "dev", "eth0"]).unwrap_or_default();
+        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        v[0]["addr_info"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["local"].as_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        sleep(Duration::from_millis(200));
+        let h1 = held(&topo.nodes[0]);
+        let h2 = held(&topo.nodes[1]);
+        if all.is_subset(&h1) && h2.is_disjoint(&all) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "n1 did not come to hold all 255 VIPs alone within 60 s (n1 {}, n2 {}):\n{}",
+                h1.intersection(&all).count(),
+                h2.intersection(&all).count(),
+                daemons[0].log_tail()
+            );
+        }
+    }
+    let steady_after = ms(t_start.elapsed());
+    sleep(Duration::from_secs(5));
+    let fp = footprint(&[&daemons[0], &daemons[1]], window);
+    drop(mon1);
+
+    // Failover of every group.
+    let t_kill = Instant::now();
+    daemons[0].crash();
+    ip(&topo.nodes[0], &["link", "set", "eth0", "down"])?;
+    let bound = kind.bound(interval);
+    let deadline = t_kill + bound + Duration::from_secs(10);
+    let mut times: BTreeMap<Ipv4Addr, f64> = BTreeMap::new();
+    loop {
+        sleep(Duration::from_millis(50));
+        for (t, new, a) in mon2.events() {
+            if new && t >= t_kill && all.contains(&a) {
+                times.entry(a).or_insert(ms(t - t_kill));
+            }
+        }
+        if times.len() == all.len() || Instant::now() > deadline {
+            break;
+        }
+    }
+    let samples: Vec<f64> = times.values().copied().collect();
+    let tolerance = 5.0;
+    let within = samples
+        .iter()
+        .filter(|&&x| x <= ms(bound) + tolerance)
+        .count();
+    Ok(json!({
+        "daemon": kind.name(),
+        "groups": 255,
+        "interval_ms": 1000,
+        "all_held_by_n1_after_start_ms": steady_after,
+        "master": fp[0],
+        "backup": fp[1],
+        "failover_from_kill_ms": stats(&samples),
+        "groups_taken_over": samples.len(),
+        "groups_within_bound": within,
+        "bound_ms": ms(bound),
+        "bound_tolerance_ms": tolerance,
+        "note": "times from the SIGKILL to the VIP appearing on n2 (rtnetlink); the last advert precedes the kill, so each is at most the bound when on time",
+    }))
+}
+
+// ---------------------------------------------------------------------------
+// One group with 1,000 VIPs
+// ---------------------------------------------------------------------------
+
+fn many_vip(k: usize) -> Ipv4Addr {
+    Ipv4Addr::new(NET[0], NET[1], 4 + (k / 250) as u8, 1 + (k % 250) as u8)
+}
+
+/// First and last event times (ms after `t0`) of `new` for the addresses in `set`,
+/// and how many were seen.
+fn span(
+    events: &[(Instant, bool, Ipv4Addr)],
+    new: bool,
+    set: &HashSet<Ipv4Addr>,
+    t0: Instant,
+) -> (Option<f64>, Option<f64>, usize) {
+    let mut seen = HashSet::new();
+    let (mut first, mut last) = (None, None);
+    for &(t, n, a) in events {
+        if n == new && t >= t0 && set.contains(&a) && seen.insert(a) {
+            first.get_or_insert(ms(t - t0));
+            last = Some(ms(t - t0));
+        }
+    }
+    (first, last, seen.len())
+}
+
+fn garp_span(
+    garps: &[(Instant, [u8; 6], Ipv4Addr)],
+    mac: [u8; 6],
+    set: &HashSet<Ipv4Addr>,
+    t0: Instant,
+) -> (Option<f64>, Option<f64>, usize) {
+    let ev: Vec<_> = garps
+        .iter()
+        .filter(|g| g.1 == mac)
+        .map(|g| (g.0, true, g.2))
+        .collect();
+    span(&ev, true, set, t0)
+}
+
+fn run_vips1000(kind: Kind, work: &Path) -> Result<Value> {
+    let interval = Duration::from_millis(100);
+    let vips: Vec<Ipv4Addr> = (0..1000).map(many_vip).collect();
+    let set: HashSet<Ipv4Addr> = vips.iter().copied().collect();
+    let setup = Setup {
+        interval,
+        instances: vec![(51, vips)],
+    };
+    let topo = Topo::new()?;
+    let prober = Prober::start(&topo.client, topo.client_mac, many_vip(0))?;
+    let mut daemons = [
+        Daemon::new(kind, &topo.nodes[0], 0, &setup, work)?,
+        Daemon::new(kind, &topo.nodes[1], 1, &setup, work)?,
+    ];
+    let mon1 = AddrMonitor::start(&topo.nodes[0])?;
+    let mon2 = AddrMonitor::start(&topo.nodes[1])?;
+    let wait_count = |mon: &AddrMonitor, new: bool, t0: Instant, limit: Duration| -> Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            sleep(Duration::from_millis(20));
+            if span(&mon.events(), new, &set, t0).2 == set.len() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "not all 1000 VIPs {} within {limit:?}",
+                    if new { "added" } else { "removed" }
+                );
+            }
+        }
+    };
+
+    // Claim: n1 alone starts and becomes master.
+    let t_start = Instant::now();
+    daemons[0].start()?;
+    wait_count(&mon1, true, t_start, Duration::from_secs(60))
+        .with_context(|| daemons[0].log_tail())?;
+    sleep(Duration::from_secs(3));
+    let (c_first, c_last, _) = span(&mon1.events(), true, &set, t_start);
+    let (g_first, g_last, g_count) =
+        garp_span(&prober.snapshot().garps, topo.macs[0], &set, t_start);
+
+    // Handover: n2 starts as backup; then n1 drains (vipd) or stops (keepalived).
+    daemons[1].start()?;
+    sleep(Duration::from_secs(4));
+    prober.clear();
+    let t0 = Instant::now();
+    match kind {
+        Kind::Vipd => {
+            daemons[0].vipctl(&["drain", "--wait", "--timeout", "60s"])?;
+        }
+        Kind::Keepalived => daemons[0].stop()?,
+    }
+    let cmd_ms = ms(t0.elapsed());
+    let count_on = |ns: &str| {
+        ip(ns, &["-4", "-o", "addr", "show", "dev", "eth0"])
+            .map(|o| o.lines().count().saturating_sub(1))
+            .unwrap_or(0)
+    };
+    wait_count(&mon1, false, t0, Duration::from_secs(30)).with_context(|| {
+        format!(
+            "n1 still holds {} of the VIPs ({} left after the command):\n{}",
+            count_on(&topo.nodes[0]),
+            kind.name(),
+            daemons[0].log_tail()
+        )
+    })?;
+    wait_count(&mon2, true, t0, Duration::from_secs(30))
+        .with_context(|| format!("n2 holds {} of the VIPs", count_on(&topo.nodes[1])))?;
+    sleep(Duration::from_secs(3));
+    let (r_first, r_last, _) = span(&mon1.events(), false, &set, t0);
+    let (n2_first, n2_last, _) = span(&mon2.events(), true, &set, t0);
+    let (g2_first, g2_last, g2_count) = garp_span(&prober.snapshot().garps, topo.macs[1], &set, t0);
+    let d = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => json!(b - a),
+        _ => Value::Null,
+    };
+    drop(prober);
+    Ok(json!({
+        "daemon": kind.name(),
+        "vips": 1000,
+        "interval_ms": 100,
+        "claim_first_add_after_start_ms": c_first,
+        "claim_all_added_ms": d(c_first, c_last),
+        "announce_first_garp_after_start_ms": g_first,
+        "announce_all_garped_ms": d(c_first, g_last),
+        "announce_distinct_vips_garped": g_count,
+        "announce_first_to_last_garp_ms": d(g_first, g_last),
+        "handover_command_returned_ms": cmd_ms,
+        "release_first_del_after_command_ms": r_first,
+        "release_all_removed_after_command_ms": r_last,
+        "release_first_to_last_del_ms": d(r_first, r_last),
+        "successor_first_add_after_command_ms": n2_first,
+        "successor_all_added_ms": d(n2_first, n2_last),
+        "successor_all_garped_after_command_ms": g2_last,
+        "successor_distinct_vips_garped": g2_count,
+        "successor_first_garp_after_command_ms": g2_first,
+        "note": "claim: n1 started alone; times from rtnetlink events and the GARPs seen by the client; 'all added/garped' count from the first VIP added",
+    }))
+}
+
+// ---------------------------------------------------------------------------
+// Simulation output (run by benches/run.sh before this bench)
+// ---------------------------------------------------------------------------
+
+fn parse_simulation() -> Value {
+    let Ok(path) = std::env::var("VIPD_BENCH_SIM_OUTPUT") else {
+        return json!({"status": "not run (benches/run.sh runs it; VIPD_BENCH_SIM_OUTPUT unset)"});
+    };
+    let text = fs::read_to_string(&path).unwrap_or_default();
+    // "full_group_of_255: 2 seeds, 255 nodes, 1.23 simulated hours in 45.6s wall"
+    for line in text.lines() {
+        if let Some(i) = line.find("full_group_of_255:") {
+            let l = &line[i..];
+            let hours = l
+                .split(" simulated hours")
+                .next()
+                .and_then(|s| s.rsplit(' ').next())
+                .and_then(|s| s.parse::<f64>().ok());
+            let wall = l
+                .split(" in ")
+                .nth(1)
+                .and_then(|s| s.split('s').next())
+                .and_then(|s| s.parse::<f64>().ok());
+            if let (Some(h), Some(w)) = (hours, wall) {
+                return json!({
+                    "status": "ok",
+                    "line": l.trim(),
+                    "simulated_hours": h,
+                    "wall_s": w,
+                    "wall_s_per_simulated_hour": w / h,
+                });
+            }
+        }
+    }
+    json!({"status": format!("no result line in {path}"), "output_tail": text.lines().rev().take(5).collect::<Vec<_>>()})
+}
+
+// ---------------------------------------------------------------------------
+// main
+// ---------------------------------------------------------------------------
+
+fn machine() -> Value {
+    let read = |p: &str| fs::read_to_string(p).unwrap_or_default().trim().to_owned();
+    let os = read("/etc/os-release")
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .unwrap_or("")
+        .trim_matches('"')
+        .to_owned();
+    let cpus = thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let model = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|s| s.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    let keepalived = Command::new(keepalived_bin())
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .chain(String::from_utf8_lossy(&o.stdout).lines())
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .unwrap_or_else(|_| "not found".into());
+    json!({
+        "date": run("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default().trim(),
+        "os": os,
+        "kernel": read("/proc/sys/kernel/osrelease"),
+        "cpus": cpus,
+        "cpu_model": model,
+        "keepalived": keepalived,
+        "vipd_commit": run("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_default().trim(),
+    })
+}
+
+fn loadavg() -> f64 {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Other compilers and test binaries running meanwhile (the machine is shared).
+fn busy_processes() -> usize {
+    let mut n = 0;
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let comm = fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            let c = comm.trim();
+            if c == "rustc"
+                || c == "cargo"
+                || c.starts_with("simulation-")
+                || c == "cc"
+                || c == "ld"
+            {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("failover bench: needs root (network namespaces); run `sudo benches/run.sh`");
+        std::process::exit(2);
+    }
+    install_signal_handlers();
+    sweep_stale_namespaces();
+    let quick = std::env::var("VIPD_BENCH_QUICK").is_ok_and(|v| v != "0" && !v.is_empty());
+    let runs = env_num("VIPD_BENCH_RUNS", if quick { 5 } else { 20 }) as usize;
+    let runs_1s = env_num("VIPD_BENCH_RUNS_1S", runs as u64) as usize;
+    let cpu_window =
+        Duration::from_secs(env_num("VIPD_BENCH_CPU_SECS", if quick { 10 } else { 30 }));
+    let intervals: Vec<u64> = std::env::var("VIPD_BENCH_INTERVALS")
+        .unwrap_or_else(|_| "1000,100,10".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let only = std::env::var("VIPD_BENCH_ONLY").unwrap_or_default();
+    let want = |s: &str| only.is_empty() || only.split(',').any(|x| x.trim() == s);
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out_dir = repo.join("target/bench");
+    let work = out_dir.join(format!("work-{}", std::process::id()));
+    fs::create_dir_all(&work).expect("create target/bench");
+
+    let started = Instant::now();
+    let load_start = loadavg();
+    let busy_start = busy_processes();
+    let mut results = json!({
+        "machine": machine(),
+        "options": {
+            "quick": quick, "runs": runs, "runs_1s": runs_1s, "intervals_ms": intervals,
+            "cpu_window_s": cpu_window.as_secs(),
+        },
+        "config": {
+            "topology": "bridge (mcast_snooping 0, forward_delay 0) in a switch namespace; n1 (priority 150), n2 (priority 100) and a client, each a namespace on a veth port",
+            "probe": "client sends an ARP request for the VIP every 1 ms over AF_PACKET; a probe is lost when no reply arrives before the next one is sent",
+            "vipd": "defaults: takeover_margin 2ms, backup_advert_interval max(interval,1s), announce 5 x 100ms + repeat after 5s, preempt on, HMAC key auth",
+            "keepalived": "vrrp_version 3, state BACKUP on both, preempt (default), vrrp_garp_master_delay 0 (no delayed second burst), other defaults (garp_master_repeat 5, garp_interval 0), no auth (VRRPv3 has none)",
+            "crash": "all processes in the master's namespace SIGKILLed, then its eth0 set down; figure: last advert of the old master seen on the link -> first probe answered by the new master's MAC",
+            "graceful": "vipd: `vipd drain --wait`; keepalived: SIGTERM (sends priority 0); window from the command to 3 x interval (>= 400 ms) after the new master's first answer",
+            "preempt_back": "the crashed node comes back (its stale VIP removed as a reboot would, link up, daemon started); window from the start to 3 x interval (>= 400 ms) after its first answer",
+            "bounds": "vipd: 3 x interval + takeover_margin (2 ms) for the best backup; VRRPv3: 3 x interval + (256-100)/256 x interval (Skew_Time at priority 100)",
+        },
+    });
+    let mut table = String::new();
+
+    // -- failover cases -----------------------------------------------------
+    if want("cases") {
+        let mut cases = Vec::new();
+        for &i in &intervals {
+            let interval = Duration::from_millis(i);
+            let n = if i >= 1000 { runs_1s } else { runs };
+            let mut per_kind = Vec::new();
+            for kind in [Kind::Vipd, Kind::Keepalived] {
+                eprintln!("== cases: {} at {i} ms, {n} runs", kind.name());
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_cases(kind, interval, n, &work)
+                }));
+                let v = match r {
+                    Ok(Ok(s)) => json!({
+                        "daemon": kind.name(),
+                        "interval_ms": i,
+                        "bound_ms": ms(kind.bound(interval)),
+                        "crash_failover_ms": stats(&s.crash_from_advert),
+                        "crash_failover_from_kill_ms": stats(&s.crash_from_kill),
+                        "graceful_lost_probes": stats(&s.drain_lost),
+                        "graceful_gap_ms": stats(&s.drain_gap),
+                        "graceful_probes_answered_by_both": stats(&s.drain_dual),
+                        "preempt_lost_probes": stats(&s.preempt_lost),
+                        "preempt_gap_ms": stats(&s.preempt_gap),
+                        "preempt_takeover_after_start_ms": stats(&s.preempt_takeover),
+                        "baseline_lost_probes": s.baseline_lost.iter().sum::<f64>(),
+                        "baseline_probes": s.baseline_probes,
+                        "failures": s.failures,
+                    }),
+                    Ok(Err(e)) => {
+                        json!({"daemon": kind.name(), "interval_ms": i, "error": format!("{e:#}")})
+                    }
+                    Err(_) => {
+                        json!({"daemon": kind.name(), "interval_ms": i, "error": "panicked or interrupted"})
+                    }
+                };
+                per_kind.push(v);
+                if INTERRUPTED.load(Ordering::SeqCst) {
+                    break;
+                }
+            }
+            cases.extend(per_kind);
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        results["cases"] = json!(cases);
+    }
+
+    // -- footprint ----------------------------------------------------------
+    if want("footprint") && !INTERRUPTED.load(Ordering::SeqCst) {
+        let mut fps = Vec::new();
+        for kind in [Kind::Vipd, Kind::Keepalived] {
+            eprintln!("== footprint: {} at 10 ms for {cpu_window:?}", kind.name());
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_footprint(kind, cpu_window, &work)
+            }));
+            fps.push(match r {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => json!({"daemon": kind.name(), "error": format!("{e:#}")}),
+                Err(_) => json!({"daemon": kind.name(), "error": "panicked or interrupted"}),
+            });
+        }
+        results["footprint"] = json!(fps);
+    }
+
+    // -- 255 groups -----------------------------------------------------------
+    if want("scale255") && !INTERRUPTED.load(Ordering::SeqCst) {
+        let mut v = Vec::new();
+        for kind in [Kind::Vipd, Kind::Keepalived] {
+            eprintln!("== 255 groups at 1 s: {}", kind.name());
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_scale255(kind, cpu_window, &work)
+            }));
+            v.push(match r {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => json!({"daemon": kind.name(), "error": format!("{e:#}")}),
+                Err(_) => json!({"daemon": kind.name(), "error": "panicked or interrupted"}),
+            });
+        }
+        results["scale255"] = json!(v);
+    }
+
+    // -- 1,000 VIPs -------------------------------------------------------------
+    if want("vips1000") && !INTERRUPTED.load(Ordering::SeqCst) {
+        let mut v = Vec::new();
+        for kind in [Kind::Vipd, Kind::Keepalived] {
+            eprintln!("== 1000 VIPs in one group: {}", kind.name());
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_vips1000(kind, &work)
+            }));
+            v.push(match r {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => json!({"daemon": kind.name(), "error": format!("{e:#}")}),
+                Err(_) => json!({"daemon": kind.name(), "error": "panicked or interrupted"}),
+            });
+        }
+        results["vips1000"] = json!(v);
+    }
+
+    results["simulation"] = parse_simulation();
+    let load_end = loadavg();
+    let busy_end = busy_processes();
+    let noisy = load_start > 0.7 || load_end > 0.7 || busy_start > 0 || busy_end > 0;
+    results["noise"] = json!({
+        "loadavg_1m_start": load_start, "loadavg_1m_end": load_end,
+        "other_build_processes_start": busy_start, "other_build_processes_end": busy_end,
+        "shared_or_noisy": noisy,
+        "elapsed_s": started.elapsed().as_secs_f64(),
+        "interrupted": INTERRUPTED.load(Ordering::SeqCst),
+    });
+    results["targets"] = targets(&results);
+
+    render(&results, &mut table);
+    print!("{table}");
+    let path = out_dir.join("results.json");
+    let mut file = fs::File::create(&path).expect("create results.json");
+    file.write_all(serde_json::to_string_pretty(&results).unwrap().as_bytes())
+        .expect("write results.json");
+    println!("\nwrote {}", path.display());
+    let _ = fs::remove_dir_all(&work);
+}
+
+fn find<'a>(list: &'a Value, daemon: &str, interval: Option<u64>) -> Option<&'a Value> {
+    list.as_array()?.iter().find(|v| {
+        v["daemon"] == daemon && interval.is_none_or(|i| v["interval_ms"].as_u64() == Some(i))
+    })
+}
+
+fn targets(r: &Value) -> Value {
+    let mut t = Vec::new();
+    let cases = &r["cases"];
+    if let Some(list) = cases.as_array() {
+        let mut intervals: Vec<u64> = list
+            .iter()
+            .filter_map(|v| v["interval_ms"].as_u64())
+            .collect();
+        intervals.dedup();
+        for i in intervals {
+            let (Some(v), Some(k)) = (
+                find(cases, "vipd", Some(i)),
+                find(cases, "keepalived", Some(i)),
+            ) else {
+                continue;
+            };
+            let vc = &v["crash_failover_ms"];
+            let kc = &k["crash_failover_ms"];
+            if let (Some(vmax), Some(bound)) = (f(vc, "max"), f(v, "bound_ms")) {
+                t.push(json!({
+                    "target": format!("crash failover within 5 ms of the bound at {i} ms (vipd max - bound)"),
+                    "value_ms": vmax - bound, "met": vmax - bound <= 5.0,
+                }));
+            }
+            if let (Some(vm), Some(km), Some(vp), Some(kp)) =
+                (f(vc, "median"), f(kc, "median"), f(vc, "p95"), f(kc, "p95"))
+            {
+                t.push(json!({
+                    "target": format!("crash failover never slower than keepalived at {i} ms (median and p95)"),
+                    "vipd_median": vm, "keepalived_median": km, "vipd_p95": vp, "keepalived_p95": kp,
+                    "met": vm <= km && vp <= kp,
+                }));
+            }
+            for (case, key) in [
+                ("graceful handover", "graceful_lost_probes"),
+                ("preempt-back", "preempt_lost_probes"),
+            ] {
+                if let (Some(vmax), Some(kmed)) = (f(&v[key], "max"), f(&k[key], "median")) {
+                    t.push(json!({
+                        "target": format!("{case} at {i} ms: vipd loses at most 1 probe where keepalived loses more"),
+                        "vipd_max_lost": vmax, "keepalived_median_lost": kmed,
+                        "met": vmax <= 1.0 && (kmed > vmax || kmed <= 1.0),
+                    }));
+                }
+            }
+        }
+    }
+    if let Some(v) = find(&r["footprint"], "vipd", None) {
+        for role in ["master", "backup"] {
+            if let (Some(rss), Some(cpu)) = (f(&v[role], "rss_kib"), f(&v[role], "cpu_percent")) {
+                t.push(json!({"target": format!("vipd {role} at 10 ms: under 8 MiB resident"), "rss_kib": rss, "met": rss < 8192.0}));
+                t.push(json!({"target": format!("vipd {role} at 10 ms: under 1% of a core"), "cpu_percent": cpu, "met": cpu < 1.0}));
+            }
+        }
+    }
+    if let Some(list) = r["scale255"].as_array() {
+        for v in list {
+            if let (Some(n), Some(w)) = (
+                v["groups_taken_over"].as_u64(),
+                v["groups_within_bound"].as_u64(),
+            ) {
+                t.push(json!({"target": format!("{}: all 255 groups fail over within their bound", v["daemon"].as_str().unwrap_or("")),
+                    "taken_over": n, "within_bound": w, "met": n == 255 && w == 255}));
+            }
+        }
+    }
+    json!(t)
+}
+
+fn num(v: &Value, k: &str) -> String {
+    match v.get(k).and_then(Value::as_f64) {
+        Some(x) if x.abs() >= 100.0 => format!("{x:.0}"),
+        Some(x) => format!("{x:.1}"),
+        None => "-".into(),
+    }
+}
+
+fn render(r: &Value, out: &mut String) {
+    use std::fmt::Write as _;
+    let m = &r["machine"];
+    let _ = writeln!(
+        out,
+        "\nvipd vs keepalived — {} — {} ({} cpus, {}), kernel {}, {}",
+        m["date"].as_str().unwrap_or(""),
+        m["os"].as_str().unwrap_or(""),
+        m["cpus"],
+        m["cpu_model"].as_str().unwrap_or(""),
+        m["kernel"].as_str().unwrap_or(""),
+        m["keepalived"].as_str().unwrap_or("")
+    );
+    let n = &r["noise"];
+    if n["shared_or_noisy"].as_bool() == Some(true) {
+        let _ = writeln!(
+            out,
+            "NOTE: shared/noisy machine (load {:.2} -> {:.2}, other build/test processes {} -> {}): tails include scheduling noise",
+            n["loadavg_1m_start"].as_f64().unwrap_or(0.0),
+            n["loadavg_1m_end"].as_f64().unwrap_or(0.0),
+            n["other_build_processes_start"],
+            n["other_build_processes_end"]
+        );
+    }
+    if let Some(list) = r["cases"].as_array() {
+        let _ = writeln!(
+            out,
+            "\n{:<22} {:>6} {:<11} {:>3} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
+            "case", "int", "daemon", "n", "min", "median", "p95", "max", "bound", "ratio"
+        );
+        let metrics = [
+            ("crash failover ms", "crash_failover_ms", true),
+            ("  (from kill) ms", "crash_failover_from_kill_ms", true),
+            ("graceful lost probes", "graceful_lost_probes", false),
+            ("graceful gap ms", "graceful_gap_ms", false),
+            ("preempt lost probes", "preempt_lost_probes", false),
+            ("preempt gap ms", "preempt_gap_ms", false),
+        ];
+        let mut intervals: Vec<u64> = list
+            .iter()
+            .filter_map(|v| v["interval_ms"].as_u64())
+            .collect();
+        intervals.dedup();
+        for i in intervals {
+            for (label, key, bounded) in metrics {
+                for daemon in ["vipd", "keepalived"] {
+                    let Some(v) = find(&r["cases"], daemon, Some(i)) else {
+                        continue;
+                    };
+                    if let Some(e) = v.get("error") {
+                        if key == "crash_failover_ms" {
+                            let _ = writeln!(out, "{label:<22} {i:>6} {daemon:<11} error: {e}");
+                        }
+                        continue;
+                    }
+                    let s = &v[key];
+                    let ratio = if daemon == "keepalived" {
+                        let vm =
+                            find(&r["cases"], "vipd", Some(i)).and_then(|x| f(&x[key], "median"));
+                        match (vm, f(s, "median")) {
+                            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                            (Some(a), Some(_)) if a == 0.0 => "0/0".into(),
+                            _ => "-".into(),
+                        }
+                    } else {
+                        String::new()
+                    };
+                    let _ =
+                        writeln!(
+                        out,
+                        "{label:<22} {:>6} {daemon:<11} {:>3} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
+                        format!("{i}ms"),
+                        s["n"],
+                        num(s, "min"),
+                        num(s, "median"),
+                        num(s, "p95"),
+                        num(s, "max"),
+                        if bounded { num(v, "bound_ms") } else { String::new() },
+                        ratio
+                    );
+                }
+            }
+            for daemon in ["vipd", "keepalived"] {
+                if let Some(v) = find(&r["cases"], daemon, Some(i)) {
+                    let fails = v["failures"].as_array().map_or(0, Vec::len);
+                    let _ = writeln!(
+                        out,
+                        "  {i} ms {daemon}: baseline {} lost of {} probes before the crashes; {fails} failed runs",
+                        v["baseline_lost_probes"], v["baseline_probes"]
+                    );
+                }
+            }
+        }
+        let _ = writeln!(out, "  ratio = vipd median / keepalived median");
+    }
+    if let Some(list) = r["footprint"].as_array() {
+        let _ = writeln!(out, "\nfootprint at 10 ms adverts (one group, one VIP)");
+        for v in list {
+            if let Some(e) = v.get("error") {
+                let _ = writeln!(out, "  {}: error: {e}", v["daemon"]);
+                continue;
+            }
+            for role in ["master", "backup"] {
+                let x = &v[role];
+                let _ = writeln!(
+                    out,
+                    "  {:<11} {role:<7} RSS {:>6} KiB ({} processes, largest {} KiB)  CPU {:.2}% of a core over {:.0} s",
+                    v["daemon"].as_str().unwrap_or(""),
+                    x["rss_kib"],
+                    x["processes"],
+                    x["rss_kib_largest_process"],
+                    x["cpu_percent"].as_f64().unwrap_or(f64::NAN),
+                    x["window_s"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
+    }
+    if let Some(list) = r["scale255"].as_array() {
+        let _ = writeln!(out, "\n255 groups on one interface, 1 s adverts");
+        for v in list {
+            if let Some(e) = v.get("error") {
+                let _ = writeln!(out, "  {}: error: {e}", v["daemon"]);
+                continue;
+            }
+            let d = v["daemon"].as_str().unwrap_or("");
+            for role in ["master", "backup"] {
+                let x = &v[role];
+                let _ = writeln!(
+                    out,
+                    "  {d:<11} {role:<7} RSS {:>6} KiB ({} processes)  CPU {:.2}% of a core",
+                    x["rss_kib"],
+                    x["processes"],
+                    x["cpu_percent"].as_f64().unwrap_or(f64::NAN)
+                );
+            }
+            let s = &v["failover_from_kill_ms"];
+            let _ = writeln!(
+                out,
+                "  {d:<11} failover of all groups (from kill): {} taken over, {} within bound {} ms; min {} median {} p95 {} max {} ms",
+                v["groups_taken_over"],
+                v["groups_within_bound"],
+                num(v, "bound_ms"),
+                num(s, "min"),
+                num(s, "median"),
+                num(s, "p95"),
+                num(s, "max")
+            );
+        }
+    }
+    if let Some(list) = r["vips1000"].as_array() {
+        let _ = writeln!(out, "\none group with 1,000 VIPs (100 ms adverts)");
+        for v in list {
+            if let Some(e) = v.get("error") {
+                let _ = writeln!(out, "  {}: error: {e}", v["daemon"]);
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "  {:<11} claim: all added in {} ms, all GARPed {} ms after the first add ({} VIPs seen); release: all removed {} ms after the command; successor all added in {} ms",
+                v["daemon"].as_str().unwrap_or(""),
+                num(v, "claim_all_added_ms"),
+                num(v, "announce_all_garped_ms"),
+                v["announce_distinct_vips_garped"],
+                num(v, "release_all_removed_after_command_ms"),
+                num(v, "successor_all_added_ms"),
+            );
+        }
+    }
+    let s = &r["simulation"];
+    let _ = writeln!(
+        out,
+        "\nsimulation, 255 nodes (cargo test --release --test simulation full_group_of_255)"
+    );
+    if s["status"] == "ok" {
+        let _ = writeln!(
+            out,
+            "  {:.2} simulated hours in {:.1} s wall: {:.1} s wall per simulated hour",
+            s["simulated_hours"].as_f64().unwrap_or(0.0),
+            s["wall_s"].as_f64().unwrap_or(0.0),
+            s["wall_s_per_simulated_hour"].as_f64().unwrap_or(0.0)
+        );
+    } else {
+        let _ = writeln!(out, "  {}", s["status"]);
+    }
+    if let Some(list) = r["targets"].as_array() {
+        let _ = writeln!(out, "\ntargets");
+        for t in list {
+            let _ = writeln!(
+                out,
+                "  [{}] {}",
+                if t["met"] == true { "met " } else { "MISS" },
+                t["target"].as_str().unwrap_or("")
+            );
+        }
+    }
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# vipd against keepalived, side by side (issue 6). ONE command, as root:
+#
+#     sudo benches/run.sh                 # full: 20 runs per case (~25 min)
+#     VIPD_BENCH_QUICK=1 sudo -E benches/run.sh   # quick: 5 runs, 10 s CPU windows
+#
+# 1. installs keepalived, iproute2 if missing (apt-get);
+# 2. runs the 255-node election simulation
+#    (cargo test --release --test simulation full_group_of_255 -- --nocapture)
+#    and keeps its output in target/bench/simulation.txt (VIPD_BENCH_SIM=0 skips it);
+# 3. runs `cargo bench --bench failover`, which builds the release vipd, builds the
+#    namespace labs, runs every case for vipd and keepalived, prints the table and
+#    writes target/bench/results.json.
+# Every option of the bench (VIPD_BENCH_RUNS, VIPD_BENCH_RUNS_1S, VIPD_BENCH_INTERVALS,
+# VIPD_BENCH_CPU_SECS, VIPD_BENCH_ONLY) is read from the environment: see the top of
+# benches/failover.rs. The bench deletes its namespaces and daemons on exit, also on
+# Ctrl-C; namespaces left by a SIGKILLed bench are swept by the next run.
+set -euo pipefail
+
+[[ $EUID -eq 0 ]] || { echo "run.sh: needs root (network namespaces): sudo -E $0" >&2; exit 1; }
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+missing=()
+command -v keepalived >/dev/null || missing+=(keepalived)
+command -v ip >/dev/null || missing+=(iproute2)
+if ((${#missing[@]})); then
+    echo "==> installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # The package enables a service; the bench runs its own instances only.
+    systemctl disable --now keepalived 2>/dev/null || true
+fi
+if ! command -v cargo >/dev/null; then
+    echo "run.sh: cargo not found (sudo may drop ~/.cargo/bin from PATH: use sudo -E env PATH=\$PATH $0)" >&2
+    exit 1
+fi
+
+mkdir -p target/bench
+if [[ ${VIPD_BENCH_SIM:-1} != 0 ]]; then
+    echo "==> simulation: cargo test --release --test simulation full_group_of_255 -- --nocapture"
+    cargo test --release --test simulation full_group_of_255 -- --nocapture 2>&1 | tee target/bench/simulation.txt
+    export VIPD_BENCH_SIM_OUTPUT=$repo/target/bench/simulation.txt
+fi
+
+echo "==> cargo bench --bench failover"
+cargo bench --bench failover
