@@ -251,3 +251,41 @@ fn track_file_change_shifts_priority_and_moves_vip() {
     assert_eq!(instance_status(&daemons[0])["effective_priority"], 150);
     assert!(daemons[0].log().contains("track file unusable"));
 }
+
+#[test]
+fn tracked_interface_down_takes_its_weight_and_the_vip_moves() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new("hiface", 2);
+    // A veth pair inside n1 stands in for an uplink (no dummy module here).
+    lab.node(1).ns.ip_batch(
+        "link add uplink0 type veth peer name uplink1\nlink set uplink1 up\nlink set uplink0 up\n",
+    );
+    let vip = lab.vip4(0);
+    let n1 = InstanceSpec::new(150)
+        .vip(&vip)
+        .extra("[[instance.track_interface]]")
+        .extra("name = \"uplink0\"")
+        .extra("weight = -100");
+    let daemons = start_nodes(&lab, vec![n1, InstanceSpec::new(100).vip(&vip)]);
+    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(20));
+
+    lab.node(1).ns.ip(&["link", "set", "uplink0", "down"]);
+    let took = wait_sole_holder(&lab, &vip, 2, SLACK);
+    eprintln!(
+        "[hiface] tracked uplink0 down (weight -100): n2 sole holder after {} ms",
+        ms(took)
+    );
+    let n1 = instance_status(&daemons[0]);
+    assert_eq!(n1["effective_priority"], 50, "{n1:#}");
+    assert!(
+        n1["priority_reasons"]
+            .to_string()
+            .contains("-100 tracked interface uplink0 down"),
+        "{n1:#}"
+    );
+    lab.node(1).ns.ip(&["link", "set", "uplink0", "up"]);
+    let took = wait_sole_holder(&lab, &vip, 1, SLACK);
+    eprintln!("[hiface] uplink0 up: n1 sole holder after {} ms", ms(took));
+}
