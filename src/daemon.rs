@@ -23,6 +23,14 @@
 //! the advert), and everything that talks to netlink or sends announcements runs in
 //! the instance's VIP worker, which takes its orders from an unbounded queue so that
 //! claims and releases keep their order.
+//!
+//! Health checks ([`crate::health`]: track scripts, track files, the guard's
+//! witness probe, tracked-interface lookups) are tasks of their own that send
+//! results to the instance task over an unbounded channel; the instance folds them
+//! into a [`Tracker`] and hands the result to `handle_health`. Sync-group members
+//! see each other's own faults through a watch channel in `Shared`. Notify hooks
+//! go to the instance's [`Notifier`] queue. So neither a hanging script nor a
+//! hanging hook ever stands between the instance task and its next advert.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;

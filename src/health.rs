@@ -1,5 +1,5 @@
 //! Health tracking: track scripts, tracked interfaces, track files, the split-brain
-//! guard and sync groups, folded into one [`election::Health`].
+//! guard and sync groups, folded into one [`crate::election::Health`].
 //!
 //! # Shape
 //!
