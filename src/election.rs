@@ -44,7 +44,9 @@
 //! followed master that starts advertising as a backup is treated the same way.
 //!
 //! **Master meets master** (RFC 5798 §6.4.3). A master that hears a better master
-//! steps down at once. One that hears a worse master stays, re-announces its VIPs
+//! steps down: it advertises priority 0 at once and releases the VIPs
+//! [`STEP_DOWN_LINGER`] later, so packets still sent to its MAC while the new
+//! master's claim and gratuitous ARP land are not dropped. One that hears a worse master stays, re-announces its VIPs
 //! (clients may have followed the other's gratuitous ARP: FIELD-NOTES 2, 17) and
 //! advertises at once so the other steps down.
 //!
@@ -56,7 +58,8 @@
 //!
 //! **Drain** makes the node ineligible. A draining master keeps the VIPs and
 //! advertises priority 0 until it hears the successor's first advert as master,
-//! then releases (make-before-break), or releases when `handover_timeout` passes.
+//! then releases [`STEP_DOWN_LINGER`] later (make-before-break), or releases when
+//! `handover_timeout` passes.
 //! A master refuses to drain when no eligible peer is alive, unless forced.
 //!
 //! **Promote** makes the node outrank every unpromoted node and become master at
@@ -347,6 +350,21 @@ enum Timer {
     Handover = 3,
 }
 
+/// How long a master keeps the VIPs after hearing the node that replaces it.
+/// The successor says "master" before its netlink claim and first gratuitous ARP
+/// are done (about a millisecond or two on a LAN); releasing at once would drop
+/// the packets still addressed to the old MAC in that window. Both nodes holding
+/// the address for a moment is harmless: the gratuitous ARP decides where
+/// clients send.
+pub const STEP_DOWN_LINGER: Duration = Duration::from_millis(20);
+
+/// A master on its way out: why, and whom to follow afterwards.
+#[derive(Clone, Debug)]
+struct StepDown {
+    reason: Reason,
+    successor: AdvertBody,
+}
+
 /// Senders beyond this many are forgotten, stalest first, so a flood of
 /// authenticated but bogus node ids cannot grow memory without bound.
 const MAX_PEERS: usize = 1024;
@@ -368,6 +386,9 @@ pub struct Election {
     stopped: bool,
     /// Set while a master waits for its successor (drain or shutdown).
     handing_over: bool,
+    /// Set while a master that heard a better master (or its successor) keeps
+    /// the VIPs for [`STEP_DOWN_LINGER`] before it lets go.
+    stepping_down: Option<StepDown>,
     peers: HashMap<u64, Peer>,
     /// The master this backup follows, if any.
     followed_master: Option<u64>,
@@ -395,6 +416,7 @@ impl Election {
             shutting_down: false,
             stopped: false,
             handing_over: false,
+            stepping_down: None,
             peers: HashMap::new(),
             followed_master: None,
             timers: [None; 4],
@@ -468,7 +490,9 @@ impl Election {
         }
         if self.due(Timer::Handover, now) {
             self.clear_timer(Timer::Handover);
-            if self.state == State::Master && self.handing_over {
+            if let Some(step) = self.stepping_down.take() {
+                self.release_to_backup(now, step.reason, Some(&step.successor));
+            } else if self.state == State::Master && self.handing_over {
                 self.release_to_backup(now, Reason::HandoverTimeout, None);
             }
         }
@@ -527,6 +551,7 @@ impl Election {
                     self.actions.push_back(Action::ReleaseVips);
                 }
                 self.handing_over = false;
+                self.stepping_down = None;
                 self.clear_timer(Timer::Handover);
                 self.clear_timer(Timer::MasterDown);
                 self.clear_timer(Timer::Preempt);
@@ -560,7 +585,10 @@ impl Election {
         self.promotion = None;
         self.clear_timer(Timer::MasterDown);
         self.clear_timer(Timer::Preempt);
-        if self.state == State::Master && self.has_successor(now) {
+        if self.stepping_down.is_some() {
+            // The linger timer releases, then finishes the shutdown.
+            self.send_advert(now);
+        } else if self.state == State::Master && self.has_successor(now) {
             self.start_handover(now);
         } else {
             if self.state == State::Master {
@@ -771,6 +799,9 @@ impl Election {
     }
 
     fn master_meets_master(&mut self, now: Instant, body: &AdvertBody) {
+        if self.stepping_down.is_some() {
+            return;
+        }
         let theirs = Rank::of_advert(body);
         let peer = body.node_name.clone();
         if theirs > self.rank() {
@@ -785,7 +816,18 @@ impl Election {
                 });
                 Reason::BetterMaster { peer }
             };
-            self.release_to_backup(now, reason, Some(body));
+            // Make-before-break: keep the VIPs a moment longer while the new
+            // master's claim and gratuitous ARP land; say priority 0 meanwhile.
+            let linger_until = now + STEP_DOWN_LINGER;
+            let release_at = self
+                .timer(Timer::Handover)
+                .map_or(linger_until, |t| t.min(linger_until));
+            self.stepping_down = Some(StepDown {
+                reason,
+                successor: body.clone(),
+            });
+            self.set_timer(Timer::Handover, release_at);
+            self.send_advert(now);
         } else {
             self.counters.other_master_heard += 1;
             self.notice(Notice::OtherMasterHeard {
@@ -817,7 +859,10 @@ impl Election {
         self.promotion = None;
         self.clear_timer(Timer::MasterDown);
         self.clear_timer(Timer::Preempt);
-        if self.state == State::Master {
+        if self.state == State::Master && self.stepping_down.is_some() {
+            // Already on the way out; the linger timer finishes the job.
+            self.send_advert(now);
+        } else if self.state == State::Master {
             if successor {
                 self.start_handover(now);
             } else {
@@ -837,7 +882,7 @@ impl Election {
             return;
         }
         self.drained = false;
-        if self.handing_over {
+        if self.handing_over && self.stepping_down.is_none() {
             self.handing_over = false;
             self.clear_timer(Timer::Handover);
         }
@@ -909,6 +954,7 @@ impl Election {
         }
         self.actions.push_back(Action::ReleaseVips);
         self.handing_over = false;
+        self.stepping_down = None;
         self.clear_timer(Timer::Handover);
         self.transition(now, State::Backup, reason);
         match successor {
@@ -1067,7 +1113,8 @@ impl Election {
         flags.set(Flags::PROMOTED, self.promotion.is_some());
         flags.set(Flags::FAULT, self.health.fault.is_some());
         flags.set(Flags::SHUTTING_DOWN, self.shutting_down);
-        let releasing = self.state == State::Master && self.handing_over;
+        let releasing =
+            self.state == State::Master && (self.handing_over || self.stepping_down.is_some());
         AdvertBody {
             group: self.cfg.group,
             priority: if releasing {
@@ -1355,7 +1402,12 @@ mod tests {
             .any(|b| b.flags.contains(Flags::MASTER)));
         assert_eq!(e.state(), State::Master);
         e.handle_advert(t, &advert(3, 200, Flags::MASTER));
-        let actions = drain(&mut e);
+        let mut actions = drain(&mut e);
+        assert!(
+            !has(&actions, &Action::ReleaseVips),
+            "keeps the VIPs while the new master's GARP lands"
+        );
+        actions.extend(run_to(&mut e, t + STEP_DOWN_LINGER));
         assert!(has(&actions, &Action::ReleaseVips));
         assert_eq!(e.state(), State::Backup);
     }
@@ -1381,7 +1433,15 @@ mod tests {
         assert_eq!(e.state(), State::Master);
         // The successor's first advert as master completes the handover.
         e.handle_advert(t + Duration::from_millis(3), &advert(2, 100, Flags::MASTER));
-        let actions = drain(&mut e);
+        let mut actions = drain(&mut e);
+        assert!(
+            !has(&actions, &Action::ReleaseVips),
+            "keeps the VIPs while the new master's GARP lands"
+        );
+        actions.extend(run_to(
+            &mut e,
+            t + Duration::from_millis(3) + STEP_DOWN_LINGER,
+        ));
         assert!(has(&actions, &Action::ReleaseVips));
         assert_eq!(e.state(), State::Backup);
         assert_eq!(
@@ -1436,7 +1496,12 @@ mod tests {
         let mut later = advert(9, 200, Flags::MASTER | Flags::PROMOTED);
         later.promote_epoch = epoch + 1;
         e.handle_advert(t + I, &later);
-        let actions = drain(&mut e);
+        let mut actions = drain(&mut e);
+        assert!(
+            !has(&actions, &Action::ReleaseVips),
+            "keeps the VIPs while the new master's GARP lands"
+        );
+        actions.extend(run_to(&mut e, t + I + STEP_DOWN_LINGER));
         assert!(has(&actions, &Action::ReleaseVips));
         assert!(!e.is_promoted());
     }
@@ -1539,7 +1604,15 @@ mod tests {
             "waits for the successor"
         );
         e.handle_advert(t + Duration::from_millis(2), &advert(2, 100, Flags::MASTER));
-        let actions = drain(&mut e);
+        let mut actions = drain(&mut e);
+        assert!(
+            !has(&actions, &Action::ReleaseVips),
+            "keeps the VIPs while the new master's GARP lands"
+        );
+        actions.extend(run_to(
+            &mut e,
+            t + Duration::from_millis(2) + STEP_DOWN_LINGER,
+        ));
         assert!(has(&actions, &Action::ReleaseVips));
         assert!(has(&actions, &Action::ShutdownComplete));
         assert!(e.poll_timeout().is_none());
