@@ -728,7 +728,7 @@ fn probe_loop(
                 break;
             }
             let t = Instant::now();
-            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             let p = &buf[..n as usize];
@@ -1947,7 +1947,7 @@ fn render(r: &Value, out: &mut String) {
                             find(&r["cases"], "vipd", Some(i)).and_then(|x| f(&x[key], "median"));
                         match (vm, f(s, "median")) {
                             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-                            (Some(a), Some(_)) if a == 0.0 => "0/0".into(),
+                            (Some(0.0), Some(_)) => "0/0".into(),
                             _ => "-".into(),
                         }
                     } else {

@@ -28,7 +28,7 @@
 //! witness probe, tracked-interface lookups) are tasks of their own that send
 //! results to the instance task over an unbounded channel; the instance folds them
 //! into a [`Tracker`] and hands the result to `handle_health`. Sync-group members
-//! see each other's own faults through a watch channel in `Shared`. Notify hooks
+//! see each other's own faults and weights through a watch channel in `Shared`. Notify hooks
 //! go to the instance's [`Notifier`] queue. So neither a hanging script nor a
 //! hanging hook ever stands between the instance task and its next advert.
 
@@ -52,7 +52,7 @@ use crate::control::{
     TransitionStatus, VipStatus,
 };
 use crate::election::{Action, Command, CommandError, Election, ElectionConfig, Notice, State};
-use crate::health::{self, CheckEvent, Tracker};
+use crate::health::{self, CheckEvent, SyncEntry, Tracker};
 use crate::netlink::{self, NetEvent, Netlink, NetlinkError};
 use crate::notify::Notifier;
 use crate::transport::{Channel, Datagram, Endpoint, SendError, TransportError, Transports};
@@ -268,7 +268,7 @@ struct Shared {
     states: Mutex<BTreeMap<String, State>>,
     /// Instance name → its own fault (not counting sync-group faults), for the
     /// other members of its sync group.
-    sync: watch::Sender<BTreeMap<String, Option<String>>>,
+    sync: watch::Sender<BTreeMap<String, SyncEntry>>,
 }
 
 impl Shared {
@@ -943,7 +943,7 @@ async fn look_up_links(
 /// The health inputs of an instance task besides the netlink events.
 struct InstanceInputs {
     check_rx: mpsc::UnboundedReceiver<CheckEvent>,
-    sync_rx: watch::Receiver<BTreeMap<String, Option<String>>>,
+    sync_rx: watch::Receiver<BTreeMap<String, SyncEntry>>,
 }
 
 struct Instance {
@@ -961,7 +961,7 @@ struct Instance {
     checks: Vec<JoinHandle<()>>,
     notifier: Notifier,
     /// The own fault last published to the sync board (`None`: not yet).
-    published_fault: Option<Option<String>>,
+    published_fault: Option<SyncEntry>,
     link_up: bool,
     /// Claimed and not released since (the daemon's view).
     claimed: bool,
@@ -1074,7 +1074,7 @@ impl Instance {
     fn apply_health(&mut self, now: Instant) {
         self.election.handle_health(now, self.health.health());
         if self.cfg.sync_group.is_some() {
-            let own = self.health.own_fault();
+            let own = self.health.sync_entry();
             if self.published_fault.as_ref() != Some(&own) {
                 self.published_fault = Some(own.clone());
                 let name = self.cfg.name.clone();
@@ -1092,21 +1092,30 @@ impl Instance {
 
     /// A member of the sync group changed: fault while any other member is in
     /// fault of its own.
-    fn on_sync_board(&mut self, now: Instant, board: &BTreeMap<String, Option<String>>) {
+    fn on_sync_board(&mut self, now: Instant, board: &BTreeMap<String, SyncEntry>) {
         let Some(group) = &self.cfg.sync_group else {
             return;
         };
-        let fault = group
-            .instances
-            .iter()
-            .filter(|m| **m != self.cfg.name)
-            .find_map(|m| {
-                board
-                    .get(m)
-                    .and_then(|f| f.as_ref())
-                    .map(|why| format!("sync group {}: member {m} is in fault ({why})", group.name))
-            });
+        let others = || group.instances.iter().filter(|m| **m != self.cfg.name);
+        let fault = others().find_map(|m| {
+            board
+                .get(m)
+                .and_then(|e| e.fault.as_ref())
+                .map(|why| format!("sync group {}: member {m} is in fault ({why})", group.name))
+        });
+        let weights = others()
+            .filter_map(|m| {
+                let w = board.get(m)?.weight;
+                (w != 0).then(|| {
+                    (
+                        w,
+                        format!("sync group {}: member {m} weighs {w:+}", group.name),
+                    )
+                })
+            })
+            .collect();
         self.health.set_sync_fault(fault);
+        self.health.set_sync_weights(weights);
         self.apply_health(now);
     }
 

@@ -372,6 +372,17 @@ pub struct Tracker {
     link_down: Option<String>,
     quorum_fault: Option<String>,
     sync_fault: Option<String>,
+    /// The other sync-group members' own weights, each with its reason.
+    sync_weights: Vec<(i32, String)>,
+}
+
+/// What one sync-group member tells the others: its own fault and the sum of
+/// its own health weights. Members add each other's weights to their priority,
+/// so a weight that moves one member's VIPs moves the whole group's alike.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncEntry {
+    pub fault: Option<String>,
+    pub weight: i32,
 }
 
 impl Tracker {
@@ -398,6 +409,7 @@ impl Tracker {
             link_down: None,
             quorum_fault: None,
             sync_fault: None,
+            sync_weights: Vec::new(),
         }
     }
 
@@ -501,6 +513,20 @@ impl Tracker {
         self.sync_fault = why;
     }
 
+    /// The other members' own weights (see [`SyncEntry`]).
+    pub fn set_sync_weights(&mut self, weights: Vec<(i32, String)>) {
+        self.sync_weights = weights;
+    }
+
+    /// What this instance tells its sync group: its own fault and own weights,
+    /// never what it took from the group (that would latch the group).
+    pub fn sync_entry(&self) -> SyncEntry {
+        SyncEntry {
+            fault: self.own_fault(),
+            weight: self.own_weights().iter().map(|(w, _)| *w).sum(),
+        }
+    }
+
     /// Every fault but the sync group's: what this instance tells its group.
     pub fn own_fault(&self) -> Option<String> {
         let mut faults: Vec<String> = Vec::new();
@@ -552,6 +578,13 @@ impl Tracker {
 
     /// Each priority contribution with its reason.
     fn weights(&self) -> Vec<(i32, String)> {
+        let mut out = self.own_weights();
+        out.extend(self.sync_weights.iter().cloned());
+        out
+    }
+
+    /// This instance's own priority contributions, without the sync group's.
+    fn own_weights(&self) -> Vec<(i32, String)> {
         let mut out = Vec::new();
         for (script, counted) in &self.scripts {
             match (script.weight, counted.good) {

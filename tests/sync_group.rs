@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::fs;
 use std::time::Duration;
 
 use common::*;
@@ -69,6 +70,62 @@ fn node(name: &str, priority: u8, outside_vip: &str, inside_vip: &str, synced: b
         ];
     }
     n
+}
+
+/// Weights are shared too: a track file on `inside` alone lowers both members,
+/// so with preempt both VIPs move to n2 and come back together.
+#[test]
+fn sync_group_members_share_weights_and_move_together() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new("syncw");
+    let file = scratch.path("inside.weight");
+    fs::write(&file, "0\n").expect("write weight file");
+    let lab = Lab::new("syncw", 2);
+    add_second_link(&lab);
+    let outside = lab.vip4(0);
+    let inside = "192.168.77.200/24".to_owned();
+    let mut n1 = node("n1", 150, &outside, &inside, true);
+    n1.instances[1].extra = vec![
+        "[[instance.track_file]]".into(),
+        format!("path = {file:?}"),
+        "interval = \"100ms\"".into(),
+    ];
+    let d1 = Daemon::start(lab.node(1), n1);
+    let _d2 = Daemon::start(lab.node(2), node("n2", 100, &outside, &inside, true));
+    wait_until("n1 alone holds both VIPs", Duration::from_secs(20), || {
+        holders(&lab, "eth0", &outside) == [1] && holders(&lab, "eth1", &inside) == [1]
+    });
+    // inside: 150 - 100 = 50 < 100; outside takes the same -100 from the group.
+    fs::write(&file, "-100\n").expect("write weight file");
+    let took = wait_until("n2 alone holds both VIPs", Duration::from_secs(5), || {
+        holders(&lab, "eth0", &outside) == [2] && holders(&lab, "eth1", &inside) == [2]
+    });
+    eprintln!(
+        "[syncw] wrote -100 on inside: both VIPs on n2 after {} ms",
+        ms(took)
+    );
+    // `outside` has no check of its own: its priority carries inside's weight.
+    let status = d1.status_json().expect("status --json");
+    let outside_status = &status["instances"][0];
+    assert_eq!(outside_status["effective_priority"], 50, "{status:#}");
+    assert!(
+        outside_status["priority_reasons"]
+            .to_string()
+            .contains("sync group router: member inside weighs -100"),
+        "{status:#}"
+    );
+    fs::write(&file, "0\n").expect("write weight file");
+    let took = wait_until(
+        "n1 alone holds both VIPs again",
+        Duration::from_secs(5),
+        || holders(&lab, "eth0", &outside) == [1] && holders(&lab, "eth1", &inside) == [1],
+    );
+    eprintln!(
+        "[syncw] wrote 0: both VIPs back on n1 after {} ms",
+        ms(took)
+    );
 }
 
 fn run(tag: &str, synced: bool) {
