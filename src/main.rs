@@ -81,6 +81,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The daemon's errors belong in its log (the journal); a CLI command's on
+    // the terminal, once.
+    let is_daemon = matches!(cli.command, Cmd::Run(_));
     let result = runtime.block_on(async {
         match cli.command {
             Cmd::Run(args) => run(args.config).await,
@@ -95,8 +98,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("vipd: {e:#}");
+            if is_daemon {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("vipd: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
