@@ -67,10 +67,11 @@ fn main() -> ExitCode {
         return check(&args.config);
     }
 
-    // Two workers: an instance's advert path never waits behind a control
-    // connection or a netlink round trip on the other.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: every task only awaits (netlink, sockets, child processes),
+    // nothing blocks, so a second worker would only add cross-thread wake-ups,
+    // memory and CPU at 100 adverts a second. Blocking work (file writes) goes to
+    // tokio's blocking pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .thread_name("vipd")
         .enable_all()
         .build()
