@@ -83,7 +83,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::wire::{AdvertBody, Flags};
+use crate::wire::{cs_to_duration, AdvertBody, Flags};
 
 /// Everything the election needs to know about its own instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1165,7 +1165,7 @@ pub fn skew_time(priority: u8, interval: Duration) -> Duration {
 /// The advert interval a peer claims; 0 on the wire is rejected by the decoder,
 /// but clamp anyway so a zero can never make a peer look alive forever or never.
 fn interval_of(body: &AdvertBody) -> Duration {
-    Duration::from_millis(u64::from(body.interval_cs.max(1)) * 10)
+    cs_to_duration(body.interval_cs.max(1))
 }
 
 /// Centiseconds for the wire, clamped to what VRRPv3's 12 bits can say.
