@@ -2,17 +2,26 @@
 //!
 //! # Layout
 //!
+//! Each folder owns one concern; its module doc says what it owns and what it
+//! may not touch.
+//!
 //! - [`wire`]: the advert packet: byte layout, HMAC authentication, replay guard.
-//! - [`election`]: the election rules, a sans-IO state machine (no sockets, no clock reads).
-//! - [`config`]: the TOML schema, parsing and validation with file:line:column errors.
-//! - [`transport`]: multicast/unicast UDP sockets that carry adverts (TTL 255 enforced).
+//! - [`election`]: every election rule, a sans-IO state machine (no sockets, no
+//!   clock reads): the rules doc, the peer table and liveness, the timers.
+//! - [`config`]: the TOML schema, validation split by table with file:line:column
+//!   diagnostics, and the checks against this host.
+//! - [`net`]: the host's network stack: advert sockets (`transport`), addresses
+//!   and links (`netlink`), gratuitous ARP / unsolicited NA (`announce`).
 //! - [`health`]: track scripts, interfaces and files, the split-brain guard and
-//!   sync groups, folded into the election's `Health`.
-//! - [`notify`]: notify hooks run on each transition, in order, under a timeout.
-//! - [`netlink`]: claim, release, list and watch VIPs through rtnetlink.
-//! - [`announce`]: gratuitous ARP and unsolicited neighbour advertisements.
-//! - [`control`]: the control-socket protocol (JSON lines) behind `vipd status`, `drain`, ...
-//! - [`daemon`]: the tokio driver: sockets, timers and signals in; election actions out.
+//!   sync groups, folded into the election's `Health`; notify hooks (`notify`).
+//! - [`control`]: the control socket behind `vipd status`, `drain`, ...: the
+//!   protocol, the server, the client and the status rendering.
+//! - [`daemon`]: the tokio driver and the only place that reads the clock or owns
+//!   tasks: `run`, the supervisor of instances, the instance loop (one `now` per
+//!   wake-up), the VIP worker, the reload plan and the state directory.
+//!
+//! The binary (`src/main.rs`, `src/cli.rs`) is the edge: clap, tracing set-up,
+//! `anyhow` for errors, and the control commands' output.
 //!
 //! # The drive-loop contract
 //!
@@ -20,13 +29,10 @@
 //! `poll_action()` until it returns `None`, carries out each action in order, then
 //! sleeps until `poll_timeout()` (or the next input) before feeding it again.
 
-pub mod announce;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod election;
 pub mod health;
-pub mod netlink;
-pub mod notify;
-pub mod transport;
+pub mod net;
 pub mod wire;

@@ -33,6 +33,14 @@
 //! A node's *own* fault (everything but the sync-group fault) is what it publishes
 //! to its sync group; publishing the sync-group fault too would latch the group in
 //! fault for ever.
+//!
+//! [`notify`] runs the operator's hooks on each transition, in order, under a
+//! timeout; it shares [`run_command`] with the track scripts.
+//!
+//! What it may not touch: the election (it only produces `Health`), sockets that
+//! carry adverts, and the VIPs themselves.
+
+pub mod notify;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};

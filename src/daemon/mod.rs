@@ -45,7 +45,7 @@ use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::announce::Announcer;
+use crate::net::announce::Announcer;
 use crate::config::{self, AnnounceConfig, Config, ConfigError, InstanceConfig, Vip};
 use crate::control::{
     self, ControlError, InstanceStatus, MasterStatus, Outcome, PeerStatus, Request, Response,
@@ -53,9 +53,9 @@ use crate::control::{
 };
 use crate::election::{Action, Command, CommandError, Election, ElectionConfig, Notice, State};
 use crate::health::{self, CheckEvent, SyncEntry, Tracker};
-use crate::netlink::{self, NetEvent, Netlink, NetlinkError};
-use crate::notify::Notifier;
-use crate::transport::{Channel, Datagram, Endpoint, SendError, TransportError, Transports};
+use crate::net::netlink::{self, NetEvent, Netlink, NetlinkError};
+use crate::health::notify::Notifier;
+use crate::net::transport::{Channel, Datagram, Endpoint, SendError, TransportError, Transports};
 use crate::wire::{self, Advert, Flags, ReplayGuard};
 
 /// Auth and decode failures are logged at most once per source per this long.

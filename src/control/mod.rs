@@ -600,8 +600,7 @@ fn authorize(stream: &UnixStream, own_uid: u32, allowed_group: Option<Gid>) -> R
 /// The peer's supplementary groups as the kernel recorded them at connect
 /// (SO_PEERGROUPS, Linux 4.13+): exact, and no group-database lookup that could
 /// block on NSS.
-fn peer_groups(stream: &UnixStream) -> io::Result<Vec<nix::libc::gid_t>> {
-    use nix::libc;
+fn peer_groups(stream: &UnixStream) -> io::Result<Vec<libc::gid_t>> {
     use std::os::fd::AsRawFd;
     // Not exported by the libc crate for every target; the value is from
     // include/uapi/asm-generic/socket.h (sparc has its own).

@@ -13,7 +13,6 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use nix::libc;
 use pnet_datalink::MacAddr;
 use pnet_packet::arp::{ArpHardwareTypes, ArpOperations, MutableArpPacket};
 use pnet_packet::ethernet::{EtherTypes, MutableEthernetPacket};
@@ -327,8 +326,8 @@ mod tests {
     use pnet_packet::ipv6::Ipv6Packet;
     use pnet_packet::Packet;
 
-    use crate::netlink::tests::{in_netns, raw_handle, veth_pair};
-    use crate::netlink::Netlink;
+    use crate::net::netlink::tests::{in_netns, raw_handle, veth_pair};
+    use crate::net::netlink::Netlink;
 
     const MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
     const VIP4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -437,7 +436,7 @@ mod tests {
 
     /// A packet socket capturing every frame on `ifindex`.
     fn capture(ifindex: u32) -> Socket {
-        const ETH_P_ALL: u16 = 0x0003;
+        const ETH_P_ALL: u16 = libc::ETH_P_ALL as u16;
         let socket = Socket::new(
             Domain::PACKET,
             Type::RAW,
@@ -595,7 +594,7 @@ mod tests {
             let nl = Netlink::connect().unwrap();
             let (a, _) = veth_pair(&nl, "vipd-a", "vipd-b").await;
             let announcer = Announcer::open(a.index, "vipd-a").unwrap();
-            crate::netlink::tests::set_down(&nl, a.index).await;
+            crate::net::netlink::tests::set_down(&nl, a.index).await;
             let err = announcer.announce(IpAddr::V4(VIP4)).unwrap_err();
             assert!(matches!(err, AnnounceError::Send { .. }), "{err:?}");
             assert_eq!(err.to_string(), "announcing 192.0.2.10 on vipd-a");

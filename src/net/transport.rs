@@ -40,7 +40,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use nix030::sys::socket::{self as nixsock, ControlMessageOwned, MsgFlags, SockaddrStorage};
+use nix::sys::socket::{self as nixsock, ControlMessageOwned, MsgFlags, SockaddrStorage};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
@@ -54,9 +54,6 @@ pub const REQUIRED_TTL: u8 = 255;
 /// How many received datagrams may wait for a busy instance before more are dropped.
 const INBOX_CAPACITY: usize = 256;
 
-/// `EADDRNOTAVAIL`: IPv6 on a fresh link has no usable source address until the
-/// link-local address finished DAD.
-const EADDRNOTAVAIL: i32 = 99;
 
 /// What went wrong opening or using a socket, naming the interface and address.
 #[derive(Debug, Error)]
@@ -346,7 +343,7 @@ impl AdvertSender for SocketSender {
                         .fetch_add(1, Ordering::Relaxed);
                     result = Err(SendError::WouldBlock);
                 }
-                Err(e) if e.raw_os_error() == Some(EADDRNOTAVAIL) => {
+                Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
                     result = Err(SendError::AddressNotReady);
                 }
                 Err(source) => {
@@ -513,20 +510,20 @@ fn register(socket: Socket) -> io::Result<AsyncFd<Socket>> {
 fn set_multicast_if_v4_index(socket: &Socket, ifindex: u32) -> io::Result<()> {
     let index = i32::try_from(ifindex)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface index out of range"))?;
-    let mreqn = nix030::libc::ip_mreqn {
-        imr_multiaddr: nix030::libc::in_addr { s_addr: 0 },
-        imr_address: nix030::libc::in_addr { s_addr: 0 },
+    let mreqn = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr { s_addr: 0 },
+        imr_address: libc::in_addr { s_addr: 0 },
         imr_ifindex: index,
     };
     // SAFETY: passes a valid, initialised `ip_mreqn` and its exact size; the
     // kernel only reads it during the call.
     let rc = unsafe {
-        nix030::libc::setsockopt(
+        libc::setsockopt(
             socket.as_raw_fd(),
-            nix030::libc::IPPROTO_IP,
-            nix030::libc::IP_MULTICAST_IF,
+            libc::IPPROTO_IP,
+            libc::IP_MULTICAST_IF,
             std::ptr::from_ref(&mreqn).cast(),
-            size_of::<nix030::libc::ip_mreqn>() as nix030::libc::socklen_t,
+            size_of::<libc::ip_mreqn>() as libc::socklen_t,
         )
     };
     if rc == 0 {
@@ -544,7 +541,7 @@ struct Received {
 }
 
 fn recv_one(socket: &Socket, buf: &mut [u8]) -> io::Result<Received> {
-    let mut cmsg = nix030::cmsg_space!(nix030::libc::c_int, nix030::libc::c_int);
+    let mut cmsg = nix::cmsg_space!(libc::c_int, libc::c_int);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = nixsock::recvmsg::<SockaddrStorage>(
         socket.as_raw_fd(),

@@ -42,12 +42,10 @@ use thiserror::Error;
 /// then nothing is ever listed as marked.
 pub const VIPD_ADDRESS_PROTO: u8 = 0x76;
 
-/// `ENODEV`: the kernel's answer for an unknown interface name or index.
-const ENODEV: i32 = 19;
-/// `EADDRNOTAVAIL`: the kernel's answer for deleting an absent address.
-const EADDRNOTAVAIL: i32 = 99;
-/// `EEXIST`: the address is already there.
-const EEXIST: i32 = 17;
+// The kernel's answers this module tells apart: ENODEV for an unknown interface
+// name or index, EADDRNOTAVAIL for deleting an absent address, EEXIST for adding
+// one that is already there.
+use libc::{EADDRNOTAVAIL, EEXIST, ENODEV};
 
 /// Receive buffer for the watch socket; a burst of link or address changes
 /// (hundreds of interfaces going down at once) must not overflow it.
@@ -584,7 +582,7 @@ pub(crate) mod tests {
             // vipd does not enable.
             // SAFETY: unshare(2) touches no memory of ours; it only moves this
             // thread into a new network namespace.
-            let rc = unsafe { nix::libc::unshare(nix::libc::CLONE_NEWNET) };
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
             assert_eq!(
                 rc,
                 0,
