@@ -45,16 +45,16 @@ use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::net::announce::Announcer;
 use crate::config::{self, AnnounceConfig, Config, ConfigError, InstanceConfig, Vip};
 use crate::control::{
     self, ControlError, InstanceStatus, MasterStatus, Outcome, PeerStatus, Request, Response,
     TransitionStatus, VipStatus,
 };
 use crate::election::{Action, Command, CommandError, Election, ElectionConfig, Notice, State};
-use crate::health::{self, CheckEvent, SyncEntry, Tracker};
-use crate::net::netlink::{self, NetEvent, Netlink, NetlinkError};
 use crate::health::notify::Notifier;
+use crate::health::{self, CheckEvent, SyncEntry, Tracker};
+use crate::net::announce::Announcer;
+use crate::net::netlink::{self, NetEvent, Netlink, NetlinkError};
 use crate::net::transport::{Channel, Datagram, Endpoint, SendError, TransportError, Transports};
 use crate::wire::{self, Advert, Flags, ReplayGuard};
 

@@ -54,7 +54,6 @@ pub const REQUIRED_TTL: u8 = 255;
 /// How many received datagrams may wait for a busy instance before more are dropped.
 const INBOX_CAPACITY: usize = 256;
 
-
 /// What went wrong opening or using a socket, naming the interface and address.
 #[derive(Debug, Error)]
 pub enum TransportError {

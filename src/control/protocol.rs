@@ -1,0 +1,188 @@
+//! The messages on the control socket: one JSON object per line, each way.
+//!
+//! What it owns: the request and response types, their serde form, the
+//! protocol version and size limits, and the parsing of one request line.
+//! What it may not touch: sockets (that is [`super::server`] and
+//! [`super::client`]) and the daemon's state (the daemon fills the status types).
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::election::State;
+
+/// Bumped on any incompatible change to the messages below.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Requests longer than this are refused: no legitimate request comes close.
+pub const MAX_REQUEST_LEN: usize = 64 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestEnvelope {
+    pub version: u32,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// What a client asks. `instances` empty means every instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Request {
+    Status,
+    Drain {
+        #[serde(default)]
+        instances: Vec<String>,
+        #[serde(default)]
+        force: bool,
+    },
+    Undrain {
+        #[serde(default)]
+        instances: Vec<String>,
+    },
+    Promote {
+        #[serde(default)]
+        instances: Vec<String>,
+    },
+    Reload,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum Response {
+    /// The status of every instance.
+    Status {
+        node: String,
+        instances: Vec<InstanceStatus>,
+    },
+    /// Per-instance outcome of drain, undrain or promote.
+    Done { outcomes: Vec<Outcome> },
+    /// Reload applied: which instances were started, stopped, restarted or kept.
+    Reloaded { summary: String },
+    /// The request was refused or failed as a whole.
+    Error { message: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub instance: String,
+    pub ok: bool,
+    /// What happened, or why it was refused.
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub name: String,
+    pub interface: String,
+    pub group: u8,
+    pub state: State,
+    pub configured_priority: u8,
+    pub effective_priority: u8,
+    /// Why the effective priority is what it is: health weights, drained, promoted, fault.
+    pub priority_reasons: Vec<String>,
+    pub drained: bool,
+    pub promoted: bool,
+    pub fault: Option<String>,
+    pub vips: Vec<VipStatus>,
+    /// The master as this node knows it.
+    pub master: Option<MasterStatus>,
+    pub peers: Vec<PeerStatus>,
+    pub auth_failures: u64,
+    pub other_master_heard: u64,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    pub last_transition: Option<TransitionStatus>,
+    /// The master-down interval for the current master's advert interval.
+    pub master_down_interval_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipStatus {
+    pub address: String,
+    pub held: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterStatus {
+    pub name: String,
+    /// The source address of its adverts; `None` when this node is the master.
+    pub address: Option<String>,
+    pub is_self: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub node_id: u64,
+    pub address: Option<String>,
+    pub priority: u8,
+    /// Flag names: master, drained, promoted, fault, shutting-down; as last heard.
+    pub flags: Vec<String>,
+    /// What this node makes of the peer now: master, backup, fault,
+    /// shutting-down, or lost (not heard within its liveness window, whatever
+    /// its last advert said).
+    pub state: String,
+    pub alive: bool,
+    pub last_heard_ms_ago: u64,
+    pub advert_interval_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TransitionStatus {
+    pub from: State,
+    pub to: State,
+    pub reason: String,
+    /// Wall-clock time of the change, seconds since the Unix epoch.
+    pub at_unix: f64,
+    pub ms_ago: u64,
+}
+
+/// A request from a control client, with where its answer goes. The daemon
+/// receives these from [`serve`] and must answer each one (dropping the sender
+/// gives the client an error).
+pub type ControlRequest = (Request, oneshot::Sender<Response>);
+
+/// Responses longer than this are refused by [`call`]: a status of many instances
+/// with many peers stays far below it.
+pub const MAX_RESPONSE_LEN: usize = 16 * 1024 * 1024;
+
+/// Parses one request line (without its newline). The error is the message for
+/// the client: what was wrong and where.
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    /// Only the version, so that a newer client's unknown command is reported as
+    /// a version mismatch rather than as an unknown command.
+    #[derive(Deserialize)]
+    struct Probe {
+        version: Option<serde_json::Value>,
+    }
+    let probe: Probe =
+        serde_json::from_slice(line).map_err(|e| json_error("invalid request", &e))?;
+    match probe.version {
+        None => return Err("invalid request: missing field `version`".to_owned()),
+        Some(v) if v.as_u64() == Some(u64::from(PROTOCOL_VERSION)) => {}
+        Some(v) => {
+            return Err(format!(
+                "unsupported protocol version {v}; this daemon speaks version {PROTOCOL_VERSION} (is the vipd binary newer or older than the running daemon?)"
+            ))
+        }
+    }
+    serde_json::from_slice::<RequestEnvelope>(line)
+        .map(|envelope| envelope.request)
+        .map_err(|e| json_error("invalid request", &e))
+}
+
+/// "WHAT at line L column C: message", without serde_json's own position suffix.
+pub(super) fn json_error(what: &str, e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let message = text.strip_suffix(&suffix).unwrap_or(&text);
+    if e.line() == 0 {
+        format!("{what}: {message}")
+    } else {
+        format!(
+            "{what} at line {} column {}: {message}",
+            e.line(),
+            e.column()
+        )
+    }
+}

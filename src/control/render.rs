@@ -1,0 +1,516 @@
+//! What people read: the `vipd status` table, command outcomes, the progress of a
+//! `--wait`, and the exit code `vipd status` gives monitoring. Pure functions of
+//! the protocol's status types, unit-tested here.
+//!
+//! What it may not touch: sockets and the daemon; it only formats answers.
+
+use super::protocol::{InstanceStatus, Outcome};
+use crate::election::State;
+
+/// `vipd status` exits with this when an instance is in fault.
+pub const EXIT_FAULT: u8 = 2;
+/// `vipd status` exits with this when an instance knows no master.
+pub const EXIT_NO_MASTER: u8 = 3;
+
+pub fn render_outcomes(outcomes: &[Outcome]) -> String {
+    let mut out = String::new();
+    if outcomes.is_empty() {
+        out.push_str("no instances\n");
+    }
+    for o in outcomes {
+        out.push_str(&format!("{}: {}\n", o.instance, o.message));
+    }
+    out
+}
+
+/// What `--wait` waits for on each instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Goal {
+    /// After drain: some other node is master and this one no longer is.
+    OtherNodeMaster,
+    /// After promote: this node is master.
+    ThisNodeMaster,
+}
+
+impl Goal {
+    /// The new master's name, for the message, once the goal is reached.
+    pub fn reached(self, instance: &InstanceStatus, node: &str) -> Option<String> {
+        let master = instance.master.as_ref()?;
+        match self {
+            Self::OtherNodeMaster => {
+                (!master.is_self && !master.name.is_empty() && instance.state != State::Master)
+                    .then(|| master.name.clone())
+            }
+            Self::ThisNodeMaster => (master.is_self && instance.state == State::Master)
+                .then(|| format!("{node} (this node)")),
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::OtherNodeMaster => "another node to become master",
+            Self::ThisNodeMaster => "this node to become master",
+        }
+    }
+}
+/// One line on where an instance stands, for a `--wait` that timed out.
+pub fn describe_progress(instance: &InstanceStatus, node: &str) -> String {
+    let alive = instance.peers.iter().filter(|p| p.alive).count();
+    let mut out = format!(
+        "state {}, master {}, {alive} of {} peers alive",
+        instance.state,
+        master_text(instance, node),
+        instance.peers.len()
+    );
+    if instance.drained {
+        out.push_str(", drained");
+    }
+    if instance.promoted {
+        out.push_str(", promoted");
+    }
+    if let Some(fault) = &instance.fault {
+        out.push_str(&format!(", fault: {fault}"));
+    }
+    out
+}
+
+/// `vipd status`'s exit code: 2 if any instance is in fault, else 3 if any knows
+/// no master, else 0.
+pub fn health_code(instances: &[InstanceStatus]) -> u8 {
+    if instances
+        .iter()
+        .any(|i| i.state == State::Fault || i.fault.is_some())
+    {
+        EXIT_FAULT
+    } else if instances.iter().any(|i| i.master.is_none()) {
+        EXIT_NO_MASTER
+    } else {
+        0
+    }
+}
+
+pub fn master_text(instance: &InstanceStatus, node: &str) -> String {
+    match &instance.master {
+        None => "none known".to_owned(),
+        Some(m) if m.is_self => format!("{node} (this node)"),
+        Some(m) => match &m.address {
+            Some(address) => format!("{} at {address}", m.name),
+            None => m.name.clone(),
+        },
+    }
+}
+
+/// The human form of `vipd status`.
+pub fn render_status(node: &str, instances: &[InstanceStatus]) -> String {
+    let mut out = format!("node {node}\n");
+    if instances.is_empty() {
+        out.push_str("no instances\n");
+    }
+    for i in instances {
+        out.push('\n');
+        out.push_str(&render_instance(i, node));
+    }
+    out
+}
+
+pub fn render_instance(i: &InstanceStatus, node: &str) -> String {
+    let mut out = String::new();
+
+    // Header: name, interface, group, STATE, priority, conditions.
+    let mut header = format!(
+        "{}  {}  group {}  {}  priority {}",
+        i.name,
+        i.interface,
+        i.group,
+        i.state.to_string().to_uppercase(),
+        i.configured_priority
+    );
+    // The daemon may list the configured priority as a reason; it is shown already.
+    let configured = format!("configured {}", i.configured_priority);
+    let reasons: Vec<&str> = i
+        .priority_reasons
+        .iter()
+        .map(String::as_str)
+        .filter(|r| *r != configured)
+        .collect();
+    if i.effective_priority != i.configured_priority || !reasons.is_empty() {
+        header.push_str(&format!(" -> {}", i.effective_priority));
+        if !reasons.is_empty() {
+            header.push_str(&format!(" ({})", reasons.join(", ")));
+        }
+    }
+    if i.drained {
+        header.push_str("  drained");
+    }
+    if i.promoted {
+        header.push_str("  promoted");
+    }
+    if let Some(fault) = &i.fault {
+        header.push_str(&format!("  FAULT: {fault}"));
+    }
+    out.push_str(&header);
+    out.push('\n');
+
+    let mut facts = vec![("master", master_text(i, node))];
+    facts.push((
+        "last change",
+        match &i.last_transition {
+            Some(t) => format!("{} -> {} {} ago: {}", t.from, t.to, ago(t.ms_ago), t.reason),
+            None => "none since start".to_owned(),
+        },
+    ));
+    let warn = |n: u64| if n > 0 { " (!)" } else { "" };
+    facts.push((
+        "counters",
+        format!(
+            "auth failures {}{}, other master heard {}{}, adverts sent {}, received {}",
+            i.auth_failures,
+            warn(i.auth_failures),
+            i.other_master_heard,
+            warn(i.other_master_heard),
+            i.adverts_sent,
+            i.adverts_received
+        ),
+    ));
+    facts.push(("master down", interval(i.master_down_interval_ms)));
+    let width = facts.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    for (key, value) in facts {
+        out.push_str(&format!("  {:<width$} {value}\n", format!("{key}:")));
+    }
+
+    out.push('\n');
+    let mut vips = vec![vec!["VIP".to_owned(), "HELD".to_owned()]];
+    vips.extend(
+        i.vips
+            .iter()
+            .map(|v| vec![v.address.clone(), yes_no(v.held).to_owned()]),
+    );
+    out.push_str(&table(&vips, "  "));
+
+    out.push('\n');
+    if i.peers.is_empty() {
+        out.push_str("  no peers heard\n");
+    } else {
+        let mut peers = vec![[
+            "PEER",
+            "ADDRESS",
+            "PRIORITY",
+            "FLAGS",
+            "STATE",
+            "ALIVE",
+            "LAST HEARD",
+            "INTERVAL",
+        ]
+        .map(str::to_owned)
+        .to_vec()];
+        peers.extend(i.peers.iter().map(|p| {
+            vec![
+                p.name.clone(),
+                p.address.clone().unwrap_or_else(|| "-".to_owned()),
+                p.priority.to_string(),
+                if p.flags.is_empty() {
+                    "-".to_owned()
+                } else {
+                    p.flags.join(",")
+                },
+                p.state.clone(),
+                yes_no(p.alive).to_owned(),
+                format!("{} ago", ago(p.last_heard_ms_ago)),
+                interval(p.advert_interval_ms),
+            ]
+        }));
+        out.push_str(&table(&peers, "  "));
+    }
+    out
+}
+
+pub fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// Left-aligned columns two spaces apart, no trailing blanks.
+pub fn table(rows: &[Vec<String>], indent: &str) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = indent.to_owned();
+        for (cell, width) in row.iter().zip(&widths) {
+            line.push_str(&format!("{cell:<width$}  "));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A time since, for people: "0.4s", "12.3s", "5m07s", "3h02m", "2d04h".
+pub fn ago(ms: u64) -> String {
+    let s = ms / 1000;
+    match ms {
+        0..60_000 => format!("{}.{}s", s, ms % 1000 / 100),
+        60_000..3_600_000 => format!("{}m{:02}s", s / 60, s % 60),
+        3_600_000..86_400_000 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// An interval, exactly: "10ms", "1s", "1.5s", "3.002s".
+pub fn interval(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        let s = format!("{}.{:03}", ms / 1000, ms % 1000);
+        format!("{}s", s.trim_end_matches('0'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{MasterStatus, PeerStatus, TransitionStatus, VipStatus};
+
+    fn sample() -> InstanceStatus {
+        InstanceStatus {
+            name: "db".into(),
+            interface: "eth0".into(),
+            group: 51,
+            state: State::Master,
+            configured_priority: 100,
+            effective_priority: 110,
+            priority_reasons: vec!["configured 100".into(), "health weights +10".into()],
+            drained: false,
+            promoted: false,
+            fault: None,
+            vips: vec![
+                VipStatus {
+                    address: "10.0.0.10/24".into(),
+                    held: true,
+                },
+                VipStatus {
+                    address: "2001:db8::10/64".into(),
+                    held: false,
+                },
+            ],
+            master: Some(MasterStatus {
+                name: "db1".into(),
+                address: None,
+                is_self: true,
+            }),
+            peers: vec![
+                PeerStatus {
+                    name: "db2".into(),
+                    node_id: 2,
+                    address: Some("10.0.0.2".into()),
+                    priority: 100,
+                    flags: vec![],
+                    state: "backup".into(),
+                    alive: true,
+                    last_heard_ms_ago: 400,
+                    advert_interval_ms: 1000,
+                },
+                PeerStatus {
+                    name: "db3-long-name".into(),
+                    node_id: 3,
+                    address: None,
+                    priority: 0,
+                    flags: vec!["drained".into(), "shutting-down".into()],
+                    state: "shutting-down".into(),
+                    alive: false,
+                    last_heard_ms_ago: 125_000,
+                    advert_interval_ms: 1500,
+                },
+            ],
+            auth_failures: 0,
+            other_master_heard: 2,
+            adverts_sent: 1234,
+            adverts_received: 5678,
+            last_transition: Some(TransitionStatus {
+                from: State::Backup,
+                to: State::Master,
+                reason: "master down: no advert within the master-down interval".into(),
+                at_unix: 1_700_000_000.0,
+                ms_ago: 12_345,
+            }),
+            master_down_interval_ms: 3002,
+        }
+    }
+
+    #[test]
+    fn status_renders_for_people() {
+        let expected = "\
+node db1
+
+db  eth0  group 51  MASTER  priority 100 -> 110 (health weights +10)
+  master:      db1 (this node)
+  last change: backup -> master 12.3s ago: master down: no advert within the master-down interval
+  counters:    auth failures 0, other master heard 2 (!), adverts sent 1234, received 5678
+  master down: 3.002s
+
+  VIP              HELD
+  10.0.0.10/24     yes
+  2001:db8::10/64  no
+
+  PEER           ADDRESS   PRIORITY  FLAGS                  STATE          ALIVE  LAST HEARD  INTERVAL
+  db2            10.0.0.2  100       -                      backup         yes    0.4s ago    1s
+  db3-long-name  -         0         drained,shutting-down  shutting-down  no     2m05s ago   1.5s
+";
+        assert_eq!(render_status("db1", &[sample()]), expected);
+    }
+
+    #[test]
+    fn header_shows_conditions_and_other_masters() {
+        let mut i = sample();
+        i.state = State::Backup;
+        i.effective_priority = 100;
+        i.priority_reasons = vec!["configured 100".into()];
+        i.drained = true;
+        i.master = Some(MasterStatus {
+            name: "db2".into(),
+            address: Some("10.0.0.2".into()),
+            is_self: false,
+        });
+        i.last_transition = None;
+        i.peers.clear();
+        let text = render_instance(&i, "db1");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "db  eth0  group 51  BACKUP  priority 100  drained"
+        );
+        assert_eq!(lines[1], "  master:      db2 at 10.0.0.2");
+        assert_eq!(lines[2], "  last change: none since start");
+        assert_eq!(lines.last(), Some(&"  no peers heard"));
+
+        i.state = State::Fault;
+        i.fault = Some("check nginx failed".into());
+        i.effective_priority = 0;
+        i.master = None;
+        let text = render_instance(&i, "db1");
+        assert!(text.starts_with(
+            "db  eth0  group 51  FAULT  priority 100 -> 0  drained  FAULT: check nginx failed\n  master:      none known\n"
+        ), "{text}");
+    }
+
+    #[test]
+    fn exit_codes_for_monitoring() {
+        assert_eq!(health_code(&[]), 0);
+        let well = sample();
+        assert_eq!(health_code(std::slice::from_ref(&well)), 0);
+        let mut backup = sample();
+        backup.state = State::Backup;
+        backup.master = Some(MasterStatus {
+            name: "db2".into(),
+            address: None,
+            is_self: false,
+        });
+        assert_eq!(health_code(&[well.clone(), backup.clone()]), 0);
+        let mut masterless = sample();
+        masterless.state = State::Backup;
+        masterless.master = None;
+        assert_eq!(health_code(&[well.clone(), masterless.clone()]), 3);
+        let mut faulty = backup.clone();
+        faulty.state = State::Fault;
+        assert_eq!(health_code(&[well.clone(), faulty.clone()]), 2);
+        // A fault reported with another state still counts; fault wins over no master.
+        let mut fault_reason = backup;
+        fault_reason.fault = Some("link down".into());
+        assert_eq!(health_code(&[fault_reason]), 2);
+        assert_eq!(health_code(&[masterless, faulty]), 2);
+    }
+
+    #[test]
+    fn wait_conditions() {
+        let mut i = sample();
+        // We are master: neither "another node" nor done with drain.
+        assert_eq!(
+            Goal::ThisNodeMaster.reached(&i, "db1"),
+            Some("db1 (this node)".into())
+        );
+        assert_eq!(Goal::OtherNodeMaster.reached(&i, "db1"), None);
+        // Still handing over: we think the other is master but still hold the role.
+        i.master = Some(MasterStatus {
+            name: "db2".into(),
+            address: Some("10.0.0.2".into()),
+            is_self: false,
+        });
+        assert_eq!(Goal::OtherNodeMaster.reached(&i, "db1"), None);
+        i.state = State::Backup;
+        assert_eq!(Goal::OtherNodeMaster.reached(&i, "db1"), Some("db2".into()));
+        assert_eq!(Goal::ThisNodeMaster.reached(&i, "db1"), None);
+        // No master known, or a nameless one: not yet.
+        i.master = None;
+        assert_eq!(Goal::OtherNodeMaster.reached(&i, "db1"), None);
+        i.master = Some(MasterStatus {
+            name: String::new(),
+            address: None,
+            is_self: false,
+        });
+        assert_eq!(Goal::OtherNodeMaster.reached(&i, "db1"), None);
+        // Master state but the status does not (yet) name us: not yet.
+        i.state = State::Master;
+        assert_eq!(Goal::ThisNodeMaster.reached(&i, "db1"), None);
+    }
+
+    #[test]
+    fn progress_says_what_was_seen() {
+        let mut i = sample();
+        i.drained = true;
+        assert_eq!(
+            describe_progress(&i, "db1"),
+            "state master, master db1 (this node), 1 of 2 peers alive, drained"
+        );
+    }
+
+    #[test]
+    fn outcomes_render_one_per_line() {
+        let outcomes = vec![
+            Outcome {
+                instance: "db".into(),
+                ok: true,
+                message: "drained: ineligible; a master hands its VIPs over".into(),
+            },
+            Outcome {
+                instance: "web".into(),
+                ok: false,
+                message: "refused: this node is in fault (x)".into(),
+            },
+        ];
+        assert_eq!(
+            render_outcomes(&outcomes),
+            "db: drained: ineligible; a master hands its VIPs over\nweb: refused: this node is in fault (x)\n"
+        );
+        assert_eq!(render_outcomes(&[]), "no instances\n");
+    }
+
+    #[test]
+    fn times_for_people() {
+        assert_eq!(ago(0), "0.0s");
+        assert_eq!(ago(400), "0.4s");
+        assert_eq!(ago(12_345), "12.3s");
+        assert_eq!(ago(59_999), "59.9s");
+        assert_eq!(ago(60_000), "1m00s");
+        assert_eq!(ago(3_599_999), "59m59s");
+        assert_eq!(ago(3_600_000), "1h00m");
+        assert_eq!(ago(90_000_000), "1d01h");
+        assert_eq!(interval(10), "10ms");
+        assert_eq!(interval(1000), "1s");
+        assert_eq!(interval(1500), "1.5s");
+        assert_eq!(interval(3002), "3.002s");
+        assert_eq!(interval(40_950), "40.95s");
+    }
+}
