@@ -622,14 +622,14 @@ os.setgid(gid)
 os.setuid(uid)
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 try:
-s.connect(path)
+    s.connect(path)
 except PermissionError:
-print("EACCES")
-sys.exit(0)
+    print("EACCES")
+    sys.exit(0)
 try:
-s.sendall(b'{"version":1,"command":"status"}\n')
+    s.sendall(b'{"version":1,"command":"status"}\n')
 except BrokenPipeError:
-pass
+    pass
 sys.stdout.write(s.makefile("rb").readline().decode())
 "#;
     let groups: Vec<String> = groups.iter().map(u32::to_string).collect();

@@ -1,0 +1,542 @@
+//! One instance task: owns its [`Election`] and drives it (the crate's
+//! drive-loop contract). Adverts, control messages, netlink events, health
+//! results and sync-group changes come in; the election's actions go out as
+//! adverts on the instance's socket and as orders to its VIP worker.
+//!
+//! Each wake-up reads the clock once, from tokio (`clock::now`), and hands that
+//! `now` to every handler it runs, so a test with tokio's paused time drives the
+//! task and one wake-up never sees two times.
+//!
+//! What it may not touch: the kernel's addresses (its VIP worker does that, off
+//! the advert path), other instances (only through the sync board), and any
+//! rule of the election (it feeds inputs and carries out actions).
+
+mod status;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::supervisor::Shared;
+use super::vips::{Held, VipOp};
+use super::{error_chain, AUTH_WARN_EVERY, SHUTDOWN_SLACK};
+use crate::config::{InstanceConfig, Vip};
+use crate::control::InstanceStatus;
+use crate::election::{Action, Command, CommandError, Election, Notice, State};
+use crate::health::notify::Notifier;
+use crate::health::{CheckEvent, SyncEntry, Tracker};
+use crate::net::netlink::{NetEvent, Netlink};
+use crate::net::transport::{Channel, Datagram, SendError};
+use crate::wire::{self, Advert, Flags, ReplayGuard};
+
+/// The daemon's clock: tokio's, as a std `Instant` for the election.
+mod clock {
+    use std::time::Instant;
+
+    pub(super) fn now() -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
+/// A message from the supervisor to an instance task.
+#[derive(Debug)]
+pub(crate) enum InstanceMsg {
+    Command(Command, oneshot::Sender<Result<(), CommandError>>),
+    Status(oneshot::Sender<InstanceStatus>),
+    /// The watchdog asks: are you turning?
+    Ping(oneshot::Sender<()>),
+    Shutdown,
+}
+
+/// What woke the instance task.
+enum Wake {
+    Datagram(Datagram),
+    Timer,
+    Message(InstanceMsg),
+    /// The supervisor dropped its sender: shut down.
+    SupervisorGone,
+    Net(NetEvent),
+    Link(bool),
+    Check(CheckEvent),
+    SyncBoard(BTreeMap<String, SyncEntry>),
+    /// An input closed; nothing to handle.
+    Nothing,
+}
+
+/// Reads the link state of tracked interfaces (at start, and after lost netlink
+/// notifications); a missing interface counts as down.
+pub(super) async fn look_up_links(
+    netlink: Netlink,
+    names: Vec<String>,
+    tx: mpsc::UnboundedSender<CheckEvent>,
+) {
+    for name in names {
+        let up = match netlink.link_by_name(&name).await {
+            Ok(link) => link.up,
+            Err(e) => {
+                tracing::warn!(interface = %name, error = %error_chain(&e), "tracked interface lookup failed; counting it down");
+                false
+            }
+        };
+        let _ = tx.send(CheckEvent::Interface { name, up });
+    }
+}
+
+/// The health inputs of an instance task besides the netlink events.
+pub(super) struct InstanceInputs {
+    pub(super) check_rx: mpsc::UnboundedReceiver<CheckEvent>,
+    pub(super) sync_rx: watch::Receiver<BTreeMap<String, SyncEntry>>,
+}
+
+pub(super) struct Instance {
+    pub(super) cfg: InstanceConfig,
+    pub(super) election: Election,
+    pub(super) shared: Arc<Shared>,
+    pub(super) channel: Channel,
+    pub(super) replay: ReplayGuard,
+    pub(super) ifindex: u32,
+    /// Track scripts, files, interfaces, guard and sync group → Health.
+    pub(super) health: Tracker,
+    /// For interface lookups started after an overrun.
+    pub(super) check_tx: mpsc::UnboundedSender<CheckEvent>,
+    /// The check tasks, aborted when the instance stops.
+    pub(super) checks: Vec<JoinHandle<()>>,
+    pub(super) notifier: Notifier,
+    /// The own fault last published to the sync board (`None`: not yet).
+    pub(super) published_fault: Option<SyncEntry>,
+    pub(super) link_up: bool,
+    /// Claimed and not released since (the daemon's view).
+    pub(super) claimed: bool,
+    /// node id → source address of its last accepted advert.
+    pub(super) sources: HashMap<u64, IpAddr>,
+    pub(super) auth_failures: u64,
+    pub(super) auth_warned: HashMap<IpAddr, Instant>,
+    pub(super) send_warned: Option<Instant>,
+    /// Whether the election was handing over when the last advert came in.
+    pub(super) handing_over_at_input: bool,
+    pub(super) ops: mpsc::UnboundedSender<VipOp>,
+    pub(super) held: Held,
+}
+
+/// What the VIP worker reports back to its instance.
+#[derive(Debug)]
+pub(super) enum WorkerReport {
+    LinkUp(bool),
+}
+
+impl Instance {
+    pub(super) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<InstanceMsg>,
+        mut net: broadcast::Receiver<NetEvent>,
+        mut back: mpsc::UnboundedReceiver<WorkerReport>,
+        worker: JoinHandle<()>,
+        link_up: bool,
+        inputs: InstanceInputs,
+    ) {
+        let InstanceInputs {
+            mut check_rx,
+            mut sync_rx,
+        } = inputs;
+        let name = self.cfg.name.clone();
+        sync_rx.mark_changed();
+        self.set_link(clock::now(), link_up);
+        self.drain_actions(clock::now());
+        let mut rx_open = true;
+        let mut net_open = true;
+        let mut inbox_open = true;
+        let mut back_open = true;
+        loop {
+            let deadline = self.election.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // Wait for the next input, then read the clock once: every handler
+            // of this wake-up sees the same `now` (tokio's clock, so a test with
+            // paused time drives it).
+            let wake = tokio::select! {
+                biased;
+                datagram = self.channel.inbox.recv(), if inbox_open => match datagram {
+                    Some(d) => Wake::Datagram(d),
+                    None => {
+                        tracing::error!(instance = %name, "the advert socket stopped; no more adverts are received");
+                        inbox_open = false;
+                        Wake::Nothing
+                    }
+                },
+                () = sleep => Wake::Timer,
+                msg = rx.recv(), if rx_open => match msg {
+                    Some(msg) => Wake::Message(msg),
+                    None => {
+                        rx_open = false;
+                        Wake::SupervisorGone
+                    }
+                },
+                event = net.recv(), if net_open => match event {
+                    Ok(event) => Wake::Net(event),
+                    Err(broadcast::error::RecvError::Lagged(_)) => Wake::Net(NetEvent::Overrun),
+                    Err(broadcast::error::RecvError::Closed) => {
+                        net_open = false;
+                        Wake::Nothing
+                    }
+                },
+                report = back.recv(), if back_open => match report {
+                    Some(WorkerReport::LinkUp(up)) => Wake::Link(up),
+                    None => {
+                        back_open = false;
+                        Wake::Nothing
+                    }
+                },
+                // The instance holds a sender, so this never yields None.
+                Some(event) = check_rx.recv() => Wake::Check(event),
+                Ok(()) = sync_rx.changed(), if self.cfg.sync_group.is_some() => {
+                    Wake::SyncBoard(sync_rx.borrow_and_update().clone())
+                },
+            };
+            let now = clock::now();
+            match wake {
+                Wake::Datagram(d) => self.on_datagram(now, d),
+                Wake::Timer => self.election.handle_timeout(now),
+                Wake::Message(msg) => self.on_message(now, msg),
+                Wake::SupervisorGone => self.election.handle_shutdown(now),
+                Wake::Net(event) => self.on_net_event(now, event),
+                Wake::Link(up) => self.set_link(now, up),
+                Wake::Check(event) => {
+                    self.health.on_event(event);
+                    self.apply_health(now);
+                }
+                Wake::SyncBoard(board) => self.on_sync_board(now, &board),
+                Wake::Nothing => {}
+            }
+            self.check_quorum(now);
+            if self.drain_actions(now) {
+                break;
+            }
+        }
+        for check in &self.checks {
+            check.abort();
+        }
+        self.shared
+            .sync
+            .send_if_modified(|board| board.remove(&name).is_some());
+        // The election released (the ReleaseVips is queued before this); let the
+        // worker finish its queue, bounded.
+        let _ = self.ops.send(VipOp::Stop);
+        let _ = tokio::time::timeout(SHUTDOWN_SLACK, worker).await;
+        // The stop hook runs after the VIPs are released.
+        self.notifier.stop(self.election.state());
+        self.notifier.finish(SHUTDOWN_SLACK).await;
+        tracing::info!(instance = %name, "instance stopped");
+    }
+
+    /// Hands the tracker's health to the election and tells the sync group about
+    /// this instance's own fault.
+    fn apply_health(&mut self, now: Instant) {
+        self.election.handle_health(now, self.health.health());
+        if self.cfg.sync_group.is_some() {
+            let own = self.health.sync_entry();
+            if self.published_fault.as_ref() != Some(&own) {
+                self.published_fault = Some(own.clone());
+                let name = self.cfg.name.clone();
+                self.shared.sync.send_if_modified(|board| {
+                    if board.get(&name) == Some(&own) {
+                        false
+                    } else {
+                        board.insert(name, own);
+                        true
+                    }
+                });
+            }
+        }
+    }
+
+    /// A member of the sync group changed: fault while any other member is in
+    /// fault of its own.
+    fn on_sync_board(&mut self, now: Instant, board: &BTreeMap<String, SyncEntry>) {
+        let Some(group) = &self.cfg.sync_group else {
+            return;
+        };
+        let others = || group.instances.iter().filter(|m| **m != self.cfg.name);
+        let fault = others().find_map(|m| {
+            board
+                .get(m)
+                .and_then(|e| e.fault.as_ref())
+                .map(|why| format!("sync group {}: member {m} is in fault ({why})", group.name))
+        });
+        let weights = others()
+            .filter_map(|m| {
+                let w = board.get(m)?.weight;
+                (w != 0).then(|| {
+                    (
+                        w,
+                        format!("sync group {}: member {m} weighs {w:+}", group.name),
+                    )
+                })
+            })
+            .collect();
+        self.health.set_sync_fault(fault);
+        self.health.set_sync_weights(weights);
+        self.apply_health(now);
+    }
+
+    /// With the guard's quorum on: fault unless this node hears a majority of
+    /// the group (itself included).
+    fn check_quorum(&mut self, now: Instant) {
+        let Some(total) = self
+            .cfg
+            .guard
+            .as_ref()
+            .filter(|g| g.quorum)
+            .and_then(|g| g.peers_total)
+        else {
+            return;
+        };
+        // Heard within two of its intervals: quorum is lost before a backup's
+        // master-down interval (three intervals) runs out, so a node cut off from
+        // the majority faults before it could take over (config makes backups
+        // advertise at the master's interval when quorum is on).
+        let margin = self.cfg.takeover_margin;
+        let heard = 1 + self
+            .election
+            .peers()
+            .filter(|p| {
+                !p.flags.contains(Flags::SHUTTING_DOWN)
+                    && now < p.last_heard + p.interval * 2 + margin
+            })
+            .count();
+        let need = total as usize / 2 + 1;
+        let fault = (heard < need).then(|| {
+            format!("guard: quorum lost: hears {heard} of {total} nodes (itself included), needs {need}")
+        });
+        if fault != self.health.quorum_fault() {
+            if fault.is_some() {
+                tracing::warn!(instance = %self.cfg.name, heard, total, need, "guard: quorum lost; this node may not be master");
+            } else {
+                tracing::info!(instance = %self.cfg.name, heard, total, "guard: quorum regained");
+            }
+            self.health.set_quorum_fault(fault);
+            self.apply_health(now);
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, msg: InstanceMsg) {
+        match msg {
+            InstanceMsg::Command(command, reply) => {
+                let result = self.election.handle_command(now, command);
+                if let Err(e) = &result {
+                    tracing::warn!(instance = %self.cfg.name, command = ?command, reason = %e, "operator command refused");
+                }
+                let _ = reply.send(result);
+            }
+            InstanceMsg::Status(reply) => {
+                let _ = reply.send(self.status(now));
+            }
+            InstanceMsg::Ping(reply) => {
+                let _ = reply.send(());
+            }
+            InstanceMsg::Shutdown => self.election.handle_shutdown(now),
+        }
+    }
+
+    fn on_datagram(&mut self, now: Instant, datagram: Datagram) {
+        let source = datagram.source.ip();
+        let advert = match wire::decode(&datagram.bytes, self.cfg.group, &self.cfg.auth) {
+            Ok(a) => a,
+            Err(e) => {
+                self.reject(now, source, "rejected advert (decode/authentication)", &e);
+                return;
+            }
+        };
+        if let Err(e) = self.replay.check(&advert) {
+            self.reject(now, source, "rejected advert (replay)", &e);
+            return;
+        }
+        if self.sources.len() >= 1024 && !self.sources.contains_key(&advert.body.node_id) {
+            let known: HashSet<u64> = self.election.peers().map(|p| p.node_id).collect();
+            self.sources.retain(|id, _| known.contains(id));
+        }
+        self.sources.insert(advert.body.node_id, source);
+        // While handing over, hearing the successor as master is the plan, not a
+        // split brain: its notice is logged at info, not warn.
+        self.handing_over_at_input = self.election.is_handing_over();
+        self.election.handle_advert(now, &advert.body);
+    }
+
+    fn reject(&mut self, now: Instant, source: IpAddr, what: &str, error: &wire::WireError) {
+        self.auth_failures += 1;
+        let due = self
+            .auth_warned
+            .get(&source)
+            .is_none_or(|last| now.duration_since(*last) >= AUTH_WARN_EVERY);
+        if due {
+            if self.auth_warned.len() >= 1024 {
+                self.auth_warned
+                    .retain(|_, last| now.duration_since(*last) < AUTH_WARN_EVERY);
+            }
+            self.auth_warned.insert(source, now);
+            tracing::warn!(instance = %self.cfg.name, %source, error = %error, total = self.auth_failures,
+                "{what} (logged once per source per 10 s)");
+        }
+    }
+
+    fn vip_of(&self, addr: IpAddr) -> Option<Vip> {
+        self.cfg.vips.iter().find(|v| v.addr == addr).copied()
+    }
+
+    fn on_net_event(&mut self, now: Instant, event: NetEvent) {
+        match event {
+            NetEvent::AddressRemoved { ifindex, addr } if ifindex == self.ifindex => {
+                let Some(vip) = self.vip_of(addr) else { return };
+                if let Ok(mut held) = self.held.lock() {
+                    held.insert(vip, false);
+                }
+                if self.claimed && self.election.state() == State::Master {
+                    tracing::warn!(instance = %self.cfg.name, vip = %vip,
+                        "a VIP was removed from the interface while master; claiming it again");
+                    let _ = self.ops.send(VipOp::Reclaim(Some(vip)));
+                }
+            }
+            NetEvent::Link { ifindex, up, .. } if ifindex == self.ifindex && up != self.link_up => {
+                self.set_link(now, up);
+            }
+            NetEvent::Link { ref name, up, .. } if self.health.set_interface(name, up) => {
+                self.apply_health(now);
+            }
+            NetEvent::Overrun => {
+                tracing::warn!(instance = %self.cfg.name, "netlink notifications were lost; re-checking link and VIPs");
+                let _ = self.ops.send(VipOp::CheckLink);
+                if self.health.has_tracked_interfaces() {
+                    let names = self
+                        .health
+                        .tracked_interfaces()
+                        .map(str::to_owned)
+                        .collect();
+                    self.checks.retain(|c| !c.is_finished());
+                    self.checks.push(tokio::spawn(look_up_links(
+                        self.shared.netlink.clone(),
+                        names,
+                        self.check_tx.clone(),
+                    )));
+                }
+                if self.claimed {
+                    let _ = self.ops.send(VipOp::Reclaim(None));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn set_link(&mut self, now: Instant, up: bool) {
+        let was_up = self.link_up;
+        self.link_up = up;
+        self.health
+            .set_link_down((!up).then(|| format!("interface {} is down", self.cfg.interface)));
+        if up && !was_up {
+            tracing::info!(instance = %self.cfg.name, interface = %self.cfg.interface, "interface is up");
+            // The kernel deletes IPv6 addresses on admin-down: a master claims again.
+            if self.claimed {
+                let _ = self.ops.send(VipOp::Reclaim(None));
+            }
+        } else if !up && was_up {
+            tracing::warn!(instance = %self.cfg.name, interface = %self.cfg.interface, "interface is down");
+        }
+        self.apply_health(now);
+    }
+
+    /// Carries out every queued action; true once the shutdown completed.
+    fn drain_actions(&mut self, now: Instant) -> bool {
+        let mut done = false;
+        while let Some(action) = self.election.poll_action() {
+            match action {
+                Action::SendAdvert(body) => self.send_advert(now, body),
+                Action::ClaimVips => {
+                    self.claimed = true;
+                    let _ = self.ops.send(VipOp::Claim);
+                }
+                Action::AnnounceVips => {
+                    let _ = self.ops.send(VipOp::Announce);
+                }
+                Action::ReleaseVips => {
+                    self.claimed = false;
+                    let _ = self.ops.send(VipOp::Release);
+                }
+                Action::StateChanged { from, to, reason } => {
+                    tracing::info!(instance = %self.cfg.name, %from, %to, %reason, "state change");
+                    self.shared.set_state(&self.cfg.name, Some(to));
+                    self.notifier.transition(from, to, &reason.to_string());
+                }
+                Action::Notice(notice) => self.log_notice(notice),
+                Action::ShutdownComplete => done = true,
+            }
+        }
+        done
+    }
+
+    fn send_advert(&mut self, now: Instant, body: wire::AdvertBody) {
+        let sequence = self.shared.sequence.fetch_add(1, Ordering::Relaxed) + 1;
+        let advert = Advert {
+            body,
+            boot_id: self.shared.boot_id,
+            sequence,
+        };
+        let bytes = match wire::encode(&advert, &self.cfg.auth) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(instance = %self.cfg.name, error = %e, "encoding an advert");
+                return;
+            }
+        };
+        match self.channel.sender.send(&bytes) {
+            Ok(()) => {}
+            Err(SendError::AddressNotReady) => {
+                tracing::debug!(instance = %self.cfg.name, "advert not sent: no usable source address yet (IPv6 DAD?); the next one will go");
+            }
+            Err(e) => {
+                if self
+                    .send_warned
+                    .is_none_or(|last| now.duration_since(last) >= AUTH_WARN_EVERY)
+                {
+                    self.send_warned = Some(now);
+                    tracing::warn!(instance = %self.cfg.name, error = %error_chain(&e), "advert not sent (logged at most every 10 s)");
+                }
+            }
+        }
+    }
+
+    fn log_notice(&mut self, notice: Notice) {
+        let instance = &self.cfg.name;
+        match notice {
+            Notice::OtherMasterHeard { peer, we_stay }
+                if self.handing_over_at_input && !we_stay =>
+            {
+                tracing::info!(%instance, %peer, "successor is master: handover complete")
+            }
+            Notice::OtherMasterHeard { peer, we_stay } => {
+                tracing::warn!(%instance, %peer, we_stay, "another master heard: two masters at once; resolving by rank")
+            }
+            Notice::VipSetMismatch { peer } => {
+                tracing::warn!(%instance, %peer, "peer advertises a different VIP set; check both configurations")
+            }
+            Notice::IntervalMismatch { peer, theirs, ours } => {
+                tracing::warn!(%instance, %peer, ?theirs, ?ours, "master advertises another interval than ours; following theirs")
+            }
+            Notice::DuplicateNodeId { peer } => {
+                tracing::error!(%instance, %peer, "an advert carries our own node id: two nodes share a name, or adverts loop back")
+            }
+            Notice::PromotionSuperseded { peer } => {
+                tracing::info!(%instance, %peer, "a later promotion elsewhere supersedes ours")
+            }
+            Notice::HandoverStarted => {
+                tracing::info!(%instance, "handing over: keeping the VIPs until a successor claims them")
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The instance's answer to `vipd status`: a snapshot of its election, health,
+//! VIPs and peers as the control protocol's [`InstanceStatus`].
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::Instance;
+use crate::control::{InstanceStatus, MasterStatus, PeerStatus, TransitionStatus, VipStatus};
+use crate::wire::Flags;
+
+impl Instance {
+    pub(super) fn status(&self, now: Instant) -> InstanceStatus {
+        let e = &self.election;
+        let health = e.health();
+        let mut reasons = vec![format!("configured {}", self.cfg.priority)];
+        reasons.extend(self.health.reasons());
+        if e.is_drained() {
+            reasons.push("drained: advertises priority 0".to_owned());
+        }
+        if e.is_promoted() {
+            reasons.push("promoted: outranks every unpromoted node".to_owned());
+        }
+        if let Some(f) = &health.fault {
+            reasons.push(format!("fault ({f}): advertises priority 0"));
+        }
+        let held = self.held.lock().map(|h| h.clone()).unwrap_or_default();
+        let vips = self
+            .cfg
+            .vips
+            .iter()
+            .map(|v| VipStatus {
+                address: v.to_string(),
+                held: held.get(v).copied().unwrap_or(false),
+            })
+            .collect();
+        let master_id = e.master(now);
+        let master = master_id.map(|id| {
+            if id == e.config().node_id {
+                MasterStatus {
+                    name: e.config().node_name.clone(),
+                    address: None,
+                    is_self: true,
+                }
+            } else {
+                MasterStatus {
+                    name: e
+                        .peers()
+                        .find(|p| p.node_id == id)
+                        .map_or_else(|| format!("node {id:#x}"), |p| p.name.clone()),
+                    address: self.sources.get(&id).map(ToString::to_string),
+                    is_self: false,
+                }
+            }
+        });
+        let master_interval = master_id
+            .and_then(|id| e.peers().find(|p| p.node_id == id))
+            .map_or(self.cfg.advert_interval, |p| p.interval);
+        let mut peers: Vec<PeerStatus> = e
+            .peers()
+            .map(|p| {
+                let mut flags = Vec::new();
+                for (bit, name) in [
+                    (Flags::MASTER, "master"),
+                    (Flags::DRAINED, "drained"),
+                    (Flags::PROMOTED, "promoted"),
+                    (Flags::FAULT, "fault"),
+                    (Flags::SHUTTING_DOWN, "shutting-down"),
+                ] {
+                    if p.flags.contains(bit) {
+                        flags.push(name.to_owned());
+                    }
+                }
+                let alive = e.is_alive(p, now);
+                // The flags are as last heard; the state is what we know now: a
+                // peer gone silent is not a master any more, whatever it said last.
+                let state = if p.flags.contains(Flags::SHUTTING_DOWN) {
+                    "shutting-down"
+                } else if !alive {
+                    "lost"
+                } else if p.flags.contains(Flags::FAULT) {
+                    "fault"
+                } else if p.flags.contains(Flags::MASTER) {
+                    "master"
+                } else {
+                    "backup"
+                };
+                PeerStatus {
+                    name: p.name.clone(),
+                    node_id: p.node_id,
+                    address: self.sources.get(&p.node_id).map(ToString::to_string),
+                    priority: p.priority,
+                    flags,
+                    state: state.to_owned(),
+                    alive,
+                    last_heard_ms_ago: millis(now.saturating_duration_since(p.last_heard)),
+                    advert_interval_ms: millis(p.interval),
+                }
+            })
+            .collect();
+        peers.sort_by(|a, b| a.name.cmp(&b.name));
+        let counters = e.counters();
+        let last_transition = e.last_transition().map(|t| {
+            let ago = now.saturating_duration_since(t.at);
+            let at = SystemTime::now()
+                .checked_sub(ago)
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0.0, |d| d.as_secs_f64());
+            TransitionStatus {
+                from: t.from,
+                to: t.to,
+                reason: t.reason.to_string(),
+                at_unix: at,
+                ms_ago: millis(ago),
+            }
+        });
+        InstanceStatus {
+            name: self.cfg.name.clone(),
+            interface: self.cfg.interface.clone(),
+            group: self.cfg.group,
+            state: e.state(),
+            configured_priority: self.cfg.priority,
+            effective_priority: e.effective_priority(),
+            priority_reasons: reasons,
+            drained: e.is_drained(),
+            promoted: e.is_promoted(),
+            fault: health.fault.clone(),
+            vips,
+            master,
+            peers,
+            auth_failures: self.auth_failures,
+            other_master_heard: counters.other_master_heard,
+            adverts_sent: counters.adverts_sent,
+            adverts_received: counters.adverts_received,
+            last_transition,
+            master_down_interval_ms: millis(e.master_down_interval(master_interval)),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,505 @@
+//! The supervisor: starts, stops and reloads instance tasks, answers control
+//! requests by asking the instances, and keeps systemd's watchdog fed only while
+//! every instance task answers.
+//!
+//! What it owns: the instance handles, the reload (carrying out a
+//! [`reload::plan`]), the drain records in the state directory, the watchdog.
+//! What it may not touch: an instance's election (it only sends it messages)
+//! and its VIPs (the instance's VIP worker does that; the supervisor releases
+//! them only for an instance task that died or hung).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::instance::{look_up_links, Instance, InstanceInputs, InstanceMsg};
+use super::reload::{self, ReloadError, ReloadSummary};
+use super::state::StateDir;
+use super::vips::{release_vips, Held, VipWorker};
+use super::{
+    error_chain, notify, DaemonError, INSTANCE_ANSWER_TIMEOUT, INSTANCE_QUEUE, SHUTDOWN_SLACK,
+};
+use crate::config::{self, Config, InstanceConfig, Vip};
+use crate::control::{Outcome, Request, Response};
+use crate::election::{Command, Election, ElectionConfig, State};
+use crate::health::notify::Notifier;
+use crate::health::{self, SyncEntry, Tracker};
+use crate::net::netlink::{NetEvent, Netlink};
+use crate::net::transport::{Endpoint, Transports};
+use crate::wire::{self, ReplayGuard};
+
+/// What every instance task shares.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) node: config::NodeConfig,
+    pub(super) boot_id: u64,
+    /// One sequence for all instances of this boot, so an instance restarted by a
+    /// reload keeps counting up and its peers' replay guards accept it.
+    pub(super) sequence: AtomicU64,
+    pub(super) netlink: Netlink,
+    pub(super) transports: Transports,
+    pub(super) net_events: broadcast::Sender<NetEvent>,
+    /// Instance name → state, for sd_notify's STATUS line.
+    pub(super) states: Mutex<BTreeMap<String, State>>,
+    /// Instance name → its own fault (not counting sync-group faults), for the
+    /// other members of its sync group.
+    pub(super) sync: watch::Sender<BTreeMap<String, SyncEntry>>,
+}
+
+impl Shared {
+    pub(super) fn set_state(&self, instance: &str, state: Option<State>) {
+        if let Ok(mut states) = self.states.lock() {
+            match state {
+                Some(s) => states.insert(instance.to_owned(), s),
+                None => states.remove(instance),
+            };
+        }
+        self.update_status();
+    }
+
+    pub(super) fn update_status(&self) {
+        let line = match self.states.lock() {
+            Ok(states) if states.is_empty() => "no instances".to_owned(),
+            Ok(states) => states
+                .iter()
+                .map(|(name, state)| format!("{name}: {state}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+            Err(_) => return,
+        };
+        notify(&[sd_notify::NotifyState::Status(&line)]);
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct InstanceHandle {
+    config: InstanceConfig,
+    tx: mpsc::Sender<InstanceMsg>,
+    task: JoinHandle<()>,
+}
+
+pub(super) type Registry = Arc<Mutex<Vec<(String, mpsc::Sender<InstanceMsg>)>>>;
+
+pub(super) struct Supervisor {
+    pub(super) config_path: PathBuf,
+    pub(super) config: Config,
+    pub(super) shared: Arc<Shared>,
+    pub(super) state: StateDir,
+    pub(super) instances: Vec<InstanceHandle>,
+    /// The instances the watchdog pings.
+    pub(super) registry: Registry,
+}
+
+impl Supervisor {
+    pub(super) async fn start_instance(
+        &self,
+        cfg: InstanceConfig,
+    ) -> Result<InstanceHandle, DaemonError> {
+        // Subscribe before reading the link, so no change is missed.
+        let net_rx = self.shared.net_events.subscribe();
+        let link = self
+            .shared
+            .netlink
+            .link_by_name(&cfg.interface)
+            .await
+            .map_err(|source| DaemonError::Interface {
+                instance: cfg.name.clone(),
+                interface: cfg.interface.clone(),
+                source,
+            })?;
+        let channel = self
+            .shared
+            .transports
+            .open(&Endpoint {
+                interface: cfg.interface.clone(),
+                ifindex: link.index,
+                group: cfg.group,
+                port: cfg.port,
+                multicast_group: cfg.multicast_group,
+                peers: cfg.peers.clone(),
+            })
+            .map_err(|source| DaemonError::Transport {
+                instance: cfg.name.clone(),
+                source,
+            })?;
+        let start_drained = self.state.is_drained(&cfg.name);
+        if start_drained {
+            tracing::info!(instance = %cfg.name, "starting drained (state file {} exists)", self.state.drained_file(&cfg.name).display());
+        }
+        let election_cfg = ElectionConfig {
+            node_id: self.shared.node.node_id,
+            node_name: self.shared.node.name.clone(),
+            group: cfg.group,
+            priority: cfg.priority,
+            advert_interval: cfg.advert_interval,
+            backup_advert_interval: cfg.backup_advert_interval,
+            takeover_margin: cfg.takeover_margin,
+            handover_timeout: cfg.handover_timeout,
+            preempt: cfg.preempt,
+            preempt_delay: cfg.preempt_delay,
+            startup_delay: self.shared.node.startup_delay,
+            vip_digest: wire::vip_digest(cfg.vips.iter().map(|v| (v.addr, v.prefix_len))),
+            start_drained,
+        };
+        let held: Held = Arc::new(Mutex::new(cfg.vips.iter().map(|v| (*v, false)).collect()));
+        let (ops_tx, ops_rx) = mpsc::unbounded_channel();
+        let (back_tx, back_rx) = mpsc::unbounded_channel();
+        let worker = VipWorker {
+            instance: cfg.name.clone(),
+            interface: cfg.interface.clone(),
+            ifindex: link.index,
+            vips: cfg.vips.clone(),
+            announce: cfg.announce.clone(),
+            announcer: None,
+            netlink: self.shared.netlink.clone(),
+            held: Arc::clone(&held),
+            back: back_tx,
+        };
+        let worker = tokio::spawn(worker.run(ops_rx));
+
+        let (check_tx, check_rx) = mpsc::unbounded_channel();
+        let mut checks = health::spawn_checks(&cfg, &check_tx);
+        let tracker = Tracker::new(&cfg);
+        if tracker.has_tracked_interfaces() {
+            let names: Vec<String> = tracker.tracked_interfaces().map(str::to_owned).collect();
+            checks.push(tokio::spawn(look_up_links(
+                self.shared.netlink.clone(),
+                names,
+                check_tx.clone(),
+            )));
+        }
+        let sync_rx = self.shared.sync.subscribe();
+        let (tx, rx) = mpsc::channel(INSTANCE_QUEUE);
+        let now = Instant::now();
+        let instance = Instance {
+            election: Election::new(election_cfg, now),
+            cfg: cfg.clone(),
+            shared: Arc::clone(&self.shared),
+            channel,
+            replay: ReplayGuard::new(),
+            ifindex: link.index,
+            health: tracker,
+            check_tx,
+            checks,
+            notifier: Notifier::start(cfg.name.clone(), cfg.notify.clone()),
+            published_fault: None,
+            link_up: true,
+            claimed: false,
+            sources: HashMap::new(),
+            auth_failures: 0,
+            auth_warned: HashMap::new(),
+            send_warned: None,
+            handing_over_at_input: false,
+            ops: ops_tx,
+            held,
+        };
+        tracing::info!(instance = %cfg.name, interface = %cfg.interface, ifindex = link.index, group = cfg.group,
+            priority = cfg.priority, vips = %vip_list(&cfg.vips),
+            transport = %if cfg.is_unicast() { format!("unicast to {:?}", cfg.peers) } else { format!("multicast {}", cfg.multicast_group) },
+            port = cfg.port, "instance starting");
+        let task = tokio::spawn(instance.run(
+            rx,
+            net_rx,
+            back_rx,
+            worker,
+            link.up,
+            InstanceInputs { check_rx, sync_rx },
+        ));
+        if let Ok(mut reg) = self.registry.lock() {
+            reg.push((cfg.name.clone(), tx.clone()));
+        }
+        Ok(InstanceHandle {
+            config: cfg,
+            tx,
+            task,
+        })
+    }
+
+    /// Shuts the given instances down in parallel (handover where possible).
+    async fn stop_instances(&self, handles: Vec<InstanceHandle>) {
+        if let Ok(mut reg) = self.registry.lock() {
+            reg.retain(|(name, _)| !handles.iter().any(|h| &h.config.name == name));
+        }
+        let stops = handles.into_iter().map(|h| {
+            let shared = Arc::clone(&self.shared);
+            async move {
+                let name = h.config.name.clone();
+                let _ = h.tx.send(InstanceMsg::Shutdown).await;
+                let bound = h.config.handover_timeout + SHUTDOWN_SLACK;
+                let mut task = h.task;
+                match tokio::time::timeout(bound, &mut task).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(instance = %name, error = %e, "instance task failed");
+                        release_vips(&shared.netlink, &h.config).await;
+                    }
+                    Err(_) => {
+                        tracing::error!(instance = %name, "instance did not stop in {:?}; releasing its VIPs", bound);
+                        task.abort();
+                        release_vips(&shared.netlink, &h.config).await;
+                    }
+                }
+                shared.set_state(&name, None);
+            }
+        });
+        futures::future::join_all(stops).await;
+    }
+
+    pub(super) async fn stop_all(&mut self) {
+        let handles = std::mem::take(&mut self.instances);
+        self.stop_instances(handles).await;
+    }
+
+    pub(super) async fn handle_request(&mut self, request: Request) -> Response {
+        match request {
+            Request::Status => self.status().await,
+            Request::Drain { instances, force } => {
+                self.command(instances, Command::Drain { force }).await
+            }
+            Request::Undrain { instances } => self.command(instances, Command::Undrain).await,
+            Request::Promote { instances } => self.command(instances, Command::Promote).await,
+            Request::Reload => match self.reload().await {
+                Ok(summary) => Response::Reloaded {
+                    summary: summary.to_string(),
+                },
+                Err(e) => Response::Error {
+                    message: e.to_string(),
+                },
+            },
+        }
+    }
+
+    async fn status(&self) -> Response {
+        let mut instances = Vec::new();
+        for h in &self.instances {
+            let (tx, rx) = oneshot::channel();
+            if h.tx.send(InstanceMsg::Status(tx)).await.is_err() {
+                continue;
+            }
+            match tokio::time::timeout(INSTANCE_ANSWER_TIMEOUT, rx).await {
+                Ok(Ok(status)) => instances.push(status),
+                _ => {
+                    tracing::warn!(instance = %h.config.name, "no status answer from the instance")
+                }
+            }
+        }
+        Response::Status {
+            node: self.shared.node.name.clone(),
+            instances,
+        }
+    }
+
+    async fn command(&self, names: Vec<String>, command: Command) -> Response {
+        let targets: Vec<&InstanceHandle> = if names.is_empty() {
+            self.instances.iter().collect()
+        } else {
+            let unknown: Vec<&str> = names
+                .iter()
+                .filter(|n| !self.instances.iter().any(|h| &h.config.name == *n))
+                .map(String::as_str)
+                .collect();
+            if !unknown.is_empty() {
+                let known: Vec<&str> = self
+                    .instances
+                    .iter()
+                    .map(|h| h.config.name.as_str())
+                    .collect();
+                return Response::Error {
+                    message: format!(
+                        "unknown instance(s): {}; configured: {}",
+                        unknown.join(", "),
+                        known.join(", ")
+                    ),
+                };
+            }
+            self.instances
+                .iter()
+                .filter(|h| names.contains(&h.config.name))
+                .collect()
+        };
+        let mut outcomes = Vec::new();
+        for h in targets {
+            let name = h.config.name.clone();
+            let (tx, rx) = oneshot::channel();
+            let answer = if h.tx.send(InstanceMsg::Command(command, tx)).await.is_err() {
+                None
+            } else {
+                tokio::time::timeout(INSTANCE_ANSWER_TIMEOUT, rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            };
+            let outcome = match answer {
+                None => Outcome {
+                    instance: name,
+                    ok: false,
+                    message: "the instance did not answer".to_owned(),
+                },
+                Some(Err(e)) => Outcome {
+                    instance: name,
+                    ok: false,
+                    message: e.to_string(),
+                },
+                Some(Ok(())) => {
+                    let mut message = match command {
+                        Command::Drain { .. } => {
+                            "drained: ineligible; a master hands its VIPs over".to_owned()
+                        }
+                        Command::Undrain => "undrained: eligible again".to_owned(),
+                        Command::Promote => "promoted: becoming master".to_owned(),
+                    };
+                    let drained = match command {
+                        Command::Drain { .. } => Some(true),
+                        Command::Undrain => Some(false),
+                        Command::Promote => None,
+                    };
+                    let saved = match drained {
+                        Some(on) => self.state.set_drained(&name, on).await,
+                        None => Ok(()),
+                    };
+                    if let Err(e) = saved {
+                        message.push_str(&format!(
+                            " (warning: the drain state could not be saved, so a restart forgets it: {e})"
+                        ));
+                    }
+                    tracing::info!(instance = %name, command = ?command, "operator command applied");
+                    Outcome {
+                        instance: name,
+                        ok: true,
+                        message,
+                    }
+                }
+            };
+            outcomes.push(outcome);
+        }
+        Response::Done { outcomes }
+    }
+
+    /// Loads the configuration again and applies the difference. On any error the
+    /// running configuration stays as it is.
+    pub(super) async fn reload(&mut self) -> Result<ReloadSummary, ReloadError> {
+        notify(&[sd_notify::NotifyState::Reloading]);
+        let result = self.reload_inner().await;
+        notify(&[sd_notify::NotifyState::Ready]);
+        match &result {
+            Ok(summary) => tracing::info!(%summary, "configuration reloaded"),
+            Err(message) => {
+                tracing::error!(%message, "reload failed; keeping the running configuration")
+            }
+        }
+        result
+    }
+
+    async fn reload_inner(&mut self) -> Result<ReloadSummary, ReloadError> {
+        let path = self.config_path.clone();
+        let new = tokio::task::spawn_blocking(move || config::load(&path))
+            .await
+            .map_err(|e| ReloadError::Task(e.to_string()))??;
+        let problems = config::check_against_system(&new, true);
+        if !problems.is_empty() {
+            return Err(ReloadError::System(problems));
+        }
+        let plan = reload::plan(
+            &self.config.node,
+            self.instances.iter().map(|h| &h.config),
+            &new,
+        )?;
+
+        let (to_stop, remaining): (Vec<_>, Vec<_>) = std::mem::take(&mut self.instances)
+            .into_iter()
+            .partition(|h| !plan.keep.contains(&h.config.name));
+        self.instances = remaining;
+        self.stop_instances(to_stop).await;
+
+        let mut summary = ReloadSummary {
+            kept: plan.keep,
+            stopped: plan.stop,
+            ..ReloadSummary::default()
+        };
+        for c in &new.instances {
+            let restarting = plan.restart.contains(&c.name);
+            if !restarting && !plan.start.contains(&c.name) {
+                continue;
+            }
+            match self.start_instance(c.clone()).await {
+                Ok(h) => {
+                    if restarting {
+                        summary.restarted.push(c.name.clone());
+                    } else {
+                        summary.started.push(c.name.clone());
+                    }
+                    self.instances.push(h);
+                }
+                Err(e) => {
+                    tracing::error!(instance = %c.name, error = %error_chain(&e), "starting instance on reload");
+                    if restarting {
+                        summary.restarted.push(c.name.clone());
+                    }
+                    summary
+                        .failed
+                        .push(format!("{}: {}", c.name, error_chain(&e)));
+                }
+            }
+        }
+        // Keep the file's order for status.
+        self.instances.sort_by_key(|h| {
+            new.instances
+                .iter()
+                .position(|c| c.name == h.config.name)
+                .unwrap_or(usize::MAX)
+        });
+        self.config = new;
+        self.shared.update_status();
+        Ok(summary)
+    }
+}
+
+fn vip_list(vips: &[Vip]) -> String {
+    vips.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Pings every instance at half the systemd watchdog interval and tells systemd
+/// only when all answered, so a wedged instance task stops the pings.
+pub(super) fn start_watchdog(registry: Registry) -> Option<JoinHandle<()>> {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return None;
+    }
+    let period = Duration::from_micros(usec) / 2;
+    tracing::info!(?period, "systemd watchdog enabled");
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let instances: Vec<(String, mpsc::Sender<InstanceMsg>)> = match registry.lock() {
+                Ok(r) => r.clone(),
+                Err(_) => continue,
+            };
+            let mut healthy = true;
+            for (name, tx) in instances {
+                let (pong_tx, pong_rx) = oneshot::channel();
+                let answered = tokio::time::timeout(period / 2, async {
+                    tx.send(InstanceMsg::Ping(pong_tx)).await.is_ok() && pong_rx.await.is_ok()
+                })
+                .await
+                .unwrap_or(false);
+                if !answered {
+                    tracing::error!(instance = %name, "instance task did not answer the watchdog ping; not notifying systemd");
+                    healthy = false;
+                }
+            }
+            if healthy {
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        }
+    }))
+}
