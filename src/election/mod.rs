@@ -1,4 +1,4 @@
-//! The election: every rule that decides who holds the VIPs, in one file.
+//! The election: every rule that decides who holds the VIPs, in this module.
 //!
 //! [`Election`] is a sans-IO state machine in the style of quinn-proto's
 //! `Connection` and str0m's `Rtc`: it opens no socket, reads no clock and spawns
@@ -78,277 +78,44 @@
 //! and waits the master-down interval, or `startup_delay` if longer, before it
 //! takes over an empty group; each better-ranked peer it hears meanwhile adds one
 //! margin, so nodes started together claim in rank order instead of all at once.
+//!
+//! **Liveness.** A peer is alive while it is not shutting down and was heard
+//! within `3 × its interval + takeover_margin`; only live peers rank, succeed or
+//! are followed as master.
+//!
+//! **Quorum** (the split-brain guard's `quorum = true`, checked by
+//! [`Election::quorum`]). A node hears quorum when it counts itself plus the peers
+//! not shutting down and heard within `2 × their interval + takeover_margin`, and
+//! that is at least `total / 2 + 1` of the group's `total` nodes. Two intervals,
+//! not three: quorum is then lost before a backup's master-down interval (three
+//! intervals) runs out, so a node cut off from the majority faults before it
+//! could take over. (With quorum on, config makes backups advertise at the
+//! master's interval, so every peer is heard often enough to count.)
+//!
+//! # Layout
+//!
+//! - this file: [`Election`], its `handle_*`/`poll_*` API and the rule methods;
+//! - `api`: the plain data crossing the boundary ([`ElectionConfig`], [`Command`],
+//!   [`Health`] in; [`Action`], [`Notice`], [`State`], [`Reason`] out);
+//! - `peers`: the peer table, [`Rank`], liveness and quorum counting;
+//! - `timers`: the table of deadlines behind [`Election::poll_timeout`].
 
-use std::collections::{HashMap, VecDeque};
-use std::fmt;
+mod api;
+mod peers;
+mod timers;
+
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::wire::{cs_to_duration, AdvertBody, Flags};
+use crate::wire::{AdvertBody, Flags};
 
-/// Everything the election needs to know about its own instance.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ElectionConfig {
-    pub node_id: u64,
-    pub node_name: String,
-    pub group: u8,
-    /// Configured priority, 1..=254.
-    pub priority: u8,
-    /// Advert interval as master.
-    pub advert_interval: Duration,
-    /// Advert interval as backup, drained or in fault (>= `advert_interval`).
-    pub backup_advert_interval: Duration,
-    /// Per-rank wait added by backups before taking over.
-    pub takeover_margin: Duration,
-    /// Longest a draining or stopping master keeps the VIPs waiting for a successor.
-    pub handover_timeout: Duration,
-    pub preempt: bool,
-    pub preempt_delay: Duration,
-    /// Minimum time after start before this node may become master.
-    pub startup_delay: Duration,
-    /// Digest of this instance's VIP set, so peers with another set are noticed.
-    pub vip_digest: [u8; 8],
-    /// Start drained (the drain survives restarts through the daemon's state dir).
-    pub start_drained: bool,
-}
-
-/// RFC 5798's states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Initialize,
-    Backup,
-    Master,
-    Fault,
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Initialize => "initialize",
-            Self::Backup => "backup",
-            Self::Master => "master",
-            Self::Fault => "fault",
-        })
-    }
-}
-
-/// Why a state changed; shown in logs, status and notify hooks.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reason {
-    Startup,
-    /// No advert from the master for the master-down interval.
-    MasterDown,
-    /// The master released with a priority-0 advert or stepped down.
-    MasterReleased {
-        peer: String,
-    },
-    /// This node outranks the master and preempt is on.
-    Preempting {
-        peer: String,
-    },
-    /// A better master was heard.
-    BetterMaster {
-        peer: String,
-    },
-    Promoted,
-    /// The successor's advert was heard: make-before-break handover done.
-    HandoverComplete {
-        peer: String,
-    },
-    HandoverTimeout,
-    /// Forced drain with nobody to hand over to.
-    DrainedWithoutSuccessor,
-    Fault {
-        why: String,
-    },
-    FaultCleared,
-    Shutdown,
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Startup => write!(f, "start-up"),
-            Self::MasterDown => write!(f, "master down: no advert within the master-down interval"),
-            Self::MasterReleased { peer } => write!(f, "master {peer} released"),
-            Self::Preempting { peer } => write!(f, "preempting lower-ranked master {peer}"),
-            Self::BetterMaster { peer } => write!(f, "heard better master {peer}"),
-            Self::Promoted => write!(f, "promoted by operator"),
-            Self::HandoverComplete { peer } => write!(f, "handed over to {peer}"),
-            Self::HandoverTimeout => write!(f, "handover timed out; released"),
-            Self::DrainedWithoutSuccessor => write!(f, "drained (forced) with no successor"),
-            Self::Fault { why } => write!(f, "fault: {why}"),
-            Self::FaultCleared => write!(f, "fault cleared"),
-            Self::Shutdown => write!(f, "shutting down"),
-        }
-    }
-}
-
-/// Things worth a log line or a counter that do not change state.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Notice {
-    /// Two masters at once (FIELD-NOTES 1); `we_stay` says who wins.
-    OtherMasterHeard { peer: String, we_stay: bool },
-    /// A peer's VIP set differs from ours.
-    VipSetMismatch { peer: String },
-    /// A master advertises another interval than ours (we follow theirs).
-    IntervalMismatch {
-        peer: String,
-        theirs: Duration,
-        ours: Duration,
-    },
-    /// An advert carried our own node id: two nodes share a name, or a loop.
-    DuplicateNodeId { peer: String },
-    /// Another node was promoted later than us; our promotion ends.
-    PromotionSuperseded { peer: String },
-    /// A draining or stopping master now waits for a successor.
-    HandoverStarted,
-}
-
-/// What the caller must do, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Send this advert to the group (the transport stamps boot id and sequence).
-    SendAdvert(AdvertBody),
-    /// Add the VIPs to the interface.
-    ClaimVips,
-    /// Send gratuitous ARP / unsolicited NA for the VIPs (a burst).
-    AnnounceVips,
-    /// Remove the VIPs from the interface.
-    ReleaseVips,
-    StateChanged {
-        from: State,
-        to: State,
-        reason: Reason,
-    },
-    Notice(Notice),
-    /// A shutdown finished: the VIPs are released (or were never held).
-    ShutdownComplete,
-}
-
-/// Operator commands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Command {
-    Drain { force: bool },
-    Undrain,
-    Promote,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CommandError {
-    #[error("refused: no healthy eligible peer has been heard, so nobody could take the VIPs (use --force to drain anyway)")]
-    NoSuccessor,
-    #[error("refused: this node is in fault ({0})")]
-    InFault(String),
-    #[error("refused: this node is drained; undrain it first")]
-    Drained,
-    #[error("refused: this node is shutting down")]
-    ShuttingDown,
-}
-
-/// Health as the health checker sees it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Health {
-    /// Sum of the weights of tracked checks, added to the configured priority.
-    pub priority_delta: i32,
-    /// Set when a check without weight fails: the node must not be master.
-    pub fault: Option<String>,
-}
-
-/// The order in which nodes deserve to be master; greater is better.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Rank {
-    pub eligible: bool,
-    /// The promotion epoch while promoted, else 0.
-    pub promotion: u64,
-    pub priority: u8,
-    pub node_id: u64,
-}
-
-impl Rank {
-    /// The rank a peer claims in its advert.
-    pub fn of_advert(body: &AdvertBody) -> Self {
-        let eligible = body.priority > 0
-            && !body.flags.contains(Flags::DRAINED)
-            && !body.flags.contains(Flags::FAULT)
-            && !body.flags.contains(Flags::SHUTTING_DOWN);
-        let promotion = if body.flags.contains(Flags::PROMOTED) {
-            body.promote_epoch
-        } else {
-            0
-        };
-        Self {
-            eligible,
-            promotion,
-            priority: body.priority,
-            node_id: body.node_id,
-        }
-    }
-}
-
-/// A peer as last heard, for status and for ranking.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Peer {
-    pub node_id: u64,
-    pub name: String,
-    pub priority: u8,
-    pub flags: Flags,
-    pub interval: Duration,
-    pub promote_epoch: u64,
-    pub vip_digest: [u8; 8],
-    pub last_heard: Instant,
-    vip_mismatch_noticed: bool,
-    interval_mismatch_noticed: bool,
-}
-
-impl Peer {
-    pub fn rank(&self) -> Rank {
-        Rank::of_advert(&AdvertBody {
-            group: 0,
-            priority: self.priority,
-            interval_cs: 0,
-            flags: self.flags,
-            node_id: self.node_id,
-            promote_epoch: self.promote_epoch,
-            vip_digest: self.vip_digest,
-            node_name: String::new(),
-        })
-    }
-
-    pub fn is_master(&self) -> bool {
-        self.flags.contains(Flags::MASTER)
-    }
-}
-
-/// The last state change, for status.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transition {
-    pub at: Instant,
-    pub from: State,
-    pub to: State,
-    pub reason: Reason,
-}
-
-/// Counters for status and metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub adverts_sent: u64,
-    pub adverts_received: u64,
-    pub other_master_heard: u64,
-    pub transitions: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Timer {
-    /// Send the next periodic advert.
-    Advert = 0,
-    /// Backup: the master has gone quiet; take over.
-    MasterDown = 1,
-    /// Backup: the preempt delay has passed.
-    Preempt = 2,
-    /// Master: the make-before-break handover bound has passed.
-    Handover = 3,
-}
+pub use api::{
+    Action, Command, CommandError, Counters, ElectionConfig, Health, Notice, Reason, State,
+    Transition,
+};
+use peers::{interval_of, PeerTable};
+pub use peers::{Peer, Quorum, Rank};
+use timers::{Timer, Timers};
 
 /// How long a master keeps the VIPs after hearing the node that replaces it.
 /// The successor says "master" before its netlink claim and first gratuitous ARP
@@ -364,10 +131,6 @@ struct StepDown {
     reason: Reason,
     successor: AdvertBody,
 }
-
-/// Senders beyond this many are forgotten, stalest first, so a flood of
-/// authenticated but bogus node ids cannot grow memory without bound.
-const MAX_PEERS: usize = 1024;
 
 /// One instance's election. See the module docs for the rules.
 #[derive(Debug)]
@@ -389,10 +152,10 @@ pub struct Election {
     /// Set while a master that heard a better master (or its successor) keeps
     /// the VIPs for [`STEP_DOWN_LINGER`] before it lets go.
     stepping_down: Option<StepDown>,
-    peers: HashMap<u64, Peer>,
+    peers: PeerTable,
     /// The master this backup follows, if any.
     followed_master: Option<u64>,
-    timers: [Option<Instant>; 4],
+    timers: Timers,
     actions: VecDeque<Action>,
     last_transition: Option<Transition>,
     last_reannounce: Option<Instant>,
@@ -402,11 +165,13 @@ pub struct Election {
     counters: Counters,
 }
 
+/// The API: inputs (`handle_*`, each stamped with `now`) and outputs (`poll_*`).
 impl Election {
     /// A new election, starting as backup at `now`.
     pub fn new(cfg: ElectionConfig, now: Instant) -> Self {
         let mut election = Self {
             drained: cfg.start_drained,
+            peers: PeerTable::new(cfg.takeover_margin),
             cfg,
             state: State::Initialize,
             started_at: now,
@@ -417,9 +182,8 @@ impl Election {
             stopped: false,
             handing_over: false,
             stepping_down: None,
-            peers: HashMap::new(),
             followed_master: None,
-            timers: [None; 4],
+            timers: Timers::default(),
             actions: VecDeque::new(),
             last_transition: None,
             last_reannounce: None,
@@ -433,12 +197,10 @@ impl Election {
             + election
                 .own_master_down_interval()
                 .max(election.cfg.startup_delay);
-        election.set_timer(Timer::MasterDown, first_deadline);
+        election.timers.set(Timer::MasterDown, first_deadline);
         election.send_advert(now);
         election
     }
-
-    // ----- inputs -------------------------------------------------------------
 
     /// An authenticated advert from a peer of this group.
     pub fn handle_advert(&mut self, now: Instant, body: &AdvertBody) {
@@ -456,7 +218,7 @@ impl Election {
         }
         self.counters.adverts_received += 1;
         self.max_epoch_seen = self.max_epoch_seen.max(body.promote_epoch);
-        let first_heard = !self.peers.contains_key(&body.node_id);
+        let first_heard = !self.peers.contains(body.node_id);
         self.record_peer(now, body);
         if first_heard {
             self.defer_for_better_starter(body);
@@ -476,7 +238,8 @@ impl Election {
                     self.reason_pending = Some(Reason::MasterReleased {
                         peer: body.node_name.clone(),
                     });
-                    self.set_timer_earlier(Timer::MasterDown, now + releasing_wait);
+                    self.timers
+                        .set_earlier(Timer::MasterDown, now + releasing_wait);
                 }
             }
             _ => {}
@@ -488,30 +251,30 @@ impl Election {
         if self.stopped {
             return;
         }
-        if self.due(Timer::Handover, now) {
-            self.clear_timer(Timer::Handover);
+        if self.timers.is_due(Timer::Handover, now) {
+            self.timers.clear(Timer::Handover);
             if let Some(step) = self.stepping_down.take() {
                 self.release_to_backup(now, step.reason, Some(&step.successor));
             } else if self.state == State::Master && self.handing_over {
                 self.release_to_backup(now, Reason::HandoverTimeout, None);
             }
         }
-        if self.due(Timer::MasterDown, now) {
-            self.clear_timer(Timer::MasterDown);
+        if self.timers.is_due(Timer::MasterDown, now) {
+            self.timers.clear(Timer::MasterDown);
             if self.state == State::Backup && self.is_eligible() {
                 let reason = self.reason_pending.take().unwrap_or(Reason::MasterDown);
                 self.become_master(now, reason);
             }
         }
-        if self.due(Timer::Preempt, now) {
-            self.clear_timer(Timer::Preempt);
+        if self.timers.is_due(Timer::Preempt, now) {
+            self.timers.clear(Timer::Preempt);
             if self.state == State::Backup && self.is_eligible() {
                 if let Some(peer) = self.outranked_master(now) {
                     self.become_master(now, Reason::Preempting { peer });
                 }
             }
         }
-        if let Some(deadline) = self.timer(Timer::Advert) {
+        if let Some(deadline) = self.timers.get(Timer::Advert) {
             if deadline <= now {
                 self.send_advert(now);
             }
@@ -552,15 +315,16 @@ impl Election {
                 }
                 self.handing_over = false;
                 self.stepping_down = None;
-                self.clear_timer(Timer::Handover);
-                self.clear_timer(Timer::MasterDown);
-                self.clear_timer(Timer::Preempt);
+                self.timers.clear(Timer::Handover);
+                self.timers.clear(Timer::MasterDown);
+                self.timers.clear(Timer::Preempt);
                 self.transition(now, State::Fault, reason);
                 self.send_advert(now);
             }
             (None, true) if self.state == State::Fault => {
                 self.transition(now, State::Backup, Reason::FaultCleared);
-                self.set_timer(Timer::MasterDown, now + self.own_master_down_interval());
+                self.timers
+                    .set(Timer::MasterDown, now + self.own_master_down_interval());
                 self.send_advert(now);
             }
             _ => {
@@ -583,8 +347,8 @@ impl Election {
         }
         self.shutting_down = true;
         self.promotion = None;
-        self.clear_timer(Timer::MasterDown);
-        self.clear_timer(Timer::Preempt);
+        self.timers.clear(Timer::MasterDown);
+        self.timers.clear(Timer::Preempt);
         if self.stepping_down.is_some() {
             // The linger timer releases, then finishes the shutdown.
             self.send_advert(now);
@@ -600,8 +364,6 @@ impl Election {
         }
     }
 
-    // ----- outputs ------------------------------------------------------------
-
     /// The next action to carry out, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
@@ -612,11 +374,12 @@ impl Election {
         if self.stopped {
             return None;
         }
-        self.timers.iter().flatten().min().copied()
+        self.timers.next()
     }
+}
 
-    // ----- queries (status) ---------------------------------------------------
-
+/// Queries for status, the control socket and the daemon; none changes anything.
+impl Election {
     pub fn state(&self) -> State {
         self.state
     }
@@ -669,13 +432,22 @@ impl Election {
 
     /// Peers heard, alive or not.
     pub fn peers(&self) -> impl Iterator<Item = &Peer> {
-        self.peers.values()
+        self.peers.iter()
     }
 
-    /// Is the peer still within its liveness window (3 of its advert intervals)?
+    /// Is the peer still within its liveness window (3 of its advert intervals
+    /// plus `takeover_margin`), and not shutting down?
     pub fn is_alive(&self, peer: &Peer, now: Instant) -> bool {
-        !peer.flags.contains(Flags::SHUTTING_DOWN)
-            && now < peer.last_heard + peer.interval * 3 + self.cfg.takeover_margin
+        self.peers.is_alive(peer, now)
+    }
+
+    /// Does this node hear a majority of its group of `total` nodes (itself
+    /// included)? The quorum rule in the module docs: it counts itself plus the
+    /// peers not shutting down and heard within `2 × their interval +
+    /// takeover_margin`, and needs `total / 2 + 1`. The caller faults the node
+    /// (through [`Health::fault`]) while the quorum is not met.
+    pub fn quorum(&self, now: Instant, total: u32) -> Quorum {
+        self.peers.quorum(now, total)
     }
 
     /// The master as this node knows it: its own node id when master.
@@ -683,18 +455,12 @@ impl Election {
         if self.state == State::Master {
             return Some(self.cfg.node_id);
         }
-        self.peers
-            .values()
-            .filter(|p| p.is_master() && p.rank().eligible && self.is_alive(p, now))
-            .max_by_key(|p| p.rank())
-            .map(|p| p.node_id)
+        self.peers.best_live_master(now).map(|p| p.node_id)
     }
 
     /// Is an eligible peer alive that could take the VIPs?
     pub fn has_successor(&self, now: Instant) -> bool {
-        self.peers
-            .values()
-            .any(|p| p.rank().eligible && self.is_alive(p, now))
+        self.peers.has_live_eligible(now)
     }
 
     pub fn last_transition(&self) -> Option<&Transition> {
@@ -710,29 +476,29 @@ impl Election {
     pub fn master_down_interval(&self, interval: Duration) -> Duration {
         interval * 3 + skew_time(self.effective_priority(), interval)
     }
+}
 
-    // ----- the rules ----------------------------------------------------------
-
+/// The rules of the module docs, one method each where it can be.
+impl Election {
     fn backup_hears_master(&mut self, now: Instant, body: &AdvertBody) {
         let theirs = Rank::of_advert(body);
         let interval = interval_of(body);
-        if interval != self.cfg.advert_interval {
-            if let Some(peer) = self.peers.get_mut(&body.node_id) {
-                if !peer.interval_mismatch_noticed {
-                    peer.interval_mismatch_noticed = true;
-                    let n = Notice::IntervalMismatch {
-                        peer: body.node_name.clone(),
-                        theirs: interval,
-                        ours: self.cfg.advert_interval,
-                    };
-                    self.notice(n);
-                }
-            }
+        let ours = self.cfg.advert_interval;
+        let mismatch_is_new = self
+            .peers
+            .get_mut(body.node_id)
+            .is_some_and(|peer| peer.interval_mismatch_is_new(ours));
+        if mismatch_is_new {
+            self.notice(Notice::IntervalMismatch {
+                peer: body.node_name.clone(),
+                theirs: interval,
+                ours,
+            });
         }
         // A master this node outranks, with preempt on (or promoted): take over,
         // but keep following it until then so master-down stays armed.
         let mine = self.rank();
-        let follow_best = match self.followed_master.and_then(|id| self.peers.get(&id)) {
+        let follow_best = match self.followed_master.and_then(|id| self.peers.get(id)) {
             Some(current) if current.node_id != body.node_id && self.is_alive(current, now) => {
                 current.is_master() && current.rank() > theirs
             }
@@ -743,11 +509,12 @@ impl Election {
         }
         let wait = self.takeover_wait(now, false);
         self.reason_pending = None;
-        self.set_timer(Timer::MasterDown, now + interval * 3 + wait);
+        self.timers
+            .set(Timer::MasterDown, now + interval * 3 + wait);
         if mine.eligible && mine > theirs && (self.cfg.preempt || self.promotion.is_some()) {
             self.consider_preempt(now);
         } else {
-            self.clear_timer(Timer::Preempt);
+            self.timers.clear(Timer::Preempt);
         }
     }
 
@@ -764,8 +531,9 @@ impl Election {
             && theirs.eligible
             && theirs > self.rank()
         {
-            if let Some(at) = self.timer(Timer::MasterDown) {
-                self.set_timer(Timer::MasterDown, at + self.cfg.takeover_margin);
+            if let Some(at) = self.timers.get(Timer::MasterDown) {
+                self.timers
+                    .set(Timer::MasterDown, at + self.cfg.takeover_margin);
             }
         }
     }
@@ -776,25 +544,21 @@ impl Election {
             return;
         }
         let Some(peer) = self.outranked_master(now) else {
-            self.clear_timer(Timer::Preempt);
+            self.timers.clear(Timer::Preempt);
             return;
         };
         let earliest = self.started_at + self.cfg.startup_delay;
         if self.promotion.is_some() || (self.cfg.preempt_delay.is_zero() && now >= earliest) {
             self.become_master(now, Reason::Preempting { peer });
-        } else if self.timer(Timer::Preempt).is_none() {
+        } else if self.timers.get(Timer::Preempt).is_none() {
             let at = (now + self.cfg.preempt_delay).max(earliest);
-            self.set_timer(Timer::Preempt, at);
+            self.timers.set(Timer::Preempt, at);
         }
     }
 
     /// The name of the best live master, if this node outranks it.
     fn outranked_master(&self, now: Instant) -> Option<String> {
-        let best = self
-            .peers
-            .values()
-            .filter(|p| p.is_master() && p.rank().eligible && self.is_alive(p, now))
-            .max_by_key(|p| p.rank())?;
+        let best = self.peers.best_live_master(now)?;
         (self.rank() > best.rank()).then(|| best.name.clone())
     }
 
@@ -820,13 +584,14 @@ impl Election {
             // master's claim and gratuitous ARP land; say priority 0 meanwhile.
             let linger_until = now + STEP_DOWN_LINGER;
             let release_at = self
-                .timer(Timer::Handover)
+                .timers
+                .get(Timer::Handover)
                 .map_or(linger_until, |t| t.min(linger_until));
             self.stepping_down = Some(StepDown {
                 reason,
                 successor: body.clone(),
             });
-            self.set_timer(Timer::Handover, release_at);
+            self.timers.set(Timer::Handover, release_at);
             self.send_advert(now);
         } else {
             self.counters.other_master_heard += 1;
@@ -857,8 +622,8 @@ impl Election {
         }
         self.drained = true;
         self.promotion = None;
-        self.clear_timer(Timer::MasterDown);
-        self.clear_timer(Timer::Preempt);
+        self.timers.clear(Timer::MasterDown);
+        self.timers.clear(Timer::Preempt);
         if self.state == State::Master && self.stepping_down.is_some() {
             // Already on the way out; the linger timer finishes the job.
             self.send_advert(now);
@@ -884,14 +649,14 @@ impl Election {
         self.drained = false;
         if self.handing_over && self.stepping_down.is_none() {
             self.handing_over = false;
-            self.clear_timer(Timer::Handover);
+            self.timers.clear(Timer::Handover);
         }
         if self.state == State::Backup {
-            let wait = match self.master(now).and_then(|id| self.peers.get(&id)) {
+            let wait = match self.master(now).and_then(|id| self.peers.get(id)) {
                 Some(m) => m.interval * 3 + self.takeover_wait(now, false),
                 None => self.own_master_down_interval(),
             };
-            self.set_timer(Timer::MasterDown, now + wait);
+            self.timers.set(Timer::MasterDown, now + wait);
             self.consider_preempt(now);
         }
         self.send_advert(now);
@@ -931,13 +696,14 @@ impl Election {
     fn start_handover(&mut self, now: Instant) {
         self.handing_over = true;
         self.notice(Notice::HandoverStarted);
-        self.set_timer(Timer::Handover, now + self.cfg.handover_timeout);
+        self.timers
+            .set(Timer::Handover, now + self.cfg.handover_timeout);
         self.send_advert(now);
     }
 
     fn become_master(&mut self, now: Instant, reason: Reason) {
-        self.clear_timer(Timer::MasterDown);
-        self.clear_timer(Timer::Preempt);
+        self.timers.clear(Timer::MasterDown);
+        self.timers.clear(Timer::Preempt);
         self.followed_master = None;
         self.reason_pending = None;
         self.transition(now, State::Master, reason);
@@ -955,17 +721,18 @@ impl Election {
         self.actions.push_back(Action::ReleaseVips);
         self.handing_over = false;
         self.stepping_down = None;
-        self.clear_timer(Timer::Handover);
+        self.timers.clear(Timer::Handover);
         self.transition(now, State::Backup, reason);
         match successor {
             Some(body) => {
                 self.followed_master = Some(body.node_id);
                 let at = now + interval_of(body) * 3 + self.takeover_wait(now, false);
-                self.set_timer(Timer::MasterDown, at);
+                self.timers.set(Timer::MasterDown, at);
             }
             None => {
                 self.followed_master = None;
-                self.set_timer(Timer::MasterDown, now + self.own_master_down_interval());
+                self.timers
+                    .set(Timer::MasterDown, now + self.own_master_down_interval());
             }
         }
         self.send_advert(now);
@@ -977,7 +744,7 @@ impl Election {
     fn finish_shutdown(&mut self, now: Instant) {
         self.send_advert(now);
         self.stopped = true;
-        self.timers = [None; 4];
+        self.timers.clear_all();
         self.actions.push_back(Action::ShutdownComplete);
     }
 
@@ -986,20 +753,14 @@ impl Election {
     fn takeover_wait(&self, now: Instant, releasing: bool) -> Duration {
         let master_interval = self
             .followed_master
-            .and_then(|id| self.peers.get(&id))
+            .and_then(|id| self.peers.get(id))
             .map_or(self.cfg.advert_interval, |p| p.interval);
         let skew = skew_time(self.effective_priority(), master_interval);
         if !self.ranks_known(now) {
             return skew;
         }
         let mine = self.rank();
-        let ahead = self
-            .peers
-            .values()
-            .filter(|p| {
-                !p.is_master() && self.is_alive(p, now) && p.rank().eligible && p.rank() > mine
-            })
-            .count();
+        let ahead = self.peers.live_backups_above(mine, now);
         let slots = if releasing { ahead } else { ahead + 1 };
         let slots = u32::try_from(slots).unwrap_or(u32::MAX);
         self.cfg.takeover_margin.saturating_mul(slots).min(skew)
@@ -1012,53 +773,22 @@ impl Election {
     }
 
     fn other_live_master(&self, now: Instant, except: u64) -> bool {
-        self.peers.values().any(|p| {
-            p.node_id != except && p.is_master() && p.rank().eligible && self.is_alive(p, now)
-        })
+        self.peers.live_masters(now).any(|p| p.node_id != except)
     }
 
     fn own_master_down_interval(&self) -> Duration {
         self.master_down_interval(self.cfg.advert_interval)
     }
+}
 
-    // ----- bookkeeping --------------------------------------------------------
-
+/// Bookkeeping: the peer table, state changes, and the adverts this node sends.
+impl Election {
     fn record_peer(&mut self, now: Instant, body: &AdvertBody) {
-        if !self.peers.contains_key(&body.node_id) && self.peers.len() >= MAX_PEERS {
-            if let Some(stalest) = self
-                .peers
-                .values()
-                .min_by_key(|p| p.last_heard)
-                .map(|p| p.node_id)
-            {
-                self.peers.remove(&stalest);
-            }
-        }
-        let peer = self.peers.entry(body.node_id).or_insert_with(|| Peer {
-            node_id: body.node_id,
-            name: body.node_name.clone(),
-            priority: body.priority,
-            flags: body.flags,
-            interval: interval_of(body),
-            promote_epoch: body.promote_epoch,
-            vip_digest: body.vip_digest,
-            last_heard: now,
-            vip_mismatch_noticed: false,
-            interval_mismatch_noticed: false,
-        });
-        peer.name.clone_from(&body.node_name);
-        peer.priority = body.priority;
-        peer.flags = body.flags;
-        peer.interval = interval_of(body);
-        peer.promote_epoch = body.promote_epoch;
-        peer.vip_digest = body.vip_digest;
-        peer.last_heard = now;
-        if body.vip_digest != self.cfg.vip_digest && !peer.vip_mismatch_noticed {
-            peer.vip_mismatch_noticed = true;
-            let n = Notice::VipSetMismatch {
+        let peer = self.peers.record(now, body);
+        if peer.vip_mismatch_is_new(self.cfg.vip_digest) {
+            self.notice(Notice::VipSetMismatch {
                 peer: body.node_name.clone(),
-            };
-            self.notice(n);
+            });
         }
     }
 
@@ -1089,12 +819,12 @@ impl Election {
         self.counters.adverts_sent += 1;
         self.actions.push_back(Action::SendAdvert(body));
         let interval = self.current_interval();
-        let next = match self.timer(Timer::Advert) {
+        let next = match self.timers.get(Timer::Advert) {
             // Keep the cadence when on time; never burst to catch up after a stall.
             Some(due) if due <= now && due + interval > now => due + interval,
             _ => now + interval,
         };
-        self.set_timer(Timer::Advert, next);
+        self.timers.set(Timer::Advert, next);
     }
 
     /// A master's last word before it lets go: priority 0 (RFC 5798 §6.4.3).
@@ -1138,34 +868,11 @@ impl Election {
             self.cfg.backup_advert_interval
         }
     }
-
-    fn timer(&self, t: Timer) -> Option<Instant> {
-        self.timers[t as usize]
-    }
-    fn set_timer(&mut self, t: Timer, at: Instant) {
-        self.timers[t as usize] = Some(at);
-    }
-    fn set_timer_earlier(&mut self, t: Timer, at: Instant) {
-        let slot = &mut self.timers[t as usize];
-        *slot = Some(slot.map_or(at, |cur| cur.min(at)));
-    }
-    fn clear_timer(&mut self, t: Timer) {
-        self.timers[t as usize] = None;
-    }
-    fn due(&self, t: Timer, now: Instant) -> bool {
-        self.timer(t).is_some_and(|at| at <= now)
-    }
 }
 
 /// RFC 5798 §6.1: Skew_Time = ((256 − Priority) × Master_Adver_Interval) / 256.
 pub fn skew_time(priority: u8, interval: Duration) -> Duration {
     interval * (256 - u32::from(priority)) / 256
-}
-
-/// The advert interval a peer claims; 0 on the wire is rejected by the decoder,
-/// but clamp anyway so a zero can never make a peer look alive forever or never.
-fn interval_of(body: &AdvertBody) -> Duration {
-    cs_to_duration(body.interval_cs.max(1))
 }
 
 /// Centiseconds for the wire, clamped to what VRRPv3's 12 bits can say.
@@ -1200,7 +907,8 @@ mod tests {
         }
     }
 
-    fn advert(node_id: u64, priority: u8, flags: u8) -> AdvertBody {
+    /// An advert from `node_id` at a 100 ms interval; peers.rs's tests use it too.
+    pub(super) fn advert(node_id: u64, priority: u8, flags: u8) -> AdvertBody {
         AdvertBody {
             group: 1,
             priority,
@@ -1634,6 +1342,35 @@ mod tests {
     }
 
     #[test]
+    fn quorum_is_lost_before_a_cut_off_backup_could_take_over() {
+        let t0 = Instant::now();
+        let (mut e, last) = settled_backup(t0, 100);
+        e.handle_advert(last, &advert(5, 150, 0));
+        e.handle_advert(last, &advert(6, 50, Flags::SHUTTING_DOWN));
+        let quorum = e.quorum(last, 4);
+        assert_eq!(
+            quorum,
+            Quorum {
+                heard: 3,
+                needed: 3
+            },
+            "itself, the master and node 5; a stopping node does not count"
+        );
+        assert!(quorum.is_met());
+        // Cut off: nothing more is heard. Quorum goes at 2 × I + margin...
+        let margin = e.config().takeover_margin;
+        assert!(e
+            .quorum(last + I * 2 + margin - Duration::from_nanos(1), 4)
+            .is_met());
+        let lost = e.quorum(last + I * 2 + margin, 4);
+        assert_eq!((lost.heard, lost.is_met()), (1, false));
+        // ...while the master-down timer, which would take over, is a whole
+        // interval later: the node faults first.
+        let takeover = e.timers.get(Timer::MasterDown).expect("following master 9");
+        assert!(takeover >= last + I * 3);
+    }
+
+    #[test]
     fn simultaneous_starters_claim_in_rank_order() {
         let t0 = Instant::now();
         let mut low = Election::new(cfg(1, 100), t0);
@@ -1653,7 +1390,7 @@ mod tests {
             high.handle_advert(t0, b);
         }
         assert!(
-            high.timer(Timer::MasterDown) < low.timer(Timer::MasterDown),
+            high.timers.get(Timer::MasterDown) < low.timers.get(Timer::MasterDown),
             "equal priority: the higher node id claims first"
         );
     }

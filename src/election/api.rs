@@ -1,0 +1,204 @@
+//! What goes into and comes out of an [`Election`](super::Election): its
+//! configuration, the operator's commands and health on the way in; actions,
+//! notices, states and counters on the way out.
+//!
+//! Plain data only: no rule lives here (they are all in [`super`]), and nothing
+//! here touches a socket or the clock.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::wire::AdvertBody;
+
+/// Everything the election needs to know about its own instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElectionConfig {
+    pub node_id: u64,
+    pub node_name: String,
+    pub group: u8,
+    /// Configured priority, 1..=254.
+    pub priority: u8,
+    /// Advert interval as master.
+    pub advert_interval: Duration,
+    /// Advert interval as backup, drained or in fault (>= `advert_interval`).
+    pub backup_advert_interval: Duration,
+    /// Per-rank wait added by backups before taking over.
+    pub takeover_margin: Duration,
+    /// Longest a draining or stopping master keeps the VIPs waiting for a successor.
+    pub handover_timeout: Duration,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    /// Minimum time after start before this node may become master.
+    pub startup_delay: Duration,
+    /// Digest of this instance's VIP set, so peers with another set are noticed.
+    pub vip_digest: [u8; 8],
+    /// Start drained (the drain survives restarts through the daemon's state dir).
+    pub start_drained: bool,
+}
+
+/// RFC 5798's states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Initialize,
+    Backup,
+    Master,
+    Fault,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Initialize => "initialize",
+            Self::Backup => "backup",
+            Self::Master => "master",
+            Self::Fault => "fault",
+        })
+    }
+}
+
+/// Why a state changed; shown in logs, status and notify hooks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Startup,
+    /// No advert from the master for the master-down interval.
+    MasterDown,
+    /// The master released with a priority-0 advert or stepped down.
+    MasterReleased {
+        peer: String,
+    },
+    /// This node outranks the master and preempt is on.
+    Preempting {
+        peer: String,
+    },
+    /// A better master was heard.
+    BetterMaster {
+        peer: String,
+    },
+    Promoted,
+    /// The successor's advert was heard: make-before-break handover done.
+    HandoverComplete {
+        peer: String,
+    },
+    HandoverTimeout,
+    /// Forced drain with nobody to hand over to.
+    DrainedWithoutSuccessor,
+    Fault {
+        why: String,
+    },
+    FaultCleared,
+    Shutdown,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Startup => write!(f, "start-up"),
+            Self::MasterDown => write!(f, "master down: no advert within the master-down interval"),
+            Self::MasterReleased { peer } => write!(f, "master {peer} released"),
+            Self::Preempting { peer } => write!(f, "preempting lower-ranked master {peer}"),
+            Self::BetterMaster { peer } => write!(f, "heard better master {peer}"),
+            Self::Promoted => write!(f, "promoted by operator"),
+            Self::HandoverComplete { peer } => write!(f, "handed over to {peer}"),
+            Self::HandoverTimeout => write!(f, "handover timed out; released"),
+            Self::DrainedWithoutSuccessor => write!(f, "drained (forced) with no successor"),
+            Self::Fault { why } => write!(f, "fault: {why}"),
+            Self::FaultCleared => write!(f, "fault cleared"),
+            Self::Shutdown => write!(f, "shutting down"),
+        }
+    }
+}
+
+/// Things worth a log line or a counter that do not change state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// Two masters at once (FIELD-NOTES 1); `we_stay` says who wins.
+    OtherMasterHeard { peer: String, we_stay: bool },
+    /// A peer's VIP set differs from ours.
+    VipSetMismatch { peer: String },
+    /// A master advertises another interval than ours (we follow theirs).
+    IntervalMismatch {
+        peer: String,
+        theirs: Duration,
+        ours: Duration,
+    },
+    /// An advert carried our own node id: two nodes share a name, or a loop.
+    DuplicateNodeId { peer: String },
+    /// Another node was promoted later than us; our promotion ends.
+    PromotionSuperseded { peer: String },
+    /// A draining or stopping master now waits for a successor.
+    HandoverStarted,
+}
+
+/// What the caller must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send this advert to the group (the transport stamps boot id and sequence).
+    SendAdvert(AdvertBody),
+    /// Add the VIPs to the interface.
+    ClaimVips,
+    /// Send gratuitous ARP / unsolicited NA for the VIPs (a burst).
+    AnnounceVips,
+    /// Remove the VIPs from the interface.
+    ReleaseVips,
+    StateChanged {
+        from: State,
+        to: State,
+        reason: Reason,
+    },
+    Notice(Notice),
+    /// A shutdown finished: the VIPs are released (or were never held).
+    ShutdownComplete,
+}
+
+/// Operator commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Drain { force: bool },
+    Undrain,
+    Promote,
+}
+
+/// Why an operator's command was refused; nothing changed then.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// A master was asked to drain but no eligible peer is alive to take over.
+    #[error("refused: no healthy eligible peer has been heard, so nobody could take the VIPs (use --force to drain anyway)")]
+    NoSuccessor,
+    /// Promote while in fault: the node must not be master.
+    #[error("refused: this node is in fault ({0})")]
+    InFault(String),
+    /// Promote while drained: undrain first.
+    #[error("refused: this node is drained; undrain it first")]
+    Drained,
+    /// Any command once shutdown has begun.
+    #[error("refused: this node is shutting down")]
+    ShuttingDown,
+}
+
+/// Health as the health checker sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Sum of the weights of tracked checks, added to the configured priority.
+    pub priority_delta: i32,
+    /// Set when a check without weight fails: the node must not be master.
+    pub fault: Option<String>,
+}
+
+/// The last state change, for status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub at: Instant,
+    pub from: State,
+    pub to: State,
+    pub reason: Reason,
+}
+
+/// Counters for status and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    pub other_master_heard: u64,
+    pub transitions: u64,
+}
