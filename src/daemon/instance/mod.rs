@@ -32,7 +32,7 @@ use crate::health::notify::Notifier;
 use crate::health::{CheckEvent, SyncEntry, Tracker};
 use crate::net::netlink::{NetEvent, Netlink};
 use crate::net::transport::{Channel, Datagram, SendError};
-use crate::wire::{self, Advert, Flags, ReplayGuard};
+use crate::wire::{self, Advert, ReplayGuard};
 
 /// The daemon's clock: tokio's, as a std `Instant` for the election.
 mod clock {
@@ -299,21 +299,10 @@ impl Instance {
         else {
             return;
         };
-        // Heard within two of its intervals: quorum is lost before a backup's
-        // master-down interval (three intervals) runs out, so a node cut off from
-        // the majority faults before it could take over (config makes backups
-        // advertise at the master's interval when quorum is on).
-        let margin = self.cfg.takeover_margin;
-        let heard = 1 + self
-            .election
-            .peers()
-            .filter(|p| {
-                !p.flags.contains(Flags::SHUTTING_DOWN)
-                    && now < p.last_heard + p.interval * 2 + margin
-            })
-            .count();
-        let need = total as usize / 2 + 1;
-        let fault = (heard < need).then(|| {
+        // The liveness rule for quorum is the election's (see its rules doc).
+        let quorum = self.election.quorum(now, total);
+        let (heard, need) = (quorum.heard, quorum.needed);
+        let fault = (!quorum.is_met()).then(|| {
             format!("guard: quorum lost: hears {heard} of {total} nodes (itself included), needs {need}")
         });
         if fault != self.health.quorum_fault() {
