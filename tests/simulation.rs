@@ -308,7 +308,7 @@ impl Sim {
                     self.nodes[i].holds_vips = false;
                     self.dirty = true;
                 }
-                Action::AnnounceVips => {}
+                Action::AnnounceVips | Action::ReannounceVips | Action::StopAnnouncing => {}
                 Action::StateChanged { from, to, reason } => {
                     self.state_changes += 1;
                     self.dirty = true;

@@ -79,7 +79,12 @@ pub(super) type Held = Arc<Mutex<BTreeMap<Vip, bool>>>;
 #[derive(Debug)]
 pub(super) enum VipOp {
     Claim,
+    /// Start the announcement schedule (bursts, refresh).
     Announce,
+    /// One round of announcements now; the schedule stays as it is.
+    AnnounceOnce,
+    /// Stop the announcement schedule; the VIPs stay.
+    StopAnnouncing,
     Release,
     /// Claim again (one VIP, or all that are missing) and re-announce.
     Reclaim(Option<Vip>),
@@ -111,6 +116,12 @@ impl VipWorker {
                     }
                 }
                 VipOp::Announce => self.start_announcing(&mut announcing),
+                VipOp::AnnounceOnce => self.announce_once().await,
+                VipOp::StopAnnouncing => {
+                    if let Some(task) = announcing.take() {
+                        task.abort();
+                    }
+                }
                 VipOp::Release => {
                     if let Some(task) = announcing.take() {
                         task.abort();
@@ -196,21 +207,42 @@ impl VipWorker {
         }
     }
 
-    fn start_announcing(&mut self, announcing: &mut Option<JoinHandle<()>>) {
-        if let Some(task) = announcing.take() {
-            task.abort();
-        }
+    /// The interface's announcer, opened on first use.
+    fn announcer(&mut self) -> Option<Arc<Announcer>> {
         if self.announcer.is_none() {
             match Announcer::open(self.ifindex, &self.interface) {
                 Ok(a) => self.announcer = Some(Arc::new(a)),
                 Err(e) => {
                     tracing::error!(instance = %self.instance, error = %error_chain(&e),
                         "cannot send gratuitous ARP / NA; clients may keep the old MAC until their caches expire");
-                    return;
                 }
             }
         }
-        let Some(announcer) = self.announcer.clone() else {
+        self.announcer.clone()
+    }
+
+    /// One round now: another node may have held the VIPs.
+    async fn announce_once(&mut self) {
+        let Some(announcer) = self.announcer() else {
+            return;
+        };
+        let addrs: Vec<IpAddr> = self.vips.iter().map(|v| v.addr).collect();
+        burst(
+            &announcer,
+            &addrs,
+            1,
+            Duration::ZERO,
+            &self.instance,
+            "re-announce",
+        )
+        .await;
+    }
+
+    fn start_announcing(&mut self, announcing: &mut Option<JoinHandle<()>>) {
+        if let Some(task) = announcing.take() {
+            task.abort();
+        }
+        let Some(announcer) = self.announcer() else {
             return;
         };
         let addrs: Vec<IpAddr> = self.vips.iter().map(|v| v.addr).collect();
@@ -284,5 +316,11 @@ async fn burst(
             }
         }
     }
-    tracing::info!(%instance, burst = which, sent, failed, vips = addrs.len(), "announced VIPs (gratuitous ARP / unsolicited NA)");
+    // The bursts on becoming master are worth a line each; refresh and
+    // re-announce rounds can come several times a second, so only at debug.
+    if matches!(which, "first" | "second") {
+        tracing::info!(%instance, burst = which, sent, failed, vips = addrs.len(), "announced VIPs (gratuitous ARP / unsolicited NA)");
+    } else {
+        tracing::debug!(%instance, burst = which, sent, failed, vips = addrs.len(), "announced VIPs (gratuitous ARP / unsolicited NA)");
+    }
 }

@@ -137,8 +137,17 @@ pub enum Action {
     SendAdvert(AdvertBody),
     /// Add the VIPs to the interface.
     ClaimVips,
-    /// Send gratuitous ARP / unsolicited NA for the VIPs (a burst).
+    /// Start announcing the VIPs (gratuitous ARP / unsolicited NA): the burst
+    /// on becoming master, its repeat and the optional refresh.
     AnnounceVips,
+    /// Send one more round of announcements now, leaving the schedule of
+    /// [`Action::AnnounceVips`] as it is: clients may be on another node's MAC
+    /// (the rule "Clients follow the master").
+    ReannounceVips,
+    /// Stop announcing (a master on its way out): the VIPs stay until
+    /// [`Action::ReleaseVips`], but no later announcement of ours may pull
+    /// clients back from the successor.
+    StopAnnouncing,
     /// Remove the VIPs from the interface.
     ReleaseVips,
     StateChanged {

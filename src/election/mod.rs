@@ -44,11 +44,28 @@
 //! followed master that starts advertising as a backup is treated the same way.
 //!
 //! **Master meets master** (RFC 5798 §6.4.3). A master that hears a better master
-//! steps down: it advertises priority 0 at once and releases the VIPs
-//! [`STEP_DOWN_LINGER`] later, so packets still sent to its MAC while the new
-//! master's claim and gratuitous ARP land are not dropped. One that hears a worse master stays, re-announces its VIPs
-//! (clients may have followed the other's gratuitous ARP: FIELD-NOTES 2, 17) and
-//! advertises at once so the other steps down.
+//! steps down: it stops announcing, advertises priority 0 at once and releases
+//! the VIPs [`STEP_DOWN_LINGER`] later, so packets still sent to its MAC while
+//! the new master's claim and gratuitous ARP land are not dropped. One that
+//! hears a worse master stays and advertises at once so the other steps down.
+//!
+//! **Clients follow the master** (FIELD-NOTES 2, 17, 19). A client goes wherever
+//! the last gratuitous ARP or unsolicited NA it saw points, so after any moment
+//! with two holders the master must be the last to announce. A master therefore
+//! re-announces its VIPs whenever it learns that another node held them, or may
+//! have: it hears another master (better or worse, releasing or not); it hears
+//! a node it knew as master advertise as anything else (a step-down or release
+//! it may have missed the start of); it hears a peer it did not know or had
+//! lost (a node cut off for longer than its liveness window may have been
+//! master on the other side of a partition, and may already have stepped down
+//! by the time it is heard). It re-announces at once (at most every
+//! [`REANNOUNCE_MIN_GAP`]) and again [`REANNOUNCE_AFTER`] later — the first
+//! repeat lands after the other node's release (it releases [`STEP_DOWN_LINGER`]
+//! after hearing us), the later ones cover announcements of the other node that
+//! were still in flight — so whatever order the two nodes' packets cross in,
+//! clients end on the master's MAC. A new trigger restarts the repeats. The
+//! other half: a master on its way out (stepping down, handing over) stops
+//! announcing at once, so none of its own late bursts pulls clients back.
 //!
 //! **Preempt** (RFC 5798 §6.4.2 "Preempt_Mode"). A backup that outranks the live
 //! master takes over if `preempt` is on, after `preempt_delay` of outranking it
@@ -125,6 +142,21 @@ use timers::{Timer, Timers};
 /// clients send.
 pub const STEP_DOWN_LINGER: Duration = Duration::from_millis(20);
 
+/// How soon a master may re-announce at once again after an immediate round
+/// (a peer insisting every interval over a one-way link must not turn into a
+/// gratuitous-ARP storm).
+pub const REANNOUNCE_MIN_GAP: Duration = Duration::from_millis(100);
+
+/// When a master repeats its announcements after learning that another node
+/// held its VIPs, counted from the trigger: first just after the other node's
+/// release (its [`STEP_DOWN_LINGER`] plus a little), then spread over a second.
+pub const REANNOUNCE_AFTER: [Duration; 4] = [
+    Duration::from_millis(25),
+    Duration::from_millis(100),
+    Duration::from_millis(300),
+    Duration::from_millis(1000),
+];
+
 /// A master on its way out: why, and whom to follow afterwards.
 #[derive(Clone, Debug)]
 struct StepDown {
@@ -158,7 +190,11 @@ pub struct Election {
     timers: Timers,
     actions: VecDeque<Action>,
     last_transition: Option<Transition>,
+    /// The last immediate re-announce round.
     last_reannounce: Option<Instant>,
+    /// The pending re-announce repeats: when they were triggered and which of
+    /// [`REANNOUNCE_AFTER`] is next.
+    reannounce: Option<(Instant, usize)>,
     /// Why the armed master-down timer will fire, when not plain silence.
     reason_pending: Option<Reason>,
     duplicate_id_noticed: bool,
@@ -187,6 +223,7 @@ impl Election {
             actions: VecDeque::new(),
             last_transition: None,
             last_reannounce: None,
+            reannounce: None,
             reason_pending: None,
             duplicate_id_noticed: false,
             counters: Counters::default(),
@@ -219,6 +256,10 @@ impl Election {
         self.counters.adverts_received += 1;
         self.max_epoch_seen = self.max_epoch_seen.max(body.promote_epoch);
         let first_heard = !self.peers.contains(body.node_id);
+        let known = self
+            .peers
+            .get(body.node_id)
+            .map(|p| (p.is_master(), self.is_alive(p, now)));
         self.record_peer(now, body);
         if first_heard {
             self.defer_for_better_starter(body);
@@ -243,6 +284,13 @@ impl Election {
                 }
             }
             _ => {}
+        }
+        if self.state == State::Master {
+            let was_master = known.is_some_and(|(master, _)| master);
+            let lost_or_new = known.is_none_or(|(_, alive)| !alive);
+            if is_master || was_master || lost_or_new {
+                self.clients_may_be_elsewhere(now);
+            }
         }
     }
 
@@ -273,6 +321,10 @@ impl Election {
                     self.become_master(now, Reason::Preempting { peer });
                 }
             }
+        }
+        if self.timers.is_due(Timer::Reannounce, now) {
+            self.timers.clear(Timer::Reannounce);
+            self.reannounce_round_due(now);
         }
         if let Some(deadline) = self.timers.get(Timer::Advert) {
             if deadline <= now {
@@ -591,6 +643,7 @@ impl Election {
                 reason,
                 successor: body.clone(),
             });
+            self.stop_announcing();
             self.timers.set(Timer::Handover, release_at);
             self.send_advert(now);
         } else {
@@ -599,17 +652,52 @@ impl Election {
                 peer,
                 we_stay: true,
             });
-            // Clients may have moved to the other's MAC: win them back now, but
-            // at most once a second if the other keeps insisting (one-way links).
-            let quiet = self
-                .last_reannounce
-                .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1));
-            if quiet {
-                self.last_reannounce = Some(now);
-                self.actions.push_back(Action::AnnounceVips);
-            }
+            // Clients may have moved to the other's MAC: handle_advert
+            // re-announces (the rule "Clients follow the master").
             self.send_advert(now);
         }
+    }
+
+    /// The rule "Clients follow the master": another node held, or may have
+    /// held, our VIPs. Announce now and repeat on the schedule.
+    fn clients_may_be_elsewhere(&mut self, now: Instant) {
+        if self.handing_over || self.stepping_down.is_some() {
+            return;
+        }
+        let quiet = self
+            .last_reannounce
+            .is_none_or(|at| now.saturating_duration_since(at) >= REANNOUNCE_MIN_GAP);
+        if quiet {
+            self.last_reannounce = Some(now);
+            self.actions.push_back(Action::ReannounceVips);
+        }
+        self.reannounce = Some((now, 0));
+        self.timers
+            .set(Timer::Reannounce, now + REANNOUNCE_AFTER[0]);
+    }
+
+    /// A repeat of the re-announce schedule is due.
+    fn reannounce_round_due(&mut self, now: Instant) {
+        let Some((since, step)) = self.reannounce.take() else {
+            return;
+        };
+        if self.state != State::Master || self.handing_over || self.stepping_down.is_some() {
+            return;
+        }
+        self.last_reannounce = Some(now);
+        self.actions.push_back(Action::ReannounceVips);
+        if let Some(after) = REANNOUNCE_AFTER.get(step + 1) {
+            self.reannounce = Some((since, step + 1));
+            self.timers.set(Timer::Reannounce, since + *after);
+        }
+    }
+
+    /// On the way out: no more announcements of ours (the VIPs stay until the
+    /// release, so packets in flight are still answered).
+    fn stop_announcing(&mut self) {
+        self.reannounce = None;
+        self.timers.clear(Timer::Reannounce);
+        self.actions.push_back(Action::StopAnnouncing);
     }
 
     fn drain(&mut self, now: Instant, force: bool) -> Result<(), CommandError> {
@@ -695,6 +783,7 @@ impl Election {
 
     fn start_handover(&mut self, now: Instant) {
         self.handing_over = true;
+        self.stop_announcing();
         self.notice(Notice::HandoverStarted);
         self.timers
             .set(Timer::Handover, now + self.cfg.handover_timeout);
@@ -798,6 +887,10 @@ impl Election {
             return;
         }
         self.state = to;
+        if to != State::Master {
+            self.reannounce = None;
+            self.timers.clear(Timer::Reannounce);
+        }
         self.counters.transitions += 1;
         self.last_transition = Some(Transition {
             at: now,
@@ -1102,7 +1195,7 @@ mod tests {
         e.handle_advert(t, &advert(2, 100, Flags::MASTER));
         let actions = drain(&mut e);
         assert!(
-            has(&actions, &Action::AnnounceVips),
+            has(&actions, &Action::ReannounceVips),
             "re-announce: clients may have followed the other"
         );
         assert!(sent(&actions)
@@ -1118,6 +1211,137 @@ mod tests {
         actions.extend(run_to(&mut e, t + STEP_DOWN_LINGER));
         assert!(has(&actions, &Action::ReleaseVips));
         assert_eq!(e.state(), State::Backup);
+    }
+
+    /// A master up long enough to know its peers, with node 2 a live backup.
+    fn settled_master(t0: Instant) -> (Election, Instant) {
+        let mut e = Election::new(cfg(1, 150), t0);
+        run_to(&mut e, t0 + I * 4);
+        assert_eq!(e.state(), State::Master);
+        let mut t = t0 + I * 4;
+        for _ in 0..3 {
+            t += I;
+            e.handle_advert(t, &advert(2, 100, 0));
+            run_to(&mut e, t);
+            drain(&mut e);
+        }
+        (e, t)
+    }
+
+    /// The times of every re-announce round from `from` up to `until`.
+    fn reannounce_times(e: &mut Election, from: Instant, until: Instant) -> Vec<Duration> {
+        let mut times = Vec::new();
+        let mut record = |actions: Vec<Action>, at: Instant| {
+            for a in actions {
+                if a == Action::ReannounceVips {
+                    times.push(at - from);
+                }
+            }
+        };
+        record(drain(e), from);
+        while let Some(t) = e.poll_timeout() {
+            if t > until {
+                break;
+            }
+            e.handle_timeout(t);
+            record(drain(e), t);
+        }
+        times
+    }
+
+    #[test]
+    fn clients_follow_the_master_after_the_loser_stepped_down_first() {
+        // The partition healed and the loser heard us first: what reaches us
+        // is its step-down advert (master, priority 0), then backup adverts.
+        let (mut e, t) = settled_master(Instant::now());
+        e.handle_advert(t, &advert(2, 0, Flags::MASTER));
+        let times = reannounce_times(&mut e, t, t + Duration::from_secs(2));
+        let mut want = vec![Duration::ZERO];
+        want.extend(REANNOUNCE_AFTER);
+        assert_eq!(
+            times, want,
+            "at once, after the loser's release, then spread"
+        );
+        assert!(
+            REANNOUNCE_AFTER[0] > STEP_DOWN_LINGER,
+            "the first repeat lands after the loser's release"
+        );
+        assert_eq!(e.state(), State::Master);
+    }
+
+    #[test]
+    fn clients_follow_the_master_when_a_known_master_turns_backup() {
+        let (mut e, t) = settled_master(Instant::now());
+        // We heard node 2 as master (a worse one), then as a backup.
+        e.handle_advert(t, &advert(2, 100, Flags::MASTER));
+        drain(&mut e);
+        let later = t + Duration::from_secs(2);
+        run_to(&mut e, later);
+        e.handle_advert(later, &advert(2, 100, 0));
+        assert!(has(&drain(&mut e), &Action::ReannounceVips));
+    }
+
+    #[test]
+    fn clients_follow_the_master_when_a_lost_peer_is_heard_again() {
+        let (mut e, t) = settled_master(Instant::now());
+        // A backup heard on time changes nothing.
+        e.handle_advert(t + I, &advert(2, 100, 0));
+        assert!(!has(&drain(&mut e), &Action::ReannounceVips));
+        // Silent for longer than its liveness window (a partition): it may have
+        // been master on the other side and stepped down already.
+        let back = t + I * 10;
+        run_to(&mut e, back);
+        e.handle_advert(back, &advert(2, 100, 0));
+        assert!(has(&drain(&mut e), &Action::ReannounceVips));
+        // A node never heard before may have been master too.
+        e.handle_advert(back, &advert(3, 100, 0));
+        let actions = run_to(&mut e, back + REANNOUNCE_AFTER[0]);
+        assert!(has(&actions, &Action::ReannounceVips));
+    }
+
+    #[test]
+    fn a_master_insisting_over_a_one_way_link_does_not_cause_an_announce_storm() {
+        let (mut e, t0) = settled_master(Instant::now());
+        let mut rounds = 0;
+        let mut t = t0;
+        // A worse master that never hears us, advertising every 10 ms for 1 s.
+        for _ in 0..100 {
+            t += Duration::from_millis(10);
+            e.handle_advert(t, &advert(2, 100, Flags::MASTER));
+            rounds += drain(&mut e)
+                .iter()
+                .filter(|a| **a == Action::ReannounceVips)
+                .count();
+            rounds += run_to(&mut e, t)
+                .iter()
+                .filter(|a| **a == Action::ReannounceVips)
+                .count();
+        }
+        let most =
+            (Duration::from_secs(1).as_millis() / REANNOUNCE_MIN_GAP.as_millis()) as usize + 1;
+        assert!((1..=most).contains(&rounds), "{rounds} rounds in 1 s");
+    }
+
+    #[test]
+    fn a_master_on_its_way_out_stops_announcing_before_it_releases() {
+        let (mut e, t) = settled_master(Instant::now());
+        e.handle_advert(t, &advert(2, 100, Flags::MASTER)); // a worse master: repeats armed
+        drain(&mut e);
+        e.handle_advert(t, &advert(3, 200, Flags::MASTER)); // a better one: step down
+        let mut actions = drain(&mut e);
+        actions.extend(run_to(&mut e, t + Duration::from_secs(2)));
+        let stop = actions.iter().position(|a| *a == Action::StopAnnouncing);
+        let release = actions.iter().position(|a| *a == Action::ReleaseVips);
+        assert!(stop.is_some() && stop < release, "{actions:?}");
+        assert!(
+            !actions.contains(&Action::ReannounceVips),
+            "no repeat after stepping down: {actions:?}"
+        );
+        // A drain's handover stops announcing too.
+        let (mut e, t) = settled_master(Instant::now());
+        e.handle_command(t, Command::Drain { force: false })
+            .unwrap();
+        assert!(has(&drain(&mut e), &Action::StopAnnouncing));
     }
 
     #[test]

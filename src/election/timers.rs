@@ -19,10 +19,12 @@ pub(super) enum Timer {
     /// Master: the make-before-break handover bound (or the step-down linger)
     /// has passed.
     Handover = 3,
+    /// Master: the next round of the re-announce schedule is due.
+    Reannounce = 4,
 }
 
 impl Timer {
-    const COUNT: usize = 4;
+    const COUNT: usize = 5;
 }
 
 /// One optional deadline per [`Timer`].

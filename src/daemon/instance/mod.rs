@@ -453,6 +453,12 @@ impl Instance {
                 Action::AnnounceVips => {
                     let _ = self.ops.send(VipOp::Announce);
                 }
+                Action::ReannounceVips => {
+                    let _ = self.ops.send(VipOp::AnnounceOnce);
+                }
+                Action::StopAnnouncing => {
+                    let _ = self.ops.send(VipOp::StopAnnouncing);
+                }
                 Action::ReleaseVips => {
                     self.claimed = false;
                     let _ = self.ops.send(VipOp::Release);
