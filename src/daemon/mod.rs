@@ -87,16 +87,20 @@ pub(crate) const INSTANCE_QUEUE: usize = 32;
 /// Why the daemon could not start (or had to stop), naming what and where.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The configuration file does not load or validate.
     #[error("loading the configuration")]
     Config(#[from] ConfigError),
+    /// The configuration names interfaces or groups this host does not have.
     #[error("the configuration does not fit this host:\n{0}")]
     System(String),
+    /// The rtnetlink socket could not be opened or answered with an error.
     #[error("netlink: {what}")]
     Netlink {
         what: &'static str,
         #[source]
         source: NetlinkError,
     },
+    /// An instance's interface could not be looked up.
     #[error("instance {instance:?}: interface {interface:?}")]
     Interface {
         instance: String,
@@ -104,18 +108,21 @@ pub enum DaemonError {
         #[source]
         source: NetlinkError,
     },
+    /// An instance's advert socket could not be opened.
     #[error("instance {instance:?}: opening the advert socket")]
     Transport {
         instance: String,
         #[source]
         source: TransportError,
     },
+    /// The control socket could not be set up.
     #[error("control socket {}", path.display())]
     Control {
         path: PathBuf,
         #[source]
         source: ControlError,
     },
+    /// A signal handler could not be installed.
     #[error("installing the {what} signal handler")]
     Signal {
         what: &'static str,

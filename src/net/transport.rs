@@ -94,6 +94,7 @@ pub enum SendError {
     /// IPv6 has no usable source address yet (link-local address still in DAD).
     #[error("no usable source address yet (IPv6 duplicate address detection?)")]
     AddressNotReady,
+    /// Any other error of the send call, with the destination.
     #[error("sending advert to {dest}")]
     Io {
         dest: SocketAddr,
