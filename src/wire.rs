@@ -116,7 +116,9 @@ pub const VERSION: u8 = 1;
 pub const MAX_PACKET_LEN: usize = 148;
 /// The longest node name, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 64;
-/// The longest advert interval, in centiseconds (40.95 s). The shortest is 1 (10 ms).
+/// The shortest advert interval, in centiseconds (10 ms).
+pub const MIN_INTERVAL_CS: u16 = 1;
+/// The longest advert interval, in centiseconds (40.95 s).
 pub const MAX_INTERVAL_CS: u16 = 4095;
 
 /// Bytes before the node name.
@@ -441,10 +443,10 @@ fn validate_body(body: &AdvertBody) -> Result<(), WireError> {
 }
 
 fn validate_interval(cs: u16) -> Result<(), WireError> {
-    if cs == 0 || cs > MAX_INTERVAL_CS {
+    if !(MIN_INTERVAL_CS..=MAX_INTERVAL_CS).contains(&cs) {
         return Err(invalid(
             FIELD_INTERVAL,
-            format!("{cs} centiseconds, must be 1..={MAX_INTERVAL_CS}"),
+            format!("{cs} centiseconds, must be {MIN_INTERVAL_CS}..={MAX_INTERVAL_CS}"),
         ));
     }
     Ok(())
@@ -666,12 +668,15 @@ pub fn interval_to_cs(d: Duration) -> Option<u16> {
         return None;
     }
     let cs = u16::try_from(nanos / NANOS_PER_CS).ok()?;
-    (1..=MAX_INTERVAL_CS).contains(&cs).then_some(cs)
+    (MIN_INTERVAL_CS..=MAX_INTERVAL_CS)
+        .contains(&cs)
+        .then_some(cs)
 }
 
 /// The duration of `cs` centiseconds.
-pub fn cs_to_duration(cs: u16) -> Duration {
-    Duration::from_millis(u64::from(cs) * 10)
+pub const fn cs_to_duration(cs: u16) -> Duration {
+    // `as` because `u64::from` is not const; widening a u16 is lossless.
+    Duration::from_millis(cs as u64 * 10)
 }
 
 /// Rejects replays: per sender node id remembers (boot_id, sequence); accepts only

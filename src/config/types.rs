@@ -1,0 +1,298 @@
+//! The validated configuration: what `vipd run` acts on.
+//!
+//! Plain data with public fields, built only by validation (or by hand in tests
+//! through [`Config::new`]); nothing here parses, checks or touches the host.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{Location, Vip};
+use crate::wire::Auth;
+
+/// A validated configuration: what `vipd run` acts on.
+///
+/// Equality compares the settings only, never where in the file they were written,
+/// so a reload that merely moves lines around changes nothing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Settings for this node as a whole (`[node]`).
+    pub node: NodeConfig,
+    /// The VRRP-like instances (`[[instance]]`), in file order; at least one.
+    pub instances: Vec<InstanceConfig>,
+    /// Sync groups (`[[sync_group]]`), in file order; each member instance also
+    /// carries its group in [`InstanceConfig::sync_group`].
+    pub sync_groups: Vec<SyncGroup>,
+    /// Where in the file some values came from, for [`check_against_system`](super::check_against_system).
+    pub(super) sources: Sources,
+}
+
+impl Config {
+    /// Builds a configuration by hand (e.g. in tests). Problems found by
+    /// [`check_against_system`](super::check_against_system) on it carry no file position.
+    pub fn new(node: NodeConfig, instances: Vec<InstanceConfig>) -> Self {
+        Self {
+            node,
+            instances,
+            sync_groups: Vec::new(),
+            sources: Sources::default(),
+        }
+    }
+
+    /// The instance called `name`, if any.
+    pub fn instance(&self, name: &str) -> Option<&InstanceConfig> {
+        self.instances.iter().find(|i| i.name == name)
+    }
+}
+
+/// Node-wide settings (`[node]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeConfig {
+    /// The node's name, sent in adverts and shown in status (1..=64 bytes).
+    /// Default: the hostname.
+    pub name: String,
+    /// The first 8 bytes (big-endian) of SHA-256 of `name`: stable across restarts,
+    /// breaks priority ties.
+    pub node_id: u64,
+    /// The control socket's path. Default: `/run/vipd/vipd.sock`.
+    pub control_socket: PathBuf,
+    /// A unix group whose members may also use the control socket. Default: none
+    /// (root only).
+    pub control_group: Option<String>,
+    /// Where vipd keeps state across restarts. Default: `/var/lib/vipd`.
+    pub state_dir: PathBuf,
+    /// Stay backup at least this long after start (boot races). Default: 0s; at
+    /// most 10min.
+    pub startup_delay: Duration,
+}
+
+/// One instance: a set of VIPs held by one node of a group at a time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstanceConfig {
+    /// Unique on this node; `[A-Za-z0-9_.-]{1,32}`.
+    pub name: String,
+    /// The interface that carries the VIPs and the adverts.
+    pub interface: String,
+    /// 1..=255; the same on every peer; `(interface, group)` is unique on a node.
+    pub group: u8,
+    /// 1..=254; the highest healthy priority becomes master.
+    pub priority: u8,
+    /// How often the master advertises: 10ms..=40.95s in whole centiseconds.
+    /// Default 1s.
+    pub advert_interval: Duration,
+    /// How often backups advertise. Default `max(advert_interval, 1s)` (at most
+    /// 40.95s); `advert_interval..=40.95s` in whole centiseconds.
+    pub backup_advert_interval: Duration,
+    /// Per-rank wait added by backups before taking over. Default 2ms;
+    /// `100us..=advert_interval / 2`.
+    pub takeover_margin: Duration,
+    /// Bound on make-before-break during drain and shutdown. Default
+    /// `min(3 × advert_interval, 60s)`; `advert_interval..=60s`.
+    pub handover_timeout: Duration,
+    /// Whether a higher priority takes over from a lower-priority master. Default true.
+    pub preempt: bool,
+    /// How long to wait before preempting. Default 0s; at most 1h.
+    pub preempt_delay: Duration,
+    /// The virtual addresses; 1..=1024, no duplicates, in file order.
+    pub vips: Vec<Vip>,
+    /// How adverts are authenticated.
+    pub auth: Auth,
+    /// Unicast peers; empty means multicast to `multicast_group`.
+    pub peers: Vec<IpAddr>,
+    /// The multicast group adverts go to when `peers` is empty. Default 239.255.80.51.
+    pub multicast_group: IpAddr,
+    /// UDP port of adverts. Default 5880.
+    pub port: u16,
+    /// Gratuitous ARP / unsolicited NA on becoming master.
+    pub announce: AnnounceConfig,
+    /// `[[instance.track_script]]`: commands whose result moves the priority or
+    /// puts the instance in fault.
+    pub track_scripts: Vec<TrackScript>,
+    /// `[[instance.track_interface]]`: other interfaces whose link state counts.
+    pub track_interfaces: Vec<TrackInterface>,
+    /// `[[instance.track_file]]`: files holding a priority weight.
+    pub track_files: Vec<TrackFile>,
+    /// `[instance.notify]`: hooks run on each transition.
+    pub notify: NotifyConfig,
+    /// `[instance.guard]`: the opt-in split-brain guard. Default: none.
+    pub guard: Option<GuardConfig>,
+    /// The sync group this instance belongs to, if any (from `[[sync_group]]`).
+    pub sync_group: Option<SyncGroup>,
+}
+
+/// A track script: run every `interval`; `fall` failures in a row make it failing,
+/// `rise` successes in a row make it good again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackScript {
+    /// Unique within the instance; `[A-Za-z0-9_.-]{1,32}`; shown in status.
+    pub name: String,
+    /// The program and its arguments, run without a shell; with `shell`, a single
+    /// string run by `/bin/sh -c`.
+    pub command: Vec<String>,
+    /// Run `command[0]` through `/bin/sh -c`. Default false.
+    pub shell: bool,
+    /// Time between the end of one run and the start of the next. Default 2s;
+    /// 10ms..=1h.
+    pub interval: Duration,
+    /// A run still going after this long is killed with its process group and
+    /// counts as a failure. Default: `interval`; 10ms..=1h.
+    pub timeout: Duration,
+    /// Successes in a row before a failing script is good again. Default 1; 1..=100.
+    pub rise: u32,
+    /// Failures in a row before a good script is failing. Default 1; 1..=100.
+    pub fall: u32,
+    /// `None`: a failing script puts the instance in fault. Negative: added to the
+    /// priority while failing. Positive: added while good. -254..=254, not 0.
+    pub weight: Option<i32>,
+}
+
+/// Another interface whose link state counts (`[[instance.track_interface]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackInterface {
+    /// The interface name.
+    pub interface: String,
+    /// `None`: link down puts the instance in fault. Negative: added while down.
+    /// Positive: added while up. -254..=254, not 0.
+    pub weight: Option<i32>,
+}
+
+/// A file holding an integer weight, as keepalived's `track_file`
+/// (`[[instance.track_file]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackFile {
+    /// Absolute, or relative to the configuration file's directory.
+    pub path: PathBuf,
+    /// The file's integer times this is added to the priority; a result of -254 or
+    /// less puts the instance in fault. Default 1; -254..=254.
+    pub weight_multiplier: i32,
+    /// How often the file is read. Default 1s; 10ms..=1h.
+    pub interval: Duration,
+}
+
+/// Hooks run on transitions (`[instance.notify]`). Each is a program and its
+/// arguments (run without a shell); vipd appends the instance, the new state, the
+/// previous state and the reason, and sets `VIPD_INSTANCE`, `VIPD_STATE`,
+/// `VIPD_PREVIOUS_STATE` and `VIPD_REASON`. Empty: no hook.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NotifyConfig {
+    pub master: Vec<String>,
+    pub backup: Vec<String>,
+    pub fault: Vec<String>,
+    /// Run when the instance stops (daemon shutdown, or removed by a reload), with
+    /// state `stop`.
+    pub stop: Vec<String>,
+    /// Run on every transition, after the state's own hook.
+    pub any: Vec<String>,
+    /// Each hook is killed, with its process group, after this long. Default 10s;
+    /// 10ms..=1h.
+    pub timeout: Duration,
+}
+
+impl NotifyConfig {
+    /// Whether any hook is configured.
+    pub fn is_empty(&self) -> bool {
+        self.master.is_empty()
+            && self.backup.is_empty()
+            && self.fault.is_empty()
+            && self.stop.is_empty()
+            && self.any.is_empty()
+    }
+}
+
+/// What the split-brain guard must reach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Witness {
+    /// The IPv4 default gateway, looked up at each check.
+    Gateway,
+    Address(IpAddr),
+}
+
+/// How the guard checks its witness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuardMethod {
+    /// `arping -c 1` on the instance's interface (IPv4 witnesses only).
+    Arp,
+    /// `ping -c 1` through the instance's interface.
+    Icmp,
+}
+
+/// The split-brain guard (`[instance.guard]`): the node may be master only while
+/// it reaches the witness (and, with `quorum`, hears a majority of the group).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuardConfig {
+    pub witness: Witness,
+    /// Default icmp.
+    pub method: GuardMethod,
+    /// Time between checks. Default: the advert interval, at least 100ms; 100ms..=1m.
+    pub interval: Duration,
+    /// Longest wait for the answer. Default: `interval`; 100ms..=1m.
+    pub timeout: Duration,
+    /// Failed checks in a row before the fault. Default 1; 1..=100.
+    pub fall: u32,
+    /// Good checks in a row before the fault clears. Default 2; 1..=100.
+    pub rise: u32,
+    /// Also require hearing a majority of `peers_total` nodes (a peer counts while
+    /// heard within two of its intervals). Default false. When on,
+    /// `backup_advert_interval` defaults to, and must equal, `advert_interval`.
+    pub quorum: bool,
+    /// Nodes in the group, this one included; 3..=255. Default with unicast: peers
+    /// + 1; required with multicast when `quorum` is on.
+    pub peers_total: Option<u32>,
+}
+
+/// Instances that move together (`[[sync_group]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncGroup {
+    /// `[A-Za-z0-9_.-]{1,32}`, unique.
+    pub name: String,
+    /// Member instance names, 2 or more, each in one sync group at most.
+    pub instances: Vec<String>,
+}
+
+impl InstanceConfig {
+    /// Whether adverts go to unicast `peers` rather than the multicast group.
+    pub fn is_unicast(&self) -> bool {
+        !self.peers.is_empty()
+    }
+}
+
+/// Gratuitous ARPs (IPv4) and unsolicited neighbour advertisements (IPv6) sent on
+/// becoming master.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnnounceConfig {
+    /// How many in one burst: 1..=100. Default 5.
+    pub count: u32,
+    /// Spacing within a burst: 1ms..=10s. Default 100ms.
+    pub interval: Duration,
+    /// A second burst this long after becoming master (at most 1h). Default 5s;
+    /// `"0s"` in the file gives `None` (no second burst).
+    pub repeat_after: Option<Duration>,
+    /// Re-announce periodically while master (1s..=24h). Default `None` (`"0s"`).
+    pub refresh: Option<Duration>,
+}
+
+/// Positions kept for [`check_against_system`](super::check_against_system); ignored
+/// by equality.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Sources {
+    /// `node.control_group`.
+    pub(super) control_group: Option<Location>,
+    /// By instance name.
+    pub(super) instances: HashMap<String, InstanceSources>,
+}
+
+/// Positions of one instance's values that host checks point at.
+#[derive(Clone, Debug)]
+pub(super) struct InstanceSources {
+    /// `interface`.
+    pub(super) interface: Location,
+    /// Parallel to `InstanceConfig::vips`.
+    pub(super) vips: Vec<Location>,
+}
+
+impl PartialEq for Sources {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
