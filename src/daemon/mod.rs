@@ -90,6 +90,9 @@ pub enum DaemonError {
     /// The configuration file does not load or validate.
     #[error("loading the configuration")]
     Config(#[from] ConfigError),
+    /// Another `vipd run` holds this node's state directory.
+    #[error(transparent)]
+    AlreadyRunning(#[from] state::LockError),
     /// The configuration names interfaces or groups this host does not have.
     #[error("the configuration does not fit this host:\n{0}")]
     System(String),
@@ -146,6 +149,9 @@ pub async fn run(
         let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
         return Err(DaemonError::System(text.join("\n")));
     }
+    // One daemon per node: before any address, socket or state is touched.
+    let state = StateDir::new(&config.node.state_dir);
+    let _lock = state.lock()?;
 
     // Watch before reading any state, so no change slips between the two.
     let watch = netlink::watch().map_err(|source| DaemonError::Netlink {
@@ -160,7 +166,6 @@ pub async fn run(
     let fanout = tokio::spawn(fan_out_net_events(watch, net_tx.clone()));
 
     remove_stale_vips(&netlink).await;
-    let state = StateDir::new(&config.node.state_dir);
     let boot_id = state.next_boot_id();
     tracing::info!(node = %config.node.name, boot_id, instances = config.instances.len(), "vipd starting");
 

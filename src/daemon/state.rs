@@ -4,12 +4,43 @@
 //!   clock stepped back (peers' replay guards would reject lower ones).
 //! - `<instance>.drained`: an operator's drain, kept until `vipd undrain`, so a
 //!   drained node stays drained through restarts and reboots.
+//! - `vipd.pid`: the single-instance lock. `vipd run` takes an exclusive
+//!   `flock` on it before it touches any address, socket or state, and holds it
+//!   until it exits (the kernel drops it with the process, also after SIGKILL).
+//!   A second `vipd run` on the same node — an easy slip while the service runs
+//!   — fails there, naming the running pid, and changes nothing (FIELD-NOTES 20).
 //!
 //! What it may not touch: anything but files under the state directory.
 
-use std::io;
+use std::fs::File;
+use std::io::{self, Read as _, Seek as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+/// Why the single-instance lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another `vipd run` holds the lock: this one must not start.
+    #[error("another vipd is already running ({holder}) with state directory {}; this one changed nothing and exits (stop the other first: systemctl stop vipd)", dir.display())]
+    Held { holder: String, dir: PathBuf },
+    /// The lock file could not be created, read or locked.
+    #[error("{}: cannot take the single-instance lock: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Held while the daemon runs: no other `vipd run` shares this state directory.
+#[derive(Debug)]
+pub(crate) struct InstanceLock {
+    _file: Flock<File>,
+}
 
 /// The state directory of one daemon.
 #[derive(Clone, Debug)]
@@ -22,6 +53,49 @@ impl StateDir {
         Self {
             dir: dir.to_owned(),
         }
+    }
+
+    /// Takes the single-instance lock and writes our pid into it; fails at once
+    /// (no waiting) when another daemon holds it.
+    pub(crate) fn lock(&self) -> Result<InstanceLock, LockError> {
+        let path = self.dir.join("vipd.pid");
+        let io_error = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io_error)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&path)
+            .map_err(io_error)?;
+        let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((mut file, Errno::EWOULDBLOCK)) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let holder = match pid.trim() {
+                    "" => "pid unknown".to_owned(),
+                    pid => format!("pid {pid}"),
+                };
+                return Err(LockError::Held {
+                    holder,
+                    dir: self.dir.clone(),
+                });
+            }
+            Err((_, errno)) => return Err(io_error(errno.into())),
+        };
+        let write = |file: &mut File| -> io::Result<()> {
+            file.set_len(0)?;
+            file.rewind()?;
+            writeln!(file, "{}", std::process::id())?;
+            file.sync_all()
+        };
+        write(&mut file).map_err(io_error)?;
+        Ok(InstanceLock { _file: file })
     }
 
     /// The boot id: microseconds since the epoch, but always above the last one
@@ -89,6 +163,27 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vipd-state-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
+    }
+
+    #[test]
+    fn a_second_daemon_cannot_take_the_lock_and_learns_the_pid() {
+        let dir = scratch("lock");
+        let state = StateDir::new(&dir);
+        let held = state.lock().expect("the first lock");
+        let pid = std::process::id();
+        // flock locks belong to the open file description: a second open, as a
+        // second process would make, is refused.
+        let err = state.lock().expect_err("a second lock is refused");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("already running (pid {pid})")),
+            "{text}"
+        );
+        assert!(text.contains(&dir.display().to_string()), "{text}");
+        drop(held);
+        let again = state.lock().expect("free again once the first is gone");
+        drop(again);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
