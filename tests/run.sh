@@ -31,8 +31,11 @@ declare -A package_of=(
     [/usr/bin/python3]=python3-minimal
 )
 missing=()
+has() { # a user's PATH on Debian lacks the sbin directories, where ip and nft live
+    command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]
+}
 for program in "${!package_of[@]}"; do
-    command -v "$program" >/dev/null 2>&1 || missing+=("${package_of[$program]}")
+    has "$program" || missing+=("${package_of[$program]}")
 done
 
 if [[ $EUID -eq 0 ]]; then
