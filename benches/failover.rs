@@ -8,16 +8,20 @@
 //!
 //! # Layout
 //!
-//! - [`Topo`]: a switch namespace with a bridge, nodes `n1` (priority 150) and
-//!   `n2` (priority 100) and a client, each on the bridge by a veth pair. Every
-//!   namespace is deleted on drop (and on SIGINT/SIGTERM, which unwind), with
-//!   whatever still runs in it; namespaces left by a bench that was SIGKILLed are
-//!   swept by the next run.
-//! - [`Daemon`]: one vipd or keepalived process in a node namespace.
-//! - [`Prober`]: a thread in the client namespace that sends an ARP request for the
-//!   VIP every millisecond over AF_PACKET and records, with timestamps, the probes,
-//!   the replies (and which MAC sent them), every VRRP/vipd advert and every
-//!   gratuitous ARP on the link.
+//! The lab is the integration tests' (`tests/common/`, included below as `mod
+//! common`): namespaces, daemons and the prober are the same code in both.
+//!
+//! - [`Lab`]: a switch namespace with a bridge, nodes `n1` (priority 150) and
+//!   `n2` (priority 100) and a client on 10.251.0.0/16, each on the bridge by a
+//!   veth pair. Every namespace is deleted on drop (and on SIGINT/SIGTERM, which
+//!   unwind), with whatever still runs in it; namespaces left by a bench that was
+//!   SIGKILLed are swept by the next run (or the next test).
+//! - [`Daemon`]: one vipd or keepalived process in a node namespace
+//!   ([`configure`] writes either configuration from a [`Setup`]).
+//! - [`ArpProber`]: a thread in the client namespace that sends an ARP request for
+//!   the VIP every millisecond over AF_PACKET and records, with timestamps, the
+//!   probes, the replies (and which MAC sent them), every VRRP/vipd advert and
+//!   every gratuitous ARP on the link.
 //! - [`AddrMonitor`]: a thread in a node namespace that records every IPv4 address
 //!   added or removed (rtnetlink), for the scale cases.
 //!
@@ -54,18 +58,15 @@ use std::fs;
 use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd as _;
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use nix::libc;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::{json, Value};
 
 /// vipd's default `takeover_margin`: the best backup waits 3 × interval + this.
@@ -74,229 +75,24 @@ const VIPD_MARGIN: Duration = Duration::from_millis(2);
 const PRIO: [u8; 2] = [150, 100];
 /// The lab's addresses: 10.251.0.0/16; nodes .0.1 and .0.2, the client .0.100.
 const NET: [u8; 2] = [10, 251];
-const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 251, 0, 100);
 /// The VIP of the failover cases.
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 251, 1, 1);
-/// How often the prober asks.
-const PROBE_PERIOD: Duration = Duration::from_millis(1);
 
 // ---------------------------------------------------------------------------
-// Interruption: SIGINT/SIGTERM set a flag; every wait loop checks it and panics,
-// so the guards unwind and clean up.
+// The lab (tests/common): namespaces, daemons, the 1 ms ARP prober
 // ---------------------------------------------------------------------------
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
+use common::{
+    install_interrupt_handlers, interrupted, keepalived_bin, run_output, sleep_checked,
+    spawn_when_ready, ArpProber, Daemon, Host, InstanceSpec, Lab, Netns, NodeSpec, Ready,
+};
 
-fn install_signal_handlers() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { sigaction(sig, &action) }.expect("sigaction");
-    }
-}
-
-fn check_interrupted() {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        panic!("interrupted");
-    }
-}
-
-/// Sleeps in short steps so that an interruption is noticed.
-fn sleep(d: Duration) {
-    let end = Instant::now() + d;
-    loop {
-        check_interrupted();
-        let now = Instant::now();
-        if now >= end {
-            return;
-        }
-        thread::sleep((end - now).min(Duration::from_millis(20)));
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Commands
-// ---------------------------------------------------------------------------
-
-fn run(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {program}"))?;
-    if !out.status.success() {
-        bail!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn ip(ns: &str, args: &[&str]) -> Result<String> {
-    let mut full = vec!["-n", ns];
-    full.extend_from_slice(args);
-    run("ip", &full)
-}
-
-fn netns_pids(ns: &str) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    run("ip", &["netns", "pids", ns])
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .filter(|&p| p != me)
-        .collect()
-}
-
-/// SIGKILLs every process in `ns`. They are all stopped first: keepalived's VRRP
-/// child gets SIGTERM when its parent dies (PR_SET_PDEATHSIG) and would then leave
-/// gracefully with a priority-0 advert, which is not a crash.
-fn kill_all_in(ns: &str) {
-    let pids = netns_pids(ns);
-    for &pid in &pids {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
-    }
-    for &pid in &pids {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    }
-}
-
-fn delete_netns(ns: &str) {
-    kill_all_in(ns);
-    let _ = run("ip", &["netns", "del", ns]);
-}
-
-/// Deletes namespaces `vb-<pid>-...` whose bench process is gone.
-fn sweep_stale_namespaces() {
-    for line in run("ip", &["netns", "list"]).unwrap_or_default().lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let mut parts = name.split('-');
-        if parts.next() != Some("vb") {
-            continue;
-        }
-        if let Some(pid) = parts.next().and_then(|p| p.parse::<i32>().ok()) {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                delete_netns(name);
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The topology
-// ---------------------------------------------------------------------------
-
-/// A bridge in a switch namespace, nodes n1 and n2 and a client, each with `eth0`
-/// on the bridge. Deleted on drop, with every process inside.
-struct Topo {
-    sw: String,
-    nodes: [String; 2],
-    client: String,
-    macs: [[u8; 6]; 2],
-    client_mac: [u8; 6],
-}
-
-static TOPO_COUNTER: AtomicU32 = AtomicU32::new(0);
-
-impl Topo {
-    fn new() -> Result<Self> {
-        let id = format!(
-            "vb-{}-{}",
-            std::process::id(),
-            TOPO_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut topo = Self {
-            sw: format!("{id}-sw"),
-            nodes: [format!("{id}-n1"), format!("{id}-n2")],
-            client: format!("{id}-cl"),
-            macs: [[0; 6]; 2],
-            client_mac: [0; 6],
-        };
-        run("ip", &["netns", "add", &topo.sw])?;
-        ip(
-            &topo.sw,
-            &[
-                "link",
-                "add",
-                "br0",
-                "type",
-                "bridge",
-                "mcast_snooping",
-                "0",
-                "forward_delay",
-                "0",
-            ],
-        )?;
-        ip(&topo.sw, &["link", "set", "br0", "up"])?;
-        let hosts = [
-            (topo.nodes[0].clone(), 1u8),
-            (topo.nodes[1].clone(), 2u8),
-            (topo.client.clone(), 100u8),
-        ];
-        for (i, (ns, host)) in hosts.iter().enumerate() {
-            run("ip", &["netns", "add", ns])?;
-            let port = format!("p{i}");
-            ip(
-                &topo.sw,
-                &[
-                    "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", ns,
-                ],
-            )?;
-            ip(&topo.sw, &["link", "set", &port, "master", "br0", "up"])?;
-            let addr = format!("{}.{}.0.{host}/16", NET[0], NET[1]);
-            ip(ns, &["addr", "add", &addr, "dev", "eth0"])?;
-            ip(ns, &["link", "set", "lo", "up"])?;
-            ip(ns, &["link", "set", "eth0", "up"])?;
-        }
-        topo.macs = [mac_of(&topo.nodes[0])?, mac_of(&topo.nodes[1])?];
-        topo.client_mac = mac_of(&topo.client)?;
-        Ok(topo)
-    }
-}
-
-impl Drop for Topo {
-    fn drop(&mut self) {
-        for ns in [&self.client, &self.nodes[0], &self.nodes[1], &self.sw] {
-            delete_netns(ns);
-        }
-    }
-}
-
-fn mac_of(ns: &str) -> Result<[u8; 6]> {
-    let json = ip(ns, &["-j", "link", "show", "dev", "eth0"])?;
-    let v: Value = serde_json::from_str(&json)?;
-    let text = v[0]["address"].as_str().ok_or_else(|| anyhow!("no MAC"))?;
-    let mut mac = [0u8; 6];
-    for (i, part) in text.split(':').enumerate().take(6) {
-        mac[i] = u8::from_str_radix(part, 16)?;
-    }
-    Ok(mac)
-}
-
-fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// Enters the network namespace `ns` on the calling thread only.
-fn enter_netns(ns: &str) -> Result<()> {
-    let file = fs::File::open(format!("/run/netns/{ns}"))?;
-    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
-    Ok(())
+/// Builds the bench's lab: n1, n2 and a client on 10.251.0.0/16.
+fn new_lab() -> Lab {
+    Lab::with_ipv4("bench", 2, &format!("{}.{}.0", NET[0], NET[1]), 16)
 }
 
 // ---------------------------------------------------------------------------
@@ -335,489 +131,79 @@ struct Setup {
     instances: Vec<(u8, Vec<Ipv4Addr>)>,
 }
 
-fn vipd_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_vipd")
-}
-
-fn keepalived_bin() -> String {
-    std::env::var("KEEPALIVED").unwrap_or_else(|_| "keepalived".into())
-}
-
-/// One daemon in a node namespace, SIGKILLed (with all it started) on drop.
-struct Daemon {
-    kind: Kind,
-    ns: String,
-    name: String,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Daemon {
-    fn new(kind: Kind, ns: &str, node: usize, setup: &Setup, work: &Path) -> Result<Self> {
-        let name = format!("n{}", node + 1);
-        let dir = work.join(format!("{}-{name}", kind.name()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(dir.join("state"))?;
-        let prio = PRIO[node];
-        let conf = match kind {
-            Kind::Vipd => {
-                let key = dir.join("key");
-                fs::write(&key, "vipd-bench-key-0123456789abcdef\n")?;
-                fs::set_permissions(&key, fs::Permissions::from_mode(0o600))?;
-                let mut c = format!(
-                    "[node]\nname = \"{name}\"\ncontrol_socket = \"{}\"\nstate_dir = \"{}\"\n",
-                    dir.join("sock").display(),
-                    dir.join("state").display()
+/// Writes node `node`'s (0-based) configuration of `setup` for `kind` on `host`;
+/// [`start`] starts it.
+fn configure(kind: Kind, host: &Host, node: usize, setup: &Setup) -> Daemon {
+    let name = format!("n{}", node + 1);
+    let prio = PRIO[node];
+    match kind {
+        Kind::Vipd => {
+            let mut instances = setup.instances.iter().map(|(group, vips)| {
+                let mut spec =
+                    InstanceSpec::new(prio).advert(&format!("{}ms", setup.interval.as_millis()));
+                spec.name = format!("g{group}");
+                spec.group = *group;
+                spec.vips = vips.iter().map(|v| format!("{v}/16")).collect();
+                spec
+            });
+            let first = instances.next().expect("a setup has an instance");
+            let mut spec = NodeSpec::new(&name, first);
+            spec.instances.extend(instances);
+            Daemon::configure(host, spec)
+        }
+        Kind::Keepalived => {
+            let mut c = format!(
+                "global_defs {{\n  router_id {name}\n  vrrp_version 3\n  vrrp_garp_master_delay 0\n}}\n"
+            );
+            for (group, vips) in &setup.instances {
+                // VRRPv3 carries the addresses in every advert: past a handful they
+                // go in virtual_ipaddress_excluded (managed the same, not advertised).
+                let (main, rest) = vips.split_at(vips.len().min(1));
+                let fmt = |v: &[Ipv4Addr]| {
+                    v.iter()
+                        .map(|a| format!("    {a}/16 dev eth0\n"))
+                        .collect::<String>()
+                };
+                c += &format!(
+                    "vrrp_instance g{group} {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {group}\n  \
+                     priority {prio}\n  advert_int {:.2}\n  virtual_ipaddress {{\n{}  }}\n",
+                    setup.interval.as_secs_f64(),
+                    fmt(main)
                 );
-                for (group, vips) in &setup.instances {
-                    let list = vips
-                        .iter()
-                        .map(|v| format!("\"{v}/16\""))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    c += &format!(
-                        "\n[[instance]]\nname = \"g{group}\"\ninterface = \"eth0\"\ngroup = {group}\n\
-                         priority = {prio}\nadvert_interval = \"{}ms\"\nvips = [{list}]\nauth_key_file = \"{}\"\n",
-                        setup.interval.as_millis(),
-                        key.display()
-                    );
+                if !rest.is_empty() {
+                    c += &format!("  virtual_ipaddress_excluded {{\n{}  }}\n", fmt(rest));
                 }
-                c
+                c += "}\n";
             }
-            Kind::Keepalived => {
-                let mut c = format!(
-                    "global_defs {{\n  router_id {name}\n  vrrp_version 3\n  vrrp_garp_master_delay 0\n}}\n"
-                );
-                for (group, vips) in &setup.instances {
-                    // VRRPv3 carries the addresses in every advert: past a handful they
-                    // go in virtual_ipaddress_excluded (managed the same, not advertised).
-                    let (main, rest) = vips.split_at(vips.len().min(1));
-                    let fmt = |v: &[Ipv4Addr]| {
-                        v.iter()
-                            .map(|a| format!("    {a}/16 dev eth0\n"))
-                            .collect::<String>()
-                    };
-                    c += &format!(
-                        "vrrp_instance g{group} {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {group}\n  \
-                         priority {prio}\n  advert_int {:.2}\n  virtual_ipaddress {{\n{}  }}\n",
-                        setup.interval.as_secs_f64(),
-                        fmt(main)
-                    );
-                    if !rest.is_empty() {
-                        c += &format!("  virtual_ipaddress_excluded {{\n{}  }}\n", fmt(rest));
-                    }
-                    c += "}\n";
-                }
-                c
-            }
-        };
-        fs::write(dir.join("conf"), conf)?;
-        Ok(Self {
-            kind,
-            ns: ns.to_owned(),
-            name,
-            dir,
-            child: None,
-        })
-    }
-
-    fn sock(&self) -> String {
-        self.dir.join("sock").display().to_string()
-    }
-
-    fn start(&mut self) -> Result<()> {
-        self.crash();
-        // keepalived refuses to start while its pid files name a live process (after
-        // a SIGKILL the pid may have been reused).
-        let _ = fs::remove_file(self.dir.join("keepalived.pid"));
-        let _ = fs::remove_file(self.dir.join("vrrp.pid"));
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("log"))?;
-        let conf = self.dir.join("conf").display().to_string();
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns]);
-        match self.kind {
-            Kind::Vipd => {
-                cmd.args([vipd_bin(), "run", "--config", &conf]);
-            }
-            Kind::Keepalived => {
-                let d = self.dir.display().to_string();
-                cmd.arg(keepalived_bin()).args([
-                    "--dont-fork",
-                    "--log-console",
-                    "--log-detail",
-                    "--vrrp",
-                    "--use-file",
-                    &conf,
-                    "--pid",
-                    &format!("{d}/keepalived.pid"),
-                    "--vrrp_pid",
-                    &format!("{d}/vrrp.pid"),
-                ]);
-            }
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("cannot start the daemon")?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    /// SIGKILL to every process in the namespace (keepalived's children too).
-    fn crash(&mut self) {
-        kill_all_in(&self.ns);
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM and wait for the exit (keepalived sends priority 0 on the way).
-    fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM)?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            check_interrupted();
-            if child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "{} on {} did not stop within 30 s",
-                    self.kind.name(),
-                    self.name
-                );
-            }
-            thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    fn vipctl(&self, args: &[&str]) -> Result<String> {
-        let mut full = args.to_vec();
-        let sock = self.sock();
-        full.extend_from_slice(&["--socket", &sock]);
-        run(vipd_bin(), &full)
-    }
-
-    /// The daemon's processes (keepalived: parent and VRRP child).
-    fn pids(&self) -> Vec<i32> {
-        netns_pids(&self.ns)
-    }
-
-    fn log_tail(&self) -> String {
-        let text = fs::read_to_string(self.dir.join("log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.crash();
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The prober
-// ---------------------------------------------------------------------------
-
-#[derive(Clone, Default)]
-struct ProbeLog {
-    /// Send time of each ARP request.
-    probes: Vec<Instant>,
-    /// ARP replies to the client for the VIP: arrival, sender MAC.
-    replies: Vec<(Instant, [u8; 6])>,
-    /// Adverts (VRRP, or UDP to 5880, to a multicast group): arrival, source MAC.
-    adverts: Vec<(Instant, [u8; 6])>,
-    /// Gratuitous ARPs: arrival, sender MAC, address.
-    garps: Vec<(Instant, [u8; 6], Ipv4Addr)>,
-}
-
-struct Prober {
-    log: Arc<Mutex<ProbeLog>>,
-    stop: Arc<AtomicBool>,
-    handle: Option<thread::JoinHandle<Result<()>>>,
-}
-
-impl Prober {
-    fn start(client_ns: &str, client_mac: [u8; 6], vip: Ipv4Addr) -> Result<Self> {
-        let log = Arc::new(Mutex::new(ProbeLog::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let vip_cell = Arc::new(AtomicU32::new(u32::from(vip)));
-        let (l, s, v, ns) = (log.clone(), stop.clone(), vip_cell, client_ns.to_owned());
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let handle = thread::spawn(move || {
-            let r = probe_loop(&ns, client_mac, &l, &s, &v, &ready_tx);
-            let _ = ready_tx.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-            r
-        });
-        match ready_rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => bail!("prober: {e}"),
-            Err(_) => bail!("prober did not start"),
-        }
-        Ok(Self {
-            log,
-            stop,
-            handle: Some(handle),
-        })
-    }
-
-    fn clear(&self) {
-        *self.log.lock().unwrap() = ProbeLog::default();
-    }
-
-    fn snapshot(&self) -> ProbeLog {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// The first reply from `mac` at or after `after`, waiting until `timeout`.
-    fn wait_reply(&self, mac: [u8; 6], after: Instant, timeout: Duration) -> Result<Instant> {
-        let deadline = Instant::now() + timeout;
-        let mut from = 0;
-        loop {
-            check_interrupted();
-            {
-                let log = self.log.lock().unwrap();
-                if let Some(&(t, _)) = log.replies[from.min(log.replies.len())..]
-                    .iter()
-                    .find(|(t, m)| *t >= after && *m == mac)
-                {
-                    return Ok(t);
-                }
-                from = log.replies.len();
-            }
-            if Instant::now() > deadline {
-                bail!("no ARP reply from {} within {timeout:?}", fmt_mac(&mac));
-            }
-            thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    /// Waits until the last `quiet` of answers all came from `mac` (and some did).
-    fn wait_stable(&self, mac: [u8; 6], quiet: Duration, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            sleep(Duration::from_millis(20));
-            let now = Instant::now();
-            {
-                let log = self.log.lock().unwrap();
-                let recent: Vec<_> = log
-                    .replies
-                    .iter()
-                    .rev()
-                    .take_while(|(t, _)| now.duration_since(*t) < quiet)
-                    .collect();
-                let since_start = log
-                    .probes
-                    .first()
-                    .is_some_and(|t| now.duration_since(*t) >= quiet);
-                if since_start
-                    && recent.len() as f64 > quiet.as_secs_f64() * 500.0
-                    && recent.iter().all(|(_, m)| *m == mac)
-                {
-                    return Ok(());
-                }
-            }
-            if now > deadline {
-                bail!(
-                    "{} did not answer alone for {quiet:?} within {timeout:?}",
-                    fmt_mac(&mac)
-                );
-            }
+            Daemon::configure_keepalived(host, &name, &c)
         }
     }
 }
 
-impl Drop for Prober {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
+/// (Re)starts a daemon as from a crash: every process in its namespace is
+/// SIGKILLed first.
+fn start(daemon: &mut Daemon) {
+    daemon.crash();
+    daemon.restart();
 }
 
-fn probe_loop(
-    ns: &str,
-    client_mac: [u8; 6],
-    log: &Mutex<ProbeLog>,
-    stop: &AtomicBool,
-    vip: &AtomicU32,
-    ready: &std::sync::mpsc::Sender<std::result::Result<(), String>>,
-) -> Result<()> {
-    enter_netns(ns)?;
-    let proto = (libc::ETH_P_ALL as u16).to_be();
-    // SAFETY: plain socket(2); the descriptor is owned by `fd` below.
-    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-    if raw < 0 {
-        bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh descriptor nobody else owns.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-    let ifindex = nix::net::if_::if_nametoindex("eth0")?;
-    // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = proto;
-    sll.sll_ifindex = ifindex as i32;
-    // SAFETY: a valid sockaddr_ll of the size given.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&sll as *const libc::sockaddr_ll).cast(),
-            size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    if rc < 0 {
-        bail!("bind AF_PACKET: {}", std::io::Error::last_os_error());
-    }
-    ready.send(Ok(())).ok();
-
-    let mut frame = [0u8; 60];
-    frame[0..6].copy_from_slice(&[0xff; 6]);
-    frame[6..12].copy_from_slice(&client_mac);
-    frame[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
-    frame[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-    frame[22..28].copy_from_slice(&client_mac);
-    frame[28..32].copy_from_slice(&CLIENT_IP.octets());
-    let client_ip = CLIENT_IP.octets();
-    let mut buf = [0u8; 2048];
-    let mut next = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        let wait = next.saturating_duration_since(now);
-        let ts = libc::timespec {
-            tv_sec: wait.as_secs() as libc::time_t,
-            tv_nsec: wait.subsec_nanos() as libc::c_long,
-        };
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, a valid timespec, no signal mask.
-        unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
-        // Read everything first, so a late wake-up does not credit a reply to the
-        // next probe.
-        loop {
-            // SAFETY: zeroed sockaddr_ll is valid; buffers are ours and sized.
-            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut len = size_of::<libc::sockaddr_ll>() as u32;
-            let n = unsafe {
-                libc::recvfrom(
-                    fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                    (&mut from as *mut libc::sockaddr_ll).cast(),
-                    &mut len,
-                )
-            };
-            if n <= 0 {
-                break;
-            }
-            let t = Instant::now();
-            if from.sll_pkttype == libc::PACKET_OUTGOING {
-                continue;
-            }
-            let p = &buf[..n as usize];
-            if p.len() < 42 {
-                continue;
-            }
-            let src: [u8; 6] = p[6..12].try_into().unwrap(); // 12 <= 42 <= len
-            match u16::from_be_bytes([p[12], p[13]]) {
-                0x0806 => {
-                    let op = u16::from_be_bytes([p[20], p[21]]);
-                    let sha: [u8; 6] = p[22..28].try_into().unwrap(); // len checked
-                    let spa = [p[28], p[29], p[30], p[31]];
-                    let tpa = [p[38], p[39], p[40], p[41]];
-                    let want = vip.load(Ordering::Relaxed).to_be_bytes();
-                    if op == 2 && tpa == client_ip && spa == want {
-                        log.lock().unwrap().replies.push((t, sha));
-                    } else if spa == tpa && sha != client_mac {
-                        log.lock()
-                            .unwrap()
-                            .garps
-                            .push((t, sha, Ipv4Addr::from(spa)));
-                    }
-                }
-                0x0800 => {
-                    let ihl = usize::from(p[14] & 0x0f) * 4;
-                    let proto = p[23];
-                    let dst0 = p[30];
-                    let is_mcast = (224..=239).contains(&dst0);
-                    let udp_5880 = proto == 17
-                        && p.len() >= 14 + ihl + 4
-                        && u16::from_be_bytes([p[14 + ihl + 2], p[14 + ihl + 3]]) == 5880;
-                    if is_mcast && (proto == 112 || udp_5880) {
-                        log.lock().unwrap().adverts.push((t, src));
-                    }
-                }
-                _ => {}
-            }
-        }
-        let now = Instant::now();
-        if now >= next {
-            frame[38..42].copy_from_slice(&vip.load(Ordering::Relaxed).to_be_bytes());
-            // SAFETY: the frame buffer is valid for its length.
-            let sent = unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-            if sent == frame.len() as isize {
-                log.lock().unwrap().probes.push(Instant::now());
-            }
-            next += PROBE_PERIOD;
-            if next < now {
-                // Late (descheduled): carry on from now rather than send a burst.
-                next = now + PROBE_PERIOD;
-            }
-        }
-    }
-    Ok(())
+/// SIGTERM and wait for the exit (keepalived sends priority 0 on the way).
+fn stop(daemon: &mut Daemon) {
+    daemon.sigterm_within(Duration::from_secs(30));
 }
 
-/// Probes lost, the longest gap between answers, and probes answered by two MACs,
-/// over the probes sent in `[a, b)`.
-fn analyze(log: &ProbeLog, a: Instant, b: Instant) -> (usize, f64, usize) {
-    let first = log.probes.partition_point(|&s| s < a);
-    let last = log.probes.partition_point(|&s| s < b);
-    let mut macs: Vec<Vec<[u8; 6]>> = vec![Vec::new(); last.saturating_sub(first)];
-    for &(t, m) in &log.replies {
-        let idx = log.probes.partition_point(|&s| s <= t);
-        if idx == 0 {
-            continue;
-        }
-        let p = idx - 1;
-        if p >= first && p < last && !macs[p - first].contains(&m) {
-            macs[p - first].push(m);
-        }
+/// `vipd ARGS` against the daemon's control socket; an error unless it succeeds.
+fn vipctl(daemon: &Daemon, args: &[&str]) -> Result<String> {
+    let out = daemon.cli(args);
+    if !out.status.success() {
+        bail!(
+            "`vipd {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
-    let lost = macs.iter().filter(|m| m.is_empty()).count();
-    let dual = macs.iter().filter(|m| m.len() > 1).count();
-    let lookback = a.checked_sub(Duration::from_millis(5)).unwrap_or(a);
-    let times: Vec<Instant> = log
-        .replies
-        .iter()
-        .map(|r| r.0)
-        .filter(|&t| t >= lookback && t < b)
-        .collect();
-    let mut gap = times
-        .windows(2)
-        .map(|w| ms(w[1] - w[0]))
-        .fold(0.0, f64::max);
-    if times.is_empty() {
-        gap = ms(b - a);
-    }
-    (lost, gap, dual)
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn ms(d: Duration) -> f64 {
@@ -832,7 +218,7 @@ fn ms(d: Duration) -> f64 {
 struct AddrMonitor {
     events: Arc<Mutex<Vec<(Instant, bool, Ipv4Addr)>>>,
     stop: Arc<AtomicBool>,
-    handle: Option<thread::JoinHandle<()>>,
+    handle: Option<thread::JoinHandle<Result<()>>>,
 }
 
 impl AddrMonitor {
@@ -840,18 +226,9 @@ impl AddrMonitor {
         let events = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (e, s, ns) = (events.clone(), stop.clone(), ns.to_owned());
-        let (tx, rx) = std::sync::mpsc::channel();
-        let handle = thread::spawn(move || {
-            let r = monitor_loop(&ns, &e, &s, &tx);
-            if let Err(err) = r {
-                let _ = tx.send(Err(err.to_string()));
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => bail!("address monitor: {e}"),
-            Err(_) => bail!("address monitor did not start"),
-        }
+        let handle = spawn_when_ready("address monitor", move |ready| {
+            monitor_loop(&ns, &e, &s, ready)
+        })?;
         Ok(Self {
             events,
             stop,
@@ -877,9 +254,9 @@ fn monitor_loop(
     ns: &str,
     events: &Mutex<Vec<(Instant, bool, Ipv4Addr)>>,
     stop: &AtomicBool,
-    ready: &std::sync::mpsc::Sender<std::result::Result<(), String>>,
+    ready: &Ready,
 ) -> Result<()> {
-    enter_netns(ns)?;
+    Netns::enter(ns)?;
     // SAFETY: plain socket(2), owned below.
     let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE) };
     if raw < 0 {
@@ -1007,13 +384,13 @@ fn clk_tck() -> f64 {
 /// CPU (% of one core) and resident memory (KiB, summed) of each daemon's
 /// processes over `window`; also the largest single process's RSS.
 fn footprint(daemons: &[&Daemon], window: Duration) -> Vec<Value> {
-    let pids: Vec<Vec<i32>> = daemons.iter().map(|d| d.pids()).collect();
+    let pids: Vec<Vec<i32>> = daemons.iter().map(|d| d.namespace_pids()).collect();
     let t0 = Instant::now();
     let c0: Vec<u64> = pids
         .iter()
         .map(|ps| ps.iter().filter_map(|&p| cpu_ticks(p)).sum())
         .collect();
-    sleep(window);
+    sleep_checked(window);
     let wall = t0.elapsed().as_secs_f64();
     daemons
         .iter()
@@ -1088,32 +465,35 @@ struct CaseSamples {
 struct Bed {
     // Field order is drop order: daemons and prober before the namespaces.
     daemons: [Daemon; 2],
-    prober: Prober,
-    topo: Topo,
+    prober: ArpProber,
+    lab: Lab,
+    /// MACs of n1 and n2.
+    macs: [[u8; 6]; 2],
 }
 
 impl Bed {
-    fn new(kind: Kind, setup: &Setup, work: &Path) -> Result<Self> {
-        let topo = Topo::new()?;
-        let prober = Prober::start(&topo.client, topo.client_mac, VIP)?;
+    fn new(kind: Kind, setup: &Setup) -> Result<Self> {
+        let lab = new_lab();
+        let prober = ArpProber::start(&lab.client, VIP)?;
         let daemons = [
-            Daemon::new(kind, &topo.nodes[0], 0, setup, work)?,
-            Daemon::new(kind, &topo.nodes[1], 1, setup, work)?,
+            configure(kind, lab.node(1), 0, setup),
+            configure(kind, lab.node(2), 1, setup),
         ];
         Ok(Self {
             daemons,
             prober,
-            topo,
+            macs: [lab.node(1).mac_bytes(), lab.node(2).mac_bytes()],
+            lab,
         })
     }
 
     fn start_both(&mut self, interval: Duration) -> Result<()> {
-        self.daemons[1].start()?;
-        self.daemons[0].start()?;
+        start(&mut self.daemons[1]);
+        start(&mut self.daemons[0]);
         let t = Instant::now();
         self.prober
-            .wait_reply(self.topo.macs[0], t, Duration::from_secs(20) + interval * 6)
-            .with_context(|| format!("n1 never answered:\n{}", self.daemons[0].log_tail()))?;
+            .wait_reply(self.macs[0], t, Duration::from_secs(20) + interval * 6)
+            .with_context(|| format!("n1 never answered:\n{}", self.daemons[0].log_tail(15)))?;
         Ok(())
     }
 }
@@ -1122,17 +502,17 @@ fn settle_time(interval: Duration) -> Duration {
     (interval * 3).max(Duration::from_millis(400))
 }
 
-fn run_cases(kind: Kind, interval: Duration, runs: usize, work: &Path) -> Result<CaseSamples> {
+fn run_cases(kind: Kind, interval: Duration, runs: usize) -> Result<CaseSamples> {
     let setup = Setup {
         interval,
         instances: vec![(51, vec![VIP])],
     };
     let mut out = CaseSamples::default();
-    let mut bed = Bed::new(kind, &setup, work)?;
+    let mut bed = Bed::new(kind, &setup)?;
     bed.start_both(interval)?;
     // vipd backups rank themselves once they have heard every peer (backups
     // advertise every max(interval, 1 s)): give them that before the first crash.
-    sleep(Duration::from_millis(2500) + interval * 2);
+    sleep_checked(Duration::from_millis(2500) + interval * 2);
     let mut run_no = 0;
     while run_no < runs {
         run_no += 1;
@@ -1150,9 +530,9 @@ fn run_cases(kind: Kind, interval: Duration, runs: usize, work: &Path) -> Result
             }
             // Start over from a fresh lab.
             drop(bed);
-            bed = Bed::new(kind, &setup, work)?;
+            bed = Bed::new(kind, &setup)?;
             bed.start_both(interval)?;
-            sleep(Duration::from_millis(2500) + interval * 2);
+            sleep_checked(Duration::from_millis(2500) + interval * 2);
         }
     }
     eprintln!();
@@ -1160,7 +540,7 @@ fn run_cases(kind: Kind, interval: Duration, runs: usize, work: &Path) -> Result
 }
 
 fn one_run(kind: Kind, interval: Duration, bed: &mut Bed, out: &mut CaseSamples) -> Result<()> {
-    let [m1, m2] = bed.topo.macs;
+    let [m1, m2] = bed.macs;
     let settle = settle_time(interval);
     let bound = kind.bound(interval);
     let reply_timeout = bound + interval * 2 + Duration::from_secs(3);
@@ -1169,10 +549,10 @@ fn one_run(kind: Kind, interval: Duration, bed: &mut Bed, out: &mut CaseSamples)
     bed.prober
         .wait_stable(m1, settle, Duration::from_secs(30) + interval * 10)?;
     bed.prober.clear();
-    sleep(settle);
+    sleep_checked(settle);
     let t_kill = Instant::now();
     bed.daemons[0].crash();
-    ip(&bed.topo.nodes[0], &["link", "set", "eth0", "down"])?;
+    bed.lab.node(1).link(false);
     let t_new = bed.prober.wait_reply(m2, t_kill, reply_timeout)?;
     let log = bed.prober.snapshot();
     let last_advert = log
@@ -1182,7 +562,9 @@ fn one_run(kind: Kind, interval: Duration, bed: &mut Bed, out: &mut CaseSamples)
         .map(|a| a.0)
         .next_back()
         .ok_or_else(|| anyhow!("no advert from n1 seen before the kill"))?;
-    let (base_lost, _, _) = analyze(&log, t_kill - settle + Duration::from_millis(5), t_kill);
+    let base_lost = log
+        .window(t_kill - settle + Duration::from_millis(5), t_kill)
+        .lost;
     out.baseline_lost.push(base_lost as f64);
     out.baseline_probes += log
         .probes
@@ -1194,61 +576,65 @@ fn one_run(kind: Kind, interval: Duration, bed: &mut Bed, out: &mut CaseSamples)
 
     // --- preempt-back: n1 returns (as after a reboot: no stale VIP) --------
     let vip = format!("{VIP}/16");
-    let _ = ip(&bed.topo.nodes[0], &["addr", "del", &vip, "dev", "eth0"]);
-    ip(&bed.topo.nodes[0], &["link", "set", "eth0", "up"])?;
+    let _ = bed
+        .lab
+        .node(1)
+        .ns
+        .ip_output(&["addr", "del", &vip, "dev", "eth0"]);
+    bed.lab.node(1).link(true);
     bed.prober
         .wait_stable(m2, settle, Duration::from_secs(30) + interval * 10)?;
     bed.prober.clear();
-    sleep(Duration::from_millis(50));
+    sleep_checked(Duration::from_millis(50));
     let t_start = Instant::now();
-    bed.daemons[0].start()?;
+    start(&mut bed.daemons[0]);
     let t_back = bed
         .prober
         .wait_reply(m1, t_start, reply_timeout + Duration::from_secs(5))
-        .with_context(|| format!("preempt-back:\n{}", bed.daemons[0].log_tail()))?;
+        .with_context(|| format!("preempt-back:\n{}", bed.daemons[0].log_tail(15)))?;
     let end = t_back + settle;
-    sleep(end.saturating_duration_since(Instant::now()) + Duration::from_millis(5));
+    sleep_checked(end.saturating_duration_since(Instant::now()) + Duration::from_millis(5));
     let log = bed.prober.snapshot();
-    let (lost, gap, _) = analyze(&log, t_start, end);
-    out.preempt_lost.push(lost as f64);
-    out.preempt_gap.push(gap);
+    let window = log.window(t_start, end);
+    out.preempt_lost.push(window.lost as f64);
+    out.preempt_gap.push(window.longest_gap_ms);
     out.preempt_takeover.push(ms(t_back - t_start));
 
     // --- graceful handover: drain --wait / SIGTERM ------------------------
     // vipd ranks a returning peer only after hearing it; give it a backup interval.
-    sleep(Duration::from_millis(1200));
+    sleep_checked(Duration::from_millis(1200));
     bed.prober
         .wait_stable(m1, settle, Duration::from_secs(30) + interval * 10)?;
     bed.prober.clear();
-    sleep(Duration::from_millis(50));
+    sleep_checked(Duration::from_millis(50));
     let t0 = Instant::now();
     match kind {
         Kind::Vipd => {
-            bed.daemons[0].vipctl(&["drain", "--wait", "--timeout", "30s"])?;
+            vipctl(&bed.daemons[0], &["drain", "--wait", "--timeout", "30s"])?;
         }
-        Kind::Keepalived => bed.daemons[0].stop()?,
+        Kind::Keepalived => stop(&mut bed.daemons[0]),
     }
     let t_new = bed.prober.wait_reply(m2, t0, reply_timeout)?;
     let end = Instant::now().max(t_new) + settle;
-    sleep(end.saturating_duration_since(Instant::now()) + Duration::from_millis(5));
+    sleep_checked(end.saturating_duration_since(Instant::now()) + Duration::from_millis(5));
     let log = bed.prober.snapshot();
-    let (lost, gap, dual) = analyze(&log, t0, end);
-    out.drain_lost.push(lost as f64);
-    out.drain_gap.push(gap);
-    out.drain_dual.push(dual as f64);
+    let window = log.window(t0, end);
+    out.drain_lost.push(window.lost as f64);
+    out.drain_gap.push(window.longest_gap_ms);
+    out.drain_dual.push(window.answered_by_two as f64);
 
     // --- back to n1 as master (not measured) ------------------------------
     match kind {
         Kind::Vipd => {
-            bed.daemons[0].vipctl(&["undrain"])?;
+            vipctl(&bed.daemons[0], &["undrain"])?;
         }
-        Kind::Keepalived => bed.daemons[0].start()?,
+        Kind::Keepalived => start(&mut bed.daemons[0]),
     }
     let t = Instant::now();
     bed.prober
         .wait_reply(m1, t, reply_timeout + Duration::from_secs(5))
         .context("n1 did not come back after the handover")?;
-    sleep(Duration::from_millis(1200));
+    sleep_checked(Duration::from_millis(1200));
     Ok(())
 }
 
@@ -1256,17 +642,17 @@ fn one_run(kind: Kind, interval: Duration, bed: &mut Bed, out: &mut CaseSamples)
 // Footprint at 10 ms adverts
 // ---------------------------------------------------------------------------
 
-fn run_footprint(kind: Kind, window: Duration, work: &Path) -> Result<Value> {
+fn run_footprint(kind: Kind, window: Duration) -> Result<Value> {
     let interval = Duration::from_millis(10);
     let setup = Setup {
         interval,
         instances: vec![(51, vec![VIP])],
     };
-    let mut bed = Bed::new(kind, &setup, work)?;
+    let mut bed = Bed::new(kind, &setup)?;
     bed.start_both(interval)?;
-    sleep(Duration::from_secs(3));
+    sleep_checked(Duration::from_secs(3));
     bed.prober.wait_stable(
-        bed.topo.macs[0],
+        bed.macs[0],
         Duration::from_millis(500),
         Duration::from_secs(20),
     )?;
@@ -1274,13 +660,13 @@ fn run_footprint(kind: Kind, window: Duration, work: &Path) -> Result<Value> {
     let Bed {
         daemons,
         prober,
-        topo,
+        lab,
         ..
     } = bed;
     drop(prober);
     let r = footprint(&[&daemons[0], &daemons[1]], window);
     drop(daemons);
-    drop(topo);
+    drop(lab);
     Ok(json!({"daemon": kind.name(), "interval_ms": 10, "master": r[0], "backup": r[1]}))
 }
 
@@ -1288,11 +674,19 @@ fn run_footprint(kind: Kind, window: Duration, work: &Path) -> Result<Value> {
 // 255 groups on one interface
 // ---------------------------------------------------------------------------
 
+/// The IPv4 addresses on `host`'s `eth0`.
+fn ipv4_held(host: &Host) -> HashSet<Ipv4Addr> {
+    host.addresses()
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect()
+}
+
 fn scale_vip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(NET[0], NET[1], 2, i as u8)
 }
 
-fn run_scale255(kind: Kind, window: Duration, work: &Path) -> Result<Value> {
+fn run_scale255(kind: Kind, window: Duration) -> Result<Value> {
     let interval = Duration::from_secs(1);
     let setup = Setup {
         interval,
@@ -1300,34 +694,22 @@ fn run_scale255(kind: Kind, window: Duration, work: &Path) -> Result<Value> {
             .map(|g| (g, vec![scale_vip(usize::from(g))]))
             .collect(),
     };
-    let topo = Topo::new()?;
+    let lab = new_lab();
     let mut daemons = [
-        Daemon::new(kind, &topo.nodes[0], 0, &setup, work)?,
-        Daemon::new(kind, &topo.nodes[1], 1, &setup, work)?,
+        configure(kind, lab.node(1), 0, &setup),
+        configure(kind, lab.node(2), 1, &setup),
     ];
-    let mon1 = AddrMonitor::start(&topo.nodes[0])?;
-    let mon2 = AddrMonitor::start(&topo.nodes[1])?;
+    let mon1 = AddrMonitor::start(&lab.node(1).ns.name)?;
+    let mon2 = AddrMonitor::start(&lab.node(2).ns.name)?;
     let t_start = Instant::now();
-    daemons[1].start()?;
-    daemons[0].start()?;
+    start(&mut daemons[1]);
+    start(&mut daemons[0]);
     let all: HashSet<Ipv4Addr> = (1..=255).map(scale_vip).collect();
-    let held = |ns: &str| -> HashSet<Ipv4Addr> {
-        let out = ip(ns, &["-j", "-4", "addr", "show", "dev", "eth0"]).unwrap_or_default();
-        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
-        v[0]["addr_info"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x["local"].as_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        sleep(Duration::from_millis(200));
-        let h1 = held(&topo.nodes[0]);
-        let h2 = held(&topo.nodes[1]);
+        sleep_checked(Duration::from_millis(200));
+        let h1 = ipv4_held(lab.node(1));
+        let h2 = ipv4_held(lab.node(2));
         if all.is_subset(&h1) && h2.is_disjoint(&all) {
             break;
         }
@@ -1336,24 +718,24 @@ fn run_scale255(kind: Kind, window: Duration, work: &Path) -> Result<Value> {
                 "n1 did not come to hold all 255 VIPs alone within 60 s (n1 {}, n2 {}):\n{}",
                 h1.intersection(&all).count(),
                 h2.intersection(&all).count(),
-                daemons[0].log_tail()
+                daemons[0].log_tail(15)
             );
         }
     }
     let steady_after = ms(t_start.elapsed());
-    sleep(Duration::from_secs(5));
+    sleep_checked(Duration::from_secs(5));
     let fp = footprint(&[&daemons[0], &daemons[1]], window);
     drop(mon1);
 
     // Failover of every group.
     let t_kill = Instant::now();
     daemons[0].crash();
-    ip(&topo.nodes[0], &["link", "set", "eth0", "down"])?;
+    lab.node(1).link(false);
     let bound = kind.bound(interval);
     let deadline = t_kill + bound + Duration::from_secs(10);
     let mut times: BTreeMap<Ipv4Addr, f64> = BTreeMap::new();
     loop {
-        sleep(Duration::from_millis(50));
+        sleep_checked(Duration::from_millis(50));
         for (t, new, a) in mon2.events() {
             if new && t >= t_kill && all.contains(&a) {
                 times.entry(a).or_insert(ms(t - t_kill));
@@ -1426,7 +808,7 @@ fn garp_span(
     span(&ev, true, set, t0)
 }
 
-fn run_vips1000(kind: Kind, work: &Path) -> Result<Value> {
+fn run_vips1000(kind: Kind) -> Result<Value> {
     let interval = Duration::from_millis(100);
     let vips: Vec<Ipv4Addr> = (0..1000).map(many_vip).collect();
     let set: HashSet<Ipv4Addr> = vips.iter().copied().collect();
@@ -1434,18 +816,19 @@ fn run_vips1000(kind: Kind, work: &Path) -> Result<Value> {
         interval,
         instances: vec![(51, vips)],
     };
-    let topo = Topo::new()?;
-    let prober = Prober::start(&topo.client, topo.client_mac, many_vip(0))?;
+    let lab = new_lab();
+    let macs = [lab.node(1).mac_bytes(), lab.node(2).mac_bytes()];
+    let prober = ArpProber::start(&lab.client, many_vip(0))?;
     let mut daemons = [
-        Daemon::new(kind, &topo.nodes[0], 0, &setup, work)?,
-        Daemon::new(kind, &topo.nodes[1], 1, &setup, work)?,
+        configure(kind, lab.node(1), 0, &setup),
+        configure(kind, lab.node(2), 1, &setup),
     ];
-    let mon1 = AddrMonitor::start(&topo.nodes[0])?;
-    let mon2 = AddrMonitor::start(&topo.nodes[1])?;
+    let mon1 = AddrMonitor::start(&lab.node(1).ns.name)?;
+    let mon2 = AddrMonitor::start(&lab.node(2).ns.name)?;
     let wait_count = |mon: &AddrMonitor, new: bool, t0: Instant, limit: Duration| -> Result<()> {
         let deadline = Instant::now() + limit;
         loop {
-            sleep(Duration::from_millis(20));
+            sleep_checked(Duration::from_millis(20));
             if span(&mon.events(), new, &set, t0).2 == set.len() {
                 return Ok(());
             }
@@ -1460,45 +843,40 @@ fn run_vips1000(kind: Kind, work: &Path) -> Result<Value> {
 
     // Claim: n1 alone starts and becomes master.
     let t_start = Instant::now();
-    daemons[0].start()?;
+    start(&mut daemons[0]);
     wait_count(&mon1, true, t_start, Duration::from_secs(60))
-        .with_context(|| daemons[0].log_tail())?;
-    sleep(Duration::from_secs(3));
+        .with_context(|| daemons[0].log_tail(15))?;
+    sleep_checked(Duration::from_secs(3));
     let (c_first, c_last, _) = span(&mon1.events(), true, &set, t_start);
-    let (g_first, g_last, g_count) =
-        garp_span(&prober.snapshot().garps, topo.macs[0], &set, t_start);
+    let (g_first, g_last, g_count) = garp_span(&prober.snapshot().garps, macs[0], &set, t_start);
 
     // Handover: n2 starts as backup; then n1 drains (vipd) or stops (keepalived).
-    daemons[1].start()?;
-    sleep(Duration::from_secs(4));
+    start(&mut daemons[1]);
+    sleep_checked(Duration::from_secs(4));
     prober.clear();
     let t0 = Instant::now();
     match kind {
         Kind::Vipd => {
-            daemons[0].vipctl(&["drain", "--wait", "--timeout", "60s"])?;
+            vipctl(&daemons[0], &["drain", "--wait", "--timeout", "60s"])?;
         }
-        Kind::Keepalived => daemons[0].stop()?,
+        Kind::Keepalived => stop(&mut daemons[0]),
     }
     let cmd_ms = ms(t0.elapsed());
-    let count_on = |ns: &str| {
-        ip(ns, &["-4", "-o", "addr", "show", "dev", "eth0"])
-            .map(|o| o.lines().count().saturating_sub(1))
-            .unwrap_or(0)
-    };
+    let count_on = |host: &Host| ipv4_held(host).intersection(&set).count();
     wait_count(&mon1, false, t0, Duration::from_secs(30)).with_context(|| {
         format!(
             "n1 still holds {} of the VIPs ({} left after the command):\n{}",
-            count_on(&topo.nodes[0]),
+            count_on(lab.node(1)),
             kind.name(),
-            daemons[0].log_tail()
+            daemons[0].log_tail(15)
         )
     })?;
     wait_count(&mon2, true, t0, Duration::from_secs(30))
-        .with_context(|| format!("n2 holds {} of the VIPs", count_on(&topo.nodes[1])))?;
-    sleep(Duration::from_secs(3));
+        .with_context(|| format!("n2 holds {} of the VIPs", count_on(lab.node(2))))?;
+    sleep_checked(Duration::from_secs(3));
     let (r_first, r_last, _) = span(&mon1.events(), false, &set, t0);
     let (n2_first, n2_last, _) = span(&mon2.events(), true, &set, t0);
-    let (g2_first, g2_last, g2_count) = garp_span(&prober.snapshot().garps, topo.macs[1], &set, t0);
+    let (g2_first, g2_last, g2_count) = garp_span(&prober.snapshot().garps, macs[1], &set, t0);
     let d = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) => json!(b - a),
         _ => Value::Null,
@@ -1597,14 +975,24 @@ fn machine() -> Value {
         })
         .unwrap_or_else(|_| "not found".into());
     json!({
-        "date": run("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default().trim(),
+        "date": stdout_of("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
         "os": os,
         "kernel": read("/proc/sys/kernel/osrelease"),
         "cpus": cpus,
         "cpu_model": model,
         "keepalived": keepalived,
-        "vipd_commit": run("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_default().trim(),
+        "vipd_commit": stdout_of("git", &["rev-parse", "--short", "HEAD"]),
     })
+}
+
+/// What `program args` printed, trimmed; empty if it failed.
+fn stdout_of(program: &str, args: &[&str]) -> String {
+    let out = run_output(program, args);
+    if out.status.success() {
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    } else {
+        String::new()
+    }
 }
 
 fn loadavg() -> f64 {
@@ -1639,8 +1027,7 @@ fn main() {
         eprintln!("failover bench: needs root (network namespaces); run `sudo benches/run.sh`");
         std::process::exit(2);
     }
-    install_signal_handlers();
-    sweep_stale_namespaces();
+    install_interrupt_handlers();
     let quick = std::env::var("VIPD_BENCH_QUICK").is_ok_and(|v| v != "0" && !v.is_empty());
     let runs = env_num("VIPD_BENCH_RUNS", if quick { 5 } else { 20 }) as usize;
     let runs_1s = env_num("VIPD_BENCH_RUNS_1S", runs as u64) as usize;
@@ -1655,8 +1042,7 @@ fn main() {
     let want = |s: &str| only.is_empty() || only.split(',').any(|x| x.trim() == s);
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out_dir = repo.join("target/bench");
-    let work = out_dir.join(format!("work-{}", std::process::id()));
-    fs::create_dir_all(&work).expect("create target/bench");
+    fs::create_dir_all(&out_dir).expect("create target/bench");
 
     let started = Instant::now();
     let load_start = loadavg();
@@ -1690,7 +1076,7 @@ fn main() {
             for kind in [Kind::Vipd, Kind::Keepalived] {
                 eprintln!("== cases: {} at {i} ms, {n} runs", kind.name());
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run_cases(kind, interval, n, &work)
+                    run_cases(kind, interval, n)
                 }));
                 let v = match r {
                     Ok(Ok(s)) => json!({
@@ -1717,12 +1103,12 @@ fn main() {
                     }
                 };
                 per_kind.push(v);
-                if INTERRUPTED.load(Ordering::SeqCst) {
+                if interrupted() {
                     break;
                 }
             }
             cases.extend(per_kind);
-            if INTERRUPTED.load(Ordering::SeqCst) {
+            if interrupted() {
                 break;
             }
         }
@@ -1730,12 +1116,12 @@ fn main() {
     }
 
     // -- footprint ----------------------------------------------------------
-    if want("footprint") && !INTERRUPTED.load(Ordering::SeqCst) {
+    if want("footprint") && !interrupted() {
         let mut fps = Vec::new();
         for kind in [Kind::Vipd, Kind::Keepalived] {
             eprintln!("== footprint: {} at 10 ms for {cpu_window:?}", kind.name());
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_footprint(kind, cpu_window, &work)
+                run_footprint(kind, cpu_window)
             }));
             fps.push(match r {
                 Ok(Ok(v)) => v,
@@ -1747,12 +1133,12 @@ fn main() {
     }
 
     // -- 255 groups -----------------------------------------------------------
-    if want("scale255") && !INTERRUPTED.load(Ordering::SeqCst) {
+    if want("scale255") && !interrupted() {
         let mut v = Vec::new();
         for kind in [Kind::Vipd, Kind::Keepalived] {
             eprintln!("== 255 groups at 1 s: {}", kind.name());
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_scale255(kind, cpu_window, &work)
+                run_scale255(kind, cpu_window)
             }));
             v.push(match r {
                 Ok(Ok(v)) => v,
@@ -1764,13 +1150,11 @@ fn main() {
     }
 
     // -- 1,000 VIPs -------------------------------------------------------------
-    if want("vips1000") && !INTERRUPTED.load(Ordering::SeqCst) {
+    if want("vips1000") && !interrupted() {
         let mut v = Vec::new();
         for kind in [Kind::Vipd, Kind::Keepalived] {
             eprintln!("== 1000 VIPs in one group: {}", kind.name());
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_vips1000(kind, &work)
-            }));
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_vips1000(kind)));
             v.push(match r {
                 Ok(Ok(v)) => v,
                 Ok(Err(e)) => json!({"daemon": kind.name(), "error": format!("{e:#}")}),
@@ -1789,7 +1173,7 @@ fn main() {
         "other_build_processes_start": busy_start, "other_build_processes_end": busy_end,
         "shared_or_noisy": noisy,
         "elapsed_s": started.elapsed().as_secs_f64(),
-        "interrupted": INTERRUPTED.load(Ordering::SeqCst),
+        "interrupted": interrupted(),
     });
     results["targets"] = targets(&results);
 
@@ -1800,7 +1184,6 @@ fn main() {
     file.write_all(serde_json::to_string_pretty(&results).unwrap().as_bytes())
         .expect("write results.json");
     println!("\nwrote {}", path.display());
-    let _ = fs::remove_dir_all(&work);
 }
 
 fn find<'a>(list: &'a Value, daemon: &str, interval: Option<u64>) -> Option<&'a Value> {
