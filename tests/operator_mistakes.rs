@@ -1,0 +1,97 @@
+//! What a tired admin might do, tried against real daemons in network
+//! namespaces: each mistake must leave exactly one master and the client on its
+//! MAC.
+//!
+//! - A second `vipd run` on the live master (same config): it must exit at once
+//!   naming the running pid, and change nothing — no address removed, no advert
+//!   sent, no socket or state file touched.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn a_second_vipd_run_on_the_master_changes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new("twice", 2);
+    let vip = lab.vip4(0);
+    let spec = |prio| InstanceSpec::new(prio).advert("100ms").vip(&vip);
+    let daemons = start_nodes(&lab, vec![spec(150), spec(100)]);
+    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(20));
+    let n1_mac = lab.node(1).mac_bytes();
+    let prober = ArpProber::start(
+        &lab.client,
+        strip_prefix_len(&vip).parse().expect("an IPv4 VIP"),
+    )
+    .expect("start the ARP prober");
+    prober
+        .wait_stable(n1_mac, Duration::from_millis(300), Duration::from_secs(10))
+        .expect("the client sees n1");
+    let running = daemons[0].pid().expect("n1 runs");
+
+    // The slip: `vipd run` again, by hand, with the service's own config.
+    let started = Instant::now();
+    let second = Command::new("timeout")
+        .args(["20", "ip", "netns", "exec", &lab.node(1).ns.name])
+        .args([vipd_bin(), "run", "--config"])
+        .arg(&daemons[0].config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run a second vipd");
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    eprintln!(
+        "[twice] the second vipd run exited with {} after {} ms:\n{stderr}",
+        second.status,
+        ms(took)
+    );
+    assert!(
+        !second.status.success(),
+        "a second daemon must refuse to run"
+    );
+    assert_ne!(
+        second.status.code(),
+        Some(124),
+        "the second daemon must exit at once, not run until killed"
+    );
+    assert!(
+        stderr.contains(&format!("already running (pid {running})")),
+        "names the running daemon's pid: {stderr}"
+    );
+
+    // Nothing changed: n1 alone holds the VIP, n2 stays backup, the client
+    // keeps getting answers from n1, and n1's control socket still answers.
+    hold_for("n1 alone holds the VIP", Duration::from_secs(2), || {
+        lab.holders(&vip) == [1]
+    });
+    let log = prober.snapshot();
+    let window = log.window(started, Instant::now() - Duration::from_millis(5));
+    eprintln!(
+        "[twice] client from the second run on: {} probes lost, longest gap {:.1} ms",
+        window.lost, window.longest_gap_ms
+    );
+    assert!(
+        log.replies
+            .iter()
+            .filter(|(t, _)| *t >= started)
+            .all(|(_, mac)| *mac == n1_mac),
+        "only n1 answered the client"
+    );
+    assert!(window.lost <= 5, "the client lost {} probes", window.lost);
+    let status = daemons[0]
+        .status_json()
+        .expect("n1's control socket answers");
+    assert_eq!(status["instances"][0]["state"], "master", "{status}");
+    let status = daemons[1].status_json().expect("n2 answers");
+    assert_eq!(status["instances"][0]["state"], "backup", "{status}");
+    let n2_log = daemons[1].log();
+    assert!(
+        !n2_log.contains("replay"),
+        "the peer never saw a second boot id or sequence: {n2_log}"
+    );
+}
