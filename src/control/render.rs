@@ -279,12 +279,18 @@ pub fn interval(ms: u64) -> String {
     }
 }
 
+/// A status with two VIPs and two peers, for the control module's tests.
+#[cfg(test)]
+pub(super) fn sample_status() -> InstanceStatus {
+    tests::sample()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::control::{MasterStatus, PeerStatus, TransitionStatus, VipStatus};
 
-    fn sample() -> InstanceStatus {
+    pub(super) fn sample() -> InstanceStatus {
         InstanceStatus {
             name: "db".into(),
             interface: "eth0".into(),

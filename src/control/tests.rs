@@ -1,6 +1,5 @@
 use super::server::refusal;
 use super::*;
-use crate::election::State;
 use nix::unistd::{Gid, Group};
 use std::fs::Permissions;
 use std::os::unix::fs::FileTypeExt;
@@ -34,53 +33,6 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn sample_instance() -> InstanceStatus {
-    InstanceStatus {
-        name: "db".into(),
-        interface: "eth0".into(),
-        group: 51,
-        state: State::Master,
-        configured_priority: 100,
-        effective_priority: 110,
-        priority_reasons: vec!["health +10 (check nginx)".into()],
-        drained: false,
-        promoted: false,
-        fault: None,
-        vips: vec![VipStatus {
-            address: "10.0.0.10/24".into(),
-            held: true,
-        }],
-        master: Some(MasterStatus {
-            name: "node-a".into(),
-            address: None,
-            is_self: true,
-        }),
-        peers: vec![PeerStatus {
-            name: "node-b".into(),
-            node_id: 42,
-            address: Some("10.0.0.2".into()),
-            priority: 90,
-            flags: vec![],
-            state: "backup".into(),
-            alive: true,
-            last_heard_ms_ago: 400,
-            advert_interval_ms: 1000,
-        }],
-        auth_failures: 0,
-        other_master_heard: 1,
-        adverts_sent: 12,
-        adverts_received: 34,
-        last_transition: Some(TransitionStatus {
-            from: State::Backup,
-            to: State::Master,
-            reason: "master down: no advert within the master-down interval".into(),
-            at_unix: 1_700_000_000.25,
-            ms_ago: 12_300,
-        }),
-        master_down_interval_ms: 3002,
     }
 }
 
@@ -119,7 +71,7 @@ fn answer(request: &Request) -> Response {
     match request {
         Request::Status => Response::Status {
             node: "node-a".into(),
-            instances: vec![sample_instance()],
+            instances: vec![render::sample_status()],
         },
         Request::Drain { instances, force } => done(instances, &format!("drained (force {force})")),
         Request::Undrain { instances } => done(instances, "undrained"),
