@@ -69,8 +69,3 @@ pub(crate) fn wait_sole_holder(
         lab.holders(vip) == [master]
     })
 }
-
-/// Milliseconds, for printing.
-pub(crate) fn ms(d: Duration) -> u128 {
-    d.as_millis()
-}
