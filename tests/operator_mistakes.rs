@@ -5,6 +5,9 @@
 //! - A second `vipd run` on the live master (same config): it must exit at once
 //!   naming the running pid, and change nothing — no address removed, no advert
 //!   sent, no socket or state file touched.
+//! - Any local user binding the advert port (with SO_REUSEADDR/SO_REUSEPORT,
+//!   on the node's own address or the wildcard) is refused, so it cannot take
+//!   the backup's adverts and make it claim the VIP.
 
 mod common;
 
@@ -94,4 +97,91 @@ fn a_second_vipd_run_on_the_master_changes_nothing() {
         !n2_log.contains("replay"),
         "the peer never saw a second boot id or sequence: {n2_log}"
     );
+}
+
+/// Binds UDP port 5880 on each address given, as uid/gid 65534 with
+/// SO_REUSEADDR and SO_REUSEPORT, and for any bind that succeeds counts the
+/// datagrams it receives for 2 s. Prints one line per address: `ADDR REFUSED
+/// errno` or `ADDR BOUND received N`.
+const CO_BIND: &str = r#"
+import socket, sys, time
+for addr in sys.argv[1:]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        s.bind((addr, 5880))
+    except OSError as e:
+        print(addr, "REFUSED", e.errno)
+        continue
+    s.settimeout(0.1)
+    n, end = 0, time.time() + 2
+    while time.time() < end:
+        try:
+            s.recv(2048)
+            n += 1
+        except socket.timeout:
+            pass
+    print(addr, "BOUND received", n)
+"#;
+
+#[test]
+fn another_user_cannot_take_the_advert_port() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new("cobind", 2);
+    let vip = lab.vip4(0);
+    for node in &lab.nodes {
+        node.ns.drop_multicast_adverts(5880);
+    }
+    let (a1, a2) = (lab.node(1).v4.clone(), lab.node(2).v4.clone());
+    let daemons = start_nodes(
+        &lab,
+        vec![
+            InstanceSpec::new(150)
+                .advert("100ms")
+                .vip(&vip)
+                .peers(&[&a2]),
+            InstanceSpec::new(100)
+                .advert("100ms")
+                .vip(&vip)
+                .peers(&[&a1]),
+        ],
+    );
+    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(20));
+
+    // A local user on the backup tries to take the adverts meant for vipd:
+    // its own address (more specific than vipd's wildcard) and the wildcard.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.node(2).ns.name])
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .args(["/usr/bin/python3", "-c", CO_BIND, &a2, "0.0.0.0"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python3 as nobody");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "[cobind] as nobody on n2:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the probe script ran");
+    for addr in [a2.as_str(), "0.0.0.0"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{addr} REFUSED 98"))),
+            "binding {addr}:5880 must fail with EADDRINUSE (98): {text}"
+        );
+    }
+    // And nothing moved: n2 still hears n1.
+    hold_for("n1 alone holds the VIP", Duration::from_secs(1), || {
+        lab.holders(&vip) == [1]
+    });
+    let status = daemons[1].status_json().expect("n2 answers");
+    assert_eq!(status["instances"][0]["state"], "backup", "{status}");
 }

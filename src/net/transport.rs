@@ -31,7 +31,9 @@
 //! the interface's index, do not loop their own adverts back, and do not receive
 //! groups joined by other sockets (`IP_MULTICAST_ALL` off). Unicast sockets are
 //! bound to the wildcard address and accept only datagrams from the instance's
-//! configured peers.
+//! configured peers. No socket sets `SO_REUSEADDR` or `SO_REUSEPORT`, so no
+//! other process, of any user, can bind the advert port on the interface and
+//! share (or steal) the adverts; a port already taken is a start-up error.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, IoSliceMut};
@@ -408,9 +410,12 @@ fn base_socket(endpoint: &Endpoint, ipv6: bool) -> Result<Socket, TransportError
         Some(Protocol::UDP),
     )
     .map_err(fail("creating the socket"))?;
-    socket
-        .set_reuse_address(true)
-        .map_err(fail("setting SO_REUSEADDR"))?;
+    // No SO_REUSEADDR (nor SO_REUSEPORT): with it, any local user could bind
+    // a more specific address on our port and take the adverts, and the node
+    // would hear nobody and take over (FIELD-NOTES 22). Without it such a bind
+    // fails with EADDRINUSE. Two vipd sockets on one port never clash: each is
+    // bound to its own interface (SO_BINDTODEVICE, set before bind), and a
+    // second daemon never gets this far (the single-instance lock).
     socket
         .bind_device(Some(endpoint.interface.as_bytes()))
         .map_err(fail("binding to the interface (SO_BINDTODEVICE)"))?;
