@@ -17,12 +17,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::instance::{look_up_links, Instance, InstanceInputs, InstanceMsg};
+use super::instance::{look_up_links, Instance, InstanceInputs, InstanceMsg, RejectLog};
 use super::reload::{self, ReloadError, ReloadSummary};
 use super::state::StateDir;
 use super::vips::{release_vips, Held, VipWorker};
 use super::{
-    error_chain, notify, DaemonError, INSTANCE_ANSWER_TIMEOUT, INSTANCE_QUEUE, SHUTDOWN_SLACK,
+    error_chain, notify, DaemonError, AUTH_WARN_EVERY, INSTANCE_ANSWER_TIMEOUT, INSTANCE_QUEUE,
+    SHUTDOWN_SLACK,
 };
 use crate::config::{self, Config, InstanceConfig, Vip};
 use crate::control::{Outcome, Request, Response};
@@ -192,7 +193,7 @@ impl Supervisor {
             claimed: false,
             sources: HashMap::new(),
             auth_failures: 0,
-            auth_warned: HashMap::new(),
+            rejects: RejectLog::new(AUTH_WARN_EVERY),
             send_warned: None,
             handing_over_at_input: false,
             ops: ops_tx,

@@ -59,11 +59,14 @@
 //! lost (a node cut off for longer than its liveness window may have been
 //! master on the other side of a partition, and may already have stepped down
 //! by the time it is heard). It re-announces at once (at most every
-//! [`REANNOUNCE_MIN_GAP`]) and again [`REANNOUNCE_AFTER`] later — the first
+//! [`REANNOUNCE_MIN_GAP`], except on a step-down or release: the other node has
+//! just stopped announcing, so that round is final and always goes out) and
+//! again [`REANNOUNCE_AFTER`] later — the first
 //! repeat lands after the other node's release (it releases [`STEP_DOWN_LINGER`]
 //! after hearing us), the later ones cover announcements of the other node that
 //! were still in flight — so whatever order the two nodes' packets cross in,
-//! clients end on the master's MAC. A new trigger restarts the repeats. The
+//! clients end on the master's MAC. A trigger while the repeats run changes
+//! nothing but its own immediate round. The
 //! other half: a master on its way out (stepping down, handing over) stops
 //! announcing at once, so none of its own late bursts pulls clients back.
 //!
@@ -288,8 +291,14 @@ impl Election {
         if self.state == State::Master {
             let was_master = known.is_some_and(|(master, _)| master);
             let lost_or_new = known.is_none_or(|(_, alive)| !alive);
-            if is_master || was_master || lost_or_new {
-                self.clients_may_be_elsewhere(now);
+            // A step-down or release: the other node has stopped announcing,
+            // so a round of ours now is final; it goes out even within
+            // REANNOUNCE_MIN_GAP.
+            let released = (is_master && !theirs.eligible) || (was_master && !is_master);
+            if released {
+                self.clients_may_be_elsewhere(now, true);
+            } else if is_master || lost_or_new {
+                self.clients_may_be_elsewhere(now, false);
             }
         }
     }
@@ -659,21 +668,28 @@ impl Election {
     }
 
     /// The rule "Clients follow the master": another node held, or may have
-    /// held, our VIPs. Announce now and repeat on the schedule.
-    fn clients_may_be_elsewhere(&mut self, now: Instant) {
+    /// held, our VIPs. Announce now and repeat on the schedule. `released`: the
+    /// other node said it is letting go, so this round is the one that must
+    /// not be skipped.
+    fn clients_may_be_elsewhere(&mut self, now: Instant, released: bool) {
         if self.handing_over || self.stepping_down.is_some() {
             return;
         }
         let quiet = self
             .last_reannounce
             .is_none_or(|at| now.saturating_duration_since(at) >= REANNOUNCE_MIN_GAP);
-        if quiet {
+        if quiet || released {
             self.last_reannounce = Some(now);
             self.actions.push_back(Action::ReannounceVips);
         }
-        self.reannounce = Some((now, 0));
-        self.timers
-            .set(Timer::Reannounce, now + REANNOUNCE_AFTER[0]);
+        // A schedule already running goes on as it is: a new trigger neither
+        // postpones its next repeat nor, under a peer insisting every interval,
+        // turns the repeats into a stream.
+        if self.reannounce.is_none() {
+            self.reannounce = Some((now, 0));
+            self.timers
+                .set(Timer::Reannounce, now + REANNOUNCE_AFTER[0]);
+        }
     }
 
     /// A repeat of the re-announce schedule is due.
@@ -1218,8 +1234,10 @@ mod tests {
         let mut e = Election::new(cfg(1, 150), t0);
         run_to(&mut e, t0 + I * 4);
         assert_eq!(e.state(), State::Master);
+        // Long enough for the re-announce repeats that hearing node 2 for the
+        // first time started to run out.
         let mut t = t0 + I * 4;
-        for _ in 0..3 {
+        for _ in 0..15 {
             t += I;
             e.handle_advert(t, &advert(2, 100, 0));
             run_to(&mut e, t);
@@ -1270,6 +1288,32 @@ mod tests {
     }
 
     #[test]
+    fn a_step_down_right_after_a_spurious_takeover_is_answered_at_once() {
+        // A backup took over on lost adverts: we hear it as master (immediate
+        // round), then 10 ms later its step-down. The step-down's round goes
+        // out within REANNOUNCE_MIN_GAP (the other has stopped announcing, so
+        // this round is final), and the first repeat is not postponed.
+        let (mut e, t) = settled_master(Instant::now());
+        e.handle_advert(t, &advert(2, 100, Flags::MASTER));
+        let mut times = reannounce_times(&mut e, t, t);
+        let later = t + Duration::from_millis(10);
+        e.handle_advert(later, &advert(2, 0, Flags::MASTER));
+        times.extend(
+            reannounce_times(&mut e, later, t + REANNOUNCE_AFTER[0])
+                .into_iter()
+                .map(|d| d + Duration::from_millis(10)),
+        );
+        assert_eq!(
+            times,
+            vec![
+                Duration::ZERO,
+                Duration::from_millis(10),
+                REANNOUNCE_AFTER[0]
+            ]
+        );
+    }
+
+    #[test]
     fn clients_follow_the_master_when_a_known_master_turns_backup() {
         let (mut e, t) = settled_master(Instant::now());
         // We heard node 2 as master (a worse one), then as a backup.
@@ -1317,8 +1361,11 @@ mod tests {
                 .filter(|a| **a == Action::ReannounceVips)
                 .count();
         }
-        let most =
-            (Duration::from_secs(1).as_millis() / REANNOUNCE_MIN_GAP.as_millis()) as usize + 1;
+        // Immediate rounds at most every REANNOUNCE_MIN_GAP, plus one schedule
+        // of repeats.
+        let most = (Duration::from_secs(1).as_millis() / REANNOUNCE_MIN_GAP.as_millis()) as usize
+            + 1
+            + REANNOUNCE_AFTER.len();
         assert!((1..=most).contains(&rounds), "{rounds} rounds in 1 s");
     }
 

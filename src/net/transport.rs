@@ -54,7 +54,7 @@ use crate::wire;
 pub const REQUIRED_TTL: u8 = 255;
 
 /// How many received datagrams may wait for a busy instance before more are dropped.
-const INBOX_CAPACITY: usize = 256;
+pub const INBOX_CAPACITY: usize = 256;
 
 /// What went wrong opening or using a socket, naming the interface and address.
 #[derive(Debug, Error)]

@@ -11,7 +11,10 @@
 //! the advert path), other instances (only through the sync board), and any
 //! rule of the election (it feeds inputs and carries out actions).
 
+mod rejects;
 mod status;
+
+pub(super) use rejects::RejectLog;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -31,7 +34,7 @@ use crate::election::{Action, Command, CommandError, Election, Notice, State};
 use crate::health::notify::Notifier;
 use crate::health::{CheckEvent, SyncEntry, Tracker};
 use crate::net::netlink::{NetEvent, Netlink};
-use crate::net::transport::{Channel, Datagram, SendError};
+use crate::net::transport::{Channel, Datagram, SendError, INBOX_CAPACITY};
 use crate::wire::{self, Advert, ReplayGuard};
 
 /// The daemon's clock: tokio's, as a std `Instant` for the election.
@@ -115,7 +118,8 @@ pub(super) struct Instance {
     /// node id → source address of its last accepted advert.
     pub(super) sources: HashMap<u64, IpAddr>,
     pub(super) auth_failures: u64,
-    pub(super) auth_warned: HashMap<IpAddr, Instant>,
+    /// Rejected adverts, summarised per reason (bounded under floods).
+    pub(super) rejects: RejectLog,
     pub(super) send_warned: Option<Instant>,
     /// Whether the election was handing over when the last advert came in.
     pub(super) handing_over_at_input: bool,
@@ -162,16 +166,12 @@ impl Instance {
             // Wait for the next input, then read the clock once: every handler
             // of this wake-up sees the same `now` (tokio's clock, so a test with
             // paused time drives it).
+            // Timers and the supervisor first, the advert socket last: a flood
+            // of datagrams (junk or not) never delays our own adverts, the
+            // takeover timer, a control request or a watchdog ping. One input
+            // per wake-up, so the work between two timer checks is bounded.
             let wake = tokio::select! {
                 biased;
-                datagram = self.channel.inbox.recv(), if inbox_open => match datagram {
-                    Some(d) => Wake::Datagram(d),
-                    None => {
-                        tracing::error!(instance = %name, "the advert socket stopped; no more adverts are received");
-                        inbox_open = false;
-                        Wake::Nothing
-                    }
-                },
                 () = sleep => Wake::Timer,
                 msg = rx.recv(), if rx_open => match msg {
                     Some(msg) => Wake::Message(msg),
@@ -200,11 +200,30 @@ impl Instance {
                 Ok(()) = sync_rx.changed(), if self.cfg.sync_group.is_some() => {
                     Wake::SyncBoard(sync_rx.borrow_and_update().clone())
                 },
+                datagram = self.channel.inbox.recv(), if inbox_open => match datagram {
+                    Some(d) => Wake::Datagram(d),
+                    None => {
+                        tracing::error!(instance = %name, "the advert socket stopped; no more adverts are received");
+                        inbox_open = false;
+                        Wake::Nothing
+                    }
+                },
             };
             let now = clock::now();
             match wake {
                 Wake::Datagram(d) => self.on_datagram(now, d),
-                Wake::Timer => self.election.handle_timeout(now),
+                Wake::Timer => {
+                    // Adverts already queued count before a deadline: after a
+                    // scheduling stall the master's adverts wait in the inbox
+                    // together with our takeover timer, and must win.
+                    for _ in 0..INBOX_CAPACITY {
+                        match self.channel.inbox.try_recv() {
+                            Ok(d) => self.on_datagram(now, d),
+                            Err(_) => break,
+                        }
+                    }
+                    self.election.handle_timeout(now);
+                }
                 Wake::Message(msg) => self.on_message(now, msg),
                 Wake::SupervisorGone => self.election.handle_shutdown(now),
                 Wake::Net(event) => self.on_net_event(now, event),
@@ -340,12 +359,12 @@ impl Instance {
         let advert = match wire::decode(&datagram.bytes, self.cfg.group, &self.cfg.auth) {
             Ok(a) => a,
             Err(e) => {
-                self.reject(now, source, "rejected advert (decode/authentication)", &e);
+                self.reject(now, source, &e);
                 return;
             }
         };
         if let Err(e) = self.replay.check(&advert) {
-            self.reject(now, source, "rejected advert (replay)", &e);
+            self.reject(now, source, &e);
             return;
         }
         if self.sources.len() >= 1024 && !self.sources.contains_key(&advert.body.node_id) {
@@ -359,20 +378,19 @@ impl Instance {
         self.election.handle_advert(now, &advert.body);
     }
 
-    fn reject(&mut self, now: Instant, source: IpAddr, what: &str, error: &wire::WireError) {
+    fn reject(&mut self, now: Instant, source: IpAddr, error: &wire::WireError) {
         self.auth_failures += 1;
-        let due = self
-            .auth_warned
-            .get(&source)
-            .is_none_or(|last| now.duration_since(*last) >= AUTH_WARN_EVERY);
-        if due {
-            if self.auth_warned.len() >= 1024 {
-                self.auth_warned
-                    .retain(|_, last| now.duration_since(*last) < AUTH_WARN_EVERY);
-            }
-            self.auth_warned.insert(source, now);
-            tracing::warn!(instance = %self.cfg.name, %source, error = %error, total = self.auth_failures,
-                "{what} (logged once per source per 10 s)");
+        if let Some(r) = self.rejects.record(now, source, error) {
+            let samples: Vec<String> = r.samples.iter().map(ToString::to_string).collect();
+            let sources = if r.sources_capped {
+                format!("at least {}", r.sources)
+            } else {
+                r.sources.to_string()
+            };
+            tracing::warn!(instance = %self.cfg.name, reason = r.reason, count = r.count,
+                sources = %sources, samples = %samples.join(", "), last_error = %r.last_error,
+                total = self.auth_failures,
+                "rejected adverts (one line per reason per {} s at most)", AUTH_WARN_EVERY.as_secs());
         }
     }
 
