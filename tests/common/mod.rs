@@ -19,7 +19,9 @@
 //! - [`wait`]: [`wait_until`] and [`hold_for`], polling with a deadline;
 //! - [`probe`]: what the client sees: [`Prober`] (a `ping` flood, counting lost
 //!   probes) and [`ArpProber`] (an ARP request for the VIP every millisecond over
-//!   AF_PACKET, recording which MAC answers, adverts and gratuitous ARPs).
+//!   AF_PACKET, recording which MAC answers, adverts and gratuitous ARPs), whose
+//!   [`ProbeLog`] reads both as ARP sees it ([`ProbeLog::window`]) and as a client
+//!   whose neighbour cache follows gratuitous ARPs does ([`ProbeLog::following`]).
 //!
 //! Everything a test creates is owned by a guard that undoes it on drop, also when
 //! the test panics: [`Netns`] deletes its namespace and kills whatever still runs

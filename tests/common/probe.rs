@@ -3,8 +3,9 @@
 //! who has the VIP every millisecond (ARP over AF_PACKET) and records, with
 //! timestamps, every probe, every reply and the MAC that sent it, every advert and
 //! every gratuitous ARP on the link. The tests use the first; the bench times
-//! failover with the second. Both only send from and read in the client's
-//! namespace.
+//! failover with the second, and `tests/clients.rs` reads the second's log as a
+//! client that follows gratuitous ARPs would ([`ProbeLog::following`]). Both only
+//! send from and read in the client's namespace.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -261,6 +262,143 @@ impl ProbeLog {
             longest_gap_ms,
             answered_by_two: macs.iter().filter(|m| m.len() > 1).count(),
         }
+    }
+}
+
+/// What a client that follows gratuitous ARPs saw over a window: see
+/// [`ProbeLog::following`].
+#[derive(Clone, Debug)]
+pub(crate) struct FollowWindow {
+    /// Probes sent in the window that the MAC the client followed did not answer.
+    pub(crate) lost: usize,
+    /// The longest time without an answer from the followed MAC, in ms; the
+    /// window's bounds count as answers, so an outage running to the end shows.
+    pub(crate) longest_gap_ms: f64,
+    /// When that longest gap began.
+    pub(crate) longest_gap_from: Instant,
+    /// The MAC followed at the end of the window.
+    pub(crate) followed_at_end: [u8; 6],
+}
+
+impl ProbeLog {
+    /// The gratuitous ARPs for `vip`, in arrival order: (arrival, sender MAC).
+    pub(crate) fn garps_for(&self, vip: Ipv4Addr) -> Vec<(Instant, [u8; 6])> {
+        self.garps
+            .iter()
+            .filter(|g| g.2 == vip)
+            .map(|g| (g.0, g.1))
+            .collect()
+    }
+
+    /// The MAC a client following gratuitous ARPs for `vip` sends to at `t`:
+    /// the sender of the last one that arrived before `t`, else `initial`.
+    pub(crate) fn followed_mac(&self, vip: Ipv4Addr, initial: [u8; 6], t: Instant) -> [u8; 6] {
+        self.garps
+            .iter()
+            .rfind(|g| g.2 == vip && g.0 < t)
+            .map_or(initial, |g| g.1)
+    }
+
+    /// The probes sent in `[from, to)` as a client on the link would see them if,
+    /// like a host's neighbour cache, it sent to the MAC of the last gratuitous
+    /// ARP it saw for `vip` (`initial` before any) and asked nobody while it had
+    /// that entry: a probe counts as answered only if that MAC answered it. The
+    /// client never re-resolves on its own (the lab's client keeps entries for an
+    /// hour; a real one would need seconds to notice), so a client left on a MAC
+    /// that no longer holds the VIP stays lost until the next gratuitous ARP:
+    /// what the rule "Clients follow the master" is there to prevent.
+    pub(crate) fn following(
+        &self,
+        vip: Ipv4Addr,
+        initial: [u8; 6],
+        from: Instant,
+        to: Instant,
+    ) -> FollowWindow {
+        let garps = self.garps_for(vip);
+        let followed_at = |t: Instant| {
+            let n = garps.partition_point(|g| g.0 < t);
+            if n == 0 {
+                initial
+            } else {
+                garps[n - 1].1
+            }
+        };
+        let first = self.probes.partition_point(|&s| s < from);
+        let last = self.probes.partition_point(|&s| s < to);
+        let mut answered = vec![false; last.saturating_sub(first)];
+        let mut answers = vec![from];
+        for &(t, mac) in &self.replies {
+            if t >= from && t < to && mac == followed_at(t) {
+                answers.push(t);
+            }
+            let idx = self.probes.partition_point(|&s| s <= t);
+            if idx == 0 {
+                continue;
+            }
+            let probe = idx - 1;
+            if probe >= first && probe < last && mac == followed_at(self.probes[probe]) {
+                answered[probe - first] = true;
+            }
+        }
+        answers.push(to);
+        let (longest_gap_ms, longest_gap_from) = answers
+            .windows(2)
+            .map(|w| ((w[1] - w[0]).as_secs_f64() * 1e3, w[0]))
+            .fold(
+                (0.0, from),
+                |best, gap| if gap.0 > best.0 { gap } else { best },
+            );
+        FollowWindow {
+            lost: answered.iter().filter(|a| !**a).count(),
+            longest_gap_ms,
+            longest_gap_from,
+            followed_at_end: followed_at(to),
+        }
+    }
+
+    /// The periods within `[from, to)` when a client following gratuitous ARPs
+    /// for `vip` (see [`ProbeLog::following`]) was not on `home`: when it left,
+    /// and when it came back (`None`: still away at `to`).
+    pub(crate) fn away_from(
+        &self,
+        vip: Ipv4Addr,
+        initial: [u8; 6],
+        home: [u8; 6],
+        from: Instant,
+        to: Instant,
+    ) -> Vec<(Instant, Option<Instant>)> {
+        let mut away = Vec::new();
+        let mut left = (self.followed_mac(vip, initial, from) != home).then_some(from);
+        for (t, mac) in self.garps_for(vip) {
+            if t < from || t >= to {
+                continue;
+            }
+            match (left, mac == home) {
+                (None, false) => left = Some(t),
+                (Some(l), true) => {
+                    away.push((l, Some(t)));
+                    left = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(l) = left {
+            away.push((l, None));
+        }
+        away
+    }
+
+    /// The distinct MACs that answered probes arriving in `[from, to)`.
+    pub(crate) fn macs_answering(&self, from: Instant, to: Instant) -> Vec<[u8; 6]> {
+        let mut macs: Vec<[u8; 6]> = self
+            .replies
+            .iter()
+            .filter(|r| r.0 >= from && r.0 < to)
+            .map(|r| r.1)
+            .collect();
+        macs.sort_unstable();
+        macs.dedup();
+        macs
     }
 }
 
