@@ -36,6 +36,16 @@
 //! - preempt-back: the crashed node returns (stale VIP removed, link up, daemon
 //!   started): probes lost and gap.
 //!
+//! - what a client sees (issue 10), `VIPD_BENCH_ONLY=clients`: a partition of
+//!   the adverts for 3 s and its heal, 20 % random loss of adverts at the
+//!   backup's input for 30 s (at 100 ms and 10 ms), the master frozen by SIGSTOP
+//!   for 5 intervals, the master's link down for 2 s; each in a fresh lab. The
+//!   client here follows gratuitous ARPs, as a host whose neighbour entry does
+//!   not expire: each probe goes to the MAC of the last GARP for the VIP seen
+//!   (the master's before the first) and is lost unless that MAC answers; also
+//!   recorded: the longest outage, the backup's transitions to master (its log)
+//!   and what anyone holding the VIP answered ([`ProbeLog::window`]).
+//!
 //! A probe is lost when no reply arrives before the next probe is sent. The
 //! prober reads replies before it sends, and each window also reports its own
 //! baseline (probes lost before the event) so that scheduling noise on a busy
@@ -48,7 +58,10 @@
 //! - `VIPD_BENCH_INTERVALS` (default `1000,100,10`): advert intervals in ms;
 //! - `VIPD_BENCH_CPU_SECS` (default 30, quick 10): the CPU sampling window;
 //! - `VIPD_BENCH_QUICK=1`: the quick defaults above;
-//! - `VIPD_BENCH_ONLY`: comma list of sections (`cases,footprint,scale255,vips1000`);
+//! - `VIPD_BENCH_ONLY`: comma list of sections
+//!   (`cases,clients,footprint,scale255,vips1000`);
+//! - the `clients` section runs each case once unless `VIPD_BENCH_RUNS` is set,
+//!   and its loss cases last `VIPD_BENCH_LOSS_SECS` (default 30);
 //! - `VIPD_BENCH_SIM_OUTPUT`: a file with the output of the simulation test
 //!   (`benches/run.sh` writes it), parsed into the table;
 //! - `KEEPALIVED`: the keepalived binary (default `keepalived` on PATH).
@@ -87,7 +100,7 @@ mod common;
 
 use common::{
     install_interrupt_handlers, interrupted, keepalived_bin, run_output, sleep_checked,
-    spawn_when_ready, ArpProber, Daemon, Host, InstanceSpec, Lab, Netns, NodeSpec, Ready,
+    spawn_when_ready, ArpProber, Daemon, Host, InstanceSpec, Lab, Netns, NodeSpec, ProbeLog, Ready,
 };
 
 /// Builds the bench's lab: n1, n2 and a client on 10.251.0.0/16.
@@ -906,6 +919,540 @@ fn run_vips1000(kind: Kind) -> Result<Value> {
 }
 
 // ---------------------------------------------------------------------------
+// What clients see (issue 10): partition and heal, advert loss, a frozen
+// master, the master's link down
+// ---------------------------------------------------------------------------
+
+/// How long after an event the bench waits for the client to be back on the
+/// master's MAC before it gives up (and counts what it lost meanwhile).
+const CLIENT_BACK_CAP: Duration = Duration::from_secs(10);
+
+/// Whether a row meets its target, given its lost probes and longest outage (ms).
+type TargetMet = fn(f64, f64) -> bool;
+
+/// One measured row of the client cases: what the table prints per case.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum ClientRow {
+    PartitionDuring,
+    PartitionAfterHeal,
+    Loss100,
+    Loss10,
+    Frozen,
+    LinkDown,
+}
+
+impl ClientRow {
+    const ALL: [Self; 6] = [
+        Self::PartitionDuring,
+        Self::PartitionAfterHeal,
+        Self::Loss100,
+        Self::Loss10,
+        Self::Frozen,
+        Self::LinkDown,
+    ];
+
+    fn key(self) -> &'static str {
+        match self {
+            Self::PartitionDuring => "partition_during",
+            Self::PartitionAfterHeal => "partition_after_heal",
+            Self::Loss100 => "advert_loss_20pct_100ms",
+            Self::Loss10 => "advert_loss_20pct_10ms",
+            Self::Frozen => "master_frozen",
+            Self::LinkDown => "master_link_down",
+        }
+    }
+
+    fn label(self, loss_secs: u64) -> String {
+        match self {
+            Self::PartitionDuring => "partition 3 s: during".into(),
+            Self::PartitionAfterHeal => "partition 3 s: after heal".into(),
+            Self::Loss100 | Self::Loss10 => format!("20% advert loss {loss_secs} s"),
+            Self::Frozen => "master SIGSTOP 5 intervals".into(),
+            Self::LinkDown => "master link down 2 s".into(),
+        }
+    }
+
+    fn interval(self) -> Duration {
+        match self {
+            Self::Loss10 => Duration::from_millis(10),
+            _ => Duration::from_millis(100),
+        }
+    }
+
+    /// The issue's target for vipd: (text, met given lost probes and longest outage ms).
+    fn target(self) -> Option<(&'static str, TargetMet)> {
+        match self {
+            Self::PartitionDuring => None,
+            Self::PartitionAfterHeal => Some(("<= 5 lost", |lost, _| lost <= 5.0)),
+            Self::Loss100 | Self::Loss10 => Some(("<= 50 lost", |lost, _| lost <= 50.0)),
+            Self::Frozen => Some(("<= 1 lost", |lost, _| lost <= 1.0)),
+            // 3 x 100 ms + vipd's 2 ms margin.
+            Self::LinkDown => Some(("outage <= 302 ms", |_, outage| outage <= 302.0)),
+        }
+    }
+}
+
+/// What the client saw over one window of one run.
+#[derive(Clone, Debug, Default)]
+struct ClientMeasure {
+    /// Probes sent in the window.
+    probes: usize,
+    /// Probes the client lost: sent to the MAC of the last gratuitous ARP for the
+    /// VIP it saw (the master's before the first), and not answered by that MAC.
+    lost: usize,
+    /// The longest time between two probes the client got answered, the window's
+    /// edges included, in ms.
+    longest_outage_ms: f64,
+    /// [`ProbeLog::window`]: probes nobody answered (whoever held the VIP).
+    any_holder_lost: usize,
+    /// [`ProbeLog::window`]: the longest gap between replies from anyone, ms.
+    any_holder_gap_ms: f64,
+    /// Times n2 logged a transition to master in the window.
+    n2_takeovers: usize,
+    /// Bursts of gratuitous ARPs from n2's MAC (a GARP over 1 s after n2's previous one starts a burst).
+    n2_garp_bursts: usize,
+    /// From the event to the client's first answered probe to n1's MAC after its
+    /// last lost or elsewhere-sent one; `None`: not back by the window's end.
+    back_on_master_ms: Option<f64>,
+    /// Adverts the nftables rule dropped (loss and partition cases).
+    adverts_dropped: Option<u64>,
+    /// For reading a run afterwards: the client's outages (start ms after the
+    /// window's start, length ms, the node it sent to) and the GARPs for the VIP
+    /// (ms, node), the first 100 of each.
+    detail: Value,
+}
+
+/// Per probe in `[from, to)` of `log`: its send time, the MAC the client sent
+/// it to (that of the last gratuitous ARP for [`VIP`] before it, else
+/// `start_mac`), and whether that MAC answered it. A reply counts for the last
+/// probe sent before it arrived, as in [`ProbeLog::window`].
+fn client_probes(
+    log: &ProbeLog,
+    start_mac: [u8; 6],
+    from: Instant,
+    to: Instant,
+) -> Vec<(Instant, [u8; 6], bool)> {
+    let first = log.probes.partition_point(|&s| s < from);
+    let last = log.probes.partition_point(|&s| s < to);
+    let mut repliers: Vec<Vec<[u8; 6]>> = vec![Vec::new(); last.saturating_sub(first)];
+    for &(t, mac) in &log.replies {
+        let idx = log.probes.partition_point(|&s| s <= t);
+        if idx > first && idx - 1 < last {
+            repliers[idx - 1 - first].push(mac);
+        }
+    }
+    let garps: Vec<(Instant, [u8; 6])> = log
+        .garps
+        .iter()
+        .filter(|g| g.2 == VIP)
+        .map(|g| (g.0, g.1))
+        .collect();
+    let mut cached = start_mac;
+    let mut next_garp = 0;
+    let mut out = Vec::with_capacity(repliers.len());
+    for (k, &sent) in log.probes[first..last].iter().enumerate() {
+        while next_garp < garps.len() && garps[next_garp].0 <= sent {
+            cached = garps[next_garp].1;
+            next_garp += 1;
+        }
+        out.push((sent, cached, repliers[k].contains(&cached)));
+    }
+    out
+}
+
+/// The client's lost probes and longest outage (ms) over `probes` in `[from, to)`.
+fn client_loss(probes: &[(Instant, [u8; 6], bool)], from: Instant, to: Instant) -> (usize, f64) {
+    let lost = probes.iter().filter(|p| !p.2).count();
+    let mut last_ok = from;
+    let mut longest = Duration::ZERO;
+    for &(sent, _, ok) in probes {
+        if ok {
+            longest = longest.max(sent.saturating_duration_since(last_ok));
+            last_ok = sent;
+        }
+    }
+    longest = longest.max(to.saturating_duration_since(last_ok));
+    (lost, ms(longest))
+}
+
+/// When the client was back for good on `master` (see
+/// [`ClientMeasure::back_on_master_ms`]), as a time; `None` if its last probe
+/// still went elsewhere or was lost.
+fn client_back_at(probes: &[(Instant, [u8; 6], bool)], master: [u8; 6]) -> Option<Instant> {
+    let bad = |p: &(Instant, [u8; 6], bool)| !p.2 || p.1 != master;
+    match probes.iter().rposition(bad) {
+        None => probes.first().map(|p| p.0),
+        Some(i) => probes.get(i + 1).map(|p| p.0),
+    }
+}
+
+/// Waits until the client has been on n1's MAC, answered, for `settle`, or
+/// until `event + CLIENT_BACK_CAP`; returns the window's end.
+fn wait_client_back(bed: &Bed, event: Instant, settle: Duration) -> Instant {
+    let cap = event + CLIENT_BACK_CAP;
+    loop {
+        sleep_checked(Duration::from_millis(100));
+        let now = Instant::now();
+        let log = bed.prober.snapshot();
+        let probes = client_probes(&log, bed.macs[0], event, now);
+        if let Some(back) = client_back_at(&probes, bed.macs[0]) {
+            if now.saturating_duration_since(back) >= settle {
+                return back + settle;
+            }
+        }
+        if now >= cap {
+            return cap;
+        }
+    }
+}
+
+/// Lines of `log` after byte `from` in which the daemon became master.
+fn master_transitions(kind: Kind, log: &str, from: usize) -> usize {
+    let needle = match kind {
+        Kind::Vipd => "to=master",
+        Kind::Keepalived => "Entering MASTER STATE",
+    };
+    log.get(from..)
+        .unwrap_or("")
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// Bursts of gratuitous ARPs for [`VIP`] from `mac` in `[from, to)`: a GARP
+/// more than 1 s after the previous one from `mac` starts a burst.
+fn garp_bursts(log: &ProbeLog, mac: [u8; 6], from: Instant, to: Instant) -> usize {
+    let mut bursts = 0;
+    let mut previous: Option<Instant> = None;
+    for &(t, m, a) in &log.garps {
+        if m != mac || a != VIP || t < from || t >= to {
+            continue;
+        }
+        if previous.is_none_or(|p| t.duration_since(p) > Duration::from_secs(1)) {
+            bursts += 1;
+        }
+        previous = Some(t);
+    }
+    bursts
+}
+
+/// Everything [`ClientMeasure`] holds, over `[from, to)`, for an event at `event`.
+fn measure_client(
+    kind: Kind,
+    bed: &Bed,
+    n2_log_from: usize,
+    event: Instant,
+    from: Instant,
+    to: Instant,
+) -> ClientMeasure {
+    let log = bed.prober.snapshot();
+    // The client starts each case on n1's MAC (the prober is cleared once the
+    // master answers alone); the model follows the GARPs from the clear on.
+    let start = log.probes.first().copied().unwrap_or(from);
+    let all = client_probes(&log, bed.macs[0], start, to);
+    let split = all.partition_point(|p| p.0 < from);
+    let probes = &all[split..];
+    let (lost, longest_outage_ms) = client_loss(probes, from, to);
+    let any = log.window(from, to);
+    let after_event = &all[all.partition_point(|p| p.0 < event)..];
+    ClientMeasure {
+        probes: probes.len(),
+        lost,
+        longest_outage_ms,
+        any_holder_lost: any.lost,
+        any_holder_gap_ms: any.longest_gap_ms,
+        n2_takeovers: master_transitions(kind, &bed.daemons[1].log(), n2_log_from),
+        n2_garp_bursts: garp_bursts(&log, bed.macs[1], from, to),
+        back_on_master_ms: client_back_at(after_event, bed.macs[0])
+            .map(|t| ms(t.saturating_duration_since(event))),
+        adverts_dropped: None,
+        detail: client_detail(probes, &log, bed.macs, from, to),
+    }
+}
+
+/// [`ClientMeasure::detail`].
+fn client_detail(
+    probes: &[(Instant, [u8; 6], bool)],
+    log: &ProbeLog,
+    macs: [[u8; 6]; 2],
+    from: Instant,
+    to: Instant,
+) -> Value {
+    let node = |mac: [u8; 6]| match macs.iter().position(|m| *m == mac) {
+        Some(i) => format!("n{}", i + 1),
+        None => common::fmt_mac(&mac),
+    };
+    let at = |t: Instant| (ms(t.saturating_duration_since(from)) * 10.0).round() / 10.0;
+    let mut outages = Vec::new();
+    let mut k = 0;
+    while k < probes.len() && outages.len() < 100 {
+        if probes[k].2 {
+            k += 1;
+            continue;
+        }
+        let start = k;
+        while k < probes.len() && !probes[k].2 {
+            k += 1;
+        }
+        let end = probes.get(k).map_or(to, |p| p.0);
+        outages.push(json!([
+            at(probes[start].0),
+            (ms(end - probes[start].0) * 10.0).round() / 10.0,
+            node(probes[start].1)
+        ]));
+    }
+    let garps: Vec<Value> = log
+        .garps
+        .iter()
+        .filter(|g| g.2 == VIP && g.0 >= from && g.0 < to)
+        .take(100)
+        .map(|g| json!([at(g.0), node(g.1)]))
+        .collect();
+    json!({"outages": outages, "garps": garps})
+}
+
+/// The nftables match for `kind`'s adverts.
+fn advert_match(kind: Kind) -> &'static str {
+    match kind {
+        // vipd's adverts: UDP to its port (tests/common/probe.rs VIPD_ADVERT_PORT).
+        Kind::Vipd => "udp dport 5880",
+        Kind::Keepalived => "ip protocol 112",
+    }
+}
+
+/// Loads a table `name` in `ns` whose input chain drops `kind`'s adverts that
+/// `condition` (nftables, may be empty) selects, with a counter.
+fn drop_adverts_in(ns: &Netns, name: &str, kind: Kind, condition: &str) {
+    ns.nft(&format!(
+        "table inet {name} {{\n\tchain input {{\n\t\ttype filter hook input priority 0; policy accept;\n\
+         \t\t{} {condition} counter drop\n\t}}\n}}\n",
+        advert_match(kind)
+    ));
+}
+
+/// Deletes table `name` from `ns` and returns how many packets its counter dropped.
+fn remove_table(ns: &Netns, name: &str) -> Option<u64> {
+    let listing = ns.exec(&["nft", "list", "table", "inet", name]);
+    ns.nft(&format!("delete table inet {name}\n"));
+    listing
+        .split("counter packets ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A fresh lab running `kind` at `interval`, n1 master and answering alone,
+/// the backups ranked, the prober cleared.
+fn client_bed(kind: Kind, interval: Duration) -> Result<Bed> {
+    let setup = Setup {
+        interval,
+        instances: vec![(51, vec![VIP])],
+    };
+    let mut bed = Bed::new(kind, &setup)?;
+    bed.start_both(interval)?;
+    // vipd backups rank themselves once they have heard every peer (backups
+    // advertise every max(interval, 1 s)).
+    sleep_checked(Duration::from_millis(2500) + interval * 2);
+    bed.prober.wait_stable(
+        bed.macs[0],
+        settle_time(interval),
+        Duration::from_secs(30) + interval * 10,
+    )?;
+    bed.prober.clear();
+    Ok(bed)
+}
+
+/// The quiet lead-in of every case: also shows the baseline (probes lost with
+/// nothing happening), for scheduling noise.
+const LEAD_IN: Duration = Duration::from_millis(300);
+
+fn client_partition(kind: Kind) -> Result<Vec<(ClientRow, ClientMeasure)>> {
+    let interval = Duration::from_millis(100);
+    let bed = client_bed(kind, interval)?;
+    sleep_checked(LEAD_IN);
+    let n2_log = bed.daemons[1].log().len();
+    let table = "vipd_bench_partition";
+    let t_cut = Instant::now();
+    for node in [1, 2] {
+        drop_adverts_in(&bed.lab.node(node).ns, table, kind, "");
+    }
+    sleep_checked(Duration::from_secs(3));
+    let t_heal = Instant::now();
+    let n2_at_heal = bed.daemons[1].log().len();
+    let dropped: u64 = [1, 2]
+        .iter()
+        .filter_map(|&n| remove_table(&bed.lab.node(n).ns, table))
+        .sum();
+    let end = wait_client_back(&bed, t_heal, settle_time(interval));
+    let n2_text = bed.daemons[1].log();
+    let mut during = measure_client(kind, &bed, n2_log, t_cut, t_cut, t_heal);
+    // The transitions up to the heal only; the rest belong to the heal.
+    during.n2_takeovers = master_transitions(kind, n2_text.get(..n2_at_heal).unwrap_or(""), n2_log);
+    during.adverts_dropped = Some(dropped);
+    // Its window ends at the heal, not when the client is back.
+    during.back_on_master_ms = None;
+    let after = measure_client(kind, &bed, n2_at_heal, t_heal, t_heal, end);
+    Ok(vec![
+        (ClientRow::PartitionDuring, during),
+        (ClientRow::PartitionAfterHeal, after),
+    ])
+}
+
+fn client_loss_case(kind: Kind, row: ClientRow, loss: Duration) -> Result<ClientMeasure> {
+    let interval = row.interval();
+    let bed = client_bed(kind, interval)?;
+    sleep_checked(LEAD_IN);
+    let n2_log = bed.daemons[1].log().len();
+    let table = "vipd_bench_loss";
+    let ns = &bed.lab.node(2).ns;
+    let t_on = Instant::now();
+    drop_adverts_in(ns, table, kind, "numgen random mod 100 < 20");
+    sleep_checked(loss);
+    let t_off = Instant::now();
+    let dropped = remove_table(ns, table);
+    let end = wait_client_back(&bed, t_off, settle_time(interval));
+    let mut m = measure_client(kind, &bed, n2_log, t_off, t_on, end);
+    m.adverts_dropped = dropped;
+    Ok(m)
+}
+
+fn client_frozen(kind: Kind) -> Result<ClientMeasure> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let interval = Duration::from_millis(100);
+    let bed = client_bed(kind, interval)?;
+    sleep_checked(LEAD_IN);
+    let n2_log = bed.daemons[1].log().len();
+    let pids = bed.daemons[0].namespace_pids();
+    let t_stop = Instant::now();
+    for &pid in &pids {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
+    }
+    sleep_checked(interval * 5);
+    let t_cont = Instant::now();
+    for &pid in &pids {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+    }
+    let end = wait_client_back(&bed, t_cont, settle_time(interval));
+    Ok(measure_client(kind, &bed, n2_log, t_stop, t_stop, end))
+}
+
+fn client_link_down(kind: Kind) -> Result<ClientMeasure> {
+    let interval = Duration::from_millis(100);
+    let bed = client_bed(kind, interval)?;
+    sleep_checked(LEAD_IN);
+    let n2_log = bed.daemons[1].log().len();
+    let t_down = Instant::now();
+    bed.lab.node(1).link(false);
+    sleep_checked(Duration::from_secs(2));
+    let t_up = Instant::now();
+    bed.lab.node(1).link(true);
+    let end = wait_client_back(&bed, t_up, settle_time(interval));
+    Ok(measure_client(kind, &bed, n2_log, t_down, t_down, end))
+}
+
+/// Runs every client case `runs` times for `kind`; per row, the measures of the
+/// runs that worked, and the failures.
+fn run_clients(
+    kind: Kind,
+    runs: usize,
+    loss: Duration,
+) -> (BTreeMap<ClientRow, Vec<ClientMeasure>>, Vec<String>) {
+    let mut rows: BTreeMap<ClientRow, Vec<ClientMeasure>> = BTreeMap::new();
+    let mut failures = Vec::new();
+    type Case = Box<dyn Fn() -> Result<Vec<(ClientRow, ClientMeasure)>>>;
+    let cases: Vec<(&str, Case)> = vec![
+        ("partition", Box::new(move || client_partition(kind))),
+        (
+            "loss 100 ms",
+            Box::new(move || {
+                Ok(vec![(
+                    ClientRow::Loss100,
+                    client_loss_case(kind, ClientRow::Loss100, loss)?,
+                )])
+            }),
+        ),
+        (
+            "loss 10 ms",
+            Box::new(move || {
+                Ok(vec![(
+                    ClientRow::Loss10,
+                    client_loss_case(kind, ClientRow::Loss10, loss)?,
+                )])
+            }),
+        ),
+        (
+            "frozen",
+            Box::new(move || Ok(vec![(ClientRow::Frozen, client_frozen(kind)?)])),
+        ),
+        (
+            "link down",
+            Box::new(move || Ok(vec![(ClientRow::LinkDown, client_link_down(kind)?)])),
+        ),
+    ];
+    for (name, case) in &cases {
+        for run_no in 1..=runs {
+            if interrupted() {
+                return (rows, failures);
+            }
+            eprintln!("  {} {name}: run {run_no}/{runs}", kind.name());
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(case)) {
+                Ok(Ok(measures)) => {
+                    for (row, m) in measures {
+                        rows.entry(row).or_default().push(m);
+                    }
+                }
+                Ok(Err(e)) => failures.push(format!("{name} run {run_no}: {e:#}")),
+                Err(_) => failures.push(format!("{name} run {run_no}: panicked or interrupted")),
+            }
+        }
+    }
+    (rows, failures)
+}
+
+/// The JSON of one row of one daemon.
+fn client_row_json(
+    kind: Kind,
+    row: ClientRow,
+    loss_secs: u64,
+    measures: &[ClientMeasure],
+) -> Value {
+    let col = |g: fn(&ClientMeasure) -> f64| stats(&measures.iter().map(g).collect::<Vec<_>>());
+    let back: Vec<f64> = measures
+        .iter()
+        .filter_map(|m| m.back_on_master_ms)
+        .collect();
+    let dropped: Vec<f64> = measures
+        .iter()
+        .filter_map(|m| m.adverts_dropped.map(|d| d as f64))
+        .collect();
+    json!({
+        "daemon": kind.name(),
+        "case": row.key(),
+        "label": row.label(loss_secs),
+        "interval_ms": row.interval().as_millis() as u64,
+        "runs": measures.len(),
+        "probes": col(|m| m.probes as f64),
+        "lost_probes": col(|m| m.lost as f64),
+        "longest_outage_ms": col(|m| m.longest_outage_ms),
+        "any_holder_lost_probes": col(|m| m.any_holder_lost as f64),
+        "any_holder_longest_gap_ms": col(|m| m.any_holder_gap_ms),
+        "n2_takeovers": col(|m| m.n2_takeovers as f64),
+        "n2_garp_bursts": col(|m| m.n2_garp_bursts as f64),
+        "back_on_master_ms": stats(&back),
+        "runs_not_back_on_master": if row == ClientRow::PartitionDuring {
+            Value::Null
+        } else {
+            json!(measures.len() - back.len())
+        },
+        "detail_per_run": measures.iter().map(|m| m.detail.clone()).collect::<Vec<_>>(),
+        "adverts_dropped": stats(&dropped),
+    })
+}
+
+// ---------------------------------------------------------------------------
 // Simulation output (run by benches/run.sh before this bench)
 // ---------------------------------------------------------------------------
 
@@ -1115,6 +1662,55 @@ fn main() {
         results["cases"] = json!(cases);
     }
 
+    // -- what clients see (issue 10) -----------------------------------------
+    if want("clients") && !interrupted() {
+        // One run per case unless VIPD_BENCH_RUNS says otherwise: each takes a
+        // fresh lab and the loss cases last VIPD_BENCH_LOSS_SECS.
+        let client_runs = env_num("VIPD_BENCH_RUNS", 1).max(1) as usize;
+        let loss_secs = env_num("VIPD_BENCH_LOSS_SECS", 30);
+        let mut rows = Vec::new();
+        let mut failures = Vec::new();
+        for kind in [Kind::Vipd, Kind::Keepalived] {
+            eprintln!(
+                "== clients: {} ({client_runs} run(s) per case)",
+                kind.name()
+            );
+            let (measured, failed) = run_clients(kind, client_runs, Duration::from_secs(loss_secs));
+            for row in ClientRow::ALL {
+                rows.push(match measured.get(&row) {
+                    Some(m) => client_row_json(kind, row, loss_secs, m),
+                    None => json!({
+                        "daemon": kind.name(), "case": row.key(), "label": row.label(loss_secs),
+                        "interval_ms": row.interval().as_millis() as u64,
+                        "error": "no run of this case succeeded",
+                    }),
+                });
+            }
+            failures.push(json!({"daemon": kind.name(), "failures": failed}));
+            if interrupted() {
+                break;
+            }
+        }
+        results["clients"] = json!({
+            "runs": client_runs,
+            "loss_secs": loss_secs,
+            "back_cap_s": CLIENT_BACK_CAP.as_secs(),
+            "method": "one fresh lab per case and run, n1 (150) master, n2 (100) backup, same priorities and intervals for both daemons; \
+                the client sends each 1 ms probe to the MAC of the last gratuitous ARP for the VIP it saw (n1's before the first), as a host \
+                whose neighbour entry never expires would: lost = not answered by that MAC; longest outage = longest time between two answered \
+                probes, window edges included; any_holder_* = ProbeLog::window (anyone holding the VIP answers the broadcast request); \
+                windows: partition during = cut..heal, after heal = heal..client back on n1's MAC + 400 ms (at most 10 s); loss = rule on..client back after the rule is removed; \
+                frozen = SIGSTOP..back after SIGCONT; link down = down..back after up; n2_takeovers = n2's log lines entering master \
+                (vipd `to=master`, keepalived `Entering MASTER STATE`) in the window; n2_garp_bursts = n2's GARPs for the VIP, a new burst after 1 s without one",
+            "partition": "nftables input chain in both nodes drops the adverts (vipd: udp dport 5880; keepalived: ip protocol 112) for 3 s",
+            "loss": "nftables input chain in n2 drops the adverts with `numgen random mod 100 < 20`",
+            "frozen": "every process in n1's namespace SIGSTOPped for 5 intervals, then SIGCONT",
+            "link_down": "n1's eth0 down for 2 s, then up",
+            "rows": rows,
+            "failures": failures,
+        });
+    }
+
     // -- footprint ----------------------------------------------------------
     if want("footprint") && !interrupted() {
         let mut fps = Vec::new();
@@ -1239,6 +1835,30 @@ fn targets(r: &Value) -> Value {
             }
         }
     }
+    for row in ClientRow::ALL {
+        let Some((text, met)) = row.target() else {
+            continue;
+        };
+        let rows = &r["clients"]["rows"];
+        let (Some(v), Some(k)) = (
+            client_find(rows, "vipd", row),
+            client_find(rows, "keepalived", row),
+        ) else {
+            continue;
+        };
+        if let (Some(lost), Some(outage)) = (
+            f(&v["lost_probes"], "max"),
+            f(&v["longest_outage_ms"], "max"),
+        ) {
+            t.push(json!({
+                "target": format!("clients: {} at {} ms: vipd {text} (vipd {lost:.0} lost, {outage:.0} ms; keepalived {} lost, {} ms)",
+                    v["label"].as_str().unwrap_or(""), row.interval().as_millis(),
+                    num(&k["lost_probes"], "max"), num(&k["longest_outage_ms"], "max")),
+                "vipd_max_lost": lost, "vipd_max_outage_ms": outage,
+                "met": met(lost, outage),
+            }));
+        }
+    }
     if let Some(v) = find(&r["footprint"], "vipd", None) {
         for role in ["master", "backup"] {
             if let (Some(rss), Some(cpu)) = (f(&v[role], "rss_kib"), f(&v[role], "cpu_percent")) {
@@ -1259,6 +1879,123 @@ fn targets(r: &Value) -> Value {
         }
     }
     json!(t)
+}
+
+/// The row of `daemon` for `row` in the clients' results.
+fn client_find<'a>(rows: &'a Value, daemon: &str, row: ClientRow) -> Option<&'a Value> {
+    rows.as_array()?
+        .iter()
+        .find(|v| v["daemon"] == daemon && v["case"] == row.key())
+}
+
+/// The clients' table (issue 10): one line per case, vipd beside keepalived.
+fn render_clients(r: &Value, out: &mut String) {
+    use std::fmt::Write as _;
+    let c = &r["clients"];
+    let Some(rows) = c.get("rows") else {
+        return;
+    };
+    let runs = c["runs"].as_u64().unwrap_or(1);
+    let _ = writeln!(
+        out,
+        "\nwhat a client sees (issue 10), {runs} run(s) per case: each 1 ms probe goes to the MAC of the last gratuitous ARP the client saw"
+    );
+    let _ = writeln!(
+        out,
+        "{:<28} {:>5} | {:<22} | {:<24} | {:<30} | target (vipd)",
+        "case",
+        "int",
+        "vipd lost (outage)",
+        "keepalived lost (outage)",
+        "spurious takeovers vipd / ka"
+    );
+    // Median lost with the longest outage of any run; `*`: a run in which the
+    // client was not back on the master's MAC when the window closed.
+    let cell = |v: Option<&Value>| -> String {
+        let Some(v) = v else {
+            return "-".into();
+        };
+        if let Some(e) = v.get("error") {
+            return format!("error: {}", e.as_str().unwrap_or(""));
+        }
+        let stuck = if v["runs_not_back_on_master"].as_u64().unwrap_or(0) > 0 {
+            " *"
+        } else {
+            ""
+        };
+        format!(
+            "{} ({} ms){stuck}",
+            count(&v["lost_probes"], "median"),
+            num(&v["longest_outage_ms"], "max")
+        )
+    };
+    let takeovers =
+        |v: Option<&Value>| v.map_or_else(|| "-".into(), |v| count(&v["n2_takeovers"], "median"));
+    for row in ClientRow::ALL {
+        let v = client_find(rows, "vipd", row);
+        let k = client_find(rows, "keepalived", row);
+        let label = v
+            .or(k)
+            .and_then(|x| x["label"].as_str())
+            .unwrap_or(row.key())
+            .to_owned();
+        let spurious = matches!(row, ClientRow::Loss100 | ClientRow::Loss10);
+        let _ = writeln!(
+            out,
+            "{label:<28} {:>5} | {:<22} | {:<24} | {:<30} | {}",
+            format!("{}ms", row.interval().as_millis()),
+            cell(v),
+            cell(k),
+            format!(
+                "{} / {}{}",
+                takeovers(v),
+                takeovers(k),
+                if spurious { "" } else { " (expected)" }
+            ),
+            row.target().map_or("-", |t| t.0)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  lost: median over runs; outage: longest time between two answered probes, worst run; * client not back on the master's MAC {} s after the event",
+        c["back_cap_s"]
+    );
+    let _ = writeln!(
+        out,
+        "  takeovers: n2's transitions to master in the window (from its log); during a partition, a freeze or the master's link down one is expected"
+    );
+    let _ = writeln!(out, "  anyone answering (a broadcast ARP request, ProbeLog::window): lost / longest gap ms; n2 GARP bursts; client back on n1's MAC after (ms)");
+    for row in ClientRow::ALL {
+        let line = |v: Option<&Value>| {
+            v.filter(|v| v.get("error").is_none()).map_or_else(
+                || "-".to_owned(),
+                |v| {
+                    format!(
+                        "{} / {}; bursts {}; back {}",
+                        count(&v["any_holder_lost_probes"], "median"),
+                        num(&v["any_holder_longest_gap_ms"], "max"),
+                        count(&v["n2_garp_bursts"], "median"),
+                        num(&v["back_on_master_ms"], "median"),
+                    )
+                },
+            )
+        };
+        let _ = writeln!(
+            out,
+            "    {:<28} vipd {:<36} keepalived {}",
+            row.key(),
+            line(client_find(rows, "vipd", row)),
+            line(client_find(rows, "keepalived", row))
+        );
+    }
+}
+
+/// [`num`], without the decimal for a whole number (counts of probes, takeovers).
+fn count(v: &Value, k: &str) -> String {
+    match v.get(k).and_then(Value::as_f64) {
+        Some(x) if x.fract() == 0.0 => format!("{x:.0}"),
+        _ => num(v, k),
+    }
 }
 
 fn num(v: &Value, k: &str) -> String {
@@ -1364,6 +2101,7 @@ fn render(r: &Value, out: &mut String) {
         }
         let _ = writeln!(out, "  ratio = vipd median / keepalived median");
     }
+    render_clients(r, out);
     if let Some(list) = r["footprint"].as_array() {
         let _ = writeln!(out, "\nfootprint at 10 ms adverts (one group, one VIP)");
         for v in list {

@@ -12,7 +12,8 @@
 #    namespace labs, runs every case for vipd and keepalived, prints the table and
 #    writes target/bench/results.json.
 # Every option of the bench (VIPD_BENCH_RUNS, VIPD_BENCH_RUNS_1S, VIPD_BENCH_INTERVALS,
-# VIPD_BENCH_CPU_SECS, VIPD_BENCH_ONLY) is read from the environment: see the top of
+# VIPD_BENCH_CPU_SECS, VIPD_BENCH_ONLY, VIPD_BENCH_LOSS_SECS) is read from the environment;
+# `VIPD_BENCH_ONLY=clients` runs just what a client sees (issue 10). See the top of
 # benches/failover.rs. The bench deletes its namespaces and daemons on exit, also on
 # Ctrl-C; namespaces left by a SIGKILLed bench are swept by the next run.
 set -euo pipefail
