@@ -46,6 +46,18 @@
 //!   recorded: the longest outage, the backup's transitions to master (its log)
 //!   and what anyone holding the VIP answered ([`ProbeLog::window`]).
 //!
+//! - floods (issue 11), `VIPD_BENCH_ONLY=flood`: at 100 ms and 10 ms adverts, a
+//!   fresh lab per daemon and interval; from the client, junk adverts as fast as
+//!   one thread sends them (tests/common/flood.rs), `VIPD_BENCH_FLOOD_SECS`
+//!   (default 3) from one source (a UDP socket for vipd, a raw IP socket for
+//!   VRRP; to the group and to n1's address), then as long from a random source
+//!   per packet in 10.251.0.0/16 (AF_PACKET, to the group). vipd's junk is well
+//!   framed with a bad MAC, keepalived's is VRRPv3 with the right VRID and a bad
+//!   checksum. Reported: packets offered per second, the master's CPU (every
+//!   process in its namespace), the longest gap between its adverts as n2's
+//!   namespace receives them (kernel timestamps), spurious takeovers (n2's log),
+//!   the master's state changes, and log lines both wrote.
+//!
 //! A probe is lost when no reply arrives before the next probe is sent. The
 //! prober reads replies before it sends, and each window also reports its own
 //! baseline (probes lost before the event) so that scheduling noise on a busy
@@ -59,7 +71,8 @@
 //! - `VIPD_BENCH_CPU_SECS` (default 30, quick 10): the CPU sampling window;
 //! - `VIPD_BENCH_QUICK=1`: the quick defaults above;
 //! - `VIPD_BENCH_ONLY`: comma list of sections
-//!   (`cases,clients,footprint,scale255,vips1000`);
+//!   (`cases,clients,footprint,scale255,vips1000,flood`);
+//! - `VIPD_BENCH_FLOOD_SECS` (default 3): each flood of the `flood` section;
 //! - the `clients` section runs each case once unless `VIPD_BENCH_RUNS` is set,
 //!   and its loss cases last `VIPD_BENCH_LOSS_SECS` (default 30);
 //! - `VIPD_BENCH_SIM_OUTPUT`: a file with the output of the simulation test
@@ -99,8 +112,10 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 251, 1, 1);
 mod common;
 
 use common::{
-    install_interrupt_handlers, interrupted, keepalived_bin, run_output, sleep_checked,
-    spawn_when_ready, ArpProber, Daemon, Host, InstanceSpec, Lab, Netns, NodeSpec, ProbeLog, Ready,
+    clk_tck, cpu_seconds, cpu_ticks, install_interrupt_handlers, interrupted, keepalived_bin,
+    lines_after, run_output, sleep_checked, spawn_when_ready, vipd_group, AdvertWatch, ArpProber,
+    Daemon, Flood, FloodSpec, Host, InstanceSpec, Junk, Lab, Netns, NodeSpec, ProbeLog, Ready,
+    Sources, Target, VRRP_GROUP,
 };
 
 /// Builds the bench's lab: n1, n2 and a client on 10.251.0.0/16.
@@ -380,20 +395,6 @@ fn rss_kib(pid: i32) -> Option<u64> {
         .ok()
 }
 
-/// utime + stime in clock ticks.
-fn cpu_ticks(pid: i32) -> Option<u64> {
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 of stat; `rest` starts at field 3.
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-fn clk_tck() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
-}
-
 /// CPU (% of one core) and resident memory (KiB, summed) of each daemon's
 /// processes over `window`; also the largest single process's RSS.
 fn footprint(daemons: &[&Daemon], window: Duration) -> Vec<Value> {
@@ -422,6 +423,178 @@ fn footprint(daemons: &[&Daemon], window: Duration) -> Vec<Value> {
             })
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Floods (issue 11)
+// ---------------------------------------------------------------------------
+
+/// The lines in `kind`'s log where a node left master.
+fn left_master_line(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Vipd => "from=master",
+        Kind::Keepalived => "Entering BACKUP STATE",
+    }
+}
+
+/// One daemon at one interval: a fresh lab, n1 master, then a flood from one
+/// source and one from spoofed sources, each `secs` long. One JSON row per flood.
+fn run_flood(kind: Kind, interval: Duration, secs: Duration) -> Result<Vec<Value>> {
+    let lab = new_lab();
+    let setup = Setup {
+        interval,
+        instances: vec![(51, vec![VIP])],
+    };
+    let mut daemons = [
+        configure(kind, lab.node(1), 0, &setup),
+        configure(kind, lab.node(2), 1, &setup),
+    ];
+    start(&mut daemons[1]);
+    start(&mut daemons[0]);
+    let vip = VIP.to_string();
+    let deadline = Instant::now() + Duration::from_secs(20) + interval * 6;
+    while lab.holders(&vip) != [1] {
+        if Instant::now() > deadline {
+            bail!("n1 never held the VIP alone:\n{}", daemons[0].log_tail(15));
+        }
+        sleep_checked(Duration::from_millis(20));
+    }
+    // vipd backups rank themselves once they have heard every peer.
+    sleep_checked(Duration::from_millis(2500) + interval * 3);
+    let watch = AdvertWatch::start(&lab.node(2).ns.name, lab.node(1).mac_bytes())?;
+    let quiet_from = common::unix_now();
+    sleep_checked(Duration::from_millis(500));
+    let (quiet_gap, _) = watch.longest_gap_ms(quiet_from, common::unix_now());
+    let lab_ip = |h: &Host| h.v4.parse::<Ipv4Addr>().context("lab address");
+    let (junk, group) = match kind {
+        Kind::Vipd => (Junk::Vipd { group: 51 }, vipd_group(51)),
+        Kind::Keepalived => (Junk::Vrrp { vrid: 51, vip: VIP }, VRRP_GROUP),
+    };
+    let group = Target::multicast(group);
+    let modes = [
+        (Sources::One, vec![group, Target::host(lab.node(1))]),
+        (
+            Sources::Spoofed {
+                net: Ipv4Addr::new(NET[0], NET[1], 0, 0),
+                prefix_len: 16,
+                exclude: vec![
+                    lab_ip(lab.node(1))?,
+                    lab_ip(lab.node(2))?,
+                    lab_ip(&lab.client)?,
+                ],
+            },
+            vec![group],
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (sources, targets) in modes {
+        let mode = sources.name();
+        let n1_pids = daemons[0].namespace_pids();
+        let n2_pids = daemons[1].namespace_pids();
+        let (n1_log, n2_log) = (daemons[0].log(), daemons[1].log());
+        let (n1_from, n2_from) = (n1_log.len(), n2_log.len());
+        let (n1_lines, n2_lines) = (n1_log.lines().count(), n2_log.lines().count());
+        let (n1_cpu, n2_cpu) = (cpu_seconds(&n1_pids), cpu_seconds(&n2_pids));
+        let t0 = common::unix_now();
+        let spec = FloodSpec::from_host(&lab.client, targets, junk.clone(), sources, secs);
+        let report = Flood::start(spec)?.join()?;
+        let t1 = common::unix_now();
+        let wall = t1 - t0;
+        let n1_cpu = cpu_seconds(&n1_pids) - n1_cpu;
+        let n2_cpu = cpu_seconds(&n2_pids) - n2_cpu;
+        sleep_checked(Duration::from_millis(300));
+        let (gap, adverts) = watch.longest_gap_ms(t0, t1);
+        let (n1_log, n2_log) = (daemons[0].log(), daemons[1].log());
+        let holders = lab.holders(&vip);
+        eprintln!(
+            "  {} {} ms {mode}: {}",
+            kind.name(),
+            interval.as_millis(),
+            report.describe()
+        );
+        rows.push(json!({
+            "daemon": kind.name(),
+            "interval_ms": interval.as_millis() as u64,
+            "mode": mode,
+            "offered": report.sent,
+            "offered_per_s": report.rate(),
+            "per_target": report.per_target.iter().map(|(ip, n)| json!([ip.to_string(), n])).collect::<Vec<_>>(),
+            "send_errors": report.send_errors,
+            "flood_s": report.elapsed.as_secs_f64(),
+            "master_cpu_s": n1_cpu,
+            "master_cpu_percent": n1_cpu / wall * 100.0,
+            "backup_cpu_percent": n2_cpu / wall * 100.0,
+            "longest_gap_ms": gap,
+            "quiet_longest_gap_ms": quiet_gap,
+            "adverts_seen": adverts,
+            "spurious_takeovers": master_transitions(kind, &n2_log, n2_from),
+            "master_left": lines_after(&n1_log, n1_from, left_master_line(kind)),
+            "master_log_lines": n1_log.lines().count().saturating_sub(n1_lines),
+            "backup_log_lines": n2_log.lines().count().saturating_sub(n2_lines),
+            "holders_after": holders,
+        }));
+        // Let the link and the daemons calm down between the two floods.
+        sleep_checked(Duration::from_secs(1));
+    }
+    Ok(rows)
+}
+
+fn render_flood(r: &Value, out: &mut String) {
+    use std::fmt::Write as _;
+    let Some(rows) = r["flood"]["rows"].as_array() else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\nfloods (issue 11), {} s each, junk adverts from the client as fast as one thread sends",
+        r["flood"]["secs"]
+    );
+    let _ = writeln!(
+        out,
+        "{:<11} {:>4} {:<16} {:>10} {:>8} {:>9} {:>10} {:>9} {:>6} {:>10} {:>10}",
+        "daemon",
+        "int",
+        "mode",
+        "offered/s",
+        "CPU %",
+        "gap ms",
+        "quiet gap",
+        "takeovers",
+        "left",
+        "log master",
+        "log backup"
+    );
+    for v in rows {
+        if let Some(e) = v.get("error") {
+            let _ = writeln!(
+                out,
+                "{:<11} {:>4} error: {e}",
+                v["daemon"].as_str().unwrap_or(""),
+                v["interval_ms"]
+            );
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "{:<11} {:>4} {:<16} {:>10.0} {:>8.1} {:>9.1} {:>10.1} {:>9} {:>6} {:>10} {:>10}",
+            v["daemon"].as_str().unwrap_or(""),
+            v["interval_ms"],
+            v["mode"].as_str().unwrap_or(""),
+            f(v, "offered_per_s").unwrap_or(0.0),
+            f(v, "master_cpu_percent").unwrap_or(0.0),
+            f(v, "longest_gap_ms").unwrap_or(0.0),
+            f(v, "quiet_longest_gap_ms").unwrap_or(0.0),
+            v["spurious_takeovers"],
+            v["master_left"],
+            v["master_log_lines"],
+            v["backup_log_lines"]
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  CPU % = the master's processes, % of one core over the flood; gap = longest time between the master's adverts \
+         at n2 during the flood (quiet gap: 0.5 s before); takeovers = n2 entering master; left = the master leaving master"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1760,6 +1933,41 @@ fn main() {
         results["vips1000"] = json!(v);
     }
 
+    // -- floods (issue 11) ---------------------------------------------------------
+    if want("flood") && !interrupted() {
+        let secs = env_num("VIPD_BENCH_FLOOD_SECS", 3).max(1);
+        let mut rows = Vec::new();
+        for i in [100u64, 10] {
+            for kind in [Kind::Vipd, Kind::Keepalived] {
+                eprintln!("== flood: {} at {i} ms, {secs} s per flood", kind.name());
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_flood(kind, Duration::from_millis(i), Duration::from_secs(secs))
+                }));
+                match r {
+                    Ok(Ok(v)) => rows.extend(v),
+                    Ok(Err(e)) => rows.push(
+                        json!({"daemon": kind.name(), "interval_ms": i, "error": format!("{e:#}")}),
+                    ),
+                    Err(_) => rows.push(
+                        json!({"daemon": kind.name(), "interval_ms": i, "error": "panicked or interrupted"}),
+                    ),
+                }
+                if interrupted() {
+                    break;
+                }
+            }
+        }
+        results["flood"] = json!({
+            "secs": secs,
+            "method": "fresh lab per daemon and interval, n1 (150) master, n2 (100) backup; from the client's namespace one thread sends with sendmmsg \
+                (64 per call) for `secs`: one source = a UDP socket (vipd) or raw IP socket proto 112 (keepalived), TTL 255, round-robin to the group \
+                and n1's address; spoofed = AF_PACKET frames, a random source in 10.251.0.0/16 per packet, to the group. vipd junk: magic, version 1, \
+                group 51, HMAC auth type, priority 255, MASTER, bad MAC; keepalived junk: VRRPv3, VRID 51, priority 255, the VIP, bad checksum. \
+                gap: n1's adverts as received in n2's namespace (AF_PACKET + BPF on n1's MAC, SO_TIMESTAMPNS)",
+            "rows": rows,
+        });
+    }
+
     results["simulation"] = parse_simulation();
     let load_end = loadavg();
     let busy_end = busy_processes();
@@ -2102,6 +2310,7 @@ fn render(r: &Value, out: &mut String) {
         let _ = writeln!(out, "  ratio = vipd median / keepalived median");
     }
     render_clients(r, out);
+    render_flood(r, out);
     if let Some(list) = r["footprint"].as_array() {
         let _ = writeln!(out, "\nfootprint at 10 ms adverts (one group, one VIP)");
         for v in list {

@@ -17,6 +17,9 @@
 //!   in a node's namespace, from a generated configuration ([`NodeSpec`],
 //!   [`InstanceSpec`]); its log is printed when the test fails;
 //! - [`wait`]: [`wait_until`] and [`hold_for`], polling with a deadline;
+//! - [`flood`]: [`Flood`], junk adverts as fast as one thread sends them (one
+//!   source or spoofed ones), and [`AdvertWatch`], a node's adverts as a peer
+//!   receives them, for the longest gap during a flood;
 //! - [`probe`]: what the client sees: [`Prober`] (a `ping` flood, counting lost
 //!   probes) and [`ArpProber`] (an ARP request for the VIP every millisecond over
 //!   AF_PACKET, recording which MAC answers, adverts and gratuitous ARPs), whose
@@ -44,6 +47,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod daemon;
+pub(crate) mod flood;
 pub(crate) mod lab;
 pub(crate) mod netns;
 pub(crate) mod probe;
@@ -52,6 +56,8 @@ pub(crate) mod wait;
 // Each test binary uses part of the lab: an unused re-export is no mistake.
 #[allow(unused_imports)]
 pub(crate) use daemon::*;
+#[allow(unused_imports)]
+pub(crate) use flood::*;
 #[allow(unused_imports)]
 pub(crate) use lab::*;
 #[allow(unused_imports)]
