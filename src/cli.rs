@@ -28,8 +28,12 @@ const STATUS_HELP: &str = "\
 Exit codes (for monitoring):
   0  every instance is well: a master is known and none is in fault
   1  error: the daemon is unreachable, refused the request, or an INSTANCE is unknown
-  2  some instance is in fault (takes precedence over 3)
-  3  some instance knows no master (nobody holds its VIPs, as far as this node knows)";
+  2  some instance is in fault (takes precedence over 3, 4 and 5)
+  3  some instance knows no master (nobody holds its VIPs, as far as this node knows)
+  4  another node uses this node's name and stands aside (NAME CONFLICT; on the node
+     standing aside the instance is in fault: 2)
+  5  a live peer advertises another VIP set than ours (CONFIG DRIFT: compare both
+     configurations; the election still follows that peer as master)";
 
 // Where the daemon is, and how to print its answer; shared by every command. (Not
 // a doc comment: clap would make it the about text of each command.)
@@ -471,5 +475,13 @@ mod tests {
         let help = err.to_string();
         assert!(help.contains("Exit codes (for monitoring):"), "{help}");
         assert!(help.contains("3  some instance knows no master"), "{help}");
+        assert!(
+            help.contains("4  another node uses this node's name"),
+            "{help}"
+        );
+        assert!(
+            help.contains("5  a live peer advertises another VIP set"),
+            "{help}"
+        );
     }
 }

@@ -149,6 +149,9 @@ fn check(path: &std::path::Path) -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
+    for warning in config::check_warnings(&config) {
+        eprintln!("warning: {warning}");
+    }
     let names: Vec<&str> = config.instances.iter().map(|i| i.name.as_str()).collect();
     println!(
         "OK: {} instance{} ({}) in {}",

@@ -633,6 +633,42 @@ fn read_u64(buf: &[u8], at: usize) -> Result<u64, WireError> {
     read_array(buf, at).map(u64::from_be_bytes)
 }
 
+/// A peer's node name made safe for logs, hook environments and terminals:
+/// every character that does not print as itself becomes `?`.
+///
+/// [`decode`] accepts any UTF-8 name (re-encoding must give back the bytes
+/// received); a peer's name is to be passed through this before it is shown
+/// anywhere. Replaced: control characters (C0, DEL, C1: terminal escapes, line
+/// breaks), Unicode format and separator characters that reorder or hide text
+/// (bidirectional overrides and isolates, zero-width characters, the byte order
+/// mark, line and paragraph separators, soft hyphen, interlinear annotation),
+/// and whitespace other than the plain space. The result is never longer than
+/// `name`.
+pub fn printable_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if is_printable(c) { c } else { '?' })
+        .collect()
+}
+
+/// Whether `c` prints as itself (see [`printable_name`]).
+fn is_printable(c: char) -> bool {
+    if c == ' ' {
+        return true;
+    }
+    !(c.is_control()
+        || c.is_whitespace()
+        || matches!(c,
+            '\u{00AD}'                 // soft hyphen
+            | '\u{061C}'               // Arabic letter mark
+            | '\u{180E}'               // Mongolian vowel separator
+            | '\u{200B}'..='\u{200F}' // zero-width space/joiners, LRM, RLM
+            | '\u{202A}'..='\u{202E}' // bidirectional embeddings and overrides
+            | '\u{2060}'..='\u{206F}' // word joiner, invisible operators, isolates
+            | '\u{FEFF}'               // byte order mark
+            | '\u{FFF9}'..='\u{FFFB}' // interlinear annotation
+        ))
+}
+
 /// The 8-byte digest of a VIP set, as carried in [`AdvertBody::vip_digest`].
 ///
 /// Each VIP becomes the string `"addr/prefix"` (addresses in Rust's canonical text form,
@@ -804,6 +840,40 @@ mod tests {
             next = off + size;
         }
         assert_eq!(next, OFF_NAME);
+    }
+
+    #[test]
+    fn printable_name_replaces_what_does_not_print() {
+        assert_eq!(printable_name("lb-a.example"), "lb-a.example");
+        assert_eq!(
+            printable_name("n\u{e9}ud 1"),
+            "n\u{e9}ud 1",
+            "letters and a space stay"
+        );
+        assert_eq!(printable_name("a\x1b[2Jb"), "a?[2Jb", "terminal escape");
+        assert_eq!(
+            printable_name("a\nb\rc\td"),
+            "a?b?c?d",
+            "line breaks and tabs"
+        );
+        assert_eq!(printable_name("a\u{7f}\u{85}b"), "a??b", "DEL and C1");
+        assert_eq!(
+            printable_name("evil\u{202e}txt.exe"),
+            "evil?txt.exe",
+            "bidi override"
+        );
+        assert_eq!(
+            printable_name("a\u{200b}\u{2066}\u{feff}b"),
+            "a???b",
+            "invisible"
+        );
+        assert_eq!(
+            printable_name("a\u{2028}\u{a0}b"),
+            "a??b",
+            "separators, odd spaces"
+        );
+        let nasty = "\u{202e}".repeat(MAX_NAME_LEN / 3);
+        assert!(printable_name(&nasty).len() <= nasty.len());
     }
 
     #[test]

@@ -91,3 +91,19 @@ fn check_rejects_a_missing_interface() {
         "expected `{want}` in: {all}"
     );
 }
+
+#[test]
+fn check_warns_about_a_default_node_name() {
+    let toml = config("150", "lo").replace("name = \"n1\"", "name = \"localhost\"");
+    let path = write_config("localhost", &toml);
+    let out = check(&path);
+    let all = text(&out);
+    assert!(out.status.success(), "a warning is no failure: {all}");
+    assert!(
+        all.contains("warning: [node]: name \"localhost\" is a default hostname"),
+        "{all}"
+    );
+    let path = write_config("own-name", &config("150", "lo"));
+    let all = text(&check(&path));
+    assert!(!all.contains("warning"), "{all}");
+}

@@ -46,7 +46,7 @@ mod vip;
 use std::path::Path;
 
 pub use diagnostics::{ConfigError, ConfigErrors, Diagnostic, Location};
-pub use system::{check_against_system, SystemCheckProblem};
+pub use system::{check_against_system, check_warnings, SystemCheckProblem};
 pub use types::{
     AnnounceConfig, Config, GuardConfig, GuardMethod, InstanceConfig, NodeConfig, NotifyConfig,
     SyncGroup, TrackFile, TrackInterface, TrackScript, Witness,

@@ -2,9 +2,10 @@
 //!
 //! [`check_against_system`] (for `vipd check` and start-up) asks the host about
 //! interfaces, their addresses and unix groups; [`hostname`] supplies the default
-//! node name. This is the only part of `config` that asks the host anything (apart
-//! from reading key files during validation). It only reads: no sockets, no
-//! netlink writes, no daemon state.
+//! node name, and [`check_warnings`] what `vipd check` warns about. This is the
+//! only part of `config` that asks the host anything (apart from reading key
+//! files during validation). It only reads: no sockets, no netlink writes, no
+//! daemon state.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -125,6 +126,54 @@ fn check_against(
     problems
 }
 
+/// Warnings for `vipd check`: things that work but are likely mistakes. It
+/// prints them and still succeeds. Today: a node name that is a well-known
+/// default hostname (`localhost`, an image's name), which other nodes are likely
+/// to carry too; two nodes with one name share a node id, and the later starter
+/// then stands aside (see the daemon's duplicate-identity rule).
+pub fn check_warnings(config: &Config) -> Vec<SystemCheckProblem> {
+    let name = &config.node.name;
+    if !is_default_hostname(name) {
+        return Vec::new();
+    }
+    vec![SystemCheckProblem {
+        location: None,
+        message: format!(
+            "[node]: name {name:?} is a default hostname that other nodes are likely to share; nodes with one name share a node id, and the later one to start stands aside in fault; set name = \"...\" to a name of this node's own"
+        ),
+    }]
+}
+
+/// Hostnames that installers, images and containers leave behind: every node
+/// built from one image carries them.
+const DEFAULT_HOSTNAMES: &[&str] = &[
+    "localhost",
+    "localhost.localdomain",
+    "localhost4",
+    "localhost4.localdomain4",
+    "localhost6",
+    "localhost6.localdomain6",
+    "(none)",
+    "linux",
+    "ubuntu",
+    "debian",
+    "fedora",
+    "centos",
+    "rocky",
+    "almalinux",
+    "alpine",
+    "archlinux",
+    "raspberrypi",
+    "vagrant",
+];
+
+/// Whether `name` is a well-known default hostname (case-insensitive).
+fn is_default_hostname(name: &str) -> bool {
+    DEFAULT_HOSTNAMES
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(name))
+}
+
 /// The host's name, the default `node.name`.
 pub(super) fn hostname() -> Result<String, String> {
     let name = nix::unistd::gethostname().map_err(|e| e.to_string())?;
@@ -166,6 +215,23 @@ auth = "none"
                 (name.to_string(), addrs)
             })
             .collect()
+    }
+
+    #[test]
+    fn default_hostnames_are_warned_about() {
+        assert!(is_default_hostname("localhost"));
+        assert!(is_default_hostname("LocalHost.localdomain"));
+        assert!(is_default_hostname("ubuntu"));
+        assert!(!is_default_hostname("db1"));
+        assert!(!is_default_hostname("localhost-db1"));
+        let mut config = sample();
+        assert!(check_warnings(&config).is_empty());
+        config.node.name = "localhost".into();
+        let warnings = check_warnings(&config);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0]
+            .message
+            .contains("\"localhost\" is a default hostname"));
     }
 
     #[test]

@@ -93,6 +93,11 @@ pub struct InstanceStatus {
     pub last_transition: Option<TransitionStatus>,
     /// The master-down interval for the current master's advert interval.
     pub master_down_interval_ms: u64,
+    /// Another node uses this node's name: "node name X is also used by
+    /// ADDRESS (started earlier)" on the one standing aside (in fault), "...
+    /// (started later; it stands aside)" on the one that keeps running.
+    #[serde(default)]
+    pub name_conflict: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +129,11 @@ pub struct PeerStatus {
     pub alive: bool,
     pub last_heard_ms_ago: u64,
     pub advert_interval_ms: u64,
+    /// The peer advertises another VIP set than ours (config drift): the
+    /// election still ranks it and follows it as master, so its VIPs are
+    /// claimed, not ours.
+    #[serde(default)]
+    pub vip_set_differs: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -11,6 +11,12 @@ use crate::election::State;
 pub const EXIT_FAULT: u8 = 2;
 /// `vipd status` exits with this when an instance knows no master.
 pub const EXIT_NO_MASTER: u8 = 3;
+/// `vipd status` exits with this when another node uses this node's name (the
+/// node that keeps running; the one standing aside is in fault).
+pub const EXIT_NAME_CONFLICT: u8 = 4;
+/// `vipd status` exits with this when a live peer advertises another VIP set
+/// (config drift).
+pub const EXIT_VIP_SET_DIFFERS: u8 = 5;
 
 pub fn render_outcomes(outcomes: &[Outcome]) -> String {
     let mut out = String::new();
@@ -74,19 +80,32 @@ pub fn describe_progress(instance: &InstanceStatus, node: &str) -> String {
     out
 }
 
-/// `vipd status`'s exit code: 2 if any instance is in fault, else 3 if any knows
-/// no master, else 0.
+/// `vipd status`'s exit code: the most serious condition of any instance, in
+/// this order: 2 in fault, 3 no master known, 4 another node uses this node's
+/// name, 5 a live peer advertises another VIP set; else 0.
 pub fn health_code(instances: &[InstanceStatus]) -> u8 {
-    if instances
-        .iter()
-        .any(|i| i.state == State::Fault || i.fault.is_some())
-    {
+    let any = |condition: fn(&InstanceStatus) -> bool| instances.iter().any(condition);
+    if any(|i| i.state == State::Fault || i.fault.is_some()) {
         EXIT_FAULT
-    } else if instances.iter().any(|i| i.master.is_none()) {
+    } else if any(|i| i.master.is_none()) {
         EXIT_NO_MASTER
+    } else if any(|i| i.name_conflict.is_some()) {
+        EXIT_NAME_CONFLICT
+    } else if any(|i| !drifted_peers(i).is_empty()) {
+        EXIT_VIP_SET_DIFFERS
     } else {
         0
     }
+}
+
+/// The live peers advertising another VIP set than this instance's.
+fn drifted_peers(instance: &InstanceStatus) -> Vec<&str> {
+    instance
+        .peers
+        .iter()
+        .filter(|p| p.alive && p.vip_set_differs)
+        .map(|p| p.name.as_str())
+        .collect()
 }
 
 pub fn master_text(instance: &InstanceStatus, node: &str) -> String {
@@ -150,6 +169,16 @@ pub fn render_instance(i: &InstanceStatus, node: &str) -> String {
     }
     out.push_str(&header);
     out.push('\n');
+    if let Some(conflict) = &i.name_conflict {
+        out.push_str(&format!("  NAME CONFLICT: {conflict}\n"));
+    }
+    let drifted = drifted_peers(i);
+    if !drifted.is_empty() {
+        out.push_str(&format!(
+            "  CONFIG DRIFT: another VIP set than ours advertised by {}\n",
+            drifted.join(", ")
+        ));
+    }
 
     let mut facts = vec![("master", master_text(i, node))];
     facts.push((
@@ -328,6 +357,7 @@ mod tests {
                     alive: true,
                     last_heard_ms_ago: 400,
                     advert_interval_ms: 1000,
+                    vip_set_differs: false,
                 },
                 PeerStatus {
                     name: "db3-long-name".into(),
@@ -339,6 +369,7 @@ mod tests {
                     alive: false,
                     last_heard_ms_ago: 125_000,
                     advert_interval_ms: 1500,
+                    vip_set_differs: false,
                 },
             ],
             auth_failures: 0,
@@ -353,6 +384,7 @@ mod tests {
                 ms_ago: 12_345,
             }),
             master_down_interval_ms: 3002,
+            name_conflict: None,
         }
     }
 
@@ -436,7 +468,41 @@ db  eth0  group 51  MASTER  priority 100 -> 110 (health weights +10)
         let mut fault_reason = backup;
         fault_reason.fault = Some("link down".into());
         assert_eq!(health_code(&[fault_reason]), 2);
-        assert_eq!(health_code(&[masterless, faulty]), 2);
+        assert_eq!(health_code(&[masterless.clone(), faulty]), 2);
+
+        // Name conflict and VIP set drift come after fault and no master.
+        let mut twin = sample();
+        twin.name_conflict =
+            Some("node name db1 is also used by 10.0.0.9 (started later; it stands aside)".into());
+        assert_eq!(health_code(std::slice::from_ref(&twin)), EXIT_NAME_CONFLICT);
+        assert_eq!(health_code(&[twin.clone(), masterless]), EXIT_NO_MASTER);
+        let mut drift = sample();
+        drift.peers[0].vip_set_differs = true;
+        assert_eq!(
+            health_code(std::slice::from_ref(&drift)),
+            EXIT_VIP_SET_DIFFERS
+        );
+        assert_eq!(health_code(&[drift.clone(), twin]), EXIT_NAME_CONFLICT);
+        // A lost peer's old VIP set is no drift.
+        drift.peers[0].alive = false;
+        assert_eq!(health_code(&[drift]), 0);
+    }
+
+    #[test]
+    fn header_shows_name_conflict_and_config_drift() {
+        let mut i = sample();
+        i.name_conflict =
+            Some("node name db1 is also used by 10.0.0.9 (started later; it stands aside)".into());
+        i.peers[0].vip_set_differs = true;
+        i.peers[1].vip_set_differs = true; // not alive: not drift
+        let text = render_instance(&i, "db1");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "  NAME CONFLICT: node name db1 is also used by 10.0.0.9 (started later; it stands aside)");
+        assert_eq!(
+            lines[2],
+            "  CONFIG DRIFT: another VIP set than ours advertised by db2"
+        );
+        assert!(!render_instance(&sample(), "db1").contains("CONFLICT"));
     }
 
     #[test]

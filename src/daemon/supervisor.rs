@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::instance::{look_up_links, Instance, InstanceInputs, InstanceMsg, RejectLog};
+use super::instance::{look_up_links, Identity, Instance, InstanceInputs, InstanceMsg, RejectLog};
 use super::reload::{self, ReloadError, ReloadSummary};
 use super::state::StateDir;
 use super::vips::{release_vips, Held, VipWorker};
@@ -178,6 +178,7 @@ impl Supervisor {
         let (tx, rx) = mpsc::channel(INSTANCE_QUEUE);
         let now = Instant::now();
         let instance = Instance {
+            identity: Identity::new(&election_cfg, self.shared.boot_id),
             election: Election::new(election_cfg, now),
             cfg: cfg.clone(),
             shared: Arc::clone(&self.shared),

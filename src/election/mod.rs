@@ -99,6 +99,15 @@
 //! takes over an empty group; each better-ranked peer it hears meanwhile adds one
 //! margin, so nodes started together claim in rank order instead of all at once.
 //!
+//! **Two nodes with one name.** The node id is derived from the node name, so
+//! two nodes given the same name share it. The daemon settles that before the
+//! election hears of it: the later starter (higher boot id) stands aside in
+//! fault while it hears the other, so the pair never ends with two masters nor
+//! with none; the rule, and what third nodes see, is in the daemon's instance
+//! module (`daemon/instance/identity.rs`). An advert carrying this node's own id
+//! that still reaches [`Election::handle_advert`] is ignored, with
+//! [`Notice::DuplicateNodeId`] once.
+//!
 //! **Liveness.** A peer is alive while it is not shutting down and was heard
 //! within `3 × its interval + takeover_margin`; only live peers rank, succeed or
 //! are followed as master.
@@ -773,7 +782,9 @@ impl Election {
         if self.drained {
             return Err(CommandError::Drained);
         }
-        let epoch = self.max_epoch_seen + 1;
+        // Saturates: a peer (or a forged advert without a key) may claim
+        // u64::MAX; wrapping to 0 would make our promotion the oldest of all.
+        let epoch = self.max_epoch_seen.saturating_add(1);
         self.max_epoch_seen = epoch;
         self.promotion = Some(epoch);
         if self.state == State::Master {
@@ -1483,6 +1494,21 @@ mod tests {
         actions.extend(run_to(&mut e, t + I + STEP_DOWN_LINGER));
         assert!(has(&actions, &Action::ReleaseVips));
         assert!(!e.is_promoted());
+    }
+
+    #[test]
+    fn promotion_epoch_saturates_instead_of_wrapping() {
+        let t0 = Instant::now();
+        let (mut e, t) = settled_backup(t0, 50);
+        // A backup at the highest epoch there is.
+        let mut top = advert(9, 200, 0);
+        top.promote_epoch = u64::MAX;
+        e.handle_advert(t, &top);
+        drain(&mut e);
+        e.handle_command(t, Command::Promote)
+            .expect("healthy and undrained");
+        assert_eq!(e.rank().promotion, u64::MAX, "not wrapped to 0");
+        assert!(has(&drain(&mut e), &Action::ClaimVips));
     }
 
     #[test]

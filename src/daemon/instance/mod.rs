@@ -11,9 +11,11 @@
 //! the advert path), other instances (only through the sync board), and any
 //! rule of the election (it feeds inputs and carries out actions).
 
+mod identity;
 mod rejects;
 mod status;
 
+pub(super) use identity::Identity;
 pub(super) use rejects::RejectLog;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -125,6 +127,8 @@ pub(super) struct Instance {
     pub(super) handing_over_at_input: bool,
     pub(super) ops: mpsc::UnboundedSender<VipOp>,
     pub(super) held: Held,
+    /// The duplicate-identity rule: another node using our node name.
+    pub(super) identity: Identity,
 }
 
 /// What the VIP worker reports back to its instance.
@@ -235,6 +239,7 @@ impl Instance {
                 Wake::SyncBoard(board) => self.on_sync_board(now, &board),
                 Wake::Nothing => {}
             }
+            self.expire_twins(now);
             self.check_quorum(now);
             if self.drain_actions(now) {
                 break;
@@ -259,7 +264,8 @@ impl Instance {
     /// Hands the tracker's health to the election and tells the sync group about
     /// this instance's own fault.
     fn apply_health(&mut self, now: Instant) {
-        self.election.handle_health(now, self.health.health());
+        self.election
+            .handle_health(now, self.health_with_identity());
         if self.cfg.sync_group.is_some() {
             let own = self.health.sync_entry();
             if self.published_fault.as_ref() != Some(&own) {
@@ -356,13 +362,21 @@ impl Instance {
 
     fn on_datagram(&mut self, now: Instant, datagram: Datagram) {
         let source = datagram.source.ip();
-        let advert = match wire::decode(&datagram.bytes, self.cfg.group, &self.cfg.auth) {
+        let mut advert = match wire::decode(&datagram.bytes, self.cfg.group, &self.cfg.auth) {
             Ok(a) => a,
             Err(e) => {
                 self.reject(now, source, &e);
                 return;
             }
         };
+        // A peer's name reaches logs, hooks and terminals: printable only.
+        advert.body.node_name = wire::printable_name(&advert.body.node_name);
+        // Before the replay guard: a twin's adverts carry our node id with
+        // another boot id, and must not become the guard's entry for it.
+        if advert.body.node_id == self.election.config().node_id {
+            self.hear_own_node_id(now, source, &advert);
+            return;
+        }
         if let Err(e) = self.replay.check(&advert) {
             self.reject(now, source, &e);
             return;
@@ -376,6 +390,61 @@ impl Instance {
         // split brain: its notice is logged at info, not warn.
         self.handing_over_at_input = self.election.is_handing_over();
         self.election.handle_advert(now, &advert.body);
+    }
+
+    /// An advert carrying our own node id: our own looped back, or a twin's
+    /// (see [`identity`] for the rule).
+    fn hear_own_node_id(&mut self, now: Instant, source: IpAddr, advert: &Advert) {
+        if let Some(event) = self.identity.hear(now, source, advert) {
+            self.on_identity_event(now, event);
+        }
+    }
+
+    /// Ends a duplicate-identity episode whose twins went silent.
+    fn expire_twins(&mut self, now: Instant) {
+        if let Some(event) = self.identity.expire(now) {
+            self.on_identity_event(now, event);
+        }
+    }
+
+    /// Logs an episode's start or end once, and hands the election the fault
+    /// of a node standing aside (or its end).
+    fn on_identity_event(&mut self, now: Instant, event: identity::IdentityEvent) {
+        let instance = &self.cfg.name;
+        match event {
+            identity::IdentityEvent::Started {
+                message,
+                stands_aside: true,
+            } => {
+                tracing::error!(%instance, conflict = %message,
+                    "another node uses this node's name and started earlier: standing aside in fault while it is heard; give each node its own [node] name");
+            }
+            identity::IdentityEvent::Started { message, .. } => {
+                tracing::error!(%instance, conflict = %message,
+                    "another node uses this node's name and started later: it stands aside, this node keeps running; give each node its own [node] name");
+            }
+            identity::IdentityEvent::Ended {
+                message,
+                stood_aside,
+            } => {
+                tracing::warn!(%instance, conflict = %message, stood_aside,
+                    "the other node with this node's name is no longer heard");
+            }
+        }
+        self.apply_health(now);
+    }
+
+    /// The tracker's health, plus the fault of a node standing aside for a
+    /// twin with its name.
+    fn health_with_identity(&self) -> crate::election::Health {
+        let mut health = self.health.health();
+        if let Some(why) = self.identity.fault() {
+            health.fault = Some(match health.fault {
+                Some(other) => format!("{why}; {other}"),
+                None => why,
+            });
+        }
+        health
     }
 
     fn reject(&mut self, now: Instant, source: IpAddr, error: &wire::WireError) {
@@ -463,7 +532,10 @@ impl Instance {
         let mut done = false;
         while let Some(action) = self.election.poll_action() {
             match action {
-                Action::SendAdvert(body) => self.send_advert(now, body),
+                Action::SendAdvert(body) => {
+                    let body = self.identity.outgoing(body);
+                    self.send_advert(now, body);
+                }
                 Action::ClaimVips => {
                     self.claimed = true;
                     let _ = self.ops.send(VipOp::Claim);
@@ -497,7 +569,7 @@ impl Instance {
         let sequence = self.shared.sequence.fetch_add(1, Ordering::Relaxed) + 1;
         let advert = Advert {
             body,
-            boot_id: self.shared.boot_id,
+            boot_id: self.identity.boot_id(),
             sequence,
         };
         let bytes = match wire::encode(&advert, &self.cfg.auth) {

@@ -93,6 +93,7 @@ impl Instance {
                     alive,
                     last_heard_ms_ago: millis(now.saturating_duration_since(p.last_heard)),
                     advert_interval_ms: millis(p.interval),
+                    vip_set_differs: p.vip_digest != e.config().vip_digest,
                 }
             })
             .collect();
@@ -132,6 +133,7 @@ impl Instance {
             adverts_received: counters.adverts_received,
             last_transition,
             master_down_interval_ms: millis(e.master_down_interval(master_interval)),
+            name_conflict: self.identity.conflict(),
         }
     }
 }
