@@ -12,6 +12,7 @@
 //! rule of the election (it feeds inputs and carries out actions).
 
 mod rejects;
+mod replay;
 mod status;
 
 pub(super) use rejects::RejectLog;
@@ -148,6 +149,9 @@ impl Instance {
             mut sync_rx,
         } = inputs;
         let name = self.cfg.name.clone();
+        let (mut checkpoint, guard) =
+            replay::ReplayCheckpoint::start(&self.shared.node.state_dir, &name);
+        self.replay = guard;
         sync_rx.mark_changed();
         self.set_link(clock::now(), link_up);
         self.drain_actions(clock::now());
@@ -236,10 +240,12 @@ impl Instance {
                 Wake::Nothing => {}
             }
             self.check_quorum(now);
+            checkpoint.after_wake(now, &self.replay);
             if self.drain_actions(now) {
                 break;
             }
         }
+        checkpoint.finish(clock::now(), &self.replay).await;
         for check in &self.checks {
             check.abort();
         }
@@ -356,7 +362,12 @@ impl Instance {
 
     fn on_datagram(&mut self, now: Instant, datagram: Datagram) {
         let source = datagram.source.ip();
-        let advert = match wire::decode(&datagram.bytes, self.cfg.group, &self.cfg.auth) {
+        let advert = match wire::decode_with_keys(
+            &datagram.bytes,
+            self.cfg.group,
+            &self.cfg.auth,
+            &self.cfg.auth_accept,
+        ) {
             Ok(a) => a,
             Err(e) => {
                 self.reject(now, source, &e);
