@@ -85,6 +85,11 @@
 //! flip (and any other accidental change, except with probability 2^-256), and keeping one
 //! layout for both modes means auth type and length are the only things that differ.
 //!
+//! Key rotation: a receiver may hold further verify-only keys besides the one it signs
+//! with ([`decode_with_keys`]); an advert is accepted if its MAC matches any of them. Every
+//! key is tried on every advert, whichever matches, so the time taken says nothing about
+//! which key (or how much of a MAC) matched.
+//!
 //! A receiver configured for one auth type rejects adverts of the other, in both
 //! directions: an HMAC receiver must not accept unauthenticated adverts (downgrade), and a
 //! receiver without a key cannot verify keyed ones.
@@ -295,8 +300,9 @@ impl Auth {
         }
     }
 
-    /// Checks `tag` against `signed`; constant-time for HMAC.
-    fn verify(&self, signed: &[u8], tag: &[u8]) -> Result<(), WireError> {
+    /// Checks `tag` against `signed` under this key and every key of `also_accept`
+    /// (ignored without HMAC); constant-time for HMAC.
+    fn verify(&self, signed: &[u8], tag: &[u8], also_accept: &[AuthKey]) -> Result<(), WireError> {
         match self {
             // The checksum is not a secret (anyone can compute it), so a plain
             // comparison leaks nothing worth a timing attack.
@@ -308,9 +314,20 @@ impl Auth {
                 }
             }
             Self::HmacSha256(key) => {
-                let mut mac = hmac_for(key)?;
-                mac.update(signed);
-                mac.verify_slice(tag).map_err(|_| WireError::BadMac)
+                // Every key is checked (each in constant time, by `verify_slice`) and
+                // the results are OR-ed without a branch, so neither a mismatch nor
+                // which key matched shows in the timing.
+                let mut matched = 0u8;
+                for key in std::iter::once(key).chain(also_accept) {
+                    let mut mac = hmac_for(key)?;
+                    mac.update(signed);
+                    matched |= u8::from(mac.verify_slice(tag).is_ok());
+                }
+                if matched == 1 {
+                    Ok(())
+                } else {
+                    Err(WireError::BadMac)
+                }
             }
         }
     }
@@ -547,6 +564,19 @@ pub fn peek_group(buf: &[u8]) -> Result<u8, WireError> {
 /// back `buf` exactly. Never panics, whatever `buf` holds. The result is not yet checked
 /// for replay: pass it to [`ReplayGuard::check`].
 pub fn decode(buf: &[u8], expected_group: u8, auth: &Auth) -> Result<Advert, WireError> {
+    decode_with_keys(buf, expected_group, auth, &[])
+}
+
+/// [`decode`], also accepting a MAC made with any key of `also_accept` (verify-only
+/// keys during a key rotation; ignored unless `auth` is HMAC). Replies with
+/// [`WireError::BadMac`] only if no key matches; every key is checked whatever the
+/// outcome (constant time).
+pub fn decode_with_keys(
+    buf: &[u8],
+    expected_group: u8,
+    auth: &Auth,
+    also_accept: &[AuthKey],
+) -> Result<Advert, WireError> {
     let group = peek_group(buf)?;
     if group != expected_group {
         return Err(WireError::WrongGroup {
@@ -583,7 +613,7 @@ pub fn decode(buf: &[u8], expected_group: u8, auth: &Auth) -> Result<Advert, Wir
                 len: buf.len(),
                 need: expected,
             })?;
-    auth.verify(signed, tag)?;
+    auth.verify(signed, tag, also_accept)?;
 
     // Authenticated from here on: interpret the fields.
     let interval_cs = u16::from_be_bytes(read_array(buf, OFF_INTERVAL)?);
@@ -723,6 +753,24 @@ pub const fn cs_to_duration(cs: u16) -> Duration {
 /// only key holders can occupy (or evict) entries. Without a key anyone can, and replay
 /// protection is then best-effort, like everything else in auth "none". An evicted or
 /// [`forget`](Self::forget)-ten sender's next advert is accepted whatever its numbers.
+///
+/// # Across restarts
+///
+/// The guard itself lives in memory. The daemon checkpoints its
+/// [`high_water_marks`](Self::high_water_marks) to the state directory and
+/// [`seed`](Self::seed)s a new guard from them at start (see `daemon::state`), so a
+/// restarted node does not accept adverts older than those it accepted before — an old
+/// capture cannot make it follow a dead master. A checkpoint is written at once when a
+/// sender is first seen or its boot id changes ([`new_boots`](Self::new_boots) moved),
+/// otherwise at most every checkpoint interval, and at clean shutdown.
+///
+/// What remains after a crash: the adverts accepted after the last checkpoint. A
+/// capture of those is accepted again by the restarted node, each at most once and only
+/// in increasing order, and only until the real sender is heard again. That window is
+/// bounded by the checkpoint interval (plus one advert interval and the write itself):
+/// at most `checkpoint / advert_interval + 1` adverts of the sender's current boot.
+/// Adverts of any earlier boot of the sender are never accepted again once the new boot
+/// was checkpointed, which happens as soon as it is heard.
 #[derive(Debug, Default)]
 pub struct ReplayGuard {
     senders: HashMap<u64, Seen>,
@@ -731,6 +779,22 @@ pub struct ReplayGuard {
     /// Stamp for the next accepted advert. A u64 bumped once per accepted advert
     /// does not overflow in practice (centuries at a billion adverts a second).
     next_stamp: u64,
+    /// Adverts accepted (seeds not counted).
+    accepted: u64,
+    /// Accepted adverts that were a sender's first or started a new boot.
+    new_boots: u64,
+}
+
+/// What a [`ReplayGuard`] remembers about one sender: the newest (boot id, sequence)
+/// it accepted. The unit of the state directory's replay checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HighWater {
+    /// The sender.
+    pub node_id: u64,
+    /// The newest boot id accepted from it.
+    pub boot_id: u64,
+    /// The newest sequence accepted within that boot.
+    pub sequence: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -767,29 +831,88 @@ impl ReplayGuard {
                 });
             }
             self.by_age.remove(&seen.stamp);
+            if advert.boot_id != seen.boot_id {
+                self.new_boots += 1;
+            }
             *seen = Seen {
                 boot_id: advert.boot_id,
                 sequence: advert.sequence,
                 stamp,
             };
         } else {
-            if self.senders.len() >= Self::CAPACITY {
-                if let Some((_, oldest)) = self.by_age.pop_first() {
-                    self.senders.remove(&oldest);
-                }
-            }
-            self.senders.insert(
-                node_id,
-                Seen {
-                    boot_id: advert.boot_id,
-                    sequence: advert.sequence,
-                    stamp,
-                },
-            );
+            self.new_boots += 1;
+            self.insert_new(node_id, advert.boot_id, advert.sequence, stamp);
         }
         self.by_age.insert(stamp, node_id);
         self.next_stamp += 1;
+        self.accepted += 1;
         Ok(())
+    }
+
+    /// Inserts a sender not yet remembered, evicting the least recently accepted one
+    /// when full; the caller records `stamp` in `by_age`.
+    fn insert_new(&mut self, node_id: u64, boot_id: u64, sequence: u64, stamp: u64) {
+        if self.senders.len() >= Self::CAPACITY {
+            if let Some((_, oldest)) = self.by_age.pop_first() {
+                self.senders.remove(&oldest);
+            }
+        }
+        self.senders.insert(
+            node_id,
+            Seen {
+                boot_id,
+                sequence,
+                stamp,
+            },
+        );
+    }
+
+    /// Remembers `mark` as if an advert with its numbers had been accepted, unless a
+    /// newer one from the same sender is remembered already: for a guard started from
+    /// a checkpoint. Seed oldest first (the order of
+    /// [`high_water_marks`](Self::high_water_marks)) to keep the eviction order.
+    pub fn seed(&mut self, mark: HighWater) {
+        let stamp = self.next_stamp;
+        let numbers = (mark.boot_id, mark.sequence);
+        if let Some(seen) = self.senders.get_mut(&mark.node_id) {
+            if numbers <= (seen.boot_id, seen.sequence) {
+                return;
+            }
+            self.by_age.remove(&seen.stamp);
+            seen.boot_id = mark.boot_id;
+            seen.sequence = mark.sequence;
+            seen.stamp = stamp;
+        } else {
+            self.insert_new(mark.node_id, mark.boot_id, mark.sequence, stamp);
+        }
+        self.by_age.insert(stamp, mark.node_id);
+        self.next_stamp += 1;
+    }
+
+    /// What is remembered, per sender, least recently accepted first: what a
+    /// checkpoint saves and [`seed`](Self::seed) takes back.
+    pub fn high_water_marks(&self) -> impl Iterator<Item = HighWater> + '_ {
+        self.by_age.values().filter_map(|node_id| {
+            self.senders.get(node_id).map(|seen| HighWater {
+                node_id: *node_id,
+                boot_id: seen.boot_id,
+                sequence: seen.sequence,
+            })
+        })
+    }
+
+    /// How many adverts were accepted so far (seeds not counted): a checkpoint is
+    /// out of date while this moved since it was taken.
+    pub fn accepted(&self) -> u64 {
+        self.accepted
+    }
+
+    /// How many accepted adverts were the first from their sender or started a new
+    /// boot of it: a checkpoint should be written at once when this moved, because
+    /// until then every advert of the sender's earlier boot would pass again after a
+    /// restart.
+    pub fn new_boots(&self) -> u64 {
+        self.new_boots
     }
 
     /// Drops what is remembered about `node_id` (e.g. a peer removed from the config).
@@ -807,6 +930,25 @@ impl ReplayGuard {
     /// Whether no sender is remembered.
     pub fn is_empty(&self) -> bool {
         self.senders.is_empty()
+    }
+}
+
+/// An advert of `node_id` with these numbers and nothing else of note, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_advert(node_id: u64, boot_id: u64, sequence: u64) -> Advert {
+    Advert {
+        body: AdvertBody {
+            group: 1,
+            priority: 100,
+            interval_cs: 100,
+            flags: Flags::default(),
+            node_id,
+            promote_epoch: 0,
+            vip_digest: [0; 8],
+            node_name: "n".into(),
+        },
+        boot_id,
+        sequence,
     }
 }
 
@@ -905,5 +1047,100 @@ mod tests {
         guard.forget(ReplayGuard::CAPACITY as u64 + 9);
         assert_eq!(guard.senders.len(), guard.by_age.len());
         assert_eq!(guard.len(), ReplayGuard::CAPACITY - 1);
+    }
+
+    #[test]
+    fn a_seeded_guard_rejects_what_the_checkpoint_covers() {
+        let mut before = ReplayGuard::new();
+        before.check(&test_advert(7, 10, 5)).unwrap();
+        before.check(&test_advert(7, 10, 9)).unwrap();
+        before.check(&test_advert(8, 3, 1)).unwrap();
+        let marks: Vec<HighWater> = before.high_water_marks().collect();
+        assert_eq!(
+            marks,
+            [
+                HighWater {
+                    node_id: 7,
+                    boot_id: 10,
+                    sequence: 9
+                },
+                HighWater {
+                    node_id: 8,
+                    boot_id: 3,
+                    sequence: 1
+                },
+            ]
+        );
+        let mut after = ReplayGuard::new();
+        for mark in marks {
+            after.seed(mark);
+        }
+        assert_eq!(after.accepted(), 0, "seeds are not accepted adverts");
+        assert!(matches!(
+            after.check(&test_advert(7, 10, 9)),
+            Err(WireError::Replay { .. })
+        ));
+        assert!(
+            after.check(&test_advert(7, 9, 1_000)).is_err(),
+            "an older boot"
+        );
+        assert!(after.check(&test_advert(7, 10, 10)).is_ok());
+        // A seed never moves a sender back.
+        after.seed(HighWater {
+            node_id: 7,
+            boot_id: 1,
+            sequence: 1,
+        });
+        assert!(after.check(&test_advert(7, 10, 10)).is_err());
+    }
+
+    #[test]
+    fn new_boots_count_first_adverts_and_boot_changes_only() {
+        let mut guard = ReplayGuard::new();
+        guard.check(&test_advert(7, 10, 1)).unwrap();
+        assert_eq!((guard.accepted(), guard.new_boots()), (1, 1));
+        guard.check(&test_advert(7, 10, 2)).unwrap();
+        assert_eq!((guard.accepted(), guard.new_boots()), (2, 1));
+        guard.check(&test_advert(7, 11, 1)).unwrap();
+        assert_eq!((guard.accepted(), guard.new_boots()), (3, 2));
+        let _ = guard.check(&test_advert(7, 11, 1));
+        assert_eq!(
+            (guard.accepted(), guard.new_boots()),
+            (3, 2),
+            "a replay changes nothing"
+        );
+    }
+
+    #[test]
+    fn an_accepted_key_verifies_but_never_signs() {
+        let old = AuthKey::new(b"old-key-0123456789abcdef".to_vec()).unwrap();
+        let new = AuthKey::new(b"new-key-0123456789abcdef".to_vec()).unwrap();
+        let other = AuthKey::new(b"bad-key-0123456789abcdef".to_vec()).unwrap();
+        let advert = test_advert(7, 1, 1);
+        let signed_old = encode(&advert, &Auth::HmacSha256(old.clone())).unwrap();
+        let signed_new = encode(&advert, &Auth::HmacSha256(new.clone())).unwrap();
+        // Signs with the new key, still accepts the old one.
+        let rotating = Auth::HmacSha256(new.clone());
+        let accept = [old.clone()];
+        assert_eq!(
+            decode_with_keys(&signed_old, 1, &rotating, &accept),
+            Ok(advert.clone())
+        );
+        assert_eq!(
+            decode_with_keys(&signed_new, 1, &rotating, &accept),
+            Ok(advert.clone())
+        );
+        assert_eq!(decode(&signed_old, 1, &rotating), Err(WireError::BadMac));
+        let wrong = Auth::HmacSha256(other);
+        assert_eq!(
+            decode_with_keys(&signed_old, 1, &wrong, &[new]),
+            Err(WireError::BadMac)
+        );
+        // Accepted keys do not open the door to unauthenticated adverts.
+        let plain = encode(&advert, &Auth::None).unwrap();
+        assert!(matches!(
+            decode_with_keys(&plain, 1, &rotating, &accept),
+            Err(WireError::AuthTypeMismatch { .. })
+        ));
     }
 }

@@ -47,6 +47,7 @@ pub(super) struct RawInstance {
     pub(super) preempt_delay: Option<Spanned<DurationText>>,
     pub(super) vips: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) auth_key_file: Option<Spanned<String>>,
+    pub(super) auth_accept_key_files: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) auth: Option<Spanned<String>>,
     pub(super) peers: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) multicast_group: Option<Spanned<String>>,

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Location, Vip};
-use crate::wire::Auth;
+use crate::wire::{Auth, AuthKey};
 
 /// A validated configuration: what `vipd run` acts on.
 ///
@@ -96,8 +96,11 @@ pub struct InstanceConfig {
     pub preempt_delay: Duration,
     /// The virtual addresses; 1..=1024, no duplicates, in file order.
     pub vips: Vec<Vip>,
-    /// How adverts are authenticated.
+    /// How adverts are authenticated (with HMAC: the key that signs and verifies).
     pub auth: Auth,
+    /// `auth_accept_key_files`: further keys that verify adverts but never sign, for
+    /// rotating the key one node at a time. Empty unless `auth` is HMAC. Default: none.
+    pub auth_accept: Vec<AuthKey>,
     /// Unicast peers; empty means multicast to `multicast_group`.
     pub peers: Vec<IpAddr>,
     /// The multicast group adverts go to when `peers` is empty. Default 239.255.80.51.

@@ -9,6 +9,33 @@
 //!   until it exits (the kernel drops it with the process, also after SIGKILL).
 //!   A second `vipd run` on the same node — an easy slip while the service runs
 //!   — fails there, naming the running pid, and changes nothing (FIELD-NOTES 20).
+//! - `<instance>.replay`: the replay checkpoint, each peer's newest (boot id,
+//!   sequence) the instance accepted, so that a restarted node does not accept
+//!   adverts older than those it accepted before: an old capture cannot make it
+//!   follow a dead master (issue 11).
+//!
+//! # The replay checkpoint
+//!
+//! The replay guard runs in memory (a hash lookup per advert). The instance
+//! writes a checkpoint off the advert path (a background task, a blocking-pool
+//! thread): at once when a peer is first heard or its boot id changes, otherwise
+//! at most every [`REPLAY_CHECKPOINT_EVERY`], and at clean shutdown. Each write is
+//! atomic and durable: a `.tmp` file, `fsync`, `rename` over the old one, `fsync`
+//! of the directory, so a crash leaves the old checkpoint or the new one, never a
+//! mixture. At 100 adverts/s that is one small write a second per instance.
+//!
+//! What remains after a crash (not a clean stop): adverts accepted after the last
+//! checkpoint. A capture of those is accepted once more by the restarted node,
+//! each at most once, in increasing order, and only until the real peer is heard
+//! again. The window is bounded — at most one checkpoint interval plus one advert
+//! interval of the peer's current boot, i.e. `1 s / advert_interval + 1` adverts —
+//! because the checkpoint is refreshed at least that often while adverts are
+//! accepted. Adverts of a peer's earlier boots are out of reach as soon as its new
+//! boot is checkpointed, which is written the moment that boot is heard.
+//!
+//! A checkpoint that is missing (first start) gives an empty guard; one that
+//! cannot be read or parsed is a warning, and the instance starts with an empty
+//! guard (as before this file existed) rather than not at all.
 //!
 //! What it may not touch: anything but files under the state directory.
 
@@ -16,10 +43,43 @@ use std::fs::File;
 use std::io::{self, Read as _, Seek as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+
+use crate::wire::{HighWater, ReplayGuard};
+
+/// How often at most a replay checkpoint is written while only sequences move
+/// (a new peer or boot id is written at once): bounds the window a crash leaves.
+pub(crate) const REPLAY_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The first line of a replay checkpoint: format and version.
+const REPLAY_HEADER: &str = "vipd replay checkpoint v1";
+
+/// Why a replay checkpoint could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReplayFileError {
+    /// The file exists but could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Io {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What the read said.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not a checkpoint this build wrote (truncated, garbled, other format).
+    #[error("{}: line {line}: {reason}", path.display())]
+    Corrupt {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// 1-based line of the first problem.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
 
 /// Why the single-instance lock could not be taken.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +190,55 @@ impl StateDir {
         id
     }
 
+    /// The replay checkpoint of `instance`.
+    pub(crate) fn replay_file(&self, instance: &str) -> PathBuf {
+        self.dir.join(format!("{instance}.replay"))
+    }
+
+    /// The replay checkpoint of `instance`, oldest sender first; empty when there
+    /// is none yet.
+    pub(crate) fn load_replay(&self, instance: &str) -> Result<Vec<HighWater>, ReplayFileError> {
+        let path = self.replay_file(instance);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(ReplayFileError::Io { path, source }),
+        };
+        parse_replay(&text).map_err(|(line, reason)| ReplayFileError::Corrupt {
+            path,
+            line,
+            reason,
+        })
+    }
+
+    /// Writes `marks` as the replay checkpoint of `instance`, atomically and
+    /// durably (temporary file, fsync, rename, fsync of the directory). Blocking:
+    /// call it off the advert path.
+    pub(crate) fn save_replay(&self, instance: &str, marks: &[HighWater]) -> io::Result<()> {
+        use std::fmt::Write as _;
+        let mut text = String::with_capacity(64 + marks.len() * 48);
+        let _ = writeln!(text, "{REPLAY_HEADER}");
+        for m in marks {
+            let _ = writeln!(text, "{:016x} {} {}", m.node_id, m.boot_id, m.sequence);
+        }
+        let _ = writeln!(text, "end {}", marks.len());
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.replay_file(instance);
+        let tmp = self.dir.join(format!("{instance}.replay.tmp"));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, &path)?;
+        // The rename is durable only once the directory is.
+        File::open(&self.dir)?.sync_all()
+    }
+
     /// The file whose presence means "this instance is drained".
     pub(crate) fn drained_file(&self, instance: &str) -> PathBuf {
         self.dir.join(format!("{instance}.drained"))
@@ -153,6 +262,73 @@ impl StateDir {
             }
         }
     }
+}
+
+/// A guard seeded from `marks` (oldest first, as saved).
+pub(crate) fn seeded_guard(marks: &[HighWater]) -> ReplayGuard {
+    let mut guard = ReplayGuard::new();
+    for mark in marks {
+        guard.seed(*mark);
+    }
+    guard
+}
+
+/// Parses a replay checkpoint; on error, the 1-based line and what is wrong.
+fn parse_replay(text: &str) -> Result<Vec<HighWater>, (usize, String)> {
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
+    match lines.next() {
+        Some((_, REPLAY_HEADER)) => {}
+        Some((n, other)) => {
+            return Err((n, format!("expected {REPLAY_HEADER:?}, found {other:?}")));
+        }
+        None => return Err((1, "empty file".to_owned())),
+    }
+    let mut marks = Vec::new();
+    for (n, line) in lines {
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        match fields.as_slice() {
+            ["end", count] => {
+                let count: usize = count
+                    .parse()
+                    .map_err(|e| (n, format!("bad count {count:?}: {e}")))?;
+                if count != marks.len() {
+                    return Err((n, format!("says {count} senders, holds {}", marks.len())));
+                }
+                if text.lines().count() != n {
+                    return Err((n + 1, "text after the end line".to_owned()));
+                }
+                return Ok(marks);
+            }
+            [node_id, boot_id, sequence] => {
+                let node_id = u64::from_str_radix(node_id, 16)
+                    .map_err(|e| (n, format!("bad node id {node_id:?}: {e}")))?;
+                let boot_id = boot_id
+                    .parse()
+                    .map_err(|e| (n, format!("bad boot id {boot_id:?}: {e}")))?;
+                let sequence = sequence
+                    .parse()
+                    .map_err(|e| (n, format!("bad sequence {sequence:?}: {e}")))?;
+                if marks.len() >= ReplayGuard::CAPACITY {
+                    return Err((n, format!("more than {} senders", ReplayGuard::CAPACITY)));
+                }
+                marks.push(HighWater {
+                    node_id,
+                    boot_id,
+                    sequence,
+                });
+            }
+            _ => {
+                return Err((
+                    n,
+                    format!("expected \"NODE_ID BOOT_ID SEQUENCE\", found {line:?}"),
+                ))
+            }
+        }
+    }
+    Err((
+        text.lines().count() + 1,
+        "no end line: the file is truncated".to_owned(),
+    ))
 }
 
 #[cfg(test)]
@@ -218,6 +394,82 @@ mod tests {
         assert!(!state.is_drained("db"));
         // Undraining what is not drained is not an error.
         state.set_drained("db", false).await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn marks() -> Vec<HighWater> {
+        vec![
+            HighWater {
+                node_id: 0xdead_beef_0000_0001,
+                boot_id: 1_700_000_000_000_000,
+                sequence: 42,
+            },
+            HighWater {
+                node_id: 7,
+                boot_id: 3,
+                sequence: u64::MAX,
+            },
+        ]
+    }
+
+    #[test]
+    fn a_replay_checkpoint_round_trips_and_seeds_a_guard() {
+        let dir = scratch("replay-roundtrip");
+        let state = StateDir::new(&dir.join("nested"));
+        assert_eq!(state.load_replay("db").unwrap(), [], "no file yet: empty");
+        state.save_replay("db", &marks()).unwrap();
+        assert_eq!(state.load_replay("db").unwrap(), marks());
+        assert!(!dir.join("nested/db.replay.tmp").exists());
+        // A later checkpoint replaces the earlier one whole.
+        state.save_replay("db", &marks()[1..]).unwrap();
+        assert_eq!(state.load_replay("db").unwrap(), marks()[1..]);
+        let guard = seeded_guard(&marks());
+        assert_eq!(guard.high_water_marks().collect::<Vec<_>>(), marks());
+        // Instances keep separate checkpoints.
+        assert_eq!(state.load_replay("web").unwrap(), []);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_corrupt_replay_checkpoint_is_an_error_naming_the_line() {
+        let dir = scratch("replay-corrupt");
+        let state = StateDir::new(&dir);
+        state.save_replay("db", &marks()).unwrap();
+        let good = std::fs::read_to_string(state.replay_file("db")).unwrap();
+        let cases: Vec<(String, usize, &str)> = vec![
+            (String::new(), 1, "empty file"),
+            ("something else\n".into(), 1, "expected"),
+            (good.replace("end 2", "end 3"), 4, "says 3 senders"),
+            (good.replace(" 42\n", " 4x2\n"), 2, "bad sequence"),
+            (good.replace("\nend 2\n", "\n"), 4, "truncated"),
+            (good[..good.len() / 2].to_owned(), 2, ""),
+            (format!("{good}junk\n"), 5, "after the end"),
+        ];
+        for (text, line, reason) in cases {
+            std::fs::write(state.replay_file("db"), &text).unwrap();
+            match state.load_replay("db") {
+                Err(ReplayFileError::Corrupt {
+                    line: l, reason: r, ..
+                }) => {
+                    assert_eq!(l, line, "{text:?}: {r}");
+                    assert!(r.contains(reason), "{text:?}: {r}");
+                }
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_unreadable_replay_checkpoint_is_an_io_error() {
+        let dir = scratch("replay-unreadable");
+        let state = StateDir::new(&dir);
+        // A directory where the file should be: reading fails (also as root).
+        std::fs::create_dir_all(state.replay_file("db")).unwrap();
+        assert!(matches!(
+            state.load_replay("db"),
+            Err(ReplayFileError::Io { .. })
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,5 +1,6 @@
-//! `auth` / `auth_key_file`: how an instance's adverts are authenticated, and
-//! reading the key file (the one file validation reads besides the config).
+//! `auth` / `auth_key_file` / `auth_accept_key_files`: how an instance's adverts
+//! are authenticated, and reading the key files (the only files validation reads
+//! besides the config).
 
 use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
@@ -64,6 +65,59 @@ impl Validator<'_> {
     }
 }
 
+impl Validator<'_> {
+    /// `auth_accept_key_files`: verify-only keys for a rotation, each read and checked
+    /// like `auth_key_file`. Needs HMAC (`auth_key_file`); `auth` is the instance's
+    /// validated choice (`None` when that failed, and then only the files are checked).
+    pub(super) fn accept_keys(
+        &mut self,
+        who: &str,
+        files: Option<Spanned<Vec<Spanned<String>>>>,
+        auth: Option<&Auth>,
+    ) -> Option<Vec<AuthKey>> {
+        let Some(files) = files else {
+            return Some(Vec::new());
+        };
+        let list_span = files.span();
+        let files = files.into_inner();
+        if matches!(auth, Some(Auth::None)) && !files.is_empty() {
+            self.problem(
+                list_span,
+                format!("{who}: auth_accept_key_files needs auth_key_file (HMAC); with auth = \"none\" nothing is verified; valid: remove auth_accept_key_files, or set auth_key_file instead of auth = \"none\""),
+            );
+            return None;
+        }
+        if files.len() > MAX_ACCEPT_KEYS {
+            self.problem(
+                list_span,
+                format!("{who}: auth_accept_key_files lists {} files; valid: at most {MAX_ACCEPT_KEYS} (a rotation needs one: the key being retired or the one coming)", files.len()),
+            );
+            return None;
+        }
+        let mut keys = Vec::with_capacity(files.len());
+        let mut ok = true;
+        for file in files {
+            let span = file.span();
+            let path = self.base_dir().join(file.into_inner());
+            match read_key_file(&path) {
+                Ok(key) => keys.push(key),
+                Err(why) => {
+                    ok = false;
+                    self.problem(
+                        span,
+                        format!("{who}: auth_accept_key_files {}: {why}", path.display()),
+                    );
+                }
+            }
+        }
+        ok.then_some(keys)
+    }
+}
+
+/// Every advert is checked against the signing key and each accepted key, so a
+/// flood of junk costs `1 + accepted` HMACs per datagram: keep that small.
+const MAX_ACCEPT_KEYS: usize = 3;
+
 /// `instance "db"` → `db`, for example paths in messages.
 fn who_name(who: &str) -> &str {
     who.strip_prefix("instance \"")
@@ -104,4 +158,102 @@ fn read_key_file(path: &Path) -> Result<AuthKey, String> {
             path.display()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::path::PathBuf;
+
+    use crate::config::{self, ConfigError};
+
+    const KEY: &str = "vipd-unit-key-0123456789abcdef";
+
+    fn dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vipd-accept-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn key(dir: &std::path::Path, name: &str, text: &str, mode: u32) -> String {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path.display().to_string()
+    }
+
+    /// Line 8 holds the auth choice, line 9 the accepted keys.
+    fn text(auth: &str, accept: &str) -> String {
+        format!("[node]\nname = \"n1\"\n[[instance]]\nname = \"db\"\ninterface = \"eth0\"\ngroup = 1\npriority = 100\n{auth}\n{accept}\nvips = [\"10.0.0.1/24\"]\n")
+    }
+
+    fn errors(text: &str) -> Vec<(usize, usize, String)> {
+        match config::from_toml(text, std::path::Path::new("/x/vipd.toml")) {
+            Err(ConfigError::Invalid(errors)) => errors
+                .iter()
+                .map(|d| (d.location.line, d.location.column, d.message.clone()))
+                .collect(),
+            other => panic!("expected diagnostics, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepted_keys_load_and_count_in_reload_equality() {
+        let d = dir("ok");
+        let sign = key(&d, "sign.key", KEY, 0o600);
+        let next = key(&d, "next.key", &format!(" {KEY}-next\n"), 0o400);
+        let auth = format!("auth_key_file = {sign:?}");
+        let with = config::from_toml(
+            &text(&auth, &format!("auth_accept_key_files = [{next:?}]")),
+            std::path::Path::new("/x/vipd.toml"),
+        )
+        .unwrap();
+        assert_eq!(with.instances[0].auth_accept.len(), 1);
+        assert_eq!(with.instances[0].auth_accept[0].len(), KEY.len() + 5);
+        let without =
+            config::from_toml(&text(&auth, ""), std::path::Path::new("/x/vipd.toml")).unwrap();
+        assert!(without.instances[0].auth_accept.is_empty());
+        assert_ne!(with, without, "a reload must see the change");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn accepted_keys_are_checked_like_the_signing_key() {
+        let d = dir("bad");
+        let sign = key(&d, "sign.key", KEY, 0o600);
+        let short = key(&d, "short.key", "too-short\n", 0o600);
+        let open = key(&d, "open.key", KEY, 0o644);
+        let auth = format!("auth_key_file = {sign:?}");
+        let accept = format!("auth_accept_key_files = [{short:?}, {open:?}]");
+        let found = errors(&text(&auth, &accept));
+        assert_eq!(found.len(), 2, "{found:?}");
+        // Each problem points at its own entry of the list.
+        assert_eq!((found[0].0, found[0].1), (9, 26), "{found:?}");
+        assert!(found[0].2.contains("9 bytes long"), "{found:?}");
+        assert!(found[0].2.contains("at least 16 bytes"), "{found:?}");
+        assert_eq!(found[1].0, 9, "{found:?}");
+        assert_eq!(found[1].1, 26 + short.len() + 4, "{found:?}");
+        assert!(found[1].2.contains("chmod 600"), "{found:?}");
+        let missing = format!("auth_accept_key_files = [{:?}]", d.join("absent.key"));
+        let found = errors(&text(&auth, &missing));
+        assert!(found[0].2.contains("cannot read"), "{found:?}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn accepted_keys_need_hmac_and_stay_few() {
+        let d = dir("none");
+        let k = key(&d, "k.key", KEY, 0o600);
+        let found = errors(&text(
+            "auth = \"none\"",
+            &format!("auth_accept_key_files = [{k:?}]"),
+        ));
+        assert_eq!((found[0].0, found[0].1), (9, 25), "{found:?}");
+        assert!(found[0].2.contains("needs auth_key_file"), "{found:?}");
+        let four = format!("auth_accept_key_files = [{k:?}, {k:?}, {k:?}, {k:?}]");
+        let found = errors(&text(&format!("auth_key_file = {k:?}"), &four));
+        assert!(found[0].2.contains("at most 3"), "{found:?}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -151,6 +151,7 @@ impl Validator<'_> {
             )
             .and_then(|vips| self.vips(who, vips));
         let auth = self.auth(who, &table, raw.auth_key_file, raw.auth);
+        let auth_accept = self.accept_keys(who, raw.auth_accept_key_files, auth.as_ref());
         let peers = raw.peers.and_then(|p| self.peers(who, p));
         let unicast = peers.as_ref().is_some_and(|p| !p.is_empty());
         let multicast_group = self.multicast_group(who, raw.multicast_group, unicast);
@@ -190,6 +191,7 @@ impl Validator<'_> {
             preempt_delay: preempt_delay?,
             vips,
             auth: auth?,
+            auth_accept: auth_accept?,
             peers: peers.unwrap_or_default(),
             multicast_group: multicast_group?,
             port: port?,

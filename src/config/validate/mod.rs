@@ -15,7 +15,7 @@
 //! - `node`: `[node]` and the node id;
 //! - `instance`: `[[instance]]`, its timing and the checks across instances;
 //! - `addresses`: `vips`, `peers` and `multicast_group`;
-//! - `auth`: `auth` / `auth_key_file` and reading key files;
+//! - `auth`: `auth` / `auth_key_file` / `auth_accept_key_files` and reading key files;
 //! - `announce`: the `announce_*` keys;
 //! - `health`: `[[instance.track_script]]`, `track_interface` and `track_file`;
 //! - `notify`: `[instance.notify]`;

@@ -13,6 +13,7 @@
 
 mod identity;
 mod rejects;
+mod replay;
 mod status;
 
 pub(super) use identity::Identity;
@@ -152,6 +153,9 @@ impl Instance {
             mut sync_rx,
         } = inputs;
         let name = self.cfg.name.clone();
+        let (mut checkpoint, guard) =
+            replay::ReplayCheckpoint::start(&self.shared.node.state_dir, &name);
+        self.replay = guard;
         sync_rx.mark_changed();
         self.set_link(clock::now(), link_up);
         self.drain_actions(clock::now());
@@ -241,10 +245,12 @@ impl Instance {
             }
             self.expire_twins(now);
             self.check_quorum(now);
+            checkpoint.after_wake(now, &self.replay);
             if self.drain_actions(now) {
                 break;
             }
         }
+        checkpoint.finish(clock::now(), &self.replay).await;
         for check in &self.checks {
             check.abort();
         }
@@ -362,7 +368,12 @@ impl Instance {
 
     fn on_datagram(&mut self, now: Instant, datagram: Datagram) {
         let source = datagram.source.ip();
-        let mut advert = match wire::decode(&datagram.bytes, self.cfg.group, &self.cfg.auth) {
+        let mut advert = match wire::decode_with_keys(
+            &datagram.bytes,
+            self.cfg.group,
+            &self.cfg.auth,
+            &self.cfg.auth_accept,
+        ) {
             Ok(a) => a,
             Err(e) => {
                 self.reject(now, source, &e);
