@@ -2,7 +2,10 @@
 //! new one, unit-tested here without root or sockets.
 //!
 //! The rule (FIELD-NOTES 4): an instance whose configuration is unchanged is
-//! kept as it runs — same task, same election, VIPs untouched. A changed one is
+//! kept as it runs — same task, same election, VIPs untouched. One whose only
+//! change is its advert keys (`auth_key_file`, `auth_accept_key_files`: a key
+//! rotation) is rekeyed in place, so rotating the key on the master moves
+//! nothing. Any other change is
 //! stopped (make-before-break, like a drain) and started again; a removed one is
 //! stopped; a new one is started. `[node]` keys that shape the whole daemon
 //! (name, control socket and group, state directory) need a restart: a reload
@@ -56,6 +59,8 @@ pub struct ReloadPlan {
     pub keep: Vec<String>,
     /// Gone from the new file: stopped.
     pub stop: Vec<String>,
+    /// Only the advert keys changed: the running instance takes the new keys.
+    pub rekey: Vec<String>,
     /// Changed: stopped, then started with the new configuration.
     pub restart: Vec<String>,
     /// New in the file: started.
@@ -93,6 +98,7 @@ pub fn plan<'a>(
         running_names.push(old.name.clone());
         match new.instance(&old.name) {
             Some(c) if c == old => plan.keep.push(old.name.clone()),
+            Some(c) if only_keys_differ(old, c) => plan.rekey.push(old.name.clone()),
             Some(_) => plan.restart.push(old.name.clone()),
             None => plan.stop.push(old.name.clone()),
         }
@@ -106,6 +112,14 @@ pub fn plan<'a>(
     Ok(plan)
 }
 
+/// Whether `old` and `new` differ in their advert keys alone.
+fn only_keys_differ(old: &InstanceConfig, new: &InstanceConfig) -> bool {
+    let mut rekeyed = old.clone();
+    rekeyed.auth = new.auth.clone();
+    rekeyed.auth_accept = new.auth_accept.clone();
+    rekeyed == *new
+}
+
 /// What a reload did, as `vipd reload` prints it after "applied: ".
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ReloadSummary {
@@ -113,6 +127,8 @@ pub struct ReloadSummary {
     pub started: Vec<String>,
     pub stopped: Vec<String>,
     pub restarted: Vec<String>,
+    /// Instances that took new advert keys in place.
+    pub rekeyed: Vec<String>,
     /// Instances that could not start, each with the error.
     pub failed: Vec<String>,
 }
@@ -134,6 +150,9 @@ impl fmt::Display for ReloadSummary {
             list(&self.stopped),
             list(&self.restarted)
         )?;
+        if !self.rekeyed.is_empty() {
+            write!(f, "; rekeyed in place: {}", self.rekeyed.join(", "))?;
+        }
         if !self.failed.is_empty() {
             write!(f, "; FAILED to start: {}", self.failed.join("; "))?;
         }
@@ -186,6 +205,24 @@ mod tests {
     }
 
     #[test]
+    fn a_key_rotation_rekeys_in_place_and_anything_more_restarts() {
+        use crate::wire::{Auth, AuthKey};
+        let key = |b: u8| AuthKey::new(vec![b; 32]).expect("a long enough key");
+        let old = config("n1", &[("db", 100), ("web", 100)]);
+        let mut new = config("n1", &[("db", 100), ("web", 100)]);
+        new.instances[0].auth = Auth::HmacSha256(key(1));
+        new.instances[0].auth_accept = vec![key(2)];
+        let p = plan_between(&old, &new).unwrap();
+        assert_eq!(p.rekey, names(&["db"]));
+        assert_eq!(p.keep, names(&["web"]));
+        assert!(p.restart.is_empty());
+        new.instances[0].priority = 120;
+        let p = plan_between(&old, &new).unwrap();
+        assert_eq!(p.restart, names(&["db"]));
+        assert!(p.rekey.is_empty());
+    }
+
+    #[test]
     fn removed_instances_stop_and_new_ones_start() {
         let old = config("n1", &[("db", 100), ("web", 100)]);
         let new = config("n1", &[("db", 100), ("cache", 100)]);
@@ -230,6 +267,7 @@ mod tests {
             started: vec![],
             stopped: names(&["web"]),
             restarted: names(&["a", "b"]),
+            rekeyed: vec![],
             failed: vec![],
         };
         assert_eq!(

@@ -414,7 +414,9 @@ impl Supervisor {
 
         let (to_stop, remaining): (Vec<_>, Vec<_>) = std::mem::take(&mut self.instances)
             .into_iter()
-            .partition(|h| !plan.keep.contains(&h.config.name));
+            .partition(|h| {
+                !plan.keep.contains(&h.config.name) && !plan.rekey.contains(&h.config.name)
+            });
         self.instances = remaining;
         self.stop_instances(to_stop).await;
 
@@ -423,6 +425,27 @@ impl Supervisor {
             stopped: plan.stop,
             ..ReloadSummary::default()
         };
+        for h in &mut self.instances {
+            if !plan.rekey.contains(&h.config.name) {
+                continue;
+            }
+            let Some(c) = new.instance(&h.config.name) else {
+                continue;
+            };
+            let keys = InstanceMsg::Rekey {
+                auth: c.auth.clone(),
+                accept: c.auth_accept.clone(),
+            };
+            if h.tx.send(keys).await.is_ok() {
+                h.config = c.clone();
+                summary.rekeyed.push(c.name.clone());
+            } else {
+                summary.failed.push(format!(
+                    "{}: the instance did not take its new keys",
+                    c.name
+                ));
+            }
+        }
         for c in &new.instances {
             let restarting = plan.restart.contains(&c.name);
             if !restarting && !plan.start.contains(&c.name) {

@@ -56,6 +56,11 @@ pub(crate) enum InstanceMsg {
     Status(oneshot::Sender<InstanceStatus>),
     /// The watchdog asks: are you turning?
     Ping(oneshot::Sender<()>),
+    /// A reload changed only the advert keys: sign and verify with these now.
+    Rekey {
+        auth: wire::Auth,
+        accept: Vec<wire::AuthKey>,
+    },
     Shutdown,
 }
 
@@ -363,6 +368,12 @@ impl Instance {
                 let _ = reply.send(());
             }
             InstanceMsg::Shutdown => self.election.handle_shutdown(now),
+            InstanceMsg::Rekey { auth, accept } => {
+                self.cfg.auth = auth;
+                self.cfg.auth_accept = accept;
+                tracing::info!(instance = %self.cfg.name, accepted_keys = self.cfg.auth_accept.len(),
+                    "advert keys changed in place (reload); the election is untouched");
+            }
         }
     }
 
