@@ -29,11 +29,7 @@ impl Drop for StopOnDrop<'_> {
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    output_text(out)
 }
 
 /// `vipd status --json` whatever its exit code: (exit code, parsed JSON).
@@ -87,14 +83,7 @@ fn lone(tag: &str) -> (Lab, String, Daemon) {
 fn pair(tag: &str) -> (Lab, String, Vec<Daemon>) {
     let lab = Lab::new(tag, 2);
     let vip = lab.vip4(0);
-    let daemons = start_nodes(
-        &lab,
-        vec![
-            InstanceSpec::new(150).vip(&vip),
-            InstanceSpec::new(100).vip(&vip),
-        ],
-    );
-    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(20));
+    let daemons = start_pair(&lab, &vip);
     wait_until("n1 hears n2 alive", Duration::from_secs(10), || {
         peer(&status(&daemons[0]).1, "n2").is_some_and(|p| p["alive"] == true)
     });

@@ -208,14 +208,7 @@ fn a_flood_of_junk_adverts_starves_nothing_and_logs_a_summary() {
     }
     let lab = Lab::new("flood", 2);
     let vip = lab.vip4(0);
-    let daemons = start_nodes(
-        &lab,
-        vec![
-            InstanceSpec::new(150).vip(&vip),
-            InstanceSpec::new(100).vip(&vip),
-        ],
-    );
-    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(20));
+    let daemons = start_pair(&lab, &vip);
     wait_until("n2 knows n1 as master", Duration::from_secs(10), || {
         daemons[1]
             .status_json()

@@ -16,11 +16,7 @@ use std::time::Duration;
 use common::*;
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    output_text(out)
 }
 
 /// `vipd status --json` whatever its exit code: (exit code, first instance).

@@ -164,6 +164,29 @@ pub(crate) fn strip_prefix_len(vip: &str) -> &str {
     vip.split('/').next().unwrap_or(vip)
 }
 
+/// A command's stdout then stderr, as text: for messages and `contains` checks.
+pub(crate) fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Starts n1 (priority 150) and n2 (100) with default settings on `vip` and
+/// waits until n1 alone holds it.
+pub(crate) fn start_pair(lab: &Lab, vip: &str) -> Vec<Daemon> {
+    let daemons = start_nodes(
+        lab,
+        vec![
+            InstanceSpec::new(150).vip(vip),
+            InstanceSpec::new(100).vip(vip),
+        ],
+    );
+    wait_sole_holder(lab, vip, 1, Duration::from_secs(20));
+    daemons
+}
+
 /// Milliseconds, for printing.
 pub(crate) fn ms(d: Duration) -> u128 {
     d.as_millis()
