@@ -7,8 +7,10 @@
 # 1. as root, installs what the tests run and are missing (apt-get update first,
 #    then apt-get install --no-install-recommends): iproute2 (ip, bridges,
 #    namespaces), iputils-ping (ping), arping, nftables (nft, tests/guard.rs),
-#    procps (sysctl), util-linux (setpriv, tests/control.rs) and python3-minimal
-#    (a unit test of src/control.rs talks to the socket as another user);
+#    procps (sysctl), util-linux (setpriv, tests/control.rs; unshare and
+#    nsenter, tests/systemd.rs), python3-minimal (a unit test of src/control.rs
+#    talks to the socket as another user) and systemd (tests/systemd.rs boots it
+#    in namespaces of its own to run systemd/vipd.service; it need not be PID 1);
 # 2. checks that cargo is there;
 # 3. runs `cargo test --release "$@"`.
 #
@@ -29,6 +31,10 @@ declare -A package_of=(
     [sysctl]=procps
     [setpriv]=util-linux
     [/usr/bin/python3]=python3-minimal
+    [unshare]=util-linux
+    [nsenter]=util-linux
+    [/lib/systemd/systemd]=systemd
+    [systemd-analyze]=systemd
 )
 missing=()
 has() { # a user's PATH on Debian lacks the sbin directories, where ip and nft live

@@ -415,7 +415,12 @@ fn check(rc: libc::c_int, what: &str) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn new_socket(domain: libc::c_int, ty: libc::c_int, proto: libc::c_int) -> Result<OwnedFd> {
+/// socket(2), close-on-exec, owned.
+pub(crate) fn new_socket(
+    domain: libc::c_int,
+    ty: libc::c_int,
+    proto: libc::c_int,
+) -> Result<OwnedFd> {
     // SAFETY: plain socket(2); the descriptor is owned by the OwnedFd below.
     let raw = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) };
     check(raw, "socket")?;

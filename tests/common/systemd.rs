@@ -45,9 +45,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::{
-    check_interrupted, new_socket, output_text, packet_socket, run, run_output,
-    spawn_when_ready, strip_prefix_len, vipd_bin, AuthSpec, Host, Lab, Netns, NodeSpec,
-    NETNS_PREFIX,
+    check_interrupted, new_socket, output_text, packet_socket, run, run_output, spawn_when_ready,
+    strip_prefix_len, vipd_bin, AuthSpec, Host, Lab, Netns, NodeSpec, NETNS_PREFIX,
 };
 
 /// The unit as the package ships it.
@@ -223,10 +222,7 @@ impl SystemdNode {
             host: None,
         };
         node.pid = node.find_pid_one(unshare_pid);
-        run(
-            "ip",
-            &["netns", "attach", &name, &node.pid.to_string()],
-        );
+        run("ip", &["netns", "attach", &name, &node.pid.to_string()]);
         let ns = Netns { name };
         node.host = Some(join_lab(lab, ns, &role, &format!("s{index}"), index as u32));
         node
@@ -396,7 +392,8 @@ impl Drop for SystemdNode {
                 let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
             }
             let start = Instant::now();
-            while matches!(unshare.try_wait(), Ok(None)) && start.elapsed() < Duration::from_secs(5) {
+            while matches!(unshare.try_wait(), Ok(None)) && start.elapsed() < Duration::from_secs(5)
+            {
                 thread::sleep(Duration::from_millis(5));
             }
             let _ = unshare.kill();
@@ -545,7 +542,13 @@ fn children_of(parent: i32) -> Vec<i32> {
         let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-        let ppid: i32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+        let ppid: i32 = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
         (ppid == parent).then_some(pid)
     })
     .collect()
@@ -684,15 +687,16 @@ impl AddrWatch {
                     continue;
                 }
                 // SAFETY: the buffer is ours and sized.
-                let n = unsafe {
-                    libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
-                };
+                let n =
+                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
                 let at = monotonic_us();
                 if n <= 0 {
                     continue;
                 }
                 let parsed = parse_addr_messages(&buf[..n as usize], at);
-                e.lock().unwrap_or_else(PoisonError::into_inner).extend(parsed);
+                e.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend(parsed);
             }
             Ok(())
         })?;
@@ -781,9 +785,9 @@ fn parse_addr_messages(mut buf: &[u8], at: u64) -> Vec<AddrEvent> {
                 }
                 let value = &attrs[4..alen];
                 let ip = match (family, value.len()) {
-                    (libc::AF_INET, 4) => {
-                        Some(IpAddr::from(Ipv4Addr::new(value[0], value[1], value[2], value[3])))
-                    }
+                    (libc::AF_INET, 4) => Some(IpAddr::from(Ipv4Addr::new(
+                        value[0], value[1], value[2], value[3],
+                    ))),
                     (libc::AF_INET6, 16) => {
                         let mut b = [0u8; 16];
                         b.copy_from_slice(value);
