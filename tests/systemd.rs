@@ -346,6 +346,10 @@ fn gateway_guard_works_under_the_unit() {
     node.host()
         .ns
         .ip(&["route", "add", "default", "via", &gateway.v4]);
+    assert!(
+        node.host().ping(&gateway.v4),
+        "the gateway does not answer ping from the node"
+    );
     node.start_vipd();
     let took = wait_master(&node, &vip);
     eprintln!(

@@ -588,27 +588,46 @@ fn remove_cgroup_once(dir: &Path) -> std::io::Result<()> {
     fs::remove_dir(dir)
 }
 
-/// Kills and removes the cgroups of nodes whose test process is gone (names
-/// are `vt-<tag>-<pid>-...`, like the namespaces).
+/// Kills and removes the cgroups, and removes the staging directories, of nodes
+/// whose test process is gone (names are `vt-<tag>-<pid>-...`, like the
+/// namespaces).
 fn sweep_stale_cgroups(root: &Path) {
-    let Ok(dir) = fs::read_dir(root) else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let mut parts = name.split('-');
-        if parts.next() != Some(NETNS_PREFIX) {
-            continue;
+    for (path, name) in stale_entries(root) {
+        let _ = fs::write(path.join("cgroup.kill"), "1");
+        if let Err(e) = remove_cgroup(&path) {
+            eprintln!("warning: stale cgroup {name}: {e}");
         }
-        let Some(pid) = parts.nth(1).and_then(|p| p.parse::<i32>().ok()) else {
-            continue;
-        };
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let _ = fs::write(entry.path().join("cgroup.kill"), "1");
-        let _ = remove_cgroup(&entry.path());
     }
+    // Only the nodes' own (`...-sdN`): daemon.rs keeps its directories in /tmp
+    // too, on purpose with VIPD_TEST_KEEP.
+    for (path, name) in stale_entries(Path::new("/tmp")) {
+        let is_node = name
+            .rsplit_once("-sd")
+            .is_some_and(|(_, n)| n.parse::<u32>().is_ok());
+        if is_node {
+            let _ = fs::remove_dir_all(path);
+        }
+    }
+}
+
+/// The entries of `dir` named `vt-<tag>-<pid>-...` whose pid is gone.
+fn stale_entries(dir: &Path) -> Vec<(PathBuf, String)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let mut parts = name.split('-');
+            if parts.next() != Some(NETNS_PREFIX) {
+                return None;
+            }
+            let pid: i32 = parts.nth(1)?.parse().ok()?;
+            let gone = !Path::new(&format!("/proc/{pid}")).exists();
+            gone.then(|| (entry.path(), name))
+        })
+        .collect()
 }
 
 /// CLOCK_MONOTONIC in microseconds: the clock of systemd's `*Monotonic`
