@@ -36,6 +36,8 @@
 //!   marked-address sweeps.
 //! - `reload.rs`: the pure reload plan, unit-tested without root.
 //! - `state.rs`: the state directory (boot id, drain records).
+//! - `cleanup.rs`: `vipd cleanup`, the unit's `ExecStopPost`: removes the marked
+//!   addresses a dead daemon left.
 //!
 //! The daemon is the only part of vipd that reads the clock, spawns tasks or
 //! owns sockets; the election and the health tracker are plain state.
@@ -48,12 +50,14 @@
 //! go to the instance's [`crate::health::notify::Notifier`] queue. So neither a hanging script nor a
 //! hanging hook ever stands between the instance task and its next advert.
 
+mod cleanup;
 mod instance;
 mod reload;
 mod state;
 mod supervisor;
 mod vips;
 
+pub use cleanup::{cleanup, CleanupReport};
 pub use reload::{plan as reload_plan, ReloadError, ReloadPlan, ReloadSummary};
 
 use std::collections::BTreeMap;

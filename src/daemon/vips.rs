@@ -23,7 +23,7 @@ use super::error_chain;
 use super::instance::WorkerReport;
 use crate::config::{AnnounceConfig, InstanceConfig, Vip};
 use crate::net::announce::Announcer;
-use crate::net::netlink::Netlink;
+use crate::net::netlink::{Claimed, Netlink, Released};
 
 /// Removes every address carrying our marker: VIPs left by a crashed earlier run.
 pub(super) async fn remove_stale_vips(netlink: &Netlink) {
@@ -67,10 +67,20 @@ pub(super) async fn release_vips(netlink: &Netlink, cfg: &InstanceConfig) {
         }
     };
     for vip in &cfg.vips {
-        if let Err(e) = netlink.release(ifindex, vip.addr, vip.prefix_len).await {
-            tracing::error!(instance = %cfg.name, vip = %vip, error = %error_chain(&e), "releasing VIP");
+        match netlink.release(ifindex, vip.addr, vip.prefix_len).await {
+            Ok(Released::Removed) => {}
+            Ok(Released::LeftAlone) => left_alone(&cfg.name, *vip, &cfg.interface),
+            Err(e) => {
+                tracing::error!(instance = %cfg.name, vip = %vip, error = %error_chain(&e), "releasing VIP")
+            }
         }
     }
+}
+
+/// An address equal to a VIP that vipd did not add: it stays, whatever vipd does.
+fn left_alone(instance: &str, vip: Vip, interface: &str) {
+    tracing::warn!(%instance, %vip, %interface,
+        "the VIP is also configured on the interface by someone else (no vipd marker); vipd leaves that address in place and never removes it: remove it from the host's own configuration");
 }
 
 /// Which VIPs the daemon holds (its own knowledge of what it claimed).
@@ -132,9 +142,13 @@ impl VipWorker {
                             .release(self.ifindex, vip.addr, vip.prefix_len)
                             .await
                         {
-                            Ok(()) => {
+                            Ok(Released::Removed) => {
                                 self.set_held(vip, false);
                                 tracing::info!(instance = %self.instance, vip = %vip, "released VIP");
+                            }
+                            Ok(Released::LeftAlone) => {
+                                self.set_held(vip, false);
+                                left_alone(&self.instance, vip, &self.interface);
                             }
                             Err(e) => {
                                 tracing::error!(instance = %self.instance, vip = %vip, error = %error_chain(&e), "releasing VIP")
@@ -197,9 +211,13 @@ impl VipWorker {
             .claim(self.ifindex, vip.addr, vip.prefix_len)
             .await
         {
-            Ok(()) => {
+            Ok(Claimed::Marked) => {
                 self.set_held(vip, true);
                 tracing::info!(instance = %self.instance, vip = %vip, interface = %self.interface, "claimed VIP");
+            }
+            Ok(Claimed::LeftAlone) => {
+                self.set_held(vip, true);
+                left_alone(&self.instance, vip, &self.interface);
             }
             Err(e) => {
                 tracing::error!(instance = %self.instance, vip = %vip, error = %error_chain(&e), "claiming VIP")
@@ -227,15 +245,14 @@ impl VipWorker {
             return;
         };
         let addrs: Vec<IpAddr> = self.vips.iter().map(|v| v.addr).collect();
-        burst(
-            &announcer,
-            &addrs,
-            1,
-            Duration::ZERO,
-            &self.instance,
-            "re-announce",
-        )
-        .await;
+        let round = Round {
+            announcer: &announcer,
+            netlink: &self.netlink,
+            interface: &self.interface,
+            addrs: &addrs,
+            instance: &self.instance,
+        };
+        round.burst(1, Duration::ZERO, "re-announce").await;
     }
 
     fn start_announcing(&mut self, announcing: &mut Option<JoinHandle<()>>) {
@@ -248,79 +265,93 @@ impl VipWorker {
         let addrs: Vec<IpAddr> = self.vips.iter().map(|v| v.addr).collect();
         let cfg = self.announce.clone();
         let instance = self.instance.clone();
-        *announcing = Some(tokio::spawn(announce_loop(announcer, addrs, cfg, instance)));
+        let (netlink, interface) = (self.netlink.clone(), self.interface.clone());
+        *announcing = Some(tokio::spawn(async move {
+            let round = Round {
+                announcer: &announcer,
+                netlink: &netlink,
+                interface: &interface,
+                addrs: &addrs,
+                instance: &instance,
+            };
+            announce_loop(round, cfg).await;
+        }));
     }
 }
 
 /// A burst on becoming master, a second burst `repeat_after` later, then a round
 /// every `refresh` while master (the task is aborted on release).
-async fn announce_loop(
-    announcer: Arc<Announcer>,
-    addrs: Vec<IpAddr>,
-    cfg: AnnounceConfig,
-    instance: String,
-) {
+async fn announce_loop(round: Round<'_>, cfg: AnnounceConfig) {
     let start = tokio::time::Instant::now();
-    burst(
-        &announcer,
-        &addrs,
-        cfg.count,
-        cfg.interval,
-        &instance,
-        "first",
-    )
-    .await;
+    round.burst(cfg.count, cfg.interval, "first").await;
     if let Some(after) = cfg.repeat_after {
         tokio::time::sleep_until(start + after).await;
-        burst(
-            &announcer,
-            &addrs,
-            cfg.count,
-            cfg.interval,
-            &instance,
-            "second",
-        )
-        .await;
+        round.burst(cfg.count, cfg.interval, "second").await;
     }
     if let Some(refresh) = cfg.refresh {
         loop {
             tokio::time::sleep(refresh).await;
-            burst(&announcer, &addrs, 1, cfg.interval, &instance, "refresh").await;
+            round.burst(1, cfg.interval, "refresh").await;
         }
     }
 }
 
-async fn burst(
-    announcer: &Announcer,
-    addrs: &[IpAddr],
-    count: u32,
-    spacing: Duration,
-    instance: &str,
-    which: &str,
-) {
-    let mut sent = 0u32;
-    let mut failed = 0u32;
-    for i in 0..count {
-        if i > 0 {
-            tokio::time::sleep(spacing).await;
-        }
-        for addr in addrs {
-            match announcer.announce(*addr) {
-                Ok(()) => sent += 1,
-                Err(e) => {
-                    failed += 1;
-                    if failed == 1 {
-                        tracing::warn!(%instance, error = %error_chain(&e), "announcement failed");
+/// What one round of announcements needs.
+struct Round<'a> {
+    announcer: &'a Announcer,
+    netlink: &'a Netlink,
+    interface: &'a str,
+    addrs: &'a [IpAddr],
+    instance: &'a str,
+}
+
+impl Round<'_> {
+    /// `count` announcements of every VIP, `spacing` apart.
+    async fn burst(&self, count: u32, spacing: Duration, which: &str) {
+        self.refresh_router_flag().await;
+        let instance = self.instance;
+        let mut sent = 0u32;
+        let mut failed = 0u32;
+        for i in 0..count {
+            if i > 0 {
+                tokio::time::sleep(spacing).await;
+            }
+            for addr in self.addrs {
+                match self.announcer.announce(*addr) {
+                    Ok(()) => sent += 1,
+                    Err(e) => {
+                        failed += 1;
+                        if failed == 1 {
+                            tracing::warn!(%instance, error = %error_chain(&e), "announcement failed");
+                        }
                     }
                 }
             }
         }
+        let vips = self.addrs.len();
+        // The bursts on becoming master are worth a line each; refresh and
+        // re-announce rounds can come several times a second, so only at debug.
+        if matches!(which, "first" | "second") {
+            tracing::info!(%instance, burst = which, sent, failed, vips, "announced VIPs (gratuitous ARP / unsolicited NA)");
+        } else {
+            tracing::debug!(%instance, burst = which, sent, failed, vips, "announced VIPs (gratuitous ARP / unsolicited NA)");
+        }
     }
-    // The bursts on becoming master are worth a line each; refresh and
-    // re-announce rounds can come several times a second, so only at debug.
-    if matches!(which, "first" | "second") {
-        tracing::info!(%instance, burst = which, sent, failed, vips = addrs.len(), "announced VIPs (gratuitous ARP / unsolicited NA)");
-    } else {
-        tracing::debug!(%instance, burst = which, sent, failed, vips = addrs.len(), "announced VIPs (gratuitous ARP / unsolicited NA)");
+
+    /// The NA Router flag follows the interface's IPv6 forwarding, read through
+    /// netlink before each round (an administrator may turn forwarding on or off
+    /// at any time). IPv4-only instances skip the lookup.
+    async fn refresh_router_flag(&self) {
+        if !self.addrs.iter().any(IpAddr::is_ipv6) {
+            return;
+        }
+        match self.netlink.link_by_name(self.interface).await {
+            Ok(link) => self
+                .announcer
+                .set_ipv6_router(link.ipv6_forwarding.unwrap_or(false)),
+            Err(e) => {
+                tracing::debug!(instance = %self.instance, error = %error_chain(&e), "reading IPv6 forwarding for the NA Router flag")
+            }
+        }
     }
 }

@@ -576,7 +576,7 @@ impl Instance {
                     let _ = self.ops.send(VipOp::Release);
                 }
                 Action::StateChanged { from, to, reason } => {
-                    tracing::info!(instance = %self.cfg.name, %from, %to, %reason, "state change");
+                    tracing::info!(instance = %self.cfg.name, state = %to, previous = %from, %reason, "state change");
                     self.shared.set_state(&self.cfg.name, Some(to));
                     self.notifier.transition(from, to, &reason.to_string());
                 }
