@@ -94,7 +94,7 @@ fn start_status_and_stop_under_the_unit() {
         node.host().addr_text()
     );
     eprintln!(
-        "[sdstart] systemctl stop took {} ms (handover_timeout 300 ms, no successor); VIP released",
+        "[sdstart] systemctl stop took {} ms (incl. ExecStopPost); VIP released",
         ms(stop_took)
     );
 
