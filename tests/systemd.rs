@@ -3,7 +3,8 @@
 //! tests/common/systemd.rs), running the unit unchanged with the built binary at
 //! `/usr/sbin/vipd` and its configuration at `/etc/vipd/vipd.toml`.
 //!
-//! Covered: a `Type=notify` start with its status text and a stop that releases;
+//! Covered: a `Type=notify` start with its status text, journald-native log
+//! fields, and a stop that releases; the unit skipped without a configuration;
 //! `systemctl reload` losing no probe; a two-node handover on `systemctl stop`
 //! with no moment without a holder; SIGKILL and a watchdog abort (SIGSTOP) with
 //! the VIP gone before the restart (the unit's `ExecStopPost=vipd cleanup`); the
@@ -81,6 +82,22 @@ fn start_status_and_stop_under_the_unit() {
         "[sdstart] systemctl start returned after {} ms (READY=1); master holding {vip} {} ms later",
         ms(started),
         ms(master)
+    );
+    // Under systemd vipd logs to the journal natively: fields, not text.
+    let journal = node.journal_json();
+    let change = journal
+        .iter()
+        .find(|e| e["INSTANCE"] == "db" && e["STATE"] == "master")
+        .unwrap_or_else(|| panic!("no journal entry with INSTANCE=db STATE=master:\n{journal:#?}"));
+    let message = change["MESSAGE"].as_str().unwrap_or_default();
+    assert!(
+        !message.starts_with(|c: char| c.is_ascii_digit()),
+        "a second timestamp in the journal's message: {message:?}"
+    );
+    eprintln!(
+        "[sdstart] journal: MESSAGE={message:?} INSTANCE=db STATE=master PREVIOUS={:?} REASON={:?}",
+        change["PREVIOUS"].as_str().unwrap_or("-"),
+        change["REASON"].as_str().unwrap_or("-")
     );
 
     let stopping = Instant::now();

@@ -341,16 +341,23 @@ impl SystemdNode {
         )
     }
 
-    /// The journal of `vipd.service` as (CLOCK_MONOTONIC µs, message) pairs.
-    pub(crate) fn journal_entries(&self) -> Vec<(u64, String)> {
+    /// The journal of `vipd.service`, one JSON object per entry with every field.
+    pub(crate) fn journal_json(&self) -> Vec<serde_json::Value> {
         let out = self.nsenter(
             "journalctl",
             &["--no-pager", "-o", "json", "-u", "vipd.service"],
         );
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter_map(|line| {
-                let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// The journal of `vipd.service` as (CLOCK_MONOTONIC µs, message) pairs.
+    pub(crate) fn journal_entries(&self) -> Vec<(u64, String)> {
+        self.journal_json()
+            .into_iter()
+            .filter_map(|entry| {
                 let at = entry["__MONOTONIC_TIMESTAMP"].as_str()?.parse().ok()?;
                 let message = entry["MESSAGE"].as_str()?.to_owned();
                 Some((at, message))
