@@ -10,7 +10,8 @@
 //! the VIP gone before the restart (the unit's `ExecStopPost=vipd cleanup`); the
 //! gateway guard and the IPv6 NA Router flag, both of which need what the unit
 //! hides (`ProcSubset=pid`) to come from netlink; and, without root, the unit's
-//! exposure and its stop timeout against vipd's limits.
+//! exposure and its stop timeout against vipd's limits. Also what only a real
+//! systemd shows: hooks do not inherit NOTIFY_SOCKET or WATCHDOG_*.
 //!
 //! Each test prints what it measured (`cargo test --release --test systemd --
 //! --nocapture`). Times come from netlink's address events and the journal, both
@@ -416,6 +417,50 @@ fn na_carries_the_router_flag_on_a_forwarding_host() {
         seen.len(),
         "unsolicited NAs without the Router flag from a forwarding host: {seen:?}"
     );
+}
+
+#[test]
+fn hooks_get_a_clean_environment_under_the_unit() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new("sdhookenv", 0);
+    let vip = lab.vip4(0);
+    let instance = InstanceSpec::new(150)
+        .vip(&vip)
+        .extra("[instance.notify]")
+        .extra("master = [\"/etc/vipd/env-hook\"]");
+    // /run/vipd (RuntimeDirectory) is one of the two places the unit may write.
+    let setup = UnitSetup::new(NodeSpec::new("sd1", instance)).script(
+        "env-hook",
+        "env > /run/vipd/hook-env.tmp && mv /run/vipd/hook-env.tmp /run/vipd/hook-env",
+    );
+    let node = SystemdNode::boot(&lab, 1, &setup);
+    node.start_vipd();
+    wait_master(&node, &vip);
+    let dump = node.inside("/run/vipd/hook-env");
+    wait_until("the master hook ran", Duration::from_secs(10), || {
+        dump.exists()
+    });
+    let env = fs::read_to_string(&dump).expect("read the hook's environment");
+    let mut names: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(name, _)| name))
+        .collect();
+    names.sort_unstable();
+    eprintln!("[sdhookenv] the master hook's environment under the unit: {names:?}");
+    // What /bin/sh adds by itself: PWD, SHLVL, _ (OLDPWD with some shells).
+    let unexpected: Vec<&&str> = names
+        .iter()
+        .filter(|n| {
+            !(["PATH", "LANG", "PWD", "SHLVL", "_", "OLDPWD"].contains(n) || n.starts_with("VIPD_"))
+        })
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "the hook inherited {unexpected:?} (NOTIFY_SOCKET or WATCHDOG_* would let it speak for vipd):\n{env}"
+    );
+    assert!(env.lines().any(|l| l == "VIPD_STATE=master"), "{env}");
 }
 
 /// Whether `systemd-analyze` is missing; then the caller skips (or, with CI

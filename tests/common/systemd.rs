@@ -112,12 +112,15 @@ const JOURNALD_UNITS: &[&str] = &[
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 static SWEEP: Once = Once::new();
 
-/// How a node's vipd is set up: its configuration and an optional drop-in for
-/// the unit (`vipd.service.d/test.conf`, e.g. a shorter `WatchdogSec`).
+/// How a node's vipd is set up: its configuration, an optional drop-in for the
+/// unit (`vipd.service.d/test.conf`, e.g. a shorter `WatchdogSec`) and further
+/// files in `/etc/vipd` (hook scripts).
 #[derive(Clone, Debug)]
 pub(crate) struct UnitSetup {
     pub(crate) config: NodeSpec,
     pub(crate) dropin: Option<String>,
+    /// (file name in /etc/vipd, contents, mode).
+    pub(crate) files: Vec<(String, String, u32)>,
 }
 
 impl UnitSetup {
@@ -125,11 +128,19 @@ impl UnitSetup {
         Self {
             config,
             dropin: None,
+            files: Vec::new(),
         }
     }
 
     pub(crate) fn dropin(mut self, text: &str) -> Self {
         self.dropin = Some(text.to_owned());
+        self
+    }
+
+    /// An executable `/bin/sh` script `/etc/vipd/NAME`.
+    pub(crate) fn script(mut self, name: &str, body: &str) -> Self {
+        self.files
+            .push((name.to_owned(), format!("#!/bin/sh\n{body}\n"), 0o755));
         self
     }
 }
@@ -454,6 +465,11 @@ fn stage(staging: &Path, setup: &UnitSetup) {
         std::os::unix::fs::symlink(&from, units.join(unit)).expect("link journald unit");
     }
     fs::write(etc.join("vipd.toml"), render(&setup.config, &etc)).expect("stage config");
+    for (name, text, mode) in &setup.files {
+        let path = etc.join(name);
+        fs::write(&path, text).expect("stage file");
+        fs::set_permissions(&path, fs::Permissions::from_mode(*mode)).expect("chmod file");
+    }
 }
 
 /// The configuration of `spec` as it sits in `/etc/vipd`, with the unit's
