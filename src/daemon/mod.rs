@@ -54,7 +54,7 @@ mod state;
 mod supervisor;
 mod vips;
 
-pub use reload::{plan as reload_plan, ReloadError, ReloadPlan, ReloadSummary};
+pub use reload::{plan as reload_plan, Change, ReloadError, ReloadPlan, ReloadSummary, Update};
 
 use std::collections::BTreeMap;
 use std::future::Future;

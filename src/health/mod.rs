@@ -40,6 +40,7 @@
 //! What it may not touch: the election (it only produces `Health`), sockets that
 //! carry adverts, and the VIPs themselves.
 
+mod carry;
 pub mod notify;
 
 use std::fmt::Write as _;

@@ -139,11 +139,14 @@ pub struct SocketCounters {
 enum SocketKey {
     Multicast {
         interface: String,
+        /// An interface re-created under its name gets a socket of its own.
+        ifindex: u32,
         group: IpAddr,
         port: u16,
     },
     Unicast {
         interface: String,
+        ifindex: u32,
         ipv6: bool,
         port: u16,
     },
@@ -225,12 +228,14 @@ impl Transports {
         let key = if unicast {
             SocketKey::Unicast {
                 interface: endpoint.interface.clone(),
+                ifindex: endpoint.ifindex,
                 ipv6: endpoint.peers.iter().any(IpAddr::is_ipv6),
                 port: endpoint.port,
             }
         } else {
             SocketKey::Multicast {
                 interface: endpoint.interface.clone(),
+                ifindex: endpoint.ifindex,
                 group: endpoint.multicast_group,
                 port: endpoint.port,
             }
