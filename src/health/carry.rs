@@ -16,7 +16,7 @@ use super::Tracker;
 
 impl Tracker {
     /// Takes over from `old` the state of every check this tracker still has.
-    pub fn carry_over(&mut self, old: &Tracker) {
+    pub fn carry_over(&mut self, old: &Self) {
         for (script, counted) in &mut self.scripts {
             if let Some((_, was)) = old.scripts.iter().find(|(s, _)| s.name == script.name) {
                 counted.good = was.good;
