@@ -299,10 +299,12 @@ fn an_interface_recreated_under_its_name_is_picked_up_without_a_restart() {
         "[reload] n1 master again {} ms after its eth0 came back",
         ms(took)
     );
+    let log = daemons[0].log();
     assert!(
-        daemons[0].log().contains("re-created"),
-        "n1 logged the new index"
+        log.contains("from=master to=fault"),
+        "n1 was in fault while its interface was gone"
     );
+    assert!(log.contains("re-created"), "n1 logged the new index");
     assert!(lab.client.ping(&vip), "the client reaches the VIP again");
 
     // The backup's interface: it hears the master again and stays backup.
