@@ -31,10 +31,12 @@
 //! - `supervisor.rs`: starts, stops and reloads instance tasks; answers control
 //!   requests; the watchdog.
 //! - `instance/`: one instance task (one `now` per wake-up) and its status
-//!   snapshot.
+//!   snapshot; `instance/update.rs`: a reload's changes taken in place, and
+//!   the interface re-created under its name.
 //! - `vips.rs`: the VIP worker (claims, releases, announcement bursts) and the
 //!   marked-address sweeps.
-//! - `reload.rs`: the pure reload plan, unit-tested without root.
+//! - `reload.rs`: the pure reload plan (keep, update in place, restart, stop,
+//!   start), unit-tested without root.
 //! - `state.rs`: the state directory (boot id, drain records).
 //!
 //! The daemon is the only part of vipd that reads the clock, spawns tasks or
