@@ -227,8 +227,21 @@ fn each_kind_of_reload_loses_no_probe_and_moves_no_master() {
             r.kind, r.detail, r.applied
         );
     }
+
+    // The hooks changed in place serve the next transitions: a drain of n1
+    // runs the new hook ("b") on both nodes.
+    let out = daemons[0].cli(&["drain", "--wait"]);
+    assert!(out.status.success(), "drain n1: {}", output_text(&out));
+    wait_until(
+        "the new hook ran for both nodes' transitions",
+        Duration::from_secs(10),
+        || {
+            let hooks = fs::read_to_string(&hooks_log).unwrap_or_default();
+            hooks.contains("b db master backup") && hooks.contains("b db backup master")
+        },
+    );
     let hooks = fs::read_to_string(&hooks_log).unwrap_or_default();
-    eprintln!("[reload] hooks run: {}", hooks.lines().count());
+    eprintln!("[reload] hooks run:\n{}", hooks.trim_end());
 }
 
 /// Deletes node `i`'s `eth0` (its veth, from the switch side) and makes it
