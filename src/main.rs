@@ -42,6 +42,9 @@ enum Cmd {
     /// Make this node master now.
     Promote(cli::PromoteArgs),
     /// Reload the running daemon's configuration.
+    ///
+    /// Exits 1 when the reload is refused (nothing changed), 2 when it was
+    /// applied but an instance failed to start.
     Reload(cli::ReloadArgs),
     /// Remove the VIPs a dead daemon left (the unit's ExecStopPost).
     ///

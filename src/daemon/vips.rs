@@ -100,6 +100,15 @@ pub(super) enum VipOp {
     Reclaim(Option<Vip>),
     /// Read the link state again and report it.
     CheckLink,
+    /// A reload changed the VIP set: release the removed VIPs if held, and
+    /// while claimed, claim the added ones and announce again.
+    SetVips(Vec<Vip>),
+    /// A reload changed the announcement settings: a running schedule starts
+    /// again with them.
+    SetAnnounce(AnnounceConfig),
+    /// The interface was re-created under its name with this index: the VIPs
+    /// and announcements go there from now on.
+    Rebind(u32),
     Stop,
 }
 
@@ -113,6 +122,8 @@ pub(super) struct VipWorker {
     pub(super) netlink: Netlink,
     pub(super) held: Held,
     pub(super) back: mpsc::UnboundedSender<WorkerReport>,
+    /// Between a claim and a release: the VIPs belong on the interface.
+    pub(super) claimed: bool,
 }
 
 impl VipWorker {
@@ -121,6 +132,7 @@ impl VipWorker {
         while let Some(op) = ops.recv().await {
             match op {
                 VipOp::Claim => {
+                    self.claimed = true;
                     for vip in self.vips.clone() {
                         self.claim(vip).await;
                     }
@@ -133,27 +145,12 @@ impl VipWorker {
                     }
                 }
                 VipOp::Release => {
+                    self.claimed = false;
                     if let Some(task) = announcing.take() {
                         task.abort();
                     }
                     for vip in self.vips.clone() {
-                        match self
-                            .netlink
-                            .release(self.ifindex, vip.addr, vip.prefix_len)
-                            .await
-                        {
-                            Ok(Released::Removed) => {
-                                self.set_held(vip, false);
-                                tracing::info!(instance = %self.instance, vip = %vip, "released VIP");
-                            }
-                            Ok(Released::LeftAlone) => {
-                                self.set_held(vip, false);
-                                left_alone(&self.instance, vip, &self.interface);
-                            }
-                            Err(e) => {
-                                tracing::error!(instance = %self.instance, vip = %vip, error = %error_chain(&e), "releasing VIP")
-                            }
-                        }
+                        self.release(vip, "released VIP").await;
                     }
                 }
                 VipOp::Reclaim(one) => {
@@ -183,19 +180,101 @@ impl VipWorker {
                     Ok(link) if link.index == self.ifindex => {
                         let _ = self.back.send(WorkerReport::LinkUp(link.up));
                     }
-                    Ok(_) => {
-                        tracing::error!(instance = %self.instance, interface = %self.interface, "the interface was replaced (new index); reload or restart vipd");
-                        let _ = self.back.send(WorkerReport::LinkUp(false));
+                    Ok(link) => {
+                        let _ = self.back.send(WorkerReport::Replaced {
+                            ifindex: link.index,
+                            up: link.up,
+                        });
                     }
                     Err(e) => {
                         tracing::error!(instance = %self.instance, error = %error_chain(&e), "re-reading the link");
                     }
                 },
+                VipOp::SetVips(vips) => self.set_vips(vips, &mut announcing).await,
+                VipOp::SetAnnounce(cfg) => {
+                    self.announce = cfg;
+                    if announcing.is_some() {
+                        self.start_announcing(&mut announcing);
+                    }
+                }
+                VipOp::Rebind(ifindex) => {
+                    self.ifindex = ifindex;
+                    self.announcer = None;
+                    // The addresses went with the old link.
+                    for vip in self.vips.clone() {
+                        self.set_held(vip, false);
+                    }
+                }
                 VipOp::Stop => break,
             }
         }
         if let Some(task) = announcing.take() {
             task.abort();
+        }
+    }
+
+    /// A reload's new VIP set: only the added and removed VIPs are touched.
+    /// While claimed, the added ones are claimed and the whole set announced
+    /// again (a burst and its repeat; harmless for the VIPs that stayed) if
+    /// the announcements are running (not on a master's way out).
+    async fn set_vips(&mut self, vips: Vec<Vip>, announcing: &mut Option<JoinHandle<()>>) {
+        let removed: Vec<Vip> = self
+            .vips
+            .iter()
+            .filter(|v| !vips.contains(v))
+            .copied()
+            .collect();
+        let added: Vec<Vip> = vips
+            .iter()
+            .filter(|v| !self.vips.contains(v))
+            .copied()
+            .collect();
+        self.vips = vips;
+        for vip in removed {
+            let held = self
+                .held
+                .lock()
+                .map(|h| h.get(&vip).copied().unwrap_or(false))
+                .unwrap_or(true);
+            if held || self.claimed {
+                self.release(vip, "released VIP (removed by reload)").await;
+            }
+            if let Ok(mut held) = self.held.lock() {
+                held.remove(&vip);
+            }
+        }
+        for vip in &added {
+            self.set_held(*vip, false);
+        }
+        if self.claimed && !added.is_empty() {
+            for vip in added {
+                self.claim(vip).await;
+            }
+            if announcing.is_some() {
+                self.start_announcing(announcing);
+            }
+        }
+    }
+
+    /// Removes one VIP from the interface (unless it is an administrator's),
+    /// logging `what` when it went.
+    async fn release(&self, vip: Vip, what: &str) {
+        match self
+            .netlink
+            .release(self.ifindex, vip.addr, vip.prefix_len)
+            .await
+        {
+            Ok(Released::Removed) => {
+                self.set_held(vip, false);
+                tracing::info!(instance = %self.instance, vip = %vip, "{what}");
+            }
+            Ok(Released::LeftAlone) => {
+                self.set_held(vip, false);
+                left_alone(&self.instance, vip, &self.interface);
+            }
+            Err(e) => {
+                tracing::error!(instance = %self.instance, vip = %vip, error = %error_chain(&e), "releasing VIP")
+            }
         }
     }
 

@@ -35,11 +35,13 @@
 //! fault for ever.
 //!
 //! [`notify`] runs the operator's hooks on each transition, in order, under a
-//! timeout; it shares [`run_command`] with the track scripts.
+//! timeout; it shares [`run_command`] with the track scripts. `carry.rs` carries
+//! a tracker's state across a reload ([`Tracker::carry_over`]).
 //!
 //! What it may not touch: the election (it only produces `Health`), sockets that
 //! carry adverts, and the VIPs themselves.
 
+mod carry;
 pub mod notify;
 
 use std::fmt::Write as _;
