@@ -43,6 +43,8 @@ enum Cmd {
     Promote(cli::PromoteArgs),
     /// Reload the running daemon's configuration.
     Reload(cli::ReloadArgs),
+    /// Print each state change as a JSON line as it happens, until interrupted.
+    Events(cli::EventsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
             Cmd::Undrain(args) => cli::undrain(args).await,
             Cmd::Promote(args) => cli::promote(args).await,
             Cmd::Reload(args) => cli::reload(args).await,
+            Cmd::Events(args) => cli::events(args).await,
         }
     });
     match result {

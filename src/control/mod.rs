@@ -39,7 +39,7 @@ pub mod server;
 
 pub use client::call;
 pub use protocol::*;
-pub use server::{bind, lookup_group, serve, serve_with, ServeOptions};
+pub use server::{bind, lookup_group, serve, serve_with, serve_with_events, ServeOptions};
 
 /// Why the control socket could not be set up or used. Every variant names the
 /// socket (or group) concerned.

@@ -49,6 +49,7 @@
 //! hanging hook ever stands between the instance task and its next advert.
 
 mod instance;
+mod metrics_endpoint;
 mod reload;
 mod state;
 mod supervisor;
@@ -69,8 +70,10 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::{self, ConfigError};
 use crate::control::{self, ControlError};
+use crate::metrics::Metrics;
 use crate::net::netlink::{self, NetEvent, Netlink, NetlinkError};
 use crate::net::transport::{TransportError, Transports};
+use metrics_endpoint::MetricsEndpoint;
 use state::StateDir;
 use supervisor::{start_watchdog, Shared, Supervisor};
 use vips::{release_marked, remove_stale_vips};
@@ -83,6 +86,8 @@ pub(crate) const INSTANCE_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) const SHUTDOWN_SLACK: Duration = Duration::from_secs(2);
 /// Queued messages per instance from the main loop.
 pub(crate) const INSTANCE_QUEUE: usize = 32;
+/// State changes a `vipd events` subscriber may fall behind before it is dropped.
+pub(crate) const EVENT_QUEUE: usize = 256;
 
 /// Why the daemon could not start (or had to stop), naming what and where.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +129,13 @@ pub enum DaemonError {
         path: PathBuf,
         #[source]
         source: ControlError,
+    },
+    /// The metrics endpoint (`[node] metrics_listen`) could not be bound.
+    #[error("metrics_listen {addr}: cannot listen there")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: io::Error,
     },
     /// A signal handler could not be installed.
     #[error("installing the {what} signal handler")]
@@ -184,6 +196,8 @@ pub async fn run(
         net_events: net_tx,
         states: Mutex::new(BTreeMap::new()),
         sync: watch::Sender::new(BTreeMap::new()),
+        metrics: Arc::new(Metrics::new(supervisor::unix_now())),
+        events: broadcast::channel(EVENT_QUEUE).0,
     });
 
     let mut daemon = Supervisor {
@@ -215,7 +229,18 @@ pub async fn run(
                 },
             ),
         };
-    let listener = match listener {
+    let listener = listener.and_then(|l| {
+        let endpoint = match config.node.metrics_listen {
+            Some(addr) => Some(MetricsEndpoint::start(
+                addr,
+                Arc::clone(&shared),
+                Arc::clone(&daemon.registry),
+            )?),
+            None => None,
+        };
+        Ok((l, endpoint))
+    });
+    let (listener, metrics_endpoint) = match listener {
         Ok(l) => l,
         Err(e) => {
             daemon.stop_all().await;
@@ -239,9 +264,16 @@ pub async fn run(
     };
     let (ctl_tx, mut ctl_rx) = mpsc::channel(16);
     let (stop_ctl_tx, stop_ctl_rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(control::serve(listener, ctl_tx, gid, async move {
-        let _ = stop_ctl_rx.await;
-    }));
+    let server = tokio::spawn(control::serve_with_events(
+        listener,
+        ctl_tx,
+        Some(shared.events.clone()),
+        gid,
+        async move {
+            let _ = stop_ctl_rx.await;
+        },
+        control::ServeOptions::default(),
+    ));
     let watchdog = start_watchdog(Arc::clone(&daemon.registry));
 
     notify(&[sd_notify::NotifyState::Ready]);
@@ -270,6 +302,9 @@ pub async fn run(
     }
     let _ = stop_ctl_tx.send(());
     daemon.stop_all().await;
+    if let Some(endpoint) = metrics_endpoint {
+        endpoint.stop().await;
+    }
     // Whatever an instance could not release (a task that had to be aborted), and
     // anything else carrying our marker, goes now: never leave a VIP unmanaged.
     release_marked(&netlink).await;

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use super::error_chain;
 use super::instance::WorkerReport;
 use crate::config::{AnnounceConfig, InstanceConfig, Vip};
+use crate::metrics::InstanceMetrics;
 use crate::net::announce::Announcer;
 use crate::net::netlink::Netlink;
 
@@ -103,6 +104,8 @@ pub(super) struct VipWorker {
     pub(super) netlink: Netlink,
     pub(super) held: Held,
     pub(super) back: mpsc::UnboundedSender<WorkerReport>,
+    /// Counts the announcements sent.
+    pub(super) metrics: Arc<InstanceMetrics>,
 }
 
 impl VipWorker {
@@ -234,6 +237,7 @@ impl VipWorker {
             Duration::ZERO,
             &self.instance,
             "re-announce",
+            &self.metrics,
         )
         .await;
     }
@@ -248,7 +252,10 @@ impl VipWorker {
         let addrs: Vec<IpAddr> = self.vips.iter().map(|v| v.addr).collect();
         let cfg = self.announce.clone();
         let instance = self.instance.clone();
-        *announcing = Some(tokio::spawn(announce_loop(announcer, addrs, cfg, instance)));
+        let metrics = Arc::clone(&self.metrics);
+        *announcing = Some(tokio::spawn(announce_loop(
+            announcer, addrs, cfg, instance, metrics,
+        )));
     }
 }
 
@@ -259,6 +266,7 @@ async fn announce_loop(
     addrs: Vec<IpAddr>,
     cfg: AnnounceConfig,
     instance: String,
+    metrics: Arc<InstanceMetrics>,
 ) {
     let start = tokio::time::Instant::now();
     burst(
@@ -268,6 +276,7 @@ async fn announce_loop(
         cfg.interval,
         &instance,
         "first",
+        &metrics,
     )
     .await;
     if let Some(after) = cfg.repeat_after {
@@ -279,13 +288,23 @@ async fn announce_loop(
             cfg.interval,
             &instance,
             "second",
+            &metrics,
         )
         .await;
     }
     if let Some(refresh) = cfg.refresh {
         loop {
             tokio::time::sleep(refresh).await;
-            burst(&announcer, &addrs, 1, cfg.interval, &instance, "refresh").await;
+            burst(
+                &announcer,
+                &addrs,
+                1,
+                cfg.interval,
+                &instance,
+                "refresh",
+                &metrics,
+            )
+            .await;
         }
     }
 }
@@ -297,6 +316,7 @@ async fn burst(
     spacing: Duration,
     instance: &str,
     which: &str,
+    metrics: &InstanceMetrics,
 ) {
     let mut sent = 0u32;
     let mut failed = 0u32;
@@ -306,7 +326,10 @@ async fn burst(
         }
         for addr in addrs {
             match announcer.announce(*addr) {
-                Ok(()) => sent += 1,
+                Ok(()) => {
+                    sent += 1;
+                    metrics.announced(*addr);
+                }
                 Err(e) => {
                     failed += 1;
                     if failed == 1 {

@@ -12,6 +12,7 @@
 //! the reason; the same in `VIPD_INSTANCE`, `VIPD_STATE`, `VIPD_PREVIOUS_STATE`
 //! and `VIPD_REASON`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -20,6 +21,7 @@ use tokio::task::JoinHandle;
 use crate::config::NotifyConfig;
 use crate::election::State;
 use crate::health::{run_command, RunOutcome};
+use crate::metrics::InstanceMetrics;
 
 /// One queued transition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,8 +39,9 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// Starts the hook task (none when no hook is configured).
-    pub fn start(instance: String, cfg: NotifyConfig) -> Self {
+    /// Starts the hook task (none when no hook is configured); each run is
+    /// counted in `metrics`.
+    pub fn start(instance: String, cfg: NotifyConfig, metrics: Arc<InstanceMetrics>) -> Self {
         if cfg.is_empty() {
             return Self {
                 tx: None,
@@ -46,7 +49,7 @@ impl Notifier {
             };
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(instance, cfg, rx));
+        let task = tokio::spawn(run(instance, cfg, rx, metrics));
         Self {
             tx: Some(tx),
             task: Some(task),
@@ -84,7 +87,12 @@ impl Notifier {
     }
 }
 
-async fn run(instance: String, cfg: NotifyConfig, mut rx: mpsc::UnboundedReceiver<Event>) {
+async fn run(
+    instance: String,
+    cfg: NotifyConfig,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    metrics: Arc<InstanceMetrics>,
+) {
     while let Some(event) = rx.recv().await {
         let own = match event.to.as_str() {
             "master" => &cfg.master,
@@ -117,6 +125,12 @@ async fn run(instance: String, cfg: NotifyConfig, mut rx: mpsc::UnboundedReceive
             let started = Instant::now();
             let outcome = run_command(argv, false, &args, &env, cfg.timeout).await;
             let took_ms = started.elapsed().as_millis();
+            let result = match outcome {
+                RunOutcome::Success => "success",
+                RunOutcome::Failed(_) => "failure",
+                RunOutcome::TimedOut(_) => "timeout",
+            };
+            metrics.hook_ran(which, result);
             match outcome {
                 RunOutcome::Success => {
                     tracing::info!(%instance, hook = which, state = %event.to, previous = %event.from, took_ms, "notify hook ran")
