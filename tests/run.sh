@@ -7,8 +7,10 @@
 # 1. as root, installs what the tests run and are missing (apt-get update first,
 #    then apt-get install --no-install-recommends): iproute2 (ip, bridges,
 #    namespaces), iputils-ping (ping), arping, nftables (nft, tests/guard.rs),
-#    procps (sysctl), util-linux (setpriv, tests/control.rs) and python3-minimal
-#    (a unit test of src/control.rs talks to the socket as another user);
+#    procps (sysctl), util-linux (setpriv, tests/control.rs), python3-minimal
+#    (a unit test of src/control.rs talks to the socket as another user),
+#    prometheus (prometheus and promtool, tests/metrics.rs) and curl (its HTTP
+#    requests inside the lab's namespaces);
 # 2. checks that cargo is there;
 # 3. runs `cargo test --release "$@"`.
 #
@@ -29,6 +31,9 @@ declare -A package_of=(
     [sysctl]=procps
     [setpriv]=util-linux
     [/usr/bin/python3]=python3-minimal
+    [prometheus]=prometheus
+    [promtool]=prometheus
+    [curl]=curl
 )
 missing=()
 has() { # a user's PATH on Debian lacks the sbin directories, where ip and nft live

@@ -27,6 +27,37 @@ pub struct Snapshot {
 
 /// The OpenMetrics content type of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the classic Prometheus text format ([`to_classic_text`]).
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// [`render`]'s OpenMetrics text in the classic Prometheus text format (0.0.4),
+/// for clients that do not ask for OpenMetrics (`curl`, `promtool check
+/// metrics`): a counter family is named with its `_total` suffix, as its
+/// samples are, and there is no `# EOF`. The samples are the same.
+pub fn to_classic_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut lines = openmetrics.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line == "# EOF" {
+            continue;
+        }
+        if let Some(help) = line.strip_prefix("# HELP ") {
+            let name = help.split(' ').next().unwrap_or_default();
+            let counter = format!("# TYPE {name} counter");
+            if lines.peek() == Some(&counter.as_str()) {
+                let text = &help[name.len()..];
+                out.push_str(&format!(
+                    "# HELP {name}_total{text}\n# TYPE {name}_total counter\n"
+                ));
+                lines.next();
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
 
 /// The exposition text of `metrics` and `snapshot`, with the process's own
 /// metrics (`process`).
@@ -543,5 +574,35 @@ impl Reading {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_text_names_counters_with_their_suffix() {
+        let om = "# HELP a_x Things.\n# TYPE a_x counter\na_x_total{k=\"v\"} 3\n# HELP b Level.\n# TYPE b gauge\nb 1.0\n# EOF\n";
+        assert_eq!(
+            to_classic_text(om),
+            "# HELP a_x_total Things.\n# TYPE a_x_total counter\na_x_total{k=\"v\"} 3\n# HELP b Level.\n# TYPE b gauge\nb 1.0\n"
+        );
+    }
+
+    #[test]
+    fn an_empty_daemon_renders_the_node_families() {
+        let metrics = Metrics::new(1_700_000_000.0);
+        let _ = metrics.instance("db");
+        let text = render(&metrics, Snapshot::default(), ProcessStats::default());
+        assert!(
+            text.contains("vipd_config_last_reload_successful 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vipd_adverts_rejected_total{instance_name=\"db\",reason=\"bad_ttl\"} 0"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

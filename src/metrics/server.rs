@@ -1,6 +1,7 @@
 //! The metrics endpoint: HTTP/1 (hyper) on the daemon's runtime. `GET /metrics`
-//! (or `HEAD`) answers the exposition; any other path is 404, any other method
-//! on `/metrics` 405.
+//! (or `HEAD`) answers the exposition, in OpenMetrics when the client accepts
+//! it (Prometheus does) and else in the classic text format; any other path is
+//! 404, any other method on `/metrics` 405.
 //!
 //! A client can neither stall nor crash it: at most [`ServerLimits::max_connections`]
 //! connections at once (more are closed at accept), the request head must
@@ -29,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::exposition::CONTENT_TYPE as EXPOSITION_TYPE;
+use super::exposition::{to_classic_text, CLASSIC_CONTENT_TYPE, CONTENT_TYPE as OPENMETRICS_TYPE};
 
 /// The bounds of [`serve`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,7 +137,19 @@ where
             return response;
         }
     };
+    // Prometheus asks for OpenMetrics; curl and promtool get the classic format.
+    let openmetrics = request
+        .headers()
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
     let text = render().await;
+    let (text, content_type) = if openmetrics {
+        (text, OPENMETRICS_TYPE)
+    } else {
+        (to_classic_text(&text), CLASSIC_CONTENT_TYPE)
+    };
     let mut response = Response::new(Full::new(if head {
         Bytes::new()
     } else {
@@ -144,7 +157,7 @@ where
     }));
     response
         .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(EXPOSITION_TYPE));
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -191,12 +204,19 @@ mod tests {
         ));
         let ok = exchange(
             addr,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text; version=1.0.0\r\nConnection: close\r\n\r\n",
         )
         .await;
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
         assert!(ok.contains("application/openmetrics-text"), "{ok}");
         assert!(ok.ends_with("vipd_x 1\n# EOF\n"), "{ok}");
+        let classic = exchange(
+            addr,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(classic.contains("text/plain; version=0.0.4"), "{classic}");
+        assert!(classic.ends_with("vipd_x 1\n"), "{classic}");
         let missing = exchange(
             addr,
             "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
