@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::instance::InstanceMsg;
 use super::supervisor::{Registry, Shared};
-use super::{DaemonError, INSTANCE_ANSWER_TIMEOUT};
+use super::INSTANCE_ANSWER_TIMEOUT;
 use crate::metrics::process::ProcessStats;
 use crate::metrics::server::{serve, ServerLimits};
 use crate::metrics::{exposition, Snapshot};
@@ -30,16 +30,15 @@ pub(super) struct MetricsEndpoint {
 }
 
 impl MetricsEndpoint {
-    /// Binds `addr` (an error names it) and serves until stopped.
+    /// Binds `addr` and serves until stopped.
     pub(super) fn start(
         addr: SocketAddr,
         shared: Arc<Shared>,
         registry: Registry,
-    ) -> Result<Self, DaemonError> {
-        let bind_error = |source: io::Error| DaemonError::Metrics { addr, source };
-        let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
-        listener.set_nonblocking(true).map_err(bind_error)?;
-        let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_error)?;
+    ) -> io::Result<Self> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         let (stop, stopped) = oneshot::channel::<()>();
         let render = move || {
             let shared = Arc::clone(&shared);

@@ -229,17 +229,21 @@ pub async fn run(
                 },
             ),
         };
-    let listener = listener.and_then(|l| {
-        let endpoint = match config.node.metrics_listen {
-            Some(addr) => Some(MetricsEndpoint::start(
-                addr,
-                Arc::clone(&shared),
-                Arc::clone(&daemon.registry),
-            )?),
-            None => None,
-        };
-        Ok((l, endpoint))
-    });
+    // The metrics endpoint, if configured, once the control socket is bound.
+    let listener = match (listener, config.node.metrics_listen) {
+        (Ok(l), Some(addr)) => {
+            match MetricsEndpoint::start(addr, Arc::clone(&shared), Arc::clone(&daemon.registry)) {
+                Ok(endpoint) => Ok((l, Some(endpoint))),
+                Err(source) => {
+                    drop(l);
+                    let _ = std::fs::remove_file(&control_path);
+                    Err(DaemonError::Metrics { addr, source })
+                }
+            }
+        }
+        (Ok(l), None) => Ok((l, None)),
+        (Err(e), _) => Err(e),
+    };
     let (listener, metrics_endpoint) = match listener {
         Ok(l) => l,
         Err(e) => {
