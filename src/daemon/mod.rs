@@ -30,8 +30,10 @@
 //!   socket), the main loop (signals, control requests), shutdown.
 //! - `supervisor.rs`: starts, stops and reloads instance tasks; answers control
 //!   requests; the watchdog.
-//! - `instance/`: one instance task (one `now` per wake-up) and its status
-//!   snapshot.
+//! - `instance/`: one instance task (one `now` per wake-up), its status
+//!   snapshot, and its telemetry (history, `vipd events`, metrics).
+//! - `metrics_endpoint.rs`: `[node] metrics_listen`: the `GET /metrics` server
+//!   and the status snapshot each scrape takes.
 //! - `vips.rs`: the VIP worker (claims, releases, announcement bursts) and the
 //!   marked-address sweeps.
 //! - `reload.rs`: the pure reload plan, unit-tested without root.
