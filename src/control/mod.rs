@@ -1,6 +1,8 @@
 //! The control socket protocol: one JSON object per line, each way.
 //!
-//! A client writes one [`RequestEnvelope`] line and reads one [`Response`] line.
+//! A client writes one [`RequestEnvelope`] line and reads one [`Response`] line;
+//! only [`Request::Events`] is answered with a stream of lines (`vipd events`,
+//! [`client::subscribe_events`]), served by [`serve_with_events`].
 //! The envelope carries [`PROTOCOL_VERSION`]; a daemon answers an unknown version
 //! with an error instead of guessing.
 //!

@@ -591,6 +591,35 @@ mod tests {
     }
 
     #[test]
+    fn checks_hooks_and_announcements_are_rendered_per_instance() {
+        let metrics = Metrics::new(1.0);
+        let db = metrics.instance("db");
+        db.check_took("script:pg", std::time::Duration::from_millis(250));
+        db.set_checks(vec![
+            ("script:pg".into(), Some(false)),
+            ("guard".into(), None),
+        ]);
+        db.hook_ran("master", "timeout");
+        db.announced("2001:db8::1".parse().expect("an address"));
+        let text = to_classic_text(&render(
+            &metrics,
+            Snapshot::default(),
+            ProcessStats::default(),
+        ));
+        for line in [
+            "vipd_check_up{instance_name=\"db\",check=\"script:pg\"} 0.0",
+            "vipd_check_duration_seconds{instance_name=\"db\",check=\"script:pg\"} 0.25",
+            "vipd_hook_runs_total{instance_name=\"db\",hook=\"master\",result=\"timeout\"} 1",
+            "vipd_announcements_sent_total{instance_name=\"db\",kind=\"na\"} 1",
+            "# TYPE vipd_hook_runs_total counter",
+        ] {
+            assert!(text.contains(line), "{line} missing in:\n{text}");
+        }
+        assert!(!text.contains("check=\"guard\"} "), "no result yet: {text}");
+        assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
     fn an_empty_daemon_renders_the_node_families() {
         let metrics = Metrics::new(1_700_000_000.0);
         let _ = metrics.instance("db");

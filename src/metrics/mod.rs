@@ -270,9 +270,11 @@ impl InstanceMetrics {
         *hooks.entry((hook.to_owned(), result)).or_default() += 1;
     }
 
-    /// The checks as they stand now (called when a check result came in).
-    pub fn set_checks(&self, checks: impl IntoIterator<Item = (String, Option<bool>)>) {
+    /// The checks as they stand now (called when a check result came in);
+    /// checks no longer listed (a reload removed them) are forgotten.
+    pub fn set_checks(&self, checks: Vec<(String, Option<bool>)>) {
         let mut map = self.checks.lock().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|name, _| checks.iter().any(|(n, _)| n == name));
         for (name, up) in checks {
             map.entry(name).or_default().up = up;
         }
