@@ -19,6 +19,8 @@
 //! - [`daemon`]: the tokio driver and the only place that reads the clock or owns
 //!   tasks: `run`, the supervisor of instances, the instance loop (one `now` per
 //!   wake-up), the VIP worker, the reload plan and the state directory.
+//! - [`metrics`]: the Prometheus families, the counters the daemon bumps, and
+//!   the `GET /metrics` endpoint.
 //!
 //! The binary (`src/main.rs`, `src/cli.rs`) is the edge: clap, tracing set-up,
 //! `anyhow` for errors, and the control commands' output.
@@ -34,5 +36,6 @@ pub mod control;
 pub mod daemon;
 pub mod election;
 pub mod health;
+pub mod metrics;
 pub mod net;
 pub mod wire;

@@ -52,6 +52,8 @@ enum Cmd {
     /// on the interfaces the configuration names (every interface when the
     /// configuration does not load). Refuses while a daemon runs; idempotent.
     Cleanup(ConfigArg),
+    /// Print each state change as a JSON line as it happens, until interrupted.
+    Events(cli::EventsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
             Cmd::Promote(args) => cli::promote(args).await,
             Cmd::Reload(args) => cli::reload(args).await,
             Cmd::Cleanup(args) => cleanup(&args.config).await,
+            Cmd::Events(args) => cli::events(args).await,
         }
     });
     match result {

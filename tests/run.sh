@@ -9,8 +9,10 @@
 #    namespaces), iputils-ping (ping), arping, nftables (nft, tests/guard.rs),
 #    procps (sysctl), util-linux (setpriv, tests/control.rs; unshare and
 #    nsenter, tests/systemd.rs), python3-minimal (a unit test of src/control.rs
-#    talks to the socket as another user) and systemd (tests/systemd.rs boots it
-#    in namespaces of its own to run systemd/vipd.service; it need not be PID 1);
+#    talks to the socket as another user), systemd (tests/systemd.rs boots it
+#    in namespaces of its own to run systemd/vipd.service; it need not be PID 1),
+#    prometheus (prometheus and promtool, tests/metrics.rs) and curl (its HTTP
+#    requests inside the lab's namespaces);
 # 2. checks that cargo is there;
 # 3. runs `cargo test --release "$@"`.
 #
@@ -35,6 +37,9 @@ declare -A package_of=(
     [nsenter]=util-linux
     [/lib/systemd/systemd]=systemd
     [systemd-analyze]=systemd
+    [prometheus]=prometheus
+    [promtool]=prometheus
+    [curl]=curl
 )
 missing=()
 has() { # a user's PATH on Debian lacks the sbin directories, where ip and nft live
