@@ -13,11 +13,19 @@
 //!   and announces an added VIP and releases a removed one, the others stay
 //!   as they are; a backup just takes the new set); announcement settings;
 //!   notify hooks; track scripts, interfaces and files; the guard; the sync
-//!   group. Health checks that did not change keep their state, so nothing
-//!   flaps.
-//! - A change of `interface`, `group` or the advert transport (`port`,
-//!   `multicast_group`, `peers`: another socket) **restarts** the instance:
-//!   stopped make-before-break (like a drain), then started again.
+//!   group; the advert transport: a new unicast `peers` list within one
+//!   address family stays on the same socket with a new source filter and
+//!   destinations ([`Change::Peers`]), a new `port` or `multicast_group` (or
+//!   another address family) is joined before the old socket is left
+//!   ([`Change::Transport`]); either way peers no longer configured are
+//!   forgotten by the election and added ones are unknown until heard.
+//!   Health checks that did not change keep their state, so nothing flaps.
+//! - A change of `interface` or `group`, or a switch between multicast and
+//!   unicast on the same port and address family (the group address and the
+//!   wildcard address cannot both be bound to one port without
+//!   `SO_REUSEADDR`, which vipd never sets: FIELD-NOTES 22), **restarts** the
+//!   instance: stopped make-before-break (like a drain), then started again.
+//!   With a port change in the same reload, the switch is in place.
 //! - A removed instance is stopped; a new one is started.
 //! - `[node]` keys that shape the whole daemon (name, control socket and
 //!   group, state directory) need a restart of vipd: a reload that changes

@@ -21,6 +21,9 @@
 //! and one per `(interface, address family, port)` for unicast ones. Several
 //! instances (different group ids) share a socket: a receive task reads it and
 //! dispatches each datagram by [`wire::peek_group`] to the subscribed instance.
+//! A reload that changes an instance's transport moves its subscription
+//! ([`Transports::retarget`]): in place when the socket stays the same (new
+//! unicast peers), else make-before-break onto the new socket.
 //!
 //! Every socket is bound to its interface (`SO_BINDTODEVICE`), sends with TTL /
 //! hop limit 255 and receives the TTL / hop limit of each datagram

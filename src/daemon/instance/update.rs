@@ -10,7 +10,12 @@
 //! hooks serve the next transitions; the health checks restart with the
 //! tracker's state carried over for every check that is still configured
 //! ([`Tracker::carry_over`]), so an unchanged check does not flap and a
-//! changed guard keeps its last result until the new check reports.
+//! changed guard keeps its last result until the new check reports. A new
+//! advert transport (`peers`, `port`, `multicast_group`) is taken by
+//! [`crate::net::transport::Transports::retarget`]: the same socket with new
+//! peers, or the new socket joined before the old one is left; then the
+//! election forgets the peers no longer configured (by the source address
+//! each was last heard from).
 //!
 //! Interface re-created (`ip link del` + `ip link add` of the same name): the
 //! old link's removal puts the instance in fault (interface down), as any
