@@ -497,3 +497,56 @@ fn reload_exits_non_zero_naming_an_instance_that_cannot_start() {
     assert!(text.contains("started: web"), "{text}");
     wait_sole_holder(&lab, &vip2, 1, Duration::from_secs(10));
 }
+
+/// A switch between multicast and unicast on the same port is the one
+/// transport change that restarts the instance (the two sockets cannot be
+/// bound at once). Measured, not asserted: during the switch the two nodes
+/// speak different transports, so the restarted master finds no successor it
+/// can hear and the VIP waits for a new master's start-up. The way without a
+/// gap is the port change in the same edit (the table above).
+#[test]
+fn a_multicast_to_unicast_switch_on_the_same_port_restarts_and_is_measured() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new("relmode", 2);
+    let vip = lab.vip4(0);
+    let daemons = start_pair(&lab, &vip);
+    wait_until("n2 is backup and hears n1", Duration::from_secs(10), || {
+        daemons[1]
+            .status_json()
+            .is_some_and(|s| s["instances"][0]["master"]["name"] == "n1")
+    });
+    let prober = Prober::start(&lab.client, &vip, PROBE_EVERY, 2 * PROBES);
+    thread::sleep(Duration::from_millis(400));
+    for i in [2, 1] {
+        let other = lab.node(3 - i).v4.clone();
+        let priority = if i == 1 { 150 } else { 100 };
+        let spec = NodeSpec::new(
+            &format!("n{i}"),
+            InstanceSpec::new(priority).vip(&vip).peers(&[&other]),
+        );
+        daemons[i - 1].rewrite_config(&spec);
+        let said = reload(&daemons[i - 1]);
+        eprintln!("[reload] multicast to unicast, same port: n{i}: {said}");
+        assert!(said.contains("restarted: db"), "{said}");
+    }
+    let result = prober.finish();
+    eprintln!(
+        "[reload] multicast to unicast, same port (restart): {} probes, lost {} ({})",
+        result.sent,
+        result.lost.len(),
+        result.describe_lost(PROBE_EVERY)
+    );
+    wait_until(
+        "one holder again, the nodes hearing each other by unicast",
+        Duration::from_secs(10),
+        || {
+            lab.holders(&vip).len() == 1
+                && daemons[1].status_json().is_some_and(|s| {
+                    s["instances"][0]["peers"][0]["alive"] == true
+                        && s["instances"][0]["master"]["name"].is_string()
+                })
+        },
+    );
+}
