@@ -10,7 +10,9 @@
 //! change no node's state and restart no instance; the lost probes per kind
 //! are printed as a table.
 //!
-//! Also here: the master's interface re-created under its name (a new index)
+//! Also here: a switch from multicast to unicast on the same port (a restart,
+//! measured), a removed peer forgotten and no longer heard, the master's
+//! interface re-created under its name (a new index)
 //! is picked up without a restart, and `vipd reload` exits non-zero, naming
 //! the instance, when an instance of the new file cannot start.
 
@@ -504,8 +506,12 @@ fn reload_exits_non_zero_naming_an_instance_that_cannot_start() {
 /// speak different transports, so the restarted master finds no successor it
 /// can hear and the VIP waits for a new master's start-up. The way without a
 /// gap is the port change in the same edit (the table above).
+///
+/// Then a peer removed by a reload (n1 from n2's list) is forgotten at once
+/// (no longer listed, no longer followed) and its adverts are dropped as from
+/// an unknown source.
 #[test]
-fn a_multicast_to_unicast_switch_on_the_same_port_restarts_and_is_measured() {
+fn a_same_port_multicast_to_unicast_switch_restarts_and_a_removed_peer_is_forgotten() {
     if !require_root() {
         return;
     }
@@ -548,5 +554,38 @@ fn a_multicast_to_unicast_switch_on_the_same_port_restarts_and_is_measured() {
                         && s["instances"][0]["master"]["name"].is_string()
                 })
         },
+    );
+
+    // A peer removed by a reload is forgotten at once and no longer heard:
+    // n2 keeps only an address nobody has.
+    let nobody = lab
+        .node(1)
+        .v4
+        .rsplit_once('.')
+        .map_or_else(|| panic!("an IPv4 address"), |(net, _)| format!("{net}.3"));
+    daemons[1].rewrite_config(&NodeSpec::new(
+        "n2",
+        InstanceSpec::new(100).vip(&vip).peers(&[&nobody]),
+    ));
+    let said = reload(&daemons[1]);
+    eprintln!("[reload] n1 removed from n2's peers: {said}");
+    assert!(said.contains("updated in place: db (peers)"), "{said}");
+    // `vipd status` exits 3 now (no master known), so read its JSON as is.
+    let out = daemons[1].cli(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("n2 status");
+    assert_eq!(
+        status["instances"][0]["master"],
+        serde_json::Value::Null,
+        "the forgotten master is not followed: {status}"
+    );
+    assert_eq!(
+        status["instances"][0]["peers"].as_array().map(Vec::len),
+        Some(0),
+        "n1 forgotten at once: {status}"
+    );
+    wait_until(
+        "n2 rejects n1's adverts as from an unknown source",
+        Duration::from_secs(5),
+        || daemons[1].log().contains("not a configured peer"),
     );
 }
