@@ -2,11 +2,17 @@
 //! client pings it every 2 ms, and both nodes reload, backup first, for each
 //! kind of change a reload may bring — none, notify hooks, a track script, a
 //! track file, announcement settings, the guard, priorities (the master stays
-//! the best), preempt, the advert interval, a VIP added, a VIP removed. Each
-//! step must lose no probe on the VIP that stays and change no node's state;
-//! the lost probes per kind are printed as a table.
+//! the best), preempt, the advert interval, a VIP added, a VIP removed, the
+//! multicast group, the port, a switch from multicast to unicast (with a new
+//! port: on the same port it is a restart, see `daemon::reload`), a peer
+//! added (a third node's address that no node has yet) and removed again,
+//! the unicast port. Each step must lose no probe on the VIP that stays,
+//! change no node's state and restart no instance; the lost probes per kind
+//! are printed as a table.
 //!
-//! Also here: the master's interface re-created under its name (a new index)
+//! Also here: a switch from multicast to unicast on the same port (a restart,
+//! measured), a removed peer forgotten and no longer heard, the master's
+//! interface re-created under its name (a new index)
 //! is picked up without a restart, and `vipd reload` exits non-zero, naming
 //! the instance, when an instance of the new file cannot start.
 
@@ -37,6 +43,14 @@ struct Knobs {
     preempt: bool,
     interval: &'static str,
     vips: Vec<String>,
+    /// Every node's address, for unicast peer lists.
+    node_addrs: Vec<String>,
+    /// `multicast_group` (multicast only); `None`: the default.
+    multicast_group: Option<&'static str>,
+    port: Option<u16>,
+    /// Unicast: each node's peers are the other nodes plus these.
+    unicast: bool,
+    extra_peers: Vec<String>,
 }
 
 impl Knobs {
@@ -62,6 +76,19 @@ impl Knobs {
         for vip in &self.vips {
             instance = instance.vip(vip);
         }
+        if self.unicast {
+            let peers: Vec<&str> = (1..=self.node_addrs.len())
+                .filter(|&i| i != node)
+                .map(|i| self.node_addrs[i - 1].as_str())
+                .chain(self.extra_peers.iter().map(String::as_str))
+                .collect();
+            instance = instance.peers(&peers);
+        } else if let Some(group) = self.multicast_group {
+            instance = instance.extra(&format!("multicast_group = {group:?}"));
+        }
+        if let Some(port) = self.port {
+            instance = instance.extra(&format!("port = {port}"));
+        }
         NodeSpec::new(&format!("n{node}"), instance)
     }
 }
@@ -83,6 +110,13 @@ fn reload(daemon: &Daemon) -> String {
         logs_for_panic()
     );
     text.trim().to_owned()
+}
+
+/// What the steps change to, besides the knobs.
+struct StepNames {
+    vip2: String,
+    /// An address on the link no node has yet.
+    third_node: String,
 }
 
 /// One row of the table.
@@ -123,7 +157,19 @@ fn each_kind_of_reload_loses_no_probe_and_moves_no_master() {
         preempt: true,
         interval: "100ms",
         vips: vec![vip.clone()],
+        node_addrs: (1..=2).map(|i| lab.node(i).v4.clone()).collect(),
+        multicast_group: None,
+        port: None,
+        unicast: false,
+        extra_peers: Vec::new(),
     };
+    // An address on the link that no node has (yet): the "third node" a
+    // peer list gains before that node exists.
+    let third_node = lab
+        .node(1)
+        .v4
+        .rsplit_once('.')
+        .map_or_else(|| panic!("an IPv4 address"), |(net, _)| format!("{net}.3"));
     let daemons: Vec<Daemon> = (1..=2)
         .map(|i| Daemon::start(lab.node(i), knobs.spec(i, &scratch, &witness)))
         .collect();
@@ -136,7 +182,11 @@ fn each_kind_of_reload_loses_no_probe_and_moves_no_master() {
     });
     assert!(lab.client.ping(&vip), "the client reaches the VIP");
 
-    type Step = (&'static str, fn(&mut Knobs, &str));
+    let names = StepNames {
+        vip2: vip2.clone(),
+        third_node,
+    };
+    type Step = (&'static str, fn(&mut Knobs, &StepNames));
     let steps: Vec<Step> = vec![
         ("no change", |_, _| {}),
         ("notify hook", |k, _| {
@@ -152,13 +202,32 @@ fn each_kind_of_reload_loses_no_probe_and_moves_no_master() {
         ("priority", |k, _| k.priorities = [160, 120]),
         ("preempt", |k, _| k.preempt = false),
         ("advert interval", |k, _| k.interval = "200ms"),
-        ("add a VIP", |k, vip2| k.vips.push(vip2.to_owned())),
-        ("remove a VIP", |k, vip2| k.vips.retain(|v| v != vip2)),
+        ("add a VIP", |k, n| k.vips.push(n.vip2.clone())),
+        ("remove a VIP", |k, n| k.vips.retain(|v| *v != n.vip2)),
+        ("multicast group", |k, _| {
+            k.multicast_group = Some("224.0.0.90")
+        }),
+        ("port", |k, _| k.port = Some(5990)),
+        // On one port the two sockets cannot be bound at once (no
+        // SO_REUSEADDR), so a switch on the same port is a restart; with a
+        // port change in the same reload it is make-before-break.
+        ("multicast to unicast, new port", |k, _| {
+            k.unicast = true;
+            k.multicast_group = None;
+            k.port = Some(5991);
+        }),
+        ("add a peer", |k, n| {
+            k.extra_peers.push(n.third_node.clone())
+        }),
+        ("remove a peer", |k, n| {
+            k.extra_peers.retain(|p| *p != n.third_node)
+        }),
+        ("unicast port", |k, _| k.port = Some(5992)),
     ];
 
     let mut rows = Vec::new();
     for (kind, change) in steps {
-        change(&mut knobs, &vip2);
+        change(&mut knobs, &names);
         let before: Vec<usize> = daemons.iter().map(state_changes).collect();
         let prober = Prober::start(&lab.client, &vip, PROBE_EVERY, PROBES);
         thread::sleep(Duration::from_millis(400));
@@ -166,6 +235,10 @@ fn each_kind_of_reload_loses_no_probe_and_moves_no_master() {
         for i in [2, 1] {
             daemons[i - 1].rewrite_config(&knobs.spec(i, &scratch, &witness));
             let said = reload(&daemons[i - 1]);
+            assert!(
+                !said.contains("restarted: db"),
+                "{kind}: n{i} restarted the instance: {said}"
+            );
             let _ = write!(applied, "n{i}: {said}; ");
             eprintln!("[reload] {kind}: n{i}: {said}");
         }
@@ -207,6 +280,23 @@ fn each_kind_of_reload_loses_no_probe_and_moves_no_master() {
                     || lab.holders(&vip2).is_empty(),
                 );
             }
+            "multicast group"
+            | "port"
+            | "multicast to unicast, new port"
+            | "add a peer"
+            | "remove a peer"
+            | "unicast port" => {
+                wait_until(
+                    "n2 hears n1 as master on the new transport",
+                    Duration::from_secs(5),
+                    || {
+                        daemons[1].status_json().is_some_and(|s| {
+                            s["instances"][0]["master"]["name"] == "n1"
+                                && s["instances"][0]["peers"][0]["alive"] == true
+                        })
+                    },
+                );
+            }
             "priority" => {
                 let status = daemons[0].status_json().expect("n1 status");
                 assert_eq!(status["instances"][0]["configured_priority"], 160);
@@ -216,9 +306,9 @@ fn each_kind_of_reload_loses_no_probe_and_moves_no_master() {
     }
 
     eprintln!("[reload] lost probes per kind of reload (ping every {PROBE_EVERY:?}, both nodes reloaded, backup first):");
-    eprintln!("[reload] {:<18} {:>6} {:>5}", "kind", "probes", "lost");
+    eprintln!("[reload] {:<31} {:>6} {:>5}", "kind", "probes", "lost");
     for r in &rows {
-        eprintln!("[reload] {:<18} {:>6} {:>5}", r.kind, r.sent, r.lost);
+        eprintln!("[reload] {:<31} {:>6} {:>5}", r.kind, r.sent, r.lost);
     }
     for r in &rows {
         assert_eq!(
@@ -408,4 +498,94 @@ fn reload_exits_non_zero_naming_an_instance_that_cannot_start() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("started: web"), "{text}");
     wait_sole_holder(&lab, &vip2, 1, Duration::from_secs(10));
+}
+
+/// A switch between multicast and unicast on the same port is the one
+/// transport change that restarts the instance (the two sockets cannot be
+/// bound at once). Measured, not asserted: during the switch the two nodes
+/// speak different transports, so the restarted master finds no successor it
+/// can hear and the VIP waits for a new master's start-up. The way without a
+/// gap is the port change in the same edit (the table above).
+///
+/// Then a peer removed by a reload (n1 from n2's list) is forgotten at once
+/// (no longer listed, no longer followed) and its adverts are dropped as from
+/// an unknown source.
+#[test]
+fn a_same_port_multicast_to_unicast_switch_restarts_and_a_removed_peer_is_forgotten() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new("relmode", 2);
+    let vip = lab.vip4(0);
+    let daemons = start_pair(&lab, &vip);
+    wait_until("n2 is backup and hears n1", Duration::from_secs(10), || {
+        daemons[1]
+            .status_json()
+            .is_some_and(|s| s["instances"][0]["master"]["name"] == "n1")
+    });
+    let prober = Prober::start(&lab.client, &vip, PROBE_EVERY, 2 * PROBES);
+    thread::sleep(Duration::from_millis(400));
+    for i in [2, 1] {
+        let other = lab.node(3 - i).v4.clone();
+        let priority = if i == 1 { 150 } else { 100 };
+        let spec = NodeSpec::new(
+            &format!("n{i}"),
+            InstanceSpec::new(priority).vip(&vip).peers(&[&other]),
+        );
+        daemons[i - 1].rewrite_config(&spec);
+        let said = reload(&daemons[i - 1]);
+        eprintln!("[reload] multicast to unicast, same port: n{i}: {said}");
+        assert!(said.contains("restarted: db"), "{said}");
+    }
+    let result = prober.finish();
+    eprintln!(
+        "[reload] multicast to unicast, same port (restart): {} probes, lost {} ({})",
+        result.sent,
+        result.lost.len(),
+        result.describe_lost(PROBE_EVERY)
+    );
+    wait_until(
+        "one holder again, the nodes hearing each other by unicast",
+        Duration::from_secs(10),
+        || {
+            lab.holders(&vip).len() == 1
+                && daemons[1].status_json().is_some_and(|s| {
+                    s["instances"][0]["peers"][0]["alive"] == true
+                        && s["instances"][0]["master"]["name"].is_string()
+                })
+        },
+    );
+
+    // A peer removed by a reload is forgotten at once and no longer heard:
+    // n2 keeps only an address nobody has.
+    let nobody = lab
+        .node(1)
+        .v4
+        .rsplit_once('.')
+        .map_or_else(|| panic!("an IPv4 address"), |(net, _)| format!("{net}.3"));
+    daemons[1].rewrite_config(&NodeSpec::new(
+        "n2",
+        InstanceSpec::new(100).vip(&vip).peers(&[&nobody]),
+    ));
+    let said = reload(&daemons[1]);
+    eprintln!("[reload] n1 removed from n2's peers: {said}");
+    assert!(said.contains("updated in place: db (peers)"), "{said}");
+    // `vipd status` exits 3 now (no master known), so read its JSON as is.
+    let out = daemons[1].cli(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("n2 status");
+    assert_eq!(
+        status["instances"][0]["master"],
+        serde_json::Value::Null,
+        "the forgotten master is not followed: {status}"
+    );
+    assert_eq!(
+        status["instances"][0]["peers"].as_array().map(Vec::len),
+        Some(0),
+        "n1 forgotten at once: {status}"
+    );
+    wait_until(
+        "n2 rejects n1's adverts as from an unknown source",
+        Duration::from_secs(5),
+        || daemons[1].log().contains("not a configured peer"),
+    );
 }

@@ -13,11 +13,19 @@
 //!   and announces an added VIP and releases a removed one, the others stay
 //!   as they are; a backup just takes the new set); announcement settings;
 //!   notify hooks; track scripts, interfaces and files; the guard; the sync
-//!   group. Health checks that did not change keep their state, so nothing
-//!   flaps.
-//! - A change of `interface`, `group` or the advert transport (`port`,
-//!   `multicast_group`, `peers`: another socket) **restarts** the instance:
-//!   stopped make-before-break (like a drain), then started again.
+//!   group; the advert transport: a new unicast `peers` list within one
+//!   address family stays on the same socket with a new source filter and
+//!   destinations ([`Change::Peers`]), a new `port` or `multicast_group` (or
+//!   another address family) is joined before the old socket is left
+//!   ([`Change::Transport`]); either way peers no longer configured are
+//!   forgotten by the election and added ones are unknown until heard.
+//!   Health checks that did not change keep their state, so nothing flaps.
+//! - A change of `interface` or `group`, or a switch between multicast and
+//!   unicast on the same port and address family (the group address and the
+//!   wildcard address cannot both be bound to one port without
+//!   `SO_REUSEADDR`, which vipd never sets: FIELD-NOTES 22), **restarts** the
+//!   instance: stopped make-before-break (like a drain), then started again.
+//!   With a port change in the same reload, the switch is in place.
 //! - A removed instance is stopped; a new one is started.
 //! - `[node]` keys that shape the whole daemon (name, control socket and
 //!   group, state directory) need a restart of vipd: a reload that changes
@@ -166,6 +174,15 @@ pub enum Change {
     Guard,
     /// Membership of a `[[sync_group]]`.
     SyncGroup,
+    /// `peers` within one address family, unicast before and after: the
+    /// instance stays on its socket; adverts go to the new peers, only they
+    /// are heard, and a removed peer is forgotten by the election.
+    Peers,
+    /// `port`, `multicast_group`, or `peers` in a way that needs another
+    /// socket: the instance subscribes to the new socket before it leaves the
+    /// old one (make-before-break); removed peers are forgotten as for
+    /// [`Change::Peers`].
+    Transport,
 }
 
 impl fmt::Display for Change {
@@ -179,6 +196,8 @@ impl fmt::Display for Change {
             Self::Checks => "track checks",
             Self::Guard => "guard",
             Self::SyncGroup => "sync group",
+            Self::Peers => "peers",
+            Self::Transport => "advert transport",
         })
     }
 }
@@ -243,9 +262,68 @@ fn changes_in_place(old: &InstanceConfig, new: &InstanceConfig) -> Option<Vec<Ch
         old.sync_group != new.sync_group,
         &mut |c| c.sync_group = new.sync_group.clone(),
     );
-    // Anything left (interface, group, port, multicast group, peers, or a key
-    // not taught to apply live) needs a restart.
+    match transport_change(old, new) {
+        TransportChange::None => {}
+        TransportChange::SameSocket => take(Change::Peers, true, &mut |c| {
+            c.peers = new.peers.clone();
+            // Unused by a unicast instance.
+            c.multicast_group = new.multicast_group;
+        }),
+        TransportChange::OtherSocket => take(Change::Transport, true, &mut |c| {
+            c.peers = new.peers.clone();
+            c.port = new.port;
+            c.multicast_group = new.multicast_group;
+        }),
+        // Left unapplied: the comparison below sends it to a restart.
+        TransportChange::Conflicting => {}
+    }
+    // Anything left (interface, group, a multicast/unicast switch on one port,
+    // or a key not taught to apply live) needs a restart.
     (applied == *new && !changes.is_empty()).then_some(changes)
+}
+
+/// How the advert transport of an instance changes.
+enum TransportChange {
+    None,
+    /// Only the unicast peer list, within one address family (and the
+    /// multicast group, which a unicast instance does not use).
+    SameSocket,
+    /// Another socket that can be bound while the old one is still open.
+    OtherSocket,
+    /// A switch between multicast and unicast on the same port and address
+    /// family: the new socket (wildcard address) cannot be bound while the
+    /// old one (the group address) is, or the reverse, because advert sockets
+    /// never set `SO_REUSEADDR` (FIELD-NOTES 22). Only a restart can do it.
+    Conflicting,
+}
+
+fn transport_change(old: &InstanceConfig, new: &InstanceConfig) -> TransportChange {
+    // What the socket key of `net::transport` is made of, besides the
+    // interface (a change of which restarts anyway).
+    let unicast = |c: &InstanceConfig| !c.peers.is_empty();
+    let ipv6 = |c: &InstanceConfig| {
+        if unicast(c) {
+            c.peers.iter().any(std::net::IpAddr::is_ipv6)
+        } else {
+            c.multicast_group.is_ipv6()
+        }
+    };
+    // The multicast group means nothing to a unicast instance.
+    let group_matters = !unicast(old) || !unicast(new);
+    let same_socket = unicast(old) == unicast(new)
+        && ipv6(old) == ipv6(new)
+        && old.port == new.port
+        && (!group_matters || old.multicast_group == new.multicast_group);
+    if old.peers == new.peers && old.port == new.port && old.multicast_group == new.multicast_group
+    {
+        TransportChange::None
+    } else if same_socket {
+        TransportChange::SameSocket
+    } else if unicast(old) != unicast(new) && ipv6(old) == ipv6(new) && old.port == new.port {
+        TransportChange::Conflicting
+    } else {
+        TransportChange::OtherSocket
+    }
 }
 
 type ElectionFields = (
@@ -379,14 +457,59 @@ mod tests {
     }
 
     #[test]
-    fn a_transport_change_restarts() {
-        let old = config("n1", &[("db", 100)]);
-        let mut new = config("n1", &[("db", 100)]);
-        new.instances[0].port = 5999;
-        assert_eq!(plan_between(&old, &new).unwrap().restart, names(&["db"]));
-        let mut new = config("n1", &[("db", 100)]);
-        new.instances[0].peers = vec!["10.0.0.9".parse().unwrap()];
-        assert_eq!(plan_between(&old, &new).unwrap().restart, names(&["db"]));
+    fn transport_changes_update_in_place_unless_both_sockets_cannot_be_bound_at_once() {
+        let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+        let unicast = |peers: &[&str]| {
+            let mut c = config("n1", &[("db", 100)]);
+            c.instances[0].peers = peers.iter().map(|p| ip(p)).collect();
+            c
+        };
+        let multicast = config("n1", &[("db", 100)]);
+        let change = |old: &Config, new: &Config| {
+            let p = plan_between(old, new).unwrap();
+            if p.restart == names(&["db"]) {
+                None
+            } else {
+                Some(updated(&p)[0].1.clone())
+            }
+        };
+        let two = unicast(&["10.0.0.2"]);
+        let three = unicast(&["10.0.0.2", "10.0.0.3"]);
+        assert_eq!(
+            change(&two, &three),
+            Some(vec![Change::Peers]),
+            "a peer added"
+        );
+        assert_eq!(
+            change(&three, &two),
+            Some(vec![Change::Peers]),
+            "a peer removed"
+        );
+        let v6 = unicast(&["fe80::2"]);
+        assert_eq!(
+            change(&two, &v6),
+            Some(vec![Change::Transport]),
+            "another address family: another socket"
+        );
+        let mut port = multicast.clone();
+        port.instances[0].port = 5999;
+        assert_eq!(change(&multicast, &port), Some(vec![Change::Transport]));
+        let mut group = multicast.clone();
+        group.instances[0].multicast_group = ip("224.0.0.19");
+        assert_eq!(change(&multicast, &group), Some(vec![Change::Transport]));
+        // Multicast to unicast on one port: the group address and the wildcard
+        // address cannot be bound at once without SO_REUSEADDR.
+        assert_eq!(change(&multicast, &two), None);
+        assert_eq!(change(&two, &multicast), None);
+        // With a port change at the same time they can.
+        let mut two_elsewhere = two.clone();
+        two_elsewhere.instances[0].port = 5999;
+        assert_eq!(
+            change(&multicast, &two_elsewhere),
+            Some(vec![Change::Transport])
+        );
+        // An IPv4 multicast group and IPv6 unicast peers never clash.
+        assert_eq!(change(&multicast, &v6), Some(vec![Change::Transport]));
     }
 
     #[test]
@@ -416,7 +539,7 @@ mod tests {
     }
 
     #[test]
-    fn everything_outside_interface_group_and_transport_updates_in_place() {
+    fn everything_outside_interface_and_group_updates_in_place() {
         use crate::config::{GuardConfig, GuardMethod, TrackFile, TrackScript, Witness};
         use std::time::Duration;
         let old = config("n1", &[("db", 100)]);

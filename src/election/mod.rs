@@ -12,6 +12,8 @@
 //! - [`Election::handle_health`]: a change of health (priority weights, fault);
 //! - [`Election::handle_settings`]: a reload changed priority, preempt or
 //!   intervals;
+//! - [`Election::handle_peers_removed`]: a reload removed peers from the
+//!   configuration;
 //! - [`Election::handle_shutdown`]: the daemon is stopping.
 //!
 //! After each input the caller drains [`Election::poll_action`] until it returns
@@ -108,7 +110,12 @@
 //! that backup preempts it (its claim comes first, then this master steps
 //! down as for any better master: make-before-break); with `preempt` off on the
 //! backups it stays. Peers follow the new interval from the next advert they
-//! hear; `handover_timeout` applies from the next handover.
+//! hear; `handover_timeout` applies from the next handover. A peer a reload
+//! removed from the configuration ([`Election::handle_peers_removed`]) is
+//! forgotten at once: it no longer counts as alive, as a successor or for
+//! quorum, and nothing else changes (a backup following it keeps its
+//! master-down timer, which runs out as if the peer had gone silent). A peer
+//! a reload added is unknown until it is heard, like any new peer.
 //!
 //! **Start-up**: a node starts as backup (never straight to master: FIELD-NOTES 12)
 //! and waits the master-down interval, or `startup_delay` if longer, before it
@@ -457,6 +464,17 @@ impl Election {
             // A preempt_delay stretch starts again; preempt off stops it.
             self.timers.clear(Timer::Preempt);
             self.consider_preempt(now);
+        }
+    }
+
+    /// A reload removed these peers (by node id) from the configuration: they
+    /// are forgotten (the rule "Reload"); nothing is advertised or released.
+    pub fn handle_peers_removed(&mut self, node_ids: &[u64]) {
+        for id in node_ids {
+            self.peers.remove(*id);
+            if self.followed_master == Some(*id) {
+                self.followed_master = None;
+            }
         }
     }
 
@@ -1833,5 +1851,27 @@ mod tests {
             e.last_transition().map(|t| &t.reason),
             Some(Reason::Preempting { .. })
         ));
+    }
+
+    #[test]
+    fn a_peer_removed_by_a_reload_is_forgotten_and_nothing_else_moves() {
+        let t0 = Instant::now();
+        let (mut e, t) = settled_backup(t0, 100);
+        e.handle_advert(t, &advert(7, 50, 0));
+        drain(&mut e);
+        assert_eq!(e.quorum(t, 3).heard, 3);
+        e.handle_peers_removed(&[7]);
+        assert!(drain(&mut e).is_empty(), "nothing advertised or released");
+        assert_eq!(e.quorum(t, 3).heard, 2, "node 7 no longer counts");
+        assert!(e.peers().all(|p| p.node_id != 7));
+        assert_eq!(e.master(t), Some(9), "the master still followed");
+        // Removing the followed master: still backup; its timer runs out as if
+        // it had gone silent, and then this node takes over.
+        e.handle_peers_removed(&[9]);
+        assert_eq!(e.state(), State::Backup);
+        assert!(!e.has_successor(t));
+        let deadline = t + e.master_down_interval(I);
+        let actions = run_to(&mut e, deadline);
+        assert!(has(&actions, &Action::ClaimVips), "{actions:?}");
     }
 }

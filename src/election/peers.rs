@@ -165,6 +165,11 @@ impl PeerTable {
         self.peers.contains_key(&node_id)
     }
 
+    /// Forgets a peer (a reload removed it from the configuration).
+    pub(super) fn remove(&mut self, node_id: u64) {
+        self.peers.remove(&node_id);
+    }
+
     /// Peers heard, alive or not.
     pub(super) fn iter(&self) -> impl Iterator<Item = &Peer> {
         self.peers.values()

@@ -21,6 +21,9 @@
 //! and one per `(interface, address family, port)` for unicast ones. Several
 //! instances (different group ids) share a socket: a receive task reads it and
 //! dispatches each datagram by [`wire::peek_group`] to the subscribed instance.
+//! A reload that changes an instance's transport moves its subscription
+//! ([`Transports::retarget`]): in place when the socket stays the same (new
+//! unicast peers), else make-before-break onto the new socket.
 //!
 //! Every socket is bound to its interface (`SO_BINDTODEVICE`), sends with TTL /
 //! hop limit 255 and receives the TTL / hop limit of each datagram
@@ -153,6 +156,27 @@ enum SocketKey {
     },
 }
 
+impl SocketKey {
+    /// The socket `endpoint` is served by.
+    fn of(endpoint: &Endpoint) -> Self {
+        if endpoint.peers.is_empty() {
+            Self::Multicast {
+                interface: endpoint.interface.clone(),
+                ifindex: endpoint.ifindex,
+                group: endpoint.multicast_group,
+                port: endpoint.port,
+            }
+        } else {
+            Self::Unicast {
+                interface: endpoint.interface.clone(),
+                ifindex: endpoint.ifindex,
+                ipv6: endpoint.peers.iter().any(IpAddr::is_ipv6),
+                port: endpoint.port,
+            }
+        }
+    }
+}
+
 /// A subscriber of one socket: where its datagrams go and, for unicast, whom it hears.
 #[derive(Debug)]
 struct Subscriber {
@@ -178,6 +202,8 @@ struct Shared {
 pub struct Subscription {
     shared: Arc<Shared>,
     group: u8,
+    /// Which socket, so a retarget knows whether it may stay.
+    key: SocketKey,
 }
 
 impl Drop for Subscription {
@@ -228,21 +254,7 @@ impl Transports {
     /// instance has. Must be called inside a tokio runtime.
     pub fn open(&self, endpoint: &Endpoint) -> Result<Channel, TransportError> {
         let unicast = !endpoint.peers.is_empty();
-        let key = if unicast {
-            SocketKey::Unicast {
-                interface: endpoint.interface.clone(),
-                ifindex: endpoint.ifindex,
-                ipv6: endpoint.peers.iter().any(IpAddr::is_ipv6),
-                port: endpoint.port,
-            }
-        } else {
-            SocketKey::Multicast {
-                interface: endpoint.interface.clone(),
-                ifindex: endpoint.ifindex,
-                group: endpoint.multicast_group,
-                port: endpoint.port,
-            }
-        };
+        let key = SocketKey::of(endpoint);
         let shared = {
             let mut sockets = self
                 .sockets
@@ -273,7 +285,7 @@ impl Transports {
                     if let Ok(mut slot) = shared.task.lock() {
                         *slot = Some(task);
                     }
-                    sockets.insert(key, Arc::downgrade(&shared));
+                    sockets.insert(key.clone(), Arc::downgrade(&shared));
                     shared
                 }
             }
@@ -308,19 +320,7 @@ impl Transports {
                 }
             }
         }
-        let destinations = if unicast {
-            endpoint
-                .peers
-                .iter()
-                .map(|p| socket_addr(*p, endpoint.port, endpoint.ifindex))
-                .collect()
-        } else {
-            vec![socket_addr(
-                endpoint.multicast_group,
-                endpoint.port,
-                endpoint.ifindex,
-            )]
-        };
+        let destinations = destinations(endpoint);
         let sender = Arc::new(SocketSender {
             shared: Arc::clone(&shared),
             destinations,
@@ -331,8 +331,62 @@ impl Transports {
             subscription: Some(Subscription {
                 shared,
                 group: endpoint.group,
+                key,
             }),
         })
+    }
+
+    /// Points a subscribed `channel` at `endpoint` (a reload changed the
+    /// instance's `peers`, `port` or `multicast_group`) without a gap:
+    ///
+    /// - the same socket (only the unicast peer list changed within one
+    ///   address family): the subscription stays, its source filter and the
+    ///   sender's destinations become the new peers, under the subscribers'
+    ///   lock, so each datagram is judged by one list or the other;
+    /// - another socket: subscribes there first and only then drops the old
+    ///   subscription (make-before-break); the caller listens to the new
+    ///   inbox. Datagrams still queued in the old inbox are returned, for the
+    ///   caller to handle before the new inbox's.
+    ///
+    /// On an error (the new socket cannot be opened) the channel is left as
+    /// it was.
+    pub fn retarget(
+        &self,
+        channel: &mut Channel,
+        endpoint: &Endpoint,
+    ) -> Result<Vec<Datagram>, TransportError> {
+        let key = SocketKey::of(endpoint);
+        if let Some(sub) = channel.subscription.as_ref().filter(|s| s.key == key) {
+            {
+                let mut subs = sub
+                    .shared
+                    .subscribers
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(s) = subs.get_mut(&sub.group) {
+                    // Same key: unicast before and after, or nothing changed.
+                    s.peers = (!endpoint.peers.is_empty())
+                        .then(|| endpoint.peers.iter().copied().collect());
+                }
+            }
+            channel.sender = Arc::new(SocketSender {
+                shared: Arc::clone(&sub.shared),
+                destinations: destinations(endpoint),
+            });
+            return Ok(Vec::new());
+        }
+        let fresh = self.open(endpoint)?;
+        let Channel {
+            mut inbox,
+            subscription,
+            ..
+        } = std::mem::replace(channel, fresh);
+        drop(subscription);
+        let mut queued = Vec::new();
+        while let Ok(d) = inbox.try_recv() {
+            queued.push(d);
+        }
+        Ok(queued)
     }
 }
 
@@ -374,6 +428,23 @@ impl AdvertSender for SocketSender {
             }
         }
         result
+    }
+}
+
+/// Where an instance's adverts go: each unicast peer, or the multicast group.
+fn destinations(endpoint: &Endpoint) -> Vec<SocketAddr> {
+    if endpoint.peers.is_empty() {
+        vec![socket_addr(
+            endpoint.multicast_group,
+            endpoint.port,
+            endpoint.ifindex,
+        )]
+    } else {
+        endpoint
+            .peers
+            .iter()
+            .map(|p| socket_addr(*p, endpoint.port, endpoint.ifindex))
+            .collect()
     }
 }
 

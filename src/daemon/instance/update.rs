@@ -10,7 +10,12 @@
 //! hooks serve the next transitions; the health checks restart with the
 //! tracker's state carried over for every check that is still configured
 //! ([`Tracker::carry_over`]), so an unchanged check does not flap and a
-//! changed guard keeps its last result until the new check reports.
+//! changed guard keeps its last result until the new check reports. A new
+//! advert transport (`peers`, `port`, `multicast_group`) is taken by
+//! [`crate::net::transport::Transports::retarget`]: the same socket with new
+//! peers, or the new socket joined before the old one is left; then the
+//! election forgets the peers no longer configured (by the source address
+//! each was last heard from).
 //!
 //! Interface re-created (`ip link del` + `ip link add` of the same name): the
 //! old link's removal puts the instance in fault (interface down), as any
@@ -85,6 +90,9 @@ impl Instance {
         if self.cfg.guard.as_ref().is_none_or(|g| !g.quorum) {
             self.health.set_quorum_fault(None);
         }
+        if changes.contains(&Change::Peers) || changes.contains(&Change::Transport) {
+            self.retarget(now, &old);
+        }
         if changes.contains(&Change::SyncGroup) {
             self.published_fault = None;
             if self.cfg.sync_group.is_some() {
@@ -100,6 +108,75 @@ impl Instance {
             }
         }
         self.apply_health(now);
+    }
+
+    /// The advert transport of the new configuration: the same socket with the
+    /// new peers, or a new socket joined before the old one is left
+    /// (`Transports::retarget`); then the peers no longer configured are
+    /// forgotten. If the new socket cannot be opened (its port taken) the
+    /// instance keeps its old transport and configuration for it, and logs
+    /// the error; a restart of the instance, or a later reload that changes
+    /// the transport again, tries again.
+    fn retarget(&mut self, now: Instant, old: &InstanceConfig) {
+        let endpoint = self.endpoint(self.ifindex);
+        match self
+            .shared
+            .transports
+            .retarget(&mut self.channel, &endpoint)
+        {
+            Ok(queued) => {
+                tracing::info!(instance = %self.cfg.name, peers = ?self.cfg.peers,
+                    port = self.cfg.port, multicast_group = %self.cfg.multicast_group,
+                    "advert transport changed in place (reload)");
+                self.replaced_channel = true;
+                for datagram in queued {
+                    self.on_datagram(now, datagram);
+                }
+            }
+            Err(e) => {
+                tracing::error!(instance = %self.cfg.name, error = %error_chain(&e),
+                    "reload: the new advert transport cannot be opened; keeping the old one");
+                self.cfg.peers.clone_from(&old.peers);
+                self.cfg.port = old.port;
+                self.cfg.multicast_group = old.multicast_group;
+                return;
+            }
+        }
+        if self.cfg.peers.is_empty() {
+            // Multicast: every node on the link is heard, nobody is forgotten.
+            return;
+        }
+        let removed: Vec<u64> = self
+            .sources
+            .iter()
+            .filter(|(_, addr)| !self.cfg.peers.contains(addr))
+            .map(|(id, _)| *id)
+            .collect();
+        if !removed.is_empty() {
+            let names: Vec<String> = self
+                .election
+                .peers()
+                .filter(|p| removed.contains(&p.node_id))
+                .map(|p| p.name.clone())
+                .collect();
+            tracing::info!(instance = %self.cfg.name, forgotten = %names.join(", "),
+                "peers no longer configured are forgotten (reload)");
+            self.sources.retain(|id, _| !removed.contains(id));
+            self.election.handle_peers_removed(&removed);
+        }
+    }
+
+    /// The instance's advert endpoint on the link with index `ifindex`.
+    fn endpoint(&self, ifindex: u32) -> Endpoint {
+        Endpoint {
+            interface: self.cfg.interface.clone(),
+            ifindex,
+            group: self.cfg.group,
+            port: self.cfg.port,
+            multicast_group: self.cfg.multicast_group,
+            peers: self.cfg.peers.clone(),
+            rejects: self.telemetry.metrics.rejects(),
+        }
     }
 
     /// Starts the checks of the new configuration on a fresh channel (so no
@@ -136,15 +213,7 @@ impl Instance {
     /// socket cannot be opened the instance stays in fault (link down) and
     /// tries again at the link's next event.
     pub(super) fn rebind(&mut self, now: Instant, ifindex: u32, up: bool) {
-        let endpoint = Endpoint {
-            interface: self.cfg.interface.clone(),
-            ifindex,
-            group: self.cfg.group,
-            port: self.cfg.port,
-            multicast_group: self.cfg.multicast_group,
-            peers: self.cfg.peers.clone(),
-            rejects: self.telemetry.metrics.rejects(),
-        };
+        let endpoint = self.endpoint(ifindex);
         match self.shared.transports.open(&endpoint) {
             Ok(channel) => {
                 tracing::warn!(instance = %self.cfg.name, interface = %self.cfg.interface,
