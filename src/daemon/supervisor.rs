@@ -37,6 +37,9 @@ use crate::net::netlink::{NetEvent, Netlink};
 use crate::net::transport::{Endpoint, Transports};
 use crate::wire::{self, ReplayGuard};
 
+/// How long a reload waits for an instance to say it took its update.
+const UPDATE_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What every instance task shares.
 #[derive(Debug)]
 pub(super) struct Shared {
@@ -462,23 +465,44 @@ impl Supervisor {
             let Some(c) = new.instance(&update.name) else {
                 continue;
             };
-            let msg = InstanceMsg::Update(Box::new(c.clone()), update.changes.clone());
-            if h.tx.send(msg).await.is_ok() {
-                h.config = c.clone();
-                if update.changes == [reload::Change::Keys] {
-                    summary.rekeyed.push(c.name.clone());
-                } else {
-                    let what: Vec<String> =
-                        update.changes.iter().map(ToString::to_string).collect();
-                    summary
-                        .updated
-                        .push(format!("{} ({})", c.name, what.join(", ")));
+            let (reply, taken) = oneshot::channel();
+            let msg = InstanceMsg::Update(Box::new(c.clone()), update.changes.clone(), reply);
+            let outcome = if h.tx.send(msg).await.is_ok() {
+                // The instance answers at its next wake-up; its inbox is served
+                // before anything slow.
+                match tokio::time::timeout(UPDATE_REPLY_TIMEOUT, taken).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_)) => Err("the instance stopped before taking it".to_owned()),
+                    Err(_) => Err(format!(
+                        "no answer within {UPDATE_REPLY_TIMEOUT:?}; it may take it later"
+                    )),
                 }
             } else {
-                summary.failed.push(format!(
-                    "{}: the instance did not take its new configuration",
-                    c.name
-                ));
+                Err("the instance did not take its new configuration".to_owned())
+            };
+            match outcome {
+                Ok(()) => {
+                    h.config = c.clone();
+                    if update.changes == [reload::Change::Keys] {
+                        summary.rekeyed.push(c.name.clone());
+                    } else {
+                        let what: Vec<String> =
+                            update.changes.iter().map(ToString::to_string).collect();
+                        summary
+                            .updated
+                            .push(format!("{} ({})", c.name, what.join(", ")));
+                    }
+                }
+                Err(why) => {
+                    // The rest was taken; the transport stays as it was, and the
+                    // recorded config says so, so the next reload tries again.
+                    let mut taken = c.clone();
+                    taken.peers.clone_from(&h.config.peers);
+                    taken.port = h.config.port;
+                    taken.multicast_group = h.config.multicast_group;
+                    h.config = taken;
+                    summary.failed.push(format!("{}: {why}", c.name));
+                }
             }
         }
         for c in &new.instances {

@@ -61,8 +61,13 @@ pub(crate) enum InstanceMsg {
     /// The watchdog asks: are you turning?
     Ping(oneshot::Sender<()>),
     /// A reload changed what the running instance takes in place: the new
-    /// configuration, and what changed in it (see `update.rs`).
-    Update(Box<InstanceConfig>, Vec<Change>),
+    /// configuration, and what changed in it (see `update.rs`); the reply
+    /// says whether all of it took (a new advert socket may not open).
+    Update(
+        Box<InstanceConfig>,
+        Vec<Change>,
+        oneshot::Sender<Result<(), String>>,
+    ),
     Shutdown,
 }
 
@@ -408,7 +413,9 @@ impl Instance {
                 self.telemetry.shutdown_started(now);
                 self.election.handle_shutdown(now);
             }
-            InstanceMsg::Update(cfg, changes) => self.apply_update(now, *cfg, &changes),
+            InstanceMsg::Update(cfg, changes, reply) => {
+                let _ = reply.send(self.apply_update(now, *cfg, &changes));
+            }
         }
     }
 

@@ -60,7 +60,15 @@ fn settings_of(cfg: &InstanceConfig) -> Settings {
 impl Instance {
     /// Applies a reload's `changes`; `new` differs from the running
     /// configuration in those alone (the reload plan's promise).
-    pub(super) fn apply_update(&mut self, now: Instant, new: InstanceConfig, changes: &[Change]) {
+    /// Takes a reload's changes in place. `Err` says what did not take (the
+    /// new advert transport could not be opened; the instance runs on with
+    /// its old one), for `vipd reload` to report.
+    pub(super) fn apply_update(
+        &mut self,
+        now: Instant,
+        new: InstanceConfig,
+        changes: &[Change],
+    ) -> Result<(), String> {
         let old = std::mem::replace(&mut self.cfg, new);
         let what: Vec<String> = changes.iter().map(ToString::to_string).collect();
         tracing::info!(instance = %self.cfg.name, changes = %what.join(", "),
@@ -90,8 +98,9 @@ impl Instance {
         if self.cfg.guard.as_ref().is_none_or(|g| !g.quorum) {
             self.health.set_quorum_fault(None);
         }
+        let mut result = Ok(());
         if changes.contains(&Change::Peers) || changes.contains(&Change::Transport) {
-            self.retarget(now, &old);
+            result = self.retarget(now, &old);
         }
         if changes.contains(&Change::SyncGroup) {
             self.published_fault = None;
@@ -108,6 +117,7 @@ impl Instance {
             }
         }
         self.apply_health(now);
+        result
     }
 
     /// The advert transport of the new configuration: the same socket with the
@@ -117,7 +127,7 @@ impl Instance {
     /// instance keeps its old transport and configuration for it, and logs
     /// the error; a restart of the instance, or a later reload that changes
     /// the transport again, tries again.
-    fn retarget(&mut self, now: Instant, old: &InstanceConfig) {
+    fn retarget(&mut self, now: Instant, old: &InstanceConfig) -> Result<(), String> {
         let endpoint = self.endpoint(self.ifindex);
         match self
             .shared
@@ -134,17 +144,20 @@ impl Instance {
                 }
             }
             Err(e) => {
-                tracing::error!(instance = %self.cfg.name, error = %error_chain(&e),
+                let why = error_chain(&e);
+                tracing::error!(instance = %self.cfg.name, error = %why,
                     "reload: the new advert transport cannot be opened; keeping the old one");
                 self.cfg.peers.clone_from(&old.peers);
                 self.cfg.port = old.port;
                 self.cfg.multicast_group = old.multicast_group;
-                return;
+                return Err(format!(
+                    "the new advert transport cannot be opened, still on the old one: {why}"
+                ));
             }
         }
         if self.cfg.peers.is_empty() {
             // Multicast: every node on the link is heard, nobody is forgotten.
-            return;
+            return Ok(());
         }
         let removed: Vec<u64> = self
             .sources
@@ -164,6 +177,7 @@ impl Instance {
             self.sources.retain(|id, _| !removed.contains(id));
             self.election.handle_peers_removed(&removed);
         }
+        Ok(())
     }
 
     /// The instance's advert endpoint on the link with index `ifindex`.
