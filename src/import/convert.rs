@@ -63,17 +63,118 @@ const LEFT_OUT: &[(&str, &str)] = &[
 /// loses nothing worth a note.
 const IGNORED_QUIETLY: &[&str] = &["vrrp_version", "version"];
 
+/// `vrrp_script`'s keys, for splitting one-line blocks.
+const SCRIPT_KEYS: &[&str] = &[
+    "script",
+    "interval",
+    "timeout",
+    "weight",
+    "rise",
+    "fall",
+    "user",
+    "init_fail",
+];
+/// `authentication`'s keys.
+const AUTH_KEYS: &[&str] = &["auth_type", "auth_pass"];
+/// The `global_defs` keys worth telling apart on one line.
+const GLOBAL_KEYS: &[&str] = &[
+    "router_id",
+    "vrrp_version",
+    "notification_email_from",
+    "smtp_server",
+    "smtp_connect_timeout",
+    "script_user",
+    "enable_script_security",
+    "vrrp_mcast_group4",
+    "vrrp_mcast_group6",
+    "lvs_id",
+];
+/// The `vrrp_instance` keys that take values, for splitting one-line blocks.
+const INSTANCE_KEYS: &[&str] = &[
+    "state",
+    "interface",
+    "virtual_router_id",
+    "priority",
+    "advert_int",
+    "nopreempt",
+    "preempt",
+    "preempt_delay",
+    "version",
+    "notify_master",
+    "notify_backup",
+    "notify_fault",
+    "notify_stop",
+    "notify",
+    "garp_master_repeat",
+    "garp_master_delay",
+    "garp_master_refresh",
+    "use_vmac",
+    "unicast_src_ip",
+    "mcast_src_ip",
+    "smtp_alert",
+];
+
 pub(super) fn convert(path: &Path, statements: &[Statement]) -> Conversion {
     let mut converter = Converter::default();
     converter.collect_definitions(statements);
-    for statement in statements {
+    // Sync groups name instances that may come later in the file.
+    let (sync_groups, others): (Vec<&Statement>, Vec<&Statement>) = statements
+        .iter()
+        .partition(|s| s.keyword.text == "vrrp_sync_group");
+    for statement in others.into_iter().chain(sync_groups) {
         converter.top_level(statement);
     }
     let toml = converter.render(path);
-    Conversion {
-        toml,
-        notes: converter.notes,
+    // In file order: files as they were first read (includes where they stand),
+    // lines within each.
+    let mut files = Vec::new();
+    file_order(statements, &mut files);
+    let rank = |at: &Location| {
+        files
+            .iter()
+            .position(|f| *f == at.file)
+            .unwrap_or(usize::MAX)
+    };
+    let mut notes = converter.notes;
+    notes.sort_by_key(|note| (rank(&note.at), note.at.line));
+    Conversion { toml, notes }
+}
+
+fn file_order(statements: &[Statement], files: &mut Vec<std::path::PathBuf>) {
+    for statement in statements {
+        if !files.contains(&statement.at().file) {
+            files.push(statement.at().file.clone());
+        }
+        file_order(statement.block.as_deref().unwrap_or(&[]), files);
     }
+}
+
+/// The statements of a block with any line holding several known keywords
+/// (`{ script "x" interval 5 }`) split into one statement per keyword.
+fn split_keys(block: Option<&[Statement]>, keys: &[&str]) -> Vec<Statement> {
+    let mut out = Vec::new();
+    for statement in block.unwrap_or(&[]) {
+        let mut current = Statement {
+            keyword: statement.keyword.clone(),
+            args: Vec::new(),
+            block: None,
+        };
+        for arg in &statement.args {
+            if keys.contains(&arg.text.as_str()) {
+                let next = Statement {
+                    keyword: arg.clone(),
+                    args: Vec::new(),
+                    block: None,
+                };
+                out.push(std::mem::replace(&mut current, next));
+            } else {
+                current.args.push(arg.clone());
+            }
+        }
+        current.block = statement.block.clone();
+        out.push(current);
+    }
+    out
 }
 
 #[derive(Default)]
@@ -151,7 +252,7 @@ impl Converter {
         for statement in statements {
             match statement.keyword.text.as_str() {
                 "global_defs" => {
-                    for key in statement.block.iter().flatten() {
+                    for key in split_keys(statement.block.as_deref(), GLOBAL_KEYS).iter() {
                         if key.keyword.text == "vrrp_version" && first_arg(key) == Some("3") {
                             self.version3 = true;
                         }
@@ -172,7 +273,7 @@ impl Converter {
     fn top_level(&mut self, statement: &Statement) {
         match statement.keyword.text.as_str() {
             "global_defs" => {
-                for key in statement.block.iter().flatten() {
+                for key in split_keys(statement.block.as_deref(), GLOBAL_KEYS).iter() {
                     self.global_def(key);
                 }
             }
@@ -216,7 +317,7 @@ impl Converter {
             rise: None,
             fall: None,
         };
-        for key in statement.block.iter().flatten() {
+        for key in split_keys(statement.block.as_deref(), SCRIPT_KEYS).iter() {
             let at = key.at();
             match key.keyword.text.as_str() {
                 "script" => {
@@ -265,7 +366,7 @@ impl Converter {
             name: self.vipd_name(&raw_name, &at, "vrrp_instance"),
             ..Instance::default()
         };
-        let keys: &[Statement] = statement.block.as_deref().unwrap_or(&[]);
+        let keys = split_keys(statement.block.as_deref(), INSTANCE_KEYS);
         let version3 = self.version3
             || keys
                 .iter()
@@ -277,7 +378,7 @@ impl Converter {
             .find(|k| k.keyword.text == "interface")
             .and_then(first_arg)
             .map(str::to_owned);
-        for key in keys {
+        for key in &keys {
             self.instance_key(&mut instance, key, version3);
         }
         let missing = [
@@ -448,10 +549,8 @@ impl Converter {
     }
 
     fn authentication(&mut self, instance: &mut Instance, key: &Statement) {
-        let auth_type = key
-            .block
+        let auth_type = split_keys(key.block.as_deref(), AUTH_KEYS)
             .iter()
-            .flatten()
             .find(|k| k.keyword.text == "auth_type")
             .and_then(first_arg)
             .unwrap_or("PASS")
