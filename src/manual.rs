@@ -188,6 +188,9 @@ pub fn config_reference(example: &str) -> ConfigReference {
         while pending.last().is_some_and(|l| l.is_empty()) {
             pending.pop();
         }
+        while pending.first().is_some_and(|l| l.is_empty()) {
+            pending.remove(0);
+        }
         if pending.is_empty() {
             return;
         }
@@ -248,7 +251,19 @@ pub fn config_reference(example: &str) -> ConfigReference {
             while description.last().is_some_and(|l| l.is_empty()) {
                 description.pop();
             }
+            while description.first().is_some_and(|l| l.is_empty()) {
+                description.remove(0);
+            }
             description.extend(trailing);
+            // The inline form of a sub-table (`track_file = [{ path = ... }]`),
+            // written inside the sub-table before it, is a key of the parent.
+            let section = match sections[section].table.rsplit_once('.') {
+                Some((parent, _)) if value.starts_with('{') || value.starts_with("[{") => sections
+                    .iter()
+                    .position(|s| s.table == parent)
+                    .unwrap_or(section),
+                _ => section,
+            };
             let items = &mut sections[section].items;
             let known = items
                 .iter()
@@ -335,6 +350,9 @@ fn key_line(content: &str) -> Option<(String, String, Option<String>)> {
         ),
         None => (rest.trim_end(), None),
     };
+    // Prose that happens to start like a key (`auth = "none" (no default)...`)
+    // is not a TOML value.
+    format!("{name} = {value}").parse::<toml::Table>().ok()?;
     Some((name.to_owned(), value.to_owned(), comment))
 }
 
