@@ -13,8 +13,8 @@
 #
 # It refuses to run where vipd is already installed or has state (it would
 # replace and then purge a live node's vipd). Needs cargo-deb (`cargo install
-# cargo-deb`), lintian, man-db and dpkg; CI does not run it by default (see
-# tests/run.sh: installing cargo-deb takes minutes), set VIPD_PACKAGE_TEST=1 there.
+# cargo-deb`), lintian, man-db and dpkg; tests/run.sh (and so CI) runs it after
+# the test suite when root.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
