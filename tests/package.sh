@@ -86,4 +86,3 @@ for path in /usr/sbin/vipd /lib/systemd/system/vipd.service /etc/vipd /var/lib/v
     check "$path is gone after purge" test ! -e "$path"
 done
 say "package test passed: $checks checks"
-printf '%d passed, 0 failed\n' "$checks"

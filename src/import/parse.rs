@@ -26,7 +26,7 @@ pub(super) struct Word {
 pub(super) struct Statement {
     pub(super) keyword: Word,
     pub(super) args: Vec<Word>,
-    pub(super) block: Option<Vec<Statement>>,
+    pub(super) block: Option<Vec<Self>>,
 }
 
 impl Statement {
