@@ -432,7 +432,7 @@ fn footprint(daemons: &[&Daemon], window: Duration) -> Vec<Value> {
 /// The lines in `kind`'s log where a node left master.
 fn left_master_line(kind: Kind) -> &'static str {
     match kind {
-        Kind::Vipd => "from=master",
+        Kind::Vipd => "previous=master",
         Kind::Keepalived => "Entering BACKUP STATE",
     }
 }
@@ -1282,7 +1282,7 @@ fn wait_client_back(bed: &Bed, event: Instant, settle: Duration) -> Instant {
 /// Lines of `log` after byte `from` in which the daemon became master.
 fn master_transitions(kind: Kind, log: &str, from: usize) -> usize {
     let needle = match kind {
-        Kind::Vipd => "to=master",
+        Kind::Vipd => "state=master",
         Kind::Keepalived => "Entering MASTER STATE",
     };
     log.get(from..)
@@ -1874,7 +1874,7 @@ fn main() {
                 probes, window edges included; any_holder_* = ProbeLog::window (anyone holding the VIP answers the broadcast request); \
                 windows: partition during = cut..heal, after heal = heal..client back on n1's MAC + 400 ms (at most 10 s); loss = rule on..client back after the rule is removed; \
                 frozen = SIGSTOP..back after SIGCONT; link down = down..back after up; n2_takeovers = n2's log lines entering master \
-                (vipd `to=master`, keepalived `Entering MASTER STATE`) in the window; n2_garp_bursts = n2's GARPs for the VIP, a new burst after 1 s without one",
+                (vipd `state=master`, keepalived `Entering MASTER STATE`) in the window; n2_garp_bursts = n2's GARPs for the VIP, a new burst after 1 s without one",
             "partition": "nftables input chain in both nodes drops the adverts (vipd: udp dport 5880; keepalived: ip protocol 112) for 3 s",
             "loss": "nftables input chain in n2 drops the adverts with `numgen random mod 100 < 20`",
             "frozen": "every process in n1's namespace SIGSTOPped for 5 intervals, then SIGCONT",

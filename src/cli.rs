@@ -176,13 +176,23 @@ pub(crate) async fn promote(args: PromoteArgs) -> anyhow::Result<ExitCode> {
 pub(crate) async fn reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
     let path = args.target.socket_path()?;
     match call(&path, Request::Reload).await? {
-        Response::Reloaded { summary } => {
+        Response::Reloaded { summary, failed } => {
             if args.target.json {
-                print_json(&Response::Reloaded { summary })?;
+                print_json(&Response::Reloaded {
+                    summary,
+                    failed: failed.clone(),
+                })?;
             } else {
                 println!("applied: {summary}");
+                for failure in &failed {
+                    eprintln!("instance failed to start: {failure}");
+                }
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(if failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(control::render::EXIT_RELOAD_INCOMPLETE)
+            })
         }
         Response::Error { message } if !args.target.json => Err(anyhow!(
             "reload failed; the daemon keeps running with its previous configuration:\n{message}"

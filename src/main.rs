@@ -43,7 +43,16 @@ enum Cmd {
     /// Make this node master now.
     Promote(cli::PromoteArgs),
     /// Reload the running daemon's configuration.
+    ///
+    /// Exits 1 when the reload is refused (nothing changed), 2 when it was
+    /// applied but an instance failed to start.
     Reload(cli::ReloadArgs),
+    /// Remove the VIPs a dead daemon left (the unit's ExecStopPost).
+    ///
+    /// Removes every address carrying vipd's marker (`ip -d addr` shows "proto 118")
+    /// on the interfaces the configuration names (every interface when the
+    /// configuration does not load). Refuses while a daemon runs; idempotent.
+    Cleanup(ConfigArg),
     /// Write a new advert key (32 random bytes as hex, mode 0600) to PATH or stdout.
     Keygen(tools::KeygenArgs),
     /// Convert keepalived.conf's VRRP parts to vipd's TOML (stdout; report on stderr).
@@ -62,14 +71,7 @@ struct ConfigArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_logging();
 
     match &cli.command {
         Cmd::Check(args) => return check(&args.config),
@@ -109,6 +111,7 @@ fn main() -> ExitCode {
             Cmd::Undrain(args) => cli::undrain(args).await,
             Cmd::Promote(args) => cli::promote(args).await,
             Cmd::Reload(args) => cli::reload(args).await,
+            Cmd::Cleanup(args) => cleanup(&args.config).await,
         }
     });
     match result {
@@ -124,6 +127,52 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs go to the journal, natively, when stderr *is* the journal (systemd says so
+/// in `JOURNAL_STREAM`): each event's fields become journal fields (`INSTANCE`,
+/// `STATE`, `REASON`, ...; `journalctl -u vipd INSTANCE=db`), with the journal's
+/// own timestamp and priority instead of a second timestamp in the text.
+/// Otherwise (a terminal, a file, a test) human-readable lines on stderr.
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    if stderr_is_the_journal() {
+        match tracing_journald::layer() {
+            Ok(journal) => {
+                let journal = journal.with_field_prefix(None);
+                tracing_subscriber::registry()
+                    .with(filter)
+                    .with(journal)
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!("vipd: cannot log to the journal natively ({e}); logging as text"),
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Whether `JOURNAL_STREAM` ("DEVICE:INODE") names the file stderr is: systemd
+/// sets it for a service whose output goes to the journal, and a child that
+/// redirected stderr elsewhere inherits the variable but not the match.
+fn stderr_is_the_journal() -> bool {
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((device, inode)) = stream.split_once(':') else {
+        return false;
+    };
+    let (Ok(device), Ok(inode)) = (device.parse::<u64>(), inode.parse::<u64>()) else {
+        return false;
+    };
+    nix::sys::stat::fstat(std::io::stderr()).is_ok_and(|s| s.st_dev == device && s.st_ino == inode)
+}
+
 async fn run(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -137,6 +186,35 @@ async fn run(config_path: PathBuf) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("vipd run --config {}", config_path.display()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `vipd cleanup`: one line per removed address, on stderr (the journal under
+/// ExecStopPost); exit 1 when an address could not be removed.
+async fn cleanup(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let report = vipd::daemon::cleanup(path).await?;
+    if let Some(why) = &report.all_interfaces_because {
+        eprintln!("vipd cleanup: the configuration does not load ({why}); removing vipd-marked addresses on every interface");
+    }
+    for a in &report.removed {
+        eprintln!(
+            "vipd cleanup: removed {}/{} (interface index {})",
+            a.addr, a.prefix_len, a.ifindex
+        );
+    }
+    for (a, why) in &report.failed {
+        eprintln!(
+            "vipd cleanup: cannot remove {}/{} (interface index {}): {why}",
+            a.addr, a.prefix_len, a.ifindex
+        );
+    }
+    if report.removed.is_empty() && report.failed.is_empty() {
+        eprintln!("vipd cleanup: no vipd-marked address left");
+    }
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `vipd check`: every problem, one per line as FILE:LINE:COL: message.

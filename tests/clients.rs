@@ -132,7 +132,7 @@ impl Bed {
         log.get(self.n2_log_from..)
             .unwrap_or("")
             .lines()
-            .filter(|l| l.contains("state change") && l.contains("to=master"))
+            .filter(|l| l.contains("state change") && l.contains("state=master"))
             .count()
     }
 

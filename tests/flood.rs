@@ -186,7 +186,7 @@ fn run_phase(
         n1_lines: n1_log.lines().count() - n1_lines_before,
         n1_reject_lines: lines_after(&n1_log, n1_from, REJECT_LINE),
         n2_reject_lines: lines_after(&n2_log, n2_from, REJECT_LINE),
-        n2_takeovers: lines_after(&n2_log, n2_from, "to=master"),
+        n2_takeovers: lines_after(&n2_log, n2_from, "state=master"),
         n1_state_changes: lines_after(&n1_log, n1_from, "state change"),
         n1_other_lines: n1_log
             .get(n1_from..)

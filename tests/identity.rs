@@ -118,7 +118,7 @@ fn two_nodes_with_one_name_never_both_master_and_never_none() {
     let claims = third
         .log()
         .lines()
-        .filter(|l| l.contains("state change") && l.contains("to=master"))
+        .filter(|l| l.contains("state change") && l.contains("state=master"))
         .count();
     eprintln!("[twin] the third node claimed {claims} time(s) meanwhile");
     let (code3, s3) = status(&third);

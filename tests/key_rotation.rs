@@ -4,8 +4,8 @@
 //! (keeping the old one accepted), 3. drop the old key — applied with
 //! `vipd reload` one node at a time, never rejects an advert, and keeps exactly
 //! one holder of the VIP at every moment: a reload that changes only the keys
-//! rekeys the running instance in place (`reload::plan`'s `rekey`), so even the
-//! master's reloads move nothing.
+//! rekeys the running instance in place (`reload::plan`'s update with
+//! `Change::Keys`), so even the master's reloads move nothing.
 
 mod common;
 

@@ -185,3 +185,121 @@ fn another_user_cannot_take_the_advert_port() {
     let status = daemons[1].status_json().expect("n2 answers");
     assert_eq!(status["instances"][0]["state"], "backup", "{status}");
 }
+
+/// The admin also put the VIP in the host's own network configuration (say
+/// /etc/network/interfaces) before vipd ever ran. vipd uses that address while
+/// master but never deletes it: not on stop, not by `vipd cleanup`. (Before the
+/// first start `vipd check` refuses such a config; once the daemon runs, the
+/// address can no longer be told apart by `check`, so the daemon itself must.)
+#[test]
+fn an_address_the_admin_configured_is_never_deleted() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new("ownaddr", 1);
+    let vip = lab.vip4(0);
+    let node = lab.node(1);
+    node.ns.ip(&["addr", "add", &vip, "dev", "eth0"]);
+    let spec = InstanceSpec::new(150).advert("100ms").vip(&vip);
+    let mut daemons = start_nodes(&lab, vec![spec]);
+    wait_until("n1 becomes master", Duration::from_secs(20), || {
+        daemons[0]
+            .status_json()
+            .is_some_and(|s| s["instances"][0]["state"] == "master")
+    });
+    wait_until(
+        "the log says the address is someone else's",
+        Duration::from_secs(10),
+        || daemons[0].log().contains("by someone else"),
+    );
+    let config = daemons[0].config.clone();
+    let status = daemons[0].sigterm();
+    eprintln!("[ownaddr] vipd stopped with {status}");
+    assert!(
+        node.holds(&vip),
+        "the admin's address survived the stop:\n{}",
+        node.addr_text()
+    );
+    let cleanup = vipd_cleanup(node, &config);
+    eprintln!("[ownaddr] vipd cleanup: {}", output_text(&cleanup));
+    assert!(cleanup.status.success(), "{}", output_text(&cleanup));
+    assert!(
+        node.holds(&vip),
+        "the admin's address survived vipd cleanup:\n{}",
+        node.addr_text()
+    );
+}
+
+/// `vipd cleanup` after a SIGKILL removes the dead daemon's VIPs, is idempotent,
+/// and refuses while a daemon runs (its VIPs are its own).
+#[test]
+fn cleanup_removes_a_killed_daemons_vips_and_refuses_while_one_runs() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new("cleanup", 1);
+    let vip = lab.vip4(0);
+    let node = lab.node(1);
+    let spec = InstanceSpec::new(150).advert("100ms").vip(&vip);
+    let mut daemons = start_nodes(&lab, vec![spec]);
+    wait_until("n1 holds the VIP", Duration::from_secs(20), || {
+        node.holds(&vip)
+    });
+    let config = daemons[0].config.clone();
+    let cleanup = || vipd_cleanup(node, &config);
+    let refused = cleanup();
+    eprintln!("[cleanup] while running: {}", output_text(&refused));
+    assert!(
+        !refused.status.success(),
+        "cleanup must refuse while vipd runs"
+    );
+    assert!(
+        output_text(&refused).contains("already running"),
+        "{}",
+        output_text(&refused)
+    );
+    assert!(node.holds(&vip), "a refused cleanup removed nothing");
+
+    daemons[0].kill9();
+    assert!(
+        node.holds(&vip),
+        "SIGKILL leaves the VIP (what ExecStopPost is for)"
+    );
+    let started = Instant::now();
+    let first = cleanup();
+    let took = started.elapsed();
+    eprintln!(
+        "[cleanup] after SIGKILL, {} ms: {}",
+        ms(took),
+        output_text(&first)
+    );
+    assert!(first.status.success(), "{}", output_text(&first));
+    assert!(
+        !node.holds(&vip),
+        "cleanup removed the VIP:\n{}",
+        node.addr_text()
+    );
+    let again = cleanup();
+    assert!(
+        again.status.success(),
+        "idempotent: {}",
+        output_text(&again)
+    );
+    assert!(output_text(&again).contains("no vipd-marked address left"));
+}
+
+/// `vipd cleanup --config CONFIG` in `host`'s namespace, as ExecStopPost runs it.
+fn vipd_cleanup(host: &Host, config: &std::path::Path) -> std::process::Output {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &host.ns.name,
+            vipd_bin(),
+            "cleanup",
+            "--config",
+        ])
+        .arg(config)
+        .output()
+        .expect("run vipd cleanup")
+}

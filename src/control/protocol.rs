@@ -56,7 +56,13 @@ pub enum Response {
     /// Per-instance outcome of drain, undrain or promote.
     Done { outcomes: Vec<Outcome> },
     /// Reload applied: which instances were started, stopped, restarted or kept.
-    Reloaded { summary: String },
+    Reloaded {
+        summary: String,
+        /// Instances that could not start (or take their new configuration),
+        /// each with why; the others run with the new configuration.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        failed: Vec<String>,
+    },
     /// The request was refused or failed as a whole.
     Error { message: String },
 }

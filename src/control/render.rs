@@ -17,6 +17,9 @@ pub const EXIT_NAME_CONFLICT: u8 = 4;
 /// `vipd status` exits with this when a live peer advertises another VIP set
 /// (config drift).
 pub const EXIT_VIP_SET_DIFFERS: u8 = 5;
+/// `vipd reload` exits with this when the reload was applied but an instance
+/// failed to start (a refused reload, which changes nothing, exits 1).
+pub const EXIT_RELOAD_INCOMPLETE: u8 = 2;
 
 pub fn render_outcomes(outcomes: &[Outcome]) -> String {
     let mut out = String::new();

@@ -78,6 +78,7 @@ fn answer(request: &Request) -> Response {
         Request::Promote { instances } => done(instances, "promoted"),
         Request::Reload => Response::Reloaded {
             summary: "kept db".into(),
+            failed: vec!["web: interface \"eth9\": no such interface".into()],
         },
     }
 }

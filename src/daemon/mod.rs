@@ -31,11 +31,15 @@
 //! - `supervisor.rs`: starts, stops and reloads instance tasks; answers control
 //!   requests; the watchdog.
 //! - `instance/`: one instance task (one `now` per wake-up) and its status
-//!   snapshot.
+//!   snapshot; `instance/update.rs`: a reload's changes taken in place, and
+//!   the interface re-created under its name.
 //! - `vips.rs`: the VIP worker (claims, releases, announcement bursts) and the
 //!   marked-address sweeps.
-//! - `reload.rs`: the pure reload plan, unit-tested without root.
+//! - `reload.rs`: the pure reload plan (keep, update in place, restart, stop,
+//!   start), unit-tested without root.
 //! - `state.rs`: the state directory (boot id, drain records).
+//! - `cleanup.rs`: `vipd cleanup`, the unit's `ExecStopPost`: removes the marked
+//!   addresses a dead daemon left.
 //!
 //! The daemon is the only part of vipd that reads the clock, spawns tasks or
 //! owns sockets; the election and the health tracker are plain state.
@@ -48,13 +52,15 @@
 //! go to the instance's [`crate::health::notify::Notifier`] queue. So neither a hanging script nor a
 //! hanging hook ever stands between the instance task and its next advert.
 
+mod cleanup;
 mod instance;
 mod reload;
 mod state;
 mod supervisor;
 mod vips;
 
-pub use reload::{plan as reload_plan, ReloadError, ReloadPlan, ReloadSummary};
+pub use cleanup::{cleanup, CleanupReport};
+pub use reload::{plan as reload_plan, Change, ReloadError, ReloadPlan, ReloadSummary, Update};
 
 use std::collections::BTreeMap;
 use std::future::Future;

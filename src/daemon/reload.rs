@@ -1,15 +1,31 @@
 //! What a reload changes: a pure [`plan`] from the running configuration to the
 //! new one, unit-tested here without root or sockets.
 //!
-//! The rule (FIELD-NOTES 4): an instance whose configuration is unchanged is
-//! kept as it runs — same task, same election, VIPs untouched. One whose only
-//! change is its advert keys (`auth_key_file`, `auth_accept_key_files`: a key
-//! rotation) is rekeyed in place, so rotating the key on the master moves
-//! nothing. Any other change is
-//! stopped (make-before-break, like a drain) and started again; a removed one is
-//! stopped; a new one is started. `[node]` keys that shape the whole daemon
-//! (name, control socket and group, state directory) need a restart: a reload
-//! that changes them is refused and nothing changes.
+//! The rule (FIELD-NOTES 4): a reload moves nothing it does not have to.
+//!
+//! - An instance whose configuration is unchanged is kept as it runs: same
+//!   task, same election, VIPs untouched.
+//! - One whose changes can all be taken by the running task is **updated in
+//!   place**, each [`Change`] applied live: advert keys (a key rotation);
+//!   election settings (priority, preempt, preempt delay, intervals, margin,
+//!   handover timeout: the instance advertises them at once and the election
+//!   decides, see the election's rule "Reload"); the VIP set (a master claims
+//!   and announces an added VIP and releases a removed one, the others stay
+//!   as they are; a backup just takes the new set); announcement settings;
+//!   notify hooks; track scripts, interfaces and files; the guard; the sync
+//!   group. Health checks that did not change keep their state, so nothing
+//!   flaps.
+//! - A change of `interface`, `group` or the advert transport (`port`,
+//!   `multicast_group`, `peers`: another socket) **restarts** the instance:
+//!   stopped make-before-break (like a drain), then started again.
+//! - A removed instance is stopped; a new one is started.
+//! - `[node]` keys that shape the whole daemon (name, control socket and
+//!   group, state directory) need a restart of vipd: a reload that changes
+//!   them is refused and nothing changes.
+//!
+//! A field of the instance configuration not named by any [`Change`] restarts
+//! the instance, so a key added to the schema later is safe until it is
+//! taught to apply live.
 //!
 //! What it may not touch: tasks, sockets and files; the supervisor carries the
 //! plan out.
@@ -59,8 +75,8 @@ pub struct ReloadPlan {
     pub keep: Vec<String>,
     /// Gone from the new file: stopped.
     pub stop: Vec<String>,
-    /// Only the advert keys changed: the running instance takes the new keys.
-    pub rekey: Vec<String>,
+    /// Changed in ways the running instance takes in place.
+    pub update: Vec<Update>,
     /// Changed: stopped, then started with the new configuration.
     pub restart: Vec<String>,
     /// New in the file: started.
@@ -98,8 +114,13 @@ pub fn plan<'a>(
         running_names.push(old.name.clone());
         match new.instance(&old.name) {
             Some(c) if c == old => plan.keep.push(old.name.clone()),
-            Some(c) if only_keys_differ(old, c) => plan.rekey.push(old.name.clone()),
-            Some(_) => plan.restart.push(old.name.clone()),
+            Some(c) => match changes_in_place(old, c) {
+                Some(changes) => plan.update.push(Update {
+                    name: old.name.clone(),
+                    changes,
+                }),
+                None => plan.restart.push(old.name.clone()),
+            },
             None => plan.stop.push(old.name.clone()),
         }
     }
@@ -112,12 +133,137 @@ pub fn plan<'a>(
     Ok(plan)
 }
 
-/// Whether `old` and `new` differ in their advert keys alone.
-fn only_keys_differ(old: &InstanceConfig, new: &InstanceConfig) -> bool {
-    let mut rekeyed = old.clone();
-    rekeyed.auth = new.auth.clone();
-    rekeyed.auth_accept = new.auth_accept.clone();
-    rekeyed == *new
+/// An instance updated in place, with what changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Update {
+    pub name: String,
+    /// In the order of [`Change`]; never empty.
+    pub changes: Vec<Change>,
+}
+
+/// One kind of change a running instance takes in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    /// `auth_key_file`, `auth_accept_key_files`: sign and verify with the new keys.
+    Keys,
+    /// `priority`, `preempt`, `preempt_delay`, `advert_interval`,
+    /// `backup_advert_interval`, `takeover_margin`, `handover_timeout`: the
+    /// election takes them and advertises at once.
+    Election,
+    /// `vips`: only the added and removed VIPs are claimed or released.
+    Vips,
+    /// `[instance.announce]`.
+    Announce,
+    /// `[instance.notify]`: the hooks of the next transitions.
+    Notify,
+    /// Track scripts, interfaces and files; unchanged ones keep their state.
+    Checks,
+    /// `[instance.guard]`; its last result stands until the new check reports.
+    Guard,
+    /// Membership of a `[[sync_group]]`.
+    SyncGroup,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Keys => "keys",
+            Self::Election => "election settings",
+            Self::Vips => "vips",
+            Self::Announce => "announce",
+            Self::Notify => "notify",
+            Self::Checks => "track checks",
+            Self::Guard => "guard",
+            Self::SyncGroup => "sync group",
+        })
+    }
+}
+
+/// The changes from `old` to `new` if the running instance can take them all
+/// in place; `None` if it must restart.
+fn changes_in_place(old: &InstanceConfig, new: &InstanceConfig) -> Option<Vec<Change>> {
+    let mut changes = Vec::new();
+    let mut applied = old.clone();
+    let mut take = |change: Change, differs: bool, apply: &mut dyn FnMut(&mut InstanceConfig)| {
+        if differs {
+            changes.push(change);
+            apply(&mut applied);
+        }
+    };
+    take(
+        Change::Keys,
+        old.auth != new.auth || old.auth_accept != new.auth_accept,
+        &mut |c| {
+            c.auth = new.auth.clone();
+            c.auth_accept = new.auth_accept.clone();
+        },
+    );
+    take(
+        Change::Election,
+        election_fields(old) != election_fields(new),
+        &mut |c| {
+            c.priority = new.priority;
+            c.preempt = new.preempt;
+            c.preempt_delay = new.preempt_delay;
+            c.advert_interval = new.advert_interval;
+            c.backup_advert_interval = new.backup_advert_interval;
+            c.takeover_margin = new.takeover_margin;
+            c.handover_timeout = new.handover_timeout;
+        },
+    );
+    take(Change::Vips, old.vips != new.vips, &mut |c| {
+        c.vips = new.vips.clone()
+    });
+    take(Change::Announce, old.announce != new.announce, &mut |c| {
+        c.announce = new.announce.clone()
+    });
+    take(Change::Notify, old.notify != new.notify, &mut |c| {
+        c.notify = new.notify.clone()
+    });
+    take(
+        Change::Checks,
+        old.track_scripts != new.track_scripts
+            || old.track_interfaces != new.track_interfaces
+            || old.track_files != new.track_files,
+        &mut |c| {
+            c.track_scripts = new.track_scripts.clone();
+            c.track_interfaces = new.track_interfaces.clone();
+            c.track_files = new.track_files.clone();
+        },
+    );
+    take(Change::Guard, old.guard != new.guard, &mut |c| {
+        c.guard = new.guard.clone()
+    });
+    take(
+        Change::SyncGroup,
+        old.sync_group != new.sync_group,
+        &mut |c| c.sync_group = new.sync_group.clone(),
+    );
+    // Anything left (interface, group, port, multicast group, peers, or a key
+    // not taught to apply live) needs a restart.
+    (applied == *new && !changes.is_empty()).then_some(changes)
+}
+
+type ElectionFields = (
+    u8,
+    bool,
+    std::time::Duration,
+    std::time::Duration,
+    std::time::Duration,
+    std::time::Duration,
+    std::time::Duration,
+);
+
+fn election_fields(c: &InstanceConfig) -> ElectionFields {
+    (
+        c.priority,
+        c.preempt,
+        c.preempt_delay,
+        c.advert_interval,
+        c.backup_advert_interval,
+        c.takeover_margin,
+        c.handover_timeout,
+    )
 }
 
 /// What a reload did, as `vipd reload` prints it after "applied: ".
@@ -127,8 +273,10 @@ pub struct ReloadSummary {
     pub started: Vec<String>,
     pub stopped: Vec<String>,
     pub restarted: Vec<String>,
-    /// Instances that took new advert keys in place.
+    /// Instances whose only change was their advert keys, taken in place.
     pub rekeyed: Vec<String>,
+    /// Instances updated in place, each with what changed: `db (vips, notify)`.
+    pub updated: Vec<String>,
     /// Instances that could not start, each with the error.
     pub failed: Vec<String>,
 }
@@ -152,6 +300,9 @@ impl fmt::Display for ReloadSummary {
         )?;
         if !self.rekeyed.is_empty() {
             write!(f, "; rekeyed in place: {}", self.rekeyed.join(", "))?;
+        }
+        if !self.updated.is_empty() {
+            write!(f, "; updated in place: {}", self.updated.join(", "))?;
         }
         if !self.failed.is_empty() {
             write!(f, "; FAILED to start: {}", self.failed.join("; "))?;
@@ -194,18 +345,48 @@ mod tests {
         assert!(p.stop.is_empty() && p.restart.is_empty() && p.start.is_empty());
     }
 
-    #[test]
-    fn a_changed_instance_restarts_and_the_others_are_untouched() {
-        let old = config("n1", &[("db", 100), ("web", 100)]);
-        let new = config("n1", &[("db", 100), ("web", 120)]);
-        let p = plan_between(&old, &new).unwrap();
-        assert_eq!(p.keep, names(&["db"]));
-        assert_eq!(p.restart, names(&["web"]));
-        assert!(p.stop.is_empty() && p.start.is_empty());
+    fn updated(p: &ReloadPlan) -> Vec<(&str, Vec<Change>)> {
+        p.update
+            .iter()
+            .map(|u| (u.name.as_str(), u.changes.clone()))
+            .collect()
     }
 
     #[test]
-    fn a_key_rotation_rekeys_in_place_and_anything_more_restarts() {
+    fn an_interface_or_group_change_restarts_and_the_others_are_untouched() {
+        let old = config("n1", &[("db", 100), ("web", 100)]);
+        let mut new = config("n1", &[("db", 100), ("web", 100)]);
+        new.instances[1].interface = "eth1".into();
+        let p = plan_between(&old, &new).unwrap();
+        assert_eq!(p.keep, names(&["db"]));
+        assert_eq!(p.restart, names(&["web"]));
+        assert!(p.stop.is_empty() && p.start.is_empty() && p.update.is_empty());
+
+        let mut new = config("n1", &[("db", 100), ("web", 100)]);
+        new.instances[0].group = 77;
+        new.instances[0].priority = 120;
+        let p = plan_between(&old, &new).unwrap();
+        assert_eq!(
+            p.restart,
+            names(&["db"]),
+            "a group change wins over the rest"
+        );
+        assert!(p.update.is_empty());
+    }
+
+    #[test]
+    fn a_transport_change_restarts() {
+        let old = config("n1", &[("db", 100)]);
+        let mut new = config("n1", &[("db", 100)]);
+        new.instances[0].port = 5999;
+        assert_eq!(plan_between(&old, &new).unwrap().restart, names(&["db"]));
+        let mut new = config("n1", &[("db", 100)]);
+        new.instances[0].peers = vec!["10.0.0.9".parse().unwrap()];
+        assert_eq!(plan_between(&old, &new).unwrap().restart, names(&["db"]));
+    }
+
+    #[test]
+    fn a_key_rotation_and_election_settings_update_in_place() {
         use crate::wire::{Auth, AuthKey};
         let key = |b: u8| AuthKey::new(vec![b; 32]).expect("a long enough key");
         let old = config("n1", &[("db", 100), ("web", 100)]);
@@ -213,13 +394,75 @@ mod tests {
         new.instances[0].auth = Auth::HmacSha256(key(1));
         new.instances[0].auth_accept = vec![key(2)];
         let p = plan_between(&old, &new).unwrap();
-        assert_eq!(p.rekey, names(&["db"]));
+        assert_eq!(updated(&p), vec![("db", vec![Change::Keys])]);
         assert_eq!(p.keep, names(&["web"]));
         assert!(p.restart.is_empty());
         new.instances[0].priority = 120;
+        new.instances[1].preempt = false;
+        new.instances[1].advert_interval = std::time::Duration::from_millis(200);
         let p = plan_between(&old, &new).unwrap();
-        assert_eq!(p.restart, names(&["db"]));
-        assert!(p.rekey.is_empty());
+        assert_eq!(
+            updated(&p),
+            vec![
+                ("db", vec![Change::Keys, Change::Election]),
+                ("web", vec![Change::Election])
+            ]
+        );
+        assert!(p.restart.is_empty() && p.keep.is_empty());
+    }
+
+    #[test]
+    fn everything_outside_interface_group_and_transport_updates_in_place() {
+        use crate::config::{GuardConfig, GuardMethod, TrackFile, TrackScript, Witness};
+        use std::time::Duration;
+        let old = config("n1", &[("db", 100)]);
+        let mut new = config("n1", &[("db", 100)]);
+        let c = &mut new.instances[0];
+        c.vips.push(config::Vip {
+            addr: "10.0.0.77".parse().unwrap(),
+            prefix_len: 24,
+        });
+        c.announce.count += 1;
+        c.notify.master = vec!["/bin/true".into()];
+        c.track_scripts.push(TrackScript {
+            name: "pg".into(),
+            command: vec!["/bin/true".into()],
+            shell: false,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            rise: 1,
+            fall: 1,
+            weight: None,
+        });
+        c.track_files.push(TrackFile {
+            path: "/run/w".into(),
+            weight_multiplier: 1,
+            interval: Duration::from_secs(1),
+        });
+        c.guard = Some(GuardConfig {
+            witness: Witness::Address("10.0.0.1".parse().unwrap()),
+            method: GuardMethod::Icmp,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            fall: 1,
+            rise: 1,
+            quorum: false,
+            peers_total: None,
+        });
+        let p = plan_between(&old, &new).unwrap();
+        assert_eq!(
+            updated(&p),
+            vec![(
+                "db",
+                vec![
+                    Change::Vips,
+                    Change::Announce,
+                    Change::Notify,
+                    Change::Checks,
+                    Change::Guard
+                ]
+            )]
+        );
     }
 
     #[test]
@@ -268,6 +511,7 @@ mod tests {
             stopped: names(&["web"]),
             restarted: names(&["a", "b"]),
             rekeyed: vec![],
+            updated: vec![],
             failed: vec![],
         };
         assert_eq!(

@@ -160,6 +160,7 @@ impl Supervisor {
             netlink: self.shared.netlink.clone(),
             held: Arc::clone(&held),
             back: back_tx,
+            claimed: false,
         };
         let worker = tokio::spawn(worker.run(ops_rx));
 
@@ -199,6 +200,8 @@ impl Supervisor {
             handing_over_at_input: false,
             ops: ops_tx,
             held,
+            replaced_checks: None,
+            replaced_channel: false,
         };
         tracing::info!(instance = %cfg.name, interface = %cfg.interface, ifindex = link.index, group = cfg.group,
             priority = cfg.priority, vips = %vip_list(&cfg.vips),
@@ -268,6 +271,7 @@ impl Supervisor {
             Request::Reload => match self.reload().await {
                 Ok(summary) => Response::Reloaded {
                     summary: summary.to_string(),
+                    failed: summary.failed.clone(),
                 },
                 Err(e) => Response::Error {
                     message: e.to_string(),
@@ -415,7 +419,8 @@ impl Supervisor {
         let (to_stop, remaining): (Vec<_>, Vec<_>) = std::mem::take(&mut self.instances)
             .into_iter()
             .partition(|h| {
-                !plan.keep.contains(&h.config.name) && !plan.rekey.contains(&h.config.name)
+                !plan.keep.contains(&h.config.name)
+                    && !plan.update.iter().any(|u| u.name == h.config.name)
             });
         self.instances = remaining;
         self.stop_instances(to_stop).await;
@@ -425,23 +430,32 @@ impl Supervisor {
             stopped: plan.stop,
             ..ReloadSummary::default()
         };
-        for h in &mut self.instances {
-            if !plan.rekey.contains(&h.config.name) {
-                continue;
-            }
-            let Some(c) = new.instance(&h.config.name) else {
+        for update in plan.update {
+            let Some(h) = self
+                .instances
+                .iter_mut()
+                .find(|h| h.config.name == update.name)
+            else {
                 continue;
             };
-            let keys = InstanceMsg::Rekey {
-                auth: c.auth.clone(),
-                accept: c.auth_accept.clone(),
+            let Some(c) = new.instance(&update.name) else {
+                continue;
             };
-            if h.tx.send(keys).await.is_ok() {
+            let msg = InstanceMsg::Update(Box::new(c.clone()), update.changes.clone());
+            if h.tx.send(msg).await.is_ok() {
                 h.config = c.clone();
-                summary.rekeyed.push(c.name.clone());
+                if update.changes == [reload::Change::Keys] {
+                    summary.rekeyed.push(c.name.clone());
+                } else {
+                    let what: Vec<String> =
+                        update.changes.iter().map(ToString::to_string).collect();
+                    summary
+                        .updated
+                        .push(format!("{} ({})", c.name, what.join(", ")));
+                }
             } else {
                 summary.failed.push(format!(
-                    "{}: the instance did not take its new keys",
+                    "{}: the instance did not take its new configuration",
                     c.name
                 ));
             }

@@ -23,7 +23,7 @@ use super::error_chain;
 use super::instance::WorkerReport;
 use crate::config::{AnnounceConfig, InstanceConfig, Vip};
 use crate::net::announce::Announcer;
-use crate::net::netlink::Netlink;
+use crate::net::netlink::{Claimed, Netlink, Released};
 
 /// Removes every address carrying our marker: VIPs left by a crashed earlier run.
 pub(super) async fn remove_stale_vips(netlink: &Netlink) {
@@ -67,10 +67,20 @@ pub(super) async fn release_vips(netlink: &Netlink, cfg: &InstanceConfig) {
         }
     };
     for vip in &cfg.vips {
-        if let Err(e) = netlink.release(ifindex, vip.addr, vip.prefix_len).await {
-            tracing::error!(instance = %cfg.name, vip = %vip, error = %error_chain(&e), "releasing VIP");
+        match netlink.release(ifindex, vip.addr, vip.prefix_len).await {
+            Ok(Released::Removed) => {}
+            Ok(Released::LeftAlone) => left_alone(&cfg.name, *vip, &cfg.interface),
+            Err(e) => {
+                tracing::error!(instance = %cfg.name, vip = %vip, error = %error_chain(&e), "releasing VIP")
+            }
         }
     }
+}
+
+/// An address equal to a VIP that vipd did not add: it stays, whatever vipd does.
+fn left_alone(instance: &str, vip: Vip, interface: &str) {
+    tracing::warn!(%instance, %vip, %interface,
+        "the VIP is also configured on the interface by someone else (no vipd marker); vipd leaves that address in place and never removes it: remove it from the host's own configuration");
 }
 
 /// Which VIPs the daemon holds (its own knowledge of what it claimed).
@@ -90,6 +100,15 @@ pub(super) enum VipOp {
     Reclaim(Option<Vip>),
     /// Read the link state again and report it.
     CheckLink,
+    /// A reload changed the VIP set: release the removed VIPs if held, and
+    /// while claimed, claim the added ones and announce again.
+    SetVips(Vec<Vip>),
+    /// A reload changed the announcement settings: a running schedule starts
+    /// again with them.
+    SetAnnounce(AnnounceConfig),
+    /// The interface was re-created under its name with this index: the VIPs
+    /// and announcements go there from now on.
+    Rebind(u32),
     Stop,
 }
 
@@ -103,6 +122,8 @@ pub(super) struct VipWorker {
     pub(super) netlink: Netlink,
     pub(super) held: Held,
     pub(super) back: mpsc::UnboundedSender<WorkerReport>,
+    /// Between a claim and a release: the VIPs belong on the interface.
+    pub(super) claimed: bool,
 }
 
 impl VipWorker {
@@ -111,6 +132,7 @@ impl VipWorker {
         while let Some(op) = ops.recv().await {
             match op {
                 VipOp::Claim => {
+                    self.claimed = true;
                     for vip in self.vips.clone() {
                         self.claim(vip).await;
                     }
@@ -123,23 +145,12 @@ impl VipWorker {
                     }
                 }
                 VipOp::Release => {
+                    self.claimed = false;
                     if let Some(task) = announcing.take() {
                         task.abort();
                     }
                     for vip in self.vips.clone() {
-                        match self
-                            .netlink
-                            .release(self.ifindex, vip.addr, vip.prefix_len)
-                            .await
-                        {
-                            Ok(()) => {
-                                self.set_held(vip, false);
-                                tracing::info!(instance = %self.instance, vip = %vip, "released VIP");
-                            }
-                            Err(e) => {
-                                tracing::error!(instance = %self.instance, vip = %vip, error = %error_chain(&e), "releasing VIP")
-                            }
-                        }
+                        self.release(vip, "released VIP").await;
                     }
                 }
                 VipOp::Reclaim(one) => {
@@ -169,19 +180,101 @@ impl VipWorker {
                     Ok(link) if link.index == self.ifindex => {
                         let _ = self.back.send(WorkerReport::LinkUp(link.up));
                     }
-                    Ok(_) => {
-                        tracing::error!(instance = %self.instance, interface = %self.interface, "the interface was replaced (new index); reload or restart vipd");
-                        let _ = self.back.send(WorkerReport::LinkUp(false));
+                    Ok(link) => {
+                        let _ = self.back.send(WorkerReport::Replaced {
+                            ifindex: link.index,
+                            up: link.up,
+                        });
                     }
                     Err(e) => {
                         tracing::error!(instance = %self.instance, error = %error_chain(&e), "re-reading the link");
                     }
                 },
+                VipOp::SetVips(vips) => self.set_vips(vips, &mut announcing).await,
+                VipOp::SetAnnounce(cfg) => {
+                    self.announce = cfg;
+                    if announcing.is_some() {
+                        self.start_announcing(&mut announcing);
+                    }
+                }
+                VipOp::Rebind(ifindex) => {
+                    self.ifindex = ifindex;
+                    self.announcer = None;
+                    // The addresses went with the old link.
+                    for vip in self.vips.clone() {
+                        self.set_held(vip, false);
+                    }
+                }
                 VipOp::Stop => break,
             }
         }
         if let Some(task) = announcing.take() {
             task.abort();
+        }
+    }
+
+    /// A reload's new VIP set: only the added and removed VIPs are touched.
+    /// While claimed, the added ones are claimed and the whole set announced
+    /// again (a burst and its repeat; harmless for the VIPs that stayed) if
+    /// the announcements are running (not on a master's way out).
+    async fn set_vips(&mut self, vips: Vec<Vip>, announcing: &mut Option<JoinHandle<()>>) {
+        let removed: Vec<Vip> = self
+            .vips
+            .iter()
+            .filter(|v| !vips.contains(v))
+            .copied()
+            .collect();
+        let added: Vec<Vip> = vips
+            .iter()
+            .filter(|v| !self.vips.contains(v))
+            .copied()
+            .collect();
+        self.vips = vips;
+        for vip in removed {
+            let held = self
+                .held
+                .lock()
+                .map(|h| h.get(&vip).copied().unwrap_or(false))
+                .unwrap_or(true);
+            if held || self.claimed {
+                self.release(vip, "released VIP (removed by reload)").await;
+            }
+            if let Ok(mut held) = self.held.lock() {
+                held.remove(&vip);
+            }
+        }
+        for vip in &added {
+            self.set_held(*vip, false);
+        }
+        if self.claimed && !added.is_empty() {
+            for vip in added {
+                self.claim(vip).await;
+            }
+            if announcing.is_some() {
+                self.start_announcing(announcing);
+            }
+        }
+    }
+
+    /// Removes one VIP from the interface (unless it is an administrator's),
+    /// logging `what` when it went.
+    async fn release(&self, vip: Vip, what: &str) {
+        match self
+            .netlink
+            .release(self.ifindex, vip.addr, vip.prefix_len)
+            .await
+        {
+            Ok(Released::Removed) => {
+                self.set_held(vip, false);
+                tracing::info!(instance = %self.instance, vip = %vip, "{what}");
+            }
+            Ok(Released::LeftAlone) => {
+                self.set_held(vip, false);
+                left_alone(&self.instance, vip, &self.interface);
+            }
+            Err(e) => {
+                tracing::error!(instance = %self.instance, vip = %vip, error = %error_chain(&e), "releasing VIP")
+            }
         }
     }
 
@@ -197,9 +290,13 @@ impl VipWorker {
             .claim(self.ifindex, vip.addr, vip.prefix_len)
             .await
         {
-            Ok(()) => {
+            Ok(Claimed::Marked) => {
                 self.set_held(vip, true);
                 tracing::info!(instance = %self.instance, vip = %vip, interface = %self.interface, "claimed VIP");
+            }
+            Ok(Claimed::LeftAlone) => {
+                self.set_held(vip, true);
+                left_alone(&self.instance, vip, &self.interface);
             }
             Err(e) => {
                 tracing::error!(instance = %self.instance, vip = %vip, error = %error_chain(&e), "claiming VIP")
@@ -227,15 +324,14 @@ impl VipWorker {
             return;
         };
         let addrs: Vec<IpAddr> = self.vips.iter().map(|v| v.addr).collect();
-        burst(
-            &announcer,
-            &addrs,
-            1,
-            Duration::ZERO,
-            &self.instance,
-            "re-announce",
-        )
-        .await;
+        let round = Round {
+            announcer: &announcer,
+            netlink: &self.netlink,
+            interface: &self.interface,
+            addrs: &addrs,
+            instance: &self.instance,
+        };
+        round.burst(1, Duration::ZERO, "re-announce").await;
     }
 
     fn start_announcing(&mut self, announcing: &mut Option<JoinHandle<()>>) {
@@ -248,79 +344,93 @@ impl VipWorker {
         let addrs: Vec<IpAddr> = self.vips.iter().map(|v| v.addr).collect();
         let cfg = self.announce.clone();
         let instance = self.instance.clone();
-        *announcing = Some(tokio::spawn(announce_loop(announcer, addrs, cfg, instance)));
+        let (netlink, interface) = (self.netlink.clone(), self.interface.clone());
+        *announcing = Some(tokio::spawn(async move {
+            let round = Round {
+                announcer: &announcer,
+                netlink: &netlink,
+                interface: &interface,
+                addrs: &addrs,
+                instance: &instance,
+            };
+            announce_loop(round, cfg).await;
+        }));
     }
 }
 
 /// A burst on becoming master, a second burst `repeat_after` later, then a round
 /// every `refresh` while master (the task is aborted on release).
-async fn announce_loop(
-    announcer: Arc<Announcer>,
-    addrs: Vec<IpAddr>,
-    cfg: AnnounceConfig,
-    instance: String,
-) {
+async fn announce_loop(round: Round<'_>, cfg: AnnounceConfig) {
     let start = tokio::time::Instant::now();
-    burst(
-        &announcer,
-        &addrs,
-        cfg.count,
-        cfg.interval,
-        &instance,
-        "first",
-    )
-    .await;
+    round.burst(cfg.count, cfg.interval, "first").await;
     if let Some(after) = cfg.repeat_after {
         tokio::time::sleep_until(start + after).await;
-        burst(
-            &announcer,
-            &addrs,
-            cfg.count,
-            cfg.interval,
-            &instance,
-            "second",
-        )
-        .await;
+        round.burst(cfg.count, cfg.interval, "second").await;
     }
     if let Some(refresh) = cfg.refresh {
         loop {
             tokio::time::sleep(refresh).await;
-            burst(&announcer, &addrs, 1, cfg.interval, &instance, "refresh").await;
+            round.burst(1, cfg.interval, "refresh").await;
         }
     }
 }
 
-async fn burst(
-    announcer: &Announcer,
-    addrs: &[IpAddr],
-    count: u32,
-    spacing: Duration,
-    instance: &str,
-    which: &str,
-) {
-    let mut sent = 0u32;
-    let mut failed = 0u32;
-    for i in 0..count {
-        if i > 0 {
-            tokio::time::sleep(spacing).await;
-        }
-        for addr in addrs {
-            match announcer.announce(*addr) {
-                Ok(()) => sent += 1,
-                Err(e) => {
-                    failed += 1;
-                    if failed == 1 {
-                        tracing::warn!(%instance, error = %error_chain(&e), "announcement failed");
+/// What one round of announcements needs.
+struct Round<'a> {
+    announcer: &'a Announcer,
+    netlink: &'a Netlink,
+    interface: &'a str,
+    addrs: &'a [IpAddr],
+    instance: &'a str,
+}
+
+impl Round<'_> {
+    /// `count` announcements of every VIP, `spacing` apart.
+    async fn burst(&self, count: u32, spacing: Duration, which: &str) {
+        self.refresh_router_flag().await;
+        let instance = self.instance;
+        let mut sent = 0u32;
+        let mut failed = 0u32;
+        for i in 0..count {
+            if i > 0 {
+                tokio::time::sleep(spacing).await;
+            }
+            for addr in self.addrs {
+                match self.announcer.announce(*addr) {
+                    Ok(()) => sent += 1,
+                    Err(e) => {
+                        failed += 1;
+                        if failed == 1 {
+                            tracing::warn!(%instance, error = %error_chain(&e), "announcement failed");
+                        }
                     }
                 }
             }
         }
+        let vips = self.addrs.len();
+        // The bursts on becoming master are worth a line each; refresh and
+        // re-announce rounds can come several times a second, so only at debug.
+        if matches!(which, "first" | "second") {
+            tracing::info!(%instance, burst = which, sent, failed, vips, "announced VIPs (gratuitous ARP / unsolicited NA)");
+        } else {
+            tracing::debug!(%instance, burst = which, sent, failed, vips, "announced VIPs (gratuitous ARP / unsolicited NA)");
+        }
     }
-    // The bursts on becoming master are worth a line each; refresh and
-    // re-announce rounds can come several times a second, so only at debug.
-    if matches!(which, "first" | "second") {
-        tracing::info!(%instance, burst = which, sent, failed, vips = addrs.len(), "announced VIPs (gratuitous ARP / unsolicited NA)");
-    } else {
-        tracing::debug!(%instance, burst = which, sent, failed, vips = addrs.len(), "announced VIPs (gratuitous ARP / unsolicited NA)");
+
+    /// The NA Router flag follows the interface's IPv6 forwarding, read through
+    /// netlink before each round (an administrator may turn forwarding on or off
+    /// at any time). IPv4-only instances skip the lookup.
+    async fn refresh_router_flag(&self) {
+        if !self.addrs.iter().any(IpAddr::is_ipv6) {
+            return;
+        }
+        match self.netlink.link_by_name(self.interface).await {
+            Ok(link) => self
+                .announcer
+                .set_ipv6_router(link.ipv6_forwarding.unwrap_or(false)),
+            Err(e) => {
+                tracing::debug!(instance = %self.instance, error = %error_chain(&e), "reading IPv6 forwarding for the NA Router flag")
+            }
+        }
     }
 }

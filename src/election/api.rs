@@ -36,6 +36,38 @@ pub struct ElectionConfig {
     pub start_drained: bool,
 }
 
+/// What a reload may change in a running election
+/// ([`Election::handle_settings`](super::Election::handle_settings)): the
+/// fields of [`ElectionConfig`] that do not name the node, its group or how it
+/// started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub priority: u8,
+    pub advert_interval: Duration,
+    pub backup_advert_interval: Duration,
+    pub takeover_margin: Duration,
+    pub handover_timeout: Duration,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    pub vip_digest: [u8; 8],
+}
+
+impl ElectionConfig {
+    /// The settings a reload may change, as they are now.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            priority: self.priority,
+            advert_interval: self.advert_interval,
+            backup_advert_interval: self.backup_advert_interval,
+            takeover_margin: self.takeover_margin,
+            handover_timeout: self.handover_timeout,
+            preempt: self.preempt,
+            preempt_delay: self.preempt_delay,
+            vip_digest: self.vip_digest,
+        }
+    }
+}
+
 /// RFC 5798's states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -10,6 +10,8 @@
 //!   (early or repeated calls are harmless);
 //! - [`Election::handle_command`]: an operator's drain, undrain or promote;
 //! - [`Election::handle_health`]: a change of health (priority weights, fault);
+//! - [`Election::handle_settings`]: a reload changed priority, preempt or
+//!   intervals;
 //! - [`Election::handle_shutdown`]: the daemon is stopping.
 //!
 //! After each input the caller drains [`Election::poll_action`] until it returns
@@ -94,6 +96,20 @@
 //! weights, clamped to 1..=254. A fault makes the node ineligible: a master in
 //! fault releases at once (its service is broken) with a priority-0 advert.
 //!
+//! **Reload** ([`Election::handle_settings`]). A reload may change the priority,
+//! `preempt`, `preempt_delay`, the advert intervals, `takeover_margin`,
+//! `handover_timeout` and the VIP digest of a running election. Nothing is
+//! released and no state changes on its own: the node advertises the new
+//! settings at once (the periodic advert re-armed at the new interval from now),
+//! and the rules above decide. A backup that now outranks the master takes
+//! over by the preempt rule (with `preempt` on; a `preempt_delay` stretch
+//! starts again from the reload); one whose `preempt` went off stops waiting to
+//! preempt. A master whose priority fell below a live backup stays master until
+//! that backup preempts it (its claim comes first, then this master steps
+//! down as for any better master: make-before-break); with `preempt` off on the
+//! backups it stays. Peers follow the new interval from the next advert they
+//! hear; `handover_timeout` applies from the next handover.
+//!
 //! **Start-up**: a node starts as backup (never straight to master: FIELD-NOTES 12)
 //! and waits the master-down interval, or `startup_delay` if longer, before it
 //! takes over an empty group; each better-ranked peer it hears meanwhile adds one
@@ -139,8 +155,8 @@ use std::time::{Duration, Instant};
 use crate::wire::{AdvertBody, Flags};
 
 pub use api::{
-    Action, Command, CommandError, Counters, ElectionConfig, Health, Notice, Reason, State,
-    Transition,
+    Action, Command, CommandError, Counters, ElectionConfig, Health, Notice, Reason, Settings,
+    State, Transition,
 };
 use peers::{interval_of, PeerTable};
 pub use peers::{Peer, Quorum, Rank};
@@ -405,6 +421,42 @@ impl Election {
                     self.consider_preempt(now);
                 }
             }
+        }
+    }
+
+    /// A reload changed the settings (the rule "Reload"): advertise them now and
+    /// let the election decide; nothing is released here.
+    pub fn handle_settings(&mut self, now: Instant, settings: Settings) {
+        if self.stopped || settings == self.cfg.settings() {
+            return;
+        }
+        let Settings {
+            priority,
+            advert_interval,
+            backup_advert_interval,
+            takeover_margin,
+            handover_timeout,
+            preempt,
+            preempt_delay,
+            vip_digest,
+        } = settings;
+        self.cfg.priority = priority;
+        self.cfg.advert_interval = advert_interval;
+        self.cfg.backup_advert_interval = backup_advert_interval;
+        self.cfg.takeover_margin = takeover_margin;
+        self.cfg.handover_timeout = handover_timeout;
+        self.cfg.preempt = preempt;
+        self.cfg.preempt_delay = preempt_delay;
+        self.cfg.vip_digest = vip_digest;
+        self.peers.set_margin(takeover_margin);
+        // Re-armed from now at the new interval (send_advert keeps no cadence
+        // for a deadline still ahead).
+        self.timers.clear(Timer::Advert);
+        self.send_advert(now);
+        if self.state == State::Backup && !self.shutting_down {
+            // A preempt_delay stretch starts again; preempt off stops it.
+            self.timers.clear(Timer::Preempt);
+            self.consider_preempt(now);
         }
     }
 
@@ -1690,5 +1742,96 @@ mod tests {
             high.timers.get(Timer::MasterDown) < low.timers.get(Timer::MasterDown),
             "equal priority: the higher node id claims first"
         );
+    }
+
+    fn no_vip_move(actions: &[Action]) -> bool {
+        !actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::ClaimVips | Action::ReleaseVips | Action::StateChanged { .. }
+            )
+        })
+    }
+
+    #[test]
+    fn reload_settings_are_advertised_at_once_and_release_nothing() {
+        let t0 = Instant::now();
+        let (mut e, t) = settled_master(t0);
+        let unchanged = e.config().settings();
+        e.handle_settings(t, unchanged.clone());
+        assert!(drain(&mut e).is_empty(), "the same settings change nothing");
+
+        // Lower than the live backup (100): the master stays until preempted.
+        let mut lower = unchanged;
+        lower.priority = 90;
+        lower.advert_interval = I * 2;
+        lower.backup_advert_interval = I * 2;
+        e.handle_settings(t, lower);
+        let actions = drain(&mut e);
+        assert!(no_vip_move(&actions), "{actions:?}");
+        let adverts = sent(&actions);
+        assert_eq!(adverts.len(), 1, "{actions:?}");
+        assert_eq!(adverts[0].priority, 90);
+        assert_eq!(adverts[0].interval_cs, 20);
+        assert!(adverts[0].flags.contains(Flags::MASTER));
+        assert_eq!(e.timers.get(Timer::Advert), Some(t + I * 2));
+        let later = run_to(&mut e, t + I * 10);
+        assert!(no_vip_move(&later), "{later:?}");
+        assert_eq!(e.state(), State::Master);
+
+        // The backup preempts: the master steps down make-before-break.
+        let t2 = t + I * 10;
+        e.handle_advert(t2, &advert(2, 100, Flags::MASTER));
+        let actions = run_to(&mut e, t2 + STEP_DOWN_LINGER);
+        assert!(has(&actions, &Action::ReleaseVips));
+        assert_eq!(e.state(), State::Backup);
+    }
+
+    #[test]
+    fn reload_raising_a_backup_above_the_master_preempts_by_the_preempt_rule() {
+        let t0 = Instant::now();
+        let (mut e, t) = settled_backup(t0, 100);
+        let mut higher = e.config().settings();
+        higher.priority = 250;
+        higher.preempt = false;
+        e.handle_settings(t, higher.clone());
+        let actions = drain(&mut e);
+        assert!(no_vip_move(&actions), "preempt off: {actions:?}");
+        assert_eq!(sent(&actions)[0].priority, 250);
+
+        higher.preempt = true;
+        higher.preempt_delay = I * 5;
+        let t1 = t + Duration::from_millis(10);
+        e.handle_settings(t1, higher.clone());
+        assert!(no_vip_move(&drain(&mut e)));
+        assert_eq!(e.timers.get(Timer::Preempt), Some(t1 + I * 5));
+
+        // preempt off again before the delay ran out: no takeover.
+        higher.preempt = false;
+        e.handle_settings(t1 + I, higher);
+        drain(&mut e);
+        assert_eq!(e.timers.get(Timer::Preempt), None);
+        let mut t = t1 + I;
+        for _ in 0..10 {
+            t += I;
+            e.handle_advert(t, &advert(9, 200, Flags::MASTER));
+            assert!(no_vip_move(&run_to(&mut e, t)));
+        }
+        assert_eq!(e.state(), State::Backup);
+    }
+
+    #[test]
+    fn reload_with_preempt_on_takes_over_from_an_outranked_master_at_once() {
+        let t0 = Instant::now();
+        let (mut e, t) = settled_backup(t0, 100);
+        let mut higher = e.config().settings();
+        higher.priority = 250;
+        e.handle_settings(t, higher);
+        let actions = drain(&mut e);
+        assert!(has(&actions, &Action::ClaimVips), "{actions:?}");
+        assert!(matches!(
+            e.last_transition().map(|t| &t.reason),
+            Some(Reason::Preempting { .. })
+        ));
     }
 }

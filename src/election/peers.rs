@@ -148,6 +148,11 @@ impl PeerTable {
         }
     }
 
+    /// A reload changed `takeover_margin`: liveness windows use the new one.
+    pub(super) fn set_margin(&mut self, takeover_margin: Duration) {
+        self.margin = takeover_margin;
+    }
+
     pub(super) fn get(&self, node_id: u64) -> Option<&Peer> {
         self.peers.get(&node_id)
     }

@@ -35,11 +35,13 @@
 //! fault for ever.
 //!
 //! [`notify`] runs the operator's hooks on each transition, in order, under a
-//! timeout; it shares [`run_command`] with the track scripts.
+//! timeout; it shares [`run_command`] with the track scripts. `carry.rs` carries
+//! a tracker's state across a reload ([`Tracker::carry_over`]).
 //!
 //! What it may not touch: the election (it only produces `Health`), sockets that
 //! carry adverts, and the VIPs themselves.
 
+mod carry;
 pub mod notify;
 
 use std::fmt::Write as _;
@@ -56,6 +58,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{GuardConfig, GuardMethod, InstanceConfig, TrackFile, TrackScript, Witness};
 use crate::election::Health;
+use crate::net::netlink::Netlink;
 
 /// How many track scripts may run at once in the whole daemon.
 pub const MAX_CONCURRENT_SCRIPTS: usize = 8;
@@ -91,9 +94,32 @@ impl std::fmt::Display for RunOutcome {
     }
 }
 
-/// Runs `argv` (or, with `shell`, `/bin/sh -c argv[0]`) with `extra_args` appended
-/// and `env` added, in a process group of its own, with stdin, stdout and stderr on
-/// /dev/null. Past `timeout` the whole group is SIGKILLed and reaped.
+/// `PATH` for hooks and scripts when the daemon has none (systemd gives services
+/// this one).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The environment every hook and script starts from: `PATH` and `LANG` (the
+/// daemon's, else defaults), nothing else. Why: the daemon's own environment
+/// carries systemd's `NOTIFY_SOCKET` and `WATCHDOG_PID`/`WATCHDOG_USEC`, and a
+/// script that inherits them (any sd_notify-aware tool it starts) could report
+/// readiness or pet the watchdog in the daemon's name.
+fn clean_environment() -> [(&'static str, String); 2] {
+    let inherited = |name: &str, default: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_owned())
+    };
+    [
+        ("PATH", inherited("PATH", DEFAULT_PATH)),
+        ("LANG", inherited("LANG", "C.UTF-8")),
+    ]
+}
+
+/// Runs `argv` (or, with `shell`, `/bin/sh -c argv[0]`) with `extra_args` appended,
+/// in a clean environment ([`clean_environment`]) plus `env`, in a process group
+/// of its own, with stdin, stdout and stderr on /dev/null. Past `timeout` the whole
+/// group is SIGKILLed and reaped.
 pub async fn run_command(
     argv: &[String],
     shell: bool,
@@ -115,6 +141,8 @@ pub async fn run_command(
         c
     };
     cmd.args(extra_args)
+        .env_clear()
+        .envs(clean_environment())
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -220,16 +248,81 @@ async fn file_loop(index: usize, file: TrackFile, tx: mpsc::UnboundedSender<Chec
     }
 }
 
+/// The most a track file may hold: a number and some whitespace fit many times.
+pub const MAX_TRACK_FILE_BYTES: u64 = 4096;
+
+/// How long reading a track file may take (a hung network file system).
+const TRACK_FILE_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A track file's integer (surrounding whitespace ignored).
+///
+/// The file must be a regular file of at most [`MAX_TRACK_FILE_BYTES`]: a FIFO
+/// (opening one blocks until a writer comes), a device (`/dev/zero` never ends) or
+/// a huge file would hang or bloat the check, so each is a failing check with its
+/// reason. The file is opened non-blocking and checked with `fstat` before any
+/// read, so not even the open can block.
 async fn read_weight_file(path: &Path) -> Result<i64, String> {
-    let text = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let owned = path.to_owned();
+    let read = tokio::task::spawn_blocking(move || read_bounded(&owned));
+    let text = match tokio::time::timeout(TRACK_FILE_READ_TIMEOUT, read).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(e)) => return Err(format!("reading {}: {e}", path.display())),
+        Err(_) => {
+            return Err(format!(
+                "reading {} took longer than {TRACK_FILE_READ_TIMEOUT:?}",
+                path.display()
+            ))
+        }
+    };
     let text = text.trim();
     text.parse::<i64>().map_err(|_| {
         let shown: String = text.chars().take(40).collect();
         format!("{} does not hold an integer: {shown:?}", path.display())
     })
+}
+
+/// Reads a regular file of at most [`MAX_TRACK_FILE_BYTES`]; see [`read_weight_file`].
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let shown = path.display();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let metadata = file
+        .metadata()
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let kind = metadata.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!(
+            "{shown} is {what}; a track file must be a regular file"
+        ));
+    }
+    if metadata.len() > MAX_TRACK_FILE_BYTES {
+        return Err(format!(
+            "{shown} is {} bytes; a track file holds one integer (at most {MAX_TRACK_FILE_BYTES} bytes)",
+            metadata.len()
+        ));
+    }
+    let mut text = String::new();
+    // The limit again: the file may grow between fstat and read.
+    file.take(MAX_TRACK_FILE_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    Ok(text)
 }
 
 async fn guard_loop(guard: GuardConfig, interface: String, tx: mpsc::UnboundedSender<CheckEvent>) {
@@ -290,28 +383,15 @@ async fn check_witness(guard: &GuardConfig, interface: &str) -> RunOutcome {
     }
 }
 
-/// The IPv4 default gateway, from /proc/net/route.
+/// The IPv4 default gateway, through netlink (`ip -4 route show default`):
+/// /proc/net/route is hidden by the unit's `ProcSubset=pid` (FIELD-NOTES 23).
 async fn default_gateway() -> Result<Ipv4Addr, String> {
-    let text = tokio::fs::read_to_string("/proc/net/route")
-        .await
-        .map_err(|e| format!("cannot read /proc/net/route: {e}"))?;
-    parse_default_gateway(&text).ok_or_else(|| "there is no IPv4 default gateway".to_owned())
-}
-
-fn parse_default_gateway(text: &str) -> Option<Ipv4Addr> {
-    text.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        // Iface Destination Gateway Flags ...; RTF_UP | RTF_GATEWAY = 0x3.
-        let (dest, gw, flags) = (f.get(1)?, f.get(2)?, f.get(3)?);
-        let flags = u32::from_str_radix(flags, 16).ok()?;
-        if *dest != "00000000" || flags & 0x3 != 0x3 {
-            return None;
-        }
-        // The kernel prints the network-order word as a native integer, so its
-        // native bytes are the address's bytes.
-        let raw = u32::from_str_radix(gw, 16).ok()?;
-        Some(Ipv4Addr::from(raw.to_ne_bytes()))
-    })
+    let netlink = Netlink::connect().map_err(|e| format!("cannot read the routes: {e}"))?;
+    match netlink.default_gateway_v4().await {
+        Ok(Some(gateway)) => Ok(gateway),
+        Ok(None) => Err("there is no IPv4 default gateway".to_owned()),
+        Err(e) => Err(format!("cannot read the routes: {e}")),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -811,17 +891,66 @@ mod tests {
         assert!(t.health().fault.unwrap().contains("witness unreachable"));
     }
 
-    #[test]
-    fn default_gateway_from_proc() {
-        let text =
-            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-                    eth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
-                    eth0\t00000000\t0102000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
-        assert_eq!(
-            parse_default_gateway(text),
-            Some(Ipv4Addr::new(10, 0, 2, 1))
+    #[tokio::test]
+    async fn hooks_and_scripts_get_a_clean_environment() {
+        let dir = std::env::temp_dir().join(format!("vipd-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("env");
+        // NOTIFY_SOCKET and WATCHDOG_* reach the daemon from systemd; they must not
+        // reach a script. The test's own environment stands in for the daemon's.
+        let script = format!("env > {}", out.display());
+        let outcome = run_command(
+            &[script],
+            true,
+            &[],
+            &[("VIPD_STATE", "master")],
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(outcome, RunOutcome::Success);
+        let text = std::fs::read_to_string(&out).unwrap();
+        let names: Vec<&str> = text.lines().filter_map(|l| l.split('=').next()).collect();
+        for name in &names {
+            // The shell adds PWD (and some shells SHLVL, `_`) itself.
+            assert!(
+                ["PATH", "LANG", "VIPD_STATE", "PWD", "SHLVL", "_"].contains(name),
+                "unexpected variable {name} in {names:?}"
+            );
+        }
+        assert!(
+            names.contains(&"PATH") && names.contains(&"LANG") && names.contains(&"VIPD_STATE")
         );
-        assert_eq!(parse_default_gateway("header\n"), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn track_files_must_be_small_regular_files() {
+        let dir = std::env::temp_dir().join(format!("vipd-trackfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good");
+        std::fs::write(&good, " -20\n").unwrap();
+        assert_eq!(read_weight_file(&good).await, Ok(-20));
+
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // No writer: a blocking open would hang here for good.
+        let err = read_weight_file(&fifo).await.unwrap_err();
+        assert!(err.contains("is a FIFO"), "{err}");
+
+        let err = read_weight_file(Path::new("/dev/zero")).await.unwrap_err();
+        assert!(err.contains("is a device"), "{err}");
+
+        let err = read_weight_file(&dir).await.unwrap_err();
+        assert!(err.contains("is a directory"), "{err}");
+
+        let huge = dir.join("huge");
+        std::fs::write(&huge, vec![b'1'; 1 << 20]).unwrap();
+        let err = read_weight_file(&huge).await.unwrap_err();
+        assert!(err.contains("1048576 bytes"), "{err}");
+
+        let err = read_weight_file(&dir.join("missing")).await.unwrap_err();
+        assert!(err.contains("cannot read"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

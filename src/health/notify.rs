@@ -7,19 +7,35 @@
 //! one still runs. For a transition to `STATE` the `STATE` hook runs first, then
 //! `any`.
 //!
+//! Hooks for a state that has already passed are skipped: when a transition is
+//! queued while an earlier one still waits its turn (a slow hook is running), the
+//! waiting one is dropped with a log line, because running `notify.master` after
+//! the instance has already become backup again would tell the application the
+//! opposite of the truth. `stop` hooks are never dropped. So the queue holds at
+//! most the latest transition plus pending stops, and it is bounded
+//! ([`MAX_PENDING`]) even then.
+//!
 //! Every hook gets four arguments appended to its configured argv: the instance,
 //! the new state (`master`, `backup`, `fault` or `stop`), the previous state and
 //! the reason; the same in `VIPD_INSTANCE`, `VIPD_STATE`, `VIPD_PREVIOUS_STATE`
-//! and `VIPD_REASON`.
+//! and `VIPD_REASON`. Nothing else of the daemon's environment reaches them but
+//! `PATH` and `LANG` ([`run_command`]).
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::NotifyConfig;
 use crate::election::State;
 use crate::health::{run_command, RunOutcome};
+
+/// The most transitions waiting for their hooks. With superseded transitions
+/// dropped, only `stop`s can pile up (an instance stopped and restarted by reloads
+/// while a hook hangs); past this the oldest waiting entry goes.
+pub const MAX_PENDING: usize = 8;
 
 /// One queued transition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,10 +45,77 @@ struct Event {
     reason: String,
 }
 
+/// The queue between the instance task and the hook task.
+#[derive(Debug, Default)]
+struct Queue {
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    events: VecDeque<Event>,
+    closed: bool,
+}
+
+impl Queue {
+    /// Adds `event`, dropping what it supersedes (see the module doc).
+    fn push(&self, instance: &str, event: Event) {
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
+        if pending.closed {
+            return;
+        }
+        let superseded = |waiting: &Event| waiting.to != "stop";
+        while let Some(position) = pending.events.iter().position(superseded) {
+            if let Some(old) = pending.events.remove(position) {
+                tracing::info!(%instance, state = %old.to, now = %event.to,
+                    "notify hooks skipped: the instance left that state before they could run");
+            }
+        }
+        if pending.events.len() >= MAX_PENDING {
+            if let Some(old) = pending.events.pop_front() {
+                tracing::warn!(%instance, state = %old.to, max = MAX_PENDING,
+                    "notify hooks skipped: too many transitions waiting for a slow hook");
+            }
+        }
+        pending.events.push_back(event);
+        drop(pending);
+        self.wake.notify_one();
+    }
+
+    fn close(&self) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.closed = true;
+        }
+        self.wake.notify_one();
+    }
+
+    /// The next transition; `None` once closed and empty.
+    async fn next(&self) -> Option<Event> {
+        loop {
+            {
+                let mut pending = self.pending.lock().ok()?;
+                if let Some(event) = pending.events.pop_front() {
+                    return Some(event);
+                }
+                if pending.closed {
+                    return None;
+                }
+            }
+            // `notify_one` stores a permit when nobody waits, so a push between
+            // the check above and this await is not missed.
+            self.wake.notified().await;
+        }
+    }
+}
+
 /// The hooks of one instance.
 #[derive(Debug)]
 pub struct Notifier {
-    tx: Option<mpsc::UnboundedSender<Event>>,
+    instance: String,
+    queue: Option<Arc<Queue>>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -41,14 +124,16 @@ impl Notifier {
     pub fn start(instance: String, cfg: NotifyConfig) -> Self {
         if cfg.is_empty() {
             return Self {
-                tx: None,
+                instance,
+                queue: None,
                 task: None,
             };
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(instance, cfg, rx));
+        let queue = Arc::new(Queue::default());
+        let task = tokio::spawn(run(instance.clone(), cfg, Arc::clone(&queue)));
         Self {
-            tx: Some(tx),
+            instance,
+            queue: Some(queue),
             task: Some(task),
         }
     }
@@ -64,12 +149,15 @@ impl Notifier {
     }
 
     fn send(&self, to: String, from: String, reason: &str) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Event {
-                to,
-                from,
-                reason: reason.to_owned(),
-            });
+        if let Some(queue) = &self.queue {
+            queue.push(
+                &self.instance,
+                Event {
+                    to,
+                    from,
+                    reason: reason.to_owned(),
+                },
+            );
         }
     }
 
@@ -77,15 +165,17 @@ impl Notifier {
     /// what is still running then is left to finish on its own (it is still killed
     /// at its timeout, as long as the runtime runs).
     pub async fn finish(&mut self, bound: Duration) {
-        self.tx = None;
+        if let Some(queue) = self.queue.take() {
+            queue.close();
+        }
         if let Some(task) = self.task.take() {
             let _ = tokio::time::timeout(bound, task).await;
         }
     }
 }
 
-async fn run(instance: String, cfg: NotifyConfig, mut rx: mpsc::UnboundedReceiver<Event>) {
-    while let Some(event) = rx.recv().await {
+async fn run(instance: String, cfg: NotifyConfig, queue: Arc<Queue>) {
+    while let Some(event) = queue.next().await {
         let own = match event.to.as_str() {
             "master" => &cfg.master,
             "backup" => &cfg.backup,
@@ -126,5 +216,55 @@ async fn run(instance: String, cfg: NotifyConfig, mut rx: mpsc::UnboundedReceive
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(to: &str) -> Event {
+        Event {
+            to: to.into(),
+            from: "x".into(),
+            reason: "r".into(),
+        }
+    }
+
+    fn waiting(queue: &Queue) -> Vec<String> {
+        let pending = queue.pending.lock().unwrap();
+        pending.events.iter().map(|e| e.to.clone()).collect()
+    }
+
+    #[test]
+    fn a_waiting_transition_is_dropped_when_a_newer_one_comes() {
+        let queue = Queue::default();
+        queue.push("db", event("master"));
+        queue.push("db", event("backup"));
+        queue.push("db", event("master"));
+        assert_eq!(waiting(&queue), ["master"]);
+    }
+
+    #[test]
+    fn stops_are_never_superseded_and_the_queue_is_bounded() {
+        let queue = Queue::default();
+        queue.push("db", event("master"));
+        queue.push("db", event("stop"));
+        queue.push("db", event("backup"));
+        assert_eq!(waiting(&queue), ["stop", "backup"]);
+        for _ in 0..3 * MAX_PENDING {
+            queue.push("db", event("stop"));
+        }
+        assert_eq!(waiting(&queue).len(), MAX_PENDING);
+    }
+
+    #[tokio::test]
+    async fn closing_ends_the_task_after_the_queue_drains() {
+        let queue = Queue::default();
+        queue.push("db", event("master"));
+        queue.close();
+        queue.push("db", event("backup")); // after close: ignored
+        assert_eq!(queue.next().await.map(|e| e.to), Some("master".into()));
+        assert_eq!(queue.next().await, None);
     }
 }

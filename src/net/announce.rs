@@ -12,6 +12,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pnet_datalink::MacAddr;
 use pnet_packet::arp::{ArpHardwareTypes, ArpOperations, MutableArpPacket};
@@ -99,6 +100,9 @@ pub struct Announcer {
     ifname: String,
     mac: [u8; 6],
     socket: Socket,
+    /// Whether the interface forwards IPv6 (the NA Router flag); set by the
+    /// caller from netlink ([`Announcer::set_ipv6_router`]).
+    ipv6_router: AtomicBool,
 }
 
 impl Announcer {
@@ -123,19 +127,21 @@ impl Announcer {
             ifname: ifname.to_owned(),
             mac,
             socket,
+            ipv6_router: AtomicBool::new(false),
         })
     }
 
     /// Sends one gratuitous ARP (IPv4) or one unsolicited NA (IPv6) for
     /// `addr`, from this interface's MAC.
     ///
-    /// The NA's Router flag follows `net.ipv6.conf.IF.forwarding`, as the
-    /// kernel's own NAs do: clearing it for an address hosts know as a router
-    /// would make them drop it from their default router list.
+    /// The NA's Router flag follows `net.ipv6.conf.IF.forwarding` as last
+    /// passed to [`Announcer::set_ipv6_router`], as the kernel's own NAs do:
+    /// clearing it for an address hosts know as a router would make them drop
+    /// it from their default router list (RFC 4861 §7.2.5).
     pub fn announce(&self, addr: IpAddr) -> Result<(), AnnounceError> {
         let frame = match addr {
             IpAddr::V4(ip) => garp_frame(self.mac, ip),
-            IpAddr::V6(ip) => na_frame(self.mac, ip, self.is_ipv6_router()),
+            IpAddr::V6(ip) => na_frame(self.mac, ip, self.ipv6_router.load(Ordering::Relaxed)),
         };
         let send_error = |source| AnnounceError::Send {
             ifname: self.ifname.clone(),
@@ -162,9 +168,15 @@ impl Announcer {
         self.ifindex
     }
 
-    fn is_ipv6_router(&self) -> bool {
-        let path = format!("/proc/sys/net/ipv6/conf/{}/forwarding", self.ifname);
-        std::fs::read_to_string(path).is_ok_and(|value| value.trim() != "0")
+    /// Sets the NA Router flag: whether the interface forwards IPv6.
+    ///
+    /// The caller reads it through netlink ([`Link::ipv6_forwarding`]) before
+    /// each round of announcements: /proc/sys, where the sysctl lives, is hidden
+    /// by the unit's `ProcSubset=pid` (FIELD-NOTES 23, 24).
+    ///
+    /// [`Link::ipv6_forwarding`]: super::netlink::Link::ipv6_forwarding
+    pub fn set_ipv6_router(&self, router: bool) {
+        self.ipv6_router.store(router, Ordering::Relaxed);
     }
 }
 

@@ -11,7 +11,7 @@
 //! address notifications into [`NetEvent`]s.
 
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -20,11 +20,16 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
 };
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, LinkAttribute, LinkFlags, LinkMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::sys::{AsyncSocket, SocketAddr};
-use rtnetlink::{Handle, MulticastGroup};
+use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
 use thiserror::Error;
 
 /// The `IFA_PROTO` value on every address vipd adds (`ip -d addr` shows
@@ -114,6 +119,12 @@ pub enum NetlinkError {
         #[source]
         source: rtnetlink::Error,
     },
+    /// Listing the IPv4 routes failed.
+    #[error("listing the IPv4 routes (looking for the default gateway)")]
+    Routes {
+        #[source]
+        source: rtnetlink::Error,
+    },
 }
 
 impl NetlinkError {
@@ -126,7 +137,8 @@ impl NetlinkError {
             | Self::Claim { source, .. }
             | Self::Release { source, .. }
             | Self::Holds { source, .. }
-            | Self::ListMarked { source } => errno(source),
+            | Self::ListMarked { source }
+            | Self::Routes { source } => errno(source),
             Self::LinkNotFound { .. } => Some(ENODEV),
             Self::NoRuntime { .. } | Self::InvalidPrefix { .. } => None,
         }
@@ -153,6 +165,44 @@ pub struct Link {
     pub up: bool,
     /// The Ethernet address, when the link has a 6-byte hardware address.
     pub mac: Option<[u8; 6]>,
+    /// `net.ipv6.conf.IF.forwarding`, from the link's IPv6 device
+    /// configuration (`IFLA_AF_SPEC`); `None` when IPv6 is off on the link.
+    ///
+    /// Read here rather than from /proc/sys: the unit's `ProcSubset=pid`
+    /// hides /proc/sys (FIELD-NOTES 23).
+    pub ipv6_forwarding: Option<bool>,
+}
+
+/// Whether an address on an interface is vipd's, as far as the kernel can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// The interface does not have the address.
+    Absent,
+    /// The interface has it, carrying [`VIPD_ADDRESS_PROTO`].
+    Marked,
+    /// The interface has it without the marker: an administrator or another
+    /// tool configured it.
+    Unmarked,
+}
+
+/// What [`Netlink::claim`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// The address is on the interface, marked as vipd's.
+    Marked,
+    /// The address was already there without the marker: it is someone
+    /// else's, so it was left exactly as it was (and will never be deleted
+    /// by [`Netlink::release`]).
+    LeftAlone,
+}
+
+/// What [`Netlink::release`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// The address is gone (or was never there).
+    Removed,
+    /// The address is there without the marker: someone else's, left alone.
+    LeftAlone,
 }
 
 /// An address carrying the vipd marker, as listed by
@@ -223,8 +273,10 @@ impl Netlink {
     /// [`VIPD_ADDRESS_PROTO`]; equivalent to
     /// `ip addr replace ADDR/PLEN dev IF proto 118` (plus `nodad` for IPv6).
     ///
-    /// Idempotent: claiming an address that is already there succeeds (and
-    /// marks it as vipd's). IPv6 addresses skip duplicate address detection
+    /// Idempotent: claiming an address vipd already marked succeeds. An
+    /// address already there *without* the marker belongs to an administrator
+    /// or another tool: it is left untouched ([`Claimed::LeftAlone`]), so that
+    /// a later release cannot delete what vipd never added. IPv6 addresses skip duplicate address detection
     /// (`IFA_F_NODAD`): during an overlapping handover the old master still
     /// answers for the VIP, and DAD would leave it `dadfailed` (FIELD-NOTES
     /// 15). The kernel's prefix route is kept, as with `ip addr add`.
@@ -233,8 +285,11 @@ impl Netlink {
         ifindex: u32,
         addr: IpAddr,
         prefix_len: u8,
-    ) -> Result<(), NetlinkError> {
+    ) -> Result<Claimed, NetlinkError> {
         check_prefix("claiming", ifindex, addr, prefix_len)?;
+        if markers_supported() && self.presence(ifindex, addr).await? == Presence::Unmarked {
+            return Ok(Claimed::LeftAlone);
+        }
         let mut request = self
             .handle
             .address()
@@ -255,8 +310,8 @@ impl Netlink {
                 .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         match request.execute().await {
-            Ok(()) => Ok(()),
-            Err(source) if errno(&source) == Some(EEXIST) => Ok(()),
+            Ok(()) => Ok(Claimed::Marked),
+            Err(source) if errno(&source) == Some(EEXIST) => Ok(Claimed::Marked),
             Err(source) => Err(NetlinkError::Claim {
                 ifindex,
                 addr,
@@ -270,7 +325,9 @@ impl Netlink {
     /// `ip addr del ADDR/PLEN dev IF`.
     ///
     /// Idempotent: an absent address is not an error. Only the exact
-    /// address and prefix length are removed. Note that deleting an IPv4
+    /// address and prefix length are removed, and only when it carries the
+    /// marker: an address an administrator configured is never deleted
+    /// ([`Released::LeftAlone`]), even when it equals a VIP. Note that deleting an IPv4
     /// *primary* address also deletes the secondaries of its subnet unless
     /// `net.ipv4.conf.IF.promote_secondaries` is set.
     pub async fn release(
@@ -278,8 +335,11 @@ impl Netlink {
         ifindex: u32,
         addr: IpAddr,
         prefix_len: u8,
-    ) -> Result<(), NetlinkError> {
+    ) -> Result<Released, NetlinkError> {
         check_prefix("releasing", ifindex, addr, prefix_len)?;
+        if markers_supported() && self.presence(ifindex, addr).await? == Presence::Unmarked {
+            return Ok(Released::LeftAlone);
+        }
         let mut message = AddressMessage::default();
         message.header.family = family(addr);
         message.header.prefix_len = prefix_len;
@@ -290,8 +350,8 @@ impl Netlink {
         message.attributes.push(AddressAttribute::Local(addr));
         message.attributes.push(AddressAttribute::Address(addr));
         match self.handle.address().del(message).execute().await {
-            Ok(()) => Ok(()),
-            Err(source) if errno(&source) == Some(EADDRNOTAVAIL) => Ok(()),
+            Ok(()) => Ok(Released::Removed),
+            Err(source) if errno(&source) == Some(EADDRNOTAVAIL) => Ok(Released::Removed),
             Err(source) => Err(NetlinkError::Release {
                 ifindex,
                 addr,
@@ -304,18 +364,31 @@ impl Netlink {
     /// Whether the interface has `addr` (any prefix length, marked or not);
     /// equivalent to `ip addr show dev IF to ADDR`.
     pub async fn holds(&self, ifindex: u32, addr: IpAddr) -> Result<bool, NetlinkError> {
+        Ok(self.presence(ifindex, addr).await? != Presence::Absent)
+    }
+
+    /// Whether the interface has `addr` (any prefix length), and whether vipd
+    /// marked it; equivalent to `ip -d addr show dev IF to ADDR`.
+    pub async fn presence(&self, ifindex: u32, addr: IpAddr) -> Result<Presence, NetlinkError> {
         let mut request = self.handle.address().get().set_link_index_filter(ifindex);
         request.message_mut().header.family = family(addr);
         request.message_mut().header.index = ifindex;
         let mut addresses = request.execute();
+        let mut presence = Presence::Absent;
+        // Read the dump to its end: a request left half-read would leave the
+        // rest of the answer queued on the shared socket.
         loop {
             match addresses.try_next().await {
                 Ok(Some(message)) => {
                     if message.header.index == ifindex && address_of(&message) == Some(addr) {
-                        return Ok(true);
+                        presence = if marked_address(&message).is_some() {
+                            Presence::Marked
+                        } else {
+                            Presence::Unmarked
+                        };
                     }
                 }
-                Ok(None) => return Ok(false),
+                Ok(None) => return Ok(presence),
                 Err(source) => {
                     return Err(NetlinkError::Holds {
                         ifindex,
@@ -325,6 +398,29 @@ impl Netlink {
                 }
             }
         }
+    }
+
+    /// The IPv4 default gateway of the main routing table, if there is one;
+    /// equivalent to `ip -4 route show default table main`.
+    ///
+    /// Read through netlink rather than /proc/net/route, which the unit's
+    /// `ProcSubset=pid` hides (FIELD-NOTES 23). With several default routes
+    /// the one with the lowest metric wins, as in the kernel's choice.
+    pub async fn default_gateway_v4(&self) -> Result<Option<Ipv4Addr>, NetlinkError> {
+        let request = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build());
+        let routes: Vec<RouteMessage> = request
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| NetlinkError::Routes { source })?;
+        Ok(routes
+            .iter()
+            .filter_map(default_gateway_of)
+            .min_by_key(|(metric, _)| *metric)
+            .map(|(_, gateway)| gateway))
     }
 
     /// Every address on every interface that carries [`VIPD_ADDRESS_PROTO`];
@@ -398,10 +494,22 @@ fn marked_address(message: &AddressMessage) -> Option<MarkedAddress> {
 fn parse_link(message: &LinkMessage) -> Option<Link> {
     let mut name = None;
     let mut mac = None;
+    let mut ipv6_forwarding = None;
     for attribute in &message.attributes {
         match attribute {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
             LinkAttribute::Address(bytes) => mac = <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+            LinkAttribute::AfSpecUnspec(families) => {
+                ipv6_forwarding = families.iter().find_map(|family| match family {
+                    AfSpecUnspec::Inet6(attributes) => {
+                        attributes.iter().find_map(|attribute| match attribute {
+                            AfSpecInet6::DevConf(conf) => Some(conf.forwarding != 0),
+                            _ => None,
+                        })
+                    }
+                    _ => None,
+                });
+            }
             _ => {}
         }
     }
@@ -411,7 +519,55 @@ fn parse_link(message: &LinkMessage) -> Option<Link> {
         name: name?,
         up: flags.contains(LinkFlags::Up | LinkFlags::LowerUp | LinkFlags::Running),
         mac,
+        ipv6_forwarding,
     })
+}
+
+/// `(metric, gateway)` of an IPv4 default route in the main table.
+fn default_gateway_of(route: &RouteMessage) -> Option<(u32, Ipv4Addr)> {
+    let header = &route.header;
+    if header.destination_prefix_length != 0
+        || header.kind != RouteType::Unicast
+        // Tables above 255 say 252 (RT_TABLE_COMPAT) here; main is 254.
+        || header.table != RouteHeader::RT_TABLE_MAIN
+    {
+        return None;
+    }
+    let mut metric = 0;
+    let mut gateway = None;
+    for attribute in &route.attributes {
+        match attribute {
+            RouteAttribute::Priority(p) => metric = *p,
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(*g),
+            _ => {}
+        }
+    }
+    Some((metric, gateway?))
+}
+
+/// Whether this kernel keeps `IFA_PROTO` on addresses (Linux 6.1 and later).
+///
+/// Without it nothing is ever marked, and "unmarked" would mean every address,
+/// vipd's own included: then vipd cannot tell its addresses from an
+/// administrator's and falls back to deleting the exact VIP it was told to.
+fn markers_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        nix::sys::utsname::uname()
+            .ok()
+            .and_then(|u| u.release().to_str().map(kernel_at_least_6_1))
+            .unwrap_or(false)
+    })
+}
+
+/// `release` is a `uname -r` string such as "6.1.0-18-amd64".
+fn kernel_at_least_6_1(release: &str) -> bool {
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let major = numbers.next().unwrap_or(0);
+    let minor = numbers.next().unwrap_or(0);
+    (major, minor) >= (6, 1)
 }
 
 /// A change the kernel announced on the watch socket.
@@ -872,35 +1028,93 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn claiming_an_existing_unmarked_address_marks_it() {
+    fn an_administrators_address_equal_to_a_vip_is_never_marked_or_removed() {
         in_netns(|| async {
             let nl = Netlink::connect().unwrap();
             let (a, _) = veth_pair(&nl, "vipd-a", "vipd-b").await;
-            nl.handle
-                .address()
-                .add(a.index, V4, 24)
-                .execute()
-                .await
-                .unwrap();
-            nl.handle
-                .address()
-                .add(a.index, V6, 64)
-                .execute()
-                .await
-                .unwrap();
+            for (addr, plen) in [(V4, 24), (V6, 64)] {
+                nl.handle
+                    .address()
+                    .add(a.index, addr, plen)
+                    .execute()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    nl.presence(a.index, addr).await.unwrap(),
+                    Presence::Unmarked
+                );
+                assert_eq!(
+                    nl.claim(a.index, addr, plen).await.unwrap(),
+                    Claimed::LeftAlone
+                );
+                assert_eq!(
+                    nl.release(a.index, addr, plen).await.unwrap(),
+                    Released::LeftAlone
+                );
+                assert_eq!(
+                    nl.presence(a.index, addr).await.unwrap(),
+                    Presence::Unmarked
+                );
+            }
             assert_eq!(nl.marked_addresses().await.unwrap(), vec![]);
-            nl.claim(a.index, V4, 24).await.unwrap();
-            nl.claim(a.index, V6, 64).await.unwrap();
-            let mut marked: Vec<IpAddr> = nl
-                .marked_addresses()
-                .await
-                .unwrap()
-                .iter()
-                .map(|m| m.addr)
-                .collect();
-            marked.sort();
-            assert_eq!(marked, vec![V4, V6]);
         });
+    }
+
+    #[test]
+    fn default_gateway_comes_from_the_main_table_lowest_metric_first() {
+        in_netns(|| async {
+            let nl = Netlink::connect().unwrap();
+            let (a, _) = veth_pair(&nl, "vipd-a", "vipd-b").await;
+            assert_eq!(nl.default_gateway_v4().await.unwrap(), None);
+            let own = Ipv4Addr::new(10, 0, 2, 15);
+            nl.handle
+                .address()
+                .add(a.index, IpAddr::V4(own), 24)
+                .execute()
+                .await
+                .unwrap();
+            for (gateway, metric) in [([10, 0, 2, 2], 200), ([10, 0, 2, 1], 100)] {
+                let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(Ipv4Addr::from(gateway))
+                    .output_interface(a.index)
+                    .priority(metric)
+                    .build();
+                nl.handle.route().add(route).execute().await.unwrap();
+            }
+            // A default route in another table is not the host's gateway.
+            let other = RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(Ipv4Addr::new(10, 0, 2, 9))
+                .output_interface(a.index)
+                .table_id(100)
+                .build();
+            nl.handle.route().add(other).execute().await.unwrap();
+            assert_eq!(
+                nl.default_gateway_v4().await.unwrap(),
+                Some(Ipv4Addr::new(10, 0, 2, 1))
+            );
+        });
+    }
+
+    #[test]
+    fn ipv6_forwarding_is_read_from_the_link() {
+        in_netns(|| async {
+            let nl = Netlink::connect().unwrap();
+            let (a, _) = veth_pair(&nl, "vipd-a", "vipd-b").await;
+            assert_eq!(a.ipv6_forwarding, Some(false));
+            // This thread is in the test's namespace, so /proc/sys/net is its.
+            std::fs::write("/proc/sys/net/ipv6/conf/vipd-a/forwarding", "1").unwrap();
+            let a = nl.link_by_name("vipd-a").await.unwrap();
+            assert_eq!(a.ipv6_forwarding, Some(true));
+        });
+    }
+
+    #[test]
+    fn kernel_versions_with_address_markers() {
+        assert!(kernel_at_least_6_1("6.1.0-18-amd64"));
+        assert!(kernel_at_least_6_1("6.18.44-fc-v1045"));
+        assert!(!kernel_at_least_6_1("5.10.0-28-amd64"));
+        assert!(!kernel_at_least_6_1("6.0.12"));
+        assert!(!kernel_at_least_6_1("garbage"));
     }
 
     #[test]

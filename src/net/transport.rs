@@ -139,11 +139,14 @@ pub struct SocketCounters {
 enum SocketKey {
     Multicast {
         interface: String,
+        /// An interface re-created under its name gets a socket of its own.
+        ifindex: u32,
         group: IpAddr,
         port: u16,
     },
     Unicast {
         interface: String,
+        ifindex: u32,
         ipv6: bool,
         port: u16,
     },
@@ -177,17 +180,15 @@ pub struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let now_empty = match self.shared.subscribers.lock() {
-            Ok(mut subs) => {
-                subs.remove(&self.group);
-                subs.is_empty()
-            }
-            Err(_) => false,
-        };
-        if now_empty {
-            if let Ok(mut task) = self.shared.task.lock() {
-                if let Some(task) = task.take() {
-                    task.abort();
+        // Under the subscribers' lock, so a subscriber joining at this moment
+        // (see `Transports::open`) sees the task either running or stopped.
+        if let Ok(mut subs) = self.shared.subscribers.lock() {
+            subs.remove(&self.group);
+            if subs.is_empty() {
+                if let Ok(mut task) = self.shared.task.lock() {
+                    if let Some(task) = task.take() {
+                        task.abort();
+                    }
                 }
             }
         }
@@ -225,12 +226,14 @@ impl Transports {
         let key = if unicast {
             SocketKey::Unicast {
                 interface: endpoint.interface.clone(),
+                ifindex: endpoint.ifindex,
                 ipv6: endpoint.peers.iter().any(IpAddr::is_ipv6),
                 port: endpoint.port,
             }
         } else {
             SocketKey::Multicast {
                 interface: endpoint.interface.clone(),
+                ifindex: endpoint.ifindex,
                 group: endpoint.multicast_group,
                 port: endpoint.port,
             }
@@ -290,6 +293,14 @@ impl Transports {
                     peers: unicast.then(|| endpoint.peers.iter().copied().collect()),
                 },
             );
+            // The last subscriber may have just left (an instance restarted by a
+            // reload) and stopped the receive task while the socket is still
+            // open (the aborted task has not been dropped yet): receive again.
+            if let Ok(mut slot) = shared.task.lock() {
+                if slot.is_none() {
+                    *slot = Some(tokio::spawn(receive_loop(Arc::clone(&shared))));
+                }
+            }
         }
         let destinations = if unicast {
             endpoint

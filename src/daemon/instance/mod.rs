@@ -15,6 +15,7 @@ mod identity;
 mod rejects;
 mod replay;
 mod status;
+mod update;
 
 pub(super) use identity::Identity;
 pub(super) use rejects::RejectLog;
@@ -28,6 +29,7 @@ use std::time::Instant;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::reload::Change;
 use super::supervisor::Shared;
 use super::vips::{Held, VipOp};
 use super::{error_chain, AUTH_WARN_EVERY, SHUTDOWN_SLACK};
@@ -56,11 +58,9 @@ pub(crate) enum InstanceMsg {
     Status(oneshot::Sender<InstanceStatus>),
     /// The watchdog asks: are you turning?
     Ping(oneshot::Sender<()>),
-    /// A reload changed only the advert keys: sign and verify with these now.
-    Rekey {
-        auth: wire::Auth,
-        accept: Vec<wire::AuthKey>,
-    },
+    /// A reload changed what the running instance takes in place: the new
+    /// configuration, and what changed in it (see `update.rs`).
+    Update(Box<InstanceConfig>, Vec<Change>),
     Shutdown,
 }
 
@@ -135,12 +135,23 @@ pub(super) struct Instance {
     pub(super) held: Held,
     /// The duplicate-identity rule: another node using our node name.
     pub(super) identity: Identity,
+    /// Set by a reload that restarted the health checks: their new receiver,
+    /// for the run loop to take.
+    pub(super) replaced_checks: Option<mpsc::UnboundedReceiver<CheckEvent>>,
+    /// Set when the advert socket was re-opened (the interface came back with a
+    /// new index): the run loop listens to the new inbox.
+    pub(super) replaced_channel: bool,
 }
 
 /// What the VIP worker reports back to its instance.
 #[derive(Debug)]
 pub(super) enum WorkerReport {
     LinkUp(bool),
+    /// The interface was re-created under its name: this is its new index.
+    Replaced {
+        ifindex: u32,
+        up: bool,
+    },
 }
 
 impl Instance {
@@ -158,6 +169,7 @@ impl Instance {
             mut sync_rx,
         } = inputs;
         let name = self.cfg.name.clone();
+        let interface = self.cfg.interface.clone();
         let (mut checkpoint, guard) =
             replay::ReplayCheckpoint::start(&self.shared.node.state_dir, &name);
         self.replay = guard;
@@ -203,6 +215,11 @@ impl Instance {
                 },
                 report = back.recv(), if back_open => match report {
                     Some(WorkerReport::LinkUp(up)) => Wake::Link(up),
+                    Some(WorkerReport::Replaced { ifindex, up }) => Wake::Net(NetEvent::Link {
+                        ifindex,
+                        name: interface.clone(),
+                        up,
+                    }),
                     None => {
                         back_open = false;
                         Wake::Nothing
@@ -247,6 +264,12 @@ impl Instance {
                 }
                 Wake::SyncBoard(board) => self.on_sync_board(now, &board),
                 Wake::Nothing => {}
+            }
+            if let Some(replaced) = self.replaced_checks.take() {
+                check_rx = replaced;
+            }
+            if std::mem::take(&mut self.replaced_channel) {
+                inbox_open = true;
             }
             self.expire_twins(now);
             self.check_quorum(now);
@@ -368,12 +391,7 @@ impl Instance {
                 let _ = reply.send(());
             }
             InstanceMsg::Shutdown => self.election.handle_shutdown(now),
-            InstanceMsg::Rekey { auth, accept } => {
-                self.cfg.auth = auth;
-                self.cfg.auth_accept = accept;
-                tracing::info!(instance = %self.cfg.name, accepted_keys = self.cfg.auth_accept.len(),
-                    "advert keys changed in place (reload); the election is untouched");
-            }
+            InstanceMsg::Update(cfg, changes) => self.apply_update(now, *cfg, &changes),
         }
     }
 
@@ -505,6 +523,13 @@ impl Instance {
             NetEvent::Link { ifindex, up, .. } if ifindex == self.ifindex && up != self.link_up => {
                 self.set_link(now, up);
             }
+            NetEvent::Link {
+                ifindex,
+                ref name,
+                up,
+            } if *name == self.cfg.interface && ifindex != self.ifindex => {
+                self.rebind(now, ifindex, up);
+            }
             NetEvent::Link { ref name, up, .. } if self.health.set_interface(name, up) => {
                 self.apply_health(now);
             }
@@ -576,7 +601,7 @@ impl Instance {
                     let _ = self.ops.send(VipOp::Release);
                 }
                 Action::StateChanged { from, to, reason } => {
-                    tracing::info!(instance = %self.cfg.name, %from, %to, %reason, "state change");
+                    tracing::info!(instance = %self.cfg.name, state = %to, previous = %from, %reason, "state change");
                     self.shared.set_state(&self.cfg.name, Some(to));
                     self.notifier.transition(from, to, &reason.to_string());
                 }
