@@ -7,8 +7,10 @@
 # 1. as root, installs what the tests run and are missing (apt-get update first,
 #    then apt-get install --no-install-recommends): iproute2 (ip, bridges,
 #    namespaces), iputils-ping (ping), arping, nftables (nft, tests/guard.rs),
-#    procps (sysctl), util-linux (setpriv, tests/control.rs) and python3-minimal
-#    (a unit test of src/control.rs talks to the socket as another user);
+#    procps (sysctl), util-linux (setpriv, tests/control.rs), python3-minimal
+#    (a unit test of src/control.rs talks to the socket as another user),
+#    keepalived (tests/migrate.rs switches a keepalived pair to vipd), lintian
+#    and man-db (tests/package.sh);
 # 2. checks that cargo is there;
 # 3. runs `cargo test --release "$@"`;
 # 4. as root and without extra arguments, the package test (tests/package.sh:
@@ -35,6 +37,7 @@ declare -A package_of=(
     [setpriv]=util-linux
     [/usr/bin/python3]=python3-minimal
     [lintian]=lintian
+    [keepalived]=keepalived
     [man]=man-db
 )
 missing=()
