@@ -69,6 +69,8 @@
 //! - `VIPD_BENCH_RUNS_1S` (default: `VIPD_BENCH_RUNS`): runs at 1 s adverts;
 //! - `VIPD_BENCH_INTERVALS` (default `1000,100,10`): advert intervals in ms;
 //! - `VIPD_BENCH_CPU_SECS` (default 30, quick 10): the CPU sampling window;
+//! - `VIPD_BENCH_METRICS=1`: vipd serves metrics (`metrics_listen`), and the
+//!   footprint section scrapes both nodes every second while it measures;
 //! - `VIPD_BENCH_QUICK=1`: the quick defaults above;
 //! - `VIPD_BENCH_ONLY`: comma list of sections
 //!   (`cases,clients,footprint,scale255,vips1000,flood`);
@@ -177,6 +179,10 @@ fn configure(kind: Kind, host: &Host, node: usize, setup: &Setup) -> Daemon {
             let first = instances.next().expect("a setup has an instance");
             let mut spec = NodeSpec::new(&name, first);
             spec.instances.extend(instances);
+            if metrics_on() {
+                spec.extra
+                    .push(format!("metrics_listen = {:?}", metrics_target(host)));
+            }
             Daemon::configure(host, spec)
         }
         Kind::Keepalived => {
@@ -850,10 +856,54 @@ fn run_footprint(kind: Kind, window: Duration) -> Result<Value> {
         ..
     } = bed;
     drop(prober);
+    // With VIPD_BENCH_METRICS, a scraper asks both nodes every second, as a
+    // Prometheus would (its curl processes are not counted: they start after
+    // the daemons' processes were listed).
+    let stop = Arc::new(AtomicBool::new(false));
+    let scraper = (metrics_on() && kind == Kind::Vipd).then(|| {
+        let namespaces: Vec<(String, String)> = lab.nodes[..2]
+            .iter()
+            .map(|h| {
+                (
+                    h.ns.name.clone(),
+                    format!("http://{}/metrics", metrics_target(h)),
+                )
+            })
+            .collect();
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut scrapes = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                for (ns, url) in &namespaces {
+                    let ok = Command::new("ip")
+                        .args(["netns", "exec", ns, "curl", "-sf", "-o", "/dev/null", url])
+                        .status()
+                        .is_ok_and(|s| s.success());
+                    scrapes += u32::from(ok);
+                }
+                thread::sleep(Duration::from_secs(1));
+            }
+            scrapes
+        })
+    });
     let r = footprint(&[&daemons[0], &daemons[1]], window);
+    stop.store(true, Ordering::Relaxed);
+    if let Some(scrapes) = scraper.and_then(|t| t.join().ok()) {
+        eprintln!("   metrics scraped {scrapes} times during the window");
+    }
     drop(daemons);
     drop(lab);
     Ok(json!({"daemon": kind.name(), "interval_ms": 10, "master": r[0], "backup": r[1]}))
+}
+
+/// `VIPD_BENCH_METRICS` is set (to anything but 0).
+fn metrics_on() -> bool {
+    std::env::var("VIPD_BENCH_METRICS").is_ok_and(|v| v != "0")
+}
+
+/// Where a node serves metrics when [`metrics_on`].
+fn metrics_target(host: &Host) -> String {
+    format!("{}:9650", host.v4)
 }
 
 // ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-//! The operator's commands: `vipd status`, `drain`, `undrain`, `promote`, `reload`.
+//! The operator's commands: `vipd status`, `drain`, `undrain`, `promote`, `reload`,
+//! `events`.
 //!
 //! Each is a client of the daemon's control socket ([`vipd::control`]): it finds
 //! the socket (`--socket`, else `[node] control_socket` in `--config`), sends one
@@ -108,6 +109,16 @@ pub(crate) struct ReloadArgs {
     target: Target,
 }
 
+#[derive(Debug, clap::Args)]
+pub(crate) struct EventsArgs {
+    /// Configuration file; only `[node] control_socket` is read from it.
+    #[arg(long, value_name = "PATH", default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// The daemon's control socket (overrides --config).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+}
+
 /// `vipd status`: every instance's state, VIPs, master and peers.
 pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let path = args.target.socket_path()?;
@@ -199,6 +210,38 @@ pub(crate) async fn reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
         )),
         other => args.target.unexpected(other),
     }
+}
+
+/// `vipd events`: print each state change as one JSON line as it happens, until
+/// interrupted. Says on stderr when it is listening, so a script can start
+/// its maintenance then.
+pub(crate) async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let target = Target {
+        config: args.config,
+        socket: args.socket,
+        json: true,
+    };
+    let path = target.socket_path()?;
+    let mut failed = None;
+    control::client::subscribe_events(
+        &path,
+        CALL_TIMEOUT,
+        || {
+            eprintln!(
+                "listening for state changes on {} (Ctrl-C stops)",
+                path.display()
+            )
+        },
+        |event| match serde_json::to_string(&event) {
+            Ok(line) => println!("{line}"),
+            Err(e) => failed = Some(e),
+        },
+    )
+    .await?;
+    if let Some(e) = failed {
+        return Err(e).context("printing an event");
+    }
+    bail!("the daemon closed the event stream (stopping?)")
 }
 
 impl Target {

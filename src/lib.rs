@@ -23,6 +23,8 @@
 //! - [`manual`]: the man pages, from the clap definitions and the example config.
 //! - [`import`]: `vipd import-keepalived`, keepalived.conf's VRRP parts as vipd's
 //!   TOML and a report of what was left out.
+//! - [`metrics`]: the Prometheus families, the counters the daemon bumps, and
+//!   the `GET /metrics` endpoint.
 //!
 //! The binary (`src/main.rs`, `src/cli.rs`) is the edge: clap, tracing set-up,
 //! `anyhow` for errors, and the control commands' output.
@@ -41,5 +43,6 @@ pub mod health;
 pub mod import;
 pub mod keygen;
 pub mod manual;
+pub mod metrics;
 pub mod net;
 pub mod wire;

@@ -53,6 +53,8 @@ enum Cmd {
     /// on the interfaces the configuration names (every interface when the
     /// configuration does not load). Refuses while a daemon runs; idempotent.
     Cleanup(ConfigArg),
+    /// Print each state change as a JSON line as it happens, until interrupted.
+    Events(cli::EventsArgs),
     /// Write a new advert key (32 random bytes as hex, mode 0600) to PATH or stdout.
     Keygen(tools::KeygenArgs),
     /// Convert keepalived.conf's VRRP parts to vipd's TOML (stdout; report on stderr).
@@ -112,6 +114,7 @@ fn main() -> ExitCode {
             Cmd::Promote(args) => cli::promote(args).await,
             Cmd::Reload(args) => cli::reload(args).await,
             Cmd::Cleanup(args) => cleanup(&args.config).await,
+            Cmd::Events(args) => cli::events(args).await,
         }
     });
     match result {

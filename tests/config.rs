@@ -275,6 +275,10 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(node.control_group, None);
     assert_eq!(node.state_dir, Path::new("/var/lib/vipd"));
     assert_eq!(node.startup_delay, Duration::ZERO);
+    assert_eq!(
+        node.metrics_listen, None,
+        "no metrics endpoint unless asked"
+    );
 
     let i = &config.instances[0];
     assert_eq!(i.advert_interval, Duration::from_secs(1));
@@ -1056,5 +1060,39 @@ fn example_documents_every_key() {
             });
             assert!(documented, "{table} key `{key}` is not in config/vipd.toml");
         }
+    }
+}
+
+#[test]
+fn metrics_listen_takes_an_address_and_port() {
+    let with_metrics = |value: &str| {
+        MINIMAL.replace(
+            "name = \"n1\"",
+            &format!("name = \"n1\"\nmetrics_listen = {value:?}"),
+        )
+    };
+    for (text, addr) in [
+        ("127.0.0.1:9650", "127.0.0.1:9650"),
+        ("[::1]:9650", "[::1]:9650"),
+    ] {
+        let config = parse(&with_metrics(text)).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(config.node.metrics_listen, Some(addr.parse().unwrap()));
+    }
+    for bad in [
+        "127.0.0.1",
+        "localhost:9650",
+        "127.0.0.1:0",
+        "127.0.0.1:70000",
+    ] {
+        let message = error(&with_metrics(bad));
+        assert_one(
+            &message,
+            3,
+            18,
+            &[
+                "[node]",
+                &format!("metrics_listen {bad:?} is not an address and port"),
+            ],
+        );
     }
 }

@@ -7,10 +7,13 @@
 # 1. as root, installs what the tests run and are missing (apt-get update first,
 #    then apt-get install --no-install-recommends): iproute2 (ip, bridges,
 #    namespaces), iputils-ping (ping), arping, nftables (nft, tests/guard.rs),
-#    procps (sysctl), util-linux (setpriv, tests/control.rs), python3-minimal
-#    (a unit test of src/control.rs talks to the socket as another user),
-#    keepalived (tests/migrate.rs switches a keepalived pair to vipd), lintian
-#    and man-db (tests/package.sh);
+#    procps (sysctl), util-linux (setpriv, tests/control.rs; unshare and
+#    nsenter, tests/systemd.rs), python3-minimal (a unit test of src/control.rs
+#    talks to the socket as another user), systemd (tests/systemd.rs boots it
+#    in namespaces of its own to run systemd/vipd.service; it need not be PID 1),
+#    prometheus (prometheus and promtool, tests/metrics.rs), curl (its HTTP
+#    requests inside the lab's namespaces), keepalived (tests/migrate.rs switches
+#    a keepalived pair to vipd), lintian and man-db (tests/package.sh);
 # 2. checks that cargo is there;
 # 3. runs `cargo test --release "$@"`;
 # 4. as root and without extra arguments, the package test (tests/package.sh:
@@ -36,6 +39,13 @@ declare -A package_of=(
     [sysctl]=procps
     [setpriv]=util-linux
     [/usr/bin/python3]=python3-minimal
+    [unshare]=util-linux
+    [nsenter]=util-linux
+    [/lib/systemd/systemd]=systemd
+    [systemd-analyze]=systemd
+    [prometheus]=prometheus
+    [promtool]=prometheus
+    [curl]=curl
     [lintian]=lintian
     [keepalived]=keepalived
     [man]=man-db

@@ -30,6 +30,7 @@ pub(super) struct RawNode {
     pub(super) control_group: Option<Spanned<String>>,
     pub(super) state_dir: Option<Spanned<String>>,
     pub(super) startup_delay: Option<Spanned<DurationText>>,
+    pub(super) metrics_listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -65,6 +65,8 @@ pub struct NodeConfig {
     /// Stay backup at least this long after start (boot races). Default: 0s; at
     /// most 10min.
     pub startup_delay: Duration,
+    /// Where `GET /metrics` (Prometheus) is served. Default: nowhere (off).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// One instance: a set of VIPs held by one node of a group at a time.

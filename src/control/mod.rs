@@ -1,6 +1,8 @@
 //! The control socket protocol: one JSON object per line, each way.
 //!
-//! A client writes one [`RequestEnvelope`] line and reads one [`Response`] line.
+//! A client writes one [`RequestEnvelope`] line and reads one [`Response`] line;
+//! only [`Request::Events`] is answered with a stream of lines (`vipd events`,
+//! [`client::subscribe_events`]), served by [`serve_with_events`].
 //! The envelope carries [`PROTOCOL_VERSION`]; a daemon answers an unknown version
 //! with an error instead of guessing.
 //!
@@ -39,7 +41,7 @@ pub mod server;
 
 pub use client::call;
 pub use protocol::*;
-pub use server::{bind, lookup_group, serve, serve_with, ServeOptions};
+pub use server::{bind, lookup_group, serve, serve_with, serve_with_events, ServeOptions};
 
 /// Why the control socket could not be set up or used. Every variant names the
 /// socket (or group) concerned.

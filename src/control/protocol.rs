@@ -43,6 +43,9 @@ pub enum Request {
         instances: Vec<String>,
     },
     Reload,
+    /// Stream every state change from now on, one [`Response::Event`] line each,
+    /// after a [`Response::Subscribed`] line; the connection stays open.
+    Events,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,6 +68,10 @@ pub enum Response {
     },
     /// The request was refused or failed as a whole.
     Error { message: String },
+    /// The answer to [`Request::Events`]: events follow, one per line.
+    Subscribed,
+    /// One state change, streamed after [`Response::Subscribed`].
+    Event { event: TransitionEvent },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +111,34 @@ pub struct InstanceStatus {
     /// (started later; it stands aside)" on the one that keeps running.
     #[serde(default)]
     pub name_conflict: Option<String>,
+    /// The last state changes, oldest first (at most [`HISTORY_LEN`]).
+    #[serde(default)]
+    pub history: Vec<HistoryEntry>,
+}
+
+/// How many state changes each instance remembers for `vipd status`.
+pub const HISTORY_LEN: usize = 32;
+
+/// One state change of an instance, as history and events carry it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Wall-clock time of the change, seconds since the Unix epoch.
+    pub at_unix: f64,
+    pub from: State,
+    pub to: State,
+    pub reason: String,
+    /// The other node the change was about (the master heard, the successor), if any.
+    #[serde(default)]
+    pub peer: Option<String>,
+}
+
+/// A state change streamed by `vipd events`: which instance, and the change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TransitionEvent {
+    pub node: String,
+    pub instance: String,
+    #[serde(flatten)]
+    pub change: HistoryEntry,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

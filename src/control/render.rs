@@ -253,7 +253,65 @@ pub fn render_instance(i: &InstanceStatus, node: &str) -> String {
         }));
         out.push_str(&table(&peers, "  "));
     }
+    out.push_str(&render_history(i));
     out
+}
+
+/// How many of the remembered state changes `vipd status` shows (`--json` has all).
+pub const HISTORY_SHOWN: usize = 5;
+
+/// The last few state changes, newest last; nothing when there are none.
+fn render_history(i: &InstanceStatus) -> String {
+    if i.history.is_empty() {
+        return String::new();
+    }
+    let shown = &i.history[i.history.len().saturating_sub(HISTORY_SHOWN)..];
+    let mut rows = vec![["CHANGED (UTC)", "FROM", "TO", "PEER", "REASON"]
+        .map(str::to_owned)
+        .to_vec()];
+    rows.extend(shown.iter().map(|h| {
+        vec![
+            utc_timestamp(h.at_unix),
+            h.from.to_string(),
+            h.to.to_string(),
+            h.peer.clone().unwrap_or_else(|| "-".to_owned()),
+            h.reason.clone(),
+        ]
+    }));
+    let mut out = format!(
+        "\n  last {} of {} state changes (all in --json):\n",
+        shown.len(),
+        i.history.len()
+    );
+    out.push_str(&table(&rows, "  "));
+    out
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS` in UTC (proleptic Gregorian).
+pub fn utc_timestamp(unix: f64) -> String {
+    // Whole seconds; times before 1970 do not occur here and show as 1970.
+    let secs = if unix.is_finite() && unix > 0.0 {
+        unix as u64
+    } else {
+        0
+    };
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's days-to-civil, for days since 1970-01-01.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 pub fn yes_no(b: bool) -> &'static str {
@@ -320,7 +378,7 @@ pub(super) fn sample_status() -> InstanceStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{MasterStatus, PeerStatus, TransitionStatus, VipStatus};
+    use crate::control::{HistoryEntry, MasterStatus, PeerStatus, TransitionStatus, VipStatus};
 
     pub(super) fn sample() -> InstanceStatus {
         InstanceStatus {
@@ -388,7 +446,36 @@ mod tests {
             }),
             master_down_interval_ms: 3002,
             name_conflict: None,
+            history: Vec::new(),
         }
+    }
+
+    #[test]
+    fn status_shows_the_last_few_state_changes() {
+        let mut i = sample();
+        i.history = (0..7u32)
+            .map(|k| HistoryEntry {
+                at_unix: 1_700_000_000.0 + f64::from(k),
+                from: State::Backup,
+                to: State::Master,
+                reason: format!("change {k}"),
+                peer: (k == 6).then(|| "db2".to_owned()),
+            })
+            .collect();
+        let text = render_instance(&i, "db1");
+        assert!(text.contains("last 5 of 7 state changes"), "{text}");
+        assert!(!text.contains("change 1\n"), "{text}");
+        assert!(
+            text.contains("  2023-11-14 22:13:26  backup  master  db2   change 6\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn utc_timestamps_are_civil_dates() {
+        assert_eq!(utc_timestamp(0.0), "1970-01-01 00:00:00");
+        assert_eq!(utc_timestamp(951_782_400.0), "2000-02-29 00:00:00");
+        assert_eq!(utc_timestamp(1_700_000_000.5), "2023-11-14 22:13:20");
     }
 
     #[test]

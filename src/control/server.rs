@@ -17,10 +17,12 @@ use std::time::Duration;
 use nix::unistd::{Gid, Group};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 
-use super::protocol::{parse_request, ControlRequest, Request, Response, MAX_REQUEST_LEN};
+use super::protocol::{
+    parse_request, ControlRequest, Request, Response, TransitionEvent, MAX_REQUEST_LEN,
+};
 use super::ControlError;
 
 /// Looks up a unix group by name, as [`bind`] does; the daemon passes the result
@@ -205,6 +207,9 @@ pub struct ServeOptions {
     pub write_timeout: Duration,
     /// On shutdown, connections still in progress get this long to finish.
     pub shutdown_grace: Duration,
+    /// `vipd events` subscribers at once (each also takes a connection); more
+    /// are refused.
+    pub max_subscribers: usize,
 }
 
 impl Default for ServeOptions {
@@ -215,6 +220,7 @@ impl Default for ServeOptions {
             answer_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(1),
+            max_subscribers: 16,
         }
     }
 }
@@ -262,7 +268,28 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()>,
     options: ServeOptions,
 ) {
+    serve_with_events(listener, requests, None, allowed_group, shutdown, options).await;
+}
+
+/// [`serve_with`], streaming state changes from `events` to each client that
+/// sends [`Request::Events`] (without a source it is refused).
+///
+/// Each subscriber gets its own receiver of the broadcast channel, so the
+/// instances that send never wait: a subscriber that falls more than the
+/// channel's capacity behind, or does not take a line within the write
+/// timeout, is told so and dropped. Subscribers end when the client closes,
+/// and at shutdown.
+pub async fn serve_with_events(
+    listener: UnixListener,
+    requests: mpsc::Sender<ControlRequest>,
+    events: Option<broadcast::Sender<TransitionEvent>>,
+    allowed_group: Option<Gid>,
+    shutdown: impl Future<Output = ()>,
+    options: ServeOptions,
+) {
     let limit = Arc::new(Semaphore::new(options.max_connections));
+    let subscribers = Arc::new(Semaphore::new(options.max_subscribers));
+    let (stop_tx, stop_rx) = watch::channel(false);
     let own_uid = nix::unistd::geteuid().as_raw();
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
@@ -278,8 +305,13 @@ pub async fn serve_with(
                 Ok((stream, _)) => match Arc::clone(&limit).try_acquire_owned() {
                     Ok(permit) => {
                         let requests = requests.clone();
+                        let streaming = Streaming {
+                            events: events.clone(),
+                            subscribers: Arc::clone(&subscribers),
+                            stop: stop_rx.clone(),
+                        };
                         tasks.spawn(async move {
-                            handle_connection(stream, requests, own_uid, allowed_group, options).await;
+                            handle_connection(stream, requests, streaming, own_uid, allowed_group, options).await;
                             drop(permit);
                         });
                     }
@@ -306,6 +338,7 @@ pub async fn serve_with(
             }
         }
     }
+    let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(options.shutdown_grace, async {
         while tasks.join_next().await.is_some() {}
     })
@@ -313,9 +346,18 @@ pub async fn serve_with(
     tasks.shutdown().await;
 }
 
+/// What a connection needs to stream events.
+struct Streaming {
+    events: Option<broadcast::Sender<TransitionEvent>>,
+    subscribers: Arc<Semaphore>,
+    /// Turns true when the server shuts down.
+    stop: watch::Receiver<bool>,
+}
+
 async fn handle_connection(
     mut stream: UnixStream,
     requests: mpsc::Sender<ControlRequest>,
+    streaming: Streaming,
     own_uid: u32,
     allowed_group: Option<Gid>,
     options: ServeOptions,
@@ -342,6 +384,14 @@ async fn handle_connection(
             Some(Response::Error { message })
         }
         ReadOutcome::Line(line) => Some(match parse_request(&line) {
+            Ok(Request::Events) => match subscribe(&streaming, options) {
+                Ok((rx, permit)) => {
+                    stream_events(&mut stream, rx, streaming.stop, options).await;
+                    drop(permit);
+                    return;
+                }
+                Err(message) => Response::Error { message },
+            },
             Ok(request) => dispatch(request, &requests, options.answer_timeout).await,
             Err(message) => {
                 tracing::debug!("control socket: {message}");
@@ -476,6 +526,85 @@ async fn read_request(stream: &mut UnixStream, timeout: Duration) -> ReadOutcome
         }
         // EOF without a newline: take what came (e.g. `printf '{...}' | nc -U`).
         Ok(Ok(_)) => ReadOutcome::Line(line),
+    }
+}
+
+/// A receiver of the state changes and a subscriber's place, or why not.
+fn subscribe(
+    streaming: &Streaming,
+    options: ServeOptions,
+) -> Result<
+    (
+        broadcast::Receiver<TransitionEvent>,
+        tokio::sync::OwnedSemaphorePermit,
+    ),
+    String,
+> {
+    let Some(events) = &streaming.events else {
+        return Err("this daemon does not stream events".to_owned());
+    };
+    let permit = Arc::clone(&streaming.subscribers)
+        .try_acquire_owned()
+        .map_err(|_| {
+            format!(
+                "busy: {} event subscribers already; try again later",
+                options.max_subscribers
+            )
+        })?;
+    Ok((events.subscribe(), permit))
+}
+
+/// Writes [`Response::Subscribed`], then one [`Response::Event`] line per state
+/// change, until the client closes, falls behind (it is told why) or the
+/// server stops. Every write is bounded by the write timeout.
+async fn stream_events(
+    stream: &mut UnixStream,
+    mut rx: broadcast::Receiver<TransitionEvent>,
+    mut stop: watch::Receiver<bool>,
+    options: ServeOptions,
+) {
+    let (mut reader, mut writer) = stream.split();
+    let mut line = response_line(&Response::Subscribed);
+    let mut ignored = [0u8; 256];
+    loop {
+        match tokio::time::timeout(options.write_timeout, writer.write_all(&line)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!("control socket: event subscriber gone: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("control socket: an event subscriber did not take a line within {}; dropping it", humantime::format_duration(options.write_timeout));
+                return;
+            }
+        }
+        let event = loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                read = reader.read(&mut ignored) => match read {
+                    // The client closed (or sent something it should not): done.
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                },
+                event = rx.recv() => break event,
+            }
+        };
+        line = match event {
+            Ok(event) => response_line(&Response::Event { event }),
+            Err(broadcast::error::RecvError::Lagged(lost)) => {
+                tracing::warn!(
+                    lost,
+                    "control socket: an event subscriber fell behind; dropping it"
+                );
+                let refusal = response_line(&Response::Error {
+                    message: format!("too slow: {lost} events were lost; reconnect to go on"),
+                });
+                let _ =
+                    tokio::time::timeout(options.write_timeout, writer.write_all(&refusal)).await;
+                return;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
     }
 }
 

@@ -52,6 +52,7 @@ fn every_request() -> Vec<Request> {
         },
         Request::Promote { instances: vec![] },
         Request::Reload,
+        Request::Events,
     ]
 }
 
@@ -80,6 +81,21 @@ fn answer(request: &Request) -> Response {
             summary: "kept db".into(),
             failed: vec!["web: interface \"eth9\": no such interface".into()],
         },
+        Request::Events => Response::Subscribed,
+    }
+}
+
+fn event(k: u32) -> TransitionEvent {
+    TransitionEvent {
+        node: "node-a".into(),
+        instance: "db".into(),
+        change: HistoryEntry {
+            at_unix: 1_700_000_000.0 + f64::from(k),
+            from: crate::election::State::Backup,
+            to: crate::election::State::Master,
+            reason: format!("change {k}"),
+            peer: Some("node-b".into()),
+        },
     }
 }
 
@@ -88,6 +104,7 @@ fn every_response() -> Vec<Response> {
     responses.push(Response::Error {
         message: "no such instance \"x\"".into(),
     });
+    responses.push(Response::Event { event: event(1) });
     responses
 }
 
@@ -251,7 +268,11 @@ fn bad_requests_say_what_is_wrong() {
 #[tokio::test]
 async fn every_request_round_trips_through_a_real_socket() {
     let harness = Harness::start(ServeOptions::default()).await;
-    for request in every_request() {
+    // Events are a stream the server answers itself (tested on their own).
+    for request in every_request()
+        .into_iter()
+        .filter(|r| *r != Request::Events)
+    {
         let response = call(&harness.path, request.clone(), Duration::from_secs(5))
             .await
             .unwrap();
@@ -694,4 +715,78 @@ async fn only_root_or_the_control_group_may_use_the_socket() {
         denied(Some(nogroup.gid))
     );
     server.abort();
+}
+
+#[tokio::test]
+async fn events_stream_to_subscribers_and_one_that_falls_behind_is_dropped() {
+    let dir = TempDir::new();
+    let path = dir.0.join("run/vipd.sock");
+    let listener = bind(&path, None).unwrap();
+    let (tx, _rx) = mpsc::channel::<ControlRequest>(16);
+    let (events, _) = tokio::sync::broadcast::channel(4);
+    let server = tokio::spawn(serve_with_events(
+        listener,
+        tx,
+        Some(events.clone()),
+        None,
+        std::future::pending(),
+        ServeOptions::default(),
+    ));
+
+    // A client that keeps up gets each event, in order.
+    let (subscribed_tx, subscribed) = oneshot::channel();
+    let (got_tx, mut got) = mpsc::unbounded_channel();
+    let client_path = path.clone();
+    let client = tokio::spawn(async move {
+        client::subscribe_events(
+            &client_path,
+            Duration::from_secs(5),
+            move || {
+                let _ = subscribed_tx.send(());
+            },
+            move |e| {
+                let _ = got_tx.send(e);
+            },
+        )
+        .await
+    });
+    subscribed.await.expect("subscribed");
+    for k in 0..3 {
+        events.send(event(k)).expect("a subscriber");
+        let e = tokio::time::timeout(Duration::from_secs(5), got.recv())
+            .await
+            .expect("in time");
+        assert_eq!(e, Some(event(k)));
+    }
+
+    // More events at once than the queue holds: the subscriber is told and
+    // dropped; the sender never waited.
+    for k in 10..20 {
+        let _ = events.send(event(k));
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(5), client)
+        .await
+        .expect("the stream ends")
+        .expect("the client task");
+    match ended {
+        Err(ControlError::Protocol { message, .. }) => {
+            assert!(message.contains("too slow"), "{message}")
+        }
+        other => panic!("expected a too-slow error, got {other:?}"),
+    }
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_server_without_an_event_source_refuses_subscribers() {
+    let harness = Harness::start(ServeOptions::default()).await;
+    let result =
+        client::subscribe_events(&harness.path, Duration::from_secs(5), || {}, |_| {}).await;
+    match result {
+        Err(ControlError::Protocol { message, .. }) => {
+            assert!(message.contains("does not stream events"), "{message}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    harness.stop().await;
 }

@@ -33,6 +33,8 @@
 //! - `instance/`: one instance task (one `now` per wake-up) and its status
 //!   snapshot; `instance/update.rs`: a reload's changes taken in place, and
 //!   the interface re-created under its name.
+//! - `metrics_endpoint.rs`: `[node] metrics_listen`: the `GET /metrics` server
+//!   and the status snapshot each scrape takes.
 //! - `vips.rs`: the VIP worker (claims, releases, announcement bursts) and the
 //!   marked-address sweeps.
 //! - `reload.rs`: the pure reload plan (keep, update in place, restart, stop,
@@ -54,6 +56,7 @@
 
 mod cleanup;
 mod instance;
+mod metrics_endpoint;
 mod reload;
 mod state;
 mod supervisor;
@@ -75,8 +78,10 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::{self, ConfigError};
 use crate::control::{self, ControlError};
+use crate::metrics::Metrics;
 use crate::net::netlink::{self, NetEvent, Netlink, NetlinkError};
 use crate::net::transport::{TransportError, Transports};
+use metrics_endpoint::MetricsEndpoint;
 use state::StateDir;
 use supervisor::{start_watchdog, Shared, Supervisor};
 use vips::{release_marked, remove_stale_vips};
@@ -89,6 +94,8 @@ pub(crate) const INSTANCE_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) const SHUTDOWN_SLACK: Duration = Duration::from_secs(2);
 /// Queued messages per instance from the main loop.
 pub(crate) const INSTANCE_QUEUE: usize = 32;
+/// State changes a `vipd events` subscriber may fall behind before it is dropped.
+pub(crate) const EVENT_QUEUE: usize = 256;
 
 /// Why the daemon could not start (or had to stop), naming what and where.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +137,13 @@ pub enum DaemonError {
         path: PathBuf,
         #[source]
         source: ControlError,
+    },
+    /// The metrics endpoint (`[node] metrics_listen`) could not be bound.
+    #[error("metrics_listen {addr}: cannot listen there")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: io::Error,
     },
     /// A signal handler could not be installed.
     #[error("installing the {what} signal handler")]
@@ -190,6 +204,8 @@ pub async fn run(
         net_events: net_tx,
         states: Mutex::new(BTreeMap::new()),
         sync: watch::Sender::new(BTreeMap::new()),
+        metrics: Arc::new(Metrics::new(supervisor::unix_now())),
+        events: broadcast::channel(EVENT_QUEUE).0,
     });
 
     let mut daemon = Supervisor {
@@ -221,7 +237,22 @@ pub async fn run(
                 },
             ),
         };
-    let listener = match listener {
+    // The metrics endpoint, if configured, once the control socket is bound.
+    let listener = match (listener, config.node.metrics_listen) {
+        (Ok(l), Some(addr)) => {
+            match MetricsEndpoint::start(addr, Arc::clone(&shared), Arc::clone(&daemon.registry)) {
+                Ok(endpoint) => Ok((l, Some(endpoint))),
+                Err(source) => {
+                    drop(l);
+                    let _ = std::fs::remove_file(&control_path);
+                    Err(DaemonError::Metrics { addr, source })
+                }
+            }
+        }
+        (Ok(l), None) => Ok((l, None)),
+        (Err(e), _) => Err(e),
+    };
+    let (listener, metrics_endpoint) = match listener {
         Ok(l) => l,
         Err(e) => {
             daemon.stop_all().await;
@@ -245,9 +276,16 @@ pub async fn run(
     };
     let (ctl_tx, mut ctl_rx) = mpsc::channel(16);
     let (stop_ctl_tx, stop_ctl_rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(control::serve(listener, ctl_tx, gid, async move {
-        let _ = stop_ctl_rx.await;
-    }));
+    let server = tokio::spawn(control::serve_with_events(
+        listener,
+        ctl_tx,
+        Some(shared.events.clone()),
+        gid,
+        async move {
+            let _ = stop_ctl_rx.await;
+        },
+        control::ServeOptions::default(),
+    ));
     let watchdog = start_watchdog(Arc::clone(&daemon.registry));
 
     notify(&[sd_notify::NotifyState::Ready]);
@@ -276,6 +314,9 @@ pub async fn run(
     }
     let _ = stop_ctl_tx.send(());
     daemon.stop_all().await;
+    if let Some(endpoint) = metrics_endpoint {
+        endpoint.stop().await;
+    }
     // Whatever an instance could not release (a task that had to be aborted), and
     // anything else carrying our marker, goes now: never leave a VIP unmanaged.
     release_marked(&netlink).await;

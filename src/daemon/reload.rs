@@ -101,6 +101,10 @@ pub fn plan<'a>(
             node.control_group != new.node.control_group,
         ),
         ("state_dir", node.state_dir != new.node.state_dir),
+        (
+            "metrics_listen",
+            node.metrics_listen != new.node.metrics_listen,
+        ),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

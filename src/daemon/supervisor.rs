@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::instance::{look_up_links, Identity, Instance, InstanceInputs, InstanceMsg, RejectLog};
+use super::instance::{
+    look_up_links, Identity, Instance, InstanceInputs, InstanceMsg, RejectLog, Telemetry,
+};
 use super::reload::{self, ReloadError, ReloadSummary};
 use super::state::StateDir;
 use super::vips::{release_vips, Held, VipWorker};
@@ -26,10 +28,11 @@ use super::{
     SHUTDOWN_SLACK,
 };
 use crate::config::{self, Config, InstanceConfig, Vip};
-use crate::control::{Outcome, Request, Response};
+use crate::control::{Outcome, Request, Response, TransitionEvent};
 use crate::election::{Command, Election, ElectionConfig, State};
 use crate::health::notify::Notifier;
 use crate::health::{self, SyncEntry, Tracker};
+use crate::metrics::Metrics;
 use crate::net::netlink::{NetEvent, Netlink};
 use crate::net::transport::{Endpoint, Transports};
 use crate::wire::{self, ReplayGuard};
@@ -50,6 +53,10 @@ pub(super) struct Shared {
     /// Instance name → its own fault (not counting sync-group faults), for the
     /// other members of its sync group.
     pub(super) sync: watch::Sender<BTreeMap<String, SyncEntry>>,
+    /// Counters for `GET /metrics`, one set per instance.
+    pub(super) metrics: Arc<Metrics>,
+    /// State changes for `vipd events`.
+    pub(super) events: broadcast::Sender<TransitionEvent>,
 }
 
 impl Shared {
@@ -103,6 +110,7 @@ impl Supervisor {
     ) -> Result<InstanceHandle, DaemonError> {
         // Subscribe before reading the link, so no change is missed.
         let net_rx = self.shared.net_events.subscribe();
+        let metrics = self.shared.metrics.instance(&cfg.name);
         let link = self
             .shared
             .netlink
@@ -123,6 +131,7 @@ impl Supervisor {
                 port: cfg.port,
                 multicast_group: cfg.multicast_group,
                 peers: cfg.peers.clone(),
+                rejects: metrics.rejects(),
             })
             .map_err(|source| DaemonError::Transport {
                 instance: cfg.name.clone(),
@@ -161,6 +170,7 @@ impl Supervisor {
             held: Arc::clone(&held),
             back: back_tx,
             claimed: false,
+            metrics: Arc::clone(&metrics),
         };
         let worker = tokio::spawn(worker.run(ops_rx));
 
@@ -189,7 +199,7 @@ impl Supervisor {
             health: tracker,
             check_tx,
             checks,
-            notifier: Notifier::start(cfg.name.clone(), cfg.notify.clone()),
+            notifier: Notifier::start(cfg.name.clone(), cfg.notify.clone(), Arc::clone(&metrics)),
             published_fault: None,
             link_up: true,
             claimed: false,
@@ -202,6 +212,12 @@ impl Supervisor {
             held,
             replaced_checks: None,
             replaced_channel: false,
+            telemetry: Telemetry::new(
+                self.shared.node.name.clone(),
+                cfg.name.clone(),
+                metrics,
+                self.shared.events.clone(),
+            ),
         };
         tracing::info!(instance = %cfg.name, interface = %cfg.interface, ifindex = link.index, group = cfg.group,
             priority = cfg.priority, vips = %vip_list(&cfg.vips),
@@ -268,6 +284,10 @@ impl Supervisor {
             }
             Request::Undrain { instances } => self.command(instances, Command::Undrain).await,
             Request::Promote { instances } => self.command(instances, Command::Promote).await,
+            // The control server streams events itself; it never asks for them.
+            Request::Events => Response::Error {
+                message: "events are streamed by the control server".to_owned(),
+            },
             Request::Reload => match self.reload().await {
                 Ok(summary) => Response::Reloaded {
                     summary: summary.to_string(),
@@ -392,6 +412,7 @@ impl Supervisor {
         notify(&[sd_notify::NotifyState::Reloading]);
         let result = self.reload_inner().await;
         notify(&[sd_notify::NotifyState::Ready]);
+        self.shared.metrics.reloaded(result.is_ok(), unix_now());
         match &result {
             Ok(summary) => tracing::info!(%summary, "configuration reloaded"),
             Err(message) => {
@@ -492,10 +513,20 @@ impl Supervisor {
                 .position(|c| c.name == h.config.name)
                 .unwrap_or(usize::MAX)
         });
+        self.shared
+            .metrics
+            .retain(|name| new.instance(name).is_some());
         self.config = new;
         self.shared.update_status();
         Ok(summary)
     }
+}
+
+/// Now in Unix seconds (0 before 1970).
+pub(super) fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn vip_list(vips: &[Vip]) -> String {

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use super::error_chain;
 use super::instance::WorkerReport;
 use crate::config::{AnnounceConfig, InstanceConfig, Vip};
+use crate::metrics::InstanceMetrics;
 use crate::net::announce::Announcer;
 use crate::net::netlink::{Claimed, Netlink, Released};
 
@@ -124,6 +125,8 @@ pub(super) struct VipWorker {
     pub(super) back: mpsc::UnboundedSender<WorkerReport>,
     /// Between a claim and a release: the VIPs belong on the interface.
     pub(super) claimed: bool,
+    /// Counts the announcements sent.
+    pub(super) metrics: Arc<InstanceMetrics>,
 }
 
 impl VipWorker {
@@ -330,6 +333,7 @@ impl VipWorker {
             interface: &self.interface,
             addrs: &addrs,
             instance: &self.instance,
+            metrics: &self.metrics,
         };
         round.burst(1, Duration::ZERO, "re-announce").await;
     }
@@ -345,6 +349,7 @@ impl VipWorker {
         let cfg = self.announce.clone();
         let instance = self.instance.clone();
         let (netlink, interface) = (self.netlink.clone(), self.interface.clone());
+        let metrics = Arc::clone(&self.metrics);
         *announcing = Some(tokio::spawn(async move {
             let round = Round {
                 announcer: &announcer,
@@ -352,6 +357,7 @@ impl VipWorker {
                 interface: &interface,
                 addrs: &addrs,
                 instance: &instance,
+                metrics: &metrics,
             };
             announce_loop(round, cfg).await;
         }));
@@ -382,6 +388,8 @@ struct Round<'a> {
     interface: &'a str,
     addrs: &'a [IpAddr],
     instance: &'a str,
+    /// Counts the announcements sent.
+    metrics: &'a InstanceMetrics,
 }
 
 impl Round<'_> {
@@ -397,7 +405,10 @@ impl Round<'_> {
             }
             for addr in self.addrs {
                 match self.announcer.announce(*addr) {
-                    Ok(()) => sent += 1,
+                    Ok(()) => {
+                        sent += 1;
+                        self.metrics.announced(*addr);
+                    }
                     Err(e) => {
                         failed += 1;
                         if failed == 1 {

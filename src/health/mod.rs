@@ -185,6 +185,9 @@ pub enum CheckEvent {
     Guard { outcome: RunOutcome },
     /// A tracked interface's link is up or down (missing counts as down).
     Interface { name: String, up: bool },
+    /// A check finished a run that took `took` (sent before its result), for
+    /// the metrics; `check` is the name [`Tracker::checks`] gives it.
+    Ran { check: String, took: Duration },
 }
 
 /// Starts a task per track script, track file and guard of `cfg`, each sending its
@@ -214,11 +217,16 @@ pub fn spawn_checks(
 async fn script_loop(index: usize, script: TrackScript, tx: mpsc::UnboundedSender<CheckEvent>) {
     let limit = script_limit();
     loop {
-        let outcome = {
+        let (outcome, took) = {
             // The semaphore is never closed, so acquiring cannot fail.
             let _permit = limit.acquire().await;
-            run_command(&script.command, script.shell, &[], &[], script.timeout).await
+            let started = Instant::now();
+            let outcome =
+                run_command(&script.command, script.shell, &[], &[], script.timeout).await;
+            (outcome, started.elapsed())
         };
+        let check = format!("script:{}", script.name);
+        let _ = tx.send(CheckEvent::Ran { check, took });
         if tx.send(CheckEvent::Script { index, outcome }).is_err() {
             return;
         }
@@ -329,6 +337,11 @@ async fn guard_loop(guard: GuardConfig, interface: String, tx: mpsc::UnboundedSe
     loop {
         let started = Instant::now();
         let outcome = check_witness(&guard, &interface).await;
+        let took = started.elapsed();
+        let _ = tx.send(CheckEvent::Ran {
+            check: "guard".to_owned(),
+            took,
+        });
         if tx.send(CheckEvent::Guard { outcome }).is_err() {
             return;
         }
@@ -541,6 +554,8 @@ impl Tracker {
             CheckEvent::Interface { name, up } => {
                 self.set_interface(&name, up);
             }
+            // Timing is for the metrics only.
+            CheckEvent::Ran { .. } => {}
             CheckEvent::Guard { outcome } => {
                 let Some(counted) = &mut self.guard else {
                     return;
@@ -573,6 +588,25 @@ impl Tracker {
             }
         }
         tracked
+    }
+
+    /// Each check that is good or failing, for the metrics: `script:NAME`,
+    /// `interface:NAME` and `guard`, with `None` before a first result.
+    pub fn checks(&self) -> Vec<(String, Option<bool>)> {
+        let mut out: Vec<(String, Option<bool>)> = self
+            .scripts
+            .iter()
+            .map(|(s, c)| (format!("script:{}", s.name), c.good))
+            .collect();
+        out.extend(
+            self.interfaces
+                .iter()
+                .map(|(name, _, up)| (format!("interface:{name}"), Some(*up))),
+        );
+        if let Some(g) = &self.guard {
+            out.push(("guard".to_owned(), g.good));
+        }
+        out
     }
 
     /// The names of the tracked interfaces.

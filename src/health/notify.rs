@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 use crate::config::NotifyConfig;
 use crate::election::State;
 use crate::health::{run_command, RunOutcome};
+use crate::metrics::InstanceMetrics;
 
 /// The most transitions waiting for their hooks. With superseded transitions
 /// dropped, only `stop`s can pile up (an instance stopped and restarted by reloads
@@ -120,8 +121,9 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// Starts the hook task (none when no hook is configured).
-    pub fn start(instance: String, cfg: NotifyConfig) -> Self {
+    /// Starts the hook task (none when no hook is configured); each run is
+    /// counted in `metrics`.
+    pub fn start(instance: String, cfg: NotifyConfig, metrics: Arc<InstanceMetrics>) -> Self {
         if cfg.is_empty() {
             return Self {
                 instance,
@@ -130,7 +132,7 @@ impl Notifier {
             };
         }
         let queue = Arc::new(Queue::default());
-        let task = tokio::spawn(run(instance.clone(), cfg, Arc::clone(&queue)));
+        let task = tokio::spawn(run(instance.clone(), cfg, Arc::clone(&queue), metrics));
         Self {
             instance,
             queue: Some(queue),
@@ -174,7 +176,12 @@ impl Notifier {
     }
 }
 
-async fn run(instance: String, cfg: NotifyConfig, queue: Arc<Queue>) {
+async fn run(
+    instance: String,
+    cfg: NotifyConfig,
+    queue: Arc<Queue>,
+    metrics: Arc<InstanceMetrics>,
+) {
     while let Some(event) = queue.next().await {
         let own = match event.to.as_str() {
             "master" => &cfg.master,
@@ -207,6 +214,12 @@ async fn run(instance: String, cfg: NotifyConfig, queue: Arc<Queue>) {
             let started = Instant::now();
             let outcome = run_command(argv, false, &args, &env, cfg.timeout).await;
             let took_ms = started.elapsed().as_millis();
+            let result = match outcome {
+                RunOutcome::Success => "success",
+                RunOutcome::Failed(_) => "failure",
+                RunOutcome::TimedOut(_) => "timeout",
+            };
+            metrics.hook_ran(which, result);
             match outcome {
                 RunOutcome::Success => {
                     tracing::info!(%instance, hook = which, state = %event.to, previous = %event.from, took_ms, "notify hook ran")

@@ -48,6 +48,7 @@ use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
+use crate::metrics::{RejectCounters, Rejection};
 use crate::wire;
 
 /// The TTL / hop limit adverts are sent with and must arrive with.
@@ -158,6 +159,7 @@ struct Subscriber {
     inbox: mpsc::Sender<Datagram>,
     /// `Some` for unicast: only these sources are accepted.
     peers: Option<HashSet<IpAddr>>,
+    rejects: Arc<RejectCounters>,
 }
 
 /// One bound socket with its receive task.
@@ -206,6 +208,9 @@ pub struct Endpoint {
     pub multicast_group: IpAddr,
     /// Unicast peers; empty for multicast.
     pub peers: Vec<IpAddr>,
+    /// Where this instance's dropped datagrams are counted (bad TTL, unknown
+    /// source, full inbox), for its metrics.
+    pub rejects: Arc<RejectCounters>,
 }
 
 /// Opens and shares the advert sockets of a daemon.
@@ -291,6 +296,7 @@ impl Transports {
                 Subscriber {
                     inbox: tx,
                     peers: unicast.then(|| endpoint.peers.iter().copied().collect()),
+                    rejects: Arc::clone(&endpoint.rejects),
                 },
             );
             // The last subscriber may have just left (an instance restarted by a
@@ -628,8 +634,20 @@ async fn receive_loop(shared: Arc<Shared>) {
 
 fn dispatch(shared: &Shared, buf: &[u8], received: Received) {
     let source_ip = unmapped(received.source.ip());
+    let len = received.len.min(buf.len());
+    let bytes = &buf[..len];
     if received.ttl != Some(i32::from(REQUIRED_TTL)) {
         let n = shared.counters.bad_ttl.fetch_add(1, Ordering::Relaxed) + 1;
+        // Counted for the instance too when the datagram names its group.
+        if let Ok(group) = wire::peek_group(bytes) {
+            let subs = shared
+                .subscribers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(sub) = subs.get(&group) {
+                sub.rejects.count(Rejection::BadTtl);
+            }
+        }
         // Every 1st, 2nd, 4th, 8th... drop, so a flood does not flood the log.
         if n.is_power_of_two() {
             tracing::warn!(interface = %shared.interface, source = %source_ip, ttl = ?received.ttl, dropped = n,
@@ -637,8 +655,6 @@ fn dispatch(shared: &Shared, buf: &[u8], received: Received) {
         }
         return;
     }
-    let len = received.len.min(buf.len());
-    let bytes = &buf[..len];
     let Ok(group) = wire::peek_group(bytes) else {
         shared
             .counters
@@ -665,6 +681,7 @@ fn dispatch(shared: &Shared, buf: &[u8], received: Received) {
                 .unknown_source
                 .fetch_add(1, Ordering::Relaxed)
                 + 1;
+            sub.rejects.count(Rejection::UnknownSource);
             if n.is_power_of_two() {
                 tracing::warn!(interface = %shared.interface, source = %source_ip, group, dropped = n,
                     "dropped unicast advert from an address that is not a configured peer");
@@ -678,6 +695,7 @@ fn dispatch(shared: &Shared, buf: &[u8], received: Received) {
     };
     if sub.inbox.try_send(datagram).is_err() {
         shared.counters.inbox_full.fetch_add(1, Ordering::Relaxed);
+        sub.rejects.count(Rejection::InboxFull);
     }
 }
 

@@ -415,7 +415,12 @@ fn check(rc: libc::c_int, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn new_socket(domain: libc::c_int, ty: libc::c_int, proto: libc::c_int) -> Result<OwnedFd> {
+/// socket(2), close-on-exec, owned.
+pub(crate) fn new_socket(
+    domain: libc::c_int,
+    ty: libc::c_int,
+    proto: libc::c_int,
+) -> Result<OwnedFd> {
     // SAFETY: plain socket(2); the descriptor is owned by the OwnedFd below.
     let raw = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) };
     check(raw, "socket")?;
@@ -457,7 +462,7 @@ fn set_int(
 
 /// An AF_PACKET socket on `eth0` of the current namespace for `protocol`
 /// (host order), bound; returns it and the interface index.
-fn packet_socket(protocol: u16) -> Result<(OwnedFd, i32)> {
+pub(crate) fn packet_socket(protocol: u16) -> Result<(OwnedFd, i32)> {
     let proto = protocol.to_be();
     let fd = new_socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto))?;
     let ifindex = nix::net::if_::if_nametoindex("eth0")? as i32;

@@ -17,6 +17,9 @@
 //!   in a node's namespace, from a generated configuration ([`NodeSpec`],
 //!   [`InstanceSpec`]); its log is printed when the test fails;
 //! - [`wait`]: [`wait_until`] and [`hold_for`], polling with a deadline;
+//! - [`systemd`]: [`SystemdNode`], systemd as PID 1 of its own namespaces running
+//!   the shipped unit, on a lab's bridge; [`AddrWatch`] and [`NaWatch`], a node's
+//!   address changes and the neighbour advertisements on a link, timestamped;
 //! - [`flood`]: [`Flood`], junk adverts as fast as one thread sends them (one
 //!   source or spoofed ones), and [`AdvertWatch`], a node's adverts as a peer
 //!   receives them, for the longest gap during a flood;
@@ -51,6 +54,7 @@ pub(crate) mod flood;
 pub(crate) mod lab;
 pub(crate) mod netns;
 pub(crate) mod probe;
+pub(crate) mod systemd;
 pub(crate) mod wait;
 
 // Each test binary uses part of the lab: an unused re-export is no mistake.
@@ -64,6 +68,8 @@ pub(crate) use lab::*;
 pub(crate) use netns::*;
 #[allow(unused_imports)]
 pub(crate) use probe::*;
+#[allow(unused_imports)]
+pub(crate) use systemd::*;
 #[allow(unused_imports)]
 pub(crate) use wait::*;
 

@@ -43,6 +43,7 @@ impl Validator<'_> {
             Duration::ZERO,
             Duration::from_secs(600),
         );
+        let metrics_listen = self.metrics_listen(raw.metrics_listen);
 
         let name = name?;
         Some(NodeConfig {
@@ -52,7 +53,30 @@ impl Validator<'_> {
             control_group: control_group?,
             state_dir: state_dir?,
             startup_delay: startup_delay?,
+            metrics_listen: metrics_listen?,
         })
+    }
+
+    /// `metrics_listen`: `Some(None)` when left out (no metrics endpoint).
+    fn metrics_listen(
+        &mut self,
+        raw: Option<Spanned<String>>,
+    ) -> Option<Option<std::net::SocketAddr>> {
+        let Some(raw) = raw else {
+            return Some(None);
+        };
+        let span = raw.span();
+        let text = raw.into_inner();
+        match text.parse::<std::net::SocketAddr>() {
+            Ok(addr) if addr.port() != 0 => Some(Some(addr)),
+            _ => {
+                self.problem(
+                    span,
+                    format!("{WHO}: metrics_listen {text:?} is not an address and port; valid: e.g. \"127.0.0.1:9650\" or \"[::1]:9650\" (port 1..=65535), or leave it out for no metrics endpoint"),
+                );
+                None
+            }
+        }
     }
 
     /// `name`, or the hostname when it is left out.

@@ -15,10 +15,12 @@ mod identity;
 mod rejects;
 mod replay;
 mod status;
+mod telemetry;
 mod update;
 
 pub(super) use identity::Identity;
 pub(super) use rejects::RejectLog;
+pub(super) use telemetry::Telemetry;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -141,6 +143,8 @@ pub(super) struct Instance {
     /// Set when the advert socket was re-opened (the interface came back with a
     /// new index): the run loop listens to the new inbox.
     pub(super) replaced_channel: bool,
+    /// History, `vipd events` and metrics.
+    pub(super) telemetry: Telemetry,
 }
 
 /// What the VIP worker reports back to its instance.
@@ -255,11 +259,16 @@ impl Instance {
                     self.election.handle_timeout(now);
                 }
                 Wake::Message(msg) => self.on_message(now, msg),
-                Wake::SupervisorGone => self.election.handle_shutdown(now),
+                Wake::SupervisorGone => {
+                    self.telemetry.shutdown_started(now);
+                    self.election.handle_shutdown(now);
+                }
                 Wake::Net(event) => self.on_net_event(now, event),
                 Wake::Link(up) => self.set_link(now, up),
                 Wake::Check(event) => {
+                    self.telemetry.check_event(&event);
                     self.health.on_event(event);
+                    self.telemetry.metrics.set_checks(self.health.checks());
                     self.apply_health(now);
                 }
                 Wake::SyncBoard(board) => self.on_sync_board(now, &board),
@@ -278,6 +287,7 @@ impl Instance {
                 break;
             }
         }
+        self.telemetry.stopped(clock::now());
         checkpoint.finish(clock::now(), &self.replay).await;
         for check in &self.checks {
             check.abort();
@@ -378,9 +388,13 @@ impl Instance {
     fn on_message(&mut self, now: Instant, msg: InstanceMsg) {
         match msg {
             InstanceMsg::Command(command, reply) => {
+                let state = self.election.state();
                 let result = self.election.handle_command(now, command);
-                if let Err(e) = &result {
-                    tracing::warn!(instance = %self.cfg.name, command = ?command, reason = %e, "operator command refused");
+                match &result {
+                    Ok(()) => self.telemetry.command_applied(now, command, state),
+                    Err(e) => {
+                        tracing::warn!(instance = %self.cfg.name, command = ?command, reason = %e, "operator command refused")
+                    }
                 }
                 let _ = reply.send(result);
             }
@@ -390,7 +404,10 @@ impl Instance {
             InstanceMsg::Ping(reply) => {
                 let _ = reply.send(());
             }
-            InstanceMsg::Shutdown => self.election.handle_shutdown(now),
+            InstanceMsg::Shutdown => {
+                self.telemetry.shutdown_started(now);
+                self.election.handle_shutdown(now);
+            }
             InstanceMsg::Update(cfg, changes) => self.apply_update(now, *cfg, &changes),
         }
     }
@@ -429,6 +446,7 @@ impl Instance {
         // While handing over, hearing the successor as master is the plan, not a
         // split brain: its notice is logged at info, not warn.
         self.handing_over_at_input = self.election.is_handing_over();
+        self.telemetry.advert_accepted(now, &advert.body);
         self.election.handle_advert(now, &advert.body);
     }
 
@@ -489,6 +507,7 @@ impl Instance {
 
     fn reject(&mut self, now: Instant, source: IpAddr, error: &wire::WireError) {
         self.auth_failures += 1;
+        self.telemetry.metrics.rejected(error);
         if let Some(r) = self.rejects.record(now, source, error) {
             let samples: Vec<String> = r.samples.iter().map(ToString::to_string).collect();
             let sources = if r.sources_capped {
@@ -602,6 +621,7 @@ impl Instance {
                 }
                 Action::StateChanged { from, to, reason } => {
                     tracing::info!(instance = %self.cfg.name, state = %to, previous = %from, %reason, "state change");
+                    self.telemetry.transition(now, from, to, &reason);
                     self.shared.set_state(&self.cfg.name, Some(to));
                     self.notifier.transition(from, to, &reason.to_string());
                 }

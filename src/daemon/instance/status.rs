@@ -134,6 +134,7 @@ impl Instance {
             last_transition,
             master_down_interval_ms: millis(e.master_down_interval(master_interval)),
             name_conflict: self.identity.conflict(),
+            history: self.telemetry.history(),
         }
     }
 }

@@ -22,6 +22,7 @@
 //! What it may not touch: the election's rules (it feeds inputs) and the
 //! kernel's addresses (the VIP worker's).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -69,7 +70,11 @@ impl Instance {
             self.election.handle_settings(now, settings_of(&self.cfg));
         }
         if changes.contains(&Change::Notify) {
-            let fresh = Notifier::start(self.cfg.name.clone(), self.cfg.notify.clone());
+            let fresh = Notifier::start(
+                self.cfg.name.clone(),
+                self.cfg.notify.clone(),
+                Arc::clone(&self.telemetry.metrics),
+            );
             let mut previous = std::mem::replace(&mut self.notifier, fresh);
             // Hooks already queued still run, under their old configuration.
             tokio::spawn(async move { previous.finish(SHUTDOWN_SLACK).await });
@@ -138,6 +143,7 @@ impl Instance {
             port: self.cfg.port,
             multicast_group: self.cfg.multicast_group,
             peers: self.cfg.peers.clone(),
+            rejects: self.telemetry.metrics.rejects(),
         };
         match self.shared.transports.open(&endpoint) {
             Ok(channel) => {
