@@ -66,6 +66,7 @@ check() { # description, command...
 }
 check "/usr/sbin/vipd runs" /usr/sbin/vipd --version
 check "the unit equals systemd/vipd.service" cmp /lib/systemd/system/vipd.service systemd/vipd.service
+check "the unit starts the packaged binary" grep -q '^ExecStart=/usr/sbin/vipd ' /lib/systemd/system/vipd.service
 check "/etc/vipd is a directory" test -d /etc/vipd
 check "/etc/vipd has mode 0700" test "$(stat -c %a /etc/vipd)" = 700
 check "no live configuration is installed" test ! -e /etc/vipd/vipd.toml
