@@ -19,6 +19,10 @@
 //! - [`daemon`]: the tokio driver and the only place that reads the clock or owns
 //!   tasks: `run`, the supervisor of instances, the instance loop (one `now` per
 //!   wake-up), the VIP worker, the reload plan and the state directory.
+//! - [`keygen`]: `vipd keygen`, a fresh advert key written with mode 0600.
+//! - [`manual`]: the man pages, from the clap definitions and the example config.
+//! - [`import`]: `vipd import-keepalived`, keepalived.conf's VRRP parts as vipd's
+//!   TOML and a report of what was left out.
 //! - [`metrics`]: the Prometheus families, the counters the daemon bumps, and
 //!   the `GET /metrics` endpoint.
 //!
@@ -36,6 +40,9 @@ pub mod control;
 pub mod daemon;
 pub mod election;
 pub mod health;
+pub mod import;
+pub mod keygen;
+pub mod manual;
 pub mod metrics;
 pub mod net;
 pub mod wire;

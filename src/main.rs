@@ -13,6 +13,7 @@ use tracing_subscriber::EnvFilter;
 use vipd::config;
 
 mod cli;
+mod tools;
 
 /// Without RUST_LOG: info, minus netlink-packet-route's warnings about kernel
 /// attributes newer than the crate (harmless, and one per link message).
@@ -54,6 +55,13 @@ enum Cmd {
     Cleanup(ConfigArg),
     /// Print each state change as a JSON line as it happens, until interrupted.
     Events(cli::EventsArgs),
+    /// Write a new advert key (32 random bytes as hex, mode 0600) to PATH or stdout.
+    Keygen(tools::KeygenArgs),
+    /// Convert keepalived.conf's VRRP parts to vipd's TOML (stdout; report on stderr).
+    ImportKeepalived(tools::ImportArgs),
+    /// Write the man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateAssets(tools::GenerateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -67,8 +75,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
 
-    if let Cmd::Check(args) = &cli.command {
-        return check(&args.config);
+    match &cli.command {
+        Cmd::Check(args) => return check(&args.config),
+        Cmd::Keygen(args) => return tools::keygen(args),
+        Cmd::ImportKeepalived(args) => return tools::import_keepalived(args),
+        Cmd::GenerateAssets(args) => return tools::generate_assets::<Cli>(args),
+        _ => {}
     }
 
     // One thread: every task only awaits (netlink, sockets, child processes),
@@ -92,7 +104,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Cmd::Run(args) => run(args.config).await,
-            Cmd::Check(_) => Ok(ExitCode::SUCCESS), // handled above
+            // handled above, without a runtime
+            Cmd::Check(_) | Cmd::Keygen(_) | Cmd::ImportKeepalived(_) | Cmd::GenerateAssets(_) => {
+                Ok(ExitCode::SUCCESS)
+            }
             Cmd::Status(args) => cli::status(args).await,
             Cmd::Drain(args) => cli::drain(args).await,
             Cmd::Undrain(args) => cli::undrain(args).await,

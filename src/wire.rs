@@ -24,7 +24,8 @@
 //! 36     8    promote epoch
 //! 44     8    VIP set digest
 //! 52     N    node name (UTF-8)
-//! 52+N   32   MAC: HMAC-SHA256(key, bytes 0..52+N), or SHA-256(bytes 0..52+N) when auth type is 0
+//! 52+N   E    extension area: E = 0..=256 bytes of type-length-value fields
+//! 52+N+E 32   MAC: HMAC-SHA256(key, bytes 0..52+N+E), or SHA-256 of them when auth type is 0
 //! ```
 //!
 //! The same, RFC style (bit 0 is the most significant bit of byte 0):
@@ -61,7 +62,9 @@
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //! |        node name (N bytes of UTF-8, no padding) ...           |
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//! |        MAC (32 bytes, starts right after the name) ...        |
+//! |  extension area (E bytes, often none): TLVs, see below ...    |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |        MAC (32 bytes, the last 32 of the datagram) ...        |
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //!
 //! flags byte:  7 6 5 4 3 2 1 0   (bit 0 = least significant)
@@ -70,9 +73,38 @@
 //!             +-+-+-+-+-+-+-+-+  F = FAULT, S = SHUTTING_DOWN; 0 = must be zero
 //! ```
 //!
-//! The total length is exactly `52 + N + 32` bytes: at least 85, at most
-//! [`MAX_PACKET_LEN`] (148). Trailing bytes are rejected, so every valid advert has exactly
-//! one encoding and `encode(decode(bytes)) == bytes`.
+//! The total length is `52 + N + E + 32` bytes: at least 85, at most
+//! [`MAX_PACKET_LEN`] (404). Without extensions (E = 0) that is exactly the layout of the
+//! first vipd releases, byte for byte. The MAC is always the last 32 bytes, so the
+//! extension area is authenticated like everything else, and every valid advert has
+//! exactly one encoding: `encode_with_extensions(decode_extended(bytes)) == bytes`.
+//!
+//! # Extension area
+//!
+//! A sequence of fields, each `type (1 byte) | length L (1 byte) | value (L bytes)`, packed
+//! with no padding, filling the area exactly; at most [`MAX_EXTENSIONS_LEN`] bytes in all.
+//! A field whose header or value runs past the end of the area is rejected
+//! ([`WireError::InvalidField`], field "extension area", saying which type at which
+//! offset and how many bytes were missing). Types this build does not know are ignored:
+//! [`decode`] returns the advert without them, [`decode_extended`] returns every field
+//! as received. This build defines no type and sends none.
+//!
+//! # Compatibility rule
+//!
+//! - A node accepts exactly one version byte, [`VERSION`] (1); anything else is
+//!   [`WireError::UnsupportedVersion`]. A change that a node must understand to elect
+//!   correctly (a new meaning for a fixed field, a new flag bit, a field it may not
+//!   ignore) needs a new version, and two versions do not interoperate: such a change
+//!   cannot be rolled out one node at a time.
+//! - Within version 1, everything new goes into the extension area as a new type, and a
+//!   node that ignores the field must still elect correctly: extensions inform, they
+//!   never decide who is master.
+//! - Accept before send: builds from this one on accept adverts with an extension area
+//!   (ignoring unknown types); earlier builds reject any advert longer than
+//!   `52 + N + 32` (as a bad MAC or a length mismatch). So a release may send a field
+//!   by default only if the release before it already accepts extension areas. Rolling
+//!   upgrades are supported from one release to the next: upgrade every node, one at a
+//!   time, and only then turn on anything new that the next release sends.
 //!
 //! # Authentication
 //!
@@ -97,8 +129,10 @@
 //! # Validation order
 //!
 //! [`decode`] checks, in order: length bounds, magic, version (these three are
-//! [`peek_group`]), group, auth type, name length and exact total length, then the MAC,
-//! and only then the meaning of the authenticated fields (interval, flags, UTF-8 name).
+//! [`peek_group`]), group, auth type, name length and total length (room for the name
+//! and the MAC, at most [`MAX_EXTENSIONS_LEN`] between them), then the MAC, and only then
+//! the meaning of the authenticated fields (interval, flags, UTF-8 name, the extension
+//! area's fields).
 //! No field other than the framing is interpreted before the MAC has been verified.
 //!
 //! Replay protection is separate: run every decoded advert through a [`ReplayGuard`].
@@ -117,8 +151,10 @@ type HmacSha256 = Hmac<Sha256>;
 pub const MAGIC: [u8; 4] = *b"VIPD";
 /// The only protocol version this build speaks.
 pub const VERSION: u8 = 1;
-/// The longest valid advert: header, a 64-byte name and the MAC.
-pub const MAX_PACKET_LEN: usize = 148;
+/// The longest valid advert: header, a 64-byte name, a full extension area and the MAC.
+pub const MAX_PACKET_LEN: usize = 404;
+/// The longest extension area, in bytes.
+pub const MAX_EXTENSIONS_LEN: usize = 256;
 /// The longest node name, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 64;
 /// The shortest advert interval, in centiseconds (10 ms).
@@ -134,7 +170,9 @@ const MAC_LEN: usize = 32;
 /// the packet. A valid advert is at least one byte longer (names are never empty).
 const FIXED_LEN: usize = HEADER_LEN + MAC_LEN;
 
-const _: () = assert!(MAX_PACKET_LEN == HEADER_LEN + MAX_NAME_LEN + MAC_LEN);
+const _: () = assert!(MAX_PACKET_LEN == HEADER_LEN + MAX_NAME_LEN + MAX_EXTENSIONS_LEN + MAC_LEN);
+/// Bytes of a TLV's type and length.
+const TLV_HEADER_LEN: usize = 2;
 
 const OFF_MAGIC: usize = 0;
 const OFF_VERSION: usize = 4;
@@ -159,6 +197,7 @@ const FIELD_GROUP: &str = "group id";
 const FIELD_INTERVAL: &str = "advert interval";
 const FIELD_FLAGS: &str = "flags";
 const FIELD_NAME: &str = "node name";
+const FIELD_EXTENSIONS: &str = "extension area";
 
 /// Flag bits carried in every advert.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -217,6 +256,15 @@ pub struct AdvertBody {
     pub vip_digest: [u8; 8],
     /// The sender's node name, 1..=64 bytes of UTF-8.
     pub node_name: String,
+}
+
+/// One type-length-value field of the extension area.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Extension {
+    /// What the value means; types this build does not know are ignored.
+    pub kind: u8,
+    /// 0..=255 bytes.
+    pub value: Vec<u8>,
 }
 
 /// A whole advert as it travels on the wire.
@@ -369,14 +417,15 @@ pub enum WireError {
         /// [`MAX_PACKET_LEN`].
         max: usize,
     },
-    /// Longer than its name length says (trailing bytes).
+    /// Longer than its name length allows: more than [`MAX_EXTENSIONS_LEN`] bytes
+    /// between the name and the MAC.
     #[error(
-        "advert length mismatch: {len} bytes, but name length {name_len} means exactly {expected}"
+        "advert length mismatch: {len} bytes, but name length {name_len} means at most {expected}"
     )]
     LengthMismatch {
         /// Bytes received.
         len: usize,
-        /// `52 + name_len + 32`.
+        /// `52 + name_len + 256 + 32`.
         expected: usize,
         /// The name length byte.
         name_len: usize,
@@ -498,6 +547,19 @@ fn validate_name_len(len: usize) -> Result<(), WireError> {
 /// Rejects what [`decode`] would reject: group 0, interval 0 or above 4095, an empty name
 /// or one longer than 64 bytes, and flag bits outside [`Flags::ALL`].
 pub fn encode(advert: &Advert, auth: &Auth) -> Result<Vec<u8>, WireError> {
+    encode_with_extensions(advert, &[], auth)
+}
+
+/// [`encode`] with `extensions` in the extension area, in the order given.
+///
+/// Fails if a value is longer than 255 bytes or the area longer than
+/// [`MAX_EXTENSIONS_LEN`]. Mind the compatibility rule (module doc): builds before the
+/// extension area reject adverts that carry one.
+pub fn encode_with_extensions(
+    advert: &Advert,
+    extensions: &[Extension],
+    auth: &Auth,
+) -> Result<Vec<u8>, WireError> {
     let body = &advert.body;
     validate_body(body)?;
     let name = body.node_name.as_bytes();
@@ -520,6 +582,29 @@ pub fn encode(advert: &Advert, auth: &Auth) -> Result<Vec<u8>, WireError> {
     buf.extend_from_slice(&body.vip_digest);
     debug_assert_eq!(buf.len(), HEADER_LEN);
     buf.extend_from_slice(name);
+    let mut area_len = 0;
+    for extension in extensions {
+        let len = u8::try_from(extension.value.len()).map_err(|_| {
+            invalid(
+                FIELD_EXTENSIONS,
+                format!(
+                    "type {} has {} value bytes, at most 255",
+                    extension.kind,
+                    extension.value.len()
+                ),
+            )
+        })?;
+        area_len += TLV_HEADER_LEN + extension.value.len();
+        if area_len > MAX_EXTENSIONS_LEN {
+            return Err(invalid(
+                FIELD_EXTENSIONS,
+                format!("{area_len} bytes or more, at most {MAX_EXTENSIONS_LEN}"),
+            ));
+        }
+        buf.push(extension.kind);
+        buf.push(len);
+        buf.extend_from_slice(&extension.value);
+    }
     let mac = auth.mac(&buf)?;
     buf.extend_from_slice(&mac);
     Ok(buf)
@@ -577,6 +662,18 @@ pub fn decode_with_keys(
     auth: &Auth,
     also_accept: &[AuthKey],
 ) -> Result<Advert, WireError> {
+    // No extension type is defined yet: every field is one this build ignores.
+    decode_extended(buf, expected_group, auth, also_accept).map(|(advert, _)| advert)
+}
+
+/// [`decode_with_keys`], also returning the extension area's fields as received,
+/// known or not, in order.
+pub fn decode_extended(
+    buf: &[u8],
+    expected_group: u8,
+    auth: &Auth,
+    also_accept: &[AuthKey],
+) -> Result<(Advert, Vec<Extension>), WireError> {
     let group = peek_group(buf)?;
     if group != expected_group {
         return Err(WireError::WrongGroup {
@@ -600,19 +697,19 @@ pub fn decode_with_keys(
             need: expected,
         });
     }
-    if buf.len() > expected {
+    if buf.len() > expected + MAX_EXTENSIONS_LEN {
         return Err(WireError::LengthMismatch {
             len: buf.len(),
-            expected,
+            expected: expected + MAX_EXTENSIONS_LEN,
             name_len,
         });
     }
-    let (signed, tag) =
-        buf.split_at_checked(HEADER_LEN + name_len)
-            .ok_or(WireError::Truncated {
-                len: buf.len(),
-                need: expected,
-            })?;
+    let (signed, tag) = buf
+        .split_at_checked(buf.len() - MAC_LEN)
+        .ok_or(WireError::Truncated {
+            len: buf.len(),
+            need: expected,
+        })?;
     auth.verify(signed, tag, also_accept)?;
 
     // Authenticated from here on: interpret the fields.
@@ -620,15 +717,18 @@ pub fn decode_with_keys(
     validate_interval(interval_cs)?;
     let flags = Flags(read_u8(buf, OFF_FLAGS)?);
     validate_flags(flags)?;
-    let name_bytes = signed.get(OFF_NAME..).ok_or(WireError::Truncated {
-        len: buf.len(),
-        need: expected,
-    })?;
+    let name_bytes = signed
+        .get(OFF_NAME..OFF_NAME + name_len)
+        .ok_or(WireError::Truncated {
+            len: buf.len(),
+            need: expected,
+        })?;
     let node_name = std::str::from_utf8(name_bytes)
         .map_err(|e| invalid(FIELD_NAME, format!("not valid UTF-8: {e}")))?
         .to_owned();
+    let extensions = parse_extensions(signed.get(OFF_NAME + name_len..).unwrap_or(&[]))?;
 
-    Ok(Advert {
+    let advert = Advert {
         body: AdvertBody {
             group,
             priority: read_u8(buf, OFF_PRIORITY)?,
@@ -641,7 +741,46 @@ pub fn decode_with_keys(
         },
         boot_id: read_u64(buf, OFF_BOOT_ID)?,
         sequence: read_u64(buf, OFF_SEQUENCE)?,
-    })
+    };
+    Ok((advert, extensions))
+}
+
+/// The extension area's fields; every byte must belong to one.
+fn parse_extensions(mut area: &[u8]) -> Result<Vec<Extension>, WireError> {
+    let mut extensions = Vec::new();
+    let mut offset = 0;
+    while !area.is_empty() {
+        let (kind, len) = match area {
+            [kind, len, ..] => (*kind, usize::from(*len)),
+            _ => {
+                return Err(invalid(
+                    FIELD_EXTENSIONS,
+                    format!(
+                        "truncated field header at offset {offset}: {} byte left, a field needs {TLV_HEADER_LEN}",
+                        area.len()
+                    ),
+                ))
+            }
+        };
+        let value = area
+            .get(TLV_HEADER_LEN..TLV_HEADER_LEN + len)
+            .ok_or_else(|| {
+                invalid(
+                    FIELD_EXTENSIONS,
+                    format!(
+                        "truncated field: type {kind} at offset {offset} says {len} value bytes, only {} follow",
+                        area.len() - TLV_HEADER_LEN
+                    ),
+                )
+            })?;
+        extensions.push(Extension {
+            kind,
+            value: value.to_vec(),
+        });
+        area = &area[TLV_HEADER_LEN + len..];
+        offset += TLV_HEADER_LEN + len;
+    }
+    Ok(extensions)
 }
 
 /// `buf[at..at + N]` as an array, or `Truncated` if `buf` is too short.
@@ -960,7 +1099,7 @@ mod tests {
     fn layout_constants_agree() {
         assert_eq!(OFF_VIP_DIGEST + 8, HEADER_LEN);
         assert_eq!(FIXED_LEN, 84);
-        assert_eq!(MAX_PACKET_LEN, 148);
+        assert_eq!(MAX_PACKET_LEN, 404);
         let offsets = [
             (OFF_MAGIC, 4),
             (OFF_VERSION, 1),

@@ -11,10 +11,16 @@
 #    nsenter, tests/systemd.rs), python3-minimal (a unit test of src/control.rs
 #    talks to the socket as another user), systemd (tests/systemd.rs boots it
 #    in namespaces of its own to run systemd/vipd.service; it need not be PID 1),
-#    prometheus (prometheus and promtool, tests/metrics.rs) and curl (its HTTP
-#    requests inside the lab's namespaces);
+#    prometheus (prometheus and promtool, tests/metrics.rs), curl (its HTTP
+#    requests inside the lab's namespaces), keepalived (tests/migrate.rs switches
+#    a keepalived pair to vipd), lintian and man-db (tests/package.sh);
 # 2. checks that cargo is there;
-# 3. runs `cargo test --release "$@"`.
+# 3. runs `cargo test --release "$@"`;
+# 4. as root and without extra arguments, the package test (tests/package.sh:
+#    builds the .deb, lintian, dpkg -i, checks, dpkg --purge), first installing
+#    cargo-deb if it is missing (`cargo install cargo-deb --locked`: about 2-3
+#    minutes of compiling on 2 cores; the test itself takes well under a minute
+#    after the test build). VIPD_PACKAGE_TEST=0 skips it.
 #
 # Without root nothing is installed and the tests that need network namespaces
 # skip themselves, each saying so; with CI set they fail instead (a skipped test
@@ -40,6 +46,9 @@ declare -A package_of=(
     [prometheus]=prometheus
     [promtool]=prometheus
     [curl]=curl
+    [lintian]=lintian
+    [keepalived]=keepalived
+    [man]=man-db
 )
 missing=()
 has() { # a user's PATH on Debian lacks the sbin directories, where ip and nft live
@@ -80,4 +89,16 @@ start=$SECONDS
 status=0
 cargo test --release "$@" || status=$?
 say "cargo test --release took $((SECONDS - start)) s (exit status $status)"
+
+if [[ $EUID -eq 0 && $# -eq 0 && ${VIPD_PACKAGE_TEST:-1} != 0 ]]; then
+    start=$SECONDS
+    if ! command -v cargo-deb >/dev/null; then
+        say "installing cargo-deb (cargo install cargo-deb --locked)"
+        cargo install cargo-deb --locked
+    fi
+    package_status=0
+    tests/package.sh || package_status=$?
+    say "tests/package.sh took $((SECONDS - start)) s (exit status $package_status)"
+    ((status)) || status=$package_status
+fi
 exit "$status"

@@ -11,8 +11,9 @@ use hmac::{Hmac, Mac};
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 use vipd::wire::{
-    cs_to_duration, decode, encode, interval_to_cs, peek_group, vip_digest, Advert, AdvertBody,
-    Auth, AuthKey, Flags, ReplayGuard, WireError, MAGIC, MAX_NAME_LEN, MAX_PACKET_LEN, VERSION,
+    cs_to_duration, decode, decode_extended, encode, encode_with_extensions, interval_to_cs,
+    peek_group, vip_digest, Advert, AdvertBody, Auth, AuthKey, Extension, Flags, ReplayGuard,
+    WireError, MAGIC, MAX_EXTENSIONS_LEN, MAX_NAME_LEN, MAX_PACKET_LEN, VERSION,
 };
 
 const GOLDEN_KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -177,10 +178,10 @@ fn error_messages_say_what_is_wrong() {
         short.to_string(),
         "advert truncated: 40 bytes, need at least 84"
     );
-    let big = decode(&[0u8; 200], 1, &Auth::None).unwrap_err();
+    let big = decode(&[0u8; 500], 1, &Auth::None).unwrap_err();
     assert_eq!(
         big.to_string(),
-        "advert oversized: 200 bytes, at most 148 allowed"
+        "advert oversized: 500 bytes, at most 404 allowed"
     );
     let mismatch = decode(&unhex(GOLDEN_HMAC_HEX), 7, &Auth::None).unwrap_err();
     assert_eq!(
@@ -242,22 +243,152 @@ fn oversized_and_trailing_bytes_rejected() {
     long.resize(MAX_PACKET_LEN + 1, 0);
     assert_eq!(
         decode(&long, 7, &Auth::None),
-        Err(WireError::Oversized { len: 149, max: 148 })
+        Err(WireError::Oversized { len: 405, max: 404 })
     );
     assert_eq!(
         peek_group(&long),
-        Err(WireError::Oversized { len: 149, max: 148 })
+        Err(WireError::Oversized { len: 405, max: 404 })
     );
+    // A byte appended after the MAC moves where the MAC is read from.
     let mut trailing = pkt.clone();
     trailing.push(0);
+    assert_eq!(decode(&trailing, 7, &Auth::None), Err(WireError::BadMac));
+    // More than MAX_EXTENSIONS_LEN between a short name and the MAC.
+    let mut too_long = pkt.clone();
+    too_long.resize(pkt.len() + MAX_EXTENSIONS_LEN + 1, 0);
     assert_eq!(
-        decode(&trailing, 7, &Auth::None),
+        decode(&too_long, 7, &Auth::None),
         Err(WireError::LengthMismatch {
-            len: pkt.len() + 1,
-            expected: pkt.len(),
+            len: pkt.len() + MAX_EXTENSIONS_LEN + 1,
+            expected: pkt.len() + MAX_EXTENSIONS_LEN,
             name_len: 12
         })
     );
+}
+
+// ---- the extension area ----------------------------------------------------------------
+
+fn some_extensions() -> Vec<Extension> {
+    vec![
+        Extension {
+            kind: 1,
+            value: b"vipd 0.2.0".to_vec(),
+        },
+        Extension {
+            kind: 200,
+            value: Vec::new(),
+        },
+        Extension {
+            kind: 7,
+            value: vec![0xab; 200],
+        },
+    ]
+}
+
+#[test]
+fn without_extensions_the_bytes_are_the_first_releases() {
+    assert_eq!(
+        hex(&encode_with_extensions(&golden_advert(), &[], &hmac_auth()).unwrap()),
+        GOLDEN_HMAC_HEX.split_whitespace().collect::<String>()
+    );
+    let (advert, extensions) =
+        decode_extended(&unhex(GOLDEN_NONE_HEX), 7, &Auth::None, &[]).unwrap();
+    assert_eq!(advert, golden_advert());
+    assert!(extensions.is_empty());
+}
+
+#[test]
+fn extensions_round_trip_and_unknown_ones_are_ignored() {
+    for auth in both_auths() {
+        let pkt = encode_with_extensions(&golden_advert(), &some_extensions(), &auth).unwrap();
+        let plain = encode(&golden_advert(), &auth).unwrap();
+        assert_eq!(pkt.len(), plain.len() + 12 + 2 + 202);
+        // The MAC is the last 32 bytes and covers the area.
+        let mut resealed = pkt.clone();
+        reseal(&mut resealed, &auth);
+        assert_eq!(
+            resealed, pkt,
+            "MAC over everything before the last 32 bytes"
+        );
+
+        let (advert, extensions) = decode_extended(&pkt, 7, &auth, &[]).unwrap();
+        assert_eq!(advert, golden_advert());
+        assert_eq!(extensions, some_extensions());
+        assert_eq!(
+            encode_with_extensions(&advert, &extensions, &auth).unwrap(),
+            pkt
+        );
+        // A receiver that knows no extension type reads the advert as if it had none.
+        assert_eq!(decode(&pkt, 7, &auth).unwrap(), golden_advert());
+    }
+}
+
+#[test]
+fn the_extension_area_is_authenticated() {
+    for auth in both_auths() {
+        let pkt = encode_with_extensions(&golden_advert(), &some_extensions(), &auth).unwrap();
+        let area_start = encode(&golden_advert(), &auth).unwrap().len() - 32;
+        for at in area_start..pkt.len() - 32 {
+            let mut bad = pkt.clone();
+            bad[at] ^= 0x01;
+            assert_eq!(decode(&bad, 7, &auth), Err(WireError::BadMac), "byte {at}");
+        }
+    }
+}
+
+#[test]
+fn truncated_fields_are_rejected_with_where_and_why() {
+    let plain = encode(&golden_advert(), &Auth::None).unwrap();
+    let header_and_name = &plain[..plain.len() - 32];
+    let sealed = |area: &[u8]| {
+        let mut pkt = header_and_name.to_vec();
+        pkt.extend_from_slice(area);
+        pkt.extend_from_slice(&[0; 32]);
+        reseal(&mut pkt, &Auth::None);
+        pkt
+    };
+    let reason = |pkt: &[u8]| match decode(pkt, 7, &Auth::None) {
+        Err(WireError::InvalidField { field, reason }) => {
+            assert_eq!(field, "extension area");
+            reason
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        reason(&sealed(&[1, 9, 0xaa])),
+        "truncated field: type 1 at offset 0 says 9 value bytes, only 1 follow"
+    );
+    assert_eq!(
+        reason(&sealed(&[1, 0, 5])),
+        "truncated field header at offset 2: 1 byte left, a field needs 2"
+    );
+    assert_eq!(
+        decode(&sealed(&[1, 9, 0xaa]), 7, &Auth::None)
+            .unwrap_err()
+            .to_string(),
+        "invalid extension area: truncated field: type 1 at offset 0 says 9 value bytes, only 1 follow"
+    );
+    // Whole fields are fine, even an empty value.
+    assert!(decode(&sealed(&[1, 1, 0xaa, 9, 0]), 7, &Auth::None).is_ok());
+}
+
+#[test]
+fn encoding_refuses_an_area_too_big() {
+    let big = vec![
+        Extension {
+            kind: 1,
+            value: vec![0; 255],
+        };
+        2
+    ];
+    let err = encode_with_extensions(&golden_advert(), &big, &Auth::None).unwrap_err();
+    assert!(err.to_string().contains("at most 256"), "{err}");
+    let huge = [Extension {
+        kind: 1,
+        value: vec![0; 256],
+    }];
+    let err = encode_with_extensions(&golden_advert(), &huge, &Auth::None).unwrap_err();
+    assert!(err.to_string().contains("at most 255"), "{err}");
 }
 
 #[test]
@@ -394,8 +525,22 @@ fn name_length_zero_or_over_64_rejected() {
         assert_eq!(invalid_field(encode(&advert, &auth)), "node name");
         advert.body.node_name = "é".repeat(32); // 64 bytes: the maximum
         let max = encode(&advert, &auth).unwrap();
-        assert_eq!(max.len(), MAX_PACKET_LEN);
-        assert_eq!(decode(&max, 7, &auth), Ok(advert));
+        assert_eq!(max.len(), MAX_PACKET_LEN - MAX_EXTENSIONS_LEN);
+        assert_eq!(decode(&max, 7, &auth), Ok(advert.clone()));
+        // With a full extension area: the longest advert there is.
+        let full = [
+            Extension {
+                kind: 1,
+                value: vec![1; 252],
+            },
+            Extension {
+                kind: 2,
+                value: Vec::new(),
+            },
+        ];
+        let longest = encode_with_extensions(&advert, &full, &auth).unwrap();
+        assert_eq!(longest.len(), MAX_PACKET_LEN);
+        assert_eq!(decode(&longest, 7, &auth), Ok(advert));
     }
 }
 

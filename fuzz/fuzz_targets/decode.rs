@@ -9,7 +9,7 @@
 use hmac::{Hmac, Mac};
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest, Sha256};
-use vipd::wire::{decode, encode, peek_group, Auth, AuthKey};
+use vipd::wire::{decode_extended, encode_with_extensions, peek_group, Auth, AuthKey};
 
 const KEY: &[u8] = b"vipd-fuzz-key-0123456789";
 
@@ -20,14 +20,15 @@ fn check(data: &[u8], auth: &Auth) {
     }
     // Route like a shared socket would; fall back to group 1 for the error paths.
     let group = peeked.clone().unwrap_or(1);
-    match decode(data, group, auth) {
-        Ok(advert) => {
+    match decode_extended(data, group, auth, &[]) {
+        Ok((advert, extensions)) => {
             assert_eq!(
                 peeked,
                 Ok(advert.body.group),
                 "peek_group disagrees with decode"
             );
-            let again = encode(&advert, auth).expect("a decoded advert re-encodes");
+            let again = encode_with_extensions(&advert, &extensions, auth)
+                .expect("a decoded advert re-encodes");
             assert_eq!(again, data, "re-encoding changed the bytes");
         }
         Err(e) => {

@@ -1,0 +1,132 @@
+//! The commands that neither run nor talk to the daemon: `vipd keygen`,
+//! `vipd import-keepalived` and the hidden `vipd generate-assets DIR`, which the
+//! package build runs to write the man pages and shell completions.
+//!
+//! Each is a thin edge over a library module ([`vipd::keygen`], [`vipd::import`],
+//! [`vipd::manual`]): arguments in, text out, an exit code.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::CommandFactory;
+use vipd::import;
+use vipd::keygen;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+The key is created with mode 0600 in one step (O_CREAT|O_EXCL), never overwriting an
+existing file. Run it on one node and copy the file to the others, e.g.
+  vipd keygen /etc/vipd/db.key && scp -p /etc/vipd/db.key db2:/etc/vipd/db.key")]
+pub(crate) struct KeygenArgs {
+    /// Where to write the key (default: stdout).
+    #[arg(value_name = "PATH")]
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Writes the TOML to stdout and, on stderr, one line FILE:LINE: what and why for everything
+not carried over (LVS, SMTP alerts, use_vmac, passwords, ...).
+Exit codes: 0 everything was carried over; 3 something was left out (see stderr);
+2 the file cannot be read or parsed (FILE:LINE: message).")]
+pub(crate) struct ImportArgs {
+    /// The keepalived configuration, e.g. /etc/keepalived/keepalived.conf.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct GenerateArgs {
+    /// Directory to write man/ (vipd.8, vipd-*.8, vipd.toml.5) and completions/ into.
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+}
+
+/// `vipd keygen [PATH]`.
+pub(crate) fn keygen(args: &KeygenArgs) -> ExitCode {
+    let result = match &args.path {
+        Some(path) => keygen::write_new_key(path),
+        None => keygen::new_key_text().map(|text| print!("{text}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vipd keygen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `vipd import-keepalived FILE`: exit 0, 3 (something left out) or 2 (unparsable).
+pub(crate) fn import_keepalived(args: &ImportArgs) -> ExitCode {
+    match import::convert_file(&args.file) {
+        Ok(conversion) => {
+            print!("{}", conversion.toml);
+            for note in &conversion.notes {
+                eprintln!("{note}");
+            }
+            if conversion.notes.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `vipd generate-assets DIR`: the man pages and completions the package ships.
+pub(crate) fn generate_assets<C: CommandFactory>(args: &GenerateArgs) -> ExitCode {
+    match write_assets(C::command(), &args.dir) {
+        Ok(written) => {
+            for path in written {
+                println!("{}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vipd generate-assets: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_assets(command: clap::Command, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let man_dir = dir.join("man");
+    let completions_dir = dir.join("completions");
+    for d in [&man_dir, &completions_dir] {
+        fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    for (name, page) in vipd::manual::command_man_pages(&command)? {
+        files.push((man_dir.join(name), page));
+    }
+    files.push((
+        man_dir.join("vipd.toml.5"),
+        vipd::manual::config_man_page().into_bytes(),
+    ));
+    for (shell, name) in [
+        (clap_complete::Shell::Bash, "vipd"),
+        (clap_complete::Shell::Zsh, "_vipd"),
+        (clap_complete::Shell::Fish, "vipd.fish"),
+    ] {
+        let mut text = Vec::new();
+        clap_complete::generate(shell, &mut command.clone(), "vipd", &mut text);
+        files.push((completions_dir.join(name), text));
+    }
+    let mut written = Vec::new();
+    for (path, bytes) in files {
+        let mut file =
+            fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        file.write_all(&bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
