@@ -401,10 +401,47 @@ fn rss_kib(pid: i32) -> Option<u64> {
         .ok()
 }
 
+/// `perf stat` on `pids` for `window` (issue 15): robust to other load on the
+/// machine, as it counts only the time these processes ran. `None` without perf.
+fn perf_stat_start(pids: &[i32], window: Duration) -> Option<std::process::Child> {
+    let list: Vec<String> = pids.iter().map(ToString::to_string).collect();
+    Command::new("perf")
+        .args(["stat", "-x", ",", "-e", "task-clock,context-switches", "-p"])
+        .arg(list.join(","))
+        .args(["--", "sleep"])
+        .arg(format!("{:.3}", window.as_secs_f64()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .ok()
+}
+
+/// Task-clock (ms) and context switches from `perf stat -x ,` output.
+fn perf_stat_finish(child: Option<std::process::Child>) -> (Option<f64>, Option<f64>) {
+    let Some(child) = child else {
+        return (None, None);
+    };
+    let Ok(out) = child.wait_with_output() else {
+        return (None, None);
+    };
+    let text = String::from_utf8_lossy(&out.stderr);
+    let field = |event: &str| {
+        text.lines().find_map(|l| {
+            let cols: Vec<&str> = l.split(',').collect();
+            (cols.len() > 2 && cols[2].starts_with(event))
+                .then(|| cols[0].parse::<f64>().ok())
+                .flatten()
+        })
+    };
+    (field("task-clock"), field("context-switches"))
+}
+
 /// CPU (% of one core) and resident memory (KiB, summed) of each daemon's
-/// processes over `window`; also the largest single process's RSS.
+/// processes over `window`; also the largest single process's RSS, and perf's
+/// task-clock over the same window when perf is installed.
 fn footprint(daemons: &[&Daemon], window: Duration) -> Vec<Value> {
     let pids: Vec<Vec<i32>> = daemons.iter().map(|d| d.namespace_pids()).collect();
+    let perf: Vec<_> = pids.iter().map(|ps| perf_stat_start(ps, window)).collect();
     let t0 = Instant::now();
     let c0: Vec<u64> = pids
         .iter()
@@ -416,13 +453,17 @@ fn footprint(daemons: &[&Daemon], window: Duration) -> Vec<Value> {
         .iter()
         .zip(&pids)
         .zip(&c0)
-        .map(|((d, ps), &c)| {
+        .zip(perf)
+        .map(|(((d, ps), &c), perf)| {
             let c1: u64 = ps.iter().filter_map(|&p| cpu_ticks(p)).sum();
             let rss: Vec<u64> = ps.iter().filter_map(|&p| rss_kib(p)).collect();
+            let (task_clock_ms, switches) = perf_stat_finish(perf);
             json!({
                 "node": d.name,
                 "processes": ps.len(),
                 "cpu_percent": (c1.saturating_sub(c) as f64 / clk_tck()) / wall * 100.0,
+                "perf_cpu_percent": task_clock_ms.map(|ms| ms / 1000.0 / window.as_secs_f64() * 100.0),
+                "perf_context_switches_per_s": switches.map(|n| n / window.as_secs_f64()),
                 "rss_kib": rss.iter().sum::<u64>(),
                 "rss_kib_largest_process": rss.iter().max().copied().unwrap_or(0),
                 "window_s": wall,
@@ -2125,6 +2166,7 @@ fn targets(r: &Value) -> Value {
             }
         }
     }
+    issue15_targets(r, &mut t);
     if let Some(list) = r["scale255"].as_array() {
         for v in list {
             if let (Some(n), Some(w)) = (
@@ -2137,6 +2179,63 @@ fn targets(r: &Value) -> Value {
         }
     }
     json!(t)
+}
+
+/// Issue 15's targets, each with keepalived's figure beside vipd's: CPU at
+/// 10 ms adverts (master at most half of keepalived's, backup at most
+/// keepalived's), 255 groups at 1 s, memory, and the detection median within
+/// 1 ms of vipd's own bound.
+fn issue15_targets(r: &Value, t: &mut Vec<Value>) {
+    let cpu = |v: &Value, role: &str| {
+        f(&v[role], "perf_cpu_percent").or_else(|| f(&v[role], "cpu_percent"))
+    };
+    if let (Some(v), Some(k)) = (
+        find(&r["footprint"], "vipd", None),
+        find(&r["footprint"], "keepalived", None),
+    ) {
+        for (role, share, text) in [
+            ("master", 0.5, "at most half of keepalived's"),
+            ("backup", 1.0, "at most keepalived's"),
+        ] {
+            if let (Some(vc), Some(kc)) = (cpu(v, role), cpu(k, role)) {
+                t.push(json!({"target": format!("issue 15: {role} CPU at 10 ms {text} (perf task-clock): vipd {vc:.3}%, keepalived {kc:.3}%"),
+                    "vipd_percent": vc, "keepalived_percent": kc, "met": vc <= kc * share}));
+            }
+        }
+        if let Some(rss) = f(&v["master"], "rss_kib") {
+            t.push(json!({"target": format!("issue 15: one group, at most 8 MiB resident: vipd {rss:.0} KiB, keepalived {} KiB", num(&k["master"], "rss_kib")),
+                "rss_kib": rss, "met": rss <= 8192.0}));
+        }
+    }
+    if let (Some(v), Some(k)) = (
+        find(&r["scale255"], "vipd", None),
+        find(&r["scale255"], "keepalived", None),
+    ) {
+        for role in ["master", "backup"] {
+            if let (Some(vc), Some(kc)) = (cpu(v, role), cpu(k, role)) {
+                t.push(json!({"target": format!("issue 15: 255 groups at 1 s, {role} CPU at most keepalived's: vipd {vc:.3}%, keepalived {kc:.3}%"),
+                    "vipd_percent": vc, "keepalived_percent": kc, "met": vc <= kc}));
+            }
+        }
+        if let Some(rss) = f(&v["master"], "rss_kib") {
+            t.push(json!({"target": format!("issue 15: 255 groups, at most 16 MiB resident: vipd {rss:.0} KiB, keepalived {} KiB", num(&k["master"], "rss_kib")),
+                "rss_kib": rss, "met": rss <= 16384.0}));
+        }
+    }
+    if let Some(list) = r["cases"].as_array() {
+        for v in list.iter().filter(|v| v["daemon"] == "vipd") {
+            let i = v["interval_ms"].as_u64().unwrap_or(0);
+            if let (Some(median), Some(bound)) =
+                (f(&v["crash_failover_ms"], "median"), f(v, "bound_ms"))
+            {
+                let k = find(&r["cases"], "keepalived", Some(i))
+                    .map(|k| num(&k["crash_failover_ms"], "median"))
+                    .unwrap_or_default();
+                t.push(json!({"target": format!("issue 15: detection median within 1 ms of vipd's bound at {i} ms: vipd {median:.1} ms (bound {bound:.1}), keepalived {k} ms"),
+                    "median_ms": median, "bound_ms": bound, "met": median - bound <= 1.0}));
+            }
+        }
+    }
 }
 
 /// The row of `daemon` for `row` in the clients' results.
@@ -2372,13 +2471,15 @@ fn render(r: &Value, out: &mut String) {
                 let x = &v[role];
                 let _ = writeln!(
                     out,
-                    "  {:<11} {role:<7} RSS {:>6} KiB ({} processes, largest {} KiB)  CPU {:.2}% of a core over {:.0} s",
+                    "  {:<11} {role:<7} RSS {:>6} KiB ({} processes, largest {} KiB)  CPU {:.3}% of a core over {:.0} s (perf task-clock {:.3}%, {:.0} context switches/s)",
                     v["daemon"].as_str().unwrap_or(""),
                     x["rss_kib"],
                     x["processes"],
                     x["rss_kib_largest_process"],
                     x["cpu_percent"].as_f64().unwrap_or(f64::NAN),
-                    x["window_s"].as_f64().unwrap_or(0.0)
+                    x["window_s"].as_f64().unwrap_or(0.0),
+                    x["perf_cpu_percent"].as_f64().unwrap_or(f64::NAN),
+                    x["perf_context_switches_per_s"].as_f64().unwrap_or(f64::NAN)
                 );
             }
         }
@@ -2395,10 +2496,11 @@ fn render(r: &Value, out: &mut String) {
                 let x = &v[role];
                 let _ = writeln!(
                     out,
-                    "  {d:<11} {role:<7} RSS {:>6} KiB ({} processes)  CPU {:.2}% of a core",
+                    "  {d:<11} {role:<7} RSS {:>6} KiB ({} processes)  CPU {:.3}% of a core (perf task-clock {:.3}%)",
                     x["rss_kib"],
                     x["processes"],
-                    x["cpu_percent"].as_f64().unwrap_or(f64::NAN)
+                    x["cpu_percent"].as_f64().unwrap_or(f64::NAN),
+                    x["perf_cpu_percent"].as_f64().unwrap_or(f64::NAN)
                 );
             }
             let s = &v["failover_from_kill_ms"];

@@ -280,9 +280,22 @@ pub struct Advert {
 
 /// A shared HMAC key, at least [`AuthKey::MIN_LEN`] bytes.
 ///
-/// Its `Debug` output never shows the key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AuthKey(Vec<u8>);
+/// Its `Debug` output never shows the key. It keeps the HMAC state already
+/// keyed with it (the key schedule, two SHA-256 blocks), so each advert signed
+/// or verified clones that state instead of hashing the key again.
+#[derive(Clone)]
+pub struct AuthKey {
+    bytes: Vec<u8>,
+    keyed: HmacSha256,
+}
+
+impl PartialEq for AuthKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for AuthKey {}
 
 impl AuthKey {
     /// The shortest key accepted, in bytes (128 bits).
@@ -293,17 +306,28 @@ impl AuthKey {
         if bytes.len() < Self::MIN_LEN {
             return Err(WireError::KeyTooShort { len: bytes.len() });
         }
-        Ok(Self(bytes))
+        // HMAC accepts keys of any length (long ones are hashed), so this never
+        // fails; map the error anyway rather than panic.
+        let keyed = HmacSha256::new_from_slice(&bytes).map_err(|e| WireError::InvalidField {
+            field: "auth key",
+            reason: e.to_string(),
+        })?;
+        Ok(Self { bytes, keyed })
     }
 
     /// The key length in bytes (the key itself is not exposed).
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.bytes.len()
     }
 
     /// Always false: a key has at least 16 bytes.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.bytes.is_empty()
+    }
+
+    /// A fresh HMAC under this key: a copy of the keyed state.
+    fn hmac(&self) -> HmacSha256 {
+        self.keyed.clone()
     }
 }
 
@@ -341,7 +365,7 @@ impl Auth {
         match self {
             Self::None => Ok(Sha256::digest(signed).into()),
             Self::HmacSha256(key) => {
-                let mut mac = hmac_for(key)?;
+                let mut mac = key.hmac();
                 mac.update(signed);
                 Ok(mac.finalize().into_bytes().into())
             }
@@ -367,7 +391,7 @@ impl Auth {
                 // which key matched shows in the timing.
                 let mut matched = 0u8;
                 for key in std::iter::once(key).chain(also_accept) {
-                    let mut mac = hmac_for(key)?;
+                    let mut mac = key.hmac();
                     mac.update(signed);
                     matched |= u8::from(mac.verify_slice(tag).is_ok());
                 }
@@ -379,15 +403,6 @@ impl Auth {
             }
         }
     }
-}
-
-fn hmac_for(key: &AuthKey) -> Result<HmacSha256, WireError> {
-    // HMAC accepts keys of any length (long ones are hashed), so this never fails;
-    // map the error anyway rather than panic.
-    HmacSha256::new_from_slice(&key.0).map_err(|e| WireError::InvalidField {
-        field: "auth key",
-        reason: e.to_string(),
-    })
 }
 
 fn auth_type_name(wire_type: u8) -> &'static str {

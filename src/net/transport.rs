@@ -633,56 +633,94 @@ struct Received {
     ttl: Option<i32>,
 }
 
-fn recv_one(socket: &Socket, buf: &mut [u8]) -> io::Result<Received> {
-    let mut cmsg = nix::cmsg_space!(libc::c_int, libc::c_int);
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = nixsock::recvmsg::<SockaddrStorage>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
-    )
-    .map_err(io::Error::from)?;
-    let mut ttl = None;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            match c {
-                ControlMessageOwned::Ipv4Ttl(t) | ControlMessageOwned::Ipv6HopLimit(t) => {
-                    ttl = Some(t);
+/// How many datagrams one receive call takes at most (`recvmmsg`). Adverts
+/// come one at a time; a batch only fills under a flood, where it cuts the
+/// system calls per datagram.
+const RECV_BATCH: usize = 16;
+
+/// Room for one datagram: one byte more than any advert, so an oversized
+/// datagram shows as too long.
+type PacketBuf = [u8; wire::MAX_PACKET_LEN + 1];
+
+/// Reads up to [`RECV_BATCH`] datagrams in one call into `bufs`, handing each to
+/// `each`; returns how many were read.
+fn recv_batch(
+    socket: &Socket,
+    bufs: &mut [PacketBuf; RECV_BATCH],
+    mut each: impl FnMut(&[u8], Received),
+) -> io::Result<usize> {
+    // Built per call: the headers hold raw pointers (not `Send`), so they may
+    // not live across the receive task's awaits.
+    let mut headers = nixsock::MultiHeaders::<SockaddrStorage>::preallocate(
+        RECV_BATCH,
+        Some(nix::cmsg_space!(libc::c_int, libc::c_int)),
+    );
+    let mut received: [Option<Received>; RECV_BATCH] = Default::default();
+    let count = {
+        let mut slices: [[IoSliceMut<'_>; 1]; RECV_BATCH] =
+            bufs.each_mut().map(|b| [IoSliceMut::new(&mut b[..])]);
+        let results = nixsock::recvmmsg(
+            socket.as_raw_fd(),
+            &mut headers,
+            slices.iter_mut(),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        let mut count = 0;
+        for (msg, slot) in results.zip(received.iter_mut()) {
+            count += 1;
+            let mut ttl = None;
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    match c {
+                        ControlMessageOwned::Ipv4Ttl(t) | ControlMessageOwned::Ipv6HopLimit(t) => {
+                            ttl = Some(t);
+                        }
+                        _ => {}
+                    }
                 }
-                _ => {}
             }
+            *slot = msg
+                .address
+                .as_ref()
+                .and_then(socket_addr_of)
+                .map(|source| Received {
+                    len: msg.bytes,
+                    source,
+                    ttl,
+                });
+        }
+        count
+    };
+    // A datagram without a source address cannot be an advert: skipped.
+    for (buf, r) in bufs.iter().zip(received) {
+        if let Some(r) = r {
+            each(buf, r);
         }
     }
-    let source = msg
-        .address
-        .as_ref()
-        .and_then(|a| {
-            a.as_sockaddr_in()
-                .map(|v4| SocketAddr::V4(SocketAddrV4::new(v4.ip(), v4.port())))
-                .or_else(|| {
-                    a.as_sockaddr_in6().map(|v6| {
-                        SocketAddr::V6(SocketAddrV6::new(
-                            v6.ip(),
-                            v6.port(),
-                            v6.flowinfo(),
-                            v6.scope_id(),
-                        ))
-                    })
-                })
+    Ok(count)
+}
+
+fn socket_addr_of(a: &SockaddrStorage) -> Option<SocketAddr> {
+    a.as_sockaddr_in()
+        .map(|v4| SocketAddr::V4(SocketAddrV4::new(v4.ip(), v4.port())))
+        .or_else(|| {
+            a.as_sockaddr_in6().map(|v6| {
+                SocketAddr::V6(SocketAddrV6::new(
+                    v6.ip(),
+                    v6.port(),
+                    v6.flowinfo(),
+                    v6.scope_id(),
+                ))
+            })
         })
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without source"))?;
-    Ok(Received {
-        len: msg.bytes,
-        source,
-        ttl,
-    })
 }
 
 /// Reads the socket until the task is aborted (the last subscription dropped).
 async fn receive_loop(shared: Arc<Shared>) {
-    // One byte more than any advert, so an oversized datagram shows as too long.
-    let mut buf = [0u8; wire::MAX_PACKET_LEN + 1];
+    let mut bufs: Box<[PacketBuf; RECV_BATCH]> =
+        Box::new([[0u8; wire::MAX_PACKET_LEN + 1]; RECV_BATCH]);
     loop {
         let mut guard = match shared.socket.readable().await {
             Ok(guard) => guard,
@@ -691,15 +729,22 @@ async fn receive_loop(shared: Arc<Shared>) {
                 return;
             }
         };
-        let received = match guard.try_io(|fd| recv_one(fd.get_ref(), &mut buf)) {
-            Ok(Ok(r)) => r,
+        let read = guard.try_io(|fd| {
+            recv_batch(fd.get_ref(), &mut bufs, |bytes, r| {
+                dispatch(&shared, bytes, r);
+            })
+        });
+        match read {
+            // A short batch emptied the queue: no need for one more call that
+            // only says EAGAIN. A datagram arriving after the call makes the
+            // socket readable again (the reactor sees a new edge).
+            Ok(Ok(n)) if n < RECV_BATCH => guard.clear_ready(),
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::debug!(interface = %shared.interface, error = %e, "receiving an advert");
-                continue;
             }
-            Err(_would_block) => continue,
-        };
-        dispatch(&shared, &buf, received);
+            Err(_would_block) => {}
+        }
     }
 }
 

@@ -189,12 +189,28 @@ impl Instance {
         let mut net_open = true;
         let mut inbox_open = true;
         let mut back_open = true;
+        // One timer for the task's life, moved only when the election's next
+        // deadline moves: a new timer per wake-up costs a deregistration and a
+        // registration in the runtime's timer wheel on every advert.
+        let far_future =
+            || tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
+        let timer = tokio::time::sleep_until(far_future());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
             let deadline = self.election.poll_timeout();
+            if deadline != armed || (timer.is_elapsed() && deadline.is_some()) {
+                armed = deadline;
+                timer.as_mut().reset(match deadline {
+                    Some(d) => tokio::time::Instant::from_std(d),
+                    None => far_future(),
+                });
+            }
             let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                    None => std::future::pending().await,
+                if deadline.is_some() {
+                    timer.as_mut().await;
+                } else {
+                    std::future::pending::<()>().await;
                 }
             };
             // Wait for the next input, then read the clock once: every handler
