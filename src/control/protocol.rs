@@ -104,6 +104,10 @@ pub struct InstanceStatus {
     /// (started later; it stands aside)" on the one that keeps running.
     #[serde(default)]
     pub name_conflict: Option<String>,
+    /// How the master announces the VIPs: `None` for gratuitous ARP /
+    /// unsolicited NA, or routed mode's "route table N metric M".
+    #[serde(default)]
+    pub announce_route: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

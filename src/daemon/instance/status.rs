@@ -134,6 +134,12 @@ impl Instance {
             last_transition,
             master_down_interval_ms: millis(e.master_down_interval(master_interval)),
             name_conflict: self.identity.conflict(),
+            announce_route: self.cfg.route.as_ref().map(|r| {
+                format!(
+                    "route table {} metric {} (withdraw delay {:?})",
+                    r.table, r.metric, r.withdraw_delay
+                )
+            }),
         }
     }
 }

@@ -138,6 +138,7 @@ impl Instance {
             port: self.cfg.port,
             multicast_group: self.cfg.multicast_group,
             peers: self.cfg.peers.clone(),
+            min_ttl: self.cfg.min_ttl(),
         };
         match self.shared.transports.open(&endpoint) {
             Ok(channel) => {
