@@ -7,8 +7,9 @@
 # 1. as root, installs what the tests run and are missing (apt-get update first,
 #    then apt-get install --no-install-recommends): iproute2 (ip, bridges,
 #    namespaces), iputils-ping (ping), arping, nftables (nft, tests/guard.rs),
-#    procps (sysctl), util-linux (setpriv, tests/control.rs) and python3-minimal
-#    (a unit test of src/control.rs talks to the socket as another user);
+#    procps (sysctl), util-linux (setpriv, tests/control.rs), python3-minimal
+#    (a unit test of src/control.rs talks to the socket as another user) and frr
+#    (zebra, bgpd, bfdd, vtysh: tests/routed.rs);
 # 2. checks that cargo is there;
 # 3. runs `cargo test --release "$@"`.
 #
@@ -29,6 +30,7 @@ declare -A package_of=(
     [sysctl]=procps
     [setpriv]=util-linux
     [/usr/bin/python3]=python3-minimal
+    [/usr/lib/frr/bgpd]=frr
 )
 missing=()
 has() { # a user's PATH on Debian lacks the sbin directories, where ip and nft live

@@ -17,6 +17,8 @@
 //!   in a node's namespace, from a generated configuration ([`NodeSpec`],
 //!   [`InstanceSpec`]); its log is printed when the test fails;
 //! - [`wait`]: [`wait_until`] and [`hold_for`], polling with a deadline;
+//! - [`routed`]: the routed lab (issue 16): nodes in subnets of their own behind
+//!   a router, each running FRR, and a client beyond the router;
 //! - [`flood`]: [`Flood`], junk adverts as fast as one thread sends them (one
 //!   source or spoofed ones), and [`AdvertWatch`], a node's adverts as a peer
 //!   receives them, for the longest gap during a flood;
@@ -51,6 +53,7 @@ pub(crate) mod flood;
 pub(crate) mod lab;
 pub(crate) mod netns;
 pub(crate) mod probe;
+pub(crate) mod routed;
 pub(crate) mod wait;
 
 // Each test binary uses part of the lab: an unused re-export is no mistake.
