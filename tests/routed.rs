@@ -77,7 +77,8 @@ fn start(lab: &RoutedLab) -> Vec<Daemon> {
 }
 
 /// Probes for `total`, running `event` after `lead`; returns what the client
-/// saw and how long after the event the router routed the VIP to n2.
+/// saw and how long after the event started the router routed the VIP to n2
+/// (to within the 10 ms poll).
 fn probe_around(
     lab: &RoutedLab,
     lead: Duration,

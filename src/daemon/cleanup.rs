@@ -51,19 +51,29 @@ pub struct CleanupReport {
 /// the marker is vipd's alone, so nothing else is touched.
 pub async fn cleanup(config_path: &Path) -> Result<CleanupReport, DaemonError> {
     let mut report = CleanupReport::default();
-    let (state_dir, interfaces) = match config::load(config_path) {
+    let (state_dir, interfaces, withdraw_delay) = match config::load(config_path) {
         Ok(config) => {
             let names: BTreeSet<String> = config
                 .instances
                 .iter()
                 .map(|i| i.interface.clone())
                 .collect();
-            (config.node.state_dir, Some(names))
+            let delay = config
+                .instances
+                .iter()
+                .filter_map(|i| i.route.as_ref().map(|r| r.withdraw_delay))
+                .max()
+                .unwrap_or_default();
+            (config.node.state_dir, Some(names), delay)
         }
         Err(e) => {
             report.all_interfaces_because =
                 Some(format!("{}: {}", config_path.display(), error_chain(&e)));
-            (config::defaults::STATE_DIR.into(), None)
+            (
+                config::defaults::STATE_DIR.into(),
+                None,
+                config::defaults::ROUTE_WITHDRAW_DELAY,
+            )
         }
     };
     // While a daemon runs, its marked addresses are its VIPs: refuse. The lock is
@@ -118,9 +128,20 @@ pub async fn cleanup(config_path: &Path) -> Result<CleanupReport, DaemonError> {
             source,
         })?;
     routes.sort_by_key(|r| r.kind == RouteKind::Accept);
+    let mut withdrawn = false;
     for route in routes {
+        // As a live release does: the fabric stops sending to this host
+        // (withdraw_delay) before the host stops accepting (the service may
+        // outlive the daemon).
+        if route.kind == RouteKind::Accept && withdrawn {
+            withdrawn = false;
+            tokio::time::sleep(withdraw_delay).await;
+        }
         match netlink.remove_route(&route).await {
-            Ok(()) => report.removed_routes.push(route),
+            Ok(()) => {
+                withdrawn |= route.kind == RouteKind::Announce;
+                report.removed_routes.push(route);
+            }
             Err(e) => report.failed_routes.push((route, error_chain(&e))),
         }
     }
