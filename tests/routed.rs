@@ -68,6 +68,12 @@ fn start(lab: &RoutedLab) -> Vec<Daemon> {
         lab.vip,
         took.as_millis()
     );
+    // `vipd status` names the mode.
+    let status = output_text(&daemons[0].cli(&["status"]));
+    assert!(
+        status.contains(&format!("route table {ROUTE_TABLE} metric 100")),
+        "vipd status does not show routed mode:\n{status}"
+    );
     wait_until(
         "the client reaches the VIP",
         Duration::from_secs(10),
