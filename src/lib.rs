@@ -10,8 +10,9 @@
 //!   clock reads): the rules doc, the peer table and liveness, the timers.
 //! - [`config`]: the TOML schema, validation split by table with file:line:column
 //!   diagnostics, and the checks against this host.
-//! - [`net`]: the host's network stack: advert sockets (`transport`), addresses
-//!   and links (`netlink`), gratuitous ARP / unsolicited NA (`announce`).
+//! - [`net`]: the host's network stack: advert sockets (`transport`), addresses,
+//!   links and routed mode's routes (`netlink`), gratuitous ARP / unsolicited NA
+//!   (`announce`).
 //! - [`health`]: track scripts, interfaces and files, the split-brain guard and
 //!   sync groups, folded into the election's `Health`; notify hooks (`notify`).
 //! - [`control`]: the control socket behind `vipd status`, `drain`, ...: the

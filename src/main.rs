@@ -210,14 +210,32 @@ async fn cleanup(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             a.addr, a.prefix_len, a.ifindex
         );
     }
-    if report.removed.is_empty() && report.failed.is_empty() {
+    for r in &report.removed_routes {
+        eprintln!(
+            "vipd cleanup: removed route {}/{} (table {}, {:?})",
+            r.addr, r.prefix_len, r.table, r.kind
+        );
+    }
+    for (r, why) in &report.failed_routes {
+        eprintln!(
+            "vipd cleanup: cannot remove route {}/{} (table {}): {why}",
+            r.addr, r.prefix_len, r.table
+        );
+    }
+    if report.removed.is_empty()
+        && report.failed.is_empty()
+        && report.removed_routes.is_empty()
+        && report.failed_routes.is_empty()
+    {
         eprintln!("vipd cleanup: no vipd-marked address left");
     }
-    Ok(if report.failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        if report.failed.is_empty() && report.failed_routes.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 /// `vipd check`: every problem, one per line as FILE:LINE:COL: message.

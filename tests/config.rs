@@ -1096,3 +1096,124 @@ fn metrics_listen_takes_an_address_and_port() {
         );
     }
 }
+
+// --- routed mode (announce = "route", [instance.route], max_hops) -------------
+
+/// `MINIMAL` with a key file, a host-route VIP and `extra` appended (from line 11).
+fn routed(extra: &str) -> String {
+    let dir = temp_dir();
+    let path = key_file(&dir, "db.key", KEY, 0o600);
+    let text = with_in(&with_key(&path), "vips", r#"vips = ["10.0.0.200/32"]"#);
+    format!("{text}{extra}")
+}
+
+#[test]
+fn route_mode_defaults_and_settings() {
+    let c = parse(&routed("announce = \"route\"\n")).unwrap();
+    let route = c.instances[0].route.clone().unwrap();
+    assert_eq!(route.table, defaults::ROUTE_TABLE);
+    assert_eq!(route.metric, defaults::ROUTE_METRIC);
+    assert_eq!(route.withdraw_delay, defaults::ROUTE_WITHDRAW_DELAY);
+    assert_eq!(c.instances[0].max_hops, 1);
+    assert_eq!(c.instances[0].min_ttl(), 255);
+
+    let c = parse(&routed(
+        "announce = \"route\"\npeers = [\"10.9.2.2\"]\nmax_hops = 2\n[instance.route]\ntable = 7\nmetric = 50\nwithdraw_delay = \"300ms\"\n",
+    ))
+    .unwrap();
+    let i = &c.instances[0];
+    let route = i.route.clone().unwrap();
+    assert_eq!((route.table, route.metric), (7, 50));
+    assert_eq!(route.withdraw_delay, Duration::from_millis(300));
+    assert_eq!((i.max_hops, i.min_ttl()), (2, 254));
+
+    // ARP mode is the default, and "arp" says so explicitly.
+    assert_eq!(parse(MINIMAL).unwrap().instances[0].route, None);
+    assert_eq!(
+        parse(&with("announce", "announce = \"arp\""))
+            .unwrap()
+            .instances[0]
+            .route,
+        None
+    );
+}
+
+#[test]
+fn route_mode_needs_authentication_and_host_routes() {
+    let message = error(&with("announce", "announce = \"route\""));
+    assert_at(
+        &message,
+        9,
+        9,
+        &[
+            "instance \"db\"",
+            "VIP 10.0.0.200/24",
+            "valid: 10.0.0.200/32",
+        ],
+    );
+    assert_at(
+        &message,
+        11,
+        12,
+        &["announce = \"route\" needs authentication", "auth_key_file"],
+    );
+
+    let message = error(&routed("announce = \"bgp\"\n"));
+    assert_one(
+        &message,
+        11,
+        12,
+        &["announce \"bgp\" is not valid", "\"arp\"", "\"route\""],
+    );
+
+    let message = error(&routed("[instance.route]\ntable = 7\n"));
+    assert_one(
+        &message,
+        11,
+        1,
+        &["[instance.route] is set but announce is not \"route\""],
+    );
+}
+
+#[test]
+fn route_table_metric_and_delay_are_bounded() {
+    let message = error(&routed(
+        "announce = \"route\"\n[instance.route]\ntable = 253\nmetric = -1\nwithdraw_delay = \"11s\"\n",
+    ));
+    assert_at(
+        &message,
+        13,
+        9,
+        &["route.table 253 is out of range", "1..=252"],
+    );
+    assert_at(&message, 14, 10, &["route.metric -1 is out of range"]);
+    assert_at(
+        &message,
+        15,
+        18,
+        &["route.withdraw_delay 11s is out of range", "0s..=10s"],
+    );
+}
+
+#[test]
+fn max_hops_above_one_needs_unicast_peers_and_authentication() {
+    let message = error(&routed("max_hops = 2\n"));
+    assert_one(&message, 11, 12, &["max_hops 2", "multicast", "peers"]);
+
+    let text = with("peers", "peers = [\"10.9.2.2\"]") + "max_hops = 3\n";
+    let message = error(&text);
+    assert_one(
+        &message,
+        12,
+        12,
+        &["max_hops 3", "authentication", "auth_key_file"],
+    );
+
+    let message = error(&routed("max_hops = 0\n"));
+    assert_one(&message, 11, 12, &["max_hops 0 is out of range", "1..=255"]);
+    // 1 is today's rule and needs nothing.
+    assert_eq!(
+        parse(&with("max_hops", "max_hops = 1")).unwrap().instances[0].max_hops,
+        1
+    );
+}

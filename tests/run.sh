@@ -13,7 +13,8 @@
 #    in namespaces of its own to run systemd/vipd.service; it need not be PID 1),
 #    prometheus (prometheus and promtool, tests/metrics.rs), curl (its HTTP
 #    requests inside the lab's namespaces), keepalived (tests/migrate.rs switches
-#    a keepalived pair to vipd), lintian and man-db (tests/package.sh);
+#    a keepalived pair to vipd), lintian and man-db (tests/package.sh) and frr
+#    (zebra, bgpd, bfdd, vtysh: tests/routed.rs);
 # 2. checks that cargo is there;
 # 3. runs `cargo test --release "$@"`;
 # 4. as root and without extra arguments, the package test (tests/package.sh:
@@ -49,6 +50,7 @@ declare -A package_of=(
     [lintian]=lintian
     [keepalived]=keepalived
     [man]=man-db
+    [/usr/lib/frr/bgpd]=frr
 )
 missing=()
 has() { # a user's PATH on Debian lacks the sbin directories, where ip and nft live

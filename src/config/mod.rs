@@ -49,7 +49,7 @@ pub use diagnostics::{ConfigError, ConfigErrors, Diagnostic, Location};
 pub use system::{check_against_system, check_warnings, SystemCheckProblem};
 pub use types::{
     AnnounceConfig, Config, GuardConfig, GuardMethod, InstanceConfig, NodeConfig, NotifyConfig,
-    SyncGroup, TrackFile, TrackInterface, TrackScript, Witness,
+    RouteConfig, SyncGroup, TrackFile, TrackInterface, TrackScript, Witness,
 };
 pub use validate::node_id;
 pub use vip::{Vip, VipParseError};
@@ -127,6 +127,21 @@ pub mod defaults {
     pub const GUARD_FALL: u32 = 1;
     /// `guard.rise` (consecutive good witness checks before the fault clears).
     pub const GUARD_RISE: u32 = 2;
+    /// `route.table`: 118, vipd's route protocol number too ('v'). Inside
+    /// 1..=252, the only tables FRR's `ip import-table` accepts, and clear of
+    /// the kernel's own (253 default, 254 main, 255 local) and of numbers other
+    /// tools pick by default (Tailscale 52, Cilium 200/2004/2005, wg-quick
+    /// 51820); 100 and 200 are common in examples, so those are avoided too.
+    pub const ROUTE_TABLE: u32 = 118;
+    /// `route.metric`.
+    pub const ROUTE_METRIC: u32 = 100;
+    /// `route.withdraw_delay`.
+    pub const ROUTE_WITHDRAW_DELAY: Duration = Duration::from_secs(1);
+    /// Longest `route.withdraw_delay`: a stop waits this long at most per
+    /// instance.
+    pub const MAX_ROUTE_WITHDRAW_DELAY: Duration = Duration::from_secs(10);
+    /// `max_hops`: adverts only from the link itself (TTL 255).
+    pub const MAX_HOPS: u8 = 1;
     /// Most track scripts, interfaces or files per instance.
     pub const MAX_TRACKS: usize = 64;
 }

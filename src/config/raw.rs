@@ -53,6 +53,9 @@ pub(super) struct RawInstance {
     pub(super) peers: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) multicast_group: Option<Spanned<String>>,
     pub(super) port: Option<Spanned<i64>>,
+    pub(super) announce: Option<Spanned<String>>,
+    pub(super) route: Option<Spanned<RawRoute>>,
+    pub(super) max_hops: Option<Spanned<i64>>,
     pub(super) announce_count: Option<Spanned<i64>>,
     pub(super) announce_interval: Option<Spanned<DurationText>>,
     pub(super) announce_repeat_after: Option<Spanned<DurationText>>,
@@ -65,6 +68,14 @@ pub(super) struct RawInstance {
     pub(super) track_file: Vec<Spanned<RawTrackFile>>,
     pub(super) notify: Option<Spanned<RawNotify>>,
     pub(super) guard: Option<Spanned<RawGuard>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub(super) table: Option<Spanned<i64>>,
+    pub(super) metric: Option<Spanned<i64>>,
+    pub(super) withdraw_delay: Option<Spanned<DurationText>>,
 }
 
 #[derive(Deserialize)]

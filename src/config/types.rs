@@ -109,8 +109,17 @@ pub struct InstanceConfig {
     pub multicast_group: IpAddr,
     /// UDP port of adverts. Default 5880.
     pub port: u16,
-    /// Gratuitous ARP / unsolicited NA on becoming master.
+    /// Gratuitous ARP / unsolicited NA on becoming master (`announce = "arp"`,
+    /// the default; unused in route mode).
     pub announce: AnnounceConfig,
+    /// `announce = "route"` with its `[instance.route]` settings: the master
+    /// announces each VIP as a host route for a routing daemon (FRR, BIRD) to
+    /// carry over BGP, instead of gratuitous ARP / NA. `None`: ARP/NA mode.
+    pub route: Option<RouteConfig>,
+    /// How many routed hops an advert may have crossed: adverts must arrive with
+    /// TTL / hop limit at least `256 - max_hops`. Default 1 (only 255: from the
+    /// link itself); above 1 only with unicast `peers` and HMAC auth. 1..=255.
+    pub max_hops: u8,
     /// `[[instance.track_script]]`: commands whose result moves the priority or
     /// puts the instance in fault.
     pub track_scripts: Vec<TrackScript>,
@@ -260,6 +269,34 @@ impl InstanceConfig {
     pub fn is_unicast(&self) -> bool {
         !self.peers.is_empty()
     }
+
+    /// The lowest TTL / hop limit an advert may arrive with: `256 - max_hops`.
+    pub fn min_ttl(&self) -> u8 {
+        // max_hops is 1..=255, so this is 1..=255.
+        (256 - u16::from(self.max_hops.max(1))) as u8
+    }
+}
+
+/// Routed mode (`announce = "route"`, `[instance.route]`): while master, each VIP
+/// is a `local` route in the kernel's local table (the host accepts its traffic)
+/// and a host route in `table` carrying vipd's route protocol number, which a
+/// routing daemon imports and announces (FRR: `ip import-table` +
+/// `redistribute table`; BIRD: a kernel protocol on the table with `learn`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// The routing table the announced routes go into. Default
+    /// [`defaults::ROUTE_TABLE`](super::defaults::ROUTE_TABLE); 1..=252 (FRR's
+    /// `ip import-table` takes no other; 253..=255 are the kernel's own).
+    pub table: u32,
+    /// The routes' metric (FRR turns it into the BGP MED). Default
+    /// [`defaults::ROUTE_METRIC`](super::defaults::ROUTE_METRIC); 0..=4294967295.
+    pub metric: u32,
+    /// On release (drain, stop, step-down) the announced route goes first, then
+    /// vipd waits this long for the fabric to converge before the host stops
+    /// accepting the VIP's traffic. Default
+    /// [`defaults::ROUTE_WITHDRAW_DELAY`](super::defaults::ROUTE_WITHDRAW_DELAY);
+    /// 0s..=10s.
+    pub withdraw_delay: Duration,
 }
 
 /// Gratuitous ARPs (IPv4) and unsolicited neighbour advertisements (IPv6) sent on

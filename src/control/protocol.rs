@@ -114,6 +114,10 @@ pub struct InstanceStatus {
     /// The last state changes, oldest first (at most [`HISTORY_LEN`]).
     #[serde(default)]
     pub history: Vec<HistoryEntry>,
+    /// How the master announces the VIPs: `None` for gratuitous ARP /
+    /// unsolicited NA, or routed mode's "route table N metric M".
+    #[serde(default)]
+    pub announce_route: Option<String>,
 }
 
 /// How many state changes each instance remembers for `vipd status`.

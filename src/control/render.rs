@@ -184,6 +184,9 @@ pub fn render_instance(i: &InstanceStatus, node: &str) -> String {
     }
 
     let mut facts = vec![("master", master_text(i, node))];
+    if let Some(route) = &i.announce_route {
+        facts.push(("announce", route.clone()));
+    }
     facts.push((
         "last change",
         match &i.last_transition {
@@ -447,6 +450,7 @@ mod tests {
             master_down_interval_ms: 3002,
             name_conflict: None,
             history: Vec::new(),
+            announce_route: None,
         }
     }
 

@@ -1,4 +1,7 @@
-//! `vipd cleanup`: removes the VIPs a dead daemon left behind.
+//! `vipd cleanup`: removes the VIPs a dead daemon left behind: marked addresses
+//! and, for routed mode, every route carrying vipd's protocol number
+//! ([`VIPD_ROUTE_PROTO`]), the announced ones first, so a crash leaves nothing
+//! announced to the fabric.
 //!
 //! systemd runs it as the unit's `ExecStopPost`, which runs after *any* exit of
 //! the daemon: a clean stop (nothing left to do), a crash, `SIGKILL`, or the
@@ -13,6 +16,7 @@
 //! configuration does not name, and a running daemon's state.
 //!
 //! [`VIPD_ADDRESS_PROTO`]: crate::net::netlink::VIPD_ADDRESS_PROTO
+//! [`VIPD_ROUTE_PROTO`]: crate::net::netlink::VIPD_ROUTE_PROTO
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -20,7 +24,7 @@ use std::path::Path;
 use super::state::StateDir;
 use super::{error_chain, DaemonError};
 use crate::config;
-use crate::net::netlink::{MarkedAddress, Netlink, Released};
+use crate::net::netlink::{MarkedAddress, MarkedRoute, Netlink, Released, RouteKind};
 
 /// What [`cleanup`] did.
 #[derive(Debug, Default)]
@@ -29,6 +33,10 @@ pub struct CleanupReport {
     pub removed: Vec<MarkedAddress>,
     /// Marked addresses it could not remove, with the reason.
     pub failed: Vec<(MarkedAddress, String)>,
+    /// vipd's routes (routed mode) it removed, announced ones first.
+    pub removed_routes: Vec<MarkedRoute>,
+    /// vipd's routes it could not remove, with the reason.
+    pub failed_routes: Vec<(MarkedRoute, String)>,
     /// Why it looked at every interface instead of the configured ones (the
     /// configuration did not load), if it did.
     pub all_interfaces_because: Option<String>,
@@ -43,19 +51,29 @@ pub struct CleanupReport {
 /// the marker is vipd's alone, so nothing else is touched.
 pub async fn cleanup(config_path: &Path) -> Result<CleanupReport, DaemonError> {
     let mut report = CleanupReport::default();
-    let (state_dir, interfaces) = match config::load(config_path) {
+    let (state_dir, interfaces, withdraw_delay) = match config::load(config_path) {
         Ok(config) => {
             let names: BTreeSet<String> = config
                 .instances
                 .iter()
                 .map(|i| i.interface.clone())
                 .collect();
-            (config.node.state_dir, Some(names))
+            let delay = config
+                .instances
+                .iter()
+                .filter_map(|i| i.route.as_ref().map(|r| r.withdraw_delay))
+                .max()
+                .unwrap_or_default();
+            (config.node.state_dir, Some(names), delay)
         }
         Err(e) => {
             report.all_interfaces_because =
                 Some(format!("{}: {}", config_path.display(), error_chain(&e)));
-            (config::defaults::STATE_DIR.into(), None)
+            (
+                config::defaults::STATE_DIR.into(),
+                None,
+                config::defaults::ROUTE_WITHDRAW_DELAY,
+            )
         }
     };
     // While a daemon runs, its marked addresses are its VIPs: refuse. The lock is
@@ -98,6 +116,33 @@ pub async fn cleanup(config_path: &Path) -> Result<CleanupReport, DaemonError> {
             // Marked when listed, unmarked now: someone replaced it meanwhile.
             Ok(Released::LeftAlone) => {}
             Err(e) => report.failed.push((address, error_chain(&e))),
+        }
+    }
+    // Routes live on lo whatever the instance's interface, and their protocol
+    // number is vipd's alone: all of them go.
+    let mut routes = netlink
+        .marked_routes()
+        .await
+        .map_err(|source| DaemonError::Netlink {
+            what: "listing vipd's routes",
+            source,
+        })?;
+    routes.sort_by_key(|r| r.kind == RouteKind::Accept);
+    let mut withdrawn = false;
+    for route in routes {
+        // As a live release does: the fabric stops sending to this host
+        // (withdraw_delay) before the host stops accepting (the service may
+        // outlive the daemon).
+        if route.kind == RouteKind::Accept && withdrawn {
+            withdrawn = false;
+            tokio::time::sleep(withdraw_delay).await;
+        }
+        match netlink.remove_route(&route).await {
+            Ok(()) => {
+                withdrawn |= route.kind == RouteKind::Announce;
+                report.removed_routes.push(route);
+            }
+            Err(e) => report.failed_routes.push((route, error_chain(&e))),
         }
     }
     Ok(report)

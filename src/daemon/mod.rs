@@ -92,6 +92,14 @@ pub(crate) const AUTH_WARN_EVERY: Duration = Duration::from_secs(10);
 pub(crate) const INSTANCE_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Extra time, beyond the handover timeout, an instance gets to shut down.
 pub(crate) const SHUTDOWN_SLACK: Duration = Duration::from_secs(2);
+
+/// How long a routed-mode release waits between withdrawing the route and
+/// removing the local route; shutdown waits that much longer for it.
+pub(crate) fn withdraw_delay(cfg: &config::InstanceConfig) -> Duration {
+    cfg.route
+        .as_ref()
+        .map_or(Duration::ZERO, |r| r.withdraw_delay)
+}
 /// Queued messages per instance from the main loop.
 pub(crate) const INSTANCE_QUEUE: usize = 32;
 /// State changes a `vipd events` subscriber may fall behind before it is dropped.

@@ -24,8 +24,8 @@ use super::reload::{self, ReloadError, ReloadSummary};
 use super::state::StateDir;
 use super::vips::{release_vips, Held, VipWorker};
 use super::{
-    error_chain, notify, DaemonError, AUTH_WARN_EVERY, INSTANCE_ANSWER_TIMEOUT, INSTANCE_QUEUE,
-    SHUTDOWN_SLACK,
+    error_chain, notify, withdraw_delay, DaemonError, AUTH_WARN_EVERY, INSTANCE_ANSWER_TIMEOUT,
+    INSTANCE_QUEUE, SHUTDOWN_SLACK,
 };
 use crate::config::{self, Config, InstanceConfig, Vip};
 use crate::control::{Outcome, Request, Response, TransitionEvent};
@@ -135,6 +135,7 @@ impl Supervisor {
                 multicast_group: cfg.multicast_group,
                 peers: cfg.peers.clone(),
                 rejects: metrics.rejects(),
+                min_ttl: cfg.min_ttl(),
             })
             .map_err(|source| DaemonError::Transport {
                 instance: cfg.name.clone(),
@@ -174,6 +175,7 @@ impl Supervisor {
             back: back_tx,
             claimed: false,
             metrics: Arc::clone(&metrics),
+            route: cfg.route.clone(),
         };
         let worker = tokio::spawn(worker.run(ops_rx));
 
@@ -254,7 +256,7 @@ impl Supervisor {
             async move {
                 let name = h.config.name.clone();
                 let _ = h.tx.send(InstanceMsg::Shutdown).await;
-                let bound = h.config.handover_timeout + SHUTDOWN_SLACK;
+                let bound = h.config.handover_timeout + SHUTDOWN_SLACK + withdraw_delay(&h.config);
                 let mut task = h.task;
                 match tokio::time::timeout(bound, &mut task).await {
                     Ok(Ok(())) => {}

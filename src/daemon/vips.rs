@@ -7,7 +7,15 @@
 //! them: a burst of gratuitous ARP / unsolicited NA, a second burst
 //! `repeat_after` later, and a refresh round every `refresh` while master
 //! (FIELD-NOTES 2, 5). Also here: the start-up and exit sweeps of addresses
-//! carrying vipd's marker (FIELD-NOTES 3, 18).
+//! and routes carrying vipd's marker (FIELD-NOTES 3, 18).
+//!
+//! In routed mode (`announce = "route"`) a VIP is two routes instead of an
+//! address and no ARP/NA is sent: claiming adds the `local` route (the host
+//! accepts the traffic) and then the announced host route (the fabric sends the
+//! traffic here); releasing removes the announced route, waits
+//! `withdraw_delay` for the fabric to converge on the new master, then removes
+//! the local route — never the reverse, which would black-hole traffic still on
+//! its way (FIELD-NOTES 27).
 //!
 //! What it may not touch: the election (it only reports the link state back).
 
@@ -21,13 +29,36 @@ use tokio::task::JoinHandle;
 
 use super::error_chain;
 use super::instance::WorkerReport;
-use crate::config::{AnnounceConfig, InstanceConfig, Vip};
+use crate::config::{AnnounceConfig, InstanceConfig, RouteConfig, Vip};
 use crate::metrics::InstanceMetrics;
 use crate::net::announce::Announcer;
-use crate::net::netlink::{Claimed, Netlink, Released};
+use crate::net::netlink::{Claimed, Netlink, Released, RouteKind};
 
-/// Removes every address carrying our marker: VIPs left by a crashed earlier run.
+/// Removes every route carrying vipd's protocol number, announced routes
+/// first (so the fabric stops sending before the host stops accepting);
+/// `when` says which sweep, for the log.
+pub(super) async fn remove_marked_routes(netlink: &Netlink, when: &str) {
+    let mut routes = match netlink.marked_routes().await {
+        Ok(routes) => routes,
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "listing vipd's routes ({when})");
+            return;
+        }
+    };
+    routes.sort_by_key(|r| r.kind == RouteKind::Accept);
+    for route in routes {
+        tracing::warn!(address = %route.addr, table = route.table, kind = ?route.kind,
+            "removing a vipd route ({when})");
+        if let Err(e) = netlink.remove_route(&route).await {
+            tracing::error!(error = %error_chain(&e), "removing a vipd route ({when})");
+        }
+    }
+}
+
+/// Removes every address and route carrying our marker: VIPs left by a crashed
+/// earlier run.
 pub(super) async fn remove_stale_vips(netlink: &Netlink) {
+    remove_marked_routes(netlink, "left behind by an earlier vipd run").await;
     match netlink.marked_addresses().await {
         Ok(marked) => {
             for m in marked {
@@ -42,8 +73,9 @@ pub(super) async fn remove_stale_vips(netlink: &Netlink) {
     }
 }
 
-/// Releases every marked address (at exit).
+/// Releases every marked address and route (at exit).
 pub(super) async fn release_marked(netlink: &Netlink) {
+    remove_marked_routes(netlink, "still present at exit").await;
     match netlink.marked_addresses().await {
         Ok(marked) => {
             for m in marked {
@@ -59,7 +91,25 @@ pub(super) async fn release_marked(netlink: &Netlink) {
     }
 }
 
+/// Releases an instance's VIPs after its task failed or had to be aborted: no
+/// withdraw delay, nothing is left announced.
 pub(super) async fn release_vips(netlink: &Netlink, cfg: &InstanceConfig) {
+    if let Some(route) = &cfg.route {
+        for vip in &cfg.vips {
+            if let Err(e) = netlink
+                .remove_announce_route(vip.addr, route.table, route.metric)
+                .await
+            {
+                tracing::error!(instance = %cfg.name, vip = %vip, error = %error_chain(&e), "withdrawing VIP route");
+            }
+        }
+        for vip in &cfg.vips {
+            if let Err(e) = netlink.remove_accept_route(vip.addr).await {
+                tracing::error!(instance = %cfg.name, vip = %vip, error = %error_chain(&e), "removing VIP local route");
+            }
+        }
+        return;
+    }
     let ifindex = match netlink.link_by_name(&cfg.interface).await {
         Ok(link) => link.index,
         Err(e) => {
@@ -127,6 +177,8 @@ pub(super) struct VipWorker {
     pub(super) claimed: bool,
     /// Counts the announcements sent.
     pub(super) metrics: Arc<InstanceMetrics>,
+    /// Routed mode: routes instead of addresses, no ARP/NA.
+    pub(super) route: Option<RouteConfig>,
 }
 
 impl VipWorker {
@@ -140,6 +192,8 @@ impl VipWorker {
                         self.claim(vip).await;
                     }
                 }
+                // Routed mode announces by the route itself.
+                VipOp::Announce | VipOp::AnnounceOnce if self.route.is_some() => {}
                 VipOp::Announce => self.start_announcing(&mut announcing),
                 VipOp::AnnounceOnce => self.announce_once().await,
                 VipOp::StopAnnouncing => {
@@ -152,8 +206,19 @@ impl VipWorker {
                     if let Some(task) = announcing.take() {
                         task.abort();
                     }
+                    if self.route.is_some() {
+                        self.release_routed(&self.vips.clone(), "released VIP")
+                            .await;
+                    } else {
+                        for vip in self.vips.clone() {
+                            self.release(vip, "released VIP").await;
+                        }
+                    }
+                }
+                VipOp::Reclaim(_) if self.route.is_some() => {
+                    // Idempotent: puts back whatever someone removed.
                     for vip in self.vips.clone() {
-                        self.release(vip, "released VIP").await;
+                        self.claim_routed(vip, false).await;
                     }
                 }
                 VipOp::Reclaim(one) => {
@@ -200,6 +265,10 @@ impl VipWorker {
                         self.start_announcing(&mut announcing);
                     }
                 }
+                VipOp::Rebind(ifindex) if self.route.is_some() => {
+                    // The routes are on lo, not on the re-created link.
+                    self.ifindex = ifindex;
+                }
                 VipOp::Rebind(ifindex) => {
                     self.ifindex = ifindex;
                     self.announcer = None;
@@ -239,7 +308,10 @@ impl VipWorker {
                 .lock()
                 .map(|h| h.get(&vip).copied().unwrap_or(false))
                 .unwrap_or(true);
-            if held || self.claimed {
+            if (held || self.claimed) && self.route.is_some() {
+                self.release_routed(&[vip], "released VIP (removed by reload)")
+                    .await;
+            } else if held || self.claimed {
                 self.release(vip, "released VIP (removed by reload)").await;
             }
             if let Ok(mut held) = self.held.lock() {
@@ -281,6 +353,61 @@ impl VipWorker {
         }
     }
 
+    /// Routed mode's claim: the local route, then the announced route (the host
+    /// accepts the traffic before the fabric sends it). `log` is false for a
+    /// re-claim, which is quiet unless it fails.
+    async fn claim_routed(&self, vip: Vip, log: bool) {
+        let Some(route) = &self.route else { return };
+        if let Err(e) = self.netlink.add_accept_route(vip.addr).await {
+            tracing::error!(instance = %self.instance, vip = %vip, error = %error_chain(&e), "claiming VIP (local route)");
+            return;
+        }
+        match self
+            .netlink
+            .add_announce_route(vip.addr, route.table, route.metric)
+            .await
+        {
+            Ok(()) => {
+                self.set_held(vip, true);
+                if log {
+                    tracing::info!(instance = %self.instance, vip = %vip, table = route.table, metric = route.metric, "claimed VIP (route announced)");
+                }
+            }
+            Err(e) => {
+                tracing::error!(instance = %self.instance, vip = %vip, error = %error_chain(&e), "claiming VIP (announced route)")
+            }
+        }
+    }
+
+    /// Routed mode's release of `vips`: every announced route, then
+    /// `withdraw_delay` for the fabric to converge, then the local routes.
+    async fn release_routed(&self, vips: &[Vip], what: &str) {
+        let Some(route) = &self.route else { return };
+        for vip in vips {
+            if let Err(e) = self
+                .netlink
+                .remove_announce_route(vip.addr, route.table, route.metric)
+                .await
+            {
+                tracing::error!(instance = %self.instance, vip = %vip, error = %error_chain(&e), "withdrawing VIP route");
+            }
+        }
+        tracing::info!(instance = %self.instance, vips = vips.len(), delay = ?route.withdraw_delay,
+            "withdrew VIP routes; waiting for the fabric to converge");
+        tokio::time::sleep(route.withdraw_delay).await;
+        for vip in vips {
+            match self.netlink.remove_accept_route(vip.addr).await {
+                Ok(()) => {
+                    self.set_held(*vip, false);
+                    tracing::info!(instance = %self.instance, vip = %vip, "{what}");
+                }
+                Err(e) => {
+                    tracing::error!(instance = %self.instance, vip = %vip, error = %error_chain(&e), "removing VIP local route")
+                }
+            }
+        }
+    }
+
     fn set_held(&self, vip: Vip, on: bool) {
         if let Ok(mut held) = self.held.lock() {
             held.insert(vip, on);
@@ -288,6 +415,9 @@ impl VipWorker {
     }
 
     async fn claim(&self, vip: Vip) {
+        if self.route.is_some() {
+            return self.claim_routed(vip, true).await;
+        }
         match self
             .netlink
             .claim(self.ifindex, vip.addr, vip.prefix_len)
@@ -341,6 +471,9 @@ impl VipWorker {
     fn start_announcing(&mut self, announcing: &mut Option<JoinHandle<()>>) {
         if let Some(task) = announcing.take() {
             task.abort();
+        }
+        if self.route.is_some() {
+            return;
         }
         let Some(announcer) = self.announcer() else {
             return;

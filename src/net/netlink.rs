@@ -7,11 +7,16 @@
 //! attribute, so that [`Netlink::marked_addresses`] can find — and the daemon
 //! can remove — VIPs left behind by a previous vipd that crashed or was killed.
 //!
+//! Routed mode adds routes instead of addresses: a `local` route that makes the
+//! host accept a VIP's traffic and a host route in a table of the user's choice
+//! that a routing daemon announces. Both carry [`VIPD_ROUTE_PROTO`], so that
+//! [`Netlink::marked_routes`] finds them after a crash as it finds addresses.
+//!
 //! [`watch`] opens a second, multicast-only netlink socket and turns link and
 //! address notifications into [`NetEvent`]s.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -24,7 +29,7 @@ use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, LinkAttribute, LinkFlags, LinkMessage,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
@@ -47,10 +52,26 @@ use thiserror::Error;
 /// then nothing is ever listed as marked.
 pub const VIPD_ADDRESS_PROTO: u8 = 0x76;
 
+/// The route protocol number on every route vipd adds (`ip route` shows
+/// "proto vipd" once `config/rt_protos.d/vipd.conf` is installed in
+/// /etc/iproute2/rt_protos.d/), the address marker's number.
+///
+/// Why 118: routing daemons treat some numbers as their own and flush routes
+/// carrying them (FRR: 11, 42, 186..=198), and others are taken (12 BIRD,
+/// 18 keepalived, 99, 248 kube-vip); a route with a number of its own is one
+/// vipd can find and remove after a crash without touching anyone else's.
+pub const VIPD_ROUTE_PROTO: u8 = VIPD_ADDRESS_PROTO;
+
+/// The kernel's `local` table (`RT_TABLE_LOCAL`).
+pub const LOCAL_TABLE: u32 = 255;
+
+/// The header's table for tables above 255, which only `RTA_TABLE` can name.
+const RT_TABLE_COMPAT: u8 = 252;
+
 // The kernel's answers this module tells apart: ENODEV for an unknown interface
 // name or index, EADDRNOTAVAIL for deleting an absent address, EEXIST for adding
-// one that is already there.
-use libc::{EADDRNOTAVAIL, EEXIST, ENODEV};
+// one that is already there, ESRCH for deleting an absent route.
+use libc::{EADDRNOTAVAIL, EEXIST, ENODEV, ESRCH};
 
 /// Receive buffer for the watch socket; a burst of link or address changes
 /// (hundreds of interfaces going down at once) must not overflow it.
@@ -125,6 +146,30 @@ pub enum NetlinkError {
         #[source]
         source: rtnetlink::Error,
     },
+    /// Adding one of vipd's routes failed.
+    #[error("adding the {kind} route for {addr} to table {table}")]
+    AddRoute {
+        kind: &'static str,
+        addr: IpAddr,
+        table: u32,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    /// Deleting one of vipd's routes failed (other than it being absent).
+    #[error("deleting the {kind} route for {addr} from table {table}")]
+    DeleteRoute {
+        kind: &'static str,
+        addr: IpAddr,
+        table: u32,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    /// Listing the routes (looking for vipd's) failed.
+    #[error("listing vipd's routes (proto {VIPD_ROUTE_PROTO})")]
+    ListRoutes {
+        #[source]
+        source: rtnetlink::Error,
+    },
 }
 
 impl NetlinkError {
@@ -138,7 +183,10 @@ impl NetlinkError {
             | Self::Release { source, .. }
             | Self::Holds { source, .. }
             | Self::ListMarked { source }
-            | Self::Routes { source } => errno(source),
+            | Self::Routes { source }
+            | Self::AddRoute { source, .. }
+            | Self::DeleteRoute { source, .. }
+            | Self::ListRoutes { source } => errno(source),
             Self::LinkNotFound { .. } => Some(ENODEV),
             Self::NoRuntime { .. } | Self::InvalidPrefix { .. } => None,
         }
@@ -212,6 +260,37 @@ pub struct MarkedAddress {
     pub ifindex: u32,
     pub addr: IpAddr,
     pub prefix_len: u8,
+}
+
+/// A route carrying [`VIPD_ROUTE_PROTO`], as listed by [`Netlink::marked_routes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MarkedRoute {
+    /// The routing table (the kernel's local table for [`RouteKind::Accept`]).
+    pub table: u32,
+    /// The destination (a VIP).
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+    pub kind: RouteKind,
+    /// The route's metric (`RTA_PRIORITY`).
+    pub metric: u32,
+}
+
+/// Which of vipd's two routes per VIP in routed mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteKind {
+    /// A `local` route in the local table: the host accepts the VIP's traffic.
+    Accept,
+    /// A unicast host route in the announce table, for a routing daemon.
+    Announce,
+}
+
+impl RouteKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Accept => "local",
+            Self::Announce => "announce",
+        }
+    }
 }
 
 /// A request connection to the kernel's routing netlink.
@@ -436,6 +515,216 @@ impl Netlink {
             .map_err(|source| NetlinkError::ListMarked { source })?;
         Ok(addresses.iter().filter_map(marked_address).collect())
     }
+}
+
+/// Routed mode's routes (see the module doc).
+impl Netlink {
+    /// Makes the host accept traffic for `addr` without an address on any
+    /// interface; equivalent to
+    /// `ip route add local ADDR/32 dev lo table local proto 118` (`/128` for IPv6).
+    ///
+    /// Not an address on `lo`: FRR's zebra would then see a connected route
+    /// for the VIP that shadows the imported table route, and BGP would
+    /// announce nothing (issue 16). Idempotent: a local route already there is
+    /// left as it is — also one that is not vipd's (an address of the host's
+    /// own), which [`Netlink::remove_accept_route`] then never deletes.
+    pub async fn add_accept_route(&self, addr: IpAddr) -> Result<(), NetlinkError> {
+        let lo = self.loopback_index().await?;
+        let message = vipd_route(addr, RouteKind::Accept, LOCAL_TABLE, lo, 0);
+        match self.handle.route().add(message).execute().await {
+            Ok(()) => Ok(()),
+            Err(source) if errno(&source) == Some(EEXIST) => Ok(()),
+            Err(source) => Err(NetlinkError::AddRoute {
+                kind: RouteKind::Accept.name(),
+                addr,
+                table: LOCAL_TABLE,
+                source,
+            }),
+        }
+    }
+
+    /// Removes vipd's local route for `addr`; equivalent to
+    /// `ip route del local ADDR/32 dev lo table local proto 118`. Absent is
+    /// fine; a local route with another protocol (the host's own address) is
+    /// never matched.
+    pub async fn remove_accept_route(&self, addr: IpAddr) -> Result<(), NetlinkError> {
+        self.remove_route(&MarkedRoute {
+            table: LOCAL_TABLE,
+            addr,
+            prefix_len: host_prefix(addr),
+            kind: RouteKind::Accept,
+            metric: 0,
+        })
+        .await
+    }
+
+    /// Adds or updates the host route a routing daemon announces; equivalent to
+    /// `ip route replace ADDR/32 dev lo table TABLE proto 118 metric METRIC`.
+    /// Idempotent.
+    pub async fn add_announce_route(
+        &self,
+        addr: IpAddr,
+        table: u32,
+        metric: u32,
+    ) -> Result<(), NetlinkError> {
+        let lo = self.loopback_index().await?;
+        let message = vipd_route(addr, RouteKind::Announce, table, lo, metric);
+        self.handle
+            .route()
+            .add(message)
+            .replace()
+            .execute()
+            .await
+            .map_err(|source| NetlinkError::AddRoute {
+                kind: RouteKind::Announce.name(),
+                addr,
+                table,
+                source,
+            })
+    }
+
+    /// Removes the announced host route; equivalent to
+    /// `ip route del ADDR/32 dev lo table TABLE proto 118 metric METRIC`.
+    /// Absent is fine.
+    pub async fn remove_announce_route(
+        &self,
+        addr: IpAddr,
+        table: u32,
+        metric: u32,
+    ) -> Result<(), NetlinkError> {
+        self.remove_route(&MarkedRoute {
+            table,
+            addr,
+            prefix_len: host_prefix(addr),
+            kind: RouteKind::Announce,
+            metric,
+        })
+        .await
+    }
+
+    /// Deletes one of vipd's routes (only one carrying [`VIPD_ROUTE_PROTO`]);
+    /// absent is fine.
+    pub async fn remove_route(&self, route: &MarkedRoute) -> Result<(), NetlinkError> {
+        let mut message = vipd_route(route.addr, route.kind, route.table, 0, route.metric);
+        message.header.destination_prefix_length = route.prefix_len;
+        // Match any device: the route is vipd's by its protocol number.
+        message
+            .attributes
+            .retain(|a| !matches!(a, RouteAttribute::Oif(_)));
+        match self.handle.route().del(message).execute().await {
+            Ok(()) => Ok(()),
+            Err(source) if errno(&source) == Some(ESRCH) => Ok(()),
+            Err(source) => Err(NetlinkError::DeleteRoute {
+                kind: route.kind.name(),
+                addr: route.addr,
+                table: route.table,
+                source,
+            }),
+        }
+    }
+
+    /// Every IPv4 and IPv6 route, in any table, carrying [`VIPD_ROUTE_PROTO`];
+    /// equivalent to `ip route show table all proto 118` (and `ip -6 ...`).
+    pub async fn marked_routes(&self) -> Result<Vec<MarkedRoute>, NetlinkError> {
+        let mut found = Vec::new();
+        for request in [
+            RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<Ipv6Addr>::new().build(),
+        ] {
+            let routes: Vec<RouteMessage> = self
+                .handle
+                .route()
+                .get(request)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(|source| NetlinkError::ListRoutes { source })?;
+            found.extend(routes.iter().filter_map(marked_route));
+        }
+        Ok(found)
+    }
+
+    async fn loopback_index(&self) -> Result<u32, NetlinkError> {
+        Ok(self.link_by_name("lo").await?.index)
+    }
+}
+
+/// `/32` or `/128`.
+fn host_prefix(addr: IpAddr) -> u8 {
+    if addr.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+/// One of vipd's routes for `addr`, as `ip route` would build it (`oif` 0:
+/// none).
+fn vipd_route(addr: IpAddr, kind: RouteKind, table: u32, oif: u32, metric: u32) -> RouteMessage {
+    let mut message = RouteMessage::default();
+    let header = &mut message.header;
+    header.address_family = family(addr);
+    header.destination_prefix_length = host_prefix(addr);
+    header.protocol = RouteProtocol::from(VIPD_ROUTE_PROTO);
+    header.table = u8::try_from(table).unwrap_or(RT_TABLE_COMPAT);
+    match kind {
+        RouteKind::Accept => {
+            header.kind = RouteType::Local;
+            header.scope = RouteScope::Host;
+        }
+        RouteKind::Announce => {
+            header.kind = RouteType::Unicast;
+            // As iproute2 does for a route with a device and no gateway.
+            header.scope = if addr.is_ipv4() {
+                RouteScope::Link
+            } else {
+                RouteScope::Universe
+            };
+        }
+    }
+    message.attributes.push(RouteAttribute::Table(table));
+    message
+        .attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(addr)));
+    if oif != 0 {
+        message.attributes.push(RouteAttribute::Oif(oif));
+    }
+    if metric != 0 {
+        message.attributes.push(RouteAttribute::Priority(metric));
+    }
+    message
+}
+
+/// The route, if it carries [`VIPD_ROUTE_PROTO`].
+fn marked_route(route: &RouteMessage) -> Option<MarkedRoute> {
+    let header = &route.header;
+    if u8::from(header.protocol) != VIPD_ROUTE_PROTO {
+        return None;
+    }
+    let kind = match header.kind {
+        RouteType::Local => RouteKind::Accept,
+        RouteType::Unicast => RouteKind::Announce,
+        _ => return None,
+    };
+    let mut table = u32::from(header.table);
+    let mut metric = 0;
+    let mut addr = None;
+    for attribute in &route.attributes {
+        match attribute {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Priority(p) => metric = *p,
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => addr = Some(IpAddr::V4(*a)),
+            RouteAttribute::Destination(RouteAddress::Inet6(a)) => addr = Some(IpAddr::V6(*a)),
+            _ => {}
+        }
+    }
+    Some(MarkedRoute {
+        table,
+        addr: addr?,
+        prefix_len: header.destination_prefix_length,
+        kind,
+        metric,
+    })
 }
 
 fn family(addr: IpAddr) -> AddressFamily {
@@ -1105,6 +1394,92 @@ pub(crate) mod tests {
             std::fs::write("/proc/sys/net/ipv6/conf/vipd-a/forwarding", "1").unwrap();
             let a = nl.link_by_name("vipd-a").await.unwrap();
             assert_eq!(a.ipv6_forwarding, Some(true));
+        });
+    }
+
+    #[test]
+    fn routed_mode_routes_are_idempotent_marked_and_leave_others_alone() {
+        in_netns(|| async {
+            let nl = Netlink::connect().unwrap();
+            let lo = nl.link_by_name("lo").await.unwrap().index;
+            nl.handle
+                .link()
+                .set(LinkUnspec::new_with_index(lo).up().build())
+                .execute()
+                .await
+                .unwrap();
+            let (a, _) = veth_pair(&nl, "vipd-a", "vipd-b").await;
+            for addr in [V4, V6] {
+                for _ in 0..2 {
+                    nl.add_accept_route(addr).await.unwrap();
+                    nl.add_announce_route(addr, 118, 100).await.unwrap();
+                }
+            }
+            let mut marked = nl.marked_routes().await.unwrap();
+            marked.sort_by_key(|r| (r.addr, r.table));
+            let route = |addr, kind, table, metric| MarkedRoute {
+                table,
+                addr,
+                prefix_len: host_prefix(addr),
+                kind,
+                metric,
+            };
+            assert_eq!(
+                marked,
+                vec![
+                    route(V4, RouteKind::Announce, 118, 100),
+                    route(V4, RouteKind::Accept, LOCAL_TABLE, 0),
+                    route(V6, RouteKind::Announce, 118, 100),
+                    // The kernel gives IPv6 routes without a metric 1024; local
+                    // routes keep 0.
+                    route(V6, RouteKind::Accept, LOCAL_TABLE, marked[3].metric),
+                ]
+            );
+
+            // The host's own address: its local route is the kernel's, and
+            // vipd's add and remove leave it alone.
+            let own = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 77));
+            nl.handle
+                .address()
+                .add(a.index, own, 24)
+                .execute()
+                .await
+                .unwrap();
+            nl.add_accept_route(own).await.unwrap();
+            nl.remove_accept_route(own).await.unwrap();
+            assert!(!nl
+                .marked_routes()
+                .await
+                .unwrap()
+                .iter()
+                .any(|r| r.addr == own));
+            let locals: Vec<RouteMessage> = nl
+                .handle
+                .route()
+                .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+                .execute()
+                .try_collect()
+                .await
+                .unwrap();
+            assert!(locals.iter().any(|r| r.header.kind == RouteType::Local
+                && r.attributes
+                    .contains(&RouteAttribute::Destination(RouteAddress::from(own)))));
+
+            // Each removal twice: absent is fine.
+            for addr in [V4, V6] {
+                for _ in 0..2 {
+                    nl.remove_announce_route(addr, 118, 100).await.unwrap();
+                    nl.remove_accept_route(addr).await.unwrap();
+                }
+            }
+            assert_eq!(nl.marked_routes().await.unwrap(), vec![]);
+
+            // remove_route takes what marked_routes listed.
+            nl.add_announce_route(V4, 7, 5).await.unwrap();
+            for r in nl.marked_routes().await.unwrap() {
+                nl.remove_route(&r).await.unwrap();
+            }
+            assert_eq!(nl.marked_routes().await.unwrap(), vec![]);
         });
     }
 

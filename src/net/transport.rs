@@ -1,4 +1,5 @@
-//! The UDP sockets that carry adverts, multicast or unicast, with TTL 255 enforced.
+//! The UDP sockets that carry adverts, multicast or unicast, with TTL 255 enforced
+//! (or the instance's explicit `max_hops`).
 //!
 //! # The seam
 //!
@@ -29,7 +30,11 @@
 //! hop limit 255 and receives the TTL / hop limit of each datagram
 //! (`IP_RECVTTL`, `IPV6_RECVHOPLIMIT`). A datagram that arrives with anything
 //! but 255 was forwarded by a router, so it did not come from a peer on the link
-//! (RFC 5082, GTSM): it is dropped and counted. Multicast sockets are bound to
+//! (RFC 5082, GTSM): it is dropped and counted. The only relaxation is explicit:
+//! an instance with `max_hops = N` (routed mode across subnets, which the
+//! configuration allows only with unicast peers and HMAC authentication)
+//! accepts a TTL of `256 - N` or more ([`Endpoint::min_ttl`]); the check is
+//! then made per instance, after the datagram's group is known. Multicast sockets are bound to
 //! the group address itself (so only group traffic arrives), join the group on
 //! the interface's index, do not loop their own adverts back, and do not receive
 //! groups joined by other sockets (`IP_MULTICAST_ALL` off). Unicast sockets are
@@ -54,7 +59,8 @@ use tokio::sync::mpsc;
 use crate::metrics::{RejectCounters, Rejection};
 use crate::wire;
 
-/// The TTL / hop limit adverts are sent with and must arrive with.
+/// The TTL / hop limit adverts are sent with and, unless an instance's
+/// `max_hops` relaxes it explicitly, must arrive with.
 pub const REQUIRED_TTL: u8 = 255;
 
 /// How many received datagrams may wait for a busy instance before more are dropped.
@@ -184,6 +190,8 @@ struct Subscriber {
     /// `Some` for unicast: only these sources are accepted.
     peers: Option<HashSet<IpAddr>>,
     rejects: Arc<RejectCounters>,
+    /// The lowest TTL / hop limit accepted ([`Endpoint::min_ttl`]).
+    min_ttl: u8,
 }
 
 /// One bound socket with its receive task.
@@ -237,6 +245,10 @@ pub struct Endpoint {
     /// Where this instance's dropped datagrams are counted (bad TTL, unknown
     /// source, full inbox), for its metrics.
     pub rejects: Arc<RejectCounters>,
+    /// The lowest TTL / hop limit an advert for this instance may arrive with:
+    /// [`REQUIRED_TTL`] unless the configuration relaxed it explicitly
+    /// (`max_hops`, [`InstanceConfig::min_ttl`](crate::config::InstanceConfig::min_ttl)).
+    pub min_ttl: u8,
 }
 
 /// Opens and shares the advert sockets of a daemon.
@@ -309,6 +321,7 @@ impl Transports {
                     inbox: tx,
                     peers: unicast.then(|| endpoint.peers.iter().copied().collect()),
                     rejects: Arc::clone(&endpoint.rejects),
+                    min_ttl: endpoint.min_ttl,
                 },
             );
             // The last subscriber may have just left (an instance restarted by a
@@ -752,26 +765,29 @@ fn dispatch(shared: &Shared, buf: &[u8], received: Received) {
     let source_ip = unmapped(received.source.ip());
     let len = received.len.min(buf.len());
     let bytes = &buf[..len];
-    if received.ttl != Some(i32::from(REQUIRED_TTL)) {
+    let group = wire::peek_group(bytes).ok();
+    let subs = shared
+        .subscribers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let sub = group.and_then(|g| subs.get(&g));
+    // The subscribed instance's own limit (its max_hops); anything else must
+    // come from the link itself.
+    let min_ttl = sub.map_or(REQUIRED_TTL, |s| s.min_ttl);
+    if received.ttl.is_none_or(|t| t < i32::from(min_ttl)) {
         let n = shared.counters.bad_ttl.fetch_add(1, Ordering::Relaxed) + 1;
         // Counted for the instance too when the datagram names its group.
-        if let Ok(group) = wire::peek_group(bytes) {
-            let subs = shared
-                .subscribers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(sub) = subs.get(&group) {
-                sub.rejects.count(Rejection::BadTtl);
-            }
+        if let Some(sub) = sub {
+            sub.rejects.count(Rejection::BadTtl);
         }
         // Every 1st, 2nd, 4th, 8th... drop, so a flood does not flood the log.
         if n.is_power_of_two() {
-            tracing::warn!(interface = %shared.interface, source = %source_ip, ttl = ?received.ttl, dropped = n,
-                "dropped advert whose TTL/hop limit is not 255 (sent from off the link?)");
+            tracing::warn!(interface = %shared.interface, source = %source_ip, ttl = ?received.ttl, min_ttl, dropped = n,
+                "dropped advert whose TTL/hop limit is below the instance's minimum (sent from further than max_hops allows?)");
         }
         return;
     }
-    let Ok(group) = wire::peek_group(bytes) else {
+    let Some(group) = group else {
         shared
             .counters
             .unknown_group
@@ -779,11 +795,7 @@ fn dispatch(shared: &Shared, buf: &[u8], received: Received) {
         tracing::debug!(interface = %shared.interface, source = %source_ip, "ignored a datagram that is not an advert");
         return;
     };
-    let subs = shared
-        .subscribers
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(sub) = subs.get(&group) else {
+    let Some(sub) = sub else {
         shared
             .counters
             .unknown_group

@@ -20,6 +20,8 @@
 //! - [`systemd`]: [`SystemdNode`], systemd as PID 1 of its own namespaces running
 //!   the shipped unit, on a lab's bridge; [`AddrWatch`] and [`NaWatch`], a node's
 //!   address changes and the neighbour advertisements on a link, timestamped;
+//! - [`routed`]: the routed lab (issue 16): nodes in subnets of their own behind
+//!   a router, each running FRR, and a client beyond the router;
 //! - [`flood`]: [`Flood`], junk adverts as fast as one thread sends them (one
 //!   source or spoofed ones), and [`AdvertWatch`], a node's adverts as a peer
 //!   receives them, for the longest gap during a flood;
@@ -54,6 +56,7 @@ pub(crate) mod flood;
 pub(crate) mod lab;
 pub(crate) mod netns;
 pub(crate) mod probe;
+pub(crate) mod routed;
 pub(crate) mod systemd;
 pub(crate) mod wait;
 

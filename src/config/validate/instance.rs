@@ -133,6 +133,7 @@ impl Validator<'_> {
         // moved out below.
         let timing = self.timing(who, &raw);
         let announce = self.announce(who, &raw);
+        let routing = self.routing(who, &mut raw);
         let preempt_delay = self.duration_in(
             who,
             "preempt_delay",
@@ -156,6 +157,8 @@ impl Validator<'_> {
         let unicast = peers.as_ref().is_some_and(|p| !p.is_empty());
         let multicast_group = self.multicast_group(who, raw.multicast_group, unicast);
         let port = self.int_or(who, "port", raw.port.as_ref(), defaults::PORT, 1..=65535);
+        let routing_ok =
+            self.routing_rules(who, &table, &routing, auth.as_ref(), unicast, vips.as_ref());
         let track_scripts = self.track_scripts(who, raw.track_script);
         let track_interfaces = self.track_interfaces(who, raw.track_interface);
         let track_files = self.track_files(who, raw.track_file);
@@ -167,6 +170,9 @@ impl Validator<'_> {
                 .map(Some),
         };
 
+        if !routing_ok {
+            return None;
+        }
         let (name, name_span) = name?;
         let (interface, interface_span) = interface?;
         let (group, group_span) = group?;
@@ -196,6 +202,8 @@ impl Validator<'_> {
             multicast_group: multicast_group?,
             port: port?,
             announce: announce?,
+            route: routing.route?,
+            max_hops: routing.max_hops?,
             track_scripts: track_scripts?,
             track_interfaces: track_interfaces?,
             track_files: track_files?,

@@ -17,6 +17,7 @@
 //! - `addresses`: `vips`, `peers` and `multicast_group`;
 //! - `auth`: `auth` / `auth_key_file` / `auth_accept_key_files` and reading key files;
 //! - `announce`: the `announce_*` keys;
+//! - `route`: `announce`, `[instance.route]` and `max_hops`;
 //! - `health`: `[[instance.track_script]]`, `track_interface` and `track_file`;
 //! - `notify`: `[instance.notify]`;
 //! - `guard`: `[instance.guard]`;
@@ -33,6 +34,7 @@ mod health;
 mod instance;
 mod node;
 mod notify;
+mod route;
 mod sync_group;
 
 use std::collections::HashSet;

@@ -319,7 +319,8 @@ impl Instance {
         // The election released (the ReleaseVips is queued before this); let the
         // worker finish its queue, bounded.
         let _ = self.ops.send(VipOp::Stop);
-        let _ = tokio::time::timeout(SHUTDOWN_SLACK, worker).await;
+        let _ =
+            tokio::time::timeout(SHUTDOWN_SLACK + super::withdraw_delay(&self.cfg), worker).await;
         // The stop hook runs after the VIPs are released.
         self.notifier.stop(self.election.state());
         self.notifier.finish(SHUTDOWN_SLACK).await;

@@ -135,6 +135,12 @@ impl Instance {
             master_down_interval_ms: millis(e.master_down_interval(master_interval)),
             name_conflict: self.identity.conflict(),
             history: self.telemetry.history(),
+            announce_route: self.cfg.route.as_ref().map(|r| {
+                format!(
+                    "route table {} metric {} (withdraw delay {:?})",
+                    r.table, r.metric, r.withdraw_delay
+                )
+            }),
         }
     }
 }

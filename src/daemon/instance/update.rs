@@ -190,6 +190,7 @@ impl Instance {
             multicast_group: self.cfg.multicast_group,
             peers: self.cfg.peers.clone(),
             rejects: self.telemetry.metrics.rejects(),
+            min_ttl: self.cfg.min_ttl(),
         }
     }
 
