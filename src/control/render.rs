@@ -251,6 +251,14 @@ pub fn render_instance(i: &InstanceStatus, node: &str) -> String {
                 interval(p.advert_interval_ms),
             ]
         }));
+        // The version column only once some peer sends its version, so a pair
+        // of older releases reads as before.
+        if i.peers.iter().any(|p| p.version.is_some()) {
+            peers[0].push("VERSION".to_owned());
+            for (row, p) in peers.iter_mut().skip(1).zip(&i.peers) {
+                row.push(p.version.clone().unwrap_or_else(|| "-".to_owned()));
+            }
+        }
         out.push_str(&table(&peers, "  "));
     }
     out.push_str(&render_history(i));
@@ -419,6 +427,7 @@ mod tests {
                     last_heard_ms_ago: 400,
                     advert_interval_ms: 1000,
                     vip_set_differs: false,
+                    version: None,
                 },
                 PeerStatus {
                     name: "db3-long-name".into(),
@@ -431,6 +440,7 @@ mod tests {
                     last_heard_ms_ago: 125_000,
                     advert_interval_ms: 1500,
                     vip_set_differs: false,
+                    version: None,
                 },
             ],
             auth_failures: 0,
