@@ -1137,6 +1137,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_software_version_field_reads_back_printable_and_bounded() {
+        let own = software_version_extension();
+        assert_eq!(own.kind, EXT_SOFTWARE_VERSION);
+        assert_eq!(
+            software_version(&[own]).as_deref(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(software_version(&[]), None);
+        let unknown = Extension {
+            kind: 42,
+            value: b"x".to_vec(),
+        };
+        assert_eq!(software_version(&[unknown]), None);
+        let hostile = Extension {
+            kind: EXT_SOFTWARE_VERSION,
+            value: [b"1.0\x1b[2J".as_slice(), &[b'9'; 100]].concat(),
+        };
+        let shown = software_version(&[hostile]).expect("a version");
+        assert!(!shown.contains('\x1b'), "{shown:?}");
+        assert!(shown.len() <= 4 * MAX_SOFTWARE_VERSION_LEN, "{shown:?}");
+    }
+
+    #[test]
     fn layout_constants_agree() {
         assert_eq!(OFF_VIP_DIGEST + 8, HEADER_LEN);
         assert_eq!(FIXED_LEN, 84);

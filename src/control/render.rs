@@ -511,6 +511,25 @@ db  eth0  group 51  MASTER  priority 100 -> 110 (health weights +10)
     }
 
     #[test]
+    fn a_version_column_appears_once_a_peer_sends_its_version() {
+        let mut i = sample();
+        i.peers[0].version = Some("0.2.0".into());
+        let text = render_instance(&i, "db1");
+        let header = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("PEER"))
+            .expect("peer table");
+        assert!(header.ends_with("VERSION"), "{header}");
+        let db2 = text.lines().find(|l| l.contains("db2 ")).expect("db2 row");
+        assert!(db2.ends_with("0.2.0"), "{db2}");
+        let db3 = text
+            .lines()
+            .find(|l| l.contains("db3-long-name"))
+            .expect("db3 row");
+        assert!(db3.trim_end().ends_with('-'), "{db3}");
+    }
+
+    #[test]
     fn header_shows_conditions_and_other_masters() {
         let mut i = sample();
         i.state = State::Backup;
