@@ -87,7 +87,19 @@
 //! ([`WireError::InvalidField`], field "extension area", saying which type at which
 //! offset and how many bytes were missing). Types this build does not know are ignored:
 //! [`decode`] returns the advert without them, [`decode_extended`] returns every field
-//! as received. This build defines no type and sends none.
+//! as received.
+//!
+//! Defined types (this build):
+//!
+//! - `1` ([`EXT_SOFTWARE_VERSION`]): the sender's software version, UTF-8 (e.g. `0.1.0`),
+//!   at most [`MAX_SOFTWARE_VERSION_LEN`] bytes; informational only (shown per peer in
+//!   `vipd status`, useful during a rolling upgrade). [`encode`] never adds it: the daemon
+//!   adds it ([`software_version_extension`]) when it sends, so the golden tests of the
+//!   fixed layout (tests/wire.rs) keep their bytes. The daemon sends it unless the
+//!   environment variable `VIPD_WIRE_SEND_EXTENSIONS=0` is set: a testing-only switch that
+//!   makes this build send byte for byte what the release before it sent (no extension
+//!   area), standing in for that release in tests/wire_upgrade.rs; the extension area's
+//!   decoder is the same in both, so only what is sent differs.
 //!
 //! # Compatibility rule
 //!
@@ -677,8 +689,37 @@ pub fn decode_with_keys(
     auth: &Auth,
     also_accept: &[AuthKey],
 ) -> Result<Advert, WireError> {
-    // No extension type is defined yet: every field is one this build ignores.
+    // The defined types only inform (the software version): the election
+    // needs none of them.
     decode_extended(buf, expected_group, auth, also_accept).map(|(advert, _)| advert)
+}
+
+/// Extension type 1: the sender's software version (UTF-8).
+pub const EXT_SOFTWARE_VERSION: u8 = 1;
+
+/// The longest software version sent or kept, in bytes.
+pub const MAX_SOFTWARE_VERSION_LEN: usize = 32;
+
+/// The extension field carrying this build's version (`CARGO_PKG_VERSION`).
+pub fn software_version_extension() -> Extension {
+    let mut value = env!("CARGO_PKG_VERSION").as_bytes().to_vec();
+    value.truncate(MAX_SOFTWARE_VERSION_LEN);
+    Extension {
+        kind: EXT_SOFTWARE_VERSION,
+        value,
+    }
+}
+
+/// The software version a peer sent in `extensions` (the first type-1 field),
+/// made printable and at most [`MAX_SOFTWARE_VERSION_LEN`] bytes; `None` when it
+/// sent none (a release before the field, or sending suppressed).
+pub fn software_version(extensions: &[Extension]) -> Option<String> {
+    let field = extensions.iter().find(|e| e.kind == EXT_SOFTWARE_VERSION)?;
+    let value = field
+        .value
+        .get(..MAX_SOFTWARE_VERSION_LEN)
+        .unwrap_or(&field.value);
+    Some(printable_name(&String::from_utf8_lossy(value)))
 }
 
 /// [`decode_with_keys`], also returning the extension area's fields as received,
@@ -1109,6 +1150,29 @@ pub(crate) fn test_advert(node_id: u64, boot_id: u64, sequence: u64) -> Advert {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_software_version_field_reads_back_printable_and_bounded() {
+        let own = software_version_extension();
+        assert_eq!(own.kind, EXT_SOFTWARE_VERSION);
+        assert_eq!(
+            software_version(&[own]).as_deref(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(software_version(&[]), None);
+        let unknown = Extension {
+            kind: 42,
+            value: b"x".to_vec(),
+        };
+        assert_eq!(software_version(&[unknown]), None);
+        let hostile = Extension {
+            kind: EXT_SOFTWARE_VERSION,
+            value: [b"1.0\x1b[2J".as_slice(), &[b'9'; 100]].concat(),
+        };
+        let shown = software_version(&[hostile]).expect("a version");
+        assert!(!shown.contains('\x1b'), "{shown:?}");
+        assert!(shown.len() <= 4 * MAX_SOFTWARE_VERSION_LEN, "{shown:?}");
+    }
 
     #[test]
     fn layout_constants_agree() {

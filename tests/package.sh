@@ -9,7 +9,11 @@
 #    in /lib/systemd/system equals systemd/vipd.service, /etc/vipd is mode 0700
 #    with no vipd.toml, the example is in /usr/share/doc/vipd/examples, `man -w`
 #    finds vipd(8) and vipd.toml(5), the bash, zsh and fish completions exist;
-# 4. purges it (also on failure, from a trap) and checks nothing is left behind.
+# 4. upgrades it on the master of a two-node lab: builds version B (the same
+#    tree, Debian revision 2) and runs tests/package_upgrade.rs, which runs the
+#    installed /usr/sbin/vipd as master and `dpkg -i`s B while a client probes
+#    the VIP every millisecond (no restart, no lost probe);
+# 5. purges it (also on failure, from a trap) and checks nothing is left behind.
 #
 # It refuses to run where vipd is already installed or has state (it would
 # replace and then purge a live node's vipd). Needs cargo-deb (`cargo install
@@ -78,6 +82,15 @@ check "bash completion" test -s /usr/share/bash-completion/completions/vipd
 check "zsh completion" test -s /usr/share/zsh/vendor-completions/_vipd
 check "fish completion" test -s /usr/share/fish/vendor_completions.d/vipd.fish
 check "the installed binary makes a key" bash -c '/usr/sbin/vipd keygen | grep -Eq "^[0-9a-f]{64}$"'
+
+say "building the next version (Debian revision 2) for the upgrade test"
+next_deb=$(debian/build-deb.sh --deb-revision 2 | tail -n 1)
+[[ -f $next_deb && $next_deb != "$deb" ]] || fail "no second .deb for the upgrade (got: $next_deb)"
+say "upgrade on the master of a pair: dpkg -i $next_deb while a client probes"
+VIPD_UPGRADE_DEB=$next_deb cargo test --release --locked --test package_upgrade -- --ignored --nocapture ||
+    fail "a package upgrade on the master dropped probes or restarted it (tests/package_upgrade.rs)"
+checks=$((checks + 1))
+check "the upgrade installed revision 2" bash -c 'dpkg-query -W -f="\${Version}" vipd | grep -q -- "-2$"'
 
 say "dpkg --purge vipd"
 dpkg --purge vipd

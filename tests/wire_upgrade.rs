@@ -8,6 +8,17 @@
 //! each carrying an extension field this build does not know. n1 must accept
 //! them (no authentication failure) and hand over to that peer; when the peer
 //! goes quiet, n1 takes the VIP back.
+//!
+//! The rolling upgrade: two builds side by side. "Old" is this binary with
+//! `VIPD_WIRE_SEND_EXTENSIONS=0` (a testing-only switch, see src/wire.rs): it
+//! sends byte for byte what the previous release sent, and its extension-area
+//! decoder is the previous release's. "New" is this binary as shipped: its
+//! adverts carry extension field 1, its software version. The pair starts on
+//! "old"; n2 (backup) is restarted on "new", then n1 (master: its stop hands
+//! the VIP over make-before-break to n2) is restarted on "new" and takes the VIP
+//! back by preemption. A client asks who has the VIP every millisecond
+//! throughout: no probe may be lost, and each node's status shows the other's
+//! version once the other runs "new".
 
 mod common;
 
@@ -15,7 +26,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use vipd::wire::{self, Advert, AdvertBody, Auth, AuthKey, Extension, Flags};
@@ -123,5 +134,142 @@ fn todays_build_follows_a_peer_that_sends_extension_fields() {
     println!(
         "{sent} extended adverts sent; n1 master again {} ms after the last",
         ms(back)
+    );
+}
+
+/// The version `daemon`'s status shows for its (only) peer, if any.
+fn peer_version(daemon: &Daemon) -> Option<String> {
+    daemon.status_json().and_then(|s| {
+        s["instances"][0]["peers"][0]["version"]
+            .as_str()
+            .map(str::to_owned)
+    })
+}
+
+/// How many times the client's answers moved from one MAC to another after
+/// `from`: probes answered by one MAC only, in order, counting changes of that
+/// MAC (during a make-before-break handover both nodes answer for a while;
+/// those probes are not counted as moves).
+fn handovers_seen(log: &ProbeLog, from: Instant) -> usize {
+    let mut answered: Vec<Vec<[u8; 6]>> = vec![Vec::new(); log.probes.len()];
+    for &(t, mac) in &log.replies {
+        let idx = log.probes.partition_point(|&s| s <= t);
+        if idx > 0 && !answered[idx - 1].contains(&mac) {
+            answered[idx - 1].push(mac);
+        }
+    }
+    let first = log.probes.partition_point(|&s| s < from);
+    let sole: Vec<[u8; 6]> = answered[first..]
+        .iter()
+        .filter(|macs| macs.len() == 1)
+        .map(|macs| macs[0])
+        .collect();
+    sole.windows(2).filter(|w| w[0] != w[1]).count()
+}
+
+#[test]
+fn a_pair_upgrades_one_node_at_a_time_without_losing_a_probe() {
+    if !require_root() {
+        return;
+    }
+    const OLD: (&str, Option<&str>) = ("VIPD_WIRE_SEND_EXTENSIONS", Some("0"));
+    let version = env!("CARGO_PKG_VERSION");
+    let lab = Lab::new("rolling", 2);
+    let vip = lab.vip4(0);
+    let spec = |prio| InstanceSpec::new(prio).advert("100ms").vip(&vip);
+    let mut n1 = Daemon::configure(lab.node(1), NodeSpec::new("n1", spec(150)));
+    let mut n2 = Daemon::configure(lab.node(2), NodeSpec::new("n2", spec(100)));
+    for node in [&mut n1, &mut n2] {
+        node.set_env(OLD.0, OLD.1);
+        node.restart();
+    }
+    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(20));
+    wait_until("n2 is backup", Duration::from_secs(20), || {
+        state(&n2) == "backup"
+    });
+    assert_eq!(peer_version(&n1), None, "the old build sends no version");
+    assert_eq!(peer_version(&n2), None, "the old build sends no version");
+
+    let n1_mac = lab.node(1).mac_bytes();
+    let vip_addr: Ipv4Addr = strip_prefix_len(&vip).parse().expect("an IPv4 VIP");
+    let prober = ArpProber::start(&lab.client, vip_addr).expect("start the ARP prober");
+    prober
+        .wait_stable(n1_mac, Duration::from_millis(300), Duration::from_secs(10))
+        .expect("the client sees n1");
+    let from = Instant::now();
+
+    // 1. The backup: stop, start on the new build.
+    n2.sigterm_within(Duration::from_secs(30));
+    n2.set_env(OLD.0, None);
+    n2.restart();
+    wait_until("n2 (new) is backup", Duration::from_secs(20), || {
+        state(&n2) == "backup"
+    });
+    wait_until(
+        "n1 (old) shows n2's version",
+        Duration::from_secs(10),
+        || peer_version(&n1).as_deref() == Some(version),
+    );
+    assert_eq!(peer_version(&n2), None, "n1 still runs the old build");
+    assert_eq!(lab.holders(&vip), [1], "n1 kept the VIP");
+    sleep_checked(Duration::from_secs(1));
+
+    // 2. The master: its stop hands over to n2, then it starts on the new build
+    // and takes the VIP back (priority 150, preemption on).
+    let n1_stop = Instant::now();
+    n1.sigterm_within(Duration::from_secs(30));
+    println!(
+        "[rolling] n1 stopped (handover to n2) in {} ms",
+        ms(n1_stop.elapsed())
+    );
+    n1.set_env(OLD.0, None);
+    n1.restart();
+    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(30));
+    wait_until("n2 is backup again", Duration::from_secs(20), || {
+        state(&n2) == "backup"
+    });
+    wait_until(
+        "each node shows the other's version",
+        Duration::from_secs(10),
+        || {
+            peer_version(&n1).as_deref() == Some(version)
+                && peer_version(&n2).as_deref() == Some(version)
+        },
+    );
+    prober
+        .wait_stable(n1_mac, Duration::from_millis(300), Duration::from_secs(10))
+        .expect("the client sees n1 again");
+    sleep_checked(Duration::from_secs(1));
+    let to = Instant::now();
+    let log = prober.snapshot();
+    let window = log.window(from, to);
+    let probes = log.probes.iter().filter(|&&t| t >= from && t < to).count();
+    let changes = handovers_seen(&log, from);
+    let text = n1.cli(&["status"]);
+    println!("[rolling] n1's status:\n{}", output_text(&text));
+    println!(
+        "[rolling] rolling upgrade over {} ms: {probes} probes, {} lost, longest gap {:.1} ms, \
+         {} answered by two MACs, {changes} handovers",
+        ms(to - from),
+        window.lost,
+        window.longest_gap_ms,
+        window.answered_by_two
+    );
+    for node in [&n1, &n2] {
+        let status = node.status_json().expect("status");
+        assert_eq!(
+            status["instances"][0]["auth_failures"].as_u64(),
+            Some(0),
+            "{}: no advert rejected: {status:#}",
+            node.label
+        );
+    }
+    assert!(
+        changes <= 2,
+        "at most the two planned handovers (n1 stop to n2, n1 back by preemption); saw {changes}"
+    );
+    assert_eq!(
+        window.lost, 0,
+        "the client lost probes during the rolling upgrade"
     );
 }

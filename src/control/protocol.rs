@@ -179,6 +179,10 @@ pub struct PeerStatus {
     /// claimed, not ours.
     #[serde(default)]
     pub vip_set_differs: bool,
+    /// The peer's software version, from its adverts' extension field 1;
+    /// absent for a release that does not send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -254,6 +254,14 @@ pub fn render_instance(i: &InstanceStatus, node: &str) -> String {
                 interval(p.advert_interval_ms),
             ]
         }));
+        // The version column only once some peer sends its version, so a pair
+        // of older releases reads as before.
+        if i.peers.iter().any(|p| p.version.is_some()) {
+            peers[0].push("VERSION".to_owned());
+            for (row, p) in peers.iter_mut().skip(1).zip(&i.peers) {
+                row.push(p.version.clone().unwrap_or_else(|| "-".to_owned()));
+            }
+        }
         out.push_str(&table(&peers, "  "));
     }
     out.push_str(&render_history(i));
@@ -422,6 +430,7 @@ mod tests {
                     last_heard_ms_ago: 400,
                     advert_interval_ms: 1000,
                     vip_set_differs: false,
+                    version: None,
                 },
                 PeerStatus {
                     name: "db3-long-name".into(),
@@ -434,6 +443,7 @@ mod tests {
                     last_heard_ms_ago: 125_000,
                     advert_interval_ms: 1500,
                     vip_set_differs: false,
+                    version: None,
                 },
             ],
             auth_failures: 0,
@@ -502,6 +512,25 @@ db  eth0  group 51  MASTER  priority 100 -> 110 (health weights +10)
   db3-long-name  -         0         drained,shutting-down  shutting-down  no     2m05s ago   1.5s
 ";
         assert_eq!(render_status("db1", &[sample()]), expected);
+    }
+
+    #[test]
+    fn a_version_column_appears_once_a_peer_sends_its_version() {
+        let mut i = sample();
+        i.peers[0].version = Some("0.2.0".into());
+        let text = render_instance(&i, "db1");
+        let header = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("PEER"))
+            .expect("peer table");
+        assert!(header.ends_with("VERSION"), "{header}");
+        let db2 = text.lines().find(|l| l.contains("db2 ")).expect("db2 row");
+        assert!(db2.ends_with("0.2.0"), "{db2}");
+        let db3 = text
+            .lines()
+            .find(|l| l.contains("db3-long-name"))
+            .expect("db3 row");
+        assert!(db3.trim_end().ends_with('-'), "{db3}");
     }
 
     #[test]

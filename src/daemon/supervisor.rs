@@ -209,6 +209,7 @@ impl Supervisor {
             link_up: true,
             claimed: false,
             sources: HashMap::new(),
+            peer_versions: HashMap::new(),
             auth_failures: 0,
             rejects: RejectLog::new(AUTH_WARN_EVERY),
             send_warned: None,

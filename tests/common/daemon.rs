@@ -207,6 +207,10 @@ pub(crate) struct Daemon {
     pub(crate) socket: PathBuf,
     pub(crate) log_path: PathBuf,
     program: Program,
+    /// The vipd binary to run instead of this build's ([`Daemon::use_binary`]).
+    binary: Option<PathBuf>,
+    /// Extra environment for the process ([`Daemon::set_env`]).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -276,7 +280,23 @@ impl Daemon {
             config,
             log_path,
             program,
+            binary: None,
+            env: Vec::new(),
             child: None,
+        }
+    }
+
+    /// Runs `path` (e.g. the packaged `/usr/sbin/vipd`) instead of this build's
+    /// binary from the next start on; the control CLI stays this build's.
+    pub(crate) fn use_binary(&mut self, path: Option<PathBuf>) {
+        self.binary = path;
+    }
+
+    /// Sets (or with `None` removes) an environment variable for the next start.
+    pub(crate) fn set_env(&mut self, name: &str, value: Option<&str>) {
+        self.env.retain(|(n, _)| n != name);
+        if let Some(value) = value {
+            self.env.push((name.to_owned(), value.to_owned()));
         }
     }
 
@@ -295,7 +315,11 @@ impl Daemon {
         match self.program {
             Program::Vipd => {
                 let _ = writeln!(&log, "----- test: starting vipd run -----");
-                command.args([vipd_bin(), "run", "--config", &config]);
+                let binary = self
+                    .binary
+                    .as_ref()
+                    .map_or_else(|| vipd_bin().to_owned(), |b| b.display().to_string());
+                command.args([binary.as_str(), "run", "--config", &config]);
             }
             Program::Keepalived => {
                 let _ = writeln!(&log, "----- test: starting keepalived -----");
@@ -319,6 +343,7 @@ impl Daemon {
                 ]);
             }
         }
+        command.envs(self.env.iter().map(|(n, v)| (n, v)));
         let child = command
             .env("RUST_LOG", &filter)
             .env("VIPD_LOG", &filter)

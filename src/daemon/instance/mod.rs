@@ -132,6 +132,8 @@ pub(super) struct Instance {
     pub(super) claimed: bool,
     /// node id → source address of its last accepted advert.
     pub(super) sources: HashMap<u64, IpAddr>,
+    /// node id → software version its adverts carry (extension field 1).
+    pub(super) peer_versions: HashMap<u64, String>,
     pub(super) auth_failures: u64,
     /// Rejected adverts, summarised per reason (bounded under floods).
     pub(super) rejects: RejectLog,
@@ -438,7 +440,7 @@ impl Instance {
 
     fn on_datagram(&mut self, now: Instant, datagram: Datagram) {
         let source = datagram.source.ip();
-        let mut advert = match wire::decode_with_keys(
+        let (mut advert, extensions) = match wire::decode_extended(
             &datagram.bytes,
             self.cfg.group,
             &self.cfg.auth,
@@ -467,6 +469,20 @@ impl Instance {
             self.sources.retain(|id, _| known.contains(id));
         }
         self.sources.insert(advert.body.node_id, source);
+        if self.peer_versions.len() >= 1024
+            && !self.peer_versions.contains_key(&advert.body.node_id)
+        {
+            let known: HashSet<u64> = self.election.peers().map(|p| p.node_id).collect();
+            self.peer_versions.retain(|id, _| known.contains(id));
+        }
+        match wire::software_version(&extensions) {
+            Some(version) => {
+                self.peer_versions.insert(advert.body.node_id, version);
+            }
+            None => {
+                self.peer_versions.remove(&advert.body.node_id);
+            }
+        }
         // While handing over, hearing the successor as master is the plan, not a
         // split brain: its notice is logged at info, not warn.
         self.handing_over_at_input = self.election.is_handing_over();
@@ -663,7 +679,12 @@ impl Instance {
             boot_id: self.identity.boot_id(),
             sequence,
         };
-        let bytes = match wire::encode(&advert, &self.cfg.auth) {
+        let extensions = if sends_extensions() {
+            vec![wire::software_version_extension()]
+        } else {
+            Vec::new()
+        };
+        let bytes = match wire::encode_with_extensions(&advert, &extensions, &self.cfg.auth) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(instance = %self.cfg.name, error = %e, "encoding an advert");
@@ -715,4 +736,13 @@ impl Instance {
             }
         }
     }
+}
+
+/// Whether adverts carry this build's extension fields: yes unless
+/// `VIPD_WIRE_SEND_EXTENSIONS=0`, a testing-only switch (read once) that makes
+/// this build send what the release before it sent; see the extension area in
+/// [`wire`].
+fn sends_extensions() -> bool {
+    static SENDS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SENDS.get_or_init(|| std::env::var_os("VIPD_WIRE_SEND_EXTENSIONS").is_none_or(|v| v != "0"))
 }
