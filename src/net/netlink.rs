@@ -18,6 +18,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::channel::mpsc::UnboundedReceiver;
@@ -300,6 +301,11 @@ impl RouteKind {
 #[derive(Debug, Clone)]
 pub struct Netlink {
     handle: Handle,
+    /// Held for the whole of every dump request. The kernel runs one dump at
+    /// a time per socket and answers a second with EBUSY, and every clone
+    /// shares the socket: 255 VIP workers claiming at once (each claim looks
+    /// at the interface's addresses first) would otherwise fail most claims.
+    dumps: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Netlink {
@@ -317,7 +323,10 @@ impl Netlink {
         // The task ends by itself once every `Handle` clone is dropped (the
         // unsolicited-message receiver is already gone).
         runtime.spawn(connection);
-        Ok(Self { handle })
+        Ok(Self {
+            handle,
+            dumps: Arc::default(),
+        })
     }
 
     /// Looks an interface up by name; equivalent to `ip link show dev NAME`.
@@ -449,6 +458,7 @@ impl Netlink {
     /// Whether the interface has `addr` (any prefix length), and whether vipd
     /// marked it; equivalent to `ip -d addr show dev IF to ADDR`.
     pub async fn presence(&self, ifindex: u32, addr: IpAddr) -> Result<Presence, NetlinkError> {
+        let _one_dump = self.dumps.lock().await;
         let mut request = self.handle.address().get().set_link_index_filter(ifindex);
         request.message_mut().header.family = family(addr);
         request.message_mut().header.index = ifindex;
@@ -486,6 +496,7 @@ impl Netlink {
     /// `ProcSubset=pid` hides (FIELD-NOTES 23). With several default routes
     /// the one with the lowest metric wins, as in the kernel's choice.
     pub async fn default_gateway_v4(&self) -> Result<Option<Ipv4Addr>, NetlinkError> {
+        let _one_dump = self.dumps.lock().await;
         let request = self
             .handle
             .route()
@@ -505,6 +516,7 @@ impl Netlink {
     /// Every address on every interface that carries [`VIPD_ADDRESS_PROTO`];
     /// equivalent to `ip -d addr show proto 118`.
     pub async fn marked_addresses(&self) -> Result<Vec<MarkedAddress>, NetlinkError> {
+        let _one_dump = self.dumps.lock().await;
         let addresses: Vec<AddressMessage> = self
             .handle
             .address()
@@ -626,6 +638,7 @@ impl Netlink {
     /// Every IPv4 and IPv6 route, in any table, carrying [`VIPD_ROUTE_PROTO`];
     /// equivalent to `ip route show table all proto 118` (and `ip -6 ...`).
     pub async fn marked_routes(&self) -> Result<Vec<MarkedRoute>, NetlinkError> {
+        let _one_dump = self.dumps.lock().await;
         let mut found = Vec::new();
         for request in [
             RouteMessageBuilder::<Ipv4Addr>::new().build(),
