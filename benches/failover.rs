@@ -73,7 +73,8 @@
 //!   footprint section scrapes both nodes every second while it measures;
 //! - `VIPD_BENCH_QUICK=1`: the quick defaults above;
 //! - `VIPD_BENCH_ONLY`: comma list of sections
-//!   (`cases,clients,footprint,scale255,vips1000,flood`);
+//!   (`cases,clients,footprint,scale255,vips1000,routed,flood`; `routed`
+//!   needs FRR and compares routed mode with L2 mode, vipd only);
 //! - `VIPD_BENCH_FLOOD_SECS` (default 3): each flood of the `flood` section;
 //! - the `clients` section runs each case once unless `VIPD_BENCH_RUNS` is set,
 //!   and its loss cases last `VIPD_BENCH_LOSS_SECS` (default 30);
@@ -1617,6 +1618,105 @@ fn client_link_down(kind: Kind) -> Result<ClientMeasure> {
     Ok(measure_client(kind, &bed, n2_log, t_down, t_down, end))
 }
 
+/// nftables rules that cut a node off on eth0 with its link up (a silent master).
+const CUT_ETH0: &str = "table inet vipd_bench_cut {\n\tchain i {\n\t\ttype filter hook input priority 0; policy accept;\n\t\tiifname \"eth0\" drop\n\t}\n\tchain o {\n\t\ttype filter hook output priority 0; policy accept;\n\t\toifname \"eth0\" drop\n\t}\n}\n";
+
+/// Routed mode (issue 16) beside L2 mode, vipd only, 100 ms adverts: the same
+/// failures seen from a client. Routed: the client beyond the router pings the
+/// VIP every 5 ms; the figure is the longest time without a reply, and when the
+/// router's kernel route moved to n2. L2: the client ARP-probes every 1 ms
+/// (`client_link_down`).
+fn run_routed() -> Result<Value> {
+    use common::routed::{
+        frr_installed, longest_gap_ms, probe_around, start as start_routed, RoutedLab,
+    };
+    if !frr_installed() {
+        bail!("FRR is not installed (apt-get install frr)");
+    }
+    let mut rows = Vec::new();
+    let mut row =
+        |case: &str, mode: &str, moved: Option<f64>, lost: usize, sent: usize, gap: f64| {
+            rows.push(json!({
+                "case": case, "mode": mode, "router_moved_ms": moved,
+                "lost": lost, "probes": sent, "longest_gap_ms": gap,
+            }));
+        };
+    let cases: [(&str, &str, bool); 4] = [
+        ("master link down", "link", false),
+        ("master silent, link up", "silent", false),
+        ("master silent, link up", "silent", true),
+        ("vipd drain", "drain", false),
+    ];
+    for (case, how, bfd) in cases {
+        let lab = RoutedLab::new(&format!("bnrt{how}{}", u8::from(bfd)), bfd);
+        let daemons = start_routed(&lab);
+        let (result, moved) = probe_around(
+            &lab,
+            Duration::from_secs(1),
+            Duration::from_secs(6),
+            || match how {
+                "link" => {
+                    lab.node(1).ns.ip(&["link", "set", "eth0", "down"]);
+                }
+                "silent" => lab.node(1).ns.nft(CUT_ETH0),
+                _ => {
+                    let _ = daemons[0].cli(&["drain"]);
+                }
+            },
+        );
+        let mode = if bfd {
+            "route (BGP, BFD 100 ms x 3)"
+        } else {
+            "route (BGP timers 1/3 s)"
+        };
+        row(
+            case,
+            mode,
+            Some(ms(moved)),
+            result.lost.len(),
+            result.sent as usize,
+            longest_gap_ms(&result),
+        );
+        if interrupted() {
+            bail!("interrupted");
+        }
+    }
+    let l2 = client_link_down(Kind::Vipd)?;
+    row(
+        "master link down",
+        "arp (L2, one segment)",
+        None,
+        l2.lost,
+        l2.probes,
+        l2.longest_outage_ms,
+    );
+    Ok(json!(rows))
+}
+
+fn render_routed(v: &Value, out: &mut String) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "\nrouted mode beside L2 mode (vipd, 100 ms adverts; routed: FRR 8.4 eBGP via a router, client pings every 5 ms; L2: client ARP probe every 1 ms)");
+    let Some(rows) = v.as_array() else {
+        let _ = writeln!(out, "  {v}");
+        return;
+    };
+    for r in rows {
+        let moved = r["router_moved_ms"]
+            .as_f64()
+            .map_or_else(|| "-".to_owned(), |m| format!("{m:.0} ms"));
+        let _ = writeln!(
+            out,
+            "  {:<24} {:<28} router moved {:>8}  lost {:>4}/{:<5} longest gap {:>7.1} ms",
+            r["case"].as_str().unwrap_or("?"),
+            r["mode"].as_str().unwrap_or("?"),
+            moved,
+            r["lost"],
+            r["probes"],
+            r["longest_gap_ms"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+}
+
 /// Runs every client case `runs` times for `kind`; per row, the measures of the
 /// runs that worked, and the failures.
 fn run_clients(
@@ -2022,6 +2122,19 @@ fn main() {
             });
         }
         results["vips1000"] = json!(v);
+    }
+
+    // -- routed mode beside L2 (issue 16) -----------------------------------------
+    if want("routed") && !interrupted() {
+        eprintln!("== routed mode (FRR) beside L2 mode: vipd at 100 ms");
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run_routed));
+        let v = match r {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => json!({"error": format!("{e:#}")}),
+            Err(_) => json!({"error": "panicked or interrupted"}),
+        };
+        render_routed(&v, &mut table);
+        results["routed"] = v;
     }
 
     // -- floods (issue 11) ---------------------------------------------------------

@@ -19,6 +19,7 @@ const RAW_SCHEMA: &str = include_str!("../src/config/raw.rs");
 const TABLES: &[(&str, &str)] = &[
     ("RawNode", "node"),
     ("RawInstance", "instance"),
+    ("RawRoute", "instance.route"),
     ("RawTrackScript", "instance.track_script"),
     ("RawTrackInterface", "instance.track_interface"),
     ("RawTrackFile", "instance.track_file"),

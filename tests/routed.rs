@@ -15,14 +15,10 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::routed::{frr_installed, RoutedLab, ROUTE_TABLE};
-use common::{
-    output_text, require_root, vipd_bin, wait_until, Daemon, InstanceSpec, NodeSpec, ProbeResult,
-    Prober,
+use common::routed::{
+    frr_installed, probe_around, report, start, RoutedLab, PROBE_EVERY, ROUTE_TABLE,
 };
-
-/// The client's probe spacing.
-const PROBE_EVERY: Duration = Duration::from_millis(5);
+use common::{output_text, require_root, vipd_bin, wait_until};
 
 fn ready() -> bool {
     if !require_root() {
@@ -39,92 +35,6 @@ fn ready() -> bool {
         return false;
     }
     true
-}
-
-/// Starts vipd on both nodes in routed mode, n1 preferred, and waits until the
-/// router sends the VIP's traffic to n1 and the client reaches it.
-fn start(lab: &RoutedLab) -> Vec<Daemon> {
-    let spec = |priority: u8, peer: &str| {
-        InstanceSpec::new(priority)
-            .vip(lab.vip.clone())
-            .peers(&[peer])
-            .extra("max_hops = 2")
-            .extra("announce = \"route\"")
-            .extra(&format!(
-                "route = {{ table = {ROUTE_TABLE}, metric = 100, withdraw_delay = \"500ms\" }}"
-            ))
-    };
-    let daemons = vec![
-        Daemon::start(lab.node(1), NodeSpec::new("n1", spec(200, &lab.node(2).v4))),
-        Daemon::start(lab.node(2), NodeSpec::new("n2", spec(100, &lab.node(1).v4))),
-    ];
-    let took = wait_until(
-        "the router routes the VIP to n1",
-        Duration::from_secs(30),
-        || lab.routed_to() == Some(1),
-    );
-    eprintln!(
-        "router routes {} to n1 after {} ms",
-        lab.vip,
-        took.as_millis()
-    );
-    // `vipd status` names the mode.
-    let status = output_text(&daemons[0].cli(&["status"]));
-    assert!(
-        status.contains(&format!("route table {ROUTE_TABLE} metric 100")),
-        "vipd status does not show routed mode:\n{status}"
-    );
-    wait_until(
-        "the client reaches the VIP",
-        Duration::from_secs(10),
-        || lab.client.ping(lab.vip_addr()),
-    );
-    daemons
-}
-
-/// Probes for `total`, running `event` after `lead`; returns what the client
-/// saw and how long after the event started the router routed the VIP to n2
-/// (to within the 10 ms poll).
-fn probe_around(
-    lab: &RoutedLab,
-    lead: Duration,
-    total: Duration,
-    event: impl FnOnce(),
-) -> (ProbeResult, Duration) {
-    let count = (total.as_millis() / PROBE_EVERY.as_millis()) as u32;
-    let prober = Prober::start(&lab.client, lab.vip_addr(), PROBE_EVERY, count);
-    std::thread::sleep(lead);
-    // From the event's start: a clean-up or drain may return after the move.
-    let start = std::time::Instant::now();
-    event();
-    wait_until(
-        "the router routes the VIP to n2",
-        Duration::from_secs(30),
-        || lab.routed_to() == Some(2),
-    );
-    let moved = start.elapsed();
-    (prober.finish(), moved)
-}
-
-/// The longest time between two replies, in ms: how long the client could not
-/// reach the VIP.
-fn longest_gap_ms(result: &ProbeResult) -> f64 {
-    let times: Vec<f64> = result.replies.values().copied().collect();
-    times
-        .windows(2)
-        .map(|w| (w[1] - w[0]) * 1000.0)
-        .fold(0.0, f64::max)
-}
-
-fn report(case: &str, result: &ProbeResult, moved: Duration) {
-    eprintln!(
-        "[routed] {case}: router moved to n2 after {} ms; client: {} of {} probes lost ({}), longest gap {:.0} ms",
-        moved.as_millis(),
-        result.lost.len(),
-        result.sent,
-        result.describe_lost(PROBE_EVERY),
-        longest_gap_ms(result)
-    );
 }
 
 /// The master's link goes down (carrier lost on both ends): the router's
