@@ -84,15 +84,7 @@ async fn connect_and_send(path: &Path, request: Request) -> Result<UnixStream, C
     let mut stream = UnixStream::connect(path)
         .await
         .map_err(|error| connect_error(path, error))?;
-    let envelope = RequestEnvelope {
-        version: PROTOCOL_VERSION,
-        request,
-    };
-    let mut line = serde_json::to_vec(&envelope).map_err(|e| ControlError::Protocol {
-        path: path.to_owned(),
-        message: format!("cannot serialise the request: {e}"),
-    })?;
-    line.push(b'\n');
+    let line = request_line(path, request)?;
     stream
         .write_all(&line)
         .await
@@ -138,6 +130,20 @@ async fn read_line(
         })
 }
 
+/// `request` in its envelope, as one newline-terminated JSON line.
+fn request_line(path: &Path, request: Request) -> Result<Vec<u8>, ControlError> {
+    let envelope = RequestEnvelope {
+        version: PROTOCOL_VERSION,
+        request,
+    };
+    let mut line = serde_json::to_vec(&envelope).map_err(|e| ControlError::Protocol {
+        path: path.to_owned(),
+        message: format!("cannot serialise the request: {e}"),
+    })?;
+    line.push(b'\n');
+    Ok(line)
+}
+
 /// The error for a failed connect: not running, not allowed, or other IO.
 fn connect_error(path: &Path, error: io::Error) -> ControlError {
     match error.kind() {
@@ -163,15 +169,7 @@ async fn call_inner(path: &Path, request: Request) -> Result<Response, ControlEr
     let mut stream = UnixStream::connect(path)
         .await
         .map_err(|error| connect_error(path, error))?;
-    let envelope = RequestEnvelope {
-        version: PROTOCOL_VERSION,
-        request,
-    };
-    let mut line = serde_json::to_vec(&envelope).map_err(|e| ControlError::Protocol {
-        path: path.to_owned(),
-        message: format!("cannot serialise the request: {e}"),
-    })?;
-    line.push(b'\n');
+    let line = request_line(path, request)?;
     if let Err(error) = stream.write_all(&line).await {
         // The server may have answered and closed early (busy, refused): its
         // answer, if any, says more than the broken pipe.
