@@ -47,20 +47,12 @@ impl Tracker {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{self, GuardConfig, GuardMethod, InstanceConfig, TrackScript, Witness};
+    use crate::config::{GuardConfig, GuardMethod, TrackScript, Witness};
+    use crate::health::tests::instance;
     use crate::health::{CheckEvent, RunOutcome};
-
-    fn instance() -> InstanceConfig {
-        let text = "[node]\nname = \"n1\"\n[[instance]]\nname = \"db\"\ninterface = \"eth0\"\ngroup = 1\npriority = 100\nvips = [\"10.0.0.1/24\"]\nauth = \"none\"\n";
-        config::from_toml(text, Path::new("/x.toml"))
-            .unwrap()
-            .instances
-            .remove(0)
-    }
 
     fn script(name: &str, weight: Option<i32>) -> TrackScript {
         TrackScript {

@@ -771,7 +771,8 @@ mod tests {
     use crate::config::{self, TrackInterface};
     use std::path::PathBuf;
 
-    fn instance() -> InstanceConfig {
+    /// A minimal instance; also used by `carry`'s tests.
+    pub(super) fn instance() -> InstanceConfig {
         let text = "[node]\nname = \"n1\"\n[[instance]]\nname = \"db\"\ninterface = \"eth0\"\ngroup = 1\npriority = 100\nvips = [\"10.0.0.1/24\"]\nauth = \"none\"\n";
         config::from_toml(text, Path::new("/x.toml"))
             .unwrap()
