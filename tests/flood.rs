@@ -16,7 +16,8 @@
 //! are there because a unicast instance would see them.
 //!
 //! Asserted, per phase and over both: n2 never becomes master (its log and its
-//! `vipd status`), n1 stays the sole holder of the VIP, n1's control socket
+//! `vipd status`) and accepts every advert n1 sends (but one at each end of
+//! the counting window), n1 stays the sole holder of the VIP, n1's control socket
 //! answers `vipd status` within 1 s every time it is asked (every ~100 ms), and
 //! n1's log gains at most [`REJECT_LINES_MAX`] "rejected adverts" lines over the
 //! 10 s of flood. Printed (`--nocapture`): the rate offered, n1's CPU time, the
@@ -36,6 +37,10 @@ use common::*;
 
 /// Each phase of the flood.
 const FLOOD_FOR: Duration = Duration::from_secs(5);
+/// How many of the master's adverts the backup may miss per phase: one at each
+/// end of the window its counters are read over. Junk must not crowd out any
+/// other (`transport::Inbox`'s known lane, and the 4 MiB receive buffer).
+const MISSED_ADVERTS_MAX: u64 = 2;
 /// How long `vipd status` may take on the flooded master.
 const STATUS_BOUND: Duration = Duration::from_secs(1);
 /// "rejected adverts" lines n1 may write over both phases (10 s): the first
@@ -64,6 +69,10 @@ struct Phase {
     n1_other_lines: Vec<String>,
     gap_ms: f64,
     adverts: usize,
+    /// n1's adverts sent over the phase, and how many of them n2 accepted
+    /// (`vipd status --json`, read before and after).
+    n1_sent: u64,
+    n2_accepted: u64,
     /// Moments when n1 was not the sole holder or n2 said it was master.
     violations: Vec<String>,
 }
@@ -74,7 +83,7 @@ impl Phase {
             "[flood] {}: offered {}\n[flood] {}: n1 CPU {:.2} s over {:.2} s ({:.0} % of a core), n2 CPU {:.2} s; \
              `vipd status` on n1: {} calls, {} failed, slowest {} ms; n1 wrote {} log lines ({} \"{REJECT_LINE}\"), \
              n2 {} \"{REJECT_LINE}\"; n2 took over {} times; n1 changed state {} times; \
-             longest gap between n1's adverts at n2: {:.1} ms ({} adverts)",
+             longest gap between n1's adverts at n2: {:.1} ms ({} adverts); n2 accepted {} of the {} adverts n1 sent",
             self.name,
             self.report.describe(),
             self.name,
@@ -92,11 +101,21 @@ impl Phase {
             self.n1_state_changes,
             self.gap_ms,
             self.adverts,
+            self.n2_accepted,
+            self.n1_sent,
         );
         for line in &self.n1_other_lines {
             eprintln!("[flood] {}: n1 also wrote: {line}", self.name);
         }
     }
+}
+
+/// A counter of the first instance from `vipd status --json` (0 if unreadable).
+fn counter_of(daemon: &Daemon, key: &str) -> u64 {
+    daemon
+        .status_json()
+        .and_then(|s| s["instances"][0][key].as_u64())
+        .unwrap_or(0)
 }
 
 /// The first instance's state from `vipd status --json`.
@@ -124,6 +143,13 @@ fn run_phase(
         n1_log.lines().count(),
         [cpu_seconds(&pids[..1]), cpu_seconds(&pids[1..])],
     );
+    let counters = || {
+        (
+            counter_of(&daemons[0], "adverts_sent"),
+            counter_of(&daemons[1], "adverts_received"),
+        )
+    };
+    let (sent0, accepted0) = counters();
     let t0 = unix_now();
     let started = Instant::now();
     let flood = Flood::start(spec).expect("start the flood");
@@ -172,6 +198,7 @@ fn run_phase(
     let cpu1 = [cpu_seconds(&pids[..1]), cpu_seconds(&pids[1..])];
     // Let summaries due at the end land, and the kernel deliver the last adverts.
     thread::sleep(Duration::from_millis(300));
+    let (sent1, accepted1) = counters();
     let (n1_log, n2_log) = (daemons[0].log(), daemons[1].log());
     let (gap_ms, adverts) = watch.longest_gap_ms(t0, t1);
     Phase {
@@ -197,6 +224,8 @@ fn run_phase(
             .collect(),
         gap_ms,
         adverts,
+        n1_sent: sent1.saturating_sub(sent0),
+        n2_accepted: accepted1.saturating_sub(accepted0),
         violations,
     }
 }
@@ -286,6 +315,16 @@ fn a_flood_of_junk_adverts_starves_nothing_and_logs_a_summary() {
             0,
             "{}: n2 took over (spurious takeover){}",
             p.name,
+            logs_for_panic()
+        );
+        // The two counters are read a few ms apart: one advert may be counted
+        // as sent and not yet as accepted, at each end.
+        assert!(
+            p.n2_accepted + MISSED_ADVERTS_MAX >= p.n1_sent,
+            "{}: n2 accepted only {} of the {} adverts n1 sent (junk crowded them out){}",
+            p.name,
+            p.n2_accepted,
+            p.n1_sent,
             logs_for_panic()
         );
         assert_eq!(

@@ -8,13 +8,14 @@
 //! - an [`AdvertSender`]: `send(&[u8])` hands one encoded advert to every
 //!   destination of the instance. It never blocks: a full socket buffer drops the
 //!   advert (and counts it); the next one goes a period later.
-//! - a [`tokio::sync::mpsc::Receiver<Datagram>`]: the raw datagrams addressed to
-//!   the instance's group, with their source address, already past the TTL check
-//!   and (unicast) the peer filter. Decoding and authentication are the
-//!   instance's job.
+//! - an [`Inbox`]: the raw datagrams addressed to the instance's group, with
+//!   their source address, already past the TTL check and (unicast) the peer
+//!   filter, in two lanes: sources the instance has authenticated before, read
+//!   first, and the rest (so a flood of junk cannot crowd out the peers'
+//!   adverts). Decoding and authentication are the instance's job.
 //!
-//! Tests (or a turmoil simulation) can build a [`Channel`] from any sender and an
-//! mpsc pair; [`Transports`] builds real ones on sockets.
+//! Tests (or a turmoil simulation) can build a [`Channel`] from any sender and
+//! [`Inbox::channel`]; [`Transports`] builds real ones on sockets.
 //!
 //! # Sockets
 //!
@@ -124,9 +125,94 @@ pub trait AdvertSender: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct Channel {
     pub sender: Arc<dyn AdvertSender>,
-    pub inbox: mpsc::Receiver<Datagram>,
+    pub inbox: Inbox,
     /// Keeps the instance subscribed; dropping it frees the group id on the socket.
     pub subscription: Option<Subscription>,
+}
+
+/// How many datagrams from known sources may wait in their own lane.
+pub const KNOWN_LANE_CAPACITY: usize = 32;
+
+/// How many source addresses an instance may mark as known (its peers'
+/// addresses; more only after renumbering, and then the lane is an
+/// optimisation the rest of the sources go without).
+pub const KNOWN_SOURCES_MAX: usize = 16;
+
+/// The datagrams waiting for one instance, in two lanes.
+///
+/// Under a flood of junk (forged adverts from many source addresses), the
+/// instance falls behind and its inbox fills; a datagram that finds it full
+/// is dropped, and if the master's advert is among the dropped ones three
+/// times in a row the backup takes over although the master is alive. So
+/// datagrams from sources the instance has authenticated before
+/// ([`Subscription::learn_source`]) go into a small lane of their own, which
+/// the instance reads first: junk from other addresses can no longer crowd
+/// out the peers' adverts. A forger who also spoofs a peer's address only
+/// shares that peer's lane (and fills it at worst; the overflow then goes to
+/// the other lane, as before).
+#[derive(Debug)]
+pub struct Inbox {
+    known: mpsc::Receiver<Datagram>,
+    other: mpsc::Receiver<Datagram>,
+}
+
+/// The sending half of an [`Inbox`].
+#[derive(Debug, Clone)]
+pub struct InboxSender {
+    known: mpsc::Sender<Datagram>,
+    other: mpsc::Sender<Datagram>,
+}
+
+impl Inbox {
+    /// A new inbox and its sender (tests and simulations feed it directly).
+    pub fn channel() -> (InboxSender, Self) {
+        let (known_tx, known) = mpsc::channel(KNOWN_LANE_CAPACITY);
+        let (other_tx, other) = mpsc::channel(INBOX_CAPACITY);
+        (
+            InboxSender {
+                known: known_tx,
+                other: other_tx,
+            },
+            Self { known, other },
+        )
+    }
+
+    /// The next datagram, known sources first; `None` once the sender is gone
+    /// and both lanes are empty.
+    pub async fn recv(&mut self) -> Option<Datagram> {
+        tokio::select! {
+            biased;
+            Some(d) = self.known.recv() => Some(d),
+            d = self.other.recv() => match d {
+                Some(d) => Some(d),
+                None => self.known.recv().await,
+            },
+        }
+    }
+
+    /// A datagram waiting now, known sources first.
+    pub fn try_recv(&mut self) -> Option<Datagram> {
+        self.known
+            .try_recv()
+            .ok()
+            .or_else(|| self.other.try_recv().ok())
+    }
+}
+
+impl InboxSender {
+    /// Queues `datagram` without waiting: in the known lane when `known` (and
+    /// it has room), else in the other. Hands it back when there is no room.
+    pub fn try_send(&self, datagram: Datagram, known: bool) -> Result<(), Datagram> {
+        let datagram = if known {
+            match self.known.try_send(datagram) {
+                Ok(()) => return Ok(()),
+                Err(e) => e.into_inner(),
+            }
+        } else {
+            datagram
+        };
+        self.other.try_send(datagram).map_err(|e| e.into_inner())
+    }
 }
 
 /// Counters of one socket, shared by the instances on it.
@@ -186,7 +272,10 @@ impl SocketKey {
 /// A subscriber of one socket: where its datagrams go and, for unicast, whom it hears.
 #[derive(Debug)]
 struct Subscriber {
-    inbox: mpsc::Sender<Datagram>,
+    inbox: InboxSender,
+    /// Sources the instance authenticated adverts from: their datagrams use
+    /// the inbox's known lane.
+    known_sources: HashSet<IpAddr>,
     /// `Some` for unicast: only these sources are accepted.
     peers: Option<HashSet<IpAddr>>,
     rejects: Arc<RejectCounters>,
@@ -212,6 +301,24 @@ pub struct Subscription {
     group: u8,
     /// Which socket, so a retarget knows whether it may stay.
     key: SocketKey,
+}
+
+impl Subscription {
+    /// Marks `source` as an address the instance authenticated an advert
+    /// from: its later datagrams go to the inbox's known lane. At most
+    /// [`KNOWN_SOURCES_MAX`] addresses are kept; later ones are ignored.
+    pub fn learn_source(&self, source: IpAddr) {
+        let mut subs = self
+            .shared
+            .subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(sub) = subs.get_mut(&self.group) {
+            if sub.known_sources.len() < KNOWN_SOURCES_MAX {
+                sub.known_sources.insert(unmapped(source));
+            }
+        }
+    }
 }
 
 impl Drop for Subscription {
@@ -302,7 +409,7 @@ impl Transports {
                 }
             }
         };
-        let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+        let (tx, rx) = Inbox::channel();
         {
             let mut subs = shared
                 .subscribers
@@ -319,6 +426,7 @@ impl Transports {
                 endpoint.group,
                 Subscriber {
                     inbox: tx,
+                    known_sources: HashSet::new(),
                     peers: unicast.then(|| endpoint.peers.iter().copied().collect()),
                     rejects: Arc::clone(&endpoint.rejects),
                     min_ttl: endpoint.min_ttl,
@@ -396,7 +504,7 @@ impl Transports {
         } = std::mem::replace(channel, fresh);
         drop(subscription);
         let mut queued = Vec::new();
-        while let Ok(d) = inbox.try_recv() {
+        while let Some(d) = inbox.try_recv() {
             queued.push(d);
         }
         Ok(queued)
@@ -511,6 +619,7 @@ fn base_socket(endpoint: &Endpoint, ipv6: bool) -> Result<Socket, TransportError
         Some(Protocol::UDP),
     )
     .map_err(fail("creating the socket"))?;
+    set_receive_buffer(&socket);
     // No SO_REUSEADDR (nor SO_REUSEPORT): with it, any local user could bind
     // a more specific address on our port and take the adverts, and the node
     // would hear nobody and take over (FIELD-NOTES 22). Without it such a bind
@@ -602,6 +711,27 @@ fn open_unicast(endpoint: &Endpoint) -> Result<Socket, TransportError> {
             source,
         })?;
     Ok(socket)
+}
+
+/// The receive buffer asked for each advert socket.
+///
+/// The kernel's default (`net.core.rmem_default`, ~208 KiB) holds about 200
+/// small datagrams: under a flood of 300,000 junk datagrams a second that is
+/// under a millisecond, so any moment the daemon is not scheduled drops
+/// datagrams at random — the master's adverts among them, and three lost in
+/// a row make the backup take over. 4 MiB holds several thousand, i.e. more
+/// than ten milliseconds of such a flood. Kernel memory, used only while
+/// datagrams wait; a quiet socket holds none.
+pub const RECEIVE_BUFFER_BYTES: usize = 4 << 20;
+
+/// Sets [`RECEIVE_BUFFER_BYTES`]: `SO_RCVBUFFORCE` (CAP_NET_ADMIN, which the
+/// daemon has) goes past `net.core.rmem_max`; without the capability,
+/// `SO_RCVBUF` gets what `rmem_max` allows. Neither failing is an error: the
+/// socket works with the default, only floods hurt it sooner.
+fn set_receive_buffer(socket: &Socket) {
+    if nixsock::setsockopt(socket, nixsock::sockopt::RcvBufForce, &RECEIVE_BUFFER_BYTES).is_err() {
+        let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER_BYTES);
+    }
 }
 
 /// Registers the socket with the runtime's reactor, for reading only (sends never wait).
@@ -821,7 +951,8 @@ fn dispatch(shared: &Shared, buf: &[u8], received: Received) {
         bytes: bytes.to_vec(),
         source: SocketAddr::new(source_ip, received.source.port()),
     };
-    if sub.inbox.try_send(datagram).is_err() {
+    let known = sub.known_sources.contains(&source_ip);
+    if sub.inbox.try_send(datagram, known).is_err() {
         shared.counters.inbox_full.fetch_add(1, Ordering::Relaxed);
         sub.rejects.count(Rejection::InboxFull);
     }
@@ -831,5 +962,55 @@ fn unmapped(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn datagram(from: [u8; 4]) -> Datagram {
+        Datagram {
+            bytes: vec![0; 8],
+            source: SocketAddr::from((from, 5880)),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_inbox_still_takes_and_first_serves_a_known_source() {
+        let (tx, mut inbox) = Inbox::channel();
+        let junk = [10, 0, 0, 99];
+        let peer = [10, 0, 0, 1];
+        let mut dropped = 0;
+        for _ in 0..INBOX_CAPACITY + 100 {
+            if tx.try_send(datagram(junk), false).is_err() {
+                dropped += 1;
+            }
+        }
+        assert_eq!(dropped, 100, "the other lane holds INBOX_CAPACITY");
+        tx.try_send(datagram(peer), true)
+            .expect("the known lane has room while the other is full");
+        let first = inbox.recv().await.expect("a datagram");
+        assert_eq!(first.source.ip(), IpAddr::from(peer), "known sources first");
+        assert_eq!(
+            inbox.try_recv().map(|d| d.source.ip()),
+            Some(IpAddr::from(junk))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_known_lane_overflows_into_the_other() {
+        let (tx, mut inbox) = Inbox::channel();
+        for _ in 0..KNOWN_LANE_CAPACITY + 3 {
+            tx.try_send(datagram([10, 0, 0, 1]), true)
+                .expect("overflow goes to the other lane");
+        }
+        let mut n = 0;
+        while inbox.try_recv().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, KNOWN_LANE_CAPACITY + 3);
+        drop(tx);
+        assert!(inbox.recv().await.is_none(), "closed and empty");
     }
 }

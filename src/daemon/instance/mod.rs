@@ -41,7 +41,7 @@ use crate::election::{Action, Command, CommandError, Election, Notice, State};
 use crate::health::notify::Notifier;
 use crate::health::{CheckEvent, SyncEntry, Tracker};
 use crate::net::netlink::{NetEvent, Netlink};
-use crate::net::transport::{Channel, Datagram, SendError, INBOX_CAPACITY};
+use crate::net::transport::{Channel, Datagram, SendError, INBOX_CAPACITY, KNOWN_LANE_CAPACITY};
 use crate::wire::{self, Advert, ReplayGuard};
 
 /// The daemon's clock: tokio's, as a std `Instant` for the election.
@@ -272,11 +272,18 @@ impl Instance {
                 Wake::Timer => {
                     // Adverts already queued count before a deadline: after a
                     // scheduling stall the master's adverts wait in the inbox
-                    // together with our takeover timer, and must win.
-                    for _ in 0..INBOX_CAPACITY {
+                    // together with our takeover timer, and must win. A master
+                    // has no takeover to cancel, so under a flood its own
+                    // advert is not delayed by reading junk first.
+                    let queued = if self.election.state() == State::Master {
+                        KNOWN_LANE_CAPACITY
+                    } else {
+                        KNOWN_LANE_CAPACITY + INBOX_CAPACITY
+                    };
+                    for _ in 0..queued {
                         match self.channel.inbox.try_recv() {
-                            Ok(d) => self.on_datagram(now, d),
-                            Err(_) => break,
+                            Some(d) => self.on_datagram(now, d),
+                            None => break,
                         }
                     }
                     self.election.handle_timeout(now);
@@ -468,7 +475,13 @@ impl Instance {
             let known: HashSet<u64> = self.election.peers().map(|p| p.node_id).collect();
             self.sources.retain(|id, _| known.contains(id));
         }
-        self.sources.insert(advert.body.node_id, source);
+        if self.sources.insert(advert.body.node_id, source) != Some(source) {
+            // Authenticated and fresh: this address's datagrams may skip the
+            // queue of junk from now on (see `transport::Inbox`).
+            if let Some(subscription) = &self.channel.subscription {
+                subscription.learn_source(source);
+            }
+        }
         if self.peer_versions.len() >= 1024
             && !self.peer_versions.contains_key(&advert.body.node_id)
         {
