@@ -359,7 +359,7 @@ impl Netlink {
 
     /// Adds `addr/prefix_len` to the interface, marked with
     /// [`VIPD_ADDRESS_PROTO`]; equivalent to
-    /// `ip addr replace ADDR/PLEN dev IF proto 118` (plus `nodad` for IPv6).
+    /// `ip addr add ADDR/PLEN dev IF proto 118` (plus `nodad` for IPv6).
     ///
     /// Idempotent: claiming an address vipd already marked succeeds. An
     /// address already there *without* the marker belongs to an administrator
@@ -375,14 +375,11 @@ impl Netlink {
         prefix_len: u8,
     ) -> Result<Claimed, NetlinkError> {
         check_prefix("claiming", ifindex, addr, prefix_len)?;
-        if markers_supported() && self.presence(ifindex, addr).await? == Presence::Unmarked {
-            return Ok(Claimed::LeftAlone);
-        }
-        let mut request = self
-            .handle
-            .address()
-            .add(ifindex, addr, prefix_len)
-            .replace();
+        // Exclusive create (not replace): a takeover is one request, and only
+        // an address already there (ours from before, or an administrator's)
+        // costs the dump that tells which. Replace would have stamped our
+        // marker onto an administrator's address.
+        let mut request = self.handle.address().add(ifindex, addr, prefix_len);
         let message = request.message_mut();
         message
             .attributes
@@ -399,7 +396,14 @@ impl Netlink {
         }
         match request.execute().await {
             Ok(()) => Ok(Claimed::Marked),
-            Err(source) if errno(&source) == Some(EEXIST) => Ok(Claimed::Marked),
+            Err(source) if errno(&source) == Some(EEXIST) => {
+                if markers_supported() && self.presence(ifindex, addr).await? == Presence::Unmarked
+                {
+                    Ok(Claimed::LeftAlone)
+                } else {
+                    Ok(Claimed::Marked)
+                }
+            }
             Err(source) => Err(NetlinkError::Claim {
                 ifindex,
                 addr,

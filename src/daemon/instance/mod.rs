@@ -11,6 +11,7 @@
 //! the advert path), other instances (only through the sync board), and any
 //! rule of the election (it feeds inputs and carries out actions).
 
+mod deadline;
 mod identity;
 mod rejects;
 mod replay;
@@ -192,29 +193,14 @@ impl Instance {
         let mut inbox_open = true;
         let mut back_open = true;
         // One timer for the task's life, moved only when the election's next
-        // deadline moves: a new timer per wake-up costs a deregistration and a
-        // registration in the runtime's timer wheel on every advert.
-        let far_future =
-            || tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
-        let timer = tokio::time::sleep_until(far_future());
-        tokio::pin!(timer);
-        let mut armed: Option<Instant> = None;
+        // deadline moves (see `deadline` for why a timerfd).
+        let mut timer = deadline::DeadlineTimer::new(&name);
         loop {
             let deadline = self.election.poll_timeout();
-            if deadline != armed || (timer.is_elapsed() && deadline.is_some()) {
-                armed = deadline;
-                timer.as_mut().reset(match deadline {
-                    Some(d) => tokio::time::Instant::from_std(d),
-                    None => far_future(),
-                });
+            if deadline != timer.armed() {
+                timer.set(deadline);
             }
-            let sleep = async {
-                if deadline.is_some() {
-                    timer.as_mut().await;
-                } else {
-                    std::future::pending::<()>().await;
-                }
-            };
+            let sleep = timer.expired();
             // Wait for the next input, then read the clock once: every handler
             // of this wake-up sees the same `now` (tokio's clock, so a test with
             // paused time drives it).
