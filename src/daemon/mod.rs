@@ -39,7 +39,10 @@
 //!   marked-address sweeps.
 //! - `reload.rs`: the pure reload plan (keep, update in place, restart, stop,
 //!   start), unit-tested without root.
-//! - `state.rs`: the state directory (boot id, drain records).
+//! - `state.rs`: the state directory (boot id, drain records, the replay
+//!   checkpoint's file format).
+//! - `replay_book.rs`: every instance's replay marks and the one task that
+//!   writes them as the node's replay checkpoint.
 //! - `cleanup.rs`: `vipd cleanup`, the unit's `ExecStopPost`: removes the marked
 //!   addresses a dead daemon left.
 //!
