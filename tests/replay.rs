@@ -6,7 +6,7 @@
 //! wire (a UDP socket joined to the group), and after n1 died plays them back to
 //! the group in order, again and again, with TTL 255 — exactly the bytes n1
 //! signed, so they pass the HMAC. Without the state directory's replay
-//! checkpoint a restarted n2 accepts the run once (each advert is newer than the
+//! checkpoint (`state/replay`; `state/db.replay` before it) a restarted n2 accepts the run once (each advert is newer than the
 //! one before) and stays backup behind the dead master for as long as the run
 //! lasts; with it, every one is a replay and n2 takes over on time.
 
@@ -152,9 +152,20 @@ fn a_restarted_node_rejects_old_adverts_of_a_dead_master() {
         _ => unreachable!("two nodes"),
     };
     n2.sigterm();
-    let checkpoint = n2.dir.join("state/db.replay");
+    let checkpoint = n2.dir.join("state/replay");
     let text = std::fs::read_to_string(&checkpoint).expect("n2 wrote a replay checkpoint");
     eprintln!("[replay] n2's checkpoint after SIGTERM:\n{text}");
+    assert!(text.contains("\ninstance db\n"), "{text}");
+    // As the release before the node-wide file would have left it: one file per
+    // instance (v1). The restarted n2 must read it, and replace it.
+    let old_checkpoint = n2.dir.join("state/db.replay");
+    let v1: String = text
+        .lines()
+        .filter(|l| !l.starts_with("instance"))
+        .map(|l| format!("{}\n", l.replace(" v2", " v1")))
+        .collect();
+    std::fs::write(&old_checkpoint, &v1).expect("write the v1 checkpoint");
+    std::fs::remove_file(&checkpoint).expect("remove the node-wide checkpoint");
     n1.kill9();
     // The dead host: its leftover VIP must not answer for it.
     lab.node(1).link(false);
@@ -183,6 +194,11 @@ fn a_restarted_node_rejects_old_adverts_of_a_dead_master() {
         "n2 stays master while the old adverts keep coming",
         Duration::from_secs(2),
         || lab.node(2).holds(&vip),
+    );
+    wait_until(
+        "the restarted n2 moved its v1 checkpoint into the node-wide one",
+        Duration::from_secs(5),
+        || checkpoint.exists() && !old_checkpoint.exists(),
     );
     let (failures, logged) = replays_rejected(n2);
     eprintln!("[replay] n2: auth_failures = {failures}, log names replays: {logged}");
@@ -218,9 +234,10 @@ fn a_restarted_node_rejects_old_adverts_of_a_dead_master() {
         ms(followed_for.elapsed())
     );
 
-    // A crash (SIGKILL: no shutdown checkpoint) more than a checkpoint interval
-    // after the last accepted advert of n1: the periodic checkpoint covers it.
-    thread::sleep(Duration::from_millis(1_500));
+    // A crash (SIGKILL: no shutdown checkpoint) more than the crash window (half
+    // a snapshot interval, a write interval and an advert interval: ~1.6 s) after
+    // the last accepted advert of n1: the periodic checkpoint covers it.
+    thread::sleep(Duration::from_millis(2_500));
     n2.kill9();
     let _ = lab
         .node(2)

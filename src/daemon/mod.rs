@@ -39,7 +39,10 @@
 //!   marked-address sweeps.
 //! - `reload.rs`: the pure reload plan (keep, update in place, restart, stop,
 //!   start), unit-tested without root.
-//! - `state.rs`: the state directory (boot id, drain records).
+//! - `state.rs`: the state directory (boot id, drain records, the replay
+//!   checkpoint's file format).
+//! - `replay_book.rs`: every instance's replay marks and the one task that
+//!   writes them as the node's replay checkpoint.
 //! - `cleanup.rs`: `vipd cleanup`, the unit's `ExecStopPost`: removes the marked
 //!   addresses a dead daemon left.
 //!
@@ -58,6 +61,7 @@ mod cleanup;
 mod instance;
 mod metrics_endpoint;
 mod reload;
+mod replay_book;
 mod state;
 mod supervisor;
 mod vips;
@@ -82,6 +86,7 @@ use crate::metrics::Metrics;
 use crate::net::netlink::{self, NetEvent, Netlink, NetlinkError};
 use crate::net::transport::{TransportError, Transports};
 use metrics_endpoint::MetricsEndpoint;
+use replay_book::ReplayBook;
 use state::StateDir;
 use supervisor::{start_watchdog, Shared, Supervisor};
 use vips::{release_marked, remove_stale_vips};
@@ -203,6 +208,10 @@ pub async fn run(
             source,
         })?;
 
+    let (replay_book, replay_writer) = ReplayBook::start(
+        state.clone(),
+        config.instances.iter().map(|i| i.name.as_str()),
+    );
     let shared = Arc::new(Shared {
         node: config.node.clone(),
         boot_id,
@@ -214,6 +223,7 @@ pub async fn run(
         sync: watch::Sender::new(BTreeMap::new()),
         metrics: Arc::new(Metrics::new(supervisor::unix_now())),
         events: broadcast::channel(EVENT_QUEUE).0,
+        replay_book,
     });
 
     let mut daemon = Supervisor {
@@ -266,6 +276,7 @@ pub async fn run(
             daemon.stop_all().await;
             release_marked(&netlink).await;
             fanout.abort();
+            replay_writer.abort();
             return Err(e);
         }
     };
@@ -335,6 +346,8 @@ pub async fn run(
         }
     }
     fanout.abort();
+    // The instances flushed their final snapshots as they stopped.
+    replay_writer.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -9,36 +9,53 @@
 //!   until it exits (the kernel drops it with the process, also after SIGKILL).
 //!   A second `vipd run` on the same node — an easy slip while the service runs
 //!   — fails there, naming the running pid, and changes nothing (FIELD-NOTES 20).
-//! - `<instance>.replay`: the replay checkpoint, each peer's newest (boot id,
-//!   sequence) the instance accepted, so that a restarted node does not accept
-//!   adverts older than those it accepted before: an old capture cannot make it
-//!   follow a dead master (issue 11).
+//! - `replay`: the node's replay checkpoint, for every instance each peer's
+//!   newest (boot id, sequence) it accepted, so that a restarted node does not
+//!   accept adverts older than those it accepted before: an old capture cannot
+//!   make it follow a dead master (issue 11).
+//! - `<instance>.replay`: the same, one file per instance, as releases before
+//!   the node-wide file wrote it (format v1). Read only as a fallback for an
+//!   instance the node-wide file does not hold; removed once a node-wide file
+//!   holding that instance has been written.
 //!
 //! # The replay checkpoint
 //!
-//! The replay guard runs in memory (a hash lookup per advert). The instance
-//! writes a checkpoint off the advert path (a background task, a blocking-pool
-//! thread): at once when a peer is first heard or its boot id changes, otherwise
-//! at most every [`REPLAY_CHECKPOINT_EVERY`], and at clean shutdown. Each write is
-//! atomic and durable: a `.tmp` file, `fsync`, `rename` over the old one, `fsync`
-//! of the directory, so a crash leaves the old checkpoint or the new one, never a
-//! mixture. At 100 adverts/s that is one small write a second per instance.
+//! The replay guard runs in memory (a hash lookup per advert). Each instance
+//! hands a snapshot of its guard to the node's replay book
+//! (`daemon::replay_book`) off the advert path: at once when a peer is first
+//! heard or its boot id changes, otherwise at most every half
+//! [`REPLAY_CHECKPOINT_EVERY`], and at clean shutdown. One writer task for the
+//! whole node writes the book into one file, on a blocking-pool thread: at once
+//! for a new peer or boot id or a shutdown, otherwise at most every
+//! [`REPLAY_CHECKPOINT_EVERY`], one write in flight, snapshots that arrive
+//! meanwhile coalesced into the next write. Each write is atomic and durable: a
+//! `.tmp` file, `fsync`, `rename` over the old one, `fsync` of the directory, so
+//! a crash leaves the old checkpoint or the new one, never a mixture. However
+//! many instances run, that is one small write a second per node (one per
+//! instance, 255 threads doing fsync and rename in one directory each second,
+//! cost 6 % of a core at 255 instances).
 //!
 //! What remains after a crash (not a clean stop): adverts accepted after the last
-//! checkpoint. A capture of those is accepted once more by the restarted node,
-//! each at most once, in increasing order, and only until the real peer is heard
-//! again. The window is bounded — at most one checkpoint interval plus one advert
-//! interval of the peer's current boot, i.e. `1 s / advert_interval + 1` adverts —
-//! because the checkpoint is refreshed at least that often while adverts are
-//! accepted. Adverts of a peer's earlier boots are out of reach as soon as its new
-//! boot is checkpointed, which is written the moment that boot is heard.
+//! written checkpoint. A capture of those is accepted once more by the restarted
+//! node, each at most once, in increasing order, and only until the real peer is
+//! heard again. The window is bounded: an accepted advert is in the instance's
+//! snapshot at its first wake-up half an interval after the previous snapshot
+//! (at most half [`REPLAY_CHECKPOINT_EVERY`] plus one advert interval, since the
+//! instance wakes at least once per advert interval), and the snapshot is on disk
+//! within one more [`REPLAY_CHECKPOINT_EVERY`] plus the write's own duration. So
+//! at most about 1.5 s plus one advert interval of the peer's current boot, i.e.
+//! `1.5 s / advert_interval + 1` adverts (with a slow disk, plus how long its
+//! write takes). Adverts of a peer's earlier boots are out of reach as soon as its
+//! new boot is checkpointed, which is written the moment that boot is heard.
 //!
-//! A checkpoint that is missing (first start) gives an empty guard; one that
-//! cannot be read or parsed is a warning, and the instance starts with an empty
-//! guard (as before this file existed) rather than not at all.
+//! A checkpoint that is missing (first start) gives empty guards; one that cannot
+//! be read or parsed is a warning naming the file and line, and the instances
+//! start with empty guards (or their v1 files, if any are left) rather than not
+//! at all; the next write replaces it.
 //!
 //! What it may not touch: anything but files under the state directory.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read as _, Seek as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -54,8 +71,18 @@ use crate::wire::{HighWater, ReplayGuard};
 /// (a new peer or boot id is written at once): bounds the window a crash leaves.
 pub(crate) const REPLAY_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-/// The first line of a replay checkpoint: format and version.
+/// The first line of a per-instance replay checkpoint (before the node-wide
+/// file): format and version.
 const REPLAY_HEADER: &str = "vipd replay checkpoint v1";
+
+/// The first line of the node-wide replay checkpoint: format and version.
+const REPLAY_BOOK_HEADER: &str = "vipd replay checkpoint v2";
+
+/// The node-wide replay checkpoint's file name in the state directory.
+const REPLAY_BOOK_FILE: &str = "replay";
+
+/// Instance name → the high-water marks of the peers it accepted, oldest first.
+pub(crate) type ReplayMarks = BTreeMap<String, Vec<HighWater>>;
 
 /// Why a replay checkpoint could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -190,41 +217,76 @@ impl StateDir {
         id
     }
 
-    /// The replay checkpoint of `instance`.
+    /// The per-instance (v1) replay checkpoint of `instance`, from releases
+    /// before the node-wide file.
     pub(crate) fn replay_file(&self, instance: &str) -> PathBuf {
         self.dir.join(format!("{instance}.replay"))
     }
 
-    /// The replay checkpoint of `instance`, oldest sender first; empty when there
-    /// is none yet.
+    /// The per-instance (v1) replay checkpoint of `instance`, oldest sender
+    /// first; empty when there is none.
     pub(crate) fn load_replay(&self, instance: &str) -> Result<Vec<HighWater>, ReplayFileError> {
         let path = self.replay_file(instance);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(ReplayFileError::Io { path, source }),
-        };
-        parse_replay(&text).map_err(|(line, reason)| ReplayFileError::Corrupt {
-            path,
-            line,
-            reason,
-        })
+        match read_if_present(&path)? {
+            Some(text) => parse_replay(&text).map_err(|(line, reason)| ReplayFileError::Corrupt {
+                path,
+                line,
+                reason,
+            }),
+            None => Ok(Vec::new()),
+        }
     }
 
-    /// Writes `marks` as the replay checkpoint of `instance`, atomically and
-    /// durably (temporary file, fsync, rename, fsync of the directory). Blocking:
-    /// call it off the advert path.
-    pub(crate) fn save_replay(&self, instance: &str, marks: &[HighWater]) -> io::Result<()> {
-        use std::fmt::Write as _;
-        let mut text = String::with_capacity(64 + marks.len() * 48);
-        let _ = writeln!(text, "{REPLAY_HEADER}");
-        for m in marks {
-            let _ = writeln!(text, "{:016x} {} {}", m.node_id, m.boot_id, m.sequence);
+    /// Removes the per-instance (v1) replay checkpoint of `instance`; `Ok(false)`
+    /// when there was none.
+    pub(crate) fn remove_replay(&self, instance: &str) -> io::Result<bool> {
+        match std::fs::remove_file(self.replay_file(instance)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
         }
-        let _ = writeln!(text, "end {}", marks.len());
+    }
+
+    /// Writes `marks` as the per-instance (v1) checkpoint of `instance`, as
+    /// releases before the node-wide file did: for the migration tests.
+    #[cfg(test)]
+    pub(crate) fn save_replay(&self, instance: &str, marks: &[HighWater]) -> io::Result<()> {
+        let mut text = format!("{REPLAY_HEADER}\n");
+        render_marks(&mut text, marks);
+        self.write_durably(&format!("{instance}.replay"), &text)
+    }
+
+    /// The node-wide replay checkpoint.
+    pub(crate) fn replay_book_file(&self) -> PathBuf {
+        self.dir.join(REPLAY_BOOK_FILE)
+    }
+
+    /// The node-wide replay checkpoint; `None` when there is none yet.
+    pub(crate) fn load_replay_book(&self) -> Result<Option<ReplayMarks>, ReplayFileError> {
+        let path = self.replay_book_file();
+        match read_if_present(&path)? {
+            Some(text) => parse_replay_book(&text)
+                .map(Some)
+                .map_err(|(line, reason)| ReplayFileError::Corrupt { path, line, reason }),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes `book` as the node-wide replay checkpoint, atomically and durably
+    /// (temporary file, fsync, rename, fsync of the directory). Blocking: call it
+    /// off the advert path. An instance name the format cannot hold (see
+    /// [`fits_replay_book`]) is refused whole, before anything is written.
+    pub(crate) fn save_replay_book(&self, book: &ReplayMarks) -> io::Result<()> {
+        let text = render_replay_book(book)?;
+        self.write_durably(REPLAY_BOOK_FILE, &text)
+    }
+
+    /// Replaces `name` in the state directory with `text`: a `.tmp` file,
+    /// fsync, rename over `name`, fsync of the directory.
+    fn write_durably(&self, name: &str, text: &str) -> io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let path = self.replay_file(instance);
-        let tmp = self.dir.join(format!("{instance}.replay.tmp"));
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -273,50 +335,137 @@ pub(crate) fn seeded_guard(marks: &[HighWater]) -> ReplayGuard {
     guard
 }
 
-/// Parses a replay checkpoint; on error, the 1-based line and what is wrong.
-fn parse_replay(text: &str) -> Result<Vec<HighWater>, (usize, String)> {
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
-    match lines.next() {
-        Some((_, REPLAY_HEADER)) => {}
-        Some((n, other)) => {
-            return Err((n, format!("expected {REPLAY_HEADER:?}, found {other:?}")));
-        }
-        None => return Err((1, "empty file".to_owned())),
+/// The text of `path`; `None` when it does not exist.
+fn read_if_present(path: &Path) -> Result<Option<String>, ReplayFileError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ReplayFileError::Io {
+            path: path.to_owned(),
+            source,
+        }),
     }
+}
+
+/// Whether the node-wide checkpoint can hold `instance` as it is: one word,
+/// printable ASCII (config validation allows only `[A-Za-z0-9_.-]`, so
+/// this refuses nothing a valid configuration names).
+pub(crate) fn fits_replay_book(instance: &str) -> bool {
+    !instance.is_empty() && instance.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// One line per mark, then `end COUNT`.
+fn render_marks(text: &mut String, marks: &[HighWater]) {
+    use std::fmt::Write as _;
+    for m in marks {
+        let _ = writeln!(text, "{:016x} {} {}", m.node_id, m.boot_id, m.sequence);
+    }
+    let _ = writeln!(text, "end {}", marks.len());
+}
+
+/// The node-wide checkpoint: the header, per instance `instance NAME`, its marks
+/// and `end COUNT`, and last `instances COUNT`, so a truncated file never parses.
+fn render_replay_book(book: &ReplayMarks) -> io::Result<String> {
+    use std::fmt::Write as _;
+    let mut text =
+        String::with_capacity(64 + book.values().map(|m| 32 + m.len() * 48).sum::<usize>());
+    let _ = writeln!(text, "{REPLAY_BOOK_HEADER}");
+    for (instance, marks) in book {
+        if !fits_replay_book(instance) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("instance name {instance:?} cannot be written in the replay checkpoint"),
+            ));
+        }
+        let _ = writeln!(text, "instance {instance}");
+        render_marks(&mut text, marks);
+    }
+    let _ = writeln!(text, "instances {}", book.len());
+    Ok(text)
+}
+
+/// Where a parse failed: the 1-based line and what is wrong.
+type ParseError = (usize, String);
+
+/// `NODE_ID BOOT_ID SEQUENCE` on line `n`.
+fn parse_mark(
+    n: usize,
+    node_id: &str,
+    boot_id: &str,
+    sequence: &str,
+) -> Result<HighWater, ParseError> {
+    let node_id = u64::from_str_radix(node_id, 16)
+        .map_err(|e| (n, format!("bad node id {node_id:?}: {e}")))?;
+    let boot_id = boot_id
+        .parse()
+        .map_err(|e| (n, format!("bad boot id {boot_id:?}: {e}")))?;
+    let sequence = sequence
+        .parse()
+        .map_err(|e| (n, format!("bad sequence {sequence:?}: {e}")))?;
+    Ok(HighWater {
+        node_id,
+        boot_id,
+        sequence,
+    })
+}
+
+/// `end COUNT` on line `n` closing `marks`.
+fn check_end(n: usize, count: &str, marks: &[HighWater]) -> Result<(), ParseError> {
+    let count: usize = count
+        .parse()
+        .map_err(|e| (n, format!("bad count {count:?}: {e}")))?;
+    if count == marks.len() {
+        Ok(())
+    } else {
+        Err((n, format!("says {count} senders, holds {}", marks.len())))
+    }
+}
+
+/// Adds the mark on line `n` to `marks`, bounded like a guard.
+fn push_mark(n: usize, marks: &mut Vec<HighWater>, fields: [&str; 3]) -> Result<(), ParseError> {
+    if marks.len() >= ReplayGuard::CAPACITY {
+        return Err((n, format!("more than {} senders", ReplayGuard::CAPACITY)));
+    }
+    marks.push(parse_mark(n, fields[0], fields[1], fields[2])?);
+    Ok(())
+}
+
+/// Checks the first line is `header`.
+fn check_header<'a>(
+    lines: &mut impl Iterator<Item = (usize, &'a str)>,
+    header: &str,
+) -> Result<(), ParseError> {
+    match lines.next() {
+        Some((_, line)) if line == header => Ok(()),
+        Some((n, other)) => Err((n, format!("expected {header:?}, found {other:?}"))),
+        None => Err((1, "empty file".to_owned())),
+    }
+}
+
+/// The error for a file that ends before its last line.
+fn truncated(text: &str, last: &str) -> ParseError {
+    (
+        text.lines().count() + 1,
+        format!("no {last} line: the file is truncated"),
+    )
+}
+
+/// Parses a per-instance (v1) replay checkpoint.
+fn parse_replay(text: &str) -> Result<Vec<HighWater>, ParseError> {
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
+    check_header(&mut lines, REPLAY_HEADER)?;
     let mut marks = Vec::new();
     for (n, line) in lines {
         let fields: Vec<&str> = line.split_ascii_whitespace().collect();
         match fields.as_slice() {
             ["end", count] => {
-                let count: usize = count
-                    .parse()
-                    .map_err(|e| (n, format!("bad count {count:?}: {e}")))?;
-                if count != marks.len() {
-                    return Err((n, format!("says {count} senders, holds {}", marks.len())));
-                }
+                check_end(n, count, &marks)?;
                 if text.lines().count() != n {
                     return Err((n + 1, "text after the end line".to_owned()));
                 }
                 return Ok(marks);
             }
-            [node_id, boot_id, sequence] => {
-                let node_id = u64::from_str_radix(node_id, 16)
-                    .map_err(|e| (n, format!("bad node id {node_id:?}: {e}")))?;
-                let boot_id = boot_id
-                    .parse()
-                    .map_err(|e| (n, format!("bad boot id {boot_id:?}: {e}")))?;
-                let sequence = sequence
-                    .parse()
-                    .map_err(|e| (n, format!("bad sequence {sequence:?}: {e}")))?;
-                if marks.len() >= ReplayGuard::CAPACITY {
-                    return Err((n, format!("more than {} senders", ReplayGuard::CAPACITY)));
-                }
-                marks.push(HighWater {
-                    node_id,
-                    boot_id,
-                    sequence,
-                });
-            }
+            [node_id, boot_id, sequence] => push_mark(n, &mut marks, [node_id, boot_id, sequence])?,
             _ => {
                 return Err((
                     n,
@@ -325,10 +474,61 @@ fn parse_replay(text: &str) -> Result<Vec<HighWater>, (usize, String)> {
             }
         }
     }
-    Err((
-        text.lines().count() + 1,
-        "no end line: the file is truncated".to_owned(),
-    ))
+    Err(truncated(text, "end"))
+}
+
+/// Parses the node-wide (v2) replay checkpoint (see [`render_replay_book`]).
+fn parse_replay_book(text: &str) -> Result<ReplayMarks, ParseError> {
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
+    check_header(&mut lines, REPLAY_BOOK_HEADER)?;
+    let mut book = ReplayMarks::new();
+    // The instance whose marks are being read, with them.
+    let mut open: Option<(String, Vec<HighWater>)> = None;
+    for (n, line) in lines {
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        match (open.as_mut(), fields.as_slice()) {
+            (None, ["instance", name]) => {
+                if book.contains_key(*name) {
+                    return Err((n, format!("instance {name:?} appears twice")));
+                }
+                open = Some(((*name).to_owned(), Vec::new()));
+            }
+            (None, ["instances", count]) => {
+                let count: usize = count
+                    .parse()
+                    .map_err(|e| (n, format!("bad count {count:?}: {e}")))?;
+                if count != book.len() {
+                    return Err((n, format!("says {count} instances, holds {}", book.len())));
+                }
+                if text.lines().count() != n {
+                    return Err((n + 1, "text after the instances line".to_owned()));
+                }
+                return Ok(book);
+            }
+            (None, _) => {
+                return Err((
+                    n,
+                    format!("expected \"instance NAME\" or \"instances COUNT\", found {line:?}"),
+                ))
+            }
+            (Some((_, marks)), ["end", count]) => {
+                check_end(n, count, marks)?;
+                if let Some((name, marks)) = open.take() {
+                    book.insert(name, marks);
+                }
+            }
+            (Some((_, marks)), [node_id, boot_id, sequence]) => {
+                push_mark(n, marks, [node_id, boot_id, sequence])?;
+            }
+            (Some((name, _)), _) => {
+                return Err((
+                    n,
+                    format!("instance {name:?}: expected \"NODE_ID BOOT_ID SEQUENCE\" or \"end COUNT\", found {line:?}"),
+                ))
+            }
+        }
+    }
+    Err(truncated(text, "instances"))
 }
 
 #[cfg(test)]
@@ -470,6 +670,102 @@ mod tests {
             state.load_replay("db"),
             Err(ReplayFileError::Io { .. })
         ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn book() -> ReplayMarks {
+        [
+            ("db".to_owned(), marks()),
+            ("empty".to_owned(), Vec::new()),
+            ("web.v6-2_x".to_owned(), marks()[1..].to_vec()),
+        ]
+        .into()
+    }
+
+    #[test]
+    fn the_node_wide_checkpoint_round_trips() {
+        let dir = scratch("book-roundtrip");
+        let state = StateDir::new(&dir.join("nested"));
+        assert!(state.load_replay_book().unwrap().is_none(), "no file yet");
+        state.save_replay_book(&book()).unwrap();
+        assert_eq!(state.load_replay_book().unwrap(), Some(book()));
+        assert!(!dir.join("nested/replay.tmp").exists());
+        let text = std::fs::read_to_string(state.replay_book_file()).unwrap();
+        assert!(
+            text.starts_with("vipd replay checkpoint v2\ninstance db\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("\ninstances 3\n"), "{text}");
+        state.save_replay_book(&ReplayMarks::new()).unwrap();
+        assert_eq!(state.load_replay_book().unwrap(), Some(ReplayMarks::new()));
+        // A name the format cannot hold is refused before anything is written.
+        let mut bad = book();
+        bad.insert("two words".to_owned(), Vec::new());
+        assert!(state.save_replay_book(&bad).is_err());
+        assert_eq!(state.load_replay_book().unwrap(), Some(ReplayMarks::new()));
+        assert!(!fits_replay_book("") && !fits_replay_book("a\nb") && fits_replay_book("db-1.x_y"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_corrupt_node_wide_checkpoint_is_an_error_naming_the_line() {
+        let dir = scratch("book-corrupt");
+        let state = StateDir::new(&dir);
+        state.save_replay_book(&book()).unwrap();
+        let good = std::fs::read_to_string(state.replay_book_file()).unwrap();
+        // Lines: 1 header, 2 "instance db", 3-4 marks, 5 "end 2", 6 "instance
+        // empty", 7 "end 0", 8 "instance web...", 9 mark, 10 "end 1", 11 "instances 3".
+        let cases: Vec<(String, usize, &str)> = vec![
+            (String::new(), 1, "empty file"),
+            (good.replace(" v2", " v1"), 1, "expected"),
+            (good.replace("end 2", "end 3"), 5, "says 3 senders"),
+            (good.replace(" 42\n", " 4x2\n"), 3, "bad sequence"),
+            (
+                good.replace("instances 3", "instances 4"),
+                11,
+                "says 4 instances",
+            ),
+            (good.replace("\ninstances 3\n", "\n"), 11, "truncated"),
+            (
+                good.replace("instance empty\nend 0\n", ""),
+                9,
+                "says 3 instances",
+            ),
+            (
+                good.replace("instance empty", "instance db"),
+                6,
+                "appears twice",
+            ),
+            (
+                good.replace("instance empty\n", ""),
+                6,
+                "expected \"instance NAME\"",
+            ),
+            (
+                good.replace("end 0\n", ""),
+                7,
+                "instance \"empty\": expected",
+            ),
+            (
+                good.replace("instance empty", "instance two words"),
+                6,
+                "expected \"instance NAME\"",
+            ),
+            (good[..good.len() / 2].to_owned(), 5, "truncated"),
+            (format!("{good}junk\n"), 12, "after the instances line"),
+        ];
+        for (text, line, reason) in cases {
+            std::fs::write(state.replay_book_file(), &text).unwrap();
+            match state.load_replay_book() {
+                Err(ReplayFileError::Corrupt {
+                    line: l, reason: r, ..
+                }) => {
+                    assert_eq!(l, line, "{text:?}: {r}");
+                    assert!(r.contains(reason), "{text:?}: {r}");
+                }
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

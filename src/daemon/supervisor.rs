@@ -21,6 +21,7 @@ use super::instance::{
     look_up_links, Identity, Instance, InstanceInputs, InstanceMsg, RejectLog, Telemetry,
 };
 use super::reload::{self, ReloadError, ReloadSummary};
+use super::replay_book::ReplayBook;
 use super::state::StateDir;
 use super::vips::{release_vips, Held, VipWorker};
 use super::{
@@ -60,6 +61,8 @@ pub(super) struct Shared {
     pub(super) metrics: Arc<Metrics>,
     /// State changes for `vipd events`.
     pub(super) events: broadcast::Sender<TransitionEvent>,
+    /// Every instance's replay checkpoint, written as one file.
+    pub(super) replay_book: ReplayBook,
 }
 
 impl Shared {

@@ -183,7 +183,7 @@ impl Instance {
         let name = self.cfg.name.clone();
         let interface = self.cfg.interface.clone();
         let (mut checkpoint, guard) =
-            replay::ReplayCheckpoint::start(&self.shared.node.state_dir, &name);
+            replay::ReplayCheckpoint::start(&self.shared.replay_book, &name);
         self.replay = guard;
         sync_rx.mark_changed();
         self.set_link(clock::now(), link_up);

@@ -1,138 +1,88 @@
-//! The instance's replay checkpoint: seeds its [`ReplayGuard`] from the state
-//! directory at start and keeps the checkpoint current while it runs (the policy
-//! and the window a crash leaves are in `daemon::state`'s module doc).
+//! The instance's replay checkpoint: seeds its [`ReplayGuard`] from the node's
+//! replay book at start and keeps its entry in the book current while it runs
+//! (the book writes the node-wide file; the policy and the window a crash
+//! leaves are in `daemon::state`'s module doc).
 //!
 //! The advert path only compares two counters per wake-up; the snapshot (a few
-//! dozen bytes per peer) is taken at most every [`REPLAY_CHECKPOINT_EVERY`], or
-//! at once for a new peer or boot id, and handed over a watch channel to a
-//! writer task that does the blocking file work on tokio's blocking pool. A slow
-//! disk therefore delays the checkpoint, never an advert; snapshots that queue up
-//! meanwhile collapse into the newest.
+//! dozen bytes per peer) is taken at most every [`REPLAY_SNAPSHOT_EVERY`], or at
+//! once for a new peer or boot id (then marked urgent, so the book writes it at
+//! once), and handed to the book: a mutex insert and a wake-up of its writer. A
+//! slow disk therefore delays the checkpoint, never an advert.
 //!
 //! What it may not touch: the guard's decisions (it only reads the guard, and
-//! seeds it before the first advert) and any file but the checkpoint.
+//! seeds it before the first advert) and the book's other entries.
 
-use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use super::super::replay_book::ReplayBook;
+use super::super::state::{seeded_guard, REPLAY_CHECKPOINT_EVERY};
+use super::super::SHUTDOWN_SLACK;
+use crate::wire::ReplayGuard;
 
-use super::super::state::{seeded_guard, StateDir, REPLAY_CHECKPOINT_EVERY};
-use super::super::{error_chain, SHUTDOWN_SLACK};
-use crate::wire::{HighWater, ReplayGuard};
+/// How often at most an instance hands a snapshot to the book while only
+/// sequences move: half the book's write interval, so a snapshot waits at most
+/// half an interval (plus one advert interval) before the next write takes it.
+const REPLAY_SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
+const _: () = assert!(REPLAY_SNAPSHOT_EVERY.as_millis() * 2 == REPLAY_CHECKPOINT_EVERY.as_millis());
 
-/// Keeps one instance's replay checkpoint in step with its guard.
+/// Keeps one instance's entry in the replay book in step with its guard.
 pub(super) struct ReplayCheckpoint {
     instance: String,
-    snapshots: watch::Sender<Vec<HighWater>>,
-    writer: JoinHandle<()>,
+    book: ReplayBook,
     /// The guard's counters when the last snapshot was taken.
     taken_accepted: u64,
     taken_new_boots: u64,
     taken_at: Option<Instant>,
+    /// The book's generation holding the last snapshot (0: none taken).
+    taken_generation: u64,
 }
 
 impl ReplayCheckpoint {
-    /// Loads `instance`'s checkpoint from `state_dir` into a new guard (an
-    /// unreadable or corrupt one is a warning: the guard starts empty) and starts
-    /// the writer.
-    pub(super) fn start(state_dir: &Path, instance: &str) -> (Self, ReplayGuard) {
-        let state = StateDir::new(state_dir);
-        let guard = match state.load_replay(instance) {
-            Ok(marks) => {
-                if !marks.is_empty() {
-                    tracing::info!(%instance, peers = marks.len(), file = %state.replay_file(instance).display(),
-                        "replay guard restored: older adverts of these peers are rejected");
-                }
-                seeded_guard(&marks)
-            }
-            Err(e) => {
-                tracing::warn!(%instance, error = %error_chain(&e),
-                    "replay checkpoint unusable; starting with an empty replay guard (adverts captured before this start could be replayed until each peer is heard)");
-                ReplayGuard::new()
-            }
-        };
-        let (snapshots, rx) = watch::channel(Vec::new());
-        let writer = tokio::spawn(write_checkpoints(state, instance.to_owned(), rx));
+    /// A guard seeded from `instance`'s entry in `book` (empty if it has none),
+    /// and the checkpoint that keeps that entry current.
+    pub(super) fn start(book: &ReplayBook, instance: &str) -> (Self, ReplayGuard) {
+        let guard = seeded_guard(&book.attach(instance));
         let checkpoint = Self {
             instance: instance.to_owned(),
-            snapshots,
-            writer,
+            book: book.clone(),
             taken_accepted: guard.accepted(),
             taken_new_boots: guard.new_boots(),
             taken_at: None,
+            taken_generation: 0,
         };
         (checkpoint, guard)
     }
 
-    /// After a wake-up: hands a snapshot to the writer when a peer or boot id is
+    /// After a wake-up: hands a snapshot to the book when a peer or boot id is
     /// new, or when sequences moved and the last snapshot is old enough.
     pub(super) fn after_wake(&mut self, now: Instant, guard: &ReplayGuard) {
         let new_boot = guard.new_boots() != self.taken_new_boots;
         let moved = guard.accepted() != self.taken_accepted;
         let due = self
             .taken_at
-            .is_none_or(|at| now.saturating_duration_since(at) >= REPLAY_CHECKPOINT_EVERY);
+            .is_none_or(|at| now.saturating_duration_since(at) >= REPLAY_SNAPSHOT_EVERY);
         if new_boot || (moved && due) {
-            self.take(now, guard);
+            self.take(now, guard, new_boot);
         }
     }
 
-    fn take(&mut self, now: Instant, guard: &ReplayGuard) {
+    fn take(&mut self, now: Instant, guard: &ReplayGuard, urgent: bool) {
         self.taken_accepted = guard.accepted();
         self.taken_new_boots = guard.new_boots();
         self.taken_at = Some(now);
-        self.snapshots
-            .send_replace(guard.high_water_marks().collect());
+        self.taken_generation =
+            self.book
+                .put(&self.instance, guard.high_water_marks().collect(), urgent);
     }
 
-    /// At clean shutdown: writes the final state and waits (bounded) for the write.
+    /// At clean shutdown: hands over the final state and waits (bounded) until
+    /// the book has written it.
     pub(super) async fn finish(mut self, now: Instant, guard: &ReplayGuard) {
-        if guard.accepted() != self.taken_accepted || self.taken_at.is_none() {
-            self.take(now, guard);
+        if guard.accepted() != self.taken_accepted || guard.new_boots() != self.taken_new_boots {
+            self.take(now, guard, true);
         }
-        let Self {
-            instance,
-            snapshots,
-            writer,
-            ..
-        } = self;
-        // Closing the channel ends the writer after its last pending snapshot.
-        drop(snapshots);
-        if tokio::time::timeout(SHUTDOWN_SLACK, writer).await.is_err() {
-            tracing::warn!(%instance, "the replay checkpoint was not written in time at shutdown");
-        }
-    }
-}
-
-/// Writes each snapshot the instance hands over, newest only, until the channel
-/// closes. A failed write is logged once per run of failures.
-async fn write_checkpoints(
-    state: StateDir,
-    instance: String,
-    mut snapshots: watch::Receiver<Vec<HighWater>>,
-) {
-    let mut failing = false;
-    while snapshots.changed().await.is_ok() {
-        let marks = snapshots.borrow_and_update().clone();
-        let (state_for_write, name) = (state.clone(), instance.clone());
-        let written =
-            tokio::task::spawn_blocking(move || state_for_write.save_replay(&name, &marks)).await;
-        match written {
-            Ok(Ok(())) => {
-                if failing {
-                    tracing::info!(%instance, "replay checkpoint written again");
-                }
-                failing = false;
-            }
-            Ok(Err(e)) if !failing => {
-                failing = true;
-                tracing::warn!(%instance, file = %state.replay_file(&instance).display(), error = %e,
-                    "cannot write the replay checkpoint; after a restart, adverts accepted since the last good one could be replayed (logged once until it works again)");
-            }
-            Ok(Err(_)) => {}
-            Err(e) => tracing::warn!(%instance, error = %e, "the replay checkpoint writer failed"),
+        if !self.book.flush(self.taken_generation, SHUTDOWN_SLACK).await {
+            tracing::warn!(instance = %self.instance, "the replay checkpoint was not written in time at shutdown");
         }
     }
 }
@@ -140,36 +90,33 @@ async fn write_checkpoints(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::state::StateDir;
     use crate::wire::test_advert as advert;
 
     #[tokio::test]
-    async fn a_corrupt_checkpoint_starts_empty_and_is_replaced() {
+    async fn shutdown_waits_until_the_final_snapshot_is_written() {
         let dir = std::env::temp_dir().join(format!("vipd-replay-cp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("db.replay"), "garbage\n").unwrap();
-        let (mut checkpoint, mut guard) = ReplayCheckpoint::start(&dir, "db");
-        assert!(guard.is_empty(), "a corrupt file is a warning, not a guard");
+        let state = StateDir::new(&dir);
+        let (book, writer) = ReplayBook::start(state.clone(), ["db"]);
+        let (mut checkpoint, mut guard) = ReplayCheckpoint::start(&book, "db");
+        assert!(guard.is_empty());
         let now = Instant::now();
         guard.check(&advert(7, 5, 1)).unwrap();
-        // A new peer is written at once (by the writer task).
+        // A new peer is handed over at once; sequences alone wait for the
+        // interval, and shutdown hands over the latest and waits for the write.
         checkpoint.after_wake(now, &guard);
-        for _ in 0..200 {
-            if StateDir::new(&dir)
-                .load_replay("db")
-                .is_ok_and(|m| m.len() == 1)
-            {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        assert_eq!(StateDir::new(&dir).load_replay("db").unwrap().len(), 1);
-        // Sequences alone wait for the interval; shutdown writes the latest.
         guard.check(&advert(7, 5, 9)).unwrap();
         checkpoint.after_wake(now, &guard);
         checkpoint.finish(now, &guard).await;
-        let (_, mut restored) = ReplayCheckpoint::start(&dir, "db");
+        let file = state.load_replay_book().unwrap().expect("written by now");
+        assert_eq!(file["db"], guard.high_water_marks().collect::<Vec<_>>());
+        writer.abort();
+        let (book, writer) = ReplayBook::start(state, ["db"]);
+        let (_, mut restored) = ReplayCheckpoint::start(&book, "db");
         assert!(restored.check(&advert(7, 5, 9)).is_err());
+        writer.abort();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
