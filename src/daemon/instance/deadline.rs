@@ -1,20 +1,28 @@
-//! The instance's one timer: the election's next deadline, kept on a timerfd.
+//! The instance's one timer: the election's next deadline, on a timerfd when
+//! it decides a takeover, on tokio's timer wheel otherwise.
 //!
-//! Why not tokio's timer: tokio's clock ticks in whole milliseconds and rounds
-//! every deadline up to the next tick, and it parks in `epoll_wait` with a
-//! millisecond timeout — a timer fires 0–2 ms late. The master-down timer is
-//! the failover, so that lateness is added to every takeover (measured +1.9 ms
-//! at 100 ms adverts, issue 15). A timerfd armed with the absolute
-//! `CLOCK_MONOTONIC` time (the clock `std::time::Instant` reads) fires within
-//! the kernel's timer slack, and waking on it is one readable file descriptor
-//! in the reactor's `epoll` set. Re-arming is one `timerfd_settime`; tokio's
-//! wheel instead wakes its own driver (an eventfd write and an extra
-//! `epoll_wait`) whenever a re-armed timer becomes its earliest.
+//! Why a timerfd for a backup: tokio's clock ticks in whole milliseconds and
+//! rounds every deadline up to the next tick, and it parks in `epoll_wait`
+//! with a millisecond timeout — a timer fires 0–2 ms late. A backup's
+//! master-down timer is the failover, so that lateness was added to every
+//! takeover (+1.9 ms at 100 ms adverts, +2.3 ms at 10 ms; issue 15). A timerfd
+//! armed with the absolute `CLOCK_MONOTONIC` time (the clock
+//! `std::time::Instant` reads) fires within microseconds. It is armed only for
+//! a deadline's last 3 ms: until then the wheel waits, because the deadline
+//! moves with every advert and a wheel entry moves for free (see `expired`).
 //!
-//! What it may not touch: anything but its own file descriptor.
+//! Why tokio's wheel for a master: its deadline only sends the next advert,
+//! where a millisecond late is harmless, and the wheel fires every timer due
+//! in the same tick in one wake-up. Instances started together keep their
+//! advert timers in phase: with 255 groups on timerfds each advert was a
+//! wake-up of its own on both nodes, and the pair used twice the CPU
+//! (`VIPD_BENCH_ONLY=scale255`: 1.0 % against 0.55 % of a core).
+//!
+//! What it may not touch: anything but its own file descriptor and sleep.
 
 use std::io;
 use std::os::fd::{AsFd as _, AsRawFd, RawFd};
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -31,12 +39,26 @@ impl AsRawFd for Fd {
     }
 }
 
+/// How precisely a deadline must be kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Precision {
+    /// Within microseconds (a takeover hangs on it): the timerfd.
+    Exact,
+    /// Within a millisecond or two, batched with other timers: tokio's wheel.
+    Batched,
+}
+
 /// One deadline at a time; `None` waits forever.
 pub(super) struct DeadlineTimer {
     /// `None` when no timerfd could be had (out of file descriptors): tokio's
-    /// timer then does the job, a millisecond or two late.
+    /// timer then keeps exact deadlines too, a millisecond or two late.
     fd: Option<AsyncFd<Fd>>,
-    armed: Option<Instant>,
+    /// Armed while the timerfd is (so a switch to the wheel disarms it).
+    fd_armed: bool,
+    /// One sleep for the task's life, reset only when the deadline moves: a
+    /// new one per wake-up would cost a removal and an insertion in the wheel.
+    wheel: Pin<Box<tokio::time::Sleep>>,
+    armed: Option<(Instant, Precision)>,
 }
 
 impl DeadlineTimer {
@@ -57,46 +79,94 @@ impl DeadlineTimer {
             Ok(fd) => Some(fd),
             Err(e) => {
                 tracing::warn!(%instance, error = %e,
-                    "no timerfd for the instance's timer; using the runtime's (deadlines up to 2 ms late)");
+                    "no timerfd for the instance's timer; using the runtime's (takeovers up to 2 ms late)");
                 None
             }
         };
-        Self { fd, armed: None }
+        Self {
+            fd,
+            fd_armed: false,
+            wheel: Box::pin(tokio::time::sleep_until(far_future())),
+            armed: None,
+        }
     }
 
-    /// The deadline it is armed for.
-    pub(super) fn armed(&self) -> Option<Instant> {
+    /// The deadline and precision it is armed for.
+    pub(super) fn armed(&self) -> Option<(Instant, Precision)> {
         self.armed
     }
 
     /// Arms the timer for `deadline` (`None` disarms). A deadline already past
     /// fires at once.
-    pub(super) fn set(&mut self, deadline: Option<Instant>) {
+    pub(super) fn set(&mut self, deadline: Option<(Instant, Precision)>) {
         self.armed = deadline;
+        // The timerfd is armed only in a deadline's last moments (see
+        // `expired`); a new deadline starts on the wheel again.
+        if self.fd_armed {
+            self.arm_fd(None);
+        }
+        match deadline {
+            Some((at, Precision::Exact)) if self.fd.is_some() => {
+                let early = at.checked_sub(EXACT_HANDOVER).unwrap_or(at);
+                self.wheel.as_mut().reset(early.into());
+            }
+            Some((at, _)) => self.wheel.as_mut().reset(at.into()),
+            None => {}
+        }
+    }
+
+    fn arm_fd(&mut self, at: Option<Instant>) {
         let Some(fd) = &self.fd else { return };
         let timer = &fd.get_ref().0;
         // An expiry of an earlier setting may still be counted on the fd:
         // `expired` checks the clock, so it only costs a loop there.
-        let armed = match deadline {
+        let armed = match at {
             None => timer.unset(),
-            Some(deadline) => timer.set(
-                Expiration::OneShot(monotonic_time_of(deadline)),
+            Some(at) => timer.set(
+                Expiration::OneShot(monotonic_time_of(at)),
                 TimerSetTimeFlags::TFD_TIMER_ABSTIME,
             ),
         };
+        self.fd_armed = at.is_some();
         if let Err(e) = armed {
-            // Cannot happen with a valid fd and time; if it does, `expired`
-            // falls back to tokio's timer for this deadline.
-            tracing::warn!(error = %e, "arming the instance's timerfd failed");
+            // Cannot happen with a valid fd and time; if it does, the wheel
+            // keeps this and every later deadline.
+            tracing::warn!(error = %e, "arming the instance's timerfd failed; using the runtime's timer");
             self.fd = None;
+            self.fd_armed = false;
+            if let Some(at) = at {
+                self.wheel.as_mut().reset(at.into());
+            }
         }
     }
 
     /// Waits until the armed deadline has passed (forever when disarmed).
-    pub(super) async fn expired(&self) {
-        let Some(deadline) = self.armed else {
+    ///
+    /// An exact deadline waits on the wheel until [`EXACT_HANDOVER`] before
+    /// it, then on the timerfd: a backup's deadline moves with every advert,
+    /// and moving a wheel entry later costs nothing, where re-arming a
+    /// timerfd is a system call and, in a VM, a reprogrammed timer (with 255
+    /// groups it doubled the backup's CPU). Only a deadline that is about to
+    /// pass — the master really went quiet — arms the timerfd.
+    pub(super) async fn expired(&mut self) {
+        let Some((deadline, precision)) = self.armed else {
             return std::future::pending::<()>().await;
         };
+        if precision == Precision::Batched || self.fd.is_none() {
+            return self.wheel.as_mut().await;
+        }
+        // Past already (a deadline the election kept after it fired): at once,
+        // as the wheel would.
+        if Instant::now() >= deadline {
+            return;
+        }
+        if !self.fd_armed {
+            self.wheel.as_mut().await;
+            if Instant::now() >= deadline {
+                return;
+            }
+            self.arm_fd(Some(deadline));
+        }
         let Some(fd) = &self.fd else {
             return tokio::time::sleep_until(deadline.into()).await;
         };
@@ -117,6 +187,15 @@ impl DeadlineTimer {
     }
 }
 
+/// How long before an exact deadline the wheel hands over to the timerfd:
+/// more than the wheel's lateness (it rounds up to the next millisecond and
+/// parks with a millisecond timeout), so the timerfd is armed in time.
+const EXACT_HANDOVER: Duration = Duration::from_millis(3);
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
 /// `deadline` as an absolute `CLOCK_MONOTONIC` time, the clock `Instant` reads
 /// on Linux. Never zero (which would disarm the timerfd).
 fn monotonic_time_of(deadline: Instant) -> TimeSpec {
@@ -133,25 +212,47 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn fires_at_the_deadline_not_before_and_moves_with_it() {
+    async fn exact_fires_at_the_deadline_not_before_and_moves_with_it() {
         let mut timer = DeadlineTimer::new("test");
         let start = Instant::now();
-        timer.set(Some(start + Duration::from_millis(30)));
+        timer.set(Some((start + Duration::from_millis(30), Precision::Exact)));
         // Moved later before it fires: the first setting does not count.
-        timer.set(Some(start + Duration::from_millis(60)));
+        timer.set(Some((start + Duration::from_millis(60), Precision::Exact)));
         timer.expired().await;
         assert!(start.elapsed() >= Duration::from_millis(60));
         // A deadline in the past fires at once.
-        timer.set(Some(Instant::now()));
+        timer.set(Some((Instant::now(), Precision::Exact)));
         tokio::time::timeout(Duration::from_secs(5), timer.expired())
             .await
             .expect("a past deadline fires");
     }
 
     #[tokio::test]
+    async fn switching_precision_keeps_one_deadline() {
+        let mut timer = DeadlineTimer::new("test");
+        let start = Instant::now();
+        // An exact deadline replaced by a later batched one: the timerfd must
+        // not fire at the old time.
+        timer.set(Some((start + Duration::from_millis(20), Precision::Exact)));
+        timer.set(Some((
+            start + Duration::from_millis(80),
+            Precision::Batched,
+        )));
+        timer.expired().await;
+        assert!(start.elapsed() >= Duration::from_millis(80));
+        timer.set(Some((
+            Instant::now() + Duration::from_millis(10),
+            Precision::Exact,
+        )));
+        tokio::time::timeout(Duration::from_secs(5), timer.expired())
+            .await
+            .expect("back on the timerfd, it fires");
+    }
+
+    #[tokio::test]
     async fn disarmed_never_fires() {
         let mut timer = DeadlineTimer::new("test");
-        timer.set(Some(Instant::now()));
+        timer.set(Some((Instant::now(), Precision::Exact)));
         timer.set(None);
         assert!(
             tokio::time::timeout(Duration::from_millis(50), timer.expired())

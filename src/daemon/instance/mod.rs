@@ -44,6 +44,7 @@ use crate::health::{CheckEvent, SyncEntry, Tracker};
 use crate::net::netlink::{NetEvent, Netlink};
 use crate::net::transport::{Channel, Datagram, SendError, INBOX_CAPACITY, KNOWN_LANE_CAPACITY};
 use crate::wire::{self, Advert, ReplayGuard};
+use deadline::{DeadlineTimer, Precision};
 
 /// The daemon's clock: tokio's, as a std `Instant` for the election.
 mod clock {
@@ -193,10 +194,15 @@ impl Instance {
         let mut inbox_open = true;
         let mut back_open = true;
         // One timer for the task's life, moved only when the election's next
-        // deadline moves (see `deadline` for why a timerfd).
-        let mut timer = deadline::DeadlineTimer::new(&name);
+        // deadline moves; exact where it decides a takeover (see `deadline`).
+        let mut timer = DeadlineTimer::new(&name);
         loop {
-            let deadline = self.election.poll_timeout();
+            let precision = if self.election.state() == State::Master {
+                Precision::Batched
+            } else {
+                Precision::Exact
+            };
+            let deadline = self.election.poll_timeout().map(|at| (at, precision));
             if deadline != timer.armed() {
                 timer.set(deadline);
             }
