@@ -342,24 +342,7 @@ fn recreate_eth0(lab: &Lab, i: usize) {
     let before = host.ns.ip(&["-o", "link", "show", "dev", "eth0"]);
     lab.switch.ip(&["link", "del", &port]);
     thread::sleep(Duration::from_millis(300));
-    lab.switch.ip(&[
-        "link",
-        "add",
-        &port,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &host.ns.name,
-    ]);
-    lab.switch
-        .ip(&["link", "set", &port, "master", "br0", "up"]);
-    host.ns.ip_batch(&format!(
-        "addr add {}/24 dev eth0\naddr add {}/64 dev eth0 nodad\nlink set eth0 up\n",
-        host.v4, host.v6
-    ));
+    lab.replug_node(i);
     let after = host.ns.ip(&["-o", "link", "show", "dev", "eth0"]);
     let index = |line: &str| line.split(':').next().unwrap_or("").trim().to_owned();
     eprintln!(

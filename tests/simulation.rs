@@ -70,7 +70,9 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vipd::config::defaults;
-use vipd::election::{Action, Command, Election, ElectionConfig, Health, State, STEP_DOWN_LINGER};
+use vipd::election::{
+    Action, Command, Election, ElectionConfig, Health, Settings, State, STEP_DOWN_LINGER,
+};
 use vipd::wire::{Advert, ReplayGuard};
 
 const MS: Duration = Duration::from_millis(1);
@@ -316,16 +318,18 @@ impl Sim {
                     node_id,
                     node_name: format!("n{i}"),
                     group: 7,
-                    priority: *priority_pool.choose(&mut rng).unwrap_or(&100),
-                    advert_interval: interval,
-                    backup_advert_interval: backup_interval,
-                    takeover_margin: (2 * MS).min(interval / 2),
-                    handover_timeout: interval * 3,
-                    preempt,
-                    preempt_delay,
                     startup_delay: Duration::ZERO,
-                    vip_digest: [1; 8],
                     start_drained: false,
+                    settings: Settings {
+                        priority: *priority_pool.choose(&mut rng).unwrap_or(&100),
+                        advert_interval: interval,
+                        backup_advert_interval: backup_interval,
+                        takeover_margin: (2 * MS).min(interval / 2),
+                        handover_timeout: interval * 3,
+                        preempt,
+                        preempt_delay,
+                        vip_digest: [1; 8],
+                    },
                 };
                 Node {
                     cfg,
@@ -410,7 +414,7 @@ impl Sim {
                         s,
                         "  n{i}: {} prio {} eff {} drained {} promoted {} fault {:?} rank {:?}",
                         e.state(),
-                        n.cfg.priority,
+                        n.cfg.settings.priority,
                         e.effective_priority(),
                         e.is_drained(),
                         e.is_promoted(),
@@ -902,10 +906,10 @@ impl Sim {
         let cfg = &self.nodes[0].cfg;
         // Master-down (at most 4 intervals), a handover, the preempt delay, and three
         // backup adverts so every node has heard every other: generous on purpose.
-        cfg.advert_interval * 8
-            + cfg.handover_timeout
-            + cfg.preempt_delay
-            + cfg.backup_advert_interval * 4
+        cfg.settings.advert_interval * 8
+            + cfg.settings.handover_timeout
+            + cfg.settings.preempt_delay
+            + cfg.settings.backup_advert_interval * 4
     }
 
     fn check(&mut self) -> Result<(), String> {
@@ -930,7 +934,7 @@ impl Sim {
             }
             if is_master
                 && n.drained_at
-                    .is_some_and(|t| now > t + n.cfg.handover_timeout)
+                    .is_some_and(|t| now > t + n.cfg.settings.handover_timeout)
             {
                 return Err(self.fail(&format!("invariant 5: n{i} is master while drained")));
             }
@@ -1423,12 +1427,12 @@ fn calm_hour_has_no_flapping() {
 fn takeover_beats_vrrp_master_down_interval() {
     let mut sim = Sim::new(42, 3, SMALL_GROUP.calm_only(ONE_SECOND));
     for n in &mut sim.nodes {
-        n.cfg.preempt = true;
-        n.cfg.preempt_delay = Duration::ZERO;
+        n.cfg.settings.preempt = true;
+        n.cfg.settings.preempt_delay = Duration::ZERO;
     }
-    sim.nodes[0].cfg.priority = 200;
-    sim.nodes[1].cfg.priority = 100;
-    sim.nodes[2].cfg.priority = 50;
+    sim.nodes[0].cfg.settings.priority = 200;
+    sim.nodes[1].cfg.settings.priority = 100;
+    sim.nodes[2].cfg.settings.priority = 50;
     sim.net = Net {
         loss: 0.0,
         duplicate: 0.0,
@@ -1474,12 +1478,12 @@ fn lab_group(seed: u64, n: usize, intervals: &'static [Duration]) -> Sim {
     sim.preempt = defaults::PREEMPT;
     for (i, node) in sim.nodes.iter_mut().enumerate() {
         let cfg = &mut node.cfg;
-        cfg.priority = [200, 100, 50][i.min(2)];
-        cfg.backup_advert_interval = interval.max(Duration::from_secs(1));
-        cfg.takeover_margin = defaults::TAKEOVER_MARGIN.min(interval / 2);
-        cfg.handover_timeout = interval * 3;
-        cfg.preempt = defaults::PREEMPT;
-        cfg.preempt_delay = defaults::PREEMPT_DELAY;
+        cfg.settings.priority = [200, 100, 50][i.min(2)];
+        cfg.settings.backup_advert_interval = interval.max(Duration::from_secs(1));
+        cfg.settings.takeover_margin = defaults::TAKEOVER_MARGIN.min(interval / 2);
+        cfg.settings.handover_timeout = interval * 3;
+        cfg.settings.preempt = defaults::PREEMPT;
+        cfg.settings.preempt_delay = defaults::PREEMPT_DELAY;
     }
     for i in 0..n {
         sim.crash(i);

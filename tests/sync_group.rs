@@ -16,21 +16,7 @@ fn add_second_link(lab: &Lab) {
     lab.switch
         .ip_batch("link add br1 type bridge mcast_snooping 0 forward_delay 0\nlink set br1 up\n");
     for (i, node) in lab.nodes.iter().enumerate() {
-        let port = format!("q{}", i + 1);
-        lab.switch.ip(&[
-            "link",
-            "add",
-            &port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth1",
-            "netns",
-            &node.ns.name,
-        ]);
-        lab.switch
-            .ip(&["link", "set", &port, "master", "br1", "up"]);
+        plug_veth(&lab.switch, "br1", &format!("q{}", i + 1), &node.ns, "eth1");
         node.ns.ip_batch(&format!(
             "addr add 192.168.77.{}/24 dev eth1\nlink set eth1 up\n",
             i + 1

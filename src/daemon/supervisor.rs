@@ -18,7 +18,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::instance::{
-    look_up_links, Identity, Instance, InstanceInputs, InstanceMsg, RejectLog, Telemetry,
+    election_settings, look_up_links, Identity, Instance, InstanceInputs, InstanceMsg, RejectLog,
+    Telemetry,
 };
 use super::reload::{self, ReloadError, ReloadSummary};
 use super::replay_book::ReplayBook;
@@ -36,7 +37,7 @@ use crate::health::{self, SyncEntry, Tracker};
 use crate::metrics::Metrics;
 use crate::net::netlink::{NetEvent, Netlink};
 use crate::net::transport::{Endpoint, Transports};
-use crate::wire::{self, ReplayGuard};
+use crate::wire::ReplayGuard;
 
 /// How long a reload waits for an instance to say it took its update.
 const UPDATE_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -152,16 +153,9 @@ impl Supervisor {
             node_id: self.shared.node.node_id,
             node_name: self.shared.node.name.clone(),
             group: cfg.group,
-            priority: cfg.priority,
-            advert_interval: cfg.advert_interval,
-            backup_advert_interval: cfg.backup_advert_interval,
-            takeover_margin: cfg.takeover_margin,
-            handover_timeout: cfg.handover_timeout,
-            preempt: cfg.preempt,
-            preempt_delay: cfg.preempt_delay,
             startup_delay: self.shared.node.startup_delay,
-            vip_digest: wire::vip_digest(cfg.vips.iter().map(|v| (v.addr, v.prefix_len))),
             start_drained,
+            settings: election_settings(&cfg),
         };
         let held: Held = Arc::new(Mutex::new(cfg.vips.iter().map(|v| (*v, false)).collect()));
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();

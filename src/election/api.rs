@@ -16,6 +16,20 @@ pub struct ElectionConfig {
     pub node_id: u64,
     pub node_name: String,
     pub group: u8,
+    /// Minimum time after start before this node may become master.
+    pub startup_delay: Duration,
+    /// Start drained (the drain survives restarts through the daemon's state dir).
+    pub start_drained: bool,
+    /// What a reload may change.
+    pub settings: Settings,
+}
+
+/// What a reload may change in a running election
+/// ([`Election::handle_settings`](super::Election::handle_settings)): the
+/// part of [`ElectionConfig`] that does not name the node, its group or how it
+/// started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
     /// Configured priority, 1..=254.
     pub priority: u8,
     /// Advert interval as master.
@@ -28,44 +42,8 @@ pub struct ElectionConfig {
     pub handover_timeout: Duration,
     pub preempt: bool,
     pub preempt_delay: Duration,
-    /// Minimum time after start before this node may become master.
-    pub startup_delay: Duration,
     /// Digest of this instance's VIP set, so peers with another set are noticed.
     pub vip_digest: [u8; 8],
-    /// Start drained (the drain survives restarts through the daemon's state dir).
-    pub start_drained: bool,
-}
-
-/// What a reload may change in a running election
-/// ([`Election::handle_settings`](super::Election::handle_settings)): the
-/// fields of [`ElectionConfig`] that do not name the node, its group or how it
-/// started.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settings {
-    pub priority: u8,
-    pub advert_interval: Duration,
-    pub backup_advert_interval: Duration,
-    pub takeover_margin: Duration,
-    pub handover_timeout: Duration,
-    pub preempt: bool,
-    pub preempt_delay: Duration,
-    pub vip_digest: [u8; 8],
-}
-
-impl ElectionConfig {
-    /// The settings a reload may change, as they are now.
-    pub fn settings(&self) -> Settings {
-        Settings {
-            priority: self.priority,
-            advert_interval: self.advert_interval,
-            backup_advert_interval: self.backup_advert_interval,
-            takeover_margin: self.takeover_margin,
-            handover_timeout: self.handover_timeout,
-            preempt: self.preempt,
-            preempt_delay: self.preempt_delay,
-            vip_digest: self.vip_digest,
-        }
-    }
 }
 
 /// RFC 5798's states.

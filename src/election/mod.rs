@@ -242,7 +242,7 @@ impl Election {
     pub fn new(cfg: ElectionConfig, now: Instant) -> Self {
         let mut election = Self {
             drained: cfg.start_drained,
-            peers: PeerTable::new(cfg.takeover_margin),
+            peers: PeerTable::new(cfg.settings.takeover_margin),
             cfg,
             state: State::Initialize,
             started_at: now,
@@ -434,28 +434,11 @@ impl Election {
     /// A reload changed the settings (the rule "Reload"): advertise them now and
     /// let the election decide; nothing is released here.
     pub fn handle_settings(&mut self, now: Instant, settings: Settings) {
-        if self.stopped || settings == self.cfg.settings() {
+        if self.stopped || settings == self.cfg.settings {
             return;
         }
-        let Settings {
-            priority,
-            advert_interval,
-            backup_advert_interval,
-            takeover_margin,
-            handover_timeout,
-            preempt,
-            preempt_delay,
-            vip_digest,
-        } = settings;
-        self.cfg.priority = priority;
-        self.cfg.advert_interval = advert_interval;
-        self.cfg.backup_advert_interval = backup_advert_interval;
-        self.cfg.takeover_margin = takeover_margin;
-        self.cfg.handover_timeout = handover_timeout;
-        self.cfg.preempt = preempt;
-        self.cfg.preempt_delay = preempt_delay;
-        self.cfg.vip_digest = vip_digest;
-        self.peers.set_margin(takeover_margin);
+        self.peers.set_margin(settings.takeover_margin);
+        self.cfg.settings = settings;
         // Re-armed from now at the new interval (send_advert keeps no cadence
         // for a deadline still ahead).
         self.timers.clear(Timer::Advert);
@@ -530,7 +513,7 @@ impl Election {
 
     /// Configured priority plus health weights, clamped to 1..=254.
     pub fn effective_priority(&self) -> u8 {
-        let p = i32::from(self.cfg.priority) + self.health.priority_delta;
+        let p = i32::from(self.cfg.settings.priority) + self.health.priority_delta;
         // Clamped into 1..=254, so the cast cannot truncate.
         p.clamp(1, 254) as u8
     }
@@ -623,7 +606,7 @@ impl Election {
     fn backup_hears_master(&mut self, now: Instant, body: &AdvertBody) {
         let theirs = Rank::of_advert(body);
         let interval = interval_of(body);
-        let ours = self.cfg.advert_interval;
+        let ours = self.cfg.settings.advert_interval;
         let mismatch_is_new = self
             .peers
             .get_mut(body.node_id)
@@ -651,7 +634,8 @@ impl Election {
         self.reason_pending = None;
         self.timers
             .set(Timer::MasterDown, now + interval * 3 + wait);
-        if mine.eligible && mine > theirs && (self.cfg.preempt || self.promotion.is_some()) {
+        if mine.eligible && mine > theirs && (self.cfg.settings.preempt || self.promotion.is_some())
+        {
             self.consider_preempt(now);
         } else {
             self.timers.clear(Timer::Preempt);
@@ -673,14 +657,14 @@ impl Election {
         {
             if let Some(at) = self.timers.get(Timer::MasterDown) {
                 self.timers
-                    .set(Timer::MasterDown, at + self.cfg.takeover_margin);
+                    .set(Timer::MasterDown, at + self.cfg.settings.takeover_margin);
             }
         }
     }
 
     /// Arm or fire preemption if this backup outranks the live master.
     fn consider_preempt(&mut self, now: Instant) {
-        if !(self.cfg.preempt || self.promotion.is_some()) || !self.is_eligible() {
+        if !(self.cfg.settings.preempt || self.promotion.is_some()) || !self.is_eligible() {
             return;
         }
         let Some(peer) = self.outranked_master(now) else {
@@ -688,10 +672,12 @@ impl Election {
             return;
         };
         let earliest = self.started_at + self.cfg.startup_delay;
-        if self.promotion.is_some() || (self.cfg.preempt_delay.is_zero() && now >= earliest) {
+        if self.promotion.is_some()
+            || (self.cfg.settings.preempt_delay.is_zero() && now >= earliest)
+        {
             self.become_master(now, Reason::Preempting { peer });
         } else if self.timers.get(Timer::Preempt).is_none() {
-            let at = (now + self.cfg.preempt_delay).max(earliest);
+            let at = (now + self.cfg.settings.preempt_delay).max(earliest);
             self.timers.set(Timer::Preempt, at);
         }
     }
@@ -883,7 +869,7 @@ impl Election {
         self.stop_announcing();
         self.notice(Notice::HandoverStarted);
         self.timers
-            .set(Timer::Handover, now + self.cfg.handover_timeout);
+            .set(Timer::Handover, now + self.cfg.settings.handover_timeout);
         self.send_advert(now);
     }
 
@@ -940,7 +926,7 @@ impl Election {
         let master_interval = self
             .followed_master
             .and_then(|id| self.peers.get(id))
-            .map_or(self.cfg.advert_interval, |p| p.interval);
+            .map_or(self.cfg.settings.advert_interval, |p| p.interval);
         let skew = skew_time(self.effective_priority(), master_interval);
         if !self.ranks_known(now) {
             return skew;
@@ -949,13 +935,19 @@ impl Election {
         let ahead = self.peers.live_backups_above(mine, now);
         let slots = if releasing { ahead } else { ahead + 1 };
         let slots = u32::try_from(slots).unwrap_or(u32::MAX);
-        self.cfg.takeover_margin.saturating_mul(slots).min(skew)
+        self.cfg
+            .settings
+            .takeover_margin
+            .saturating_mul(slots)
+            .min(skew)
     }
 
     /// Has this node been up long enough to have heard every live peer's backup
     /// advert? Until then it falls back to the RFC's skew.
     fn ranks_known(&self, now: Instant) -> bool {
-        now >= self.started_at + self.cfg.backup_advert_interval * 3 + self.cfg.takeover_margin
+        now >= self.started_at
+            + self.cfg.settings.backup_advert_interval * 3
+            + self.cfg.settings.takeover_margin
     }
 
     fn other_live_master(&self, now: Instant, except: u64) -> bool {
@@ -963,7 +955,7 @@ impl Election {
     }
 
     fn own_master_down_interval(&self) -> Duration {
-        self.master_down_interval(self.cfg.advert_interval)
+        self.master_down_interval(self.cfg.settings.advert_interval)
     }
 }
 
@@ -971,7 +963,7 @@ impl Election {
 impl Election {
     fn record_peer(&mut self, now: Instant, body: &AdvertBody) {
         let peer = self.peers.record(now, body);
-        if peer.vip_mismatch_is_new(self.cfg.vip_digest) {
+        if peer.vip_mismatch_is_new(self.cfg.settings.vip_digest) {
             self.notice(Notice::VipSetMismatch {
                 peer: body.node_name.clone(),
             });
@@ -1046,16 +1038,16 @@ impl Election {
             flags,
             node_id: self.cfg.node_id,
             promote_epoch: self.promotion.unwrap_or(self.max_epoch_seen),
-            vip_digest: self.cfg.vip_digest,
+            vip_digest: self.cfg.settings.vip_digest,
             node_name: self.cfg.node_name.clone(),
         }
     }
 
     fn current_interval(&self) -> Duration {
         if self.state == State::Master {
-            self.cfg.advert_interval
+            self.cfg.settings.advert_interval
         } else {
-            self.cfg.backup_advert_interval
+            self.cfg.settings.backup_advert_interval
         }
     }
 }
@@ -1084,16 +1076,18 @@ mod tests {
             node_id,
             node_name: format!("n{node_id}"),
             group: 1,
-            priority,
-            advert_interval: I,
-            backup_advert_interval: I,
-            takeover_margin: Duration::from_millis(2),
-            handover_timeout: I * 3,
-            preempt: true,
-            preempt_delay: Duration::ZERO,
             startup_delay: Duration::ZERO,
-            vip_digest: [0; 8],
             start_drained: false,
+            settings: Settings {
+                priority,
+                advert_interval: I,
+                backup_advert_interval: I,
+                takeover_margin: Duration::from_millis(2),
+                handover_timeout: I * 3,
+                preempt: true,
+                preempt_delay: Duration::ZERO,
+                vip_digest: [0; 8],
+            },
         }
     }
 
@@ -1248,7 +1242,7 @@ mod tests {
     fn preempt_off_leaves_the_incumbent_alone() {
         let t0 = Instant::now();
         let mut c = cfg(1, 150);
-        c.preempt = false;
+        c.settings.preempt = false;
         let mut e = Election::new(c, t0);
         drain(&mut e);
         let mut t = t0;
@@ -1264,7 +1258,7 @@ mod tests {
     fn preempt_delay_waits_for_an_unbroken_stretch() {
         let t0 = Instant::now();
         let mut c = cfg(1, 150);
-        c.preempt_delay = I * 5;
+        c.settings.preempt_delay = I * 5;
         let mut e = Election::new(c, t0);
         drain(&mut e);
         let mut t = t0;
@@ -1725,7 +1719,7 @@ mod tests {
         );
         assert!(quorum.is_met());
         // Cut off: nothing more is heard. Quorum goes at 2 × I + margin...
-        let margin = e.config().takeover_margin;
+        let margin = e.config().settings.takeover_margin;
         assert!(e
             .quorum(last + I * 2 + margin - Duration::from_nanos(1), 4)
             .is_met());
@@ -1775,7 +1769,7 @@ mod tests {
     fn reload_settings_are_advertised_at_once_and_release_nothing() {
         let t0 = Instant::now();
         let (mut e, t) = settled_master(t0);
-        let unchanged = e.config().settings();
+        let unchanged = e.config().settings.clone();
         e.handle_settings(t, unchanged.clone());
         assert!(drain(&mut e).is_empty(), "the same settings change nothing");
 
@@ -1809,7 +1803,7 @@ mod tests {
     fn reload_raising_a_backup_above_the_master_preempts_by_the_preempt_rule() {
         let t0 = Instant::now();
         let (mut e, t) = settled_backup(t0, 100);
-        let mut higher = e.config().settings();
+        let mut higher = e.config().settings.clone();
         higher.priority = 250;
         higher.preempt = false;
         e.handle_settings(t, higher.clone());
@@ -1842,7 +1836,7 @@ mod tests {
     fn reload_with_preempt_on_takes_over_from_an_outranked_master_at_once() {
         let t0 = Instant::now();
         let (mut e, t) = settled_backup(t0, 100);
-        let mut higher = e.config().settings();
+        let mut higher = e.config().settings.clone();
         higher.priority = 250;
         e.handle_settings(t, higher);
         let actions = drain(&mut e);

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
 
-use super::parse::Statement;
+use super::parse::{Statement, Word};
 use super::{Conversion, Location, Note};
 
 /// Where the converted configuration expects each instance's key file.
@@ -175,6 +175,37 @@ fn split_keys(block: Option<&[Statement]>, keys: &[&str]) -> Vec<Statement> {
         out.push(current);
     }
     out
+}
+
+/// One entry of a `track_script` or `track_interface` block:
+/// `NAME [weight W [reverse]]`.
+struct Tracked<'a> {
+    name: &'a Word,
+    weight: Option<&'a Word>,
+    reverse: Option<&'a Word>,
+}
+
+/// The entries of a `track_script` or `track_interface` block's `words`.
+/// A `reverse` after a weight is taken into the entry only `with_reverse`;
+/// otherwise it is read as the next entry's name.
+fn tracked(words: &[Word], with_reverse: bool) -> Vec<Tracked<'_>> {
+    let mut entries = Vec::new();
+    let mut words = words.iter().peekable();
+    while let Some(name) = words.next() {
+        let mut entry = Tracked {
+            name,
+            weight: None,
+            reverse: None,
+        };
+        if words.next_if(|w| w.text == "weight").is_some() {
+            entry.weight = words.next();
+            if with_reverse && entry.weight.is_some() {
+                entry.reverse = words.next_if(|w| w.text == "reverse");
+            }
+        }
+        entries.push(entry);
+    }
+    entries
 }
 
 #[derive(Default)]
@@ -563,21 +594,11 @@ impl Converter {
     }
 
     fn track_scripts(&mut self, instance: &mut Instance, key: &Statement) {
-        let words = key.block_words();
-        let mut words = words.iter().peekable();
-        while let Some(word) = words.next() {
-            let mut weight = None;
-            if words.peek().is_some_and(|w| w.text == "weight") {
-                words.next();
-                weight = words.next().map(|w| (w.text.clone(), w.at.clone()));
-                if words.peek().is_some_and(|w| w.text == "reverse") {
-                    let reverse = words
-                        .next()
-                        .map(|w| w.at.clone())
-                        .unwrap_or(word.at.clone());
-                    self.note(&reverse, "weight ... reverse: vipd has no reversed weights; the weight is carried without it");
-                }
+        for entry in tracked(&key.block_words(), true) {
+            if let Some(reverse) = entry.reverse {
+                self.note(&reverse.at, "weight ... reverse: vipd has no reversed weights; the weight is carried without it");
             }
+            let word = entry.name;
             let Some(mut script) = self.scripts.get(&word.text).cloned() else {
                 self.note(&word.at, format!(
                     "track_script {}: no vrrp_script of that name (keepalived ignores it too); not carried over",
@@ -585,14 +606,9 @@ impl Converter {
                 ));
                 continue;
             };
-            if let Some((text, at)) = weight {
-                match text.parse::<i64>() {
-                    Ok(0) => script.weight = None,
-                    Ok(w) if (-254..=254).contains(&w) => script.weight = Some(w),
-                    _ => self.note(
-                        &at,
-                        format!("weight {text}: not -254..=254; the script's own weight is kept"),
-                    ),
+            if let Some(value) = entry.weight {
+                if let Some(weight) = self.weight(value, "the script's own weight is kept") {
+                    script.weight = weight;
                 }
             }
             if script.command.is_empty() {
@@ -610,24 +626,30 @@ impl Converter {
     }
 
     fn track_interfaces(&mut self, instance: &mut Instance, key: &Statement) {
-        let words = key.block_words();
-        let mut words = words.iter().peekable();
-        while let Some(word) = words.next() {
-            let mut weight = None;
-            if words.peek().is_some_and(|w| w.text == "weight") {
-                words.next();
-                if let Some(value) = words.next() {
-                    match value.text.parse::<i64>() {
-                        Ok(0) => {}
-                        Ok(w) if (-254..=254).contains(&w) => weight = Some(w),
-                        _ => self.note(&value.at, format!(
-                            "weight {}: not -254..=254; carried without a weight (a fault while down)",
-                            value.text
-                        )),
-                    }
-                }
+        for entry in tracked(&key.block_words(), false) {
+            let weight = entry.weight.and_then(|value| {
+                self.weight(value, "carried without a weight (a fault while down)")
+            });
+            instance
+                .track_interfaces
+                .push((entry.name.text.clone(), weight.flatten()));
+        }
+    }
+
+    /// A tracked entry's `weight W`: `Some(None)` for 0 (no weight),
+    /// `Some(Some(W))` for -254..=254; anything else is noted (with what is
+    /// done instead, `otherwise`) and gives `None`.
+    fn weight(&mut self, value: &Word, otherwise: &str) -> Option<Option<i64>> {
+        match value.text.parse::<i64>() {
+            Ok(0) => Some(None),
+            Ok(w) if (-254..=254).contains(&w) => Some(Some(w)),
+            _ => {
+                self.note(
+                    &value.at,
+                    format!("weight {}: not -254..=254; {otherwise}", value.text),
+                );
+                None
             }
-            instance.track_interfaces.push((word.text.clone(), weight));
         }
     }
 

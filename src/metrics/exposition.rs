@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 use super::histogram::HistogramReading;
 use super::process::ProcessStats;
 use super::{CheckGauge, Handover, Metrics, Rejection, STATES};
-use crate::control::InstanceStatus;
+use crate::control::{InstanceStatus, PeerStatus, VipStatus};
 
 /// What the daemon knows at scrape time beyond the counters.
 #[derive(Clone, Debug, Default)]
@@ -193,6 +193,75 @@ fn bool_value(b: bool) -> f64 {
 
 const NAME: &str = "instance_name";
 
+/// A family read from each instance's status: its type, and what its samples
+/// are labelled with (besides `instance_name`) and valued at.
+enum FromStatus {
+    /// A gauge per instance.
+    InstanceGauge(fn(&InstanceStatus) -> f64),
+    /// A counter per instance.
+    InstanceCounter(fn(&InstanceStatus) -> u64),
+    /// A gauge per VIP of each instance, labelled `vip`.
+    VipGauge(fn(&VipStatus) -> f64),
+    /// A gauge per peer of each instance, labelled `peer`.
+    PeerGauge(fn(&PeerStatus) -> f64),
+}
+
+impl FromStatus {
+    fn kind(&self) -> MetricType {
+        match self {
+            Self::InstanceCounter(_) => MetricType::Counter,
+            Self::InstanceGauge(_) | Self::VipGauge(_) | Self::PeerGauge(_) => MetricType::Gauge,
+        }
+    }
+
+    /// Writes the family's samples for every instance in `status`.
+    fn encode(
+        &self,
+        m: &mut MetricEncoder,
+        status: &[InstanceStatus],
+    ) -> Result<(), std::fmt::Error> {
+        for i in status {
+            let instance = (NAME, i.name.as_str());
+            match self {
+                Self::InstanceGauge(value) => gauge(m, &[instance], value(i))?,
+                Self::InstanceCounter(value) => counter(m, &[instance], value(i))?,
+                Self::VipGauge(value) => {
+                    for v in &i.vips {
+                        gauge(m, &[instance, ("vip", v.address.as_str())], value(v))?;
+                    }
+                }
+                Self::PeerGauge(value) => {
+                    for p in &i.peers {
+                        gauge(m, &[instance, ("peer", p.name.as_str())], value(p))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A gauge family with a sample per health check of each instance, for the
+/// checks `value` has one for.
+fn check_family(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    readings: &[InstanceReading],
+    value: fn(&CheckGauge) -> Option<f64>,
+) -> Result<(), std::fmt::Error> {
+    family(e, name, help, MetricType::Gauge, |m| {
+        for i in readings {
+            for (check, reading) in &i.checks {
+                if let Some(v) = value(reading) {
+                    gauge(m, &[(NAME, i.name.as_str()), ("check", check.as_str())], v)?;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
 impl prometheus_client::collector::Collector for Reading {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use MetricType::Gauge;
@@ -227,7 +296,8 @@ impl prometheus_client::collector::Collector for Reading {
 impl Reading {
     /// The gauges taken from each instance's status.
     fn encode_status(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        use MetricType::{Counter, Gauge};
+        use FromStatus::{InstanceCounter, InstanceGauge, PeerGauge, VipGauge};
+        use MetricType::Gauge;
         let s = &self.status;
         family(
             e,
@@ -255,177 +325,29 @@ impl Reading {
             }
             Ok(())
         })?;
-        family(
-            e,
-            "vipd_instance_drained",
-            "1 while the instance is drained (vipd drain): it does not become master.",
-            Gauge,
-            |m| {
-                for i in s {
-                    gauge(m, &[(NAME, i.name.as_str())], bool_value(i.drained))?;
-                }
-                Ok(())
-            },
-        )?;
-        family(
-            e,
-            "vipd_instance_promoted",
-            "1 while the instance is promoted (vipd promote).",
-            Gauge,
-            |m| {
-                for i in s {
-                    gauge(m, &[(NAME, i.name.as_str())], bool_value(i.promoted))?;
-                }
-                Ok(())
-            },
-        )?;
-        family(e, "vipd_master_down_interval_seconds", "How long a backup waits without the master's adverts before it takes over, at the master's advert interval.", Gauge, |m| {
-            for i in s {
-                gauge(m, &[(NAME, i.name.as_str())], i.master_down_interval_ms as f64 / 1000.0)?;
-            }
-            Ok(())
-        })?;
-        family(
-            e,
-            "vipd_adverts_sent",
-            "Adverts this instance sent since it started.",
-            Counter,
-            |m| {
-                for i in s {
-                    counter(m, &[(NAME, i.name.as_str())], i.adverts_sent)?;
-                }
-                Ok(())
-            },
-        )?;
-        family(
-            e,
-            "vipd_adverts_received",
-            "Adverts this instance accepted (authenticated, fresh, its group) since it started.",
-            Counter,
-            |m| {
-                for i in s {
-                    counter(m, &[(NAME, i.name.as_str())], i.adverts_received)?;
-                }
-                Ok(())
-            },
-        )?;
-        family(e, "vipd_other_master_heard", "Times this node, as master, heard another master (two masters at once) since the instance started.", Counter, |m| {
-            for i in s {
-                counter(m, &[(NAME, i.name.as_str())], i.other_master_heard)?;
-            }
-            Ok(())
-        })?;
-        family(
-            e,
-            "vipd_vip_held",
-            "1 while the VIP is on this node's interface.",
-            Gauge,
-            |m| {
-                for i in s {
-                    for v in &i.vips {
-                        gauge(
-                            m,
-                            &[(NAME, i.name.as_str()), ("vip", v.address.as_str())],
-                            bool_value(v.held),
-                        )?;
-                    }
-                }
-                Ok(())
-            },
-        )?;
-        family(
-            e,
-            "vipd_peer_up",
-            "1 while the peer is heard within its liveness window.",
-            Gauge,
-            |m| {
-                for i in s {
-                    for p in &i.peers {
-                        gauge(
-                            m,
-                            &[(NAME, i.name.as_str()), ("peer", p.name.as_str())],
-                            bool_value(p.alive),
-                        )?;
-                    }
-                }
-                Ok(())
-            },
-        )?;
-        family(
-            e,
-            "vipd_peer_priority",
-            "The priority the peer advertised last (0: drained, in fault or releasing).",
-            Gauge,
-            |m| {
-                for i in s {
-                    for p in &i.peers {
-                        gauge(
-                            m,
-                            &[(NAME, i.name.as_str()), ("peer", p.name.as_str())],
-                            f64::from(p.priority),
-                        )?;
-                    }
-                }
-                Ok(())
-            },
-        )?;
-        family(
-            e,
-            "vipd_peer_master",
-            "1 while this node takes the peer for the master.",
-            Gauge,
-            |m| {
-                for i in s {
-                    for p in &i.peers {
-                        gauge(
-                            m,
-                            &[(NAME, i.name.as_str()), ("peer", p.name.as_str())],
-                            bool_value(p.alive && p.state == "master"),
-                        )?;
-                    }
-                }
-                Ok(())
-            },
-        )?;
-        family(
-            e,
-            "vipd_peer_vip_set_differs",
-            "1 while the peer advertises another VIP set than this node's (configuration drift).",
-            Gauge,
-            |m| {
-                for i in s {
-                    for p in &i.peers {
-                        gauge(
-                            m,
-                            &[(NAME, i.name.as_str()), ("peer", p.name.as_str())],
-                            bool_value(p.vip_set_differs),
-                        )?;
-                    }
-                }
-                Ok(())
-            },
-        )?;
-        family(
-            e,
-            "vipd_name_conflict",
-            "1 while another node uses this node's name.",
-            Gauge,
-            |m| {
-                for i in s {
-                    gauge(
-                        m,
-                        &[(NAME, i.name.as_str())],
-                        bool_value(i.name_conflict.is_some()),
-                    )?;
-                }
-                Ok(())
-            },
-        )
+        let families: [(&str, &str, FromStatus); 12] = [
+            ("vipd_instance_drained", "1 while the instance is drained (vipd drain): it does not become master.", InstanceGauge(|i| bool_value(i.drained))),
+            ("vipd_instance_promoted", "1 while the instance is promoted (vipd promote).", InstanceGauge(|i| bool_value(i.promoted))),
+            ("vipd_master_down_interval_seconds", "How long a backup waits without the master's adverts before it takes over, at the master's advert interval.", InstanceGauge(|i| i.master_down_interval_ms as f64 / 1000.0)),
+            ("vipd_adverts_sent", "Adverts this instance sent since it started.", InstanceCounter(|i| i.adverts_sent)),
+            ("vipd_adverts_received", "Adverts this instance accepted (authenticated, fresh, its group) since it started.", InstanceCounter(|i| i.adverts_received)),
+            ("vipd_other_master_heard", "Times this node, as master, heard another master (two masters at once) since the instance started.", InstanceCounter(|i| i.other_master_heard)),
+            ("vipd_vip_held", "1 while the VIP is on this node's interface.", VipGauge(|v| bool_value(v.held))),
+            ("vipd_peer_up", "1 while the peer is heard within its liveness window.", PeerGauge(|p| bool_value(p.alive))),
+            ("vipd_peer_priority", "The priority the peer advertised last (0: drained, in fault or releasing).", PeerGauge(|p| f64::from(p.priority))),
+            ("vipd_peer_master", "1 while this node takes the peer for the master.", PeerGauge(|p| bool_value(p.alive && p.state == "master"))),
+            ("vipd_peer_vip_set_differs", "1 while the peer advertises another VIP set than this node's (configuration drift).", PeerGauge(|p| bool_value(p.vip_set_differs))),
+            ("vipd_name_conflict", "1 while another node uses this node's name.", InstanceGauge(|i| bool_value(i.name_conflict.is_some()))),
+        ];
+        for (name, help, from) in families {
+            family(e, name, help, from.kind(), |m| from.encode(m, s))?;
+        }
+        Ok(())
     }
 
     /// The counters and histograms the daemon bumps.
     fn encode_counters(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        use MetricType::{Counter, Gauge, Histogram};
+        use MetricType::{Counter, Histogram};
         let c = &self.counters;
         family(e, "vipd_adverts_rejected", "Adverts (or datagrams meant as adverts) not taken, by reason: bad_ttl (sent from off the link), unknown_source (not a configured unicast peer), malformed, version, other_group, authentication (wrong key or forged), replay, inbox_full (the instance was busy).", Counter, |m| {
             for i in c {
@@ -478,35 +400,13 @@ impl Reading {
             }
             Ok(())
         })?;
-        family(e, "vipd_check_up", "1 while the health check counts as good (rise and fall applied), 0 while failing; absent before its first result.", Gauge, |m| {
-            for i in c {
-                for (name, check) in &i.checks {
-                    if let Some(up) = check.up {
-                        gauge(m, &[(NAME, i.name.as_str()), ("check", name.as_str())], bool_value(up))?;
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        family(
+        check_family(e, "vipd_check_up", "1 while the health check counts as good (rise and fall applied), 0 while failing; absent before its first result.", c, |check| check.up.map(bool_value))?;
+        check_family(
             e,
             "vipd_check_duration_seconds",
             "How long the last run of the check (track script, guard probe) took.",
-            Gauge,
-            |m| {
-                for i in c {
-                    for (name, check) in &i.checks {
-                        if let Some(took) = check.last_duration {
-                            gauge(
-                                m,
-                                &[(NAME, i.name.as_str()), ("check", name.as_str())],
-                                took.as_secs_f64(),
-                            )?;
-                        }
-                    }
-                }
-                Ok(())
-            },
+            c,
+            |check| check.last_duration.map(|took| took.as_secs_f64()),
         )?;
         family(e, "vipd_handover_duration_seconds", "How long handovers took, by operation: drain (from vipd drain until this node is no longer master), promote (until it is master), shutdown (until the instance released and stopped).", Histogram, |m| {
             for i in c {

@@ -213,23 +213,14 @@ impl Lab {
                 "net.ipv6.conf.all.accept_dad=0",
                 "net.ipv6.conf.default.accept_dad=0",
             ]);
-            let port = format!("p{index}");
-            switch.ip(&[
-                "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-            ]);
-            switch.ip(&["link", "set", &port, "master", "br0", "up"]);
-            let v4 = format!("{v4_net}.{host_part}");
-            let v6 = format!("{v6_net}::{host_part:x}");
-            ns.sysctl(&["net.ipv6.conf.eth0.accept_dad=0"]);
-            ns.ip_batch(&format!(
-                "addr add {v4}/{v4_prefix_len} dev eth0\naddr add {v6}/64 dev eth0 nodad\nlink set lo up\nlink set eth0 up\n"
-            ));
-            Host {
+            let host = Host {
                 role: role.to_owned(),
                 ns,
-                v4,
-                v6,
-            }
+                v4: format!("{v4_net}.{host_part}"),
+                v6: format!("{v6_net}::{host_part:x}"),
+            };
+            plug_eth0(&switch, &format!("p{index}"), &host, v4_prefix_len);
+            host
         };
         let hosts: Vec<Host> = (1..=nodes)
             .map(|i| make_host(&format!("n{i}"), i, i as u32))
@@ -268,6 +259,18 @@ impl Lab {
         format!("{}::{:x}/64", self.v6_net, 0x200 + k)
     }
 
+    /// Node `i`'s `eth0` made again the way the lab first made it, after a
+    /// test deleted it: a new veth pair on switch port `p{i}` (so a new
+    /// ifindex), the same addresses.
+    pub(crate) fn replug_node(&self, i: usize) {
+        plug_eth0(
+            &self.switch,
+            &format!("p{i}"),
+            self.node(i),
+            self.v4_prefix_len,
+        );
+    }
+
     /// Which nodes (1-based) hold `vip` right now.
     pub(crate) fn holders(&self, vip: &str) -> Vec<usize> {
         (1..=self.nodes.len())
@@ -283,4 +286,27 @@ impl Lab {
         }
         s
     }
+}
+
+/// Puts namespace `ns` on `bridge` in the `switch` namespace through a veth
+/// pair, `port` on the switch side and `interface` inside `ns`: `ip link add
+/// PORT type veth peer name INTERFACE netns NS`, then `ip link set PORT master
+/// BRIDGE up`.
+pub(crate) fn plug_veth(switch: &Netns, bridge: &str, port: &str, ns: &Netns, interface: &str) {
+    switch.ip(&[
+        "link", "add", port, "type", "veth", "peer", "name", interface, "netns", &ns.name,
+    ]);
+    switch.ip(&["link", "set", port, "master", bridge, "up"]);
+}
+
+/// Puts `host` on the lab's bridge `br0` as `eth0` (switch port `port`) with
+/// its addresses (IPv4 with `v4_prefix_len`, IPv6 with /64 and no DAD), and
+/// sets it up.
+fn plug_eth0(switch: &Netns, port: &str, host: &Host, v4_prefix_len: u8) {
+    let (ns, v4, v6) = (&host.ns, &host.v4, &host.v6);
+    plug_veth(switch, "br0", port, ns, "eth0");
+    ns.sysctl(&["net.ipv6.conf.eth0.accept_dad=0"]);
+    ns.ip_batch(&format!(
+        "addr add {v4}/{v4_prefix_len} dev eth0\naddr add {v6}/64 dev eth0 nodad\nlink set lo up\nlink set eth0 up\n"
+    ));
 }

@@ -45,8 +45,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::{
-    check_interrupted, new_socket, output_text, packet_socket, run, run_output, spawn_when_ready,
-    strip_prefix_len, vipd_bin, AuthSpec, Host, Lab, Netns, NodeSpec, NETNS_PREFIX,
+    check_interrupted, new_socket, output_text, packet_socket, plug_veth, run, run_output,
+    spawn_when_ready, strip_prefix_len, vipd_bin, AuthSpec, Host, Lab, Netns, NodeSpec,
+    NETNS_PREFIX,
 };
 
 /// The unit as the package ships it.
@@ -518,10 +519,7 @@ pub(crate) fn join_lab(lab: &Lab, ns: Netns, role: &str, port: &str, host_part: 
     let (v6_net, _) = lab.client.v6.rsplit_once("::").expect("the client's IPv6");
     let vip = lab.vip4(0);
     let (_, prefix_len) = vip.split_once('/').expect("a VIP with its prefix length");
-    lab.switch.ip(&[
-        "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-    ]);
-    lab.switch.ip(&["link", "set", port, "master", "br0", "up"]);
+    plug_veth(&lab.switch, "br0", port, &ns, "eth0");
     let v4 = format!("{v4_net}.{host_part}");
     let v6 = format!("{v6_net}::{host_part:x}");
     ns.sysctl(&[

@@ -116,7 +116,7 @@ const REMEMBERED_BOOTS: usize = 64;
 impl Identity {
     /// For the election configured by `cfg`, advertising `boot_id` (the daemon's).
     pub(in crate::daemon) fn new(cfg: &ElectionConfig, boot_id: u64) -> Self {
-        Self::with(cfg.node_name.clone(), boot_id, cfg.takeover_margin)
+        Self::with(cfg.node_name.clone(), boot_id, cfg.settings.takeover_margin)
     }
 
     fn with(node_name: String, boot_id: u64, takeover_margin: Duration) -> Self {

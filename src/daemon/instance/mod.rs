@@ -22,6 +22,7 @@ mod update;
 pub(super) use identity::Identity;
 pub(super) use rejects::RejectLog;
 pub(super) use telemetry::Telemetry;
+pub(super) use update::election_settings;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;

@@ -93,7 +93,7 @@ impl Instance {
                     alive,
                     last_heard_ms_ago: millis(now.saturating_duration_since(p.last_heard)),
                     advert_interval_ms: millis(p.interval),
-                    vip_set_differs: p.vip_digest != e.config().vip_digest,
+                    vip_set_differs: p.vip_digest != e.config().settings.vip_digest,
                     version: self.peer_versions.get(&p.node_id).cloned(),
                 }
             })

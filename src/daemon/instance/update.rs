@@ -43,8 +43,9 @@ use crate::health::{self, Tracker};
 use crate::net::transport::Endpoint;
 use crate::wire;
 
-/// The election settings of an instance configuration.
-fn settings_of(cfg: &InstanceConfig) -> Settings {
+/// The election settings of an instance configuration: what the election
+/// starts with and what a reload hands it.
+pub(in crate::daemon) fn election_settings(cfg: &InstanceConfig) -> Settings {
     Settings {
         priority: cfg.priority,
         advert_interval: cfg.advert_interval,
@@ -80,7 +81,8 @@ impl Instance {
             let _ = self.ops.send(VipOp::SetAnnounce(self.cfg.announce.clone()));
         }
         if changes.contains(&Change::Election) || changes.contains(&Change::Vips) {
-            self.election.handle_settings(now, settings_of(&self.cfg));
+            self.election
+                .handle_settings(now, election_settings(&self.cfg));
         }
         if changes.contains(&Change::Notify) {
             let fresh = Notifier::start(
