@@ -152,11 +152,15 @@ fn init_logging() {
             Err(e) => eprintln!("vipd: cannot log to the journal natively ({e}); logging as text"),
         }
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .finish()
+    // A layer under the registry, not `fmt()`'s own subscriber: that one caps
+    // events at INFO before any filter added on top sees them.
+    tracing_subscriber::registry()
         .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .init();
 }
 
@@ -170,8 +174,17 @@ fn log_filter() -> Targets {
             .parse::<Targets>()
             .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO))
     };
-    match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.trim().is_empty() => {
+    // Empty pieces and spaces around them, which EnvFilter skipped, would
+    // read as a target named " info" or an ERROR-only default here.
+    let directives = std::env::var("RUST_LOG")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect::<Vec<_>>()
+        .join(",");
+    match directives {
+        directives if !directives.is_empty() => {
             directives.parse::<Targets>().unwrap_or_else(|e| {
                 eprintln!("vipd: RUST_LOG={directives:?} is not a list of target=level directives ({e}); using {DEFAULT_LOG_FILTER:?}");
                 default()

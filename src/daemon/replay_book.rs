@@ -63,6 +63,18 @@ struct Pending {
     old_files: BTreeSet<String>,
 }
 
+/// One mark per peer, the newest (boot id, then sequence) of `a` and `b`.
+fn newest_of(a: Vec<HighWater>, b: Vec<HighWater>) -> Vec<HighWater> {
+    let mut newest: std::collections::BTreeMap<u64, HighWater> = std::collections::BTreeMap::new();
+    for mark in a.into_iter().chain(b) {
+        let entry = newest.entry(mark.node_id).or_insert(mark);
+        if (mark.boot_id, mark.sequence) > (entry.boot_id, entry.sequence) {
+            *entry = mark;
+        }
+    }
+    newest.into_values().collect()
+}
+
 impl ReplayBook {
     /// Loads the book for `instances` from `state` (never fails: an unusable
     /// file is a warning, and those instances start empty) and starts the
@@ -75,7 +87,11 @@ impl ReplayBook {
         let mut from_file = match state.load_replay_book() {
             Ok(book) => book.unwrap_or_default(),
             Err(e) => {
-                tracing::warn!(error = %error_chain(&e),
+                // Kept for a look rather than overwritten by the first write.
+                let aside = state.replay_book_file().with_extension("unusable");
+                let kept = matches!(e, super::state::ReplayFileError::Corrupt { .. })
+                    && std::fs::rename(state.replay_book_file(), &aside).is_ok();
+                tracing::warn!(error = %error_chain(&e), kept_as = %if kept { aside.display().to_string() } else { "-".into() },
                     "node-wide replay checkpoint unusable; its instances start with empty replay guards (adverts captured before this start could be replayed until each peer is heard); it is replaced at the next write");
                 ReplayMarks::new()
             }
@@ -121,6 +137,12 @@ impl ReplayBook {
         let old_file = state.replay_file(instance);
         let has_old_file = old_file.exists();
         let (marks, from) = match marks {
+            // Both: a rollback to a release that writes per-instance files,
+            // then this one again. The newer mark of each peer counts.
+            Some(marks) if has_old_file => match state.load_replay(instance) {
+                Ok(old) => (newest_of(marks, old), state.replay_book_file()),
+                Err(_) => (marks, state.replay_book_file()),
+            },
             Some(marks) => (marks, state.replay_book_file()),
             None if has_old_file => match state.load_replay(instance) {
                 Ok(marks) => (marks, old_file),

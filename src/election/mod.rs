@@ -499,6 +499,19 @@ impl Election {
         }
         self.timers.next()
     }
+
+    /// The earliest deadline that can start a takeover (master down, preempt
+    /// delay passed), if any: the caller may keep it more exactly than the
+    /// others, whose being a millisecond late only delays an advert.
+    pub fn takeover_deadline(&self) -> Option<Instant> {
+        if self.stopped {
+            return None;
+        }
+        [Timer::MasterDown, Timer::Preempt]
+            .into_iter()
+            .filter_map(|t| self.timers.get(t))
+            .min()
+    }
 }
 
 /// Queries for status, the control socket and the daemon; none changes anything.

@@ -364,7 +364,9 @@ impl Netlink {
     /// Idempotent: claiming an address vipd already marked succeeds. An
     /// address already there *without* the marker belongs to an administrator
     /// or another tool: it is left untouched ([`Claimed::LeftAlone`]), so that
-    /// a later release cannot delete what vipd never added. IPv6 addresses skip duplicate address detection
+    /// a later release cannot delete what vipd never added. (IPv4 with another
+    /// prefix length is another kernel entry: vipd adds its own beside the
+    /// administrator's and later removes only its own.) IPv6 addresses skip duplicate address detection
     /// (`IFA_F_NODAD`): during an overlapping handover the old master still
     /// answers for the VIP, and DAD would leave it `dadfailed` (FIELD-NOTES
     /// 15). The kernel's prefix route is kept, as with `ip addr add`.
@@ -474,11 +476,16 @@ impl Netlink {
             match addresses.try_next().await {
                 Ok(Some(message)) => {
                     if message.header.index == ifindex && address_of(&message) == Some(addr) {
-                        presence = if marked_address(&message).is_some() {
-                            Presence::Marked
-                        } else {
-                            Presence::Unmarked
-                        };
+                        // IPv4 keeps one entry per prefix length: an
+                        // administrator's 10.0.0.5/24 beside vipd's
+                        // 10.0.0.5/32. Ours wins, so that a release removes
+                        // ours (the kernel matches the prefix length, leaving
+                        // theirs) rather than taking both for theirs.
+                        if marked_address(&message).is_some() {
+                            presence = Presence::Marked;
+                        } else if presence == Presence::Absent {
+                            presence = Presence::Unmarked;
+                        }
                     }
                 }
                 Ok(None) => return Ok(presence),
@@ -1362,6 +1369,16 @@ pub(crate) mod tests {
                     Presence::Unmarked
                 );
             }
+            assert_eq!(nl.marked_addresses().await.unwrap(), vec![]);
+            // IPv4, the VIP as /32 beside the administrator's /24: vipd's own
+            // entry is added and later removed; theirs stays.
+            assert_eq!(nl.claim(a.index, V4, 32).await.unwrap(), Claimed::Marked);
+            assert_eq!(nl.presence(a.index, V4).await.unwrap(), Presence::Marked);
+            assert_eq!(
+                nl.release(a.index, V4, 32).await.unwrap(),
+                Released::Removed
+            );
+            assert_eq!(nl.presence(a.index, V4).await.unwrap(), Presence::Unmarked);
             assert_eq!(nl.marked_addresses().await.unwrap(), vec![]);
         });
     }

@@ -145,7 +145,7 @@ pub const KNOWN_SOURCES_MAX: usize = 16;
 /// is dropped, and if the master's advert is among the dropped ones three
 /// times in a row the backup takes over although the master is alive. So
 /// datagrams from sources the instance has authenticated before
-/// ([`Subscription::learn_source`]) go into a small lane of their own, which
+/// ([`Subscription::set_known_sources`]) go into a small lane of their own, which
 /// the instance reads first: junk from other addresses can no longer crowd
 /// out the peers' adverts. A forger who also spoofs a peer's address only
 /// shares that peer's lane (and fills it at worst; the overflow then goes to
@@ -188,6 +188,11 @@ impl Inbox {
                 None => self.known.recv().await,
             },
         }
+    }
+
+    /// A datagram from a known source waiting now.
+    pub fn try_recv_known(&mut self) -> Option<Datagram> {
+        self.known.try_recv().ok()
     }
 
     /// A datagram waiting now, known sources first.
@@ -304,19 +309,23 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Marks `source` as an address the instance authenticated an advert
-    /// from: its later datagrams go to the inbox's known lane. At most
-    /// [`KNOWN_SOURCES_MAX`] addresses are kept; later ones are ignored.
-    pub fn learn_source(&self, source: IpAddr) {
+    /// Sets the addresses the instance authenticated adverts from (its
+    /// peers'): their later datagrams go to the inbox's known lane. The whole
+    /// set is replaced, so a peer that left or moved stops being preferred;
+    /// at most [`KNOWN_SOURCES_MAX`] are kept.
+    pub fn set_known_sources(&self, sources: impl IntoIterator<Item = IpAddr>) {
+        let known: HashSet<IpAddr> = sources
+            .into_iter()
+            .map(unmapped)
+            .take(KNOWN_SOURCES_MAX)
+            .collect();
         let mut subs = self
             .shared
             .subscribers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(sub) = subs.get_mut(&self.group) {
-            if sub.known_sources.len() < KNOWN_SOURCES_MAX {
-                sub.known_sources.insert(unmapped(source));
-            }
+            sub.known_sources = known;
         }
     }
 }

@@ -118,14 +118,15 @@ impl DeadlineTimer {
     fn arm_fd(&mut self, at: Option<Instant>) {
         let Some(fd) = &self.fd else { return };
         let timer = &fd.get_ref().0;
-        // An expiry of an earlier setting may still be counted on the fd:
-        // `expired` checks the clock, so it only costs a loop there.
+        // `timerfd_settime` also resets the count of expiries not yet read.
         let armed = match at {
             None => timer.unset(),
-            Some(at) => timer.set(
-                Expiration::OneShot(monotonic_time_of(at)),
-                TimerSetTimeFlags::TFD_TIMER_ABSTIME,
-            ),
+            Some(at) => monotonic_time_of(at).and_then(|at| {
+                timer.set(
+                    Expiration::OneShot(at),
+                    TimerSetTimeFlags::TFD_TIMER_ABSTIME,
+                )
+            }),
         };
         self.fd_armed = at.is_some();
         if let Err(e) = armed {
@@ -157,12 +158,12 @@ impl DeadlineTimer {
         }
         // Past already (a deadline the election kept after it fired): at once,
         // as the wheel would.
-        if Instant::now() >= deadline {
+        if now() >= deadline {
             return;
         }
         if !self.fd_armed {
             self.wheel.as_mut().await;
-            if Instant::now() >= deadline {
+            if now() >= deadline {
                 return;
             }
             self.arm_fd(Some(deadline));
@@ -176,9 +177,11 @@ impl DeadlineTimer {
                 return tokio::time::sleep_until(deadline.into()).await;
             };
             match ready.get_inner().0.wait() {
-                Ok(()) if Instant::now() >= deadline => return,
-                // An expiry of an earlier setting: wait on.
-                Ok(()) => {}
+                Ok(()) if now() >= deadline => return,
+                // Fired before the deadline by our clock (cannot happen while
+                // both read CLOCK_MONOTONIC): sleep the rest rather than wait
+                // on a one-shot timer that has already gone off.
+                Ok(()) => return tokio::time::sleep_until(deadline.into()).await,
                 Err(Errno::EAGAIN) => ready.clear_ready(),
                 // Any other error of a timerfd read would repeat.
                 Err(_) => return tokio::time::sleep_until(deadline.into()).await,
@@ -198,13 +201,19 @@ fn far_future() -> tokio::time::Instant {
 
 /// `deadline` as an absolute `CLOCK_MONOTONIC` time, the clock `Instant` reads
 /// on Linux. Never zero (which would disarm the timerfd).
-fn monotonic_time_of(deadline: Instant) -> TimeSpec {
-    let now = Instant::now();
-    // CLOCK_MONOTONIC cannot fail on Linux; zero would only fire at once.
-    let clock = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .unwrap_or(TimeSpec::new(0, 0));
+///
+/// The instance's clock is tokio's (`super::clock`), which reads the same
+/// clock while time is not paused; exact deadlines need the real clock (no
+/// test pauses it).
+fn monotonic_time_of(deadline: Instant) -> nix::Result<TimeSpec> {
+    let now = now();
+    let clock = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)?;
     let at = Duration::from(clock) + deadline.saturating_duration_since(now);
-    TimeSpec::from_duration(at.max(Duration::from_nanos(1)))
+    Ok(TimeSpec::from_duration(at.max(Duration::from_nanos(1))))
+}
+
+fn now() -> Instant {
+    super::clock::now()
 }
 
 #[cfg(test)]

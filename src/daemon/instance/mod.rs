@@ -195,15 +195,17 @@ impl Instance {
         let mut inbox_open = true;
         let mut back_open = true;
         // One timer for the task's life, moved only when the election's next
-        // deadline moves; exact where it decides a takeover (see `deadline`).
+        // deadline moves; exact when that deadline decides a takeover (see
+        // `deadline`).
         let mut timer = DeadlineTimer::new(&name);
         loop {
-            let precision = if self.election.state() == State::Master {
-                Precision::Batched
-            } else {
+            let next = self.election.poll_timeout();
+            let precision = if next.is_some() && next == self.election.takeover_deadline() {
                 Precision::Exact
+            } else {
+                Precision::Batched
             };
-            let deadline = self.election.poll_timeout().map(|at| (at, precision));
+            let deadline = next.map(|at| (at, precision));
             if deadline != timer.armed() {
                 timer.set(deadline);
             }
@@ -268,13 +270,14 @@ impl Instance {
                     // together with our takeover timer, and must win. A master
                     // has no takeover to cancel, so under a flood its own
                     // advert is not delayed by reading junk first.
-                    let queued = if self.election.state() == State::Master {
-                        KNOWN_LANE_CAPACITY
-                    } else {
-                        KNOWN_LANE_CAPACITY + INBOX_CAPACITY
-                    };
-                    for _ in 0..queued {
-                        match self.channel.inbox.try_recv() {
+                    let master = self.election.state() == State::Master;
+                    for _ in 0..KNOWN_LANE_CAPACITY + INBOX_CAPACITY {
+                        let queued = if master {
+                            self.channel.inbox.try_recv_known()
+                        } else {
+                            self.channel.inbox.try_recv()
+                        };
+                        match queued {
                             Some(d) => self.on_datagram(now, d),
                             None => break,
                         }
@@ -302,6 +305,7 @@ impl Instance {
             }
             if std::mem::take(&mut self.replaced_channel) {
                 inbox_open = true;
+                self.refresh_known_sources();
             }
             self.expire_twins(now);
             self.check_quorum(now);
@@ -468,13 +472,7 @@ impl Instance {
             let known: HashSet<u64> = self.election.peers().map(|p| p.node_id).collect();
             self.sources.retain(|id, _| known.contains(id));
         }
-        if self.sources.insert(advert.body.node_id, source) != Some(source) {
-            // Authenticated and fresh: this address's datagrams may skip the
-            // queue of junk from now on (see `transport::Inbox`).
-            if let Some(subscription) = &self.channel.subscription {
-                subscription.learn_source(source);
-            }
-        }
+        let new_source = self.sources.insert(advert.body.node_id, source) != Some(source);
         if self.peer_versions.len() >= 1024
             && !self.peer_versions.contains_key(&advert.body.node_id)
         {
@@ -494,6 +492,25 @@ impl Instance {
         self.handing_over_at_input = self.election.is_handing_over();
         self.telemetry.advert_accepted(now, &advert.body);
         self.election.handle_advert(now, &advert.body);
+        if new_source {
+            // Authenticated and fresh: this address's datagrams may skip the
+            // queue of junk from now on (see `transport::Inbox`).
+            self.refresh_known_sources();
+        }
+    }
+
+    /// Tells the transport which addresses are the peers' (the election's
+    /// current peers, as last heard from), for the inbox's known lane. Called
+    /// when a peer's address is new, when peers are removed, and on a new
+    /// channel (a reload's socket or a re-created interface starts empty).
+    pub(super) fn refresh_known_sources(&self) {
+        if let Some(subscription) = &self.channel.subscription {
+            subscription.set_known_sources(
+                self.election
+                    .peers()
+                    .filter_map(|p| self.sources.get(&p.node_id).copied()),
+            );
+        }
     }
 
     /// An advert carrying our own node id: our own looped back, or a twin's

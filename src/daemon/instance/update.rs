@@ -178,6 +178,7 @@ impl Instance {
                 "peers no longer configured are forgotten (reload)");
             self.sources.retain(|id, _| !removed.contains(id));
             self.election.handle_peers_removed(&removed);
+            self.refresh_known_sources();
         }
         Ok(())
     }
