@@ -185,10 +185,9 @@ struct Tracked<'a> {
     reverse: Option<&'a Word>,
 }
 
-/// The entries of a `track_script` or `track_interface` block's `words`.
-/// A `reverse` after a weight is taken into the entry only `with_reverse`;
-/// otherwise it is read as the next entry's name.
-fn tracked(words: &[Word], with_reverse: bool) -> Vec<Tracked<'_>> {
+/// The entries of a `track_script` or `track_interface` block's `words`
+/// (keepalived takes `reverse` after the weight in both).
+fn tracked(words: &[Word]) -> Vec<Tracked<'_>> {
     let mut entries = Vec::new();
     let mut words = words.iter().peekable();
     while let Some(name) = words.next() {
@@ -199,7 +198,7 @@ fn tracked(words: &[Word], with_reverse: bool) -> Vec<Tracked<'_>> {
         };
         if words.next_if(|w| w.text == "weight").is_some() {
             entry.weight = words.next();
-            if with_reverse && entry.weight.is_some() {
+            if entry.weight.is_some() {
                 entry.reverse = words.next_if(|w| w.text == "reverse");
             }
         }
@@ -594,7 +593,7 @@ impl Converter {
     }
 
     fn track_scripts(&mut self, instance: &mut Instance, key: &Statement) {
-        for entry in tracked(&key.block_words(), true) {
+        for entry in tracked(&key.block_words()) {
             if let Some(reverse) = entry.reverse {
                 self.note(&reverse.at, "weight ... reverse: vipd has no reversed weights; the weight is carried without it");
             }
@@ -626,10 +625,13 @@ impl Converter {
     }
 
     fn track_interfaces(&mut self, instance: &mut Instance, key: &Statement) {
-        for entry in tracked(&key.block_words(), false) {
+        for entry in tracked(&key.block_words()) {
             let weight = entry.weight.and_then(|value| {
                 self.weight(value, "carried without a weight (a fault while down)")
             });
+            if let Some(reverse) = entry.reverse {
+                self.note(&reverse.at, "weight ... reverse: vipd has no reversed weights; the weight is carried without it");
+            }
             instance
                 .track_interfaces
                 .push((entry.name.text.clone(), weight.flatten()));
@@ -981,6 +983,31 @@ mod tests {
         ));
         assert!(needs_shell("pidof nginx || exit 1"));
         assert!(needs_shell("test -f /tmp/x && exit 1"));
+    }
+
+    #[test]
+    fn reverse_after_a_tracked_interface_weight_is_noted_not_read_as_a_name() {
+        let dir = std::env::temp_dir().join(format!("vipd-import-rev-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keepalived.conf");
+        std::fs::write(
+            &file,
+            "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 51\n priority 100\n \
+             virtual_ipaddress { 10.0.0.10/24 }\n track_interface {\n  eth1 weight -20 reverse\n  eth2\n }\n}\n",
+        )
+        .unwrap();
+        let conversion = crate::import::convert_file(&file).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            !conversion.toml.contains("\"reverse\""),
+            "reverse is not an interface:\n{}",
+            conversion.toml
+        );
+        assert!(conversion.toml.contains("eth1") && conversion.toml.contains("eth2"));
+        assert!(conversion
+            .notes
+            .iter()
+            .any(|n| n.to_string().contains("reverse")));
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! adverts on the instance's socket and as orders to its VIP worker.
 //!
 //! Each wake-up reads the clock once, from tokio (`clock::now`), and hands that
-//! `now` to every handler it runs, so a test with tokio's paused time drives the
-//! task and one wake-up never sees two times.
+//! `now` to every handler it runs, so one wake-up never sees two times. Its one
+//! timer (`deadline`) keeps takeover deadlines exactly, on a timerfd for their
+//! last 3 ms, and every other deadline on tokio's wheel; the timerfd reads the
+//! real clock, so a test with tokio's paused time would not drive a takeover.
 //!
 //! What it may not touch: the kernel's addresses (its VIP worker does that, off
 //! the advert path), other instances (only through the sync board), and any
