@@ -27,14 +27,7 @@ fn a_second_vipd_run_on_the_master_changes_nothing() {
     let daemons = start_nodes(&lab, vec![spec(150), spec(100)]);
     wait_sole_holder(&lab, &vip, 1, Duration::from_secs(20));
     let n1_mac = lab.node(1).mac_bytes();
-    let prober = ArpProber::start(
-        &lab.client,
-        strip_prefix_len(&vip).parse().expect("an IPv4 VIP"),
-    )
-    .expect("start the ARP prober");
-    prober
-        .wait_stable(n1_mac, Duration::from_millis(300), Duration::from_secs(10))
-        .expect("the client sees n1");
+    let prober = ArpProber::start_seeing(&lab.client, &vip, n1_mac);
     let running = daemons[0].pid().expect("n1 runs");
 
     // The slip: `vipd run` again, by hand, with the service's own config.

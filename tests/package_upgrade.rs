@@ -26,7 +26,6 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -84,11 +83,7 @@ fn installing_the_next_version_on_the_master_drops_no_probe() {
         "n1 runs the installed binary"
     );
     let n1_mac = lab.node(1).mac_bytes();
-    let vip_addr: Ipv4Addr = strip_prefix_len(&vip).parse().expect("an IPv4 VIP");
-    let prober = ArpProber::start(&lab.client, vip_addr).expect("start the ARP prober");
-    prober
-        .wait_stable(n1_mac, Duration::from_millis(300), Duration::from_secs(10))
-        .expect("the client sees n1");
+    let prober = ArpProber::start_seeing(&lab.client, &vip, n1_mac);
 
     // Some probes before, the upgrade, and 2 s after (20 adverts, several
     // master-down intervals of n2) to see any late effect.

@@ -191,11 +191,7 @@ fn a_pair_upgrades_one_node_at_a_time_without_losing_a_probe() {
     assert_eq!(peer_version(&n2), None, "the old build sends no version");
 
     let n1_mac = lab.node(1).mac_bytes();
-    let vip_addr: Ipv4Addr = strip_prefix_len(&vip).parse().expect("an IPv4 VIP");
-    let prober = ArpProber::start(&lab.client, vip_addr).expect("start the ARP prober");
-    prober
-        .wait_stable(n1_mac, Duration::from_millis(300), Duration::from_secs(10))
-        .expect("the client sees n1");
+    let prober = ArpProber::start_seeing(&lab.client, &vip, n1_mac);
     let from = Instant::now();
 
     // 1. The backup: stop, start on the new build.

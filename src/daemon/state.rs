@@ -645,18 +645,9 @@ mod tests {
             (good[..good.len() / 2].to_owned(), 2, ""),
             (format!("{good}junk\n"), 5, "after the end"),
         ];
-        for (text, line, reason) in cases {
-            std::fs::write(state.replay_file("db"), &text).unwrap();
-            match state.load_replay("db") {
-                Err(ReplayFileError::Corrupt {
-                    line: l, reason: r, ..
-                }) => {
-                    assert_eq!(l, line, "{text:?}: {r}");
-                    assert!(r.contains(reason), "{text:?}: {r}");
-                }
-                other => panic!("{text:?}: {other:?}"),
-            }
-        }
+        assert_corrupt(&cases, &state.replay_file("db"), || {
+            state.load_replay("db").map(|_| ())
+        });
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -754,18 +745,30 @@ mod tests {
             (good[..good.len() / 2].to_owned(), 5, "truncated"),
             (format!("{good}junk\n"), 12, "after the instances line"),
         ];
+        assert_corrupt(&cases, &state.replay_book_file(), || {
+            state.load_replay_book().map(|_| ())
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Writes each case's text to `file` and checks that `load` calls it
+    /// corrupt at the case's line, with a reason containing its words.
+    fn assert_corrupt(
+        cases: &[(String, usize, &str)],
+        file: &Path,
+        load: impl Fn() -> Result<(), ReplayFileError>,
+    ) {
         for (text, line, reason) in cases {
-            std::fs::write(state.replay_book_file(), &text).unwrap();
-            match state.load_replay_book() {
+            std::fs::write(file, text).unwrap();
+            match load() {
                 Err(ReplayFileError::Corrupt {
                     line: l, reason: r, ..
                 }) => {
-                    assert_eq!(l, line, "{text:?}: {r}");
+                    assert_eq!(l, *line, "{text:?}: {r}");
                     assert!(r.contains(reason), "{text:?}: {r}");
                 }
                 other => panic!("{text:?}: {other:?}"),
             }
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -480,6 +480,18 @@ impl ArpProber {
         }
     }
 
+    /// Starts probing for `vip` (`ADDRESS/PLEN` as configured) from `client`
+    /// and waits until the client steadily sees `mac` (300 ms of it alone;
+    /// 10 s at most): the start of every test that watches a handover.
+    pub(crate) fn start_seeing(client: &Host, vip: &str, mac: [u8; 6]) -> Self {
+        let vip: Ipv4Addr = strip_prefix_len(vip).parse().expect("an IPv4 VIP");
+        let prober = Self::start(client, vip).expect("start the ARP prober");
+        prober
+            .wait_stable(mac, Duration::from_millis(300), Duration::from_secs(10))
+            .expect("the client sees the master");
+        prober
+    }
+
     /// Waits until, for the last `quiet`, `mac` alone answered and it answered
     /// at least half the probes.
     pub(crate) fn wait_stable(
