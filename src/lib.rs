@@ -8,6 +8,8 @@
 //! - [`wire`]: the advert packet: byte layout, HMAC authentication, replay guard.
 //! - [`election`]: every election rule, a sans-IO state machine (no sockets, no
 //!   clock reads): the rules doc, the peer table and liveness, the timers.
+//! - [`conflict`]: another host answering for a VIP: the foreign-MAC alarm's
+//!   and the cold-claim probe's rules, a sans-IO state machine like the election.
 //! - [`config`]: the TOML schema, validation split by table with file:line:column
 //!   diagnostics, and the checks against this host.
 //! - [`net`]: the host's network stack: advert sockets (`transport`), addresses,
@@ -37,6 +39,7 @@
 //! sleeps until `poll_timeout()` (or the next input) before feeding it again.
 
 pub mod config;
+pub mod conflict;
 pub mod control;
 pub mod daemon;
 pub mod election;

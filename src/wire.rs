@@ -100,6 +100,12 @@
 //!   makes this build send byte for byte what the release before it sent (no extension
 //!   area), standing in for that release in tests/wire_upgrade.rs; the extension area's
 //!   decoder is the same in both, so only what is sent differs.
+//! - `2` ([`EXT_LINK_ADDRESS`]): the sender's Ethernet address on the advert's
+//!   interface, 6 bytes. It tells a master which MACs are its peers', so a peer
+//!   claiming the VIP (two masters, the election's business) is not taken for a
+//!   foreign host answering for it (see [`crate::conflict`]). Informational like type 1:
+//!   a field of another length is ignored, and a node that never sends it is
+//!   only never exempt from the foreign-MAC alarm. Sent under the same switch as type 1.
 //!
 //! # Compatibility rule
 //!
@@ -722,6 +728,26 @@ pub fn software_version(extensions: &[Extension]) -> Option<String> {
     Some(printable_name(&String::from_utf8_lossy(value)))
 }
 
+/// Extension type 2: the sender's Ethernet address on the advert's interface.
+pub const EXT_LINK_ADDRESS: u8 = 2;
+
+/// The extension field carrying `mac`.
+pub fn link_address_extension(mac: [u8; 6]) -> Extension {
+    Extension {
+        kind: EXT_LINK_ADDRESS,
+        value: mac.to_vec(),
+    }
+}
+
+/// The Ethernet address a peer sent in `extensions` (the first type-2 field
+/// of exactly 6 bytes).
+pub fn link_address(extensions: &[Extension]) -> Option<[u8; 6]> {
+    extensions
+        .iter()
+        .find(|e| e.kind == EXT_LINK_ADDRESS)
+        .and_then(|e| <[u8; 6]>::try_from(e.value.as_slice()).ok())
+}
+
 /// [`decode_with_keys`], also returning the extension area's fields as received,
 /// known or not, in order.
 pub fn decode_extended(
@@ -1172,6 +1198,44 @@ mod tests {
         let shown = software_version(&[hostile]).expect("a version");
         assert!(!shown.contains('\x1b'), "{shown:?}");
         assert!(shown.len() <= 4 * MAX_SOFTWARE_VERSION_LEN, "{shown:?}");
+    }
+
+    #[test]
+    fn the_link_address_field_reads_back_and_other_lengths_are_ignored() {
+        let mac = [2, 0, 0, 0, 0, 7];
+        let field = link_address_extension(mac);
+        assert_eq!(field.kind, EXT_LINK_ADDRESS);
+        assert_eq!(
+            link_address(&[software_version_extension(), field]),
+            Some(mac)
+        );
+        let short = Extension {
+            kind: EXT_LINK_ADDRESS,
+            value: vec![1, 2, 3],
+        };
+        assert_eq!(link_address(&[short]), None);
+        assert_eq!(link_address(&[]), None);
+        // Decoded by this build's own decoder from a signed advert.
+        let advert = Advert {
+            body: AdvertBody {
+                group: 3,
+                priority: 100,
+                interval_cs: 100,
+                flags: Flags::default(),
+                node_id: 9,
+                promote_epoch: 0,
+                vip_digest: [0; 8],
+                node_name: "n".into(),
+            },
+            boot_id: 1,
+            sequence: 1,
+        };
+        let auth = Auth::None;
+        let bytes = encode_with_extensions(&advert, &[link_address_extension(mac)], &auth)
+            .expect("encodes");
+        let (_, extensions) =
+            decode_extended(&bytes, advert.body.group, &auth, &[]).expect("decodes");
+        assert_eq!(link_address(&extensions), Some(mac));
     }
 
     #[test]

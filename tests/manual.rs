@@ -164,6 +164,11 @@ fn every_stated_default_is_the_codes() {
             duration(defaults::ANNOUNCE_REFRESH.unwrap_or_default()),
         ),
         (
+            "instance",
+            "announce_probe",
+            defaults::ANNOUNCE_PROBE.to_string(),
+        ),
+        (
             "instance.track_script",
             "interval",
             duration(defaults::TRACK_SCRIPT_INTERVAL),

@@ -96,6 +96,8 @@ pub mod defaults {
     pub const ANNOUNCE_REPEAT_AFTER: Option<Duration> = Some(Duration::from_secs(5));
     /// `announce_refresh`.
     pub const ANNOUNCE_REFRESH: Option<Duration> = None;
+    /// `announce_probe`.
+    pub const ANNOUNCE_PROBE: bool = true;
 
     /// Shortest advert interval: one centisecond ([`wire::MIN_INTERVAL_CS`]), the
     /// wire's resolution.

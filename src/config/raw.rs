@@ -60,6 +60,7 @@ pub(super) struct RawInstance {
     pub(super) announce_interval: Option<Spanned<DurationText>>,
     pub(super) announce_repeat_after: Option<Spanned<DurationText>>,
     pub(super) announce_refresh: Option<Spanned<DurationText>>,
+    pub(super) announce_probe: Option<bool>,
     #[serde(default)]
     pub(super) track_script: Vec<Spanned<RawTrackScript>>,
     #[serde(default)]

@@ -312,6 +312,9 @@ pub struct AnnounceConfig {
     pub repeat_after: Option<Duration>,
     /// Re-announce periodically while master (1s..=24h). Default `None` (`"0s"`).
     pub refresh: Option<Duration>,
+    /// Probe the VIPs before a cold claim (no peer heard since start) and
+    /// refuse to claim one that another host answers for. Default true.
+    pub probe: bool,
 }
 
 /// Positions kept for [`check_against_system`](super::check_against_system); ignored

@@ -118,6 +118,29 @@ pub struct InstanceStatus {
     /// unsolicited NA, or routed mode's "route table N metric M".
     #[serde(default)]
     pub announce_route: Option<String>,
+    /// Other hosts claiming a VIP while this node holds it (gratuitous ARP,
+    /// ARP reply or NA from a MAC that is neither this node's nor a peer's).
+    #[serde(default)]
+    pub foreign_claims: Vec<ForeignClaimStatus>,
+    /// Foreign claims seen since the instance started (every packet).
+    #[serde(default)]
+    pub foreign_claims_seen: u64,
+    /// Foreign-claim episodes since the instance started (one per VIP and
+    /// claimant until it is quiet for 5 s).
+    #[serde(default)]
+    pub foreign_claim_episodes: u64,
+}
+
+/// One VIP another host claims while this node holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ForeignClaimStatus {
+    pub vip: String,
+    /// The last MAC heard claiming it.
+    pub mac: String,
+    /// Claims heard in this episode.
+    pub sightings: u64,
+    pub since_ms_ago: u64,
+    pub last_ms_ago: u64,
 }
 
 /// How many state changes each instance remembers for `vipd status`.

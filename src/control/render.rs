@@ -17,6 +17,9 @@ pub const EXIT_NAME_CONFLICT: u8 = 4;
 /// `vipd status` exits with this when a live peer advertises another VIP set
 /// (config drift).
 pub const EXIT_VIP_SET_DIFFERS: u8 = 5;
+/// `vipd status` exits with this when another host claims a VIP this node
+/// holds (a foreign MAC answering for it).
+pub const EXIT_FOREIGN_CLAIM: u8 = 6;
 /// `vipd reload` exits with this when the reload was applied but an instance
 /// failed to start (a refused reload, which changes nothing, exits 1).
 pub const EXIT_RELOAD_INCOMPLETE: u8 = 2;
@@ -85,7 +88,8 @@ pub fn describe_progress(instance: &InstanceStatus, node: &str) -> String {
 
 /// `vipd status`'s exit code: the most serious condition of any instance, in
 /// this order: 2 in fault, 3 no master known, 4 another node uses this node's
-/// name, 5 a live peer advertises another VIP set; else 0.
+/// name, 6 another host claims a VIP this node holds, 5 a live peer advertises
+/// another VIP set; else 0.
 pub fn health_code(instances: &[InstanceStatus]) -> u8 {
     let any = |condition: fn(&InstanceStatus) -> bool| instances.iter().any(condition);
     if any(|i| i.state == State::Fault || i.fault.is_some()) {
@@ -94,6 +98,8 @@ pub fn health_code(instances: &[InstanceStatus]) -> u8 {
         EXIT_NO_MASTER
     } else if any(|i| i.name_conflict.is_some()) {
         EXIT_NAME_CONFLICT
+    } else if any(|i| !i.foreign_claims.is_empty()) {
+        EXIT_FOREIGN_CLAIM
     } else if any(|i| !drifted_peers(i).is_empty()) {
         EXIT_VIP_SET_DIFFERS
     } else {
@@ -175,6 +181,16 @@ pub fn render_instance(i: &InstanceStatus, node: &str) -> String {
     if let Some(conflict) = &i.name_conflict {
         out.push_str(&format!("  NAME CONFLICT: {conflict}\n"));
     }
+    for claim in &i.foreign_claims {
+        out.push_str(&format!(
+            "  FOREIGN CLAIM: {} is claimed by {}, not a peer ({} claims, first {} ago, last {} ago; re-announcing, keeping the VIP)\n",
+            claim.vip,
+            claim.mac,
+            claim.sightings,
+            ago(claim.since_ms_ago),
+            ago(claim.last_ms_ago)
+        ));
+    }
     let drifted = drifted_peers(i);
     if !drifted.is_empty() {
         out.push_str(&format!(
@@ -198,11 +214,13 @@ pub fn render_instance(i: &InstanceStatus, node: &str) -> String {
     facts.push((
         "counters",
         format!(
-            "auth failures {}{}, other master heard {}{}, adverts sent {}, received {}",
+            "auth failures {}{}, other master heard {}{}, foreign claims {}{}, adverts sent {}, received {}",
             i.auth_failures,
             warn(i.auth_failures),
             i.other_master_heard,
             warn(i.other_master_heard),
+            i.foreign_claims_seen,
+            warn(i.foreign_claims_seen),
             i.adverts_sent,
             i.adverts_received
         ),
@@ -389,7 +407,9 @@ pub(super) fn sample_status() -> InstanceStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{HistoryEntry, MasterStatus, PeerStatus, TransitionStatus, VipStatus};
+    use crate::control::{
+        ForeignClaimStatus, HistoryEntry, MasterStatus, PeerStatus, TransitionStatus, VipStatus,
+    };
 
     pub(super) fn sample() -> InstanceStatus {
         InstanceStatus {
@@ -461,6 +481,9 @@ mod tests {
             name_conflict: None,
             history: Vec::new(),
             announce_route: None,
+            foreign_claims: Vec::new(),
+            foreign_claims_seen: 0,
+            foreign_claim_episodes: 0,
         }
     }
 
@@ -500,7 +523,7 @@ node db1
 db  eth0  group 51  MASTER  priority 100 -> 110 (health weights +10)
   master:      db1 (this node)
   last change: backup -> master 12.3s ago: master down: no advert within the master-down interval
-  counters:    auth failures 0, other master heard 2 (!), adverts sent 1234, received 5678
+  counters:    auth failures 0, other master heard 2 (!), foreign claims 0, adverts sent 1234, received 5678
   master down: 3.002s
 
   VIP              HELD
@@ -605,10 +628,53 @@ db  eth0  group 51  MASTER  priority 100 -> 110 (health weights +10)
             health_code(std::slice::from_ref(&drift)),
             EXIT_VIP_SET_DIFFERS
         );
-        assert_eq!(health_code(&[drift.clone(), twin]), EXIT_NAME_CONFLICT);
+        assert_eq!(
+            health_code(&[drift.clone(), twin.clone()]),
+            EXIT_NAME_CONFLICT
+        );
+        // A foreign claim comes after a name conflict, before drift.
+        let mut claimed = sample();
+        claimed.foreign_claims.push(foreign_claim());
+        assert_eq!(
+            health_code(std::slice::from_ref(&claimed)),
+            EXIT_FOREIGN_CLAIM
+        );
+        assert_eq!(
+            health_code(&[claimed.clone(), drift.clone()]),
+            EXIT_FOREIGN_CLAIM
+        );
+        assert_eq!(health_code(&[claimed, twin]), EXIT_NAME_CONFLICT);
         // A lost peer's old VIP set is no drift.
         drift.peers[0].alive = false;
         assert_eq!(health_code(&[drift]), 0);
+    }
+
+    fn foreign_claim() -> ForeignClaimStatus {
+        ForeignClaimStatus {
+            vip: "10.0.0.200".into(),
+            mac: "02:00:00:00:00:66".into(),
+            sightings: 30,
+            since_ms_ago: 3_000,
+            last_ms_ago: 100,
+        }
+    }
+
+    #[test]
+    fn a_foreign_claim_is_a_line_under_the_header_and_counted() {
+        let mut i = sample();
+        i.foreign_claims.push(foreign_claim());
+        i.foreign_claims_seen = 30;
+        let text = render_instance(&i, "db1");
+        assert!(
+            text.lines().nth(1).is_some_and(|l| {
+                l.starts_with(
+            "  FOREIGN CLAIM: 10.0.0.200 is claimed by 02:00:00:00:00:66, not a peer (30 claims"
+        )
+            }),
+            "{text}"
+        );
+        assert!(text.contains("foreign claims 30 (!)"), "{text}");
+        assert!(!render_instance(&sample(), "db1").contains("FOREIGN"));
     }
 
     #[test]

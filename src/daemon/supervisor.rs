@@ -18,8 +18,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::instance::{
-    election_settings, look_up_links, Identity, Instance, InstanceInputs, InstanceMsg, RejectLog,
-    Telemetry,
+    election_settings, look_up_links, Conflicts, Identity, Instance, InstanceInputs, InstanceMsg,
+    RejectLog, Telemetry,
 };
 use super::reload::{self, ReloadError, ReloadSummary};
 use super::replay_book::ReplayBook;
@@ -221,6 +221,7 @@ impl Supervisor {
                 metrics,
                 self.shared.events.clone(),
             ),
+            conflicts: Conflicts::new(&cfg, link.index),
         };
         tracing::info!(instance = %cfg.name, interface = %cfg.interface, ifindex = link.index, group = cfg.group,
             priority = cfg.priority, vips = %vip_list(&cfg.vips),

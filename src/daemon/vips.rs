@@ -144,6 +144,8 @@ pub(super) enum VipOp {
     Announce,
     /// One round of announcements now; the schedule stays as it is.
     AnnounceOnce,
+    /// One ARP probe / DAD solicitation per VIP (a cold claim's probe).
+    Probe,
     /// Stop the announcement schedule; the VIPs stay.
     StopAnnouncing,
     Release,
@@ -196,6 +198,7 @@ impl VipWorker {
                 VipOp::Announce | VipOp::AnnounceOnce if self.route.is_some() => {}
                 VipOp::Announce => self.start_announcing(&mut announcing),
                 VipOp::AnnounceOnce => self.announce_once().await,
+                VipOp::Probe => self.probe(),
                 VipOp::StopAnnouncing => {
                     if let Some(task) = announcing.take() {
                         task.abort();
@@ -449,6 +452,18 @@ impl VipWorker {
             }
         }
         self.announcer.clone()
+    }
+
+    /// One probe per VIP, asking who has it without claiming it.
+    fn probe(&mut self) {
+        let Some(announcer) = self.announcer() else {
+            return;
+        };
+        for vip in &self.vips {
+            if let Err(e) = announcer.probe(vip.addr) {
+                tracing::warn!(instance = %self.instance, vip = %vip, error = %error_chain(&e), "probe not sent");
+            }
+        }
     }
 
     /// One round now: another node may have held the VIPs.

@@ -325,7 +325,7 @@ impl Reading {
             }
             Ok(())
         })?;
-        let families: [(&str, &str, FromStatus); 12] = [
+        let families: [(&str, &str, FromStatus); 15] = [
             ("vipd_instance_drained", "1 while the instance is drained (vipd drain): it does not become master.", InstanceGauge(|i| bool_value(i.drained))),
             ("vipd_instance_promoted", "1 while the instance is promoted (vipd promote).", InstanceGauge(|i| bool_value(i.promoted))),
             ("vipd_master_down_interval_seconds", "How long a backup waits without the master's adverts before it takes over, at the master's advert interval.", InstanceGauge(|i| i.master_down_interval_ms as f64 / 1000.0)),
@@ -338,6 +338,9 @@ impl Reading {
             ("vipd_peer_master", "1 while this node takes the peer for the master.", PeerGauge(|p| bool_value(p.alive && p.state == "master"))),
             ("vipd_peer_vip_set_differs", "1 while the peer advertises another VIP set than this node's (configuration drift).", PeerGauge(|p| bool_value(p.vip_set_differs))),
             ("vipd_name_conflict", "1 while another node uses this node's name.", InstanceGauge(|i| bool_value(i.name_conflict.is_some()))),
+            ("vipd_foreign_claim_active", "1 while another host (a MAC that is neither this node's nor a peer's) claims a VIP this node holds.", InstanceGauge(|i| bool_value(!i.foreign_claims.is_empty()))),
+            ("vipd_foreign_claims", "Gratuitous ARPs, ARP replies and NAs from a foreign MAC claiming a VIP while this node held it, since the instance started.", InstanceCounter(|i| i.foreign_claims_seen)),
+            ("vipd_foreign_claim_episodes", "Foreign claims of a VIP, counted once per VIP until quiet for 5 s, since the instance started.", InstanceCounter(|i| i.foreign_claim_episodes)),
         ];
         for (name, help, from) in families {
             family(e, name, help, from.kind(), |m| from.encode(m, s))?;

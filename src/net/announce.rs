@@ -143,12 +143,16 @@ impl Announcer {
             IpAddr::V4(ip) => garp_frame(self.mac, ip),
             IpAddr::V6(ip) => na_frame(self.mac, ip, self.ipv6_router.load(Ordering::Relaxed)),
         };
+        self.send_frame(&frame, addr)
+    }
+
+    fn send_frame(&self, frame: &[u8], addr: IpAddr) -> Result<(), AnnounceError> {
         let send_error = |source| AnnounceError::Send {
             ifname: self.ifname.clone(),
             addr,
             source,
         };
-        let sent = self.socket.send(&frame).map_err(send_error)?;
+        let sent = self.socket.send(frame).map_err(send_error)?;
         if sent != frame.len() {
             return Err(send_error(io::Error::new(
                 io::ErrorKind::WriteZero,
@@ -156,6 +160,18 @@ impl Announcer {
             )));
         }
         Ok(())
+    }
+
+    /// Sends one ARP probe (IPv4) or one duplicate-address-detection
+    /// neighbour solicitation (IPv6) for `addr`: asks who has it without
+    /// claiming it (RFC 5227 §2.1.1, RFC 4862 §5.4.2), so a host that holds
+    /// it answers and no cache learns our MAC for it.
+    pub fn probe(&self, addr: IpAddr) -> Result<(), AnnounceError> {
+        let frame = match addr {
+            IpAddr::V4(ip) => arp_probe_frame(self.mac, ip),
+            IpAddr::V6(ip) => dad_solicitation_frame(self.mac, ip),
+        };
+        self.send_frame(&frame, addr)
     }
 
     /// The interface's MAC, as read when opened.
@@ -181,7 +197,7 @@ impl Announcer {
 }
 
 /// The interface's Ethernet address, found by index; checks the name.
-fn interface_mac(ifindex: u32, ifname: &str) -> Result<[u8; 6], AnnounceError> {
+pub fn interface_mac(ifindex: u32, ifname: &str) -> Result<[u8; 6], AnnounceError> {
     let interfaces =
         nix::ifaddrs::getifaddrs().map_err(|source| AnnounceError::ListInterfaces {
             ifindex,
@@ -220,7 +236,7 @@ fn interface_mac(ifindex: u32, ifname: &str) -> Result<[u8; 6], AnnounceError> {
 
 /// A `sockaddr_ll` for binding a packet socket to `ifindex`, receiving
 /// `protocol` (host order; 0 receives nothing).
-fn packet_sockaddr(ifindex: u32, protocol: u16) -> io::Result<SockAddr> {
+pub(super) fn packet_sockaddr(ifindex: u32, protocol: u16) -> io::Result<SockAddr> {
     let ifindex = i32::try_from(ifindex)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface index out of range"))?;
     // SAFETY: `try_init` hands us zeroed storage of `sockaddr_storage` size,
@@ -262,6 +278,66 @@ pub fn garp_frame(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
     arp.set_sender_proto_addr(ip);
     arp.set_target_hw_addr(MacAddr::zero());
     arp.set_target_proto_addr(ip);
+    frame
+}
+
+/// An ARP probe (RFC 5227 §2.1.1) for `ip` from `mac`: a broadcast ARP
+/// request with sender IP 0.0.0.0 and target IP `ip`, so it updates no cache.
+pub fn arp_probe_frame(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+    let mut frame = garp_frame(mac, ip);
+    // The sender protocol address: bytes 28..32 (Ethernet 14 + ARP 14).
+    frame[ETHERNET_HEADER_LEN + 14..ETHERNET_HEADER_LEN + 18].fill(0);
+    frame
+}
+
+/// Length of [`dad_solicitation_frame`]'s frame: Ethernet, IPv6 and a
+/// Neighbor Solicitation without options (none may be sent from ::).
+pub const NS_FRAME_LEN: usize = ETHERNET_HEADER_LEN + IPV6_HEADER_LEN + NA_LEN;
+
+/// A duplicate-address-detection Neighbor Solicitation (RFC 4862 §5.4.2) for
+/// `ip`: from :: to its solicited-node multicast address, hop limit 255, no
+/// options. A host holding `ip` answers with an NA to ff02::1.
+pub fn dad_solicitation_frame(mac: [u8; 6], ip: Ipv6Addr) -> Vec<u8> {
+    let o = ip.octets();
+    let group = Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(o[13]),
+        u16::from_be_bytes([o[14], o[15]]),
+    );
+    let mut frame = vec![0u8; NS_FRAME_LEN];
+    {
+        let mut ethernet =
+            MutableEthernetPacket::new(&mut frame).expect("NS_FRAME_LEN holds an Ethernet header");
+        ethernet.set_destination(MacAddr::new(0x33, 0x33, 0xff, o[13], o[14], o[15]));
+        ethernet.set_source(MacAddr::from(mac));
+        ethernet.set_ethertype(EtherTypes::Ipv6);
+    }
+    {
+        let mut ipv6 = MutableIpv6Packet::new(&mut frame[ETHERNET_HEADER_LEN..])
+            .expect("NS_FRAME_LEN holds an IPv6 header");
+        ipv6.set_version(6);
+        ipv6.set_payload_length(NA_LEN as u16);
+        ipv6.set_next_header(IpNextHeaderProtocols::Icmpv6);
+        ipv6.set_hop_limit(255);
+        ipv6.set_source(Ipv6Addr::UNSPECIFIED);
+        ipv6.set_destination(group);
+    }
+    let icmp = &mut frame[ETHERNET_HEADER_LEN + IPV6_HEADER_LEN..];
+    // Type 135 (Neighbor Solicitation), code 0, checksum, 4 reserved bytes,
+    // the target address: the same layout as an NA's first 24 bytes.
+    icmp[0] = 135;
+    icmp[8..24].copy_from_slice(&o);
+    let checksum = icmpv6::checksum(
+        &Icmpv6Packet::new(icmp).expect("NS_FRAME_LEN holds an ICMPv6 message"),
+        &Ipv6Addr::UNSPECIFIED,
+        &group,
+    );
+    icmp[2..4].copy_from_slice(&checksum.to_be_bytes());
     frame
 }
 
@@ -414,6 +490,24 @@ mod tests {
         let frame = unsolicited_na_frame(MAC, VIP6);
         assert_eq!(frame, NA);
         assert_eq!(icmpv6_checksum_residue(VIP6, ALL_NODES, &frame[54..]), 0);
+    }
+
+    #[test]
+    fn probes_claim_nothing_and_the_solicitation_checksums() {
+        let probe = arp_probe_frame(MAC, VIP4);
+        assert_eq!(probe[..28], GARP[..28]);
+        assert_eq!(probe[28..32], [0, 0, 0, 0], "sender IP 0.0.0.0");
+        assert_eq!(probe[32..], GARP[32..]);
+        let ns = dad_solicitation_frame(MAC, VIP6);
+        assert_eq!(ns.len(), NS_FRAME_LEN);
+        assert_eq!(ns[..6], [0x33, 0x33, 0xff, 0x00, 0x00, 0x10]);
+        let group: Ipv6Addr = "ff02::1:ff00:10".parse().unwrap();
+        assert_eq!(ns[38..54], group.octets());
+        assert_eq!(ns[54], 135);
+        assert_eq!(
+            icmpv6_checksum_residue(Ipv6Addr::UNSPECIFIED, group, &ns[54..]),
+            0
+        );
     }
 
     #[test]

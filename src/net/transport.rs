@@ -760,22 +760,7 @@ fn set_multicast_if_v4_index(socket: &Socket, ifindex: u32) -> io::Result<()> {
         imr_address: libc::in_addr { s_addr: 0 },
         imr_ifindex: index,
     };
-    // SAFETY: passes a valid, initialised `ip_mreqn` and its exact size; the
-    // kernel only reads it during the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MULTICAST_IF,
-            std::ptr::from_ref(&mreqn).cast(),
-            size_of::<libc::ip_mreqn>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    super::set_socket_option(socket, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &mreqn)
 }
 
 /// One datagram as read, with its TTL / hop limit when the kernel gave one.

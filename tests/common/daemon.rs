@@ -456,6 +456,15 @@ impl Daemon {
         text
     }
 
+    /// `vipd status --json` whatever its exit code (which reports conditions
+    /// such as a fault): the exit code and the first instance; `None` while
+    /// the daemon prints no JSON (not answering yet).
+    pub(crate) fn first_instance_status(&self) -> Option<(Option<i32>, serde_json::Value)> {
+        let out = self.cli(&["status", "--json"]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        Some((out.status.code(), json["instances"][0].clone()))
+    }
+
     /// `vipd status --json`, parsed; `None` if the CLI fails or prints no JSON.
     pub(crate) fn status_json(&self) -> Option<serde_json::Value> {
         let out = self.cli(&["status", "--json"]);

@@ -61,6 +61,7 @@ impl Validator<'_> {
             interval: interval?,
             repeat_after: repeat_after?,
             refresh: refresh?,
+            probe: raw.announce_probe.unwrap_or(defaults::ANNOUNCE_PROBE),
         })
     }
 }

@@ -13,6 +13,7 @@
 //! the advert path), other instances (only through the sync board), and any
 //! rule of the election (it feeds inputs and carries out actions).
 
+mod conflicts;
 mod deadline;
 mod identity;
 mod rejects;
@@ -21,6 +22,7 @@ mod status;
 mod telemetry;
 mod update;
 
+pub(super) use conflicts::Conflicts;
 pub(super) use identity::Identity;
 pub(super) use rejects::RejectLog;
 pub(super) use telemetry::Telemetry;
@@ -86,6 +88,8 @@ enum Wake {
     Net(NetEvent),
     Link(bool),
     Check(CheckEvent),
+    /// The ARP/NA watch saw a claim of one of the VIPs.
+    Sighting(crate::conflict::Sighting),
     SyncBoard(BTreeMap<String, SyncEntry>),
     /// An input closed; nothing to handle.
     Nothing,
@@ -157,6 +161,9 @@ pub(super) struct Instance {
     pub(super) replaced_channel: bool,
     /// History, `vipd events` and metrics.
     pub(super) telemetry: Telemetry,
+    /// Another host answering for the VIPs: the foreign-MAC alarm and the
+    /// cold-claim probe.
+    pub(super) conflicts: Conflicts,
 }
 
 /// What the VIP worker reports back to its instance.
@@ -201,7 +208,13 @@ impl Instance {
         // `deadline`).
         let mut timer = DeadlineTimer::new(&name);
         loop {
-            let next = self.election.poll_timeout();
+            let next = [
+                self.election.poll_timeout(),
+                self.conflicts.watch.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let precision = if next.is_some() && next == self.election.takeover_deadline() {
                 Precision::Exact
             } else {
@@ -254,6 +267,7 @@ impl Instance {
                 Ok(()) = sync_rx.changed(), if self.cfg.sync_group.is_some() => {
                     Wake::SyncBoard(sync_rx.borrow_and_update().clone())
                 },
+                Some(sighting) = self.conflicts.sightings.recv() => Wake::Sighting(sighting),
                 datagram = self.channel.inbox.recv(), if inbox_open => match datagram {
                     Some(d) => Wake::Datagram(d),
                     None => {
@@ -285,7 +299,9 @@ impl Instance {
                         }
                     }
                     self.election.handle_timeout(now);
+                    self.conflicts.watch.handle_timeout(now);
                 }
+                Wake::Sighting(sighting) => self.conflicts.watch.handle_sighting(now, sighting),
                 Wake::Message(msg) => self.on_message(now, msg),
                 Wake::SupervisorGone => {
                     self.telemetry.shutdown_started(now);
@@ -312,10 +328,20 @@ impl Instance {
             self.expire_twins(now);
             self.check_quorum(now);
             checkpoint.after_wake(now, &self.replay);
-            if self.drain_actions(now) {
+            // The election's actions can start a probe or end an episode, and
+            // a refused claim changes the health: drain both until quiet.
+            let mut done = false;
+            for _ in 0..4 {
+                done |= self.drain_actions(now);
+                if !self.drain_conflicts(now) {
+                    break;
+                }
+            }
+            if done {
                 break;
             }
         }
+        self.conflicts.stop();
         self.telemetry.stopped(clock::now());
         checkpoint.finish(clock::now(), &self.replay).await;
         for check in &self.checks {
@@ -481,6 +507,12 @@ impl Instance {
             let known: HashSet<u64> = self.election.peers().map(|p| p.node_id).collect();
             self.peer_versions.retain(|id, _| known.contains(id));
         }
+        if let Some(mac) = wire::link_address(&extensions) {
+            self.conflicts
+                .watch
+                .set_peer_mac(advert.body.node_id, crate::conflict::Mac(mac));
+        }
+        self.conflicts.watch.handle_peer_heard();
         match wire::software_version(&extensions) {
             Some(version) => {
                 self.peer_versions.insert(advert.body.node_id, version);
@@ -561,7 +593,10 @@ impl Instance {
     /// twin with its name.
     fn health_with_identity(&self) -> crate::election::Health {
         let mut health = self.health.health();
-        if let Some(why) = self.identity.fault() {
+        for why in [self.identity.fault(), self.conflicts.refusal.clone()]
+            .into_iter()
+            .flatten()
+        {
             health.fault = Some(match health.fault {
                 Some(other) => format!("{why}; {other}"),
                 None => why,
@@ -668,20 +703,35 @@ impl Instance {
                     self.send_advert(now, body);
                 }
                 Action::ClaimVips => {
-                    self.claimed = true;
-                    let _ = self.ops.send(VipOp::Claim);
+                    // A cold claim (no peer heard since start) may wait for
+                    // the conflict watch's probe (see `crate::conflict`).
+                    let cold = self.sources.is_empty();
+                    if self.conflicts.watch.handle_claim(now, cold) {
+                        self.claimed = true;
+                        let _ = self.ops.send(VipOp::Claim);
+                    } else {
+                        self.conflicts.claim_deferred = true;
+                    }
+                }
+                Action::AnnounceVips if self.conflicts.claim_deferred => {
+                    self.conflicts.announce_deferred = true;
                 }
                 Action::AnnounceVips => {
                     let _ = self.ops.send(VipOp::Announce);
                 }
+                Action::ReannounceVips if self.conflicts.claim_deferred => {}
                 Action::ReannounceVips => {
                     let _ = self.ops.send(VipOp::AnnounceOnce);
                 }
                 Action::StopAnnouncing => {
+                    self.conflicts.announce_deferred = false;
                     let _ = self.ops.send(VipOp::StopAnnouncing);
                 }
                 Action::ReleaseVips => {
                     self.claimed = false;
+                    self.conflicts.claim_deferred = false;
+                    self.conflicts.announce_deferred = false;
+                    self.conflicts.watch.handle_holding(now, false);
                     let _ = self.ops.send(VipOp::Release);
                 }
                 Action::StateChanged { from, to, reason } => {
@@ -705,7 +755,9 @@ impl Instance {
             sequence,
         };
         let extensions = if sends_extensions() {
-            vec![wire::software_version_extension()]
+            let mut fields = vec![wire::software_version_extension()];
+            fields.extend(self.conflicts.own_mac.map(wire::link_address_extension));
+            fields
         } else {
             Vec::new()
         };

@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::Instance;
-use crate::control::{InstanceStatus, MasterStatus, PeerStatus, TransitionStatus, VipStatus};
+use crate::control::{
+    ForeignClaimStatus, InstanceStatus, MasterStatus, PeerStatus, TransitionStatus, VipStatus,
+};
 use crate::wire::Flags;
 
 impl Instance {
@@ -142,6 +144,20 @@ impl Instance {
                     r.table, r.metric, r.withdraw_delay
                 )
             }),
+            foreign_claims: self
+                .conflicts
+                .watch
+                .foreign_claims()
+                .map(|c| ForeignClaimStatus {
+                    vip: c.addr.to_string(),
+                    mac: c.mac.to_string(),
+                    sightings: c.sightings,
+                    since_ms_ago: millis(now.saturating_duration_since(c.first)),
+                    last_ms_ago: millis(now.saturating_duration_since(c.last)),
+                })
+                .collect(),
+            foreign_claims_seen: self.conflicts.watch.foreign_sightings(),
+            foreign_claim_episodes: self.conflicts.episodes,
         }
     }
 }

@@ -68,6 +68,36 @@ impl Telemetry {
             reason: reason.to_string(),
             peer: peer_of(reason),
         };
+        self.remember(entry);
+        self.metrics.transition(from, to);
+        let done = match self.handover {
+            Some((Handover::Drain, _)) => from == State::Master,
+            Some((Handover::Promote, _)) => to == State::Master,
+            _ => false,
+        };
+        if done {
+            self.finish_handover(now);
+        }
+    }
+
+    /// Something that is not a state change but belongs in the history and
+    /// the event stream (a foreign claim of a VIP starting or ending): shown
+    /// as a change from `state` to itself, with `what` as the reason and
+    /// `about` as the peer.
+    pub(super) fn foreign_claim(&mut self, state: State, what: String, about: String) {
+        let entry = HistoryEntry {
+            at_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            from: state,
+            to: state,
+            reason: what,
+            peer: Some(about),
+        };
+        self.remember(entry);
+    }
+
+    fn remember(&mut self, entry: HistoryEntry) {
         if self.history.len() == HISTORY_LEN {
             self.history.pop_front();
         }
@@ -78,15 +108,6 @@ impl Telemetry {
             instance: self.instance.clone(),
             change: entry,
         });
-        self.metrics.transition(from, to);
-        let done = match self.handover {
-            Some((Handover::Drain, _)) => from == State::Master,
-            Some((Handover::Promote, _)) => to == State::Master,
-            _ => false,
-        };
-        if done {
-            self.finish_handover(now);
-        }
     }
 
     /// An operator command the election accepted, in state `state`: a drain of

@@ -74,8 +74,11 @@ impl Instance {
         let what: Vec<String> = changes.iter().map(ToString::to_string).collect();
         tracing::info!(instance = %self.cfg.name, changes = %what.join(", "),
             "configuration changed in place (reload); nothing released for it");
+        self.conflicts.reconfigure(&self.cfg);
         if changes.contains(&Change::Vips) {
             let _ = self.ops.send(VipOp::SetVips(self.cfg.vips.clone()));
+            // The watch's filter names the VIPs: it reopens with the new set.
+            self.conflicts.stop();
         }
         if changes.contains(&Change::Announce) {
             let _ = self.ops.send(VipOp::SetAnnounce(self.cfg.announce.clone()));
@@ -240,6 +243,7 @@ impl Instance {
                 self.channel = channel;
                 self.replaced_channel = true;
                 self.ifindex = ifindex;
+                self.conflicts.rebind(&self.cfg, ifindex);
                 let _ = self.ops.send(VipOp::Rebind(ifindex));
                 // The instance is in fault since the old link went, so it holds
                 // nothing; should it still, the claim follows the link.

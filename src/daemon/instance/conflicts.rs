@@ -1,0 +1,241 @@
+//! The instance's side of the conflict watch ([`crate::conflict`]): it feeds
+//! the watch the sightings of a kernel-filtered packet socket (open only while
+//! the watch wants them), this node's MAC and its peers', and carries out the
+//! watch's events: log lines, history, counters, re-announcements, probes,
+//! the deferred claim and the refusal's fault.
+//!
+//! What it may not touch: any rule (when to re-announce, whether a claim goes
+//! ahead is the watch's); it moves sightings and results.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::super::error_chain;
+use super::super::vips::VipOp;
+use super::Instance;
+use crate::config::InstanceConfig;
+use crate::conflict::{ConflictEvent, ConflictWatch, Mac, ProbeSettings, Sighting};
+use crate::net::announce;
+use crate::net::neighbour_watch::NeighbourWatch;
+
+/// Sightings queued between the packet socket's task and the instance: a
+/// flood of forged claims fills it and the rest are dropped (the watch needs
+/// a sighting per re-announce gap, not every one).
+const SIGHTING_QUEUE: usize = 64;
+/// After a failed read the watch task waits this long (bounded log and work).
+const READ_RETRY: Duration = Duration::from_secs(1);
+
+/// The conflict watch with what drives it.
+pub(crate) struct Conflicts {
+    pub(super) watch: ConflictWatch,
+    /// This node's MAC on the instance's interface, as last read.
+    pub(super) own_mac: Option<[u8; 6]>,
+    pub(super) sightings: mpsc::Receiver<Sighting>,
+    sightings_tx: mpsc::Sender<Sighting>,
+    /// The packet socket's task and the interface index it watches.
+    task: Option<(u32, JoinHandle<()>)>,
+    /// A claim the watch holds back until its probe is done.
+    pub(super) claim_deferred: bool,
+    pub(super) announce_deferred: bool,
+    /// The fault of a refused cold claim.
+    pub(super) refusal: Option<String>,
+    /// Foreign-claim episodes since the instance started.
+    pub(super) episodes: u64,
+    /// Routed mode: no ARP/NA, nothing to watch or probe.
+    routed: bool,
+    /// The watch could not open: logged once until it opens again.
+    open_failed: bool,
+}
+
+impl Conflicts {
+    pub(crate) fn new(cfg: &InstanceConfig, ifindex: u32) -> Self {
+        let routed = cfg.route.is_some();
+        let (sightings_tx, sightings) = mpsc::channel(SIGHTING_QUEUE);
+        let mut watch = ConflictWatch::new(probe_settings(cfg));
+        let own_mac = if routed {
+            None
+        } else {
+            read_own_mac(&cfg.name, ifindex, &cfg.interface)
+        };
+        watch.set_own_mac(own_mac.map(Mac));
+        Self {
+            watch,
+            own_mac,
+            sightings,
+            sightings_tx,
+            task: None,
+            claim_deferred: false,
+            announce_deferred: false,
+            refusal: None,
+            episodes: 0,
+            routed,
+            open_failed: false,
+        }
+    }
+
+    /// A reload changed the configuration (the probe setting may have).
+    pub(super) fn reconfigure(&mut self, cfg: &InstanceConfig) {
+        self.watch.set_probe(probe_settings(cfg));
+    }
+
+    /// The interface was re-created with a new index: a new MAC, perhaps.
+    pub(super) fn rebind(&mut self, cfg: &InstanceConfig, ifindex: u32) {
+        if self.routed {
+            return;
+        }
+        self.own_mac = read_own_mac(&cfg.name, ifindex, &cfg.interface);
+        self.watch.set_own_mac(self.own_mac.map(Mac));
+        self.stop();
+    }
+
+    /// Opens or closes the packet socket as the watch wants sightings or not.
+    pub(super) fn sync_task(&mut self, cfg: &InstanceConfig, ifindex: u32) {
+        let wanted = !self.routed && self.own_mac.is_some() && self.watch.wants_sightings();
+        if let Some((watched, task)) = &self.task {
+            if wanted && *watched == ifindex && !task.is_finished() {
+                return;
+            }
+            if !wanted || *watched != ifindex || task.is_finished() {
+                self.stop();
+            }
+        }
+        if !wanted {
+            return;
+        }
+        let vips: Vec<IpAddr> = cfg.vips.iter().map(|v| v.addr).collect();
+        match NeighbourWatch::open(ifindex, &cfg.interface, &vips) {
+            Ok(watch) => {
+                if std::mem::take(&mut self.open_failed) {
+                    tracing::info!(instance = %cfg.name, "watching ARP/NA for the VIPs again");
+                }
+                let tx = self.sightings_tx.clone();
+                let name = cfg.name.clone();
+                self.task = Some((ifindex, tokio::spawn(read_sightings(watch, tx, name))));
+            }
+            Err(e) if !self.open_failed => {
+                self.open_failed = true;
+                tracing::warn!(instance = %cfg.name, error = %error_chain(&e),
+                    "cannot watch ARP/NA for the VIPs: another host claiming one would go unnoticed");
+            }
+            Err(_) => {}
+        }
+    }
+
+    pub(super) fn stop(&mut self) {
+        if let Some((_, task)) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn probe_settings(cfg: &InstanceConfig) -> Option<ProbeSettings> {
+    (cfg.route.is_none() && cfg.announce.probe).then(ProbeSettings::default)
+}
+
+fn read_own_mac(instance: &str, ifindex: u32, ifname: &str) -> Option<[u8; 6]> {
+    match announce::interface_mac(ifindex, ifname) {
+        Ok(mac) => Some(mac),
+        Err(e) => {
+            tracing::warn!(%instance, error = %error_chain(&e),
+                "cannot read this node's MAC: foreign claims of the VIPs go unnoticed and no probe runs");
+            None
+        }
+    }
+}
+
+/// Reads the packet socket until the instance stops it.
+async fn read_sightings(watch: NeighbourWatch, tx: mpsc::Sender<Sighting>, instance: String) {
+    loop {
+        match watch.next().await {
+            Ok(sighting) => match tx.try_send(sighting) {
+                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            },
+            Err(e) => {
+                tracing::warn!(%instance, error = %e, "reading the ARP/NA watch failed; retrying in 1 s");
+                tokio::time::sleep(READ_RETRY).await;
+            }
+        }
+    }
+}
+
+impl Instance {
+    /// Carries out the conflict watch's events; true if any changed the
+    /// health (the election then has actions to drain).
+    pub(super) fn drain_conflicts(&mut self, now: Instant) -> bool {
+        let mut health_changed = false;
+        let instance = self.cfg.name.clone();
+        while let Some(event) = self.conflicts.watch.poll_event() {
+            match event {
+                ConflictEvent::ForeignClaimStarted { addr, mac } => {
+                    self.conflicts.episodes += 1;
+                    tracing::error!(%instance, vip = %addr, foreign_mac = %mac,
+                        "another host claims this VIP (gratuitous ARP / ARP reply / NA from a MAC that is neither ours nor a peer's); keeping the VIP and re-announcing it");
+                    self.telemetry.foreign_claim(
+                        self.election.state(),
+                        format!("foreign MAC {mac} claims VIP {addr}"),
+                        mac.to_string(),
+                    );
+                }
+                ConflictEvent::ForeignClaimEnded {
+                    addr,
+                    mac,
+                    sightings,
+                    lasted,
+                } => {
+                    tracing::warn!(%instance, vip = %addr, foreign_mac = %mac, sightings,
+                        lasted_ms = u64::try_from(lasted.as_millis()).unwrap_or(u64::MAX),
+                        "the foreign claim of this VIP ended");
+                    self.telemetry.foreign_claim(
+                        self.election.state(),
+                        format!(
+                            "foreign MAC {mac} no longer claims VIP {addr} ({sightings} claims)"
+                        ),
+                        mac.to_string(),
+                    );
+                }
+                ConflictEvent::Reannounce => {
+                    let _ = self.ops.send(VipOp::AnnounceOnce);
+                }
+                ConflictEvent::SendProbes => {
+                    let _ = self.ops.send(VipOp::Probe);
+                }
+                ConflictEvent::ClaimCleared => {
+                    if std::mem::take(&mut self.conflicts.claim_deferred) {
+                        tracing::info!(%instance, "probe found nobody answering for the VIPs; claiming them");
+                        self.claimed = true;
+                        let _ = self.ops.send(VipOp::Claim);
+                        if std::mem::take(&mut self.conflicts.announce_deferred) {
+                            let _ = self.ops.send(VipOp::Announce);
+                        }
+                    }
+                }
+                ConflictEvent::ClaimRefused { addr, mac } => {
+                    self.conflicts.claim_deferred = false;
+                    self.conflicts.announce_deferred = false;
+                    let why = format!(
+                        "VIP {addr} is already answered for by {mac}, another host: not claiming it (probing again every {} s)",
+                        crate::conflict::PROBE_RETRY.as_secs()
+                    );
+                    tracing::error!(%instance, vip = %addr, foreign_mac = %mac,
+                        "refusing a first claim: another host answers for the VIP; remove the address from that host, or from this instance's vips");
+                    self.conflicts.refusal = Some(why);
+                    health_changed = true;
+                }
+                ConflictEvent::RefusalLifted { why } => {
+                    tracing::info!(%instance, reason = why, "the refused claim's fault is lifted");
+                    self.conflicts.refusal = None;
+                    health_changed = true;
+                }
+            }
+        }
+        if health_changed {
+            self.apply_health(now);
+        }
+        self.conflicts.sync_task(&self.cfg, self.ifindex);
+        health_changed
+    }
+}
