@@ -427,6 +427,11 @@ impl ConflictWatch {
         self.events.pop_front()
     }
 
+    /// Whether [`ConflictWatch::poll_event`] has something.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// When [`ConflictWatch::handle_timeout`] next has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let probe = match self.mode {

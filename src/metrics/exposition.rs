@@ -339,7 +339,7 @@ impl Reading {
             ("vipd_peer_vip_set_differs", "1 while the peer advertises another VIP set than this node's (configuration drift).", PeerGauge(|p| bool_value(p.vip_set_differs))),
             ("vipd_name_conflict", "1 while another node uses this node's name.", InstanceGauge(|i| bool_value(i.name_conflict.is_some()))),
             ("vipd_foreign_claim_active", "1 while another host (a MAC that is neither this node's nor a peer's) claims a VIP this node holds.", InstanceGauge(|i| bool_value(!i.foreign_claims.is_empty()))),
-            ("vipd_foreign_claims", "Gratuitous ARPs, ARP replies and NAs from a foreign MAC claiming a VIP while this node held it, since the instance started.", InstanceCounter(|i| i.foreign_claims_seen)),
+            ("vipd_foreign_claims", "Gratuitous ARPs, ARP replies and NAs from a foreign MAC claiming a VIP while this node held it, since the instance started (identical claims within 10 ms count once).", InstanceCounter(|i| i.foreign_claims_seen)),
             ("vipd_foreign_claim_episodes", "Foreign claims of a VIP, counted once per VIP until quiet for 5 s, since the instance started.", InstanceCounter(|i| i.foreign_claim_episodes)),
         ];
         for (name, help, from) in families {

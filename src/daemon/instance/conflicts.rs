@@ -27,6 +27,10 @@ use crate::net::neighbour_watch::NeighbourWatch;
 const SIGHTING_QUEUE: usize = 64;
 /// After a failed read the watch task waits this long (bounded log and work).
 const READ_RETRY: Duration = Duration::from_secs(1);
+/// Identical sightings closer than this are one (see `read_sightings`).
+const REPEAT_COALESCE: Duration = Duration::from_millis(10);
+/// After a failed open, the next try waits this long.
+const OPEN_RETRY: Duration = Duration::from_secs(1);
 
 /// The conflict watch with what drives it.
 pub(crate) struct Conflicts {
@@ -46,8 +50,10 @@ pub(crate) struct Conflicts {
     pub(super) episodes: u64,
     /// Routed mode: no ARP/NA, nothing to watch or probe.
     routed: bool,
-    /// The watch could not open: logged once until it opens again.
-    open_failed: bool,
+    /// The watch could not open: logged once until it opens again, and not
+    /// tried again before this (a failing open on every wake-up would cost a
+    /// system call per advert).
+    open_failed: Option<Instant>,
 }
 
 impl Conflicts {
@@ -72,7 +78,7 @@ impl Conflicts {
             refusal: None,
             episodes: 0,
             routed,
-            open_failed: false,
+            open_failed: None,
         }
     }
 
@@ -92,7 +98,7 @@ impl Conflicts {
     }
 
     /// Opens or closes the packet socket as the watch wants sightings or not.
-    pub(super) fn sync_task(&mut self, cfg: &InstanceConfig, ifindex: u32) {
+    pub(super) fn sync_task(&mut self, now: Instant, cfg: &InstanceConfig, ifindex: u32) {
         let wanted = !self.routed && self.own_mac.is_some() && self.watch.wants_sightings();
         if let Some((watched, task)) = &self.task {
             if wanted && *watched == ifindex && !task.is_finished() {
@@ -102,25 +108,29 @@ impl Conflicts {
                 self.stop();
             }
         }
-        if !wanted {
+        if !wanted
+            || self
+                .open_failed
+                .is_some_and(|at| now.saturating_duration_since(at) < OPEN_RETRY)
+        {
             return;
         }
         let vips: Vec<IpAddr> = cfg.vips.iter().map(|v| v.addr).collect();
         match NeighbourWatch::open(ifindex, &cfg.interface, &vips) {
             Ok(watch) => {
-                if std::mem::take(&mut self.open_failed) {
+                if self.open_failed.take().is_some() {
                     tracing::info!(instance = %cfg.name, "watching ARP/NA for the VIPs again");
                 }
                 let tx = self.sightings_tx.clone();
                 let name = cfg.name.clone();
                 self.task = Some((ifindex, tokio::spawn(read_sightings(watch, tx, name))));
             }
-            Err(e) if !self.open_failed => {
-                self.open_failed = true;
-                tracing::warn!(instance = %cfg.name, error = %error_chain(&e),
-                    "cannot watch ARP/NA for the VIPs: another host claiming one would go unnoticed");
+            Err(e) => {
+                if self.open_failed.replace(now).is_none() {
+                    tracing::warn!(instance = %cfg.name, error = %error_chain(&e),
+                        "cannot watch ARP/NA for the VIPs: another host claiming one would go unnoticed; retrying every second");
+                }
             }
-            Err(_) => {}
         }
     }
 
@@ -146,14 +156,26 @@ fn read_own_mac(instance: &str, ifindex: u32, ifname: &str) -> Option<[u8; 6]> {
     }
 }
 
-/// Reads the packet socket until the instance stops it.
+/// Reads the packet socket until the instance stops it. A sighting that
+/// repeats the last one within [`REPEAT_COALESCE`] is dropped here, so a
+/// flood of identical claims wakes the instance at most 100 times a second
+/// (the watch's rules need one claim per re-announce gap; the count of
+/// claims it reports is then a lower bound under such a flood).
 async fn read_sightings(watch: NeighbourWatch, tx: mpsc::Sender<Sighting>, instance: String) {
+    let mut last: Option<(Sighting, tokio::time::Instant)> = None;
     loop {
         match watch.next().await {
-            Ok(sighting) => match tx.try_send(sighting) {
-                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-            },
+            Ok(sighting) => {
+                let now = tokio::time::Instant::now();
+                if last.is_some_and(|(s, at)| s == sighting && now - at < REPEAT_COALESCE) {
+                    continue;
+                }
+                last = Some((sighting, now));
+                match tx.try_send(sighting) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
             Err(e) => {
                 tracing::warn!(%instance, error = %e, "reading the ARP/NA watch failed; retrying in 1 s");
                 tokio::time::sleep(READ_RETRY).await;
@@ -166,6 +188,12 @@ impl Instance {
     /// Carries out the conflict watch's events; true if any changed the
     /// health (the election then has actions to drain).
     pub(super) fn drain_conflicts(&mut self, now: Instant) -> bool {
+        // Called after every wake-up, adverts included: nothing to do is the
+        // common case and costs two checks.
+        if !self.conflicts.watch.has_events() {
+            self.conflicts.sync_task(now, &self.cfg, self.ifindex);
+            return false;
+        }
         let mut health_changed = false;
         let instance = self.cfg.name.clone();
         while let Some(event) = self.conflicts.watch.poll_event() {
@@ -235,7 +263,7 @@ impl Instance {
         if health_changed {
             self.apply_health(now);
         }
-        self.conflicts.sync_task(&self.cfg, self.ifindex);
+        self.conflicts.sync_task(now, &self.cfg, self.ifindex);
         health_changed
     }
 }

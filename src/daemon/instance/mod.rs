@@ -267,7 +267,6 @@ impl Instance {
                 Ok(()) = sync_rx.changed(), if self.cfg.sync_group.is_some() => {
                     Wake::SyncBoard(sync_rx.borrow_and_update().clone())
                 },
-                Some(sighting) = self.conflicts.sightings.recv() => Wake::Sighting(sighting),
                 datagram = self.channel.inbox.recv(), if inbox_open => match datagram {
                     Some(d) => Wake::Datagram(d),
                     None => {
@@ -276,6 +275,8 @@ impl Instance {
                         Wake::Nothing
                     }
                 },
+                // Last: a flood of forged claims never delays an advert.
+                Some(sighting) = self.conflicts.sightings.recv() => Wake::Sighting(sighting),
             };
             let now = clock::now();
             match wake {
