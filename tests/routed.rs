@@ -20,9 +20,12 @@ use std::time::Duration;
 
 use common::routed::{
     frr_installed, probe_around, probe_move, report, report_move, start, RoutedLab,
-    FAILBACK_PROBE_EVERY, PROBE_EVERY,
+    FAILBACK_PROBE_EVERY, PROBE_EVERY, ROUTE_TABLE,
 };
-use common::{output_text, require_root, vipd_bin, wait_until, Daemon};
+use common::{
+    output_text, require_root, strip_prefix_len, vipd_bin, wait_until, Daemon, InstanceSpec, Lab,
+    NodeSpec,
+};
 
 fn ready() -> bool {
     if !require_root() {
@@ -276,4 +279,71 @@ fn node_reboot_fails_back_once_the_route_can_be_announced() {
         });
         daemons[0].restart();
     });
+}
+
+/// The start-up sweep removes the routes a killed daemon left as every release
+/// does: the announced route first, then `withdraw_delay` while the host still
+/// accepts, then the local route. Needs root, not FRR.
+#[test]
+fn startup_sweep_withdraws_then_waits_withdraw_delay() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new("rtsweep", 1);
+    let node = lab.node(1);
+    let vip = lab.vip4(0);
+    let addr = strip_prefix_len(&vip).to_owned();
+    let host_route = format!("{addr}/32");
+    // What a SIGKILLed master leaves behind.
+    node.ns.ip_batch(&format!(
+        "route add local {host_route} dev lo table local proto 118\nroute add {host_route} dev lo table {ROUTE_TABLE} proto 118 metric 100\n"
+    ));
+    let routes = || {
+        let text = node
+            .ns
+            .ip(&["route", "show", "table", "all", "proto", "118"]);
+        let local = text.lines().any(|l| l.starts_with("local "));
+        let announced = text
+            .lines()
+            .any(|l| l.starts_with(&addr) && l.contains(&format!("table {ROUTE_TABLE}")));
+        (announced, local)
+    };
+    assert_eq!(routes(), (true, true), "the stale routes are in place");
+    let withdraw_delay = Duration::from_secs(1);
+    let spec = InstanceSpec::new(100)
+        .vip(host_route.clone())
+        .extra("announce = \"route\"")
+        .extra(&format!(
+            "route = {{ withdraw_delay = \"{}ms\" }}",
+            withdraw_delay.as_millis()
+        ));
+    let mut node_spec = NodeSpec::new("n1", spec);
+    // Long enough not to claim (and re-add the routes) while we watch.
+    node_spec.extra.push("startup_delay = \"10s\"".into());
+    let _daemon = Daemon::start(node, node_spec);
+    wait_until(
+        "the start-up sweep withdraws the announced route",
+        Duration::from_secs(10),
+        || !routes().0,
+    );
+    let (_, still_accepting) = routes();
+    let gone = wait_until(
+        "the start-up sweep removes the local route",
+        Duration::from_secs(10),
+        || routes() == (false, false),
+    );
+    eprintln!(
+        "[routed] start-up sweep: announced route withdrawn, local route removed {} ms later (withdraw_delay {} ms)",
+        gone.as_millis(),
+        withdraw_delay.as_millis()
+    );
+    assert!(
+        still_accepting,
+        "the local route went together with the announced one"
+    );
+    assert!(
+        gone >= withdraw_delay - Duration::from_millis(100),
+        "the local route went {} ms after the withdrawal, before withdraw_delay",
+        gone.as_millis()
+    );
 }
