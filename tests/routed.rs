@@ -238,7 +238,7 @@ fn uplink_back_fails_back_once_the_route_can_be_announced() {
         return;
     }
     let lab = RoutedLab::new("rtback", false);
-    let _daemons = start(&lab);
+    let daemons = start(&lab);
     lab.router.ip(&["link", "set", "r1", "down"]);
     let took = wait_until(
         "the router routes the VIP to n2",
@@ -252,6 +252,12 @@ fn uplink_back_fails_back_once_the_route_can_be_announced() {
     fail_back(&lab, "uplink back (carrier returns)", || {
         lab.router.ip(&["link", "set", "r1", "up"]);
     });
+    let log = daemons[0].log();
+    assert!(
+        log.contains("does not preempt yet"),
+        "n1's log does not say that the preemption waits:\n{}",
+        daemons[0].log_tail(30)
+    );
 }
 
 /// n1 reboots: its daemon dies as the unit sees it (SIGKILL, then

@@ -398,10 +398,12 @@ pub(crate) fn start(lab: &RoutedLab) -> Vec<Daemon> {
         lab.vip,
         took.as_millis()
     );
-    // `vipd status` names the mode.
+    // `vipd status` names the mode and its settings (`ready_after` left at
+    // its default, 10 s).
     let status = output_text(&daemons[0].cli(&["status"]));
     assert!(
-        status.contains(&format!("route table {ROUTE_TABLE} metric 100")),
+        status.contains(&format!("route table {ROUTE_TABLE} metric 100"))
+            && status.contains("ready after 10s"),
         "vipd status does not show routed mode:\n{status}"
     );
     wait_until(
