@@ -141,11 +141,11 @@ pub mod defaults {
     /// instance.
     pub const MAX_ROUTE_WITHDRAW_DELAY: Duration = Duration::from_secs(10);
     /// `route.ready_after`: how long after start and after the uplink regains
-    /// carrier a routed node does not preempt. Covers a BGP session coming up
-    /// with the README's FRR timers (`timers bgp 1 3`): FRR's start timer
-    /// (1 s) and the connect after carrier's return, or the router's hold time
-    /// (3 s) when it never saw the link go, then the OPEN exchange and the
-    /// first update, with room to spare.
+    /// carrier a routed node does not preempt. Covers the BGP session coming
+    /// up and FRR's first update reaching the router with the README's timers
+    /// (`timers bgp 1 3`): about 1.1 s after carrier in tests/routed.rs's lab,
+    /// plus the router's hold time (3 s) when it never saw a rebooted node's
+    /// link go, with room to spare.
     pub const ROUTE_READY_AFTER: Duration = Duration::from_secs(10);
     /// Longest `route.ready_after`: the hold time of FRR's traditional BGP
     /// timers (180 s) and more.

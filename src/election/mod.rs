@@ -84,21 +84,25 @@
 //!
 //! **Preempt waits for the route** (routed mode, FIELD-NOTES 35). A node
 //! whose uplink has just regained carrier, or whose daemon has just started
-//! (a reboot), wins the election within one advert, but its routing daemon's
-//! BGP session comes up only later (after FRR's start timer, about a second,
-//! or after the router's hold time if the router never saw the link go): a
-//! preemption then makes the old master withdraw while nobody announces the
-//! VIP, and traffic stops until the session is up. So in routed mode a node
-//! does not preempt before `route.ready_after` (`cfg.route_ready_after`) has
-//! passed since it started and since its uplink (the instance's interface)
-//! last regained carrier ([`Election::handle_uplink`]); it waits as for
-//! `preempt_delay`, whichever ends later, and never while the uplink is down.
-//! The wait is a hold-down, not a report from the routing daemon: vipd then
-//! needs no access to FRR or BIRD, and a fail-back that comes a few seconds
-//! later costs nothing while the other node serves. It holds back preemption
-//! only: a node still takes over when the master goes silent or releases
-//! (taking over a dead master's VIP cannot be worse than nobody announcing
-//! it), and an operator's promote still takes over at once.
+//! (a reboot), wins the election within one advert, but its route reaches
+//! the router only once its BGP session is up and its routing daemon has
+//! sent the first update (in tests/routed.rs's FRR lab the session is up
+//! about 150 ms after carrier, the update lands about a second later; after
+//! a reboot the router may hold the old session for its hold time first). A
+//! preemption before that makes the old master withdraw while nobody
+//! announces the VIP. So in routed mode a node does not preempt before
+//! `route.ready_after` (`cfg.route_ready_after`) has passed since it started
+//! and since its uplink (the instance's interface) last regained carrier
+//! ([`Election::handle_uplink`]); it waits as for `preempt_delay`, whichever
+//! ends later, and never while the uplink is down. The wait is a hold-down,
+//! not a report from the routing daemon: "session Established" would come
+//! too early (the update follows a second later), whether the router has
+//! taken the route is not visible from the node, and vipd then needs no
+//! access to FRR or BIRD; a fail-back that comes a few seconds later costs
+//! nothing while the other node serves. It holds back preemption only: a
+//! node still takes over when the master goes silent or releases (taking
+//! over a dead master's VIP cannot be worse than nobody announcing it), and
+//! an operator's promote still takes over at once.
 //!
 //! **Drain** makes the node ineligible. A draining master keeps the VIPs and
 //! advertises priority 0 until it hears the successor's first advert as master,
