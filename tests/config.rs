@@ -1114,17 +1114,19 @@ fn route_mode_defaults_and_settings() {
     assert_eq!(route.table, defaults::ROUTE_TABLE);
     assert_eq!(route.metric, defaults::ROUTE_METRIC);
     assert_eq!(route.withdraw_delay, defaults::ROUTE_WITHDRAW_DELAY);
+    assert_eq!(route.ready_after, defaults::ROUTE_READY_AFTER);
     assert_eq!(c.instances[0].max_hops, 1);
     assert_eq!(c.instances[0].min_ttl(), 255);
 
     let c = parse(&routed(
-        "announce = \"route\"\npeers = [\"10.9.2.2\"]\nmax_hops = 2\n[instance.route]\ntable = 7\nmetric = 50\nwithdraw_delay = \"300ms\"\n",
+        "announce = \"route\"\npeers = [\"10.9.2.2\"]\nmax_hops = 2\n[instance.route]\ntable = 7\nmetric = 50\nwithdraw_delay = \"300ms\"\nready_after = \"0s\"\n",
     ))
     .unwrap();
     let i = &c.instances[0];
     let route = i.route.clone().unwrap();
     assert_eq!((route.table, route.metric), (7, 50));
     assert_eq!(route.withdraw_delay, Duration::from_millis(300));
+    assert_eq!(route.ready_after, Duration::ZERO);
     assert_eq!((i.max_hops, i.min_ttl()), (2, 254));
 
     // ARP mode is the default, and "arp" says so explicitly.
@@ -1178,7 +1180,7 @@ fn route_mode_needs_authentication_and_host_routes() {
 #[test]
 fn route_table_metric_and_delay_are_bounded() {
     let message = error(&routed(
-        "announce = \"route\"\n[instance.route]\ntable = 253\nmetric = -1\nwithdraw_delay = \"11s\"\n",
+        "announce = \"route\"\n[instance.route]\ntable = 253\nmetric = -1\nwithdraw_delay = \"11s\"\nready_after = \"601s\"\n",
     ));
     assert_at(
         &message,
@@ -1192,6 +1194,12 @@ fn route_table_metric_and_delay_are_bounded() {
         15,
         18,
         &["route.withdraw_delay 11s is out of range", "0s..=10s"],
+    );
+    assert_at(
+        &message,
+        16,
+        15,
+        &["route.ready_after 601s is out of range", "0s..=10m"],
     );
 }
 

@@ -320,6 +320,7 @@ impl Sim {
                     group: 7,
                     startup_delay: Duration::ZERO,
                     start_drained: false,
+                    route_ready_after: Duration::ZERO,
                     settings: Settings {
                         priority: *priority_pool.choose(&mut rng).unwrap_or(&100),
                         advert_interval: interval,

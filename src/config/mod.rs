@@ -142,6 +142,16 @@ pub mod defaults {
     /// Longest `route.withdraw_delay`: a stop waits this long at most per
     /// instance.
     pub const MAX_ROUTE_WITHDRAW_DELAY: Duration = Duration::from_secs(10);
+    /// `route.ready_after`: how long after start and after the uplink regains
+    /// carrier a routed node does not preempt. Covers the BGP session coming
+    /// up and FRR's first update reaching the router with the README's timers
+    /// (`timers bgp 1 3`): about 1.1 s after carrier in tests/routed.rs's lab,
+    /// plus the router's hold time (3 s) when it never saw a rebooted node's
+    /// link go, with room to spare.
+    pub const ROUTE_READY_AFTER: Duration = Duration::from_secs(10);
+    /// Longest `route.ready_after`: the hold time of FRR's traditional BGP
+    /// timers (180 s) and more.
+    pub const MAX_ROUTE_READY_AFTER: Duration = Duration::from_secs(600);
     /// `max_hops`: adverts only from the link itself (TTL 255).
     pub const MAX_HOPS: u8 = 1;
     /// Most track scripts, interfaces or files per instance.

@@ -77,6 +77,7 @@ pub(super) struct RawRoute {
     pub(super) table: Option<Spanned<i64>>,
     pub(super) metric: Option<Spanned<i64>>,
     pub(super) withdraw_delay: Option<Spanned<DurationText>>,
+    pub(super) ready_after: Option<Spanned<DurationText>>,
 }
 
 #[derive(Deserialize)]

@@ -297,6 +297,13 @@ pub struct RouteConfig {
     /// [`defaults::ROUTE_WITHDRAW_DELAY`](super::defaults::ROUTE_WITHDRAW_DELAY);
     /// 0s..=10s.
     pub withdraw_delay: Duration,
+    /// How long after the daemon starts, and after the instance's interface
+    /// regains carrier, the node does not preempt: its routing daemon's BGP
+    /// session may not be up yet, and a preemption would leave nobody
+    /// announcing the VIP (the election's rule "Preempt waits for the route").
+    /// Default [`defaults::ROUTE_READY_AFTER`](super::defaults::ROUTE_READY_AFTER);
+    /// 0s..=600s (0s: preempt at once, as in ARP mode).
+    pub ready_after: Duration,
 }
 
 /// Gratuitous ARPs (IPv4) and unsolicited neighbour advertisements (IPv6) sent on

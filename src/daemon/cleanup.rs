@@ -22,9 +22,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::state::StateDir;
+use super::vips::{remove_routes_in_order, sweep_withdraw_delay};
 use super::{error_chain, DaemonError};
 use crate::config;
-use crate::net::netlink::{MarkedAddress, MarkedRoute, Netlink, Released, RouteKind};
+use crate::net::netlink::{MarkedAddress, MarkedRoute, Netlink, Released};
 
 /// What [`cleanup`] did.
 #[derive(Debug, Default)]
@@ -58,12 +59,7 @@ pub async fn cleanup(config_path: &Path) -> Result<CleanupReport, DaemonError> {
                 .iter()
                 .map(|i| i.interface.clone())
                 .collect();
-            let delay = config
-                .instances
-                .iter()
-                .filter_map(|i| i.route.as_ref().map(|r| r.withdraw_delay))
-                .max()
-                .unwrap_or_default();
+            let delay = sweep_withdraw_delay(&config);
             (config.node.state_dir, Some(names), delay)
         }
         Err(e) => {
@@ -119,29 +115,19 @@ pub async fn cleanup(config_path: &Path) -> Result<CleanupReport, DaemonError> {
         }
     }
     // Routes live on lo whatever the instance's interface, and their protocol
-    // number is vipd's alone: all of them go.
-    let mut routes = netlink
+    // number is vipd's alone: all of them go, as a live release removes them:
+    // the fabric stops sending to this host (withdraw_delay) before the host
+    // stops accepting (the service may outlive the daemon).
+    let routes = netlink
         .marked_routes()
         .await
         .map_err(|source| DaemonError::Netlink {
             what: "listing vipd's routes",
             source,
         })?;
-    routes.sort_by_key(|r| r.kind == RouteKind::Accept);
-    let mut withdrawn = false;
-    for route in routes {
-        // As a live release does: the fabric stops sending to this host
-        // (withdraw_delay) before the host stops accepting (the service may
-        // outlive the daemon).
-        if route.kind == RouteKind::Accept && withdrawn {
-            withdrawn = false;
-            tokio::time::sleep(withdraw_delay).await;
-        }
-        match netlink.remove_route(&route).await {
-            Ok(()) => {
-                withdrawn |= route.kind == RouteKind::Announce;
-                report.removed_routes.push(route);
-            }
+    for (route, outcome) in remove_routes_in_order(&netlink, routes, withdraw_delay).await {
+        match outcome {
+            Ok(()) => report.removed_routes.push(route),
             Err(e) => report.failed_routes.push((route, error_chain(&e))),
         }
     }

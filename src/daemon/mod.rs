@@ -198,7 +198,7 @@ pub async fn run(
     let (net_tx, _) = broadcast::channel(1024);
     let fanout = tokio::spawn(fan_out_net_events(watch, net_tx.clone()));
 
-    remove_stale_vips(&netlink).await;
+    remove_stale_vips(&netlink, &config).await;
     let boot_id = state.next_boot_id();
     tracing::info!(node = %config.node.name, boot_id, instances = config.instances.len(), "vipd starting");
 
@@ -274,7 +274,7 @@ pub async fn run(
         Ok(l) => l,
         Err(e) => {
             daemon.stop_all().await;
-            release_marked(&netlink).await;
+            release_marked(&netlink, &daemon.config).await;
             fanout.abort();
             replay_writer.abort();
             return Err(e);
@@ -338,7 +338,7 @@ pub async fn run(
     }
     // Whatever an instance could not release (a task that had to be aborted), and
     // anything else carrying our marker, goes now: never leave a VIP unmanaged.
-    release_marked(&netlink).await;
+    release_marked(&netlink, &daemon.config).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     if let Err(e) = std::fs::remove_file(&control_path) {
         if e.kind() != io::ErrorKind::NotFound {

@@ -155,6 +155,7 @@ impl Supervisor {
             group: cfg.group,
             startup_delay: self.shared.node.startup_delay,
             start_drained,
+            route_ready_after: cfg.route.as_ref().map_or(Duration::ZERO, |r| r.ready_after),
             settings: election_settings(&cfg),
         };
         let held: Held = Arc::new(Mutex::new(cfg.vips.iter().map(|v| (*v, false)).collect()));

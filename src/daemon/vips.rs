@@ -7,7 +7,9 @@
 //! them: a burst of gratuitous ARP / unsolicited NA, a second burst
 //! `repeat_after` later, and a refresh round every `refresh` while master
 //! (FIELD-NOTES 2, 5). Also here: the start-up and exit sweeps of addresses
-//! and routes carrying vipd's marker (FIELD-NOTES 3, 18).
+//! and routes carrying vipd's marker (FIELD-NOTES 3, 18), whose routes go in
+//! the same order and with the same wait as any release, and so do
+//! `vipd cleanup`'s.
 //!
 //! In routed mode (`announce = "route"`) a VIP is two routes instead of an
 //! address and no ARP/NA is sent: claiming adds the `local` route (the host
@@ -29,36 +31,78 @@ use tokio::task::JoinHandle;
 
 use super::error_chain;
 use super::instance::WorkerReport;
-use crate::config::{AnnounceConfig, InstanceConfig, RouteConfig, Vip};
+use crate::config::{AnnounceConfig, Config, InstanceConfig, RouteConfig, Vip};
 use crate::metrics::InstanceMetrics;
 use crate::net::announce::Announcer;
-use crate::net::netlink::{Claimed, Netlink, Released, RouteKind};
+use crate::net::netlink::{Claimed, MarkedRoute, Netlink, NetlinkError, Released, RouteKind};
 
-/// Removes every route carrying vipd's protocol number, announced routes
-/// first (so the fabric stops sending before the host stops accepting);
-/// `when` says which sweep, for the log.
-pub(super) async fn remove_marked_routes(netlink: &Netlink, when: &str) {
-    let mut routes = match netlink.marked_routes().await {
+/// The wait between withdrawing and no longer accepting in a sweep of every
+/// instance's routes (start-up, exit, `vipd cleanup`): the longest configured
+/// `route.withdraw_delay`, since the routes no longer say whose they were.
+pub(super) fn sweep_withdraw_delay(config: &Config) -> Duration {
+    config
+        .instances
+        .iter()
+        .filter_map(|i| i.route.as_ref().map(|r| r.withdraw_delay))
+        .max()
+        .unwrap_or_default()
+}
+
+/// Removes `routes` as every release does: the announced routes first (the
+/// fabric stops sending here), then, if one was withdrawn, `withdraw_delay`
+/// for the fabric to converge, then the local routes (the host stops
+/// accepting), so packets still in flight are answered. Each route comes back
+/// with its outcome, in the order removed.
+pub(super) async fn remove_routes_in_order(
+    netlink: &Netlink,
+    mut routes: Vec<MarkedRoute>,
+    withdraw_delay: Duration,
+) -> Vec<(MarkedRoute, Result<(), NetlinkError>)> {
+    routes.sort_by_key(|r| r.kind == RouteKind::Accept);
+    let mut withdrawn = false;
+    let mut done = Vec::with_capacity(routes.len());
+    for route in routes {
+        if route.kind == RouteKind::Accept && withdrawn {
+            withdrawn = false;
+            tracing::info!(delay = ?withdraw_delay, "withdrew vipd routes; waiting for the fabric to converge before the host stops accepting");
+            tokio::time::sleep(withdraw_delay).await;
+        }
+        let outcome = netlink.remove_route(&route).await;
+        withdrawn |= outcome.is_ok() && route.kind == RouteKind::Announce;
+        done.push((route, outcome));
+    }
+    done
+}
+
+/// Removes every route carrying vipd's protocol number, in the order of
+/// [`remove_routes_in_order`]; `when` says which sweep, for the log.
+async fn remove_marked_routes(netlink: &Netlink, when: &str, withdraw_delay: Duration) {
+    let routes = match netlink.marked_routes().await {
         Ok(routes) => routes,
         Err(e) => {
             tracing::error!(error = %error_chain(&e), "listing vipd's routes ({when})");
             return;
         }
     };
-    routes.sort_by_key(|r| r.kind == RouteKind::Accept);
-    for route in routes {
-        tracing::warn!(address = %route.addr, table = route.table, kind = ?route.kind,
-            "removing a vipd route ({when})");
-        if let Err(e) = netlink.remove_route(&route).await {
-            tracing::error!(error = %error_chain(&e), "removing a vipd route ({when})");
+    for (route, outcome) in remove_routes_in_order(netlink, routes, withdraw_delay).await {
+        match outcome {
+            Ok(()) => {
+                tracing::warn!(address = %route.addr, table = route.table, kind = ?route.kind,
+                "removed a vipd route ({when})")
+            }
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "removing a vipd route ({when})")
+            }
         }
     }
 }
 
 /// Removes every address and route carrying our marker: VIPs left by a crashed
-/// earlier run.
-pub(super) async fn remove_stale_vips(netlink: &Netlink) {
-    remove_marked_routes(netlink, "left behind by an earlier vipd run").await;
+/// earlier run. Routes go as in any release, `config`'s longest
+/// `withdraw_delay` apart.
+pub(super) async fn remove_stale_vips(netlink: &Netlink, config: &Config) {
+    let when = "left behind by an earlier vipd run";
+    remove_marked_routes(netlink, when, sweep_withdraw_delay(config)).await;
     match netlink.marked_addresses().await {
         Ok(marked) => {
             for m in marked {
@@ -73,9 +117,11 @@ pub(super) async fn remove_stale_vips(netlink: &Netlink) {
     }
 }
 
-/// Releases every marked address and route (at exit).
-pub(super) async fn release_marked(netlink: &Netlink) {
-    remove_marked_routes(netlink, "still present at exit").await;
+/// Releases every marked address and route (at exit), routes as in any
+/// release, `config`'s longest `withdraw_delay` apart.
+pub(super) async fn release_marked(netlink: &Netlink, config: &Config) {
+    let when = "still present at exit";
+    remove_marked_routes(netlink, when, sweep_withdraw_delay(config)).await;
     match netlink.marked_addresses().await {
         Ok(marked) => {
             for m in marked {

@@ -20,6 +20,11 @@ pub struct ElectionConfig {
     pub startup_delay: Duration,
     /// Start drained (the drain survives restarts through the daemon's state dir).
     pub start_drained: bool,
+    /// Routed mode's `route.ready_after` (zero in ARP mode): how long after
+    /// start, and after the uplink regains carrier, this node's route is not yet
+    /// taken as announceable, so it does not preempt (the rule "Preempt waits
+    /// for the route").
+    pub route_ready_after: Duration,
     /// What a reload may change.
     pub settings: Settings,
 }
@@ -138,6 +143,10 @@ pub enum Notice {
     PromotionSuperseded { peer: String },
     /// A draining or stopping master now waits for a successor.
     HandoverStarted,
+    /// This backup outranks the master but does not preempt before its route
+    /// can be announced (routed mode's `route.ready_after`); `ready_in` is
+    /// how long that still is. Once per start or carrier return.
+    PreemptWaitsForRoute { peer: String, ready_in: Duration },
 }
 
 /// What the caller must do, in order.

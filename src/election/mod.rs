@@ -14,6 +14,8 @@
 //!   intervals;
 //! - [`Election::handle_peers_removed`]: a reload removed peers from the
 //!   configuration;
+//! - [`Election::handle_uplink`]: the instance's interface lost or regained
+//!   carrier (routed mode's route readiness counts from it);
 //! - [`Election::handle_shutdown`]: the daemon is stopping.
 //!
 //! After each input the caller drains [`Election::poll_action`] until it returns
@@ -79,6 +81,28 @@
 //! without a break, and never before `startup_delay` has passed. With preempt off a
 //! better backup leaves the incumbent alone; two masters meeting still resolve by
 //! rank (preempt does not apply between masters, as in the RFC).
+//!
+//! **Preempt waits for the route** (routed mode, FIELD-NOTES 35). A node
+//! whose uplink has just regained carrier, or whose daemon has just started
+//! (a reboot), wins the election within one advert, but its route reaches
+//! the router only once its BGP session is up and its routing daemon has
+//! sent the first update (in tests/routed.rs's FRR lab the session is up
+//! about 150 ms after carrier, the update lands about a second later; after
+//! a reboot the router may hold the old session for its hold time first). A
+//! preemption before that makes the old master withdraw while nobody
+//! announces the VIP. So in routed mode a node does not preempt before
+//! `route.ready_after` (`cfg.route_ready_after`) has passed since it started
+//! and since its uplink (the instance's interface) last regained carrier
+//! ([`Election::handle_uplink`]); it waits as for `preempt_delay`, whichever
+//! ends later, and never while the uplink is down. The wait is a hold-down,
+//! not a report from the routing daemon: "session Established" would come
+//! too early (the update follows a second later), whether the router has
+//! taken the route is not visible from the node, and vipd then needs no
+//! access to FRR or BIRD; a fail-back that comes a few seconds later costs
+//! nothing while the other node serves. It holds back preemption only: a
+//! node still takes over when the master goes silent or releases (taking
+//! over a dead master's VIP cannot be worse than nobody announcing it), and
+//! an operator's promote still takes over at once.
 //!
 //! **Drain** makes the node ineligible. A draining master keeps the VIPs and
 //! advertises priority 0 until it hears the successor's first advert as master,
@@ -233,6 +257,14 @@ pub struct Election {
     /// Why the armed master-down timer will fire, when not plain silence.
     reason_pending: Option<Reason>,
     duplicate_id_noticed: bool,
+    /// Whether the instance's interface has carrier (assumed at start; the
+    /// caller says otherwise at once).
+    uplink_up: bool,
+    /// When this node's route can be taken as announceable (the rule "Preempt
+    /// waits for the route"); `None` while the uplink is down.
+    route_ready_at: Option<Instant>,
+    /// [`Notice::PreemptWaitsForRoute`] went out for the current wait.
+    route_wait_noticed: bool,
     counters: Counters,
 }
 
@@ -240,6 +272,7 @@ pub struct Election {
 impl Election {
     /// A new election, starting as backup at `now`.
     pub fn new(cfg: ElectionConfig, now: Instant) -> Self {
+        let cfg_route_ready_after = cfg.route_ready_after;
         let mut election = Self {
             drained: cfg.start_drained,
             peers: PeerTable::new(cfg.settings.takeover_margin),
@@ -261,6 +294,9 @@ impl Election {
             reannounce: None,
             reason_pending: None,
             duplicate_id_noticed: false,
+            uplink_up: true,
+            route_ready_at: Some(now + cfg_route_ready_after),
+            route_wait_noticed: false,
             counters: Counters::default(),
         };
         // RFC 5798 §6.4.1: a non-owner starts as backup with Master_Down_Timer set.
@@ -359,7 +395,16 @@ impl Election {
             self.timers.clear(Timer::Preempt);
             if self.state == State::Backup && self.is_eligible() {
                 if let Some(peer) = self.outranked_master(now) {
-                    self.become_master(now, Reason::Preempting { peer });
+                    // The uplink may have flapped since the timer was armed.
+                    match self.route_ready_at {
+                        Some(at) if at <= now || self.promotion.is_some() => {
+                            self.become_master(now, Reason::Preempting { peer });
+                        }
+                        Some(at) => self.timers.set(Timer::Preempt, at),
+                        // Down: the fault rule holds the node; carrier's
+                        // return starts a new wait.
+                        None => {}
+                    }
                 }
             }
         }
@@ -448,6 +493,18 @@ impl Election {
             self.timers.clear(Timer::Preempt);
             self.consider_preempt(now);
         }
+    }
+
+    /// The instance's interface lost (`up` false) or regained carrier (the
+    /// rule "Preempt waits for the route"): its return starts the wait for
+    /// `route_ready_after` again. Repeats of the same state change nothing.
+    pub fn handle_uplink(&mut self, now: Instant, up: bool) {
+        if self.stopped || up == self.uplink_up {
+            return;
+        }
+        self.uplink_up = up;
+        self.route_ready_at = up.then(|| now + self.cfg.route_ready_after);
+        self.route_wait_noticed = false;
     }
 
     /// A reload removed these peers (by node id) from the configuration: they
@@ -684,14 +741,29 @@ impl Election {
             self.timers.clear(Timer::Preempt);
             return;
         };
-        let earliest = self.started_at + self.cfg.startup_delay;
-        if self.promotion.is_some()
-            || (self.cfg.settings.preempt_delay.is_zero() && now >= earliest)
-        {
+        if self.promotion.is_some() {
+            self.become_master(now, Reason::Preempting { peer });
+            return;
+        }
+        // The rule "Preempt waits for the route": never while the uplink is
+        // down, and not before the route can be announced.
+        let Some(route_ready_at) = self.route_ready_at else {
+            self.timers.clear(Timer::Preempt);
+            return;
+        };
+        let earliest = (self.started_at + self.cfg.startup_delay).max(route_ready_at);
+        if self.cfg.settings.preempt_delay.is_zero() && now >= earliest {
             self.become_master(now, Reason::Preempting { peer });
         } else if self.timers.get(Timer::Preempt).is_none() {
             let at = (now + self.cfg.settings.preempt_delay).max(earliest);
             self.timers.set(Timer::Preempt, at);
+            if route_ready_at > now && !self.route_wait_noticed {
+                self.route_wait_noticed = true;
+                self.notice(Notice::PreemptWaitsForRoute {
+                    peer,
+                    ready_in: route_ready_at - now,
+                });
+            }
         }
     }
 
@@ -1091,6 +1163,7 @@ mod tests {
             group: 1,
             startup_delay: Duration::ZERO,
             start_drained: false,
+            route_ready_after: Duration::ZERO,
             settings: Settings {
                 priority,
                 advert_interval: I,
@@ -1880,5 +1953,129 @@ mod tests {
         let deadline = t + e.master_down_interval(I);
         let actions = run_to(&mut e, deadline);
         assert!(has(&actions, &Action::ClaimVips), "{actions:?}");
+    }
+
+    // The rule "Preempt waits for the route".
+
+    const READY: Duration = Duration::from_secs(2);
+
+    /// A routed-mode node (priority 150, `route.ready_after` = [`READY`]).
+    fn routed(now: Instant) -> Election {
+        let mut c = cfg(1, 150);
+        c.route_ready_after = READY;
+        let mut e = Election::new(c, now);
+        drain(&mut e);
+        e
+    }
+
+    /// Master 9 (priority 100) advertises every `I` from `from` through
+    /// `until`; returns when this node claimed, if it did.
+    fn worse_master_heard(e: &mut Election, from: Instant, until: Instant) -> Option<Instant> {
+        let mut t = from;
+        while t <= until {
+            if e.state() == State::Backup {
+                e.handle_advert(t, &advert(9, 100, Flags::MASTER));
+            }
+            let mut actions = drain(e);
+            actions.extend(run_to(e, t + I - Duration::from_nanos(1)));
+            if actions.contains(&Action::ClaimVips) {
+                return Some(e.last_transition().map_or(t, |tr| tr.at));
+            }
+            t += I;
+        }
+        None
+    }
+
+    #[test]
+    fn routed_node_does_not_preempt_before_its_route_is_ready_after_start() {
+        let t0 = Instant::now();
+        let mut e = routed(t0);
+        e.handle_advert(t0 + I, &advert(9, 100, Flags::MASTER));
+        let actions = drain(&mut e);
+        assert!(!has(&actions, &Action::ClaimVips));
+        assert!(
+            actions.contains(&Action::Notice(Notice::PreemptWaitsForRoute {
+                peer: "n9".into(),
+                ready_in: READY - I,
+            })),
+            "{actions:?}"
+        );
+        let claimed = worse_master_heard(&mut e, t0 + I * 2, t0 + READY * 2);
+        assert_eq!(claimed, Some(t0 + READY), "preempts when the wait ends");
+        assert!(matches!(
+            e.last_transition().map(|t| &t.reason),
+            Some(Reason::Preempting { .. })
+        ));
+    }
+
+    #[test]
+    fn routed_node_waits_again_after_its_uplink_regains_carrier_and_restarts_on_a_flap() {
+        let t0 = Instant::now();
+        let mut e = routed(t0);
+        // Up long past the start-up wait, then the uplink goes (the daemon
+        // also faults the node) and the other node becomes master.
+        let t1 = t0 + READY * 3;
+        e.handle_uplink(t1, false);
+        e.handle_health(
+            t1,
+            Health {
+                fault: Some("interface eth0 is down".into()),
+                ..Health::default()
+            },
+        );
+        drain(&mut e);
+        assert_eq!(worse_master_heard(&mut e, t1, t1 + I * 5), None);
+        // Carrier back: the fault clears at once, the preemption waits.
+        let t2 = t1 + I * 10;
+        e.handle_uplink(t2, true);
+        e.handle_health(t2, Health::default());
+        drain(&mut e);
+        assert_eq!(e.state(), State::Backup);
+        assert_eq!(worse_master_heard(&mut e, t2, t2 + I * 5), None);
+        // A flap within the wait: down and up again restarts it, even though
+        // a preempt deadline was already armed for the first wait's end.
+        let t3 = t2 + I * 6;
+        e.handle_uplink(t3, false);
+        e.handle_uplink(t3 + I, true);
+        let claimed = worse_master_heard(&mut e, t3 + I, t3 + READY * 2);
+        assert_eq!(claimed, Some(t3 + I + READY));
+    }
+
+    #[test]
+    fn routed_node_waiting_for_its_route_still_takes_over_a_silent_or_releasing_master() {
+        // Silent: the master-down rule is not held back.
+        let t0 = Instant::now();
+        let mut e = routed(t0);
+        e.handle_advert(t0 + I, &advert(9, 100, Flags::MASTER));
+        drain(&mut e);
+        let master_down = e.master_down_interval(I);
+        let actions = run_to(&mut e, t0 + I + master_down);
+        assert!(has(&actions, &Action::ClaimVips), "{actions:?}");
+        assert!(e.last_transition().unwrap().at < t0 + READY);
+        assert_eq!(e.last_transition().unwrap().reason, Reason::MasterDown);
+
+        // Releasing (priority 0): taken over at once.
+        let mut e = routed(t0);
+        e.handle_advert(t0 + I, &advert(9, 100, Flags::MASTER));
+        e.handle_advert(t0 + I * 2, &advert(9, 0, Flags::MASTER));
+        drain(&mut e);
+        let actions = run_to(&mut e, t0 + I * 3);
+        assert!(has(&actions, &Action::ClaimVips), "{actions:?}");
+        assert!(matches!(
+            e.last_transition().map(|t| &t.reason),
+            Some(Reason::MasterReleased { .. })
+        ));
+    }
+
+    #[test]
+    fn routed_wait_and_preempt_delay_end_together_at_the_later_of_the_two() {
+        let t0 = Instant::now();
+        let mut c = cfg(1, 150);
+        c.route_ready_after = READY;
+        c.settings.preempt_delay = READY * 2;
+        let mut e = Election::new(c, t0);
+        drain(&mut e);
+        let claimed = worse_master_heard(&mut e, t0 + I, t0 + READY * 4);
+        assert_eq!(claimed, Some(t0 + I + READY * 2));
     }
 }

@@ -33,6 +33,7 @@ static SWEEP: Once = Once::new();
 pub(crate) struct Frr {
     pub(crate) name: String,
     netns: String,
+    bfd: bool,
 }
 
 impl Frr {
@@ -51,6 +52,7 @@ impl Frr {
         let frr = Self {
             name,
             netns: netns.to_owned(),
+            bfd,
         };
         let (uid, gid) = frr_ids();
         for dir in [frr.etc(), frr.run_dir()] {
@@ -69,20 +71,37 @@ impl Frr {
             fs::write(&path, text).expect("write FRR config");
             chown(&path, Some(uid), Some(gid)).expect("chown FRR config");
         }
-        frr.daemon("zebra", &[]);
+        frr.start_daemons();
+        frr
+    }
+
+    /// Starts zebra, then (with `bfd`) bfdd and bgpd.
+    fn start_daemons(&self) {
+        // A socket left by a killed zebra would look like the new one's.
+        let api = format!("{}/zserv.api", self.run_dir());
+        let _ = fs::remove_file(&api);
+        self.daemon("zebra", &[]);
         // bgpd and bfdd connect to zebra's socket; give it a moment to exist.
-        let api = format!("{}/zserv.api", frr.run_dir());
         wait_until(
-            &format!("{}'s zebra socket", frr.name),
+            &format!("{}'s zebra socket", self.name),
             Duration::from_secs(10),
             || fs::metadata(&api).is_ok(),
         );
-        if bfd {
-            let ctl = format!("{}/bfdd.sock", frr.run_dir());
-            frr.daemon("bfdd", &["--bfdctl", &ctl]);
+        if self.bfd {
+            let ctl = format!("{}/bfdd.sock", self.run_dir());
+            self.daemon("bfdd", &["--bfdctl", &ctl]);
         }
-        frr.daemon("bgpd", &[]);
-        frr
+        self.daemon("bgpd", &[]);
+    }
+
+    /// Kills every process in the FRR instance's namespace (as a host going
+    /// down would: whatever else runs there goes too) and starts the FRR
+    /// daemons again with the same configuration, as at the host's next boot.
+    /// Returns once they run; the sessions come up on their own time.
+    pub(crate) fn kill_everything_and_boot(&self, while_down: impl FnOnce()) {
+        Netns::kill_all_in(&self.netns);
+        while_down();
+        self.start_daemons();
     }
 
     fn daemon(&self, which: &str, extra: &[&str]) {
@@ -379,10 +398,12 @@ pub(crate) fn start(lab: &RoutedLab) -> Vec<Daemon> {
         lab.vip,
         took.as_millis()
     );
-    // `vipd status` names the mode.
+    // `vipd status` names the mode and its settings (`ready_after` left at
+    // its default, 10 s).
     let status = output_text(&daemons[0].cli(&["status"]));
     assert!(
-        status.contains(&format!("route table {ROUTE_TABLE} metric 100")),
+        status.contains(&format!("route table {ROUTE_TABLE} metric 100"))
+            && status.contains("ready after 10s"),
         "vipd status does not show routed mode:\n{status}"
     );
     wait_until(
@@ -393,25 +414,43 @@ pub(crate) fn start(lab: &RoutedLab) -> Vec<Daemon> {
     daemons
 }
 
-/// Probes for `total`, running `event` after `lead`; returns what the client
-/// saw and how long after the event started the router routed the VIP to n2
-/// (to within the 10 ms poll).
+/// The client's probe spacing around a fail-back (a preemption), where the
+/// bound is a count of probes at this spacing.
+pub(crate) const FAILBACK_PROBE_EVERY: Duration = Duration::from_millis(10);
+
+/// Probes every [`PROBE_EVERY`] for `total`, running `event` after `lead`;
+/// returns what the client saw and how long after the event started the router
+/// routed the VIP to n2 (to within the 10 ms poll).
 pub(crate) fn probe_around(
     lab: &RoutedLab,
     lead: Duration,
     total: Duration,
     event: impl FnOnce(),
 ) -> (ProbeResult, Duration) {
-    let count = (total.as_millis() / PROBE_EVERY.as_millis()) as u32;
-    let prober = Prober::start(&lab.client, lab.vip_addr(), PROBE_EVERY, count);
+    probe_move(lab, PROBE_EVERY, lead, total, 2, event)
+}
+
+/// Probes every `every` for `total`, running `event` after `lead`; returns
+/// what the client saw and how long after the event started the router
+/// routed the VIP to node `to` (to within the 10 ms poll).
+pub(crate) fn probe_move(
+    lab: &RoutedLab,
+    every: Duration,
+    lead: Duration,
+    total: Duration,
+    to: usize,
+    event: impl FnOnce(),
+) -> (ProbeResult, Duration) {
+    let count = (total.as_millis() / every.as_millis()) as u32;
+    let prober = Prober::start(&lab.client, lab.vip_addr(), every, count);
     std::thread::sleep(lead);
     // From the event's start: a clean-up or drain may return after the move.
     let start = std::time::Instant::now();
     event();
     wait_until(
-        "the router routes the VIP to n2",
+        &format!("the router routes the VIP to n{to}"),
         Duration::from_secs(30),
-        || lab.routed_to() == Some(2),
+        || lab.routed_to() == Some(to),
     );
     let moved = start.elapsed();
     (prober.finish(), moved)
@@ -428,12 +467,24 @@ pub(crate) fn longest_gap_ms(result: &ProbeResult) -> f64 {
 }
 
 pub(crate) fn report(case: &str, result: &ProbeResult, moved: Duration) {
+    report_move(case, result, moved, 2, PROBE_EVERY);
+}
+
+/// [`report`] for a move to node `to`, probes `every` apart.
+pub(crate) fn report_move(
+    case: &str,
+    result: &ProbeResult,
+    moved: Duration,
+    to: usize,
+    every: Duration,
+) {
     eprintln!(
-        "[routed] {case}: router moved to n2 after {} ms; client: {} of {} probes lost ({}), longest gap {:.0} ms",
+        "[routed] {case}: router moved to n{to} after {} ms; client: {} of {} probes (every {} ms) lost ({}), longest gap {:.0} ms",
         moved.as_millis(),
         result.lost.len(),
         result.sent,
-        result.describe_lost(PROBE_EVERY),
+        every.as_millis(),
+        result.describe_lost(every),
         longest_gap_ms(result)
     );
 }

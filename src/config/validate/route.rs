@@ -61,6 +61,7 @@ impl Validator<'_> {
                     table: None,
                     metric: None,
                     withdraw_delay: None,
+                    ready_after: None,
                 });
                 self.route(who, &table).map(Some)
             }
@@ -104,10 +105,19 @@ impl Validator<'_> {
             Duration::ZERO,
             defaults::MAX_ROUTE_WITHDRAW_DELAY,
         );
+        let ready_after = self.duration_in(
+            who,
+            "route.ready_after",
+            raw.ready_after.as_ref(),
+            defaults::ROUTE_READY_AFTER,
+            Duration::ZERO,
+            defaults::MAX_ROUTE_READY_AFTER,
+        );
         Some(RouteConfig {
             table: table?,
             metric: metric?,
             withdraw_delay: withdraw_delay?,
+            ready_after: ready_after?,
         })
     }
 

@@ -680,6 +680,8 @@ impl Instance {
     fn set_link(&mut self, now: Instant, up: bool) {
         let was_up = self.link_up;
         self.link_up = up;
+        // Before the health: the fault clears with a route wait already running.
+        self.election.handle_uplink(now, up);
         self.health
             .set_link_down((!up).then(|| format!("interface {} is down", self.cfg.interface)));
         if up && !was_up {
@@ -811,6 +813,10 @@ impl Instance {
             }
             Notice::HandoverStarted => {
                 tracing::info!(%instance, "handing over: keeping the VIPs until a successor claims them")
+            }
+            Notice::PreemptWaitsForRoute { peer, ready_in } => {
+                tracing::info!(%instance, %peer, ready_in = ?ready_in,
+                    "outranks the master but does not preempt yet: the route may not be announceable so soon after start or the uplink's return (route.ready_after)")
             }
         }
     }

@@ -140,8 +140,8 @@ impl Instance {
             history: self.telemetry.history(),
             announce_route: self.cfg.route.as_ref().map(|r| {
                 format!(
-                    "route table {} metric {} (withdraw delay {:?})",
-                    r.table, r.metric, r.withdraw_delay
+                    "route table {} metric {} (withdraw delay {:?}, ready after {:?})",
+                    r.table, r.metric, r.withdraw_delay, r.ready_after
                 )
             }),
             foreign_claims: self
