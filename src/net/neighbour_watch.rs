@@ -51,6 +51,9 @@ const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 /// The most IPv4 VIPs one filter compares (each is one instruction; the
 /// jumps are 8-bit).
 pub const MAX_FILTERED_VIPS: usize = 200;
+/// The socket's receive buffer: a few frames (the kernel doubles it and
+/// counts its own overhead per frame).
+const RECEIVE_BUFFER: usize = 4096;
 /// Bytes of each frame the filter keeps: the longest frame parsed (an NA with
 /// its link-layer option).
 const SNAP_LEN: u32 = 128;
@@ -96,6 +99,11 @@ impl NeighbourWatch {
         let program = filter_program(vips);
         attach_filter(&socket, &program).map_err(fail("attaching the filter"))?;
         set_ignore_outgoing(&socket).map_err(fail("PACKET_IGNORE_OUTGOING"))?;
+        // A small queue: the reader takes a sighting now and then, and under a
+        // flood of claims the kernel drops the rest instead of queueing them.
+        socket
+            .set_recv_buffer_size(RECEIVE_BUFFER)
+            .map_err(fail("SO_RCVBUF"))?;
         let addr = packet_sockaddr(ifindex, libc::ETH_P_ALL as u16).map_err(fail("address"))?;
         socket.bind(&addr).map_err(fail("bind"))?;
         // SAFETY: the socket owns its descriptor and `as_raw_fd` returns that

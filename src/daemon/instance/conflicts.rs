@@ -27,7 +27,7 @@ use crate::net::neighbour_watch::NeighbourWatch;
 const SIGHTING_QUEUE: usize = 64;
 /// After a failed read the watch task waits this long (bounded log and work).
 const READ_RETRY: Duration = Duration::from_secs(1);
-/// Identical sightings closer than this are one (see `read_sightings`).
+/// At most one sighting per this long is read (see `read_sightings`).
 const REPEAT_COALESCE: Duration = Duration::from_millis(10);
 /// After a failed open, the next try waits this long.
 const OPEN_RETRY: Duration = Duration::from_secs(1);
@@ -156,11 +156,12 @@ fn read_own_mac(instance: &str, ifindex: u32, ifname: &str) -> Option<[u8; 6]> {
     }
 }
 
-/// Reads the packet socket until the instance stops it. A sighting that
-/// repeats the last one within [`REPEAT_COALESCE`] is dropped here, so a
-/// flood of identical claims wakes the instance at most 100 times a second
-/// (the watch's rules need one claim per re-announce gap; the count of
-/// claims it reports is then a lower bound under such a flood).
+/// Reads the packet socket until the instance stops it, at most one sighting
+/// per [`REPEAT_COALESCE`]: after each one it pauses, and what arrives
+/// meanwhile waits in the socket's small queue or is dropped by the kernel.
+/// So a flood of claims costs about 100 reads and instance wake-ups a second,
+/// not one per frame (the watch's rules need one claim per re-announce gap;
+/// the count of claims it reports is then a lower bound under a flood).
 async fn read_sightings(watch: NeighbourWatch, tx: mpsc::Sender<Sighting>, instance: String) {
     let mut last: Option<(Sighting, tokio::time::Instant)> = None;
     loop {
@@ -175,6 +176,7 @@ async fn read_sightings(watch: NeighbourWatch, tx: mpsc::Sender<Sighting>, insta
                     Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
                     Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
+                tokio::time::sleep(REPEAT_COALESCE).await;
             }
             Err(e) => {
                 tracing::warn!(%instance, error = %e, "reading the ARP/NA watch failed; retrying in 1 s");
