@@ -255,7 +255,7 @@ impl SmallTmpfs {
         loop {
             match file.write_all(&page) {
                 Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => return,
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return,
                 Err(e) => panic!("filling {}: {e}", self.dir.display()),
             }
         }
@@ -685,9 +685,19 @@ fn a_non_root_user_is_refused() {
         said.contains("permission denied") && said.contains("root"),
         "the refusal says who may: {said}"
     );
+    let log = daemon.log();
+    let refusal = log
+        .lines()
+        .find(|l| l.contains("uid 65534"))
+        .unwrap_or_else(|| panic!("the daemon logs who it refused:\n{log}"));
+    eprintln!("[nobody] the daemon logged: {refusal}");
     assert!(
-        daemon.log().contains("uid 65534"),
-        "the daemon logs who it refused"
+        refusal.contains("uid 65534 (pid ")
+            && refusal
+                .split("uid 65534 (pid ")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())),
+        "the pid as a number, not Debug: {refusal}"
     );
     // Root still gets in; the VIP did not move.
     assert_eq!(status(&daemon).0, Some(0));
