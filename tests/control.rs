@@ -183,13 +183,7 @@ fn drain_survives_a_restart() {
             assert!(status.success(), "drained n1 exited with {status}");
         }
         daemons[0].restart();
-        wait_until("the restarted n1 answers", Duration::from_secs(10), || {
-            daemons[0]
-                .cli(&["status", "--json"])
-                .status
-                .code()
-                .is_some_and(|c| c != 1)
-        });
+        wait_answering(&daemons[0]);
         let (_, json) = status(&daemons[0]);
         assert_eq!(db(&json)["drained"], true, "after {how}: {json:#}");
         // n1 outranks n2 and preempt is on: only the drain keeps it back.
