@@ -390,7 +390,8 @@ mod tests {
         opened
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// On one thread, as the daemon's runtime runs it.
+    #[tokio::test]
     async fn idle_connections_cannot_starve_scrapes() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
