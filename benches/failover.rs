@@ -1935,7 +1935,7 @@ fn busy_processes() -> usize {
 
 fn main() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("failover bench: needs root (network namespaces); run `sudo benches/run.sh`");
+        eprintln!("failover bench: needs root (network namespaces); run `benches/run.sh` as root");
         std::process::exit(2);
     }
     install_interrupt_handlers();

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # vipd against keepalived, side by side (issue 6). ONE command, as root:
 #
-#     sudo benches/run.sh                 # full: 20 runs per case (~25 min)
-#     VIPD_BENCH_QUICK=1 sudo -E benches/run.sh   # quick: 5 runs, 10 s CPU windows
+#     benches/run.sh                      # full: 20 runs per case (~25 min)
+#     VIPD_BENCH_QUICK=1 benches/run.sh   # quick: 5 runs, 10 s CPU windows
+#
+# (as a user with sudo: sudo -E env PATH="$PATH" benches/run.sh)
 #
 # 1. installs keepalived, iproute2 if missing (apt-get);
 # 2. runs the 255-node election simulation
@@ -18,7 +20,7 @@
 # Ctrl-C; namespaces left by a SIGKILLed bench are swept by the next run.
 set -euo pipefail
 
-[[ $EUID -eq 0 ]] || { echo "run.sh: needs root (network namespaces): sudo -E $0" >&2; exit 1; }
+[[ $EUID -eq 0 ]] || { echo "run.sh: needs root (network namespaces): run it as root, or with sudo: sudo -E env PATH=\"\$PATH\" $0" >&2; exit 1; }
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 

@@ -183,13 +183,7 @@ fn drain_survives_a_restart() {
             assert!(status.success(), "drained n1 exited with {status}");
         }
         daemons[0].restart();
-        wait_until("the restarted n1 answers", Duration::from_secs(10), || {
-            daemons[0]
-                .cli(&["status", "--json"])
-                .status
-                .code()
-                .is_some_and(|c| c != 1)
-        });
+        wait_answering(&daemons[0]);
         let (_, json) = status(&daemons[0]);
         assert_eq!(db(&json)["drained"], true, "after {how}: {json:#}");
         // n1 outranks n2 and preempt is on: only the drain keeps it back.
@@ -216,6 +210,168 @@ fn drain_survives_a_restart() {
         "[drrst] undrain -> n1 preempts, sole holder after {} ms",
         ms(took)
     );
+}
+
+/// A small tmpfs mounted over a directory, so that it can be filled up; lazily
+/// unmounted on drop (also when the test fails), so that a daemon still
+/// holding files in it cannot keep it mounted.
+struct SmallTmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl SmallTmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Self {
+        let target = dir.to_str().expect("UTF-8 path");
+        run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+                target,
+            ],
+        );
+        Self {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Appends to `filler` page by page until the file system says ENOSPC.
+    fn fill(&self) {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.filler())
+            .expect("open the filler");
+        let page = [0u8; 4096];
+        loop {
+            match file.write_all(&page) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return,
+                Err(e) => panic!("filling {}: {e}", self.dir.display()),
+            }
+        }
+    }
+
+    fn filler(&self) -> std::path::PathBuf {
+        self.dir.join("filler")
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = run_output("umount", &["-l", self.dir.to_str().unwrap_or_default()]);
+    }
+}
+
+/// `vipd status --json` answers (the daemon is up after a restart).
+fn wait_answering(daemon: &Daemon) {
+    wait_until("the restarted n1 answers", Duration::from_secs(10), || {
+        daemon
+            .cli(&["status", "--json"])
+            .status
+            .code()
+            .is_some_and(|c| c != 1)
+    });
+}
+
+#[test]
+fn a_drain_that_cannot_be_saved_says_so_and_a_restart_is_not_drained() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new("drfull", 1);
+    let vip = lab.vip4(0);
+    let mut daemon = Daemon::configure(
+        lab.node(1),
+        NodeSpec::new("n1", InstanceSpec::new(150).vip(&vip)),
+    );
+    let file = daemon.dir.join("state/db.drained");
+    // The state directory is a 64 KiB tmpfs: the daemon starts with room for
+    // its lock and boot id, then the disk fills up.
+    let state = SmallTmpfs::mount(&daemon.dir.join("state"), "64k");
+    daemon.restart();
+    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(20));
+    state.fill();
+
+    let out = daemon.cli(&["drain", "--force"]);
+    let said = text(&out);
+    eprintln!(
+        "[drfull] vipd drain --force on a full state_dir -> {}: {}",
+        out.status,
+        said.trim()
+    );
+    assert!(out.status.success(), "the drain itself took effect: {said}");
+    assert!(
+        said.contains("drained now")
+            && said.contains("NOT saved: a restart will not be drained")
+            && said.contains("No space left on device"),
+        "the answer says the drain is not saved and what a restart does: {said}"
+    );
+    assert!(!file.exists(), "{} was left behind", file.display());
+    assert!(
+        !daemon.dir.join("state/db.drained.tmp").exists(),
+        "the temporary file was left behind"
+    );
+    wait_until("n1 released the VIP", Duration::from_secs(5), || {
+        lab.holders(&vip).is_empty()
+    });
+    assert_eq!(db(&status(&daemon).1)["drained"], true);
+
+    // The operator frees the disk and restarts: the node is not drained, as
+    // it was told, and takes its VIP again.
+    std::fs::remove_file(state.filler()).expect("remove the filler");
+    daemon.restart();
+    wait_answering(&daemon);
+    let (_, json) = status(&daemon);
+    assert_eq!(db(&json)["drained"], false, "after the restart: {json:#}");
+    let took = wait_sole_holder(&lab, &vip, 1, Duration::from_secs(10));
+    eprintln!(
+        "[drfull] restarted n1 is not drained and holds the VIP after {} ms",
+        ms(took)
+    );
+
+    // With room on the disk the drain is saved, and says so.
+    let out = daemon.cli(&["drain", "--force"]);
+    let said = text(&out);
+    eprintln!(
+        "[drfull] vipd drain --force with room -> {}: {}",
+        out.status,
+        said.trim()
+    );
+    assert!(
+        out.status.success()
+            && said.contains("saved: a restart stays drained until `vipd undrain`"),
+        "{said}"
+    );
+    assert!(file.exists(), "{} was not written", file.display());
+    daemon.restart();
+    wait_answering(&daemon);
+    assert_eq!(
+        db(&status(&daemon).1)["drained"],
+        true,
+        "the saved drain holds"
+    );
+    hold_for(
+        "the drained n1 stays without the VIP",
+        Duration::from_secs(1),
+        || lab.holders(&vip).is_empty(),
+    );
+    let out = daemon.cli(&["undrain"]);
+    let said = text(&out);
+    eprintln!("[drfull] vipd undrain -> {}: {}", out.status, said.trim());
+    assert!(
+        said.contains("saved: a restart will not be drained"),
+        "{said}"
+    );
+    assert!(
+        !file.exists(),
+        "{} is still there after undrain",
+        file.display()
+    );
+    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(5));
 }
 
 #[test]
@@ -523,9 +679,19 @@ fn a_non_root_user_is_refused() {
         said.contains("permission denied") && said.contains("root"),
         "the refusal says who may: {said}"
     );
+    let log = daemon.log();
+    let refusal = log
+        .lines()
+        .find(|l| l.contains("uid 65534"))
+        .unwrap_or_else(|| panic!("the daemon logs who it refused:\n{log}"));
+    eprintln!("[nobody] the daemon logged: {refusal}");
     assert!(
-        daemon.log().contains("uid 65534"),
-        "the daemon logs who it refused"
+        refusal.contains("uid 65534 (pid ")
+            && refusal
+                .split("uid 65534 (pid ")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())),
+        "the pid as a number, not Debug: {refusal}"
     );
     // Root still gets in; the VIP did not move.
     assert_eq!(status(&daemon).0, Some(0));

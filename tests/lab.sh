@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A throwaway three-node vipd cluster in network namespaces, to see failover with
-# your own eyes:   sudo tests/lab.sh
+# your own eyes, as root:   tests/lab.sh
+# (as a user with sudo:      sudo -E env PATH="$PATH" tests/lab.sh)
 #
 # Builds a bridge and four hosts (node1..node3 and a client), each in its own
 # network namespace, so nothing touches this machine's real network. Starts three
@@ -21,7 +22,7 @@ set -euo pipefail
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'lab.sh: %s\n' "$*" >&2; exit 1; }
 
-[[ $EUID -eq 0 ]] || die "needs root (network namespaces): sudo $0"
+[[ $EUID -eq 0 ]] || die "needs root (network namespaces): run it as root, or with sudo: sudo -E env PATH=\"\$PATH\" $0"
 
 # ---------------------------------------------------------------------------
 # Tools and the binary
@@ -45,8 +46,10 @@ if [[ -z ${VIPD:-} ]]; then
         if command -v cargo >/dev/null; then
             (cd "$repo" && cargo build --release --quiet)
         elif [[ -n ${SUDO_USER:-} ]]; then
-            # sudo's PATH usually lacks ~/.cargo/bin: build as the invoking user.
-            sudo -u "$SUDO_USER" -H bash -lc "cd '$repo' && cargo build --release --quiet"
+            # Started by sudo, whose PATH usually lacks ~/.cargo/bin: build as the
+            # invoking user, in a login shell that sets up its PATH (runuser is
+            # util-linux's, on every Debian; this script never calls sudo).
+            runuser -l "$SUDO_USER" -c "cd '$repo' && cargo build --release --quiet"
         else
             die "cargo not found; build vipd first or set VIPD=/path/to/vipd"
         fi

@@ -3,7 +3,9 @@
 //! (`src/config/raw.rs`) must be documented in the example's table, every
 //! documented key must exist, and each default the example states must be the
 //! one in `vipd::config::defaults`. Also: `vipd generate-assets` writes every
-//! man page and completion the package installs.
+//! man page and completion the package installs. And the commands the README
+//! gives and the scripts it names run as typed in a root shell: none starts
+//! with or calls `sudo` (a root-only Debian host has none).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -260,4 +262,73 @@ fn generate_assets_writes_the_pages_and_completions() {
     let bash = std::fs::read_to_string(dir.join("completions/vipd")).unwrap();
     assert!(bash.contains("import-keepalived"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `text` without its double-quoted strings (messages that may mention sudo).
+fn unquoted(line: &str) -> String {
+    let mut out = String::new();
+    let mut quoted = false;
+    let mut escaped = false;
+    for c in line.chars() {
+        match (quoted, escaped, c) {
+            (true, false, '\\') => escaped = true,
+            (true, true, _) => escaped = false,
+            (_, false, '"') => quoted = !quoted,
+            (false, _, c) => out.push(c),
+            (true, false, _) => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn the_readme_commands_and_test_scripts_need_no_sudo() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut in_shell = false;
+    let mut commands = 0;
+    for (n, line) in readme.lines().enumerate() {
+        let line = line.trim_start();
+        if line.starts_with("```") {
+            in_shell = line == "```sh";
+            continue;
+        }
+        if in_shell {
+            commands += 1;
+            assert!(
+                !line.starts_with("sudo "),
+                "README.md:{}: a command a root shell cannot type as is: {line}",
+                n + 1
+            );
+        }
+    }
+    assert!(
+        commands > 10,
+        "README.md has its sh blocks ({commands} lines)"
+    );
+    assert!(
+        readme.contains("```sh\ntests/lab.sh\n```"),
+        "the lab command"
+    );
+    assert!(
+        readme.contains("```sh\ntests/run.sh\n```"),
+        "the test command"
+    );
+    for script in [
+        "tests/lab.sh",
+        "tests/run.sh",
+        "tests/package.sh",
+        "benches/run.sh",
+    ] {
+        let text = std::fs::read_to_string(root.join(script)).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = unquoted(line.split(" #").next().unwrap_or(""));
+            let code = code.trim_start();
+            assert!(
+                code.starts_with('#') || !code.split_whitespace().any(|w| w == "sudo"),
+                "{script}:{}: calls sudo, which a root-only host lacks: {line}",
+                n + 1
+            );
+        }
+    }
 }

@@ -2,6 +2,8 @@
 //!
 //! - a live node's `GET /metrics` passes `promtool check metrics`, names every
 //!   family the alerts and the dashboard use, and any other path is 404;
+//! - idle connections (16, then 64, each reopened as soon as it is closed)
+//!   cannot starve scrapes: every one of 200 scrapes beside them is answered;
 //! - `vipd status` keeps the history and `vipd events` streams a drain as it
 //!   happens;
 //! - `contrib/prometheus/vipd-alerts.yml` passes `promtool check rules` and its
@@ -19,11 +21,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -299,6 +303,128 @@ fn a_live_node_passes_promtool_and_keeps_its_history() {
     );
 }
 
+/// Sets its flag on drop, so a thread in a `thread::scope` stops also when the
+/// test panics.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// From the calling thread's namespace: keeps `count` connections to `addr`
+/// open that never send a byte, reopening each as soon as the server closes
+/// it, until `stop`; returns how many it opened in all.
+fn hold_idle(addr: SocketAddr, count: usize, stop: &AtomicBool) -> usize {
+    let mut opened = 0;
+    let mut idle: Vec<Option<TcpStream>> = (0..count).map(|_| None).collect();
+    while !stop.load(Ordering::Relaxed) {
+        for slot in &mut idle {
+            let open = slot.as_mut().is_some_and(|stream| {
+                matches!(stream.read(&mut [0u8; 64]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            });
+            if !open {
+                *slot = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                    .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                    .ok();
+                opened += 1;
+            }
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    opened
+}
+
+/// One `GET /metrics` with its own connection, within `deadline`: the
+/// response, or what went wrong.
+fn raw_scrape(addr: SocketAddr, deadline: Duration) -> Result<String, String> {
+    let started = Instant::now();
+    let mut stream =
+        TcpStream::connect_timeout(&addr, deadline).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: n1\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("send: {e}"))?;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        let left = deadline
+            .checked_sub(started.elapsed())
+            .ok_or("deadline passed")?;
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .map_err(|e| e.to_string())?;
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("after {} bytes: {e}", answer.len())),
+        }
+    }
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[test]
+fn idle_connections_cannot_starve_scrapes() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new("mstarve", 1);
+    let vip = lab.vip4(0);
+    let host = lab.node(1);
+    let mut spec = NodeSpec::new("n1", InstanceSpec::new(150).vip(&vip));
+    spec.extra
+        .push(format!("metrics_listen = \"{}:{METRICS_PORT}\"", host.v4));
+    let _daemon = Daemon::start(host, spec);
+    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(20));
+    let addr: SocketAddr = format!("{}:{METRICS_PORT}", host.v4).parse().unwrap();
+    let client = lab.client.ns.name.clone();
+    const SCRAPES: usize = 200;
+    let deadline = Duration::from_secs(10);
+
+    for idle in [16, 64] {
+        let stop = AtomicBool::new(false);
+        let (opened, took) = thread::scope(|scope| {
+            let _stop = StopOnDrop(&stop);
+            let holder = scope.spawn(|| {
+                Netns::enter(&client).expect("enter the client namespace");
+                hold_idle(addr, idle, &stop)
+            });
+            // Let the idle connections fill every slot first.
+            thread::sleep(Duration::from_millis(500));
+            let scraper = scope.spawn(|| {
+                Netns::enter(&client).expect("enter the client namespace");
+                let mut took = Vec::with_capacity(SCRAPES);
+                for i in 0..SCRAPES {
+                    let started = Instant::now();
+                    let answer = raw_scrape(addr, deadline).unwrap_or_else(|e| {
+                        panic!("scrape {i} beside {idle} idle connections failed: {e}")
+                    });
+                    assert!(
+                        answer.starts_with("HTTP/1.1 200")
+                            && answer.contains("vipd_instance_state"),
+                        "scrape {i} beside {idle} idle connections: {answer}"
+                    );
+                    took.push(started.elapsed());
+                }
+                took
+            });
+            let took = scraper
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            stop.store(true, Ordering::Relaxed);
+            (holder.join().expect("holder"), took)
+        });
+        let mut ms: Vec<f64> = took.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        ms.sort_by(f64::total_cmp);
+        eprintln!(
+            "[mstarve] {SCRAPES} of {SCRAPES} scrapes answered beside {idle} idle connections ({opened} opened in all): median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            ms[SCRAPES / 2],
+            ms[SCRAPES * 99 / 100 - 1],
+            ms[SCRAPES - 1]
+        );
+    }
+}
+
 #[test]
 fn the_alert_rules_pass_promtool_and_their_unit_tests() {
     if !require_program("promtool") {
@@ -442,7 +568,7 @@ fn wait_until_or(
     mut done: impl FnMut() -> bool,
     log: &dyn Fn() -> String,
 ) -> Duration {
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     while start.elapsed() < deadline {
         if done() {
             return start.elapsed();

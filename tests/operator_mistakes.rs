@@ -8,6 +8,9 @@
 //! - Any local user binding the advert port (with SO_REUSEADDR/SO_REUSEPORT,
 //!   on the node's own address or the wildcard) is refused, so it cannot take
 //!   the backup's adverts and make it claim the VIP.
+//! - A key file owned by another user (mode 0600, reached through a symlink):
+//!   refused, naming the link, the file it leads to, the owner and who may own
+//!   it, since that user could change the key and sign adverts that move the VIP.
 
 mod common;
 
@@ -295,4 +298,77 @@ fn vipd_cleanup(host: &Host, config: &std::path::Path) -> std::process::Output {
         .arg(config)
         .output()
         .expect("run vipd cleanup")
+}
+
+/// A directory removed on drop, also when the test fails.
+struct ScratchDir(std::path::PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_key_file_owned_by_another_user_is_refused_also_through_a_symlink() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !require_root() {
+        return;
+    }
+    let dir =
+        ScratchDir(std::env::temp_dir().join(format!("vipd-keyowner-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(dir.0.join("elsewhere")).unwrap();
+    let real = dir.0.join("elsewhere/k");
+    std::fs::write(&real, format!("{KEY}\n")).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let nobody = Some(nix::unistd::Uid::from_raw(65534));
+    nix::unistd::chown(&real, nobody, None).expect("chown to nobody");
+    let link = dir.0.join("db.key");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let config = dir.0.join("vipd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nname = \"n1\"\ncontrol_socket = \"{}\"\n\n[[instance]]\nname = \"db\"\ninterface = \"lo\"\ngroup = 51\npriority = 150\nvips = [\"10.255.77.200/24\"]\nauth_key_file = {:?}\n",
+            dir.0.join("vipd.sock").display(),
+            link.display().to_string()
+        ),
+    )
+    .unwrap();
+    let check = || {
+        run_output(
+            vipd_bin(),
+            &["check", "--config", config.to_str().expect("UTF-8 path")],
+        )
+    };
+
+    let out = check();
+    let said = output_text(&out);
+    eprintln!("[keyowner] vipd check -> {}: {}", out.status, said.trim());
+    assert!(
+        !out.status.success(),
+        "another user's key file was accepted: {said}"
+    );
+    for part in [
+        format!(
+            "auth_key_file {}: leads to {}",
+            link.display(),
+            real.display()
+        ),
+        "is owned by uid 65534".to_owned(),
+        "valid: owned by root (uid 0), the user vipd runs as".to_owned(),
+        format!("fix: chown root {}", link.display()),
+    ] {
+        assert!(said.contains(&part), "the refusal says {part:?}: {said}");
+    }
+
+    // The same file, link and mode, owned by root: accepted.
+    nix::unistd::chown(&real, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
+    let out = check();
+    assert!(
+        out.status.success(),
+        "root's key file: {}",
+        output_text(&out)
+    );
 }

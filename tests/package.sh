@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The Debian package, end to end, as root on a Debian machine:
 #
-#     sudo -E env PATH="$PATH" tests/package.sh
+#     tests/package.sh
+#
+# (as a user with sudo: sudo -E env PATH="$PATH" tests/package.sh)
 #
 # 1. builds it (debian/build-deb.sh: cargo build, vipd generate-assets, cargo deb);
 # 2. lintian: no errors (warnings are printed);
@@ -25,7 +27,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { printf '==> %s\n' "$*"; }
 fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
-[[ $EUID -eq 0 ]] || fail "needs root (dpkg -i); run: sudo -E env PATH=\"\$PATH\" $0"
+[[ $EUID -eq 0 ]] || fail "needs root (dpkg -i): run it as root, or with sudo: sudo -E env PATH=\"\$PATH\" $0"
 for tool in cargo-deb lintian man dpkg; do
     command -v "$tool" >/dev/null || fail "missing $tool (cargo install cargo-deb; apt-get install lintian man-db)"
 done

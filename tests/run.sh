@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The test command: the whole suite, on a fresh Debian machine, as root:
 #
-#     sudo -E env PATH="$PATH" tests/run.sh            # everything (~8-10 min)
-#     sudo -E env PATH="$PATH" tests/run.sh --test failover   # extra args go to cargo test
+#     tests/run.sh                    # everything (~11 min on 2 cores)
+#     tests/run.sh --test failover    # extra args go to cargo test
+#
+# As a user with sudo rather than root: sudo -E env PATH="$PATH" tests/run.sh
+# (sudo's own PATH usually lacks ~/.cargo/bin).
 #
 # 1. as root, installs what the tests run and are missing (apt-get update first,
 #    then apt-get install --no-install-recommends): iproute2 (ip, bridges,
@@ -72,7 +75,7 @@ if [[ $EUID -eq 0 ]]; then
 else
     say "not root: installing nothing; the tests that need root and network namespaces"
     say "(every test that starts vipd in a lab) will print 'skipping ...: needs root' and pass"
-    say "without running${CI:+, except that CI is set, so they will fail}. For the whole suite: sudo -E env PATH=\"\$PATH\" $0"
+    say "without running${CI:+, except that CI is set, so they will fail}. For the whole suite run it as root (with sudo: sudo -E env PATH=\"\$PATH\" $0)"
     if ((${#missing[@]})); then
         say "missing tools (needed as root): ${missing[*]}"
     fi

@@ -428,7 +428,12 @@ fn authorize(stream: &UnixStream, own_uid: u32, allowed_group: Option<Gid>) -> R
     if cred.uid() == 0 || cred.uid() == own_uid {
         return Ok(());
     }
-    let who = format!("uid {} (pid {:?})", cred.uid(), cred.pid());
+    let who = format!(
+        "uid {} (pid {})",
+        cred.uid(),
+        cred.pid()
+            .map_or_else(|| "unknown".to_owned(), |pid| pid.to_string())
+    );
     let Some(group) = allowed_group else {
         return Err(format!(
             "refusing {who}: only root may use the control socket"

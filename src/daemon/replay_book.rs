@@ -110,7 +110,7 @@ impl ReplayBook {
             book.add(instance, marks);
         }
         if !from_file.is_empty() {
-            tracing::info!(instances = ?from_file.keys().collect::<Vec<_>>(),
+            tracing::info!(instances = %from_file.keys().map(String::as_str).collect::<Vec<_>>().join(", "),
                 "replay checkpoint: dropping the entries of instances no longer configured");
         }
         let writer = tokio::spawn(write_book(Arc::clone(&book.inner)));

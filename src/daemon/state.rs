@@ -3,7 +3,11 @@
 //! - `boot-id`: the last boot id used, so a new one is always higher even if the
 //!   clock stepped back (peers' replay guards would reject lower ones).
 //! - `<instance>.drained`: an operator's drain, kept until `vipd undrain`, so a
-//!   drained node stays drained through restarts and reboots.
+//!   drained node stays drained through restarts and reboots. Written like the
+//!   replay checkpoint (`.tmp`, fsync, rename, fsync of the directory), so a
+//!   drain that could not be saved (a full disk) leaves no file behind that a
+//!   restart would honour; the operator's answer then says the drain is not
+//!   saved and what a restart will do (read back from the directory).
 //! - `vipd.pid`: the single-instance lock. `vipd run` takes an exclusive
 //!   `flock` on it before it touches any address, socket or state, and holds it
 //!   until it exits (the kernel drops it with the process, also after SIGKILL).
@@ -282,47 +286,121 @@ impl StateDir {
     }
 
     /// Replaces `name` in the state directory with `text`: a `.tmp` file,
-    /// fsync, rename over `name`, fsync of the directory.
+    /// fsync, rename over `name`, fsync of the directory. A failure before the
+    /// rename removes the `.tmp` file and leaves `name` as it was (absent, or
+    /// the old text): never an empty or half-written `name`.
     fn write_durably(&self, name: &str, text: &str) -> io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let path = self.dir.join(name);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, &path)?;
+        let replace = || -> io::Result<()> {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            drop(file);
+            std::fs::rename(&tmp, &path)
+        };
+        if let Err(e) = replace() {
+            // E.g. ENOSPC: the file was created but its text never fitted.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         // The rename is durable only once the directory is.
         File::open(&self.dir)?.sync_all()
     }
 
-    /// The file whose presence means "this instance is drained".
-    pub(crate) fn drained_file(&self, instance: &str) -> PathBuf {
-        self.dir.join(format!("{instance}.drained"))
+    /// Removes `name` from the state directory and makes that durable (fsync of
+    /// the directory); a `name` that is not there is not an error.
+    fn remove_durably(&self, name: &str) -> io::Result<()> {
+        match std::fs::remove_file(self.dir.join(name)) {
+            Ok(()) => File::open(&self.dir)?.sync_all(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Was the instance drained when the daemon last ran?
+    /// The file whose presence means "this instance is drained".
+    pub(crate) fn drained_file(&self, instance: &str) -> PathBuf {
+        self.dir.join(drained_name(instance))
+    }
+
+    /// Was the instance drained when the daemon last ran? (What a start reads.)
     pub(crate) fn is_drained(&self, instance: &str) -> bool {
         self.drained_file(instance).exists()
     }
 
-    /// Records a drain (`drained = true`) or its end.
-    pub(crate) async fn set_drained(&self, instance: &str, drained: bool) -> io::Result<()> {
-        let file = self.drained_file(instance);
-        if drained {
-            tokio::fs::create_dir_all(&self.dir).await?;
-            tokio::fs::write(&file, b"drained by operator\n").await
+    /// Records a drain (`drained = true`: `<instance>.drained` written
+    /// atomically and durably) or its end (the file removed durably). Blocking
+    /// (fsync): call it off the advert path. On failure the error says what a
+    /// restart will do, read back from the directory after the failure.
+    pub(crate) fn set_drained(&self, instance: &str, drained: bool) -> Result<(), DrainSaveError> {
+        let name = drained_name(instance);
+        let result = if drained {
+            self.write_durably(&name, "drained by operator (vipd undrain ends it)\n")
         } else {
-            match tokio::fs::remove_file(&file).await {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            }
+            self.remove_durably(&name)
+        };
+        result.map_err(|source| DrainSaveError {
+            path: self.drained_file(instance),
+            drained,
+            restart_drained: self.is_drained(instance),
+            source,
+        })
+    }
+}
+
+/// `<instance>.drained`.
+fn drained_name(instance: &str) -> String {
+    format!("{instance}.drained")
+}
+
+/// A drain or undrain took effect in the running daemon but its record in the
+/// state directory could not be written or removed. The message says what a
+/// restart will do, from what the directory holds after the failure.
+#[derive(Debug)]
+pub(crate) struct DrainSaveError {
+    /// The drain record.
+    path: PathBuf,
+    /// What the operator asked for: drain (`true`) or undrain.
+    drained: bool,
+    /// Whether the record is there after the failure: a restart starts drained.
+    restart_drained: bool,
+    /// What the write or removal said.
+    source: io::Error,
+}
+
+impl std::fmt::Display for DrainSaveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (path, e) = (self.path.display(), &self.source);
+        match (self.drained, self.restart_drained) {
+            (true, false) => write!(
+                f,
+                "NOT saved: a restart will not be drained (cannot write {path}: {e})"
+            ),
+            (true, true) => write!(
+                f,
+                "{path} is there, so a restart stays drained, but saving it failed and a power loss may lose it ({e})"
+            ),
+            (false, true) => write!(
+                f,
+                "NOT saved: a restart will be drained again (cannot remove {path}: {e}; remove it by hand)"
+            ),
+            (false, false) => write!(
+                f,
+                "{path} is removed, so a restart will not be drained, but a power loss may bring it back ({e})"
+            ),
         }
+    }
+}
+
+impl std::error::Error for DrainSaveError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
     }
 }
 
@@ -582,18 +660,105 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    #[tokio::test]
-    async fn a_drain_is_remembered_until_undrained() {
+    #[test]
+    fn a_drain_is_remembered_until_undrained() {
         let dir = scratch("drain");
         let state = StateDir::new(&dir);
         assert!(!state.is_drained("db"));
-        state.set_drained("db", true).await.unwrap();
+        state.set_drained("db", true).unwrap();
         assert!(state.is_drained("db"));
         assert!(!state.is_drained("web"));
-        state.set_drained("db", false).await.unwrap();
+        assert!(!dir.join("db.drained.tmp").exists());
+        // Draining again keeps it; undraining ends it.
+        state.set_drained("db", true).unwrap();
+        assert!(state.is_drained("db"));
+        state.set_drained("db", false).unwrap();
         assert!(!state.is_drained("db"));
         // Undraining what is not drained is not an error.
-        state.set_drained("db", false).await.unwrap();
+        state.set_drained("db", false).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    // The errors below are made with directories where files should be, which
+    // fail also as root; a full disk (ENOSPC) is tests/control.rs's.
+
+    #[test]
+    fn a_drain_that_cannot_be_written_leaves_no_record_and_says_so() {
+        let dir = scratch("drain-unwritable");
+        let state = StateDir::new(&dir);
+        // The temporary file cannot be created: a directory is in its way.
+        std::fs::create_dir_all(dir.join("db.drained.tmp/x")).unwrap();
+        let err = state.set_drained("db", true).expect_err("the write fails");
+        assert!(!state.is_drained("db"), "no record left behind");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("NOT saved: a restart will not be drained (cannot write "),
+            "{text}"
+        );
+        assert!(
+            text.contains(&state.drained_file("db").display().to_string()),
+            "{text}"
+        );
+        // A state directory that cannot be created at all: the same answer.
+        let file = dir.join("plain-file");
+        std::fs::write(&file, "").unwrap();
+        let nowhere = StateDir::new(&file.join("state"));
+        let err = nowhere.set_drained("db", true).expect_err("no directory");
+        assert!(
+            err.to_string()
+                .starts_with("NOT saved: a restart will not be drained"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failed_drain_over_an_earlier_one_says_the_restart_stays_drained() {
+        let dir = scratch("drain-again");
+        let state = StateDir::new(&dir);
+        state.set_drained("db", true).unwrap();
+        std::fs::create_dir_all(dir.join("db.drained.tmp/x")).unwrap();
+        let err = state.set_drained("db", true).expect_err("the write fails");
+        assert!(state.is_drained("db"), "the earlier record stays");
+        assert!(
+            err.to_string().contains("so a restart stays drained"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_undrain_that_cannot_remove_the_record_says_a_restart_is_drained() {
+        let dir = scratch("undrain-stuck");
+        let state = StateDir::new(&dir);
+        // A non-empty directory by the record's name cannot be unlinked.
+        std::fs::create_dir_all(state.drained_file("db").join("x")).unwrap();
+        let err = state
+            .set_drained("db", false)
+            .expect_err("the removal fails");
+        assert!(state.is_drained("db"), "a start would read it as drained");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("NOT saved: a restart will be drained again (cannot remove "),
+            "{text}"
+        );
+        assert!(text.ends_with("remove it by hand)"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failed_checkpoint_write_leaves_no_temporary_file() {
+        let dir = scratch("replay-unwritable");
+        let state = StateDir::new(&dir);
+        state.save_replay_book(&book()).unwrap();
+        // The rename cannot replace a non-empty directory.
+        std::fs::remove_file(state.replay_book_file()).unwrap();
+        std::fs::create_dir_all(state.replay_book_file().join("x")).unwrap();
+        assert!(state.save_replay_book(&book()).is_err());
+        assert!(
+            !dir.join("replay.tmp").exists(),
+            "the temporary file is removed"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -226,7 +226,7 @@ impl Supervisor {
         };
         tracing::info!(instance = %cfg.name, interface = %cfg.interface, ifindex = link.index, group = cfg.group,
             priority = cfg.priority, vips = %vip_list(&cfg.vips),
-            transport = %if cfg.is_unicast() { format!("unicast to {:?}", cfg.peers) } else { format!("multicast {}", cfg.multicast_group) },
+            transport = %if cfg.is_unicast() { format!("unicast to {}", cfg.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")) } else { format!("multicast {}", cfg.multicast_group) },
             port = cfg.port, "instance starting");
         let task = tokio::spawn(instance.run(
             rx,
@@ -379,9 +379,9 @@ impl Supervisor {
                 Some(Ok(())) => {
                     let mut message = match command {
                         Command::Drain { .. } => {
-                            "drained: ineligible; a master hands its VIPs over".to_owned()
+                            "drained now: ineligible; a master hands its VIPs over".to_owned()
                         }
-                        Command::Undrain => "undrained: eligible again".to_owned(),
+                        Command::Undrain => "undrained now: eligible again".to_owned(),
                         Command::Promote => "promoted: becoming master".to_owned(),
                     };
                     let drained = match command {
@@ -389,16 +389,27 @@ impl Supervisor {
                         Command::Undrain => Some(false),
                         Command::Promote => None,
                     };
-                    let saved = match drained {
-                        Some(on) => self.state.set_drained(&name, on).await,
-                        None => Ok(()),
-                    };
-                    if let Err(e) = saved {
-                        message.push_str(&format!(
-                            " (warning: the drain state could not be saved, so a restart forgets it: {e})"
-                        ));
+                    if let Some(on) = drained {
+                        let state = self.state.clone();
+                        let instance = name.clone();
+                        let saved =
+                            tokio::task::spawn_blocking(move || state.set_drained(&instance, on))
+                                .await;
+                        match saved {
+                            Ok(Ok(())) if on => message
+                                .push_str("; saved: a restart stays drained until `vipd undrain`"),
+                            Ok(Ok(())) => message.push_str("; saved: a restart will not be drained"),
+                            Ok(Err(e)) => {
+                                tracing::warn!(instance = %name, error = %e, "the drain state in the state directory could not be updated");
+                                message.push_str(&format!("; {e}"));
+                            }
+                            Err(e) => message.push_str(&format!(
+                                "; not known whether this was saved ({e}): {} decides what a restart does",
+                                self.state.drained_file(&name).display()
+                            )),
+                        }
                     }
-                    tracing::info!(instance = %name, command = ?command, "operator command applied");
+                    tracing::info!(instance = %name, %command, "operator command applied");
                     Outcome {
                         instance: name,
                         ok: true,

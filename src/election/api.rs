@@ -187,6 +187,18 @@ pub enum Command {
     Promote,
 }
 
+/// As the operator typed it: `drain`, `drain --force`, `undrain`, `promote`.
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Drain { force: false } => "drain",
+            Self::Drain { force: true } => "drain --force",
+            Self::Undrain => "undrain",
+            Self::Promote => "promote",
+        })
+    }
+}
+
 /// Why an operator's command was refused; nothing changed then.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {

@@ -2,8 +2,9 @@
 //! are authenticated, and reading the key files (the only files validation reads
 //! besides the config).
 
+use std::io::Read as _;
 use std::ops::Range;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt};
 use std::path::Path;
 
 use toml::Spanned;
@@ -128,9 +129,21 @@ fn who_name(who: &str) -> &str {
 /// A key file holds one line; anything this large is the wrong file.
 const MAX_KEY_FILE_LEN: u64 = 4096;
 
-/// Reads a key file: mode must be 0600 or stricter; the trimmed text is the key.
+/// Reads a key file. The checks are made on the opened file (`fstat` of the
+/// descriptor that is then read), i.e. on the final file after any symlinks,
+/// so a link cannot point them at one file and the read at another: a regular
+/// file of at most [`MAX_KEY_FILE_LEN`] bytes, mode 0600 or stricter, owned by
+/// root or by the user vipd runs as (see [`owner_problem`]); the trimmed text
+/// is the key.
 fn read_key_file(path: &Path) -> Result<AuthKey, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    // O_NONBLOCK: opening a FIFO put in the key file's place must not hang
+    // the daemon; it is refused below as not a regular file.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
     if !meta.is_file() {
         return Err("is not a regular file; valid: a file holding the key".into());
     }
@@ -147,7 +160,18 @@ fn read_key_file(path: &Path) -> Result<AuthKey, String> {
             path.display()
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    if let Some(problem) = owner_problem(meta.uid(), nix::unistd::geteuid().as_raw()) {
+        return Err(format!(
+            "{}{problem}; fix: chown root {}",
+            link_note(path),
+            path.display()
+        ));
+    }
+    let mut text = String::new();
+    (&file)
+        .take(MAX_KEY_FILE_LEN)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read: {e}"))?;
     let key = text.trim();
     // The length rule is the wire's (`AuthKey::new`); the message says how to fix it.
     AuthKey::new(key.as_bytes().to_vec()).map_err(|_| {
@@ -158,6 +182,33 @@ fn read_key_file(path: &Path) -> Result<AuthKey, String> {
             path.display()
         )
     })
+}
+
+/// Whose key file vipd accepts: root's, or its own user's (a daemon run as a
+/// dedicated user owns its key). A file another user owns is that user's
+/// secret to change: whoever can rewrite the key can sign adverts that move
+/// the VIP. `None` when `owner` may own it, else what is wrong.
+fn owner_problem(owner: u32, daemon_uid: u32) -> Option<String> {
+    if owner == 0 || owner == daemon_uid {
+        return None;
+    }
+    let expected = if daemon_uid == 0 {
+        "root (uid 0), the user vipd runs as".to_owned()
+    } else {
+        format!("root (uid 0) or uid {daemon_uid}, the user vipd runs as")
+    };
+    Some(format!(
+        "is owned by uid {owner}; valid: owned by {expected}, since whoever owns the key can change it"
+    ))
+}
+
+/// Where `path` leads when that is another file (through symlinks): the file
+/// the checks were made on, for messages; empty otherwise.
+fn link_note(path: &Path) -> String {
+    match std::fs::canonicalize(path) {
+        Ok(real) if real != path => format!("leads to {}, which ", real.display()),
+        _ => String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -238,6 +289,37 @@ mod tests {
         let missing = format!("auth_accept_key_files = [{:?}]", d.join("absent.key"));
         let found = errors(&text(&auth, &missing));
         assert!(found[0].2.contains("cannot read"), "{found:?}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn key_files_of_root_or_the_daemons_user_only() {
+        use super::owner_problem;
+        assert_eq!(owner_problem(0, 0), None);
+        assert_eq!(owner_problem(0, 998), None, "root's file, vipd as uid 998");
+        assert_eq!(owner_problem(998, 998), None, "vipd's own file");
+        let other = owner_problem(65534, 0).expect("another user's file");
+        assert_eq!(
+            other,
+            "is owned by uid 65534; valid: owned by root (uid 0), the user vipd runs as, since whoever owns the key can change it"
+        );
+        let other = owner_problem(1000, 998).expect("another user's file");
+        assert!(
+            other.contains("uid 1000") && other.contains("root (uid 0) or uid 998"),
+            "{other}"
+        );
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_a_key_file_is_refused_without_hanging() {
+        let d = dir("fifo");
+        let fifo = d.join("k.key");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let found = errors(&text(
+            &format!("auth_key_file = {:?}", fifo.display().to_string()),
+            "",
+        ));
+        assert!(found[0].2.contains("is not a regular file"), "{found:?}");
         let _ = std::fs::remove_dir_all(&d);
     }
 
