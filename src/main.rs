@@ -246,7 +246,7 @@ async fn cleanup(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
     for r in &report.removed_routes {
         eprintln!(
-            "vipd cleanup: removed route {}/{} (table {}, {:?})",
+            "vipd cleanup: removed route {}/{} (table {}, {})",
             r.addr, r.prefix_len, r.table, r.kind
         );
     }

@@ -87,7 +87,7 @@ async fn remove_marked_routes(netlink: &Netlink, when: &str, withdraw_delay: Dur
     for (route, outcome) in remove_routes_in_order(netlink, routes, withdraw_delay).await {
         match outcome {
             Ok(()) => {
-                tracing::warn!(address = %route.addr, table = route.table, kind = ?route.kind,
+                tracing::warn!(address = %route.addr, table = route.table, kind = %route.kind,
                 "removed a vipd route ({when})")
             }
             Err(e) => {

@@ -294,6 +294,12 @@ impl RouteKind {
     }
 }
 
+impl std::fmt::Display for RouteKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A request connection to the kernel's routing netlink.
 ///
 /// Cheap to clone; all clones share one socket and one connection task, which

@@ -906,7 +906,7 @@ fn dispatch(shared: &Shared, buf: &[u8], received: Received) {
         }
         // Every 1st, 2nd, 4th, 8th... drop, so a flood does not flood the log.
         if n.is_power_of_two() {
-            tracing::warn!(interface = %shared.interface, source = %source_ip, ttl = ?received.ttl, min_ttl, dropped = n,
+            tracing::warn!(interface = %shared.interface, source = %source_ip, ttl = %received.ttl.map_or_else(|| "unknown".to_owned(), |t| t.to_string()), min_ttl, dropped = n,
                 "dropped advert whose TTL/hop limit is below the instance's minimum (sent from further than max_hops allows?)");
         }
         return;

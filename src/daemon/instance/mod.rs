@@ -450,7 +450,7 @@ impl Instance {
                 match &result {
                     Ok(()) => self.telemetry.command_applied(now, command, state),
                     Err(e) => {
-                        tracing::warn!(instance = %self.cfg.name, command = ?command, reason = %e, "operator command refused")
+                        tracing::warn!(instance = %self.cfg.name, %command, reason = %e, "operator command refused")
                     }
                 }
                 let _ = reply.send(result);

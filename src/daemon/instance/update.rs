@@ -140,7 +140,7 @@ impl Instance {
             .retarget(&mut self.channel, &endpoint)
         {
             Ok(queued) => {
-                tracing::info!(instance = %self.cfg.name, peers = ?self.cfg.peers,
+                tracing::info!(instance = %self.cfg.name, peers = %self.cfg.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
                     port = self.cfg.port, multicast_group = %self.cfg.multicast_group,
                     "advert transport changed in place (reload)");
                 self.replaced_channel = true;
