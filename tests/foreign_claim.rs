@@ -248,3 +248,34 @@ fn a_lone_first_start_refuses_an_ipv6_vip_another_host_answers_for() {
         "n1 claimed a VIP another host holds"
     );
 }
+
+/// Two nodes that never hear each other's adverts (multicast dropped at n2)
+/// know neither MAC: the later one's probe refuses what the earlier one
+/// claimed, or, if both claimed, each reports the other's claims. Either way
+/// `vipd status` on a node says so (exit 2 or 6), never a silent split.
+#[test]
+fn two_nodes_that_never_hear_each_other_never_split_silently() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new("deaf", 2);
+    let vip = lab.vip4(0);
+    lab.node(2).ns.drop_multicast_adverts(5880);
+    let spec = |priority| InstanceSpec::new(priority).vip(&vip);
+    let daemons = start_nodes(&lab, vec![spec(150), spec(100)]);
+    let mut seen = String::new();
+    let took = wait_until("a refusal or an alarm", Duration::from_secs(15), || {
+        let codes: Vec<Option<i32>> = daemons
+            .iter()
+            .map(|d| d.first_instance_status().and_then(|(code, _)| code))
+            .collect();
+        let holders = lab.holders(&vip);
+        seen = format!("holders {holders:?}, status exit codes {codes:?}");
+        match holders.as_slice() {
+            [_] => codes.contains(&Some(2)),
+            [_, _] => codes.iter().all(|c| *c == Some(6)),
+            _ => false,
+        }
+    });
+    eprintln!("[deaf] after {} ms: {seen}", ms(took));
+}
