@@ -66,6 +66,7 @@ pub async fn serve<R, F>(
     let render = Arc::new(render);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = JoinSet::new();
+    let mut backoff = crate::net::accept::AcceptBackoff::new("metrics endpoint");
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -74,11 +75,19 @@ pub async fn serve<R, F>(
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                if let Some(line) = backoff.succeeded() {
+                    tracing::info!("{line}");
+                }
+                stream
+            }
             Err(e) => {
                 // E.g. EMFILE: back off instead of spinning, but keep serving.
-                tracing::warn!(error = %e, "metrics endpoint: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                let failure = backoff.failed(std::time::Instant::now(), &e);
+                if let Some(line) = failure.log {
+                    tracing::warn!("{line}");
+                }
+                tokio::time::sleep(failure.wait).await;
                 continue;
             }
         };
