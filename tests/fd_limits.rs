@@ -393,7 +393,10 @@ fn a_node_that_cannot_announce_hands_its_vips_to_the_peer() {
          add rule netdev vipdtest out meta protocol arp drop",
     ]);
     let started = Instant::now();
-    let n1 = Daemon::start(lab.node(1), node_spec(&lab, "n1", 200, 1));
+    let mut spec = node_spec(&lab, "n1", 200, 1);
+    let metrics = format!("{}:9650", lab.node(1).v4);
+    spec.extra.push(format!("metrics_listen = \"{metrics}\""));
+    let n1 = Daemon::start(lab.node(1), spec);
     wait_until(
         "n1 says it cannot announce",
         Duration::from_secs(20),
@@ -414,6 +417,22 @@ fn a_node_that_cannot_announce_hands_its_vips_to_the_peer() {
         status["instances"][0]["state"],
         status["instances"][0]["fault"]
     );
+
+    let scraped = lab
+        .node(1)
+        .ns
+        .exec(&["curl", "-s", &format!("http://{metrics}/metrics")]);
+    let counter = |series: &str| -> u64 {
+        scraped
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in the scrape:\n{scraped}"))
+    };
+    let faults = counter(r#"vipd_claim_faults_total{instance_name="i0"}"#);
+    let failed = counter(r#"vipd_announcements_failed_total{instance_name="i0",kind="garp"}"#);
+    eprintln!("[noannounce] metrics: vipd_claim_faults_total {faults}, vipd_announcements_failed_total (garp) {failed}");
+    assert!(faults >= 1 && failed >= 2, "{scraped}");
 
     lab.node(1)
         .ns
