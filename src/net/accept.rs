@@ -137,11 +137,7 @@ mod tests {
         // The first line, then one per 10 s: 6 or 7 lines, not 600.
         assert!((6..=7).contains(&lines.len()), "{lines:#?}");
         assert!(lines[0].contains("accept failed: "), "{}", lines[0]);
-        assert!(
-            lines[1].contains("times in the last 10 s"),
-            "{}",
-            lines[1]
-        );
+        assert!(lines[1].contains("times in the last 10 s"), "{}", lines[1]);
         assert!(attempts > 60, "it keeps trying: {attempts}");
         let back = b.succeeded().expect("a line for the recovery");
         assert!(back.contains("accepting again"), "{back}");
