@@ -247,6 +247,27 @@ fn each_limit_runs_fully_or_refuses_having_touched_nothing() {
             total(&fds)
         );
         ran.push(limit);
+        if Some(limit) == needed {
+            // At exactly its figure, a reload that adds an instance is
+            // refused, naming the new figure, and changes nothing.
+            let spec = node_spec(&lab, "n1", 200, INSTANCES + 1);
+            n1.rewrite_config(&spec);
+            let out = n1.cli(&["reload"]);
+            let text = String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(1), "reload refused: {text}");
+            assert!(
+                text.contains("open files: vipd needs") && needed_in(&text) > needed,
+                "the refusal names the new figure: {text}"
+            );
+            let extra = lab.vip4(INSTANCES);
+            assert!(lab.holders(&extra).is_empty(), "nothing was added");
+            n1.rewrite_config(&node_spec(&lab, "n1", 200, INSTANCES));
+            eprintln!(
+                "[fdlim] open files {limit}: a reload to {} instances was refused: {text}",
+                INSTANCES + 1
+            );
+        }
         // Hand everything back to the peer for the next limit.
         let status = n1.sigterm();
         assert!(status.success(), "n1 exited with {status}");

@@ -449,6 +449,8 @@ impl Supervisor {
         if !problems.is_empty() {
             return Err(ReloadError::System(problems));
         }
+        // Instances a reload adds need their descriptors as much as at start.
+        super::limits::settle(&new)?;
         let plan = reload::plan(
             &self.config.node,
             self.instances.iter().map(|h| &h.config),
