@@ -9,6 +9,13 @@
 //! (FIELD-NOTES 2, 5). Also here: the start-up and exit sweeps of addresses
 //! and routes carrying vipd's marker (FIELD-NOTES 3, 18).
 //!
+//! The announcement socket is opened when the instance starts, and again when
+//! its interface is re-created, never at claim time: a node that could not
+//! open it must not take the VIPs. A claim the kernel refuses twice, or an
+//! announcement that fails twice, goes back to the instance as a fault
+//! ([`WorkerReport::Fault`], the rule in [`crate::health::claim`]), so the
+//! VIPs go to a peer that can announce them.
+//!
 //! In routed mode (`announce = "route"`) a VIP is two routes instead of an
 //! address and no ARP/NA is sent: claiming adds the `local` route (the host
 //! accepts the traffic) and then the announced host route (the fabric sends the
