@@ -4,8 +4,10 @@
 //! answers) or it refuses to start, naming the figure it needs and how to
 //! raise the limit, having touched nothing (the peer keeps and announces every
 //! VIP, no address appears on the refusing node, its state directory is
-//! unchanged, the peer never hears it). And a control socket whose `accept`
+//! unchanged, the peer never hears it). A node whose gratuitous ARPs fail goes
+//! in fault and the VIPs go back to the peer. A control socket whose `accept`
 //! fails for want of descriptors backs off and logs a bounded number of lines.
+//! Each test prints what it measured (`-- --nocapture`).
 
 mod common;
 
