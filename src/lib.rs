@@ -14,14 +14,16 @@
 //!   diagnostics, and the checks against this host.
 //! - [`net`]: the host's network stack: advert sockets (`transport`), addresses,
 //!   links and routed mode's routes (`netlink`), gratuitous ARP / unsolicited NA
-//!   (`announce`).
+//!   (`announce`), a failing listener's back-off (`accept`).
 //! - [`health`]: track scripts, interfaces and files, the split-brain guard and
-//!   sync groups, folded into the election's `Health`; notify hooks (`notify`).
+//!   sync groups, folded into the election's `Health`; the fault of a node that
+//!   cannot claim or announce its VIPs (`claim`); notify hooks (`notify`).
 //! - [`control`]: the control socket behind `vipd status`, `drain`, ...: the
 //!   protocol, the server, the client and the status rendering.
 //! - [`daemon`]: the tokio driver and the only place that reads the clock or owns
 //!   tasks: `run`, the supervisor of instances, the instance loop (one `now` per
-//!   wake-up), the VIP worker, the reload plan and the state directory.
+//!   wake-up), the VIP worker, the reload plan, the state directory and the
+//!   open-files budget.
 //! - [`keygen`]: `vipd keygen`, a fresh advert key written with mode 0600.
 //! - [`manual`]: the man pages, from the clap definitions and the example config.
 //! - [`import`]: `vipd import-keepalived`, keepalived.conf's VRRP parts as vipd's

@@ -83,6 +83,15 @@ fn main() -> ExitCode {
         _ => {}
     }
 
+    // Before the runtime opens its own descriptors: raise the soft limit, and
+    // refuse clearly below what any configuration needs.
+    if matches!(cli.command, Cmd::Run(_)) {
+        if let Err(e) = vipd::daemon::raise_open_files_limit() {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    }
+
     // One thread: every task only awaits (netlink, sockets, child processes),
     // nothing blocks, so a second worker would only add cross-thread wake-ups,
     // memory and CPU at 100 adverts a second. Blocking work (file writes) goes to

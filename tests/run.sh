@@ -42,6 +42,7 @@ declare -A package_of=(
     [nft]=nftables
     [sysctl]=procps
     [setpriv]=util-linux
+    [prlimit]=util-linux
     [/usr/bin/python3]=python3-minimal
     [unshare]=util-linux
     [nsenter]=util-linux

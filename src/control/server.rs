@@ -12,7 +12,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::unistd::{Gid, Group};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -24,6 +24,7 @@ use super::protocol::{
     parse_request, ControlRequest, Request, Response, TransitionEvent, MAX_REQUEST_LEN,
 };
 use super::ControlError;
+use crate::net::accept::AcceptBackoff;
 
 /// Looks up a unix group by name, as [`bind`] does; the daemon passes the result
 /// to [`serve`].
@@ -292,6 +293,7 @@ pub async fn serve_with_events(
     let (stop_tx, stop_rx) = watch::channel(false);
     let own_uid = nix::unistd::geteuid().as_raw();
     let mut tasks = JoinSet::new();
+    let mut backoff = AcceptBackoff::new("control socket");
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -302,7 +304,11 @@ pub async fn serve_with_events(
                 }
             }
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => match Arc::clone(&limit).try_acquire_owned() {
+                Ok((stream, _)) => {
+                    if let Some(line) = backoff.succeeded() {
+                        tracing::info!("{line}");
+                    }
+                    match Arc::clone(&limit).try_acquire_owned() {
                     Ok(permit) => {
                         let requests = requests.clone();
                         let streaming = Streaming {
@@ -329,11 +335,14 @@ pub async fn serve_with_events(
                             ),
                         }));
                     }
-                },
+                }},
                 Err(e) => {
                     // E.g. EMFILE: back off instead of spinning, but keep serving.
-                    tracing::warn!("control socket: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let failure = backoff.failed(Instant::now(), &e);
+                    if let Some(line) = failure.log {
+                        tracing::warn!("{line}");
+                    }
+                    tokio::time::sleep(failure.wait).await;
                 }
             }
         }

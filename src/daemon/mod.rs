@@ -26,8 +26,11 @@
 //!
 //! # Files
 //!
-//! - `mod.rs`: [`run`]: start-up (stale VIPs, boot id, instances, control
-//!   socket), the main loop (signals, control requests), shutdown.
+//! - `mod.rs`: [`run`]: start-up (open-files limit, lock, stale VIPs, boot
+//!   id, instances, control socket), the main loop (signals, control
+//!   requests), shutdown.
+//! - `limits.rs`: the open-files budget, raised and checked before anything
+//!   is touched.
 //! - `supervisor.rs`: starts, stops and reloads instance tasks; answers control
 //!   requests; the watchdog.
 //! - `instance/`: one instance task (one `now` per wake-up) and its status
@@ -59,6 +62,7 @@
 
 mod cleanup;
 mod instance;
+mod limits;
 mod metrics_endpoint;
 mod reload;
 mod replay_book;
@@ -67,6 +71,7 @@ mod supervisor;
 mod vips;
 
 pub use cleanup::{cleanup, CleanupReport};
+pub use limits::{raise_open_files_limit, FdLimitError};
 pub use reload::{plan as reload_plan, Change, ReloadError, ReloadPlan, ReloadSummary, Update};
 
 use std::collections::BTreeMap;
@@ -119,6 +124,9 @@ pub enum DaemonError {
     /// Another `vipd run` holds this node's state directory.
     #[error(transparent)]
     AlreadyRunning(#[from] state::LockError),
+    /// The open-files limit is below what the configuration needs.
+    #[error(transparent)]
+    FdLimit(#[from] FdLimitError),
     /// The configuration names interfaces or groups this host does not have.
     #[error("the configuration does not fit this host:\n{0}")]
     System(String),
@@ -136,6 +144,13 @@ pub enum DaemonError {
         interface: String,
         #[source]
         source: NetlinkError,
+    },
+    /// An instance's announcement socket could not be opened.
+    #[error("instance {instance:?}: opening the gratuitous ARP / NA socket")]
+    Announcer {
+        instance: String,
+        #[source]
+        source: crate::net::announce::AnnounceError,
     },
     /// An instance's advert socket could not be opened.
     #[error("instance {instance:?}: opening the advert socket")]
@@ -182,6 +197,9 @@ pub async fn run(
         let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
         return Err(DaemonError::System(text.join("\n")));
     }
+    // Enough open files for everything below, or nothing is touched: not even
+    // the lock, whose holder a refused start must leave alone.
+    limits::settle(&config)?;
     // One daemon per node: before any address, socket or state is touched.
     let state = StateDir::new(&config.node.state_dir);
     let _lock = state.lock()?;

@@ -54,6 +54,9 @@ pub enum ReloadError {
     /// `[node]` keys changed that only a restart can apply.
     #[error("[node] {} changed; that needs a restart of vipd (systemctl restart vipd); nothing was changed", .0.join(", "))]
     NeedsRestart(Vec<&'static str>),
+    /// The new configuration needs more open files than the process may have.
+    #[error(transparent)]
+    FdLimit(#[from] super::limits::FdLimitError),
     /// The task that read the file failed.
     #[error("loading the configuration: {0}")]
     Task(String),

@@ -24,7 +24,7 @@ use super::instance::{
 use super::reload::{self, ReloadError, ReloadSummary};
 use super::replay_book::ReplayBook;
 use super::state::StateDir;
-use super::vips::{release_vips, Held, VipWorker};
+use super::vips::{open_announcer, release_vips, Held, VipWorker};
 use super::{
     error_chain, notify, withdraw_delay, DaemonError, AUTH_WARN_EVERY, INSTANCE_ANSWER_TIMEOUT,
     INSTANCE_QUEUE, SHUTDOWN_SLACK,
@@ -32,6 +32,7 @@ use super::{
 use crate::config::{self, Config, InstanceConfig, Vip};
 use crate::control::{Outcome, Request, Response, TransitionEvent};
 use crate::election::{Command, Election, ElectionConfig, State};
+use crate::health::claim::Readiness;
 use crate::health::notify::Notifier;
 use crate::health::{self, SyncEntry, Tracker};
 use crate::metrics::Metrics;
@@ -145,6 +146,17 @@ impl Supervisor {
                 instance: cfg.name.clone(),
                 source,
             })?;
+        // Everything a claim needs is opened now, not when the node becomes
+        // master: a node that could not announce must not take the VIPs.
+        let announcer = match cfg.route {
+            Some(_) => None,
+            None => open_announcer(&cfg.name, link.index, &cfg.interface).map_err(|source| {
+                DaemonError::Announcer {
+                    instance: cfg.name.clone(),
+                    source,
+                }
+            })?,
+        };
         let start_drained = self.state.is_drained(&cfg.name);
         if start_drained {
             tracing::info!(instance = %cfg.name, "starting drained (state file {} exists)", self.state.drained_file(&cfg.name).display());
@@ -167,7 +179,10 @@ impl Supervisor {
             ifindex: link.index,
             vips: cfg.vips.clone(),
             announce: cfg.announce.clone(),
-            announcer: None,
+            announces: announcer.is_some(),
+            announcer,
+            readiness: Readiness::default(),
+            rounds: None,
             netlink: self.shared.netlink.clone(),
             held: Arc::clone(&held),
             back: back_tx,
@@ -447,6 +462,8 @@ impl Supervisor {
         if !problems.is_empty() {
             return Err(ReloadError::System(problems));
         }
+        // Instances a reload adds need their descriptors as much as at start.
+        super::limits::settle(&new)?;
         let plan = reload::plan(
             &self.config.node,
             self.instances.iter().map(|h| &h.config),

@@ -11,6 +11,13 @@
 //! the same order and with the same wait as any release, and so do
 //! `vipd cleanup`'s.
 //!
+//! The announcement socket is opened when the instance starts, and again when
+//! its interface is re-created, never at claim time: a node that could not
+//! open it must not take the VIPs. A claim the kernel refuses twice, or an
+//! announcement that fails twice, goes back to the instance as a fault
+//! ([`WorkerReport::Fault`], the rule in [`crate::health::claim`]), so the
+//! VIPs go to a peer that can announce them.
+//!
 //! In routed mode (`announce = "route"`) a VIP is two routes instead of an
 //! address and no ARP/NA is sent: claiming adds the `local` route (the host
 //! accepts the traffic) and then the announced host route (the fabric sends the
@@ -32,8 +39,9 @@ use tokio::task::JoinHandle;
 use super::error_chain;
 use super::instance::WorkerReport;
 use crate::config::{AnnounceConfig, Config, InstanceConfig, RouteConfig, Vip};
+use crate::health::claim::Readiness;
 use crate::metrics::InstanceMetrics;
-use crate::net::announce::Announcer;
+use crate::net::announce::{AnnounceError, Announcer};
 use crate::net::netlink::{Claimed, MarkedRoute, Netlink, NetlinkError, Released, RouteKind};
 
 /// The wait between withdrawing and no longer accepting in a sweep of every
@@ -180,6 +188,44 @@ fn left_alone(instance: &str, vip: Vip, interface: &str) {
         "the VIP is also configured on the interface by someone else (no vipd marker); vipd leaves that address in place and never removes it: remove it from the host's own configuration");
 }
 
+/// How long a refused claim or an unsent announcement waits for its one
+/// retry (see [`crate::health::claim`]).
+const RETRY_AFTER: Duration = Duration::from_millis(50);
+
+/// Opens the announcer of `interface` (index `ifindex`): `None` if it has no
+/// Ethernet address, so nothing to announce (logged).
+pub(super) fn open_announcer(
+    instance: &str,
+    ifindex: u32,
+    interface: &str,
+) -> Result<Option<Arc<Announcer>>, AnnounceError> {
+    match Announcer::open(ifindex, interface) {
+        Ok(announcer) => Ok(Some(Arc::new(announcer))),
+        Err(e @ AnnounceError::NotEthernet { .. }) => {
+            tracing::warn!(%instance, error = %e, "no gratuitous ARP / NA on this interface");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What one burst of announcements came to.
+#[derive(Debug)]
+pub(super) enum RoundOutcome {
+    /// Every VIP went out at least once.
+    AllSent,
+    /// Some VIP did not, even on its retry: why.
+    Unannounced(String),
+}
+
+/// Sleeps until `at`, or for ever.
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Which VIPs the daemon holds (its own knowledge of what it claimed).
 pub(super) type Held = Arc<Mutex<BTreeMap<Vip, bool>>>;
 
@@ -217,7 +263,16 @@ pub(super) struct VipWorker {
     pub(super) ifindex: u32,
     pub(super) vips: Vec<Vip>,
     pub(super) announce: AnnounceConfig,
+    /// Opened at instance start ([`open_announcer`]) and again when the
+    /// interface is re-created: a claim never waits for a socket it may not get.
     pub(super) announcer: Option<Arc<Announcer>>,
+    /// Whether the VIPs are announced at all: not in routed mode, nor on an
+    /// interface without an Ethernet address.
+    pub(super) announces: bool,
+    /// Whether the VIPs can be claimed and announced (a health input).
+    pub(super) readiness: Readiness,
+    /// Where the announcement task reports each burst (set by [`Self::run`]).
+    pub(super) rounds: Option<mpsc::UnboundedSender<RoundOutcome>>,
     pub(super) netlink: Netlink,
     pub(super) held: Held,
     pub(super) back: mpsc::UnboundedSender<WorkerReport>,
@@ -232,7 +287,28 @@ pub(super) struct VipWorker {
 impl VipWorker {
     pub(super) async fn run(mut self, mut ops: mpsc::UnboundedReceiver<VipOp>) {
         let mut announcing: Option<JoinHandle<()>> = None;
-        while let Some(op) = ops.recv().await {
+        let (rounds_tx, mut rounds_rx) = mpsc::unbounded_channel();
+        self.rounds = Some(rounds_tx);
+        if self.announces && self.announcer.is_none() {
+            self.fail("the gratuitous ARP / NA socket is not open".to_owned());
+        }
+        loop {
+            let retry_at = self.readiness.retry_at();
+            let op = tokio::select! {
+                op = ops.recv() => match op {
+                    Some(op) => op,
+                    None => break,
+                },
+                // The worker holds a sender, so this never yields None.
+                Some(outcome) = rounds_rx.recv() => {
+                    self.on_round(outcome);
+                    continue;
+                }
+                () = sleep_until(retry_at) => {
+                    self.retry();
+                    continue;
+                }
+            };
             match op {
                 VipOp::Claim => {
                     self.claimed = true;
@@ -267,7 +343,9 @@ impl VipWorker {
                 VipOp::Reclaim(_) if self.route.is_some() => {
                     // Idempotent: puts back whatever someone removed.
                     for vip in self.vips.clone() {
-                        self.claim_routed(vip, false).await;
+                        if let Err(why) = self.claim_routed(vip, false).await {
+                            self.fail(why);
+                        }
                     }
                 }
                 VipOp::Reclaim(one) => {
@@ -320,7 +398,12 @@ impl VipWorker {
                 }
                 VipOp::Rebind(ifindex) => {
                     self.ifindex = ifindex;
+                    // The old socket is bound to the old link: open the new
+                    // one now, before any claim needs it.
                     self.announcer = None;
+                    if self.announces {
+                        self.reopen_announcer();
+                    }
                     // The addresses went with the old link.
                     for vip in self.vips.clone() {
                         self.set_held(vip, false);
@@ -405,11 +488,13 @@ impl VipWorker {
     /// Routed mode's claim: the local route, then the announced route (the host
     /// accepts the traffic before the fabric sends it). `log` is false for a
     /// re-claim, which is quiet unless it fails.
-    async fn claim_routed(&self, vip: Vip, log: bool) {
-        let Some(route) = &self.route else { return };
+    async fn claim_routed(&self, vip: Vip, log: bool) -> Result<(), String> {
+        let Some(route) = &self.route else {
+            return Ok(());
+        };
         if let Err(e) = self.netlink.add_accept_route(vip.addr).await {
             tracing::error!(instance = %self.instance, vip = %vip, error = %error_chain(&e), "claiming VIP (local route)");
-            return;
+            return Err(format!("claiming {vip} (local route): {}", error_chain(&e)));
         }
         match self
             .netlink
@@ -421,9 +506,14 @@ impl VipWorker {
                 if log {
                     tracing::info!(instance = %self.instance, vip = %vip, table = route.table, metric = route.metric, "claimed VIP (route announced)");
                 }
+                Ok(())
             }
             Err(e) => {
-                tracing::error!(instance = %self.instance, vip = %vip, error = %error_chain(&e), "claiming VIP (announced route)")
+                tracing::error!(instance = %self.instance, vip = %vip, error = %error_chain(&e), "claiming VIP (announced route)");
+                Err(format!(
+                    "claiming {vip} (announced route): {}",
+                    error_chain(&e)
+                ))
             }
         }
     }
@@ -463,10 +553,29 @@ impl VipWorker {
         }
     }
 
-    async fn claim(&self, vip: Vip) {
-        if self.route.is_some() {
-            return self.claim_routed(vip, true).await;
+    /// Claims one VIP, trying once more after [`RETRY_AFTER`] if the kernel
+    /// refuses; a second failure puts the instance in fault (see [`Readiness`]).
+    async fn claim(&mut self, vip: Vip) {
+        let mut failure = String::new();
+        for attempt in 0..2 {
+            if attempt > 0 {
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+            let claimed = if self.route.is_some() {
+                self.claim_routed(vip, true).await
+            } else {
+                self.claim_address(vip).await
+            };
+            match claimed {
+                Ok(()) => return,
+                Err(why) => failure = why,
+            }
         }
+        self.fail(failure);
+    }
+
+    /// Adds one VIP to the interface, with vipd's marker.
+    async fn claim_address(&self, vip: Vip) -> Result<(), String> {
         match self
             .netlink
             .claim(self.ifindex, vip.addr, vip.prefix_len)
@@ -475,33 +584,86 @@ impl VipWorker {
             Ok(Claimed::Marked) => {
                 self.set_held(vip, true);
                 tracing::info!(instance = %self.instance, vip = %vip, interface = %self.interface, "claimed VIP");
+                Ok(())
             }
             Ok(Claimed::LeftAlone) => {
                 self.set_held(vip, true);
                 left_alone(&self.instance, vip, &self.interface);
+                Ok(())
             }
             Err(e) => {
-                tracing::error!(instance = %self.instance, vip = %vip, error = %error_chain(&e), "claiming VIP")
+                tracing::error!(instance = %self.instance, vip = %vip, error = %error_chain(&e), "claiming VIP");
+                Err(format!("claiming {vip}: {}", error_chain(&e)))
             }
         }
     }
 
-    /// The interface's announcer, opened on first use.
-    fn announcer(&mut self) -> Option<Arc<Announcer>> {
-        if self.announcer.is_none() {
-            match Announcer::open(self.ifindex, &self.interface) {
-                Ok(a) => self.announcer = Some(Arc::new(a)),
-                Err(e) => {
-                    tracing::error!(instance = %self.instance, error = %error_chain(&e),
-                        "cannot send gratuitous ARP / NA; clients may keep the old MAC until their caches expire");
-                }
-            }
-        }
+    /// The interface's announcer; `None` also when the VIPs are not announced
+    /// (then nothing is wrong), or when it could not be opened (then the
+    /// instance is in fault already).
+    fn announcer(&self) -> Option<Arc<Announcer>> {
         self.announcer.clone()
     }
 
+    /// Opens the announcer on the current interface index; a failure puts the
+    /// instance in fault until [`Self::retry`] opens it.
+    fn reopen_announcer(&mut self) {
+        match open_announcer(&self.instance, self.ifindex, &self.interface) {
+            Ok(announcer) => {
+                self.announces = announcer.is_some();
+                self.announcer = announcer;
+            }
+            Err(e) => self.fail(format!(
+                "opening the gratuitous ARP / NA socket: {}",
+                error_chain(&e)
+            )),
+        }
+    }
+
+    /// The claims or announcements failed for `why`: the instance goes in
+    /// fault (one line), and [`Self::retry`] ends it after the back-off.
+    fn fail(&mut self, why: String) {
+        if let Some(retry_in) = self.readiness.fail(std::time::Instant::now(), &why) {
+            self.metrics.claim_fault();
+            tracing::warn!(instance = %self.instance, problem = %why, retry_in = ?retry_in,
+                "cannot claim or announce the VIPs: in fault, so that a peer takes them and clients follow it");
+            let _ = self.back.send(WorkerReport::Fault(Some(why)));
+        }
+    }
+
+    /// The back-off after a failure passed: the announcer is opened again
+    /// (a fresh socket, the MAC read again) and, if it opens, the fault ends.
+    fn retry(&mut self) {
+        if self.announces {
+            match open_announcer(&self.instance, self.ifindex, &self.interface) {
+                Ok(announcer) => {
+                    self.announces = announcer.is_some();
+                    self.announcer = announcer;
+                }
+                Err(e) => {
+                    let retry_in = self.readiness.still_failing(std::time::Instant::now());
+                    tracing::debug!(instance = %self.instance, error = %error_chain(&e), retry_in = ?retry_in,
+                        "gratuitous ARP / NA socket still cannot be opened");
+                    return;
+                }
+            }
+        }
+        if self.readiness.cleared() {
+            tracing::info!(instance = %self.instance, "claims and announcements possible again: fault cleared");
+            let _ = self.back.send(WorkerReport::Fault(None));
+        }
+    }
+
+    /// What an announcement task reports after a burst.
+    fn on_round(&mut self, outcome: RoundOutcome) {
+        match outcome {
+            RoundOutcome::AllSent => self.readiness.succeeded(),
+            RoundOutcome::Unannounced(why) => self.fail(why),
+        }
+    }
+
     /// One probe per VIP, asking who has it without claiming it.
-    fn probe(&mut self) {
+    fn probe(&self) {
         let Some(announcer) = self.announcer() else {
             return;
         };
@@ -514,7 +676,7 @@ impl VipWorker {
 
     /// One round now: another node may have held the VIPs.
     async fn announce_once(&mut self) {
-        let Some(announcer) = self.announcer() else {
+        let Some(announcer) = self.announcer_for_round() else {
             return;
         };
         let addrs: Vec<IpAddr> = self.vips.iter().map(|v| v.addr).collect();
@@ -526,17 +688,31 @@ impl VipWorker {
             instance: &self.instance,
             metrics: &self.metrics,
         };
-        round.burst(1, Duration::ZERO, "re-announce").await;
+        let outcome = round.burst(1, Duration::ZERO, "re-announce").await;
+        self.on_round(outcome);
+    }
+
+    /// The announcer for a round about to start; `None` if the VIPs are not
+    /// announced, or (then a failure) if the socket is not open.
+    fn announcer_for_round(&mut self) -> Option<Arc<Announcer>> {
+        if self.route.is_some() || !self.announces {
+            return None;
+        }
+        let announcer = self.announcer();
+        if announcer.is_none() {
+            self.fail("the gratuitous ARP / NA socket is not open".to_owned());
+        }
+        announcer
     }
 
     fn start_announcing(&mut self, announcing: &mut Option<JoinHandle<()>>) {
         if let Some(task) = announcing.take() {
             task.abort();
         }
-        if self.route.is_some() {
+        let Some(announcer) = self.announcer_for_round() else {
             return;
-        }
-        let Some(announcer) = self.announcer() else {
+        };
+        let Some(outcomes) = self.rounds.clone() else {
             return;
         };
         let addrs: Vec<IpAddr> = self.vips.iter().map(|v| v.addr).collect();
@@ -553,24 +729,29 @@ impl VipWorker {
                 instance: &instance,
                 metrics: &metrics,
             };
-            announce_loop(round, cfg).await;
+            announce_loop(round, cfg, outcomes).await;
         }));
     }
 }
 
 /// A burst on becoming master, a second burst `repeat_after` later, then a round
-/// every `refresh` while master (the task is aborted on release).
-async fn announce_loop(round: Round<'_>, cfg: AnnounceConfig) {
+/// every `refresh` while master (the task is aborted on release). Each burst's
+/// outcome goes back to the worker.
+async fn announce_loop(
+    round: Round<'_>,
+    cfg: AnnounceConfig,
+    outcomes: mpsc::UnboundedSender<RoundOutcome>,
+) {
     let start = tokio::time::Instant::now();
-    round.burst(cfg.count, cfg.interval, "first").await;
+    let _ = outcomes.send(round.burst(cfg.count, cfg.interval, "first").await);
     if let Some(after) = cfg.repeat_after {
         tokio::time::sleep_until(start + after).await;
-        round.burst(cfg.count, cfg.interval, "second").await;
+        let _ = outcomes.send(round.burst(cfg.count, cfg.interval, "second").await);
     }
     if let Some(refresh) = cfg.refresh {
         loop {
             tokio::time::sleep(refresh).await;
-            round.burst(1, cfg.interval, "refresh").await;
+            let _ = outcomes.send(round.burst(1, cfg.interval, "refresh").await);
         }
     }
 }
@@ -587,8 +768,11 @@ struct Round<'a> {
 }
 
 impl Round<'_> {
-    /// `count` announcements of every VIP, `spacing` apart.
-    async fn burst(&self, count: u32, spacing: Duration, which: &str) {
+    /// `count` announcements of every VIP, `spacing` apart. The first of
+    /// each VIP must go out, or its one retry [`RETRY_AFTER`] later: if not,
+    /// the burst stops there and failed (see [`crate::health::claim`]);
+    /// a later one that fails is only counted.
+    async fn burst(&self, count: u32, spacing: Duration, which: &str) -> RoundOutcome {
         self.refresh_router_flag().await;
         let instance = self.instance;
         let mut sent = 0u32;
@@ -597,17 +781,36 @@ impl Round<'_> {
             if i > 0 {
                 tokio::time::sleep(spacing).await;
             }
+            let mut unsent = Vec::new();
             for addr in self.addrs {
-                match self.announcer.announce(*addr) {
-                    Ok(()) => {
-                        sent += 1;
-                        self.metrics.announced(*addr);
-                    }
+                match self.send(*addr) {
+                    Ok(()) => sent += 1,
                     Err(e) => {
                         failed += 1;
+                        // The burst's line counts them; a failed retry is
+                        // the worker's fault line.
                         if failed == 1 {
-                            tracing::warn!(%instance, error = %error_chain(&e), "announcement failed");
+                            tracing::debug!(%instance, error = %error_chain(&e), "announcement failed");
                         }
+                        unsent.push(*addr);
+                    }
+                }
+            }
+            if i > 0 || unsent.is_empty() {
+                continue;
+            }
+            tokio::time::sleep(RETRY_AFTER).await;
+            for addr in unsent {
+                match self.send(addr) {
+                    Ok(()) => sent += 1,
+                    Err(e) => {
+                        failed += 1;
+                        tracing::debug!(%instance, burst = which, sent, failed, vips = self.addrs.len(),
+                            "announcing VIPs failed");
+                        return RoundOutcome::Unannounced(format!(
+                            "announcing {addr} failed twice ({which} burst): {}",
+                            error_chain(&e)
+                        ));
                     }
                 }
             }
@@ -620,6 +823,17 @@ impl Round<'_> {
         } else {
             tracing::debug!(%instance, burst = which, sent, failed, vips, "announced VIPs (gratuitous ARP / unsolicited NA)");
         }
+        RoundOutcome::AllSent
+    }
+
+    /// One announcement, counted.
+    fn send(&self, addr: IpAddr) -> Result<(), AnnounceError> {
+        let sent = self.announcer.announce(addr);
+        match &sent {
+            Ok(()) => self.metrics.announced(addr),
+            Err(_) => self.metrics.announce_failed(addr),
+        }
+        sent
     }
 
     /// The NA Router flag follows the interface's IPv6 forwarding, read through

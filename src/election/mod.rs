@@ -121,6 +121,11 @@
 //! **Health**: effective priority is the configured priority plus the health
 //! weights, clamped to 1..=254. A fault makes the node ineligible: a master in
 //! fault releases at once (its service is broken) with a priority-0 advert.
+//! A node that cannot claim its VIPs or announce them is in fault the same
+//! way (the rule, with its retry and back-off, is in `health::claim`): a
+//! master whose gratuitous ARPs do not go out holds addresses its clients do
+//! not send to, while the node they do send to has released them, so handing
+//! the VIPs to a peer that can announce them is the only way clients follow.
 //!
 //! **Reload** ([`Election::handle_settings`]). A reload may change the priority,
 //! `preempt`, `preempt_delay`, the advert intervals, `takeover_margin`,

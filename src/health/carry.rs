@@ -8,7 +8,7 @@
 //! result (its new `rise`/`fall` count from the next result on), an interface
 //! its link state, a file its value; a changed guard's last result stands until
 //! the new check reports. The faults the instance task sets (its own link,
-//! quorum, sync group) and the sync group's weights carry over as they are.
+//! claims, quorum, sync group) and the sync group's weights carry over as they are.
 //!
 //! What it may not touch: the checks' tasks (the instance restarts them).
 
@@ -39,6 +39,7 @@ impl Tracker {
             guard.last = was.last.clone();
         }
         self.link_down.clone_from(&old.link_down);
+        self.claim_fault.clone_from(&old.claim_fault);
         self.quorum_fault.clone_from(&old.quorum_fault);
         self.sync_fault.clone_from(&old.sync_fault);
         self.sync_weights.clone_from(&old.sync_weights);

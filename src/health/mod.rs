@@ -29,6 +29,8 @@
 //!   counts at once, and until then the node is in fault ("not checked yet").
 //! - **Quorum** and **sync group** faults are set by the instance task, which
 //!   knows the live peers and the other instances.
+//! - A **claim fault**: the VIPs cannot be claimed or announced ([`claim`] has
+//!   the rule; the instance's VIP worker reports it).
 //!
 //! A node's *own* fault (everything but the sync-group fault) is what it publishes
 //! to its sync group; publishing the sync-group fault too would latch the group in
@@ -42,6 +44,7 @@
 //! carry adverts, and the VIPs themselves.
 
 mod carry;
+pub mod claim;
 pub mod notify;
 
 use std::fmt::Write as _;
@@ -471,6 +474,8 @@ pub struct Tracker {
     files: Vec<(TrackFile, i64, Option<String>)>,
     guard: Option<Counted>,
     link_down: Option<String>,
+    /// The VIPs cannot be claimed or announced (see [`claim`]).
+    claim_fault: Option<String>,
     quorum_fault: Option<String>,
     sync_fault: Option<String>,
     /// The other sync-group members' own weights, each with its reason.
@@ -508,6 +513,7 @@ impl Tracker {
                 .collect(),
             guard: cfg.guard.as_ref().map(|g| Counted::new(g.rise, g.fall)),
             link_down: None,
+            claim_fault: None,
             quorum_fault: None,
             sync_fault: None,
             sync_weights: Vec::new(),
@@ -623,6 +629,12 @@ impl Tracker {
         self.link_down = why;
     }
 
+    /// The VIP worker can (`None`) or cannot (`Some(why)`) claim and announce
+    /// the VIPs.
+    pub fn set_claim_fault(&mut self, why: Option<String>) {
+        self.claim_fault = why;
+    }
+
     pub fn quorum_fault(&self) -> Option<String> {
         self.quorum_fault.clone()
     }
@@ -653,6 +665,11 @@ impl Tracker {
     pub fn own_fault(&self) -> Option<String> {
         let mut faults: Vec<String> = Vec::new();
         faults.extend(self.link_down.clone());
+        faults.extend(
+            self.claim_fault
+                .as_ref()
+                .map(|why| format!("cannot claim or announce the VIPs: {why}")),
+        );
         for (script, counted) in &self.scripts {
             if script.weight.is_none() && counted.good == Some(false) {
                 faults.push(format!(

@@ -82,6 +82,9 @@ struct InstanceReading {
     transitions: [[u64; 4]; 4],
     garp_sent: u64,
     na_sent: u64,
+    garp_failed: u64,
+    na_failed: u64,
+    claim_faults: u64,
     handovers: Vec<(Handover, HistogramReading)>,
     interarrival: HistogramReading,
     hooks: Vec<((String, &'static str), u64)>,
@@ -115,6 +118,9 @@ impl Reading {
                 }),
                 garp_sent: m.garp_sent.load(Relaxed),
                 na_sent: m.na_sent.load(Relaxed),
+                garp_failed: m.garp_failed.load(Relaxed),
+                na_failed: m.na_failed.load(Relaxed),
+                claim_faults: m.claim_faults.load(Relaxed),
                 handovers: Handover::ALL
                     .iter()
                     .zip(&m.handovers)
@@ -395,6 +401,25 @@ impl Reading {
             }
             Ok(())
         })?;
+        family(e, "vipd_announcements_failed", "Gratuitous ARPs (kind=garp) and unsolicited neighbour advertisements (kind=na) the kernel refused to send.", Counter, |m| {
+            for i in c {
+                counter(m, &[(NAME, i.name.as_str()), ("kind", "garp")], i.garp_failed)?;
+                counter(m, &[(NAME, i.name.as_str()), ("kind", "na")], i.na_failed)?;
+            }
+            Ok(())
+        })?;
+        family(
+            e,
+            "vipd_claim_faults",
+            "Times the instance went in fault because it could not claim or announce its VIPs.",
+            Counter,
+            |m| {
+                for i in c {
+                    counter(m, &[(NAME, i.name.as_str())], i.claim_faults)?;
+                }
+                Ok(())
+            },
+        )?;
         family(e, "vipd_hook_runs", "Notify hook runs, by hook (master, backup, fault, stop, any) and result (success, failure, timeout).", Counter, |m| {
             for i in c {
                 for ((hook, result), n) in &i.hooks {

@@ -191,6 +191,11 @@ pub struct InstanceMetrics {
     transitions: [[AtomicU64; 4]; 4],
     garp_sent: AtomicU64,
     na_sent: AtomicU64,
+    /// Announcements the kernel refused to send, IPv4 and IPv6.
+    garp_failed: AtomicU64,
+    na_failed: AtomicU64,
+    /// Faults entered because the VIPs could not be claimed or announced.
+    claim_faults: AtomicU64,
     handovers: [AtomicHistogram; 3],
     interarrival: AtomicHistogram,
     /// (hook, result) → runs.
@@ -206,6 +211,9 @@ impl Default for InstanceMetrics {
             transitions: Default::default(),
             garp_sent: AtomicU64::new(0),
             na_sent: AtomicU64::new(0),
+            garp_failed: AtomicU64::new(0),
+            na_failed: AtomicU64::new(0),
+            claim_faults: AtomicU64::new(0),
             handovers: [
                 AtomicHistogram::new(&HANDOVER_BUCKETS),
                 AtomicHistogram::new(&HANDOVER_BUCKETS),
@@ -239,6 +247,21 @@ impl InstanceMetrics {
             IpAddr::V6(_) => &self.na_sent,
         }
         .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sending one announcement for `addr` failed.
+    pub fn announce_failed(&self, addr: IpAddr) {
+        match addr {
+            IpAddr::V4(_) => &self.garp_failed,
+            IpAddr::V6(_) => &self.na_failed,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The instance went in fault because its VIPs could not be claimed or
+    /// announced.
+    pub fn claim_fault(&self) {
+        self.claim_faults.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn handover(&self, operation: Handover, took: Duration) {

@@ -27,8 +27,8 @@
 //!   shed the scraper's, which only a firewall in front can stop. Sixteen is
 //!   several times what the scrapers of a node use at once (an HA pair of
 //!   Prometheus servers and an operator's curl).
-//! - an accept that fails (e.g. EMFILE) is retried after a pause, never in a
-//!   busy loop.
+//! - an accept that fails (e.g. EMFILE) waits 10 ms, doubling to 1 s while it
+//!   goes on, with a bounded log ([`crate::net::accept`]), never a busy loop.
 //!
 //! Only the exposition itself waits on the daemon, bounded by the caller's
 //! `render`.
@@ -73,9 +73,6 @@ impl Default for ServerLimits {
         }
     }
 }
-
-/// How long to wait after a failed accept before the next.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Where a connection is, for choosing which one to shed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +149,7 @@ pub async fn serve<R, F>(
     let render = Arc::new(render);
     let mut tasks = JoinSet::new();
     let mut connections = Connections::default();
+    let mut backoff = crate::net::accept::AcceptBackoff::new("metrics endpoint");
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -160,13 +158,21 @@ pub async fn serve<R, F>(
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                if let Some(line) = backoff.succeeded() {
+                    tracing::info!("{line}");
+                }
+                stream
+            }
             Err(e) => {
                 // E.g. EMFILE: back off instead of spinning, but keep serving.
-                tracing::warn!(error = %e, "metrics endpoint: accept failed; retrying in 100 ms");
+                let failure = backoff.failed(std::time::Instant::now(), &e);
+                if let Some(line) = failure.log {
+                    tracing::warn!("{line}");
+                }
                 tokio::select! {
                     () = &mut shutdown => break,
-                    () = tokio::time::sleep(ACCEPT_RETRY) => continue,
+                    () = tokio::time::sleep(failure.wait) => continue,
                 }
             }
         };

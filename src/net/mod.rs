@@ -9,12 +9,15 @@
 //!   over `AF_PACKET`, and the ARP probes / DAD solicitations of a cold claim.
 //! - [`neighbour_watch`]: who answers for the VIPs: ARP and neighbour
 //!   advertisements for them, through a kernel-filtered `AF_PACKET` socket.
+//! - [`accept`]: the back-off and bounded logging of a listener whose `accept`
+//!   fails (out of file descriptors), for the control socket and metrics.
 //!
 //! What it owns: sockets and kernel objects, each behind a small typed API.
 //! What it may not touch: election decisions (when to claim, what to send) are
 //! the daemon's and the election's; nothing here reads the configuration file or
 //! the clock to decide anything.
 
+pub mod accept;
 pub mod announce;
 pub mod neighbour_watch;
 pub mod netlink;

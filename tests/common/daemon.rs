@@ -211,6 +211,8 @@ pub(crate) struct Daemon {
     binary: Option<PathBuf>,
     /// Extra environment for the process ([`Daemon::set_env`]).
     env: Vec<(String, String)>,
+    /// The open-files limit, soft and hard, to start with ([`Daemon::set_nofile`]).
+    nofile: Option<u64>,
     child: Option<Child>,
 }
 
@@ -282,6 +284,7 @@ impl Daemon {
             program,
             binary: None,
             env: Vec::new(),
+            nofile: None,
             child: None,
         }
     }
@@ -300,6 +303,13 @@ impl Daemon {
         }
     }
 
+    /// Starts the process with `RLIMIT_NOFILE` soft and hard at `limit`
+    /// (`prlimit --nofile=N:N`), or, with `None`, with the test's own limit,
+    /// from the next start on.
+    pub(crate) fn set_nofile(&mut self, limit: Option<u64>) {
+        self.nofile = limit;
+    }
+
     fn spawn(&mut self) {
         let log = fs::OpenOptions::new()
             .create(true)
@@ -308,9 +318,16 @@ impl Daemon {
             .expect("open log");
         let config = self.config.to_str().expect("UTF-8 path").to_owned();
         let filter = std::env::var("VIPD_TEST_LOG").unwrap_or_else(|_| "info".into());
-        // `ip netns exec` execs the command in place, so the child's pid is the
-        // daemon's.
-        let mut command = Command::new("ip");
+        // `ip netns exec` (and `prlimit`) exec the command in place, so the
+        // child's pid is the daemon's.
+        let mut command = match self.nofile {
+            Some(limit) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={limit}:{limit}")).arg("ip");
+                c
+            }
+            None => Command::new("ip"),
+        };
         command.args(["netns", "exec", &self.netns]);
         match self.program {
             Program::Vipd => {

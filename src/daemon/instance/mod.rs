@@ -87,6 +87,7 @@ enum Wake {
     SupervisorGone,
     Net(NetEvent),
     Link(bool),
+    ClaimFault(Option<String>),
     Check(CheckEvent),
     /// The ARP/NA watch saw a claim of one of the VIPs.
     Sighting(crate::conflict::Sighting),
@@ -175,6 +176,9 @@ pub(super) enum WorkerReport {
         ifindex: u32,
         up: bool,
     },
+    /// The VIPs cannot be claimed or announced (`Some(why)`), or can again
+    /// (see [`crate::health::claim`]); the worker logs each change.
+    Fault(Option<String>),
 }
 
 impl Instance {
@@ -257,6 +261,7 @@ impl Instance {
                         name: interface.clone(),
                         up,
                     }),
+                    Some(WorkerReport::Fault(why)) => Wake::ClaimFault(why),
                     None => {
                         back_open = false;
                         Wake::Nothing
@@ -310,6 +315,10 @@ impl Instance {
                 }
                 Wake::Net(event) => self.on_net_event(now, event),
                 Wake::Link(up) => self.set_link(now, up),
+                Wake::ClaimFault(why) => {
+                    self.health.set_claim_fault(why);
+                    self.apply_health(now);
+                }
                 Wake::Check(event) => {
                     self.telemetry.check_event(&event);
                     self.health.on_event(event);
