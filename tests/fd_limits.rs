@@ -45,6 +45,20 @@ fn latest_run(daemon: &Daemon) -> String {
         .to_owned()
 }
 
+/// Starts `node` under a limit of 20 open files, waits for its refusal and
+/// returns the figure the refusal names.
+fn figure_refused_at_20(node: &mut Daemon) -> u64 {
+    node.set_nofile(Some(20));
+    node.restart();
+    wait_until(
+        "n1 refuses at 20 open files",
+        Duration::from_secs(10),
+        || !node.is_running(),
+    );
+    needed_in(&latest_run(node))
+        .unwrap_or_else(|| panic!("no figure in the refusal:\n{}", node.log()))
+}
+
 /// The figure in "needs N file descriptors", if the text has it.
 fn needed_in(text: &str) -> Option<u64> {
     let at = text.find("needs ")? + "needs ".len();
@@ -297,15 +311,7 @@ fn a_master_holds_fewer_descriptors_than_it_asks_for() {
         let vips: Vec<String> = (0..instances).map(|k| lab.vip4(k)).collect();
         // Refused at 20: the message names the need.
         let mut node = Daemon::configure(lab.node(1), node_spec(&lab, "n1", 200, instances));
-        node.set_nofile(Some(20));
-        node.restart();
-        wait_until(
-            "n1 refuses at 20 open files",
-            Duration::from_secs(10),
-            || !node.is_running(),
-        );
-        let need = needed_in(&latest_run(&node))
-            .unwrap_or_else(|| panic!("no figure in the refusal:\n{}", node.log()));
+        let need = figure_refused_at_20(&mut node);
         node.set_nofile(None);
         node.restart();
         wait_until("n1 holds every VIP", Duration::from_secs(20), || {
@@ -338,14 +344,7 @@ fn accept_failures_back_off_and_log_a_bounded_number_of_lines() {
     let lab = Lab::new("fdaccept", 1);
     let vip = lab.vip4(0);
     let mut node = Daemon::configure(lab.node(1), node_spec(&lab, "n1", 200, 1));
-    node.set_nofile(Some(20));
-    node.restart();
-    wait_until(
-        "n1 refuses at 20 open files",
-        Duration::from_secs(10),
-        || !node.is_running(),
-    );
-    let need = needed_in(&latest_run(&node)).expect("the refusal names the need");
+    let need = figure_refused_at_20(&mut node);
     // Exactly what it asks for: the headroom is all control connections can take.
     node.set_nofile(Some(need));
     node.restart();
