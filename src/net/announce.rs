@@ -309,33 +309,50 @@ pub fn dad_solicitation_frame(mac: [u8; 6], ip: Ipv6Addr) -> Vec<u8> {
         0xff00 | u16::from(o[13]),
         u16::from_be_bytes([o[14], o[15]]),
     );
-    let mut frame = vec![0u8; NS_FRAME_LEN];
+    let dst_mac = [0x33, 0x33, 0xff, o[13], o[14], o[15]];
+    neighbour_discovery_frame(mac, dst_mac, Ipv6Addr::UNSPECIFIED, group, NA_LEN, |icmp| {
+        // Type 135 (Neighbor Solicitation), code 0, checksum (filled in by
+        // the caller), 4 reserved bytes, the target address.
+        icmp[0] = 135;
+        icmp[8..24].copy_from_slice(&o);
+    })
+}
+
+/// An ICMPv6 neighbour-discovery frame of `icmp_len` bytes from `src_mac` /
+/// `src` to `dst_mac` / `dst`, hop limit 255 (RFC 4861 §7.1: receivers drop
+/// any other); `fill` writes the message, then its checksum is set.
+fn neighbour_discovery_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    icmp_len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> Vec<u8> {
+    let mut frame = vec![0u8; ETHERNET_HEADER_LEN + IPV6_HEADER_LEN + icmp_len];
     {
         let mut ethernet =
-            MutableEthernetPacket::new(&mut frame).expect("NS_FRAME_LEN holds an Ethernet header");
-        ethernet.set_destination(MacAddr::new(0x33, 0x33, 0xff, o[13], o[14], o[15]));
-        ethernet.set_source(MacAddr::from(mac));
+            MutableEthernetPacket::new(&mut frame).expect("the frame holds an Ethernet header");
+        ethernet.set_destination(MacAddr::from(dst_mac));
+        ethernet.set_source(MacAddr::from(src_mac));
         ethernet.set_ethertype(EtherTypes::Ipv6);
     }
     {
         let mut ipv6 = MutableIpv6Packet::new(&mut frame[ETHERNET_HEADER_LEN..])
-            .expect("NS_FRAME_LEN holds an IPv6 header");
+            .expect("the frame holds an IPv6 header");
         ipv6.set_version(6);
-        ipv6.set_payload_length(NA_LEN as u16);
+        ipv6.set_payload_length(icmp_len as u16);
         ipv6.set_next_header(IpNextHeaderProtocols::Icmpv6);
         ipv6.set_hop_limit(255);
-        ipv6.set_source(Ipv6Addr::UNSPECIFIED);
-        ipv6.set_destination(group);
+        ipv6.set_source(src);
+        ipv6.set_destination(dst);
     }
     let icmp = &mut frame[ETHERNET_HEADER_LEN + IPV6_HEADER_LEN..];
-    // Type 135 (Neighbor Solicitation), code 0, checksum, 4 reserved bytes,
-    // the target address: the same layout as an NA's first 24 bytes.
-    icmp[0] = 135;
-    icmp[8..24].copy_from_slice(&o);
+    fill(icmp);
     let checksum = icmpv6::checksum(
-        &Icmpv6Packet::new(icmp).expect("NS_FRAME_LEN holds an ICMPv6 message"),
-        &Ipv6Addr::UNSPECIFIED,
-        &group,
+        &Icmpv6Packet::new(icmp).expect("the frame holds an ICMPv6 message"),
+        &src,
+        &dst,
     );
     icmp[2..4].copy_from_slice(&checksum.to_be_bytes());
     frame
@@ -350,54 +367,33 @@ pub fn unsolicited_na_frame(mac: [u8; 6], ip: Ipv6Addr) -> Vec<u8> {
 
 /// [`unsolicited_na_frame`], with the Router flag set if `router`.
 fn na_frame(mac: [u8; 6], ip: Ipv6Addr, router: bool) -> Vec<u8> {
-    const ICMP_LEN: usize = NA_LEN + TLLA_OPTION_LEN;
-    let mut frame = vec![0u8; NA_FRAME_LEN];
-    {
-        let mut ethernet =
-            MutableEthernetPacket::new(&mut frame).expect("NA_FRAME_LEN holds an Ethernet header");
-        ethernet.set_destination(MacAddr::from(ALL_NODES_MAC));
-        ethernet.set_source(MacAddr::from(mac));
-        ethernet.set_ethertype(EtherTypes::Ipv6);
-    }
-    {
-        let mut ipv6 = MutableIpv6Packet::new(&mut frame[ETHERNET_HEADER_LEN..])
-            .expect("NA_FRAME_LEN holds an IPv6 header");
-        ipv6.set_version(6);
-        ipv6.set_payload_length(ICMP_LEN as u16);
-        ipv6.set_next_header(IpNextHeaderProtocols::Icmpv6);
-        // RFC 4861 §7.1.2: receivers drop NAs with any other hop limit.
-        ipv6.set_hop_limit(255);
-        ipv6.set_source(ip);
-        ipv6.set_destination(ALL_NODES);
-    }
-    let icmp = &mut frame[ETHERNET_HEADER_LEN + IPV6_HEADER_LEN..];
-    {
-        let mut na = MutableNeighborAdvertPacket::new(&mut icmp[..NA_LEN])
-            .expect("NA_FRAME_LEN holds a neighbour advertisement");
-        na.set_icmpv6_type(Icmpv6Types::NeighborAdvert);
-        na.set_icmpv6_code(Icmpv6Code::new(0));
-        let mut flags = NeighborAdvertFlags::Override;
-        if router {
-            flags |= NeighborAdvertFlags::Router;
-        }
-        na.set_flags(flags);
-        na.set_target_addr(ip);
-    }
-    {
-        let mut option = MutableNdpOptionPacket::new(&mut icmp[NA_LEN..])
-            .expect("NA_FRAME_LEN holds the link-layer address option");
-        option.set_option_type(NdpOptionTypes::TargetLLAddr);
-        // In units of 8 bytes.
-        option.set_length((TLLA_OPTION_LEN / 8) as u8);
-        option.set_data(&mac);
-    }
-    let checksum = icmpv6::checksum(
-        &Icmpv6Packet::new(icmp).expect("NA_FRAME_LEN holds an ICMPv6 message"),
-        &ip,
-        &ALL_NODES,
-    );
-    icmp[2..4].copy_from_slice(&checksum.to_be_bytes());
-    frame
+    neighbour_discovery_frame(
+        mac,
+        ALL_NODES_MAC,
+        ip,
+        ALL_NODES,
+        NA_LEN + TLLA_OPTION_LEN,
+        |icmp| {
+            {
+                let mut na = MutableNeighborAdvertPacket::new(&mut icmp[..NA_LEN])
+                    .expect("NA_FRAME_LEN holds a neighbour advertisement");
+                na.set_icmpv6_type(Icmpv6Types::NeighborAdvert);
+                na.set_icmpv6_code(Icmpv6Code::new(0));
+                let mut flags = NeighborAdvertFlags::Override;
+                if router {
+                    flags |= NeighborAdvertFlags::Router;
+                }
+                na.set_flags(flags);
+                na.set_target_addr(ip);
+            }
+            let mut option = MutableNdpOptionPacket::new(&mut icmp[NA_LEN..])
+                .expect("NA_FRAME_LEN holds the link-layer address option");
+            option.set_option_type(NdpOptionTypes::TargetLLAddr);
+            // In units of 8 bytes.
+            option.set_length((TLLA_OPTION_LEN / 8) as u8);
+            option.set_data(&mac);
+        },
+    )
 }
 
 #[cfg(test)]
