@@ -47,6 +47,7 @@ pub mod daemon;
 pub mod election;
 pub mod health;
 pub mod import;
+pub mod instance;
 pub mod keygen;
 pub mod manual;
 pub mod metrics;

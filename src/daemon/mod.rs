@@ -66,6 +66,7 @@ mod limits;
 mod metrics_endpoint;
 mod reload;
 mod replay_book;
+mod shared;
 mod state;
 mod supervisor;
 mod vips;

@@ -41,6 +41,7 @@
 use std::fmt;
 
 use crate::config::{Config, ConfigError, InstanceConfig, NodeConfig, SystemCheckProblem};
+use crate::instance::{copy_election_fields, election_fields_differ};
 
 /// Why a reload was refused. The running configuration stays as it is.
 #[derive(Debug, thiserror::Error)]
@@ -226,16 +227,8 @@ fn changes_in_place(old: &InstanceConfig, new: &InstanceConfig) -> Option<Vec<Ch
     );
     take(
         Change::Election,
-        election_fields(old) != election_fields(new),
-        &mut |c| {
-            c.priority = new.priority;
-            c.preempt = new.preempt;
-            c.preempt_delay = new.preempt_delay;
-            c.advert_interval = new.advert_interval;
-            c.backup_advert_interval = new.backup_advert_interval;
-            c.takeover_margin = new.takeover_margin;
-            c.handover_timeout = new.handover_timeout;
-        },
+        election_fields_differ(old, new),
+        &mut |c| copy_election_fields(c, new),
     );
     take(Change::Vips, old.vips != new.vips, &mut |c| {
         c.vips = new.vips.clone()
@@ -327,28 +320,6 @@ fn transport_change(old: &InstanceConfig, new: &InstanceConfig) -> TransportChan
     } else {
         TransportChange::OtherSocket
     }
-}
-
-type ElectionFields = (
-    u8,
-    bool,
-    std::time::Duration,
-    std::time::Duration,
-    std::time::Duration,
-    std::time::Duration,
-    std::time::Duration,
-);
-
-fn election_fields(c: &InstanceConfig) -> ElectionFields {
-    (
-        c.priority,
-        c.preempt,
-        c.preempt_delay,
-        c.advert_interval,
-        c.backup_advert_interval,
-        c.takeover_margin,
-        c.handover_timeout,
-    )
 }
 
 /// What a reload did, as `vipd reload` prints it after "applied: ".

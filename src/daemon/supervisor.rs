@@ -8,21 +8,19 @@
 //! and its VIPs (the instance's VIP worker does that; the supervisor releases
 //! them only for an instance task that died or hung).
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::instance::{
-    election_settings, look_up_links, Conflicts, Identity, Instance, InstanceInputs, InstanceMsg,
-    RejectLog, Telemetry,
+    clock, look_up_links, Conflicts, Instance, InstanceInputs, InstanceMsg, RejectLog,
+    ReplayCheckpoint, Telemetry,
 };
 use super::reload::{self, ReloadError, ReloadSummary};
-use super::replay_book::ReplayBook;
+pub(super) use super::shared::Shared;
 use super::state::StateDir;
 use super::vips::{open_announcer, release_vips, Held, VipWorker};
 use super::{
@@ -30,67 +28,16 @@ use super::{
     INSTANCE_QUEUE, SHUTDOWN_SLACK,
 };
 use crate::config::{self, Config, InstanceConfig, Vip};
-use crate::control::{Outcome, Request, Response, TransitionEvent};
-use crate::election::{Command, Election, ElectionConfig, State};
+use crate::control::{Outcome, Request, Response};
+use crate::election::Command;
+use crate::health;
 use crate::health::claim::Readiness;
 use crate::health::notify::Notifier;
-use crate::health::{self, SyncEntry, Tracker};
-use crate::metrics::Metrics;
-use crate::net::netlink::{NetEvent, Netlink};
-use crate::net::transport::{Endpoint, Transports};
-use crate::wire::ReplayGuard;
+use crate::instance::{InstanceCore, NodeFacts};
+use crate::net::transport::Endpoint;
 
 /// How long a reload waits for an instance to say it took its update.
 const UPDATE_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// What every instance task shares.
-#[derive(Debug)]
-pub(super) struct Shared {
-    pub(super) node: config::NodeConfig,
-    pub(super) boot_id: u64,
-    /// One sequence for all instances of this boot, so an instance restarted by a
-    /// reload keeps counting up and its peers' replay guards accept it.
-    pub(super) sequence: AtomicU64,
-    pub(super) netlink: Netlink,
-    pub(super) transports: Transports,
-    pub(super) net_events: broadcast::Sender<NetEvent>,
-    /// Instance name → state, for sd_notify's STATUS line.
-    pub(super) states: Mutex<BTreeMap<String, State>>,
-    /// Instance name → its own fault (not counting sync-group faults), for the
-    /// other members of its sync group.
-    pub(super) sync: watch::Sender<BTreeMap<String, SyncEntry>>,
-    /// Counters for `GET /metrics`, one set per instance.
-    pub(super) metrics: Arc<Metrics>,
-    /// State changes for `vipd events`.
-    pub(super) events: broadcast::Sender<TransitionEvent>,
-    /// Every instance's replay checkpoint, written as one file.
-    pub(super) replay_book: ReplayBook,
-}
-
-impl Shared {
-    pub(super) fn set_state(&self, instance: &str, state: Option<State>) {
-        if let Ok(mut states) = self.states.lock() {
-            match state {
-                Some(s) => states.insert(instance.to_owned(), s),
-                None => states.remove(instance),
-            };
-        }
-        self.update_status();
-    }
-
-    pub(super) fn update_status(&self) {
-        let line = match self.states.lock() {
-            Ok(states) if states.is_empty() => "no instances".to_owned(),
-            Ok(states) => states
-                .iter()
-                .map(|(name, state)| format!("{name}: {state}"))
-                .collect::<Vec<_>>()
-                .join("; "),
-            Err(_) => return,
-        };
-        notify(&[sd_notify::NotifyState::Status(&line)]);
-    }
-}
 
 #[derive(Debug)]
 pub(super) struct InstanceHandle {
@@ -161,15 +108,6 @@ impl Supervisor {
         if start_drained {
             tracing::info!(instance = %cfg.name, "starting drained (state file {} exists)", self.state.drained_file(&cfg.name).display());
         }
-        let election_cfg = ElectionConfig {
-            node_id: self.shared.node.node_id,
-            node_name: self.shared.node.name.clone(),
-            group: cfg.group,
-            startup_delay: self.shared.node.startup_delay,
-            start_drained,
-            route_ready_after: cfg.route.as_ref().map_or(Duration::ZERO, |r| r.ready_after),
-            settings: election_settings(&cfg),
-        };
         let held: Held = Arc::new(Mutex::new(cfg.vips.iter().map(|v| (*v, false)).collect()));
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();
         let (back_tx, back_rx) = mpsc::unbounded_channel();
@@ -194,39 +132,40 @@ impl Supervisor {
 
         let (check_tx, check_rx) = mpsc::unbounded_channel();
         let mut checks = health::spawn_checks(&cfg, &check_tx);
-        let tracker = Tracker::new(&cfg);
-        if tracker.has_tracked_interfaces() {
-            let names: Vec<String> = tracker.tracked_interfaces().map(str::to_owned).collect();
+        let sync_rx = self.shared.sync.subscribe();
+        let (tx, rx) = mpsc::channel(INSTANCE_QUEUE);
+        let (checkpoint, replay) = ReplayCheckpoint::start(&self.shared.replay_book, &cfg.name);
+        let node = NodeFacts {
+            node_id: self.shared.node.node_id,
+            node_name: self.shared.node.name.clone(),
+            boot_id: self.shared.boot_id,
+            startup_delay: self.shared.node.startup_delay,
+        };
+        let mut core = InstanceCore::new(cfg.clone(), &node, start_drained, replay, clock::now());
+        if core.health().has_tracked_interfaces() {
+            let names: Vec<String> = core
+                .health()
+                .tracked_interfaces()
+                .map(str::to_owned)
+                .collect();
             checks.push(tokio::spawn(look_up_links(
                 self.shared.netlink.clone(),
                 names,
                 check_tx.clone(),
             )));
         }
-        let sync_rx = self.shared.sync.subscribe();
-        let (tx, rx) = mpsc::channel(INSTANCE_QUEUE);
-        let now = Instant::now();
+        let conflicts = Conflicts::new(&cfg, link.index);
+        core.set_own_mac(conflicts.own_mac);
         let instance = Instance {
-            identity: Identity::new(&election_cfg, self.shared.boot_id),
-            election: Election::new(election_cfg, now),
-            cfg: cfg.clone(),
+            core,
             shared: Arc::clone(&self.shared),
             channel,
-            replay: ReplayGuard::new(),
             ifindex: link.index,
-            health: tracker,
             check_tx,
             checks,
             notifier: Notifier::start(cfg.name.clone(), cfg.notify.clone(), Arc::clone(&metrics)),
-            published_fault: None,
-            link_up: true,
-            claimed: false,
-            sources: HashMap::new(),
-            peer_versions: HashMap::new(),
-            auth_failures: 0,
             rejects: RejectLog::new(AUTH_WARN_EVERY),
             send_warned: None,
-            handing_over_at_input: false,
             ops: ops_tx,
             held,
             replaced_checks: None,
@@ -237,7 +176,9 @@ impl Supervisor {
                 metrics,
                 self.shared.events.clone(),
             ),
-            conflicts: Conflicts::new(&cfg, link.index),
+            conflicts,
+            checkpoint: Some(checkpoint),
+            stopped: false,
         };
         tracing::info!(instance = %cfg.name, interface = %cfg.interface, ifindex = link.index, group = cfg.group,
             priority = cfg.priority, vips = %vip_list(&cfg.vips),

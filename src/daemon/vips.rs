@@ -37,12 +37,25 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::error_chain;
-use super::instance::WorkerReport;
 use crate::config::{AnnounceConfig, Config, InstanceConfig, RouteConfig, Vip};
 use crate::health::claim::Readiness;
 use crate::metrics::InstanceMetrics;
 use crate::net::announce::{AnnounceError, Announcer};
 use crate::net::netlink::{Claimed, MarkedRoute, Netlink, NetlinkError, Released, RouteKind};
+
+/// What the VIP worker reports back to its instance.
+#[derive(Debug)]
+pub(super) enum WorkerReport {
+    LinkUp(bool),
+    /// The interface was re-created under its name: this is its new index.
+    Replaced {
+        ifindex: u32,
+        up: bool,
+    },
+    /// The VIPs cannot be claimed or announced (`Some(why)`), or can again
+    /// (see [`crate::health::claim`]); the worker logs each change.
+    Fault(Option<String>),
+}
 
 /// The wait between withdrawing and no longer accepting in a sweep of every
 /// instance's routes (start-up, exit, `vipd cleanup`): the longest configured

@@ -648,6 +648,12 @@ impl Election {
         self.peers.quorum(now, total)
     }
 
+    /// When [`Self::quorum`] may next change without an input: the moment the
+    /// first peer counted now drops out of its window.
+    pub fn quorum_changes_at(&self, now: Instant) -> Option<Instant> {
+        self.peers.quorum_changes_at(now)
+    }
+
     /// The master as this node knows it: its own node id when master.
     pub fn master(&self, now: Instant) -> Option<u64> {
         if self.state == State::Master {

@@ -264,6 +264,17 @@ impl PeerTable {
             needed: total as usize / 2 + 1,
         }
     }
+
+    /// The next moment a peer counted for the quorum at `now` stops counting
+    /// (if no advert of it comes first): when [`Self::quorum`] may change
+    /// without an input.
+    pub(super) fn quorum_changes_at(&self, now: Instant) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter(|p| p.heard_within(now, QUORUM_INTERVALS, self.margin))
+            .map(|p| p.last_heard + p.interval * QUORUM_INTERVALS + self.margin)
+            .min()
+    }
 }
 
 /// The advert interval a peer claims; 0 on the wire is rejected by the decoder,

@@ -1,11 +1,10 @@
-//! The instance's side of the conflict watch ([`crate::conflict`]): it feeds
-//! the watch the sightings of a kernel-filtered packet socket (open only while
-//! the watch wants them), this node's MAC and its peers', and carries out the
-//! watch's events: log lines, history, counters, re-announcements, probes,
-//! the deferred claim and the refusal's fault.
+//! The driver's side of the conflict watch ([`crate::conflict`], run by the
+//! instance core): a kernel-filtered packet socket whose sightings go to the
+//! core (open only while the watch wants them), this node's MAC, and the log
+//! lines and history entries of the watch's events.
 //!
 //! What it may not touch: any rule (when to re-announce, whether a claim goes
-//! ahead is the watch's); it moves sightings and results.
+//! ahead is the watch's, in the core); it moves sightings and results.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -14,10 +13,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::super::error_chain;
-use super::super::vips::VipOp;
 use super::Instance;
 use crate::config::InstanceConfig;
-use crate::conflict::{ConflictEvent, ConflictWatch, Mac, ProbeSettings, Sighting};
+use crate::conflict::Sighting;
+use crate::instance::Event;
 use crate::net::announce;
 use crate::net::neighbour_watch::NeighbourWatch;
 
@@ -32,22 +31,14 @@ const REPEAT_COALESCE: Duration = Duration::from_millis(10);
 /// After a failed open, the next try waits this long.
 const OPEN_RETRY: Duration = Duration::from_secs(1);
 
-/// The conflict watch with what drives it.
+/// The ARP/NA watch's socket with what drives it.
 pub(crate) struct Conflicts {
-    pub(super) watch: ConflictWatch,
     /// This node's MAC on the instance's interface, as last read.
-    pub(super) own_mac: Option<[u8; 6]>,
+    pub(in crate::daemon) own_mac: Option<[u8; 6]>,
     pub(super) sightings: mpsc::Receiver<Sighting>,
     sightings_tx: mpsc::Sender<Sighting>,
     /// The packet socket's task and the interface index it watches.
     task: Option<(u32, JoinHandle<()>)>,
-    /// A claim the watch holds back until its probe is done.
-    pub(super) claim_deferred: bool,
-    pub(super) announce_deferred: bool,
-    /// The fault of a refused cold claim.
-    pub(super) refusal: Option<String>,
-    /// Foreign-claim episodes since the instance started.
-    pub(super) episodes: u64,
     /// Routed mode: no ARP/NA, nothing to watch or probe.
     routed: bool,
     /// The watch could not open: logged once until it opens again, and not
@@ -60,31 +51,19 @@ impl Conflicts {
     pub(crate) fn new(cfg: &InstanceConfig, ifindex: u32) -> Self {
         let routed = cfg.route.is_some();
         let (sightings_tx, sightings) = mpsc::channel(SIGHTING_QUEUE);
-        let mut watch = ConflictWatch::new(probe_settings(cfg));
         let own_mac = if routed {
             None
         } else {
             read_own_mac(&cfg.name, ifindex, &cfg.interface)
         };
-        watch.set_own_mac(own_mac.map(Mac));
         Self {
-            watch,
             own_mac,
             sightings,
             sightings_tx,
             task: None,
-            claim_deferred: false,
-            announce_deferred: false,
-            refusal: None,
-            episodes: 0,
             routed,
             open_failed: None,
         }
-    }
-
-    /// A reload changed the configuration (the probe setting may have).
-    pub(super) fn reconfigure(&mut self, cfg: &InstanceConfig) {
-        self.watch.set_probe(probe_settings(cfg));
     }
 
     /// The interface was re-created with a new index: a new MAC, perhaps.
@@ -93,20 +72,26 @@ impl Conflicts {
             return;
         }
         self.own_mac = read_own_mac(&cfg.name, ifindex, &cfg.interface);
-        self.watch.set_own_mac(self.own_mac.map(Mac));
         self.stop();
     }
 
-    /// Opens or closes the packet socket as the watch wants sightings or not.
-    pub(super) fn sync_task(&mut self, now: Instant, cfg: &InstanceConfig, ifindex: u32) {
-        let wanted = !self.routed && self.own_mac.is_some() && self.watch.wants_sightings();
+    /// Opens or closes the packet socket as the core wants sightings or not.
+    pub(super) fn sync_task(
+        &mut self,
+        now: Instant,
+        cfg: &InstanceConfig,
+        ifindex: u32,
+        wants_sightings: bool,
+    ) {
+        let wanted = !self.routed && self.own_mac.is_some() && wants_sightings;
+        if self.task.is_none() && !wanted {
+            return;
+        }
         if let Some((watched, task)) = &self.task {
             if wanted && *watched == ifindex && !task.is_finished() {
                 return;
             }
-            if !wanted || *watched != ifindex || task.is_finished() {
-                self.stop();
-            }
+            self.stop();
         }
         if !wanted
             || self
@@ -139,10 +124,6 @@ impl Conflicts {
             task.abort();
         }
     }
-}
-
-fn probe_settings(cfg: &InstanceConfig) -> Option<ProbeSettings> {
-    (cfg.route.is_none() && cfg.announce.probe).then(ProbeSettings::default)
 }
 
 fn read_own_mac(instance: &str, ifindex: u32, ifname: &str) -> Option<[u8; 6]> {
@@ -187,85 +168,47 @@ async fn read_sightings(watch: NeighbourWatch, tx: mpsc::Sender<Sighting>, insta
 }
 
 impl Instance {
-    /// Carries out the conflict watch's events; true if any changed the
-    /// health (the election then has actions to drain).
-    pub(super) fn drain_conflicts(&mut self, now: Instant) -> bool {
-        // Called after every wake-up, adverts included: nothing to do is the
-        // common case and costs two checks.
-        if !self.conflicts.watch.has_events() {
-            self.conflicts.sync_task(now, &self.cfg, self.ifindex);
-            return false;
-        }
-        let mut health_changed = false;
-        let instance = self.cfg.name.clone();
-        while let Some(event) = self.conflicts.watch.poll_event() {
-            match event {
-                ConflictEvent::ForeignClaimStarted { addr, mac } => {
-                    self.conflicts.episodes += 1;
-                    tracing::error!(%instance, vip = %addr, foreign_mac = %mac,
-                        "another host claims this VIP (gratuitous ARP / ARP reply / NA from a MAC that is neither ours nor a peer's); keeping the VIP and re-announcing it");
-                    self.telemetry.foreign_claim(
-                        self.election.state(),
-                        format!("foreign MAC {mac} claims VIP {addr}"),
-                        mac.to_string(),
-                    );
-                }
-                ConflictEvent::ForeignClaimEnded {
-                    addr,
-                    mac,
-                    sightings,
-                    lasted,
-                } => {
-                    tracing::warn!(%instance, vip = %addr, foreign_mac = %mac, sightings,
-                        lasted_ms = u64::try_from(lasted.as_millis()).unwrap_or(u64::MAX),
-                        "the foreign claim of this VIP ended");
-                    self.telemetry.foreign_claim(
-                        self.election.state(),
-                        format!(
-                            "foreign MAC {mac} no longer claims VIP {addr} ({sightings} claims)"
-                        ),
-                        mac.to_string(),
-                    );
-                }
-                ConflictEvent::Reannounce => {
-                    let _ = self.ops.send(VipOp::AnnounceOnce);
-                }
-                ConflictEvent::SendProbes => {
-                    let _ = self.ops.send(VipOp::Probe);
-                }
-                ConflictEvent::ClaimCleared => {
-                    if std::mem::take(&mut self.conflicts.claim_deferred) {
-                        tracing::info!(%instance, "probe found nobody answering for the VIPs; claiming them");
-                        self.claimed = true;
-                        let _ = self.ops.send(VipOp::Claim);
-                        if std::mem::take(&mut self.conflicts.announce_deferred) {
-                            let _ = self.ops.send(VipOp::Announce);
-                        }
-                    }
-                }
-                ConflictEvent::ClaimRefused { addr, mac } => {
-                    self.conflicts.claim_deferred = false;
-                    self.conflicts.announce_deferred = false;
-                    let why = format!(
-                        "VIP {addr} is already answered for by {mac}, another host: not claiming it (probing again every {} s)",
-                        crate::conflict::PROBE_RETRY.as_secs()
-                    );
-                    tracing::error!(%instance, vip = %addr, foreign_mac = %mac,
-                        "refusing a first claim: another host answers for the VIP; remove the address from that host, or from this instance's vips");
-                    self.conflicts.refusal = Some(why);
-                    health_changed = true;
-                }
-                ConflictEvent::RefusalLifted { why } => {
-                    tracing::info!(%instance, reason = why, "the refused claim's fault is lifted");
-                    self.conflicts.refusal = None;
-                    health_changed = true;
-                }
+    /// Logs and records the conflict watch's events (the core has acted on
+    /// them already).
+    pub(super) fn on_conflict_event(&mut self, event: Event) {
+        let instance = self.core.config().name.clone();
+        let state = self.core.election().state();
+        match event {
+            Event::ForeignClaimStarted { addr, mac } => {
+                tracing::error!(%instance, vip = %addr, foreign_mac = %mac,
+                    "another host claims this VIP (gratuitous ARP / ARP reply / NA from a MAC that is neither ours nor a peer's); keeping the VIP and re-announcing it");
+                self.telemetry.foreign_claim(
+                    state,
+                    format!("foreign MAC {mac} claims VIP {addr}"),
+                    mac.to_string(),
+                );
             }
+            Event::ForeignClaimEnded {
+                addr,
+                mac,
+                sightings,
+                lasted,
+            } => {
+                tracing::warn!(%instance, vip = %addr, foreign_mac = %mac, sightings,
+                    lasted_ms = u64::try_from(lasted.as_millis()).unwrap_or(u64::MAX),
+                    "the foreign claim of this VIP ended");
+                self.telemetry.foreign_claim(
+                    state,
+                    format!("foreign MAC {mac} no longer claims VIP {addr} ({sightings} claims)"),
+                    mac.to_string(),
+                );
+            }
+            Event::ClaimCleared => {
+                tracing::info!(%instance, "probe found nobody answering for the VIPs; claiming them");
+            }
+            Event::ClaimRefused { addr, mac } => {
+                tracing::error!(%instance, vip = %addr, foreign_mac = %mac,
+                    "refusing a first claim: another host answers for the VIP; remove the address from that host, or from this instance's vips");
+            }
+            Event::RefusalLifted { why } => {
+                tracing::info!(%instance, reason = why, "the refused claim's fault is lifted");
+            }
+            _ => {}
         }
-        if health_changed {
-            self.apply_health(now);
-        }
-        self.conflicts.sync_task(now, &self.cfg, self.ifindex);
-        health_changed
     }
 }

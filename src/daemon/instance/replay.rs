@@ -26,7 +26,7 @@ const REPLAY_SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
 const _: () = assert!(REPLAY_SNAPSHOT_EVERY.as_millis() * 2 == REPLAY_CHECKPOINT_EVERY.as_millis());
 
 /// Keeps one instance's entry in the replay book in step with its guard.
-pub(super) struct ReplayCheckpoint {
+pub(in crate::daemon) struct ReplayCheckpoint {
     instance: String,
     book: ReplayBook,
     /// The guard's counters when the last snapshot was taken.
@@ -40,7 +40,7 @@ pub(super) struct ReplayCheckpoint {
 impl ReplayCheckpoint {
     /// A guard seeded from `instance`'s entry in `book` (empty if it has none),
     /// and the checkpoint that keeps that entry current.
-    pub(super) fn start(book: &ReplayBook, instance: &str) -> (Self, ReplayGuard) {
+    pub(in crate::daemon) fn start(book: &ReplayBook, instance: &str) -> (Self, ReplayGuard) {
         let guard = seeded_guard(&book.attach(instance));
         let checkpoint = Self {
             instance: instance.to_owned(),

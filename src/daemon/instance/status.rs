@@ -11,10 +11,12 @@ use crate::wire::Flags;
 
 impl Instance {
     pub(super) fn status(&self, now: Instant) -> InstanceStatus {
-        let e = &self.election;
+        let core = &self.core;
+        let cfg = core.config();
+        let e = core.election();
         let health = e.health();
-        let mut reasons = vec![format!("configured {}", self.cfg.priority)];
-        reasons.extend(self.health.reasons());
+        let mut reasons = vec![format!("configured {}", cfg.priority)];
+        reasons.extend(core.health().reasons());
         if e.is_drained() {
             reasons.push("drained: advertises priority 0".to_owned());
         }
@@ -25,8 +27,7 @@ impl Instance {
             reasons.push(format!("fault ({f}): advertises priority 0"));
         }
         let held = self.held.lock().map(|h| h.clone()).unwrap_or_default();
-        let vips = self
-            .cfg
+        let vips = cfg
             .vips
             .iter()
             .map(|v| VipStatus {
@@ -48,14 +49,14 @@ impl Instance {
                         .peers()
                         .find(|p| p.node_id == id)
                         .map_or_else(|| format!("node {id:#x}"), |p| p.name.clone()),
-                    address: self.sources.get(&id).map(ToString::to_string),
+                    address: core.sources().get(&id).map(ToString::to_string),
                     is_self: false,
                 }
             }
         });
         let master_interval = master_id
             .and_then(|id| e.peers().find(|p| p.node_id == id))
-            .map_or(self.cfg.advert_interval, |p| p.interval);
+            .map_or(cfg.advert_interval, |p| p.interval);
         let mut peers: Vec<PeerStatus> = e
             .peers()
             .map(|p| {
@@ -88,7 +89,7 @@ impl Instance {
                 PeerStatus {
                     name: p.name.clone(),
                     node_id: p.node_id,
-                    address: self.sources.get(&p.node_id).map(ToString::to_string),
+                    address: core.sources().get(&p.node_id).map(ToString::to_string),
                     priority: p.priority,
                     flags,
                     state: state.to_owned(),
@@ -96,7 +97,7 @@ impl Instance {
                     last_heard_ms_ago: millis(now.saturating_duration_since(p.last_heard)),
                     advert_interval_ms: millis(p.interval),
                     vip_set_differs: p.vip_digest != e.config().settings.vip_digest,
-                    version: self.peer_versions.get(&p.node_id).cloned(),
+                    version: core.peer_versions().get(&p.node_id).cloned(),
                 }
             })
             .collect();
@@ -117,11 +118,11 @@ impl Instance {
             }
         });
         InstanceStatus {
-            name: self.cfg.name.clone(),
-            interface: self.cfg.interface.clone(),
-            group: self.cfg.group,
+            name: cfg.name.clone(),
+            interface: cfg.interface.clone(),
+            group: cfg.group,
             state: e.state(),
-            configured_priority: self.cfg.priority,
+            configured_priority: cfg.priority,
             effective_priority: e.effective_priority(),
             priority_reasons: reasons,
             drained: e.is_drained(),
@@ -130,23 +131,22 @@ impl Instance {
             vips,
             master,
             peers,
-            auth_failures: self.auth_failures,
+            auth_failures: core.auth_failures(),
             other_master_heard: counters.other_master_heard,
             adverts_sent: counters.adverts_sent,
             adverts_received: counters.adverts_received,
             last_transition,
             master_down_interval_ms: millis(e.master_down_interval(master_interval)),
-            name_conflict: self.identity.conflict(),
+            name_conflict: core.identity().conflict(),
             history: self.telemetry.history(),
-            announce_route: self.cfg.route.as_ref().map(|r| {
+            announce_route: cfg.route.as_ref().map(|r| {
                 format!(
                     "route table {} metric {} (withdraw delay {:?}, ready after {:?})",
                     r.table, r.metric, r.withdraw_delay, r.ready_after
                 )
             }),
-            foreign_claims: self
-                .conflicts
-                .watch
+            foreign_claims: core
+                .watch()
                 .foreign_claims()
                 .map(|c| ForeignClaimStatus {
                     vip: c.addr.to_string(),
@@ -156,8 +156,8 @@ impl Instance {
                     last_ms_ago: millis(now.saturating_duration_since(c.last)),
                 })
                 .collect(),
-            foreign_claims_seen: self.conflicts.watch.foreign_sightings(),
-            foreign_claim_episodes: self.conflicts.episodes,
+            foreign_claims_seen: core.watch().foreign_sightings(),
+            foreign_claim_episodes: core.foreign_claim_episodes(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! happens (for `vipd events`), and its metrics (handover durations, the gaps
 //! between the master's adverts, rejections, checks).
 //!
-//! Everything here is called from the instance task and returns at once: the
+//! Everything here is called from the instance's driver and returns at once: the
 //! history is a bounded ring, events go into a broadcast channel whose slow
 //! receivers lose events (never the sender waits), and metrics are atomics.
 //! What it may not touch: the election; it only watches what the instance does.
@@ -18,7 +18,6 @@ use crate::control::{HistoryEntry, TransitionEvent, HISTORY_LEN};
 use crate::election::{Command, Reason, State};
 use crate::health::CheckEvent;
 use crate::metrics::{Handover, InstanceMetrics};
-use crate::wire::{AdvertBody, Flags};
 
 /// One instance's history, event stream and metrics.
 pub(crate) struct Telemetry {
@@ -143,16 +142,16 @@ impl Telemetry {
     }
 
     /// An accepted advert: the gap since the same master's previous one.
-    pub(super) fn advert_accepted(&mut self, now: Instant, body: &AdvertBody) {
-        if !body.flags.contains(Flags::MASTER) {
+    pub(super) fn advert_accepted(&mut self, now: Instant, node_id: u64, master: bool) {
+        if !master {
             return;
         }
         if let Some((node, at)) = self.last_master_advert {
-            if node == body.node_id {
+            if node == node_id {
                 self.metrics.advert_gap(now.saturating_duration_since(at));
             }
         }
-        self.last_master_advert = Some((body.node_id, now));
+        self.last_master_advert = Some((node_id, now));
     }
 
     /// A check result is about to be handed to the tracker.

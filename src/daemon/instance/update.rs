@@ -3,9 +3,10 @@
 //! under the same name with a new index.
 //!
 //! Reload: each kind of change is applied live and nothing is released for
-//! it. Election settings and the VIP digest go to the election
-//! ([`crate::election::Election::handle_settings`], its rule "Reload"), which advertises them at
-//! once and decides; the VIP worker claims and announces an added VIP (on a
+//! it. The new configuration goes to the core
+//! ([`crate::instance::InstanceCore::handle_reconfigure`]): election settings
+//! and the VIP digest to the election (its rule "Reload"), which advertises
+//! them at once and decides; the VIP worker claims and announces an added VIP (on a
 //! master) and releases a removed one, leaving the others as they are; new
 //! hooks serve the next transitions; the health checks restart with the
 //! tracker's state carried over for every check that is still configured
@@ -37,26 +38,9 @@ use crate::config::InstanceConfig;
 use crate::daemon::reload::Change;
 use crate::daemon::vips::VipOp;
 use crate::daemon::{error_chain, SHUTDOWN_SLACK};
-use crate::election::Settings;
 use crate::health::notify::Notifier;
 use crate::health::{self, Tracker};
 use crate::net::transport::Endpoint;
-use crate::wire;
-
-/// The election settings of an instance configuration: what the election
-/// starts with and what a reload hands it.
-pub(in crate::daemon) fn election_settings(cfg: &InstanceConfig) -> Settings {
-    Settings {
-        priority: cfg.priority,
-        advert_interval: cfg.advert_interval,
-        backup_advert_interval: cfg.backup_advert_interval,
-        takeover_margin: cfg.takeover_margin,
-        handover_timeout: cfg.handover_timeout,
-        preempt: cfg.preempt,
-        preempt_delay: cfg.preempt_delay,
-        vip_digest: wire::vip_digest(cfg.vips.iter().map(|v| (v.addr, v.prefix_len))),
-    }
-}
 
 impl Instance {
     /// Applies a reload's `changes`; `new` differs from the running
@@ -70,58 +54,40 @@ impl Instance {
         new: InstanceConfig,
         changes: &[Change],
     ) -> Result<(), String> {
-        let old = std::mem::replace(&mut self.cfg, new);
+        let old = self.core.config().clone();
         let what: Vec<String> = changes.iter().map(ToString::to_string).collect();
-        tracing::info!(instance = %self.cfg.name, changes = %what.join(", "),
+        tracing::info!(instance = %new.name, changes = %what.join(", "),
             "configuration changed in place (reload); nothing released for it");
-        self.conflicts.reconfigure(&self.cfg);
         if changes.contains(&Change::Vips) {
-            let _ = self.ops.send(VipOp::SetVips(self.cfg.vips.clone()));
+            let _ = self.ops.send(VipOp::SetVips(new.vips.clone()));
             // The watch's filter names the VIPs: it reopens with the new set.
             self.conflicts.stop();
         }
         if changes.contains(&Change::Announce) {
-            let _ = self.ops.send(VipOp::SetAnnounce(self.cfg.announce.clone()));
-        }
-        if changes.contains(&Change::Election) || changes.contains(&Change::Vips) {
-            self.election
-                .handle_settings(now, election_settings(&self.cfg));
+            let _ = self.ops.send(VipOp::SetAnnounce(new.announce.clone()));
         }
         if changes.contains(&Change::Notify) {
             let fresh = Notifier::start(
-                self.cfg.name.clone(),
-                self.cfg.notify.clone(),
+                new.name.clone(),
+                new.notify.clone(),
                 Arc::clone(&self.telemetry.metrics),
             );
             let mut previous = std::mem::replace(&mut self.notifier, fresh);
             // Hooks already queued still run, under their old configuration.
             tokio::spawn(async move { previous.finish(SHUTDOWN_SLACK).await });
         }
-        if changes.contains(&Change::Checks) || changes.contains(&Change::Guard) {
-            self.restart_checks(&old);
-        }
-        if self.cfg.guard.as_ref().is_none_or(|g| !g.quorum) {
-            self.health.set_quorum_fault(None);
-        }
+        let tracker = (changes.contains(&Change::Checks) || changes.contains(&Change::Guard))
+            .then(|| self.restart_checks(&old, &new));
+        let joined_sync_group = new.sync_group.is_some() && old.sync_group != new.sync_group;
+        self.core.handle_reconfigure(now, new, tracker);
         let mut result = Ok(());
         if changes.contains(&Change::Peers) || changes.contains(&Change::Transport) {
             result = self.retarget(now, &old);
         }
-        if changes.contains(&Change::SyncGroup) {
-            self.published_fault = None;
-            if self.cfg.sync_group.is_some() {
-                let board = self.shared.sync.borrow().clone();
-                self.on_sync_board(now, &board);
-            } else {
-                self.health.set_sync_fault(None);
-                self.health.set_sync_weights(Vec::new());
-                let name = self.cfg.name.clone();
-                self.shared
-                    .sync
-                    .send_if_modified(|board| board.remove(&name).is_some());
-            }
+        if joined_sync_group {
+            let board = self.shared.sync.borrow().clone();
+            self.core.handle_sync_board(now, &board);
         }
-        self.apply_health(now);
         result
     }
 
@@ -134,86 +100,66 @@ impl Instance {
     /// the transport again, tries again.
     fn retarget(&mut self, now: Instant, old: &InstanceConfig) -> Result<(), String> {
         let endpoint = self.endpoint(self.ifindex);
+        let cfg = self.core.config().clone();
         match self
             .shared
             .transports
             .retarget(&mut self.channel, &endpoint)
         {
             Ok(queued) => {
-                tracing::info!(instance = %self.cfg.name, peers = %self.cfg.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-                    port = self.cfg.port, multicast_group = %self.cfg.multicast_group,
+                tracing::info!(instance = %cfg.name, peers = %cfg.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                    port = cfg.port, multicast_group = %cfg.multicast_group,
                     "advert transport changed in place (reload)");
                 self.replaced_channel = true;
                 for datagram in queued {
-                    self.on_datagram(now, datagram);
+                    self.on_datagram(now, &datagram);
                 }
             }
             Err(e) => {
                 let why = error_chain(&e);
-                tracing::error!(instance = %self.cfg.name, error = %why,
+                tracing::error!(instance = %cfg.name, error = %why,
                     "reload: the new advert transport cannot be opened; keeping the old one");
-                self.cfg.peers.clone_from(&old.peers);
-                self.cfg.port = old.port;
-                self.cfg.multicast_group = old.multicast_group;
+                self.core.restore_transport(old);
                 return Err(format!(
                     "the new advert transport cannot be opened, still on the old one: {why}"
                 ));
             }
         }
-        if self.cfg.peers.is_empty() {
-            // Multicast: every node on the link is heard, nobody is forgotten.
-            return Ok(());
-        }
-        let removed: Vec<u64> = self
-            .sources
-            .iter()
-            .filter(|(_, addr)| !self.cfg.peers.contains(addr))
-            .map(|(id, _)| *id)
-            .collect();
-        if !removed.is_empty() {
-            let names: Vec<String> = self
-                .election
-                .peers()
-                .filter(|p| removed.contains(&p.node_id))
-                .map(|p| p.name.clone())
-                .collect();
-            tracing::info!(instance = %self.cfg.name, forgotten = %names.join(", "),
+        let forgotten = self.core.handle_peers_configured(now);
+        if !forgotten.is_empty() {
+            tracing::info!(instance = %cfg.name, forgotten = %forgotten.join(", "),
                 "peers no longer configured are forgotten (reload)");
-            self.sources.retain(|id, _| !removed.contains(id));
-            self.election.handle_peers_removed(&removed);
-            self.refresh_known_sources();
         }
         Ok(())
     }
 
     /// The instance's advert endpoint on the link with index `ifindex`.
     fn endpoint(&self, ifindex: u32) -> Endpoint {
+        let cfg = self.core.config();
         Endpoint {
-            interface: self.cfg.interface.clone(),
+            interface: cfg.interface.clone(),
             ifindex,
-            group: self.cfg.group,
-            port: self.cfg.port,
-            multicast_group: self.cfg.multicast_group,
-            peers: self.cfg.peers.clone(),
+            group: cfg.group,
+            port: cfg.port,
+            multicast_group: cfg.multicast_group,
+            peers: cfg.peers.clone(),
             rejects: self.telemetry.metrics.rejects(),
-            min_ttl: self.cfg.min_ttl(),
+            min_ttl: cfg.min_ttl(),
         }
     }
 
     /// Starts the checks of the new configuration on a fresh channel (so no
-    /// late result of an old check is taken for a new one) with the tracker's
-    /// state carried over.
-    fn restart_checks(&mut self, old: &InstanceConfig) {
+    /// late result of an old check is taken for a new one); returns their
+    /// tracker, with the running one's state carried over.
+    fn restart_checks(&mut self, old: &InstanceConfig, new: &InstanceConfig) -> Tracker {
         for check in self.checks.drain(..) {
             check.abort();
         }
         let (check_tx, check_rx) = mpsc::unbounded_channel();
-        self.checks = health::spawn_checks(&self.cfg, &check_tx);
-        let mut tracker = Tracker::new(&self.cfg);
-        tracker.carry_over(&self.health);
-        self.health = tracker;
-        let new_interfaces: Vec<String> = self
-            .health
+        self.checks = health::spawn_checks(new, &check_tx);
+        let mut tracker = Tracker::new(new);
+        tracker.carry_over(self.core.health());
+        let new_interfaces: Vec<String> = tracker
             .tracked_interfaces()
             .filter(|name| !old.track_interfaces.iter().any(|t| t.interface == *name))
             .map(str::to_owned)
@@ -227,6 +173,7 @@ impl Instance {
         }
         self.check_tx = check_tx;
         self.replaced_checks = Some(check_rx);
+        tracker
     }
 
     /// The instance's interface is back under its name with index `ifindex`:
@@ -237,24 +184,25 @@ impl Instance {
         let endpoint = self.endpoint(ifindex);
         match self.shared.transports.open(&endpoint) {
             Ok(channel) => {
-                tracing::warn!(instance = %self.cfg.name, interface = %self.cfg.interface,
+                let cfg = self.core.config();
+                tracing::warn!(instance = %cfg.name, interface = %cfg.interface,
                     old_ifindex = self.ifindex, ifindex, up,
                     "the interface was re-created (new index); advert socket and VIPs moved to it");
                 self.channel = channel;
                 self.replaced_channel = true;
                 self.ifindex = ifindex;
-                self.conflicts.rebind(&self.cfg, ifindex);
+                self.conflicts.rebind(self.core.config(), ifindex);
                 let _ = self.ops.send(VipOp::Rebind(ifindex));
                 // The instance is in fault since the old link went, so it holds
                 // nothing; should it still, the claim follows the link.
-                self.link_up = false;
-                self.set_link(now, up);
+                self.core.handle_rebound(now, up, self.conflicts.own_mac);
             }
             Err(e) => {
-                tracing::error!(instance = %self.cfg.name, interface = %self.cfg.interface, ifindex,
+                let cfg = self.core.config();
+                tracing::error!(instance = %cfg.name, interface = %cfg.interface, ifindex,
                     error = %error_chain(&e),
                     "the interface was re-created but the advert socket cannot be opened on it; staying in fault");
-                self.set_link(now, false);
+                self.core.handle_link(now, false);
             }
         }
     }

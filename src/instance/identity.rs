@@ -53,8 +53,8 @@
 //! raised earlier, the twin could take the holder for the later starter.
 //!
 //! What it may not touch: the election's rules (it only adds a fault to the
-//! health the instance hands the election, and rewrites the priority of the
-//! adverts of a node standing aside), sockets and the clock (`now` comes in).
+//! health the instance core hands the election, and rewrites the priority of
+//! the adverts of a node standing aside), sockets and the clock (`now` comes in).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -86,7 +86,7 @@ enum Role {
 
 /// What changed with an input, for the instance to log and act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum IdentityEvent {
+pub enum IdentityEvent {
     /// An episode started; the text says who and what we do.
     Started { message: String, stands_aside: bool },
     /// The episode ended (no twin heard within its window).
@@ -95,7 +95,7 @@ pub(super) enum IdentityEvent {
 
 /// The duplicate-identity rule of one instance (see the module docs).
 #[derive(Debug)]
-pub(in crate::daemon) struct Identity {
+pub struct Identity {
     node_name: String,
     /// The boot id this instance advertises: the daemon's, raised above the
     /// twins' as the rule says.
@@ -115,7 +115,7 @@ const REMEMBERED_BOOTS: usize = 64;
 
 impl Identity {
     /// For the election configured by `cfg`, advertising `boot_id` (the daemon's).
-    pub(in crate::daemon) fn new(cfg: &ElectionConfig, boot_id: u64) -> Self {
+    pub fn new(cfg: &ElectionConfig, boot_id: u64) -> Self {
         Self::with(cfg.node_name.clone(), boot_id, cfg.settings.takeover_margin)
     }
 
@@ -131,17 +131,12 @@ impl Identity {
     }
 
     /// The boot id to put in our adverts.
-    pub(super) fn boot_id(&self) -> u64 {
+    pub fn boot_id(&self) -> u64 {
         self.boot_id
     }
 
     /// An advert carrying our own node id, from `source`.
-    pub(super) fn hear(
-        &mut self,
-        now: Instant,
-        source: IpAddr,
-        advert: &Advert,
-    ) -> Option<IdentityEvent> {
+    pub fn hear(&mut self, now: Instant, source: IpAddr, advert: &Advert) -> Option<IdentityEvent> {
         if advert.boot_id == self.boot_id {
             // Our own advert, looped back.
             return None;
@@ -190,9 +185,15 @@ impl Identity {
         event
     }
 
+    /// When the next twin leaves its window (the next [`Self::expire`] that
+    /// can change anything).
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.twins.values().map(|t| t.last_heard + t.window).min()
+    }
+
     /// Forgets twins not heard within their window; ends the episode when none
-    /// is left. Call at every wake-up.
-    pub(super) fn expire(&mut self, now: Instant) -> Option<IdentityEvent> {
+    /// is left. Called at its [`Self::next_expiry`] and after every input.
+    pub fn expire(&mut self, now: Instant) -> Option<IdentityEvent> {
         let role = self.role?;
         let before = self.conflict().unwrap_or_default();
         let highest = self.twins.values().map(|t| t.boot_id).max().unwrap_or(0);
@@ -213,14 +214,14 @@ impl Identity {
     }
 
     /// The fault this node is in because of a twin, while it stands aside.
-    pub(super) fn fault(&self) -> Option<String> {
+    pub fn fault(&self) -> Option<String> {
         (self.role == Some(Role::StandsAside))
             .then(|| self.conflict())
             .flatten()
     }
 
     /// "node name X is also used by ADDRESS (...)", while an episode runs.
-    pub(super) fn conflict(&self) -> Option<String> {
+    pub fn conflict(&self) -> Option<String> {
         let role = self.role?;
         let mut text = format!("node name {} is also used by ", self.node_name);
         for (i, source) in self.twins.keys().enumerate() {
@@ -239,7 +240,7 @@ impl Identity {
     /// Our advert as it goes out: while standing aside, priority 0 and no
     /// master flag, the signal the holder waits for. A master's own release
     /// (priority 0, master flag) goes out as it is.
-    pub(super) fn outgoing(&self, mut body: AdvertBody) -> AdvertBody {
+    pub fn outgoing(&self, mut body: AdvertBody) -> AdvertBody {
         if self.role == Some(Role::StandsAside) && !body.flags.contains(Flags::MASTER) {
             body.priority = 0;
         }

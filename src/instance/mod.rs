@@ -1,0 +1,843 @@
+//! The instance core: every rule that decides whether this node holds one
+//! instance's VIPs, as one sans-IO state machine ([`InstanceCore`]).
+//!
+//! The core owns the [`Election`], the health [`Tracker`], the
+//! duplicate-identity rule ([`identity`]), the replay guard, the peers' source
+//! addresses and versions, the quorum and sync-group faults and the conflict
+//! watch ([`crate::conflict`]) with the claim it may hold back. It is fed
+//! `handle_*(now, …)` calls — a datagram's bytes, a check result, the link,
+//! a tracked interface, the sync board, an operator command, a reload, a
+//! sighting of an ARP/NA claim, a timeout — and the caller then takes
+//! [`Output`]s with [`InstanceCore::poll_output`] until it returns `None`:
+//! adverts to send, orders for the VIP worker, and events for logs, history,
+//! hooks, metrics and the sync board. [`InstanceCore::poll_timeout`] is the
+//! next moment it must be fed `handle_timeout` without any other input.
+//!
+//! No sockets, no tasks, no clock reads, no logging: the driver
+//! (`daemon::instance`) reads the clock once per wake-up, moves bytes and
+//! results, and logs the events. So every rule here runs in the seeded
+//! simulation (`tests/simulation.rs`, several instances per node and a
+//! network between them) and in unit tests without root.
+//!
+//! # Rules
+//!
+//! Each rule and why; the election's own rules are in [`crate::election`],
+//! the conflict watch's in [`crate::conflict`], the health tracker's in
+//! [`crate::health`].
+//!
+//! 1. **An advert is authenticated before anything reads it.** A datagram that
+//!    does not decode, names another group or fails HMAC verification is
+//!    rejected ([`Event::Rejected`]) and counted; nothing else changes. Why:
+//!    anyone on the link can send datagrams; only a key holder may influence
+//!    the election.
+//! 2. **Our own node id goes to the name-clash rule, never further.** An
+//!    advert carrying this node's id is our own (looped back) or a twin's (the
+//!    same node name elsewhere); it goes to [`Identity`] before the replay
+//!    guard and the election (see [`identity`] for the rule and its reasons).
+//!    The later-started twin stands aside with a fault; its adverts carry
+//!    priority 0 and no master flag.
+//! 3. **A replayed advert is dropped.** Per node id, a boot id may not go down
+//!    and, within one boot id, the sequence must rise ([`ReplayGuard`]); the
+//!    guard is seeded from the node's replay book at start, so a restart does
+//!    not open a window. Why: a recorded master advert, replayed, would hold
+//!    the backups off while the master is dead.
+//! 4. **Known sources.** Each accepted advert records its sender's address per
+//!    node id (at most 1,024 node ids; past that, those no longer in the
+//!    election's peer table are forgotten). A new address raises
+//!    [`Event::KnownSourcesChanged`], so the driver can read its peers'
+//!    datagrams before the rest under a flood. A reload that changes unicast
+//!    `peers` forgets the node ids last heard from an address no longer
+//!    configured.
+//! 5. **Planned overlaps are told apart.** Hearing another master while this
+//!    node hands over (drain, stop) to it is the handover completing, not two
+//!    masters: the notice carries `planned: true`.
+//! 6. **Quorum.** With the guard's `quorum` on and `peers_total` set, the node
+//!    is in fault while it hears fewer than a strict majority of the group,
+//!    itself included (liveness as the election counts it for quorum). It is
+//!    re-checked after every input and at the moment the first counted peer
+//!    would drop out ([`InstanceCore::poll_timeout`]). Why: a node cut off
+//!    from the majority must not take the VIPs.
+//! 7. **Sync groups.** An instance publishes its *own* fault and weight
+//!    ([`Event::SyncEntry`], only when they change); it is in fault while
+//!    another member of its sync group is in a fault of its own, and adds the
+//!    other members' weights. Why: VIPs that must move together (a database's
+//!    address and its replication address) must not split across nodes.
+//!    Publishing the sync fault itself would latch the group in fault.
+//! 8. **Health is one fault.** The election is handed the tracker's health
+//!    with the name-clash fault and a refused cold claim's fault added, after
+//!    every change of any of them.
+//! 9. **A cold claim may wait for a probe.** When the election claims and no
+//!    peer was ever heard (a lone cold start), the conflict watch may hold the
+//!    claim back for its probe; announcements wait with it. A refused claim
+//!    becomes a fault; a cleared one goes ahead with the announcement that
+//!    waited. A takeover (a peer heard) never waits.
+//! 10. **A VIP removed under a master is claimed again**, as is every VIP after
+//!     lost netlink notifications or the interface coming back up (the kernel
+//!     drops IPv6 addresses on admin-down). Why: only the master may hold
+//!     them, and it must hold all of them.
+//! 11. **The link is health.** The instance's own interface down is a fault;
+//!     its return starts the routed mode's route wait before the fault clears
+//!     (the election's rule "Preempt waits for the route").
+
+mod identity;
+mod settings;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+pub use identity::{Identity, IdentityEvent};
+pub use settings::{copy_election_fields, election_fields_differ, election_settings};
+
+use crate::config::{InstanceConfig, Vip};
+use crate::conflict::{ConflictEvent, ConflictWatch, Mac, ProbeSettings, Sighting};
+use crate::election::{
+    Action, Command, CommandError, Election, ElectionConfig, Health, Notice, Reason, State,
+};
+use crate::health::{CheckEvent, SyncEntry, Tracker};
+use crate::wire::{self, AdvertBody, ReplayGuard, WireError};
+
+/// How many node ids' addresses and versions are remembered before those
+/// no longer in the peer table are forgotten.
+const MAX_REMEMBERED_NODES: usize = 1024;
+
+/// What the core needs to know about the node it runs on.
+#[derive(Clone, Debug)]
+pub struct NodeFacts {
+    pub node_id: u64,
+    pub node_name: String,
+    /// The daemon's boot id (adverts carry it; the name-clash rule may raise it).
+    pub boot_id: u64,
+    pub startup_delay: Duration,
+}
+
+/// An order for the instance's VIP worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VipOrder {
+    /// Add the VIPs (and routed mode's routes).
+    Claim,
+    /// Start the announcement rounds (gratuitous ARP / unsolicited NA).
+    Announce,
+    /// One announcement now, outside the rounds.
+    AnnounceOnce,
+    StopAnnouncing,
+    /// Remove the VIPs.
+    Release,
+    /// Add again the VIP that was removed (`Some`) or every VIP (`None`).
+    Reclaim(Option<Vip>),
+    /// Read the link state again (netlink notifications were lost).
+    CheckLink,
+    /// Send the conflict watch's probes (ARP probe / DAD solicitation).
+    Probe,
+}
+
+/// Something the driver logs, records or passes on; none of it changes a
+/// decision already taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    StateChanged {
+        from: State,
+        to: State,
+        reason: Reason,
+    },
+    /// `planned`: heard while this node hands over to that master (rule 5).
+    Notice {
+        notice: Notice,
+        planned: bool,
+    },
+    NameClash(IdentityEvent),
+    Rejected {
+        source: IpAddr,
+        error: WireError,
+    },
+    /// An advert passed every check (for the advert-gap metric).
+    AdvertAccepted {
+        node_id: u64,
+        master: bool,
+    },
+    /// A peer's source address is new: [`InstanceCore::known_sources`] changed.
+    KnownSourcesChanged,
+    /// This instance's own fault or weight for its sync group changed.
+    SyncEntry(SyncEntry),
+    /// The instance left its sync group (reload): remove its entry.
+    SyncLeft,
+    QuorumLost {
+        heard: usize,
+        total: u32,
+        needed: usize,
+    },
+    QuorumRegained {
+        heard: usize,
+        total: u32,
+    },
+    /// The instance's own interface went up or down.
+    LinkChanged {
+        up: bool,
+    },
+    ForeignClaimStarted {
+        addr: IpAddr,
+        mac: Mac,
+    },
+    ForeignClaimEnded {
+        addr: IpAddr,
+        mac: Mac,
+        sightings: u64,
+        lasted: Duration,
+    },
+    /// The probe found nobody: the held-back claim goes ahead.
+    ClaimCleared,
+    ClaimRefused {
+        addr: IpAddr,
+        mac: Mac,
+    },
+    RefusalLifted {
+        why: &'static str,
+    },
+    /// The shutdown the election was asked for is complete.
+    ShutdownComplete,
+}
+
+/// What the core asks the driver to do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send this advert: the driver numbers it (the node's sequence), encodes,
+    /// signs and sends it.
+    Advert {
+        body: AdvertBody,
+        boot_id: u64,
+    },
+    Vips(VipOrder),
+    Event(Event),
+}
+
+/// One instance's rules (see the module docs).
+#[derive(Debug)]
+pub struct InstanceCore {
+    cfg: InstanceConfig,
+    election: Election,
+    health: Tracker,
+    identity: Identity,
+    replay: ReplayGuard,
+    /// node id → source address of its last accepted advert.
+    sources: HashMap<u64, IpAddr>,
+    /// node id → software version its adverts carry (extension field 1).
+    peer_versions: HashMap<u64, String>,
+    watch: ConflictWatch,
+    /// A claim the watch holds back until its probe is done, and the
+    /// announcement that waits with it.
+    claim_deferred: bool,
+    announce_deferred: bool,
+    /// The fault of a refused cold claim.
+    refusal: Option<String>,
+    /// Foreign-claim episodes since the instance started.
+    episodes: u64,
+    link_up: bool,
+    /// Claimed and not released since.
+    claimed: bool,
+    auth_failures: u64,
+    /// The own sync entry last published (`None`: not yet).
+    published: Option<SyncEntry>,
+    /// Whether the election was handing over when the last advert came in.
+    handing_over_at_input: bool,
+    /// When the quorum may next change without an input.
+    quorum_recheck: Option<Instant>,
+    outputs: VecDeque<Output>,
+}
+
+impl InstanceCore {
+    /// A core for `cfg` on `node`, its replay guard seeded by the caller,
+    /// starting at `now` with the link up and nothing claimed.
+    pub fn new(
+        cfg: InstanceConfig,
+        node: &NodeFacts,
+        start_drained: bool,
+        replay: ReplayGuard,
+        now: Instant,
+    ) -> Self {
+        let election_cfg = ElectionConfig {
+            node_id: node.node_id,
+            node_name: node.node_name.clone(),
+            group: cfg.group,
+            startup_delay: node.startup_delay,
+            start_drained,
+            route_ready_after: cfg.route.as_ref().map_or(Duration::ZERO, |r| r.ready_after),
+            settings: election_settings(&cfg),
+        };
+        let identity = Identity::new(&election_cfg, node.boot_id);
+        Self {
+            health: Tracker::new(&cfg),
+            watch: ConflictWatch::new(probe_settings(&cfg)),
+            election: Election::new(election_cfg, now),
+            cfg,
+            identity,
+            replay,
+            sources: HashMap::new(),
+            peer_versions: HashMap::new(),
+            claim_deferred: false,
+            announce_deferred: false,
+            refusal: None,
+            episodes: 0,
+            link_up: true,
+            claimed: false,
+            auth_failures: 0,
+            published: None,
+            handing_over_at_input: false,
+            quorum_recheck: None,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// A datagram addressed to this instance's group, from `source`.
+    pub fn handle_datagram(&mut self, now: Instant, source: IpAddr, bytes: &[u8]) {
+        self.take_datagram(now, source, bytes);
+        self.settle(now);
+    }
+
+    fn take_datagram(&mut self, now: Instant, source: IpAddr, bytes: &[u8]) {
+        let (mut advert, extensions) = match wire::decode_extended(
+            bytes,
+            self.cfg.group,
+            &self.cfg.auth,
+            &self.cfg.auth_accept,
+        ) {
+            Ok(a) => a,
+            Err(error) => return self.reject(source, error),
+        };
+        // A peer's name reaches logs, hooks and terminals: printable only.
+        advert.body.node_name = wire::printable_name(&advert.body.node_name);
+        if advert.body.node_id == self.election.config().node_id {
+            if let Some(event) = self.identity.hear(now, source, &advert) {
+                self.push_event(Event::NameClash(event));
+                self.apply_health(now);
+            }
+            return;
+        }
+        if let Err(error) = self.replay.check(&advert) {
+            return self.reject(source, error);
+        }
+        let node_id = advert.body.node_id;
+        if self.sources.len() >= MAX_REMEMBERED_NODES && !self.sources.contains_key(&node_id) {
+            let known: HashSet<u64> = self.election.peers().map(|p| p.node_id).collect();
+            self.sources.retain(|id, _| known.contains(id));
+        }
+        let new_source = self.sources.insert(node_id, source) != Some(source);
+        if self.peer_versions.len() >= MAX_REMEMBERED_NODES
+            && !self.peer_versions.contains_key(&node_id)
+        {
+            let known: HashSet<u64> = self.election.peers().map(|p| p.node_id).collect();
+            self.peer_versions.retain(|id, _| known.contains(id));
+        }
+        if let Some(mac) = wire::link_address(&extensions) {
+            self.watch.set_peer_mac(node_id, Mac(mac));
+        }
+        self.watch.handle_peer_heard();
+        match wire::software_version(&extensions) {
+            Some(version) => {
+                if self.peer_versions.get(&node_id) != Some(&version) {
+                    self.peer_versions.insert(node_id, version);
+                }
+            }
+            None => {
+                self.peer_versions.remove(&node_id);
+            }
+        }
+        self.handing_over_at_input = self.election.is_handing_over();
+        self.push_event(Event::AdvertAccepted {
+            node_id,
+            master: advert.body.flags.contains(wire::Flags::MASTER),
+        });
+        self.election.handle_advert(now, &advert.body);
+        if new_source {
+            self.push_event(Event::KnownSourcesChanged);
+        }
+    }
+
+    fn reject(&mut self, source: IpAddr, error: WireError) {
+        self.auth_failures += 1;
+        self.push_event(Event::Rejected { source, error });
+    }
+
+    /// Time passed: timers due at `now` fire.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.election.handle_timeout(now);
+        self.watch.handle_timeout(now);
+        self.settle(now);
+    }
+
+    /// A track script, file, interface lookup or guard result.
+    pub fn handle_check(&mut self, now: Instant, event: CheckEvent) {
+        self.health.on_event(event);
+        self.apply_health(now);
+        self.settle(now);
+    }
+
+    /// The instance's own interface is up or down.
+    pub fn handle_link(&mut self, now: Instant, up: bool) {
+        let was_up = self.link_up;
+        self.link_up = up;
+        // Before the health: the fault clears with a route wait already running.
+        self.election.handle_uplink(now, up);
+        self.health
+            .set_link_down((!up).then(|| format!("interface {} is down", self.cfg.interface)));
+        if up != was_up {
+            self.push_event(Event::LinkChanged { up });
+        }
+        if up && !was_up && self.claimed {
+            self.push(Output::Vips(VipOrder::Reclaim(None)));
+        }
+        self.apply_health(now);
+        self.settle(now);
+    }
+
+    /// The interface came back under its name with a new index, `up` or not:
+    /// the instance held nothing while it was gone, and follows the new link.
+    pub fn handle_rebound(&mut self, now: Instant, up: bool, own_mac: Option<[u8; 6]>) {
+        self.watch.set_own_mac(own_mac.map(Mac));
+        self.link_up = false;
+        self.handle_link(now, up);
+    }
+
+    /// A link other than the instance's own changed: a tracked interface?
+    pub fn handle_interface(&mut self, now: Instant, name: &str, up: bool) {
+        if self.health.set_interface(name, up) {
+            self.apply_health(now);
+            self.settle(now);
+        }
+    }
+
+    /// An address was removed from the instance's interface.
+    pub fn handle_address_removed(&mut self, now: Instant, addr: IpAddr) {
+        let Some(vip) = self.cfg.vips.iter().find(|v| v.addr == addr).copied() else {
+            return;
+        };
+        if self.claimed && self.election.state() == State::Master {
+            self.push(Output::Vips(VipOrder::Reclaim(Some(vip))));
+        }
+        self.settle(now);
+    }
+
+    /// Netlink notifications were lost: the link and the VIPs are read again.
+    pub fn handle_netlink_overrun(&mut self, now: Instant) {
+        self.push(Output::Vips(VipOrder::CheckLink));
+        if self.claimed {
+            self.push(Output::Vips(VipOrder::Reclaim(None)));
+        }
+        self.settle(now);
+    }
+
+    /// The VIP worker cannot claim or announce (`Some(why)`), or can again.
+    pub fn handle_claim_fault(&mut self, now: Instant, why: Option<String>) {
+        self.health.set_claim_fault(why);
+        self.apply_health(now);
+        self.settle(now);
+    }
+
+    /// Someone on the link claimed one of the VIPs (ARP/NA).
+    pub fn handle_sighting(&mut self, now: Instant, sighting: Sighting) {
+        self.watch.handle_sighting(now, sighting);
+        self.settle(now);
+    }
+
+    /// This node's MAC on the instance's interface (`None`: unknown).
+    pub fn set_own_mac(&mut self, mac: Option<[u8; 6]>) {
+        self.watch.set_own_mac(mac.map(Mac));
+    }
+
+    /// The sync board changed: every instance's own fault and weight.
+    pub fn handle_sync_board(&mut self, now: Instant, board: &BTreeMap<String, SyncEntry>) {
+        let Some(group) = &self.cfg.sync_group else {
+            return;
+        };
+        let others = || group.instances.iter().filter(|m| **m != self.cfg.name);
+        let fault = others().find_map(|m| {
+            board
+                .get(m)
+                .and_then(|e| e.fault.as_ref())
+                .map(|why| format!("sync group {}: member {m} is in fault ({why})", group.name))
+        });
+        let weights = others()
+            .filter_map(|m| {
+                let w = board.get(m)?.weight;
+                (w != 0).then(|| {
+                    (
+                        w,
+                        format!("sync group {}: member {m} weighs {w:+}", group.name),
+                    )
+                })
+            })
+            .collect();
+        self.health.set_sync_fault(fault);
+        self.health.set_sync_weights(weights);
+        self.apply_health(now);
+        self.settle(now);
+    }
+
+    /// An operator command (drain, undrain, promote).
+    pub fn handle_command(&mut self, now: Instant, command: Command) -> Result<(), CommandError> {
+        let result = self.election.handle_command(now, command);
+        self.settle(now);
+        result
+    }
+
+    /// Stop: hand over (make-before-break) and release.
+    pub fn handle_shutdown(&mut self, now: Instant) {
+        self.election.handle_shutdown(now);
+        self.settle(now);
+    }
+
+    /// A reload changed the configuration in place. `tracker`: the health
+    /// tracker of restarted checks (state carried over), if they restarted.
+    pub fn handle_reconfigure(
+        &mut self,
+        now: Instant,
+        new: InstanceConfig,
+        tracker: Option<Tracker>,
+    ) {
+        let old = std::mem::replace(&mut self.cfg, new);
+        self.watch.set_probe(probe_settings(&self.cfg));
+        if let Some(tracker) = tracker {
+            self.health = tracker;
+        }
+        if election_settings(&old) != election_settings(&self.cfg) {
+            self.election
+                .handle_settings(now, election_settings(&self.cfg));
+        }
+        if self.cfg.guard.as_ref().is_none_or(|g| !g.quorum) {
+            self.health.set_quorum_fault(None);
+        }
+        if old.sync_group != self.cfg.sync_group {
+            self.published = None;
+            if self.cfg.sync_group.is_none() {
+                self.health.set_sync_fault(None);
+                self.health.set_sync_weights(Vec::new());
+                self.push_event(Event::SyncLeft);
+            }
+        }
+        self.apply_health(now);
+        self.settle(now);
+    }
+
+    /// The new transport of a reload could not be opened: the old one's
+    /// settings stay.
+    pub fn restore_transport(&mut self, old: &InstanceConfig) {
+        self.cfg.peers.clone_from(&old.peers);
+        self.cfg.port = old.port;
+        self.cfg.multicast_group = old.multicast_group;
+    }
+
+    /// Unicast `peers` changed (reload): node ids last heard from an address
+    /// no longer configured are forgotten. Returns their names.
+    pub fn handle_peers_configured(&mut self, now: Instant) -> Vec<String> {
+        if self.cfg.peers.is_empty() {
+            // Multicast: every node on the link is heard, nobody is forgotten.
+            return Vec::new();
+        }
+        let removed: Vec<u64> = self
+            .sources
+            .iter()
+            .filter(|(_, addr)| !self.cfg.peers.contains(addr))
+            .map(|(id, _)| *id)
+            .collect();
+        if removed.is_empty() {
+            return Vec::new();
+        }
+        let names = self
+            .election
+            .peers()
+            .filter(|p| removed.contains(&p.node_id))
+            .map(|p| p.name.clone())
+            .collect();
+        self.sources.retain(|id, _| !removed.contains(id));
+        self.election.handle_peers_removed(&removed);
+        self.push_event(Event::KnownSourcesChanged);
+        self.settle(now);
+        names
+    }
+
+    // --------------------------------------------------------------- outputs
+
+    /// The next thing to do, in order; `None` when there is nothing left.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When `handle_timeout` must be called if nothing else comes in.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.election.poll_timeout(),
+            self.watch.poll_timeout(),
+            self.identity.next_expiry(),
+            self.quorum_recheck,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The deadline, if any, that decides a takeover (the driver keeps it
+    /// exactly).
+    pub fn takeover_deadline(&self) -> Option<Instant> {
+        self.election.takeover_deadline()
+    }
+
+    // ------------------------------------------------------------ read-only
+
+    pub fn config(&self) -> &InstanceConfig {
+        &self.cfg
+    }
+
+    pub fn election(&self) -> &Election {
+        &self.election
+    }
+
+    pub fn health(&self) -> &Tracker {
+        &self.health
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub fn replay(&self) -> &ReplayGuard {
+        &self.replay
+    }
+
+    pub fn watch(&self) -> &ConflictWatch {
+        &self.watch
+    }
+
+    /// The source address each peer was last heard from.
+    pub fn sources(&self) -> &HashMap<u64, IpAddr> {
+        &self.sources
+    }
+
+    /// The software version each peer's adverts carry.
+    pub fn peer_versions(&self) -> &HashMap<u64, String> {
+        &self.peer_versions
+    }
+
+    /// The addresses of the election's current peers, as last heard from.
+    pub fn known_sources(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.election
+            .peers()
+            .filter_map(|p| self.sources.get(&p.node_id).copied())
+    }
+
+    /// Rejected datagrams since start.
+    pub fn auth_failures(&self) -> u64 {
+        self.auth_failures
+    }
+
+    /// Foreign-claim episodes since start.
+    pub fn foreign_claim_episodes(&self) -> u64 {
+        self.episodes
+    }
+
+    /// Claimed and not released since.
+    pub fn is_claimed(&self) -> bool {
+        self.claimed
+    }
+
+    pub fn link_up(&self) -> bool {
+        self.link_up
+    }
+
+    // -------------------------------------------------------------- inside
+
+    fn push(&mut self, output: Output) {
+        self.outputs.push_back(output);
+    }
+
+    fn push_event(&mut self, event: Event) {
+        self.outputs.push_back(Output::Event(event));
+    }
+
+    /// The end of every input: the name-clash episode's end, the quorum, and
+    /// the election's and the watch's outputs until quiet.
+    fn settle(&mut self, now: Instant) {
+        if let Some(event) = self.identity.expire(now) {
+            self.push_event(Event::NameClash(event));
+            self.apply_health(now);
+        }
+        self.check_quorum(now);
+        // The election's actions can start a probe or end an episode, and a
+        // refused claim changes the health: both until quiet (bounded).
+        for _ in 0..4 {
+            self.drain_election(now);
+            if !self.drain_conflicts(now) {
+                break;
+            }
+        }
+    }
+
+    /// The tracker's health plus the name-clash and refused-claim faults,
+    /// handed to the election; the own sync entry published when it changed.
+    fn apply_health(&mut self, now: Instant) {
+        self.election.handle_health(now, self.combined_health());
+        if self.cfg.sync_group.is_some() {
+            let own = self.health.sync_entry();
+            if self.published.as_ref() != Some(&own) {
+                self.published = Some(own.clone());
+                self.push_event(Event::SyncEntry(own));
+            }
+        }
+    }
+
+    fn combined_health(&self) -> Health {
+        let mut health = self.health.health();
+        for why in [self.identity.fault(), self.refusal.clone()]
+            .into_iter()
+            .flatten()
+        {
+            health.fault = Some(match health.fault {
+                Some(other) => format!("{why}; {other}"),
+                None => why,
+            });
+        }
+        health
+    }
+
+    fn check_quorum(&mut self, now: Instant) {
+        let Some(total) = self
+            .cfg
+            .guard
+            .as_ref()
+            .filter(|g| g.quorum)
+            .and_then(|g| g.peers_total)
+        else {
+            self.quorum_recheck = None;
+            return;
+        };
+        let quorum = self.election.quorum(now, total);
+        self.quorum_recheck = self.election.quorum_changes_at(now);
+        let (heard, needed) = (quorum.heard, quorum.needed);
+        let fault = (!quorum.is_met()).then(|| {
+            format!("guard: quorum lost: hears {heard} of {total} nodes (itself included), needs {needed}")
+        });
+        if fault != self.health.quorum_fault() {
+            self.push_event(if fault.is_some() {
+                Event::QuorumLost {
+                    heard,
+                    total,
+                    needed,
+                }
+            } else {
+                Event::QuorumRegained { heard, total }
+            });
+            self.health.set_quorum_fault(fault);
+            self.apply_health(now);
+        }
+    }
+
+    fn drain_election(&mut self, now: Instant) {
+        while let Some(action) = self.election.poll_action() {
+            match action {
+                Action::SendAdvert(body) => {
+                    let body = self.identity.outgoing(body);
+                    let boot_id = self.identity.boot_id();
+                    self.push(Output::Advert { body, boot_id });
+                }
+                Action::ClaimVips => {
+                    // A cold claim (no peer heard since start) may wait for
+                    // the conflict watch's probe (rule 9).
+                    let cold = self.sources.is_empty();
+                    if self.watch.handle_claim(now, cold) {
+                        self.claimed = true;
+                        self.push(Output::Vips(VipOrder::Claim));
+                    } else {
+                        self.claim_deferred = true;
+                    }
+                }
+                Action::AnnounceVips if self.claim_deferred => self.announce_deferred = true,
+                Action::AnnounceVips => self.push(Output::Vips(VipOrder::Announce)),
+                Action::ReannounceVips if self.claim_deferred => {}
+                Action::ReannounceVips => self.push(Output::Vips(VipOrder::AnnounceOnce)),
+                Action::StopAnnouncing => {
+                    self.announce_deferred = false;
+                    self.push(Output::Vips(VipOrder::StopAnnouncing));
+                }
+                Action::ReleaseVips => {
+                    self.claimed = false;
+                    self.claim_deferred = false;
+                    self.announce_deferred = false;
+                    self.watch.handle_holding(now, false);
+                    self.push(Output::Vips(VipOrder::Release));
+                }
+                Action::StateChanged { from, to, reason } => {
+                    self.push_event(Event::StateChanged { from, to, reason });
+                }
+                Action::Notice(notice) => {
+                    let planned = self.handing_over_at_input
+                        && matches!(notice, Notice::OtherMasterHeard { we_stay: false, .. });
+                    self.push_event(Event::Notice { notice, planned });
+                }
+                Action::ShutdownComplete => self.push_event(Event::ShutdownComplete),
+            }
+        }
+    }
+
+    /// Takes the conflict watch's events; true if any changed the health.
+    fn drain_conflicts(&mut self, now: Instant) -> bool {
+        let mut health_changed = false;
+        while let Some(event) = self.watch.poll_event() {
+            match event {
+                ConflictEvent::ForeignClaimStarted { addr, mac } => {
+                    self.episodes += 1;
+                    self.push_event(Event::ForeignClaimStarted { addr, mac });
+                }
+                ConflictEvent::ForeignClaimEnded {
+                    addr,
+                    mac,
+                    sightings,
+                    lasted,
+                } => self.push_event(Event::ForeignClaimEnded {
+                    addr,
+                    mac,
+                    sightings,
+                    lasted,
+                }),
+                ConflictEvent::Reannounce => self.push(Output::Vips(VipOrder::AnnounceOnce)),
+                ConflictEvent::SendProbes => self.push(Output::Vips(VipOrder::Probe)),
+                ConflictEvent::ClaimCleared => {
+                    if std::mem::take(&mut self.claim_deferred) {
+                        self.claimed = true;
+                        self.push_event(Event::ClaimCleared);
+                        self.push(Output::Vips(VipOrder::Claim));
+                        if std::mem::take(&mut self.announce_deferred) {
+                            self.push(Output::Vips(VipOrder::Announce));
+                        }
+                    }
+                }
+                ConflictEvent::ClaimRefused { addr, mac } => {
+                    self.claim_deferred = false;
+                    self.announce_deferred = false;
+                    self.refusal = Some(format!(
+                        "VIP {addr} is already answered for by {mac}, another host: not claiming it (probing again every {} s)",
+                        crate::conflict::PROBE_RETRY.as_secs()
+                    ));
+                    self.push_event(Event::ClaimRefused { addr, mac });
+                    health_changed = true;
+                }
+                ConflictEvent::RefusalLifted { why } => {
+                    self.refusal = None;
+                    self.push_event(Event::RefusalLifted { why });
+                    health_changed = true;
+                }
+            }
+        }
+        if health_changed {
+            self.apply_health(now);
+        }
+        health_changed
+    }
+}
+
+/// The conflict watch's probe settings: none in routed mode (no ARP/NA) or
+/// with `announce_probe = false`.
+fn probe_settings(cfg: &InstanceConfig) -> Option<ProbeSettings> {
+    (cfg.route.is_none() && cfg.announce.probe).then(ProbeSettings::default)
+}
