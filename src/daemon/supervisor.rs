@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::instance::{
-    clock, look_up_links, Conflicts, Instance, InstanceInputs, InstanceMsg, RejectLog,
-    ReplayCheckpoint, Telemetry,
+    clock, look_up_links, Conflicts, Instance, InstanceInputs, InstanceMsg, InstanceSink,
+    RejectLog, ReplayCheckpoint, Telemetry,
 };
 use super::reload::{self, ReloadError, ReloadSummary};
 pub(super) use super::shared::Shared;
@@ -76,19 +76,23 @@ impl Supervisor {
                 interface: cfg.interface.clone(),
                 source,
             })?;
+        let sink = Arc::new(InstanceSink::default());
         let channel = self
             .shared
             .transports
-            .open(&Endpoint {
-                interface: cfg.interface.clone(),
-                ifindex: link.index,
-                group: cfg.group,
-                port: cfg.port,
-                multicast_group: cfg.multicast_group,
-                peers: cfg.peers.clone(),
-                rejects: metrics.rejects(),
-                min_ttl: cfg.min_ttl(),
-            })
+            .open(
+                &Endpoint {
+                    interface: cfg.interface.clone(),
+                    ifindex: link.index,
+                    group: cfg.group,
+                    port: cfg.port,
+                    multicast_group: cfg.multicast_group,
+                    peers: cfg.peers.clone(),
+                    rejects: metrics.rejects(),
+                    min_ttl: cfg.min_ttl(),
+                },
+                sink.clone(),
+            )
             .map_err(|source| DaemonError::Transport {
                 instance: cfg.name.clone(),
                 source,
@@ -169,7 +173,6 @@ impl Supervisor {
             ops: ops_tx,
             held,
             replaced_checks: None,
-            replaced_channel: false,
             telemetry: Telemetry::new(
                 self.shared.node.name.clone(),
                 cfg.name.clone(),
@@ -179,6 +182,8 @@ impl Supervisor {
             conflicts,
             checkpoint: Some(checkpoint),
             stopped: false,
+            sink,
+            timer_armed: None,
         };
         tracing::info!(instance = %cfg.name, interface = %cfg.interface, ifindex = link.index, group = cfg.group,
             priority = cfg.priority, vips = %vip_list(&cfg.vips),

@@ -358,7 +358,7 @@ impl Reading {
     fn encode_counters(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use MetricType::{Counter, Histogram};
         let c = &self.counters;
-        family(e, "vipd_adverts_rejected", "Adverts (or datagrams meant as adverts) not taken, by reason: bad_ttl (sent from off the link), unknown_source (not a configured unicast peer), malformed, version, other_group, authentication (wrong key or forged), replay, inbox_full (the instance was busy).", Counter, |m| {
+        family(e, "vipd_adverts_rejected", "Adverts (or datagrams meant as adverts) not taken, by reason: bad_ttl (sent from off the link), unknown_source (not a configured unicast peer), malformed, version, other_group, authentication (wrong key or forged), replay.", Counter, |m| {
             for i in c {
                 for (reason, n) in &i.rejects {
                     counter(m, &[(NAME, i.name.as_str()), ("reason", reason.label())], *n)?;

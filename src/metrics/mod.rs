@@ -59,13 +59,11 @@ pub enum Rejection {
     Authentication,
     /// Not newer than what was accepted from that node (boot id, sequence).
     Replay,
-    /// The instance's inbox was full (it was busy): dropped unread.
-    InboxFull,
 }
 
 impl Rejection {
     /// Every reason, in label order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 7] = [
         Self::BadTtl,
         Self::UnknownSource,
         Self::Malformed,
@@ -73,7 +71,6 @@ impl Rejection {
         Self::OtherGroup,
         Self::Authentication,
         Self::Replay,
-        Self::InboxFull,
     ];
 
     /// The reason a decode or replay error stands for.
@@ -97,7 +94,6 @@ impl Rejection {
             Self::OtherGroup => "other_group",
             Self::Authentication => "authentication",
             Self::Replay => "replay",
-            Self::InboxFull => "inbox_full",
         }
     }
 

@@ -3,19 +3,29 @@
 //!
 //! # The seam
 //!
-//! An instance task sees its transport as two things only (see [`Channel`]):
+//! An instance sees its transport as two things only:
 //!
-//! - an [`AdvertSender`]: `send(&[u8])` hands one encoded advert to every
-//!   destination of the instance. It never blocks: a full socket buffer drops the
-//!   advert (and counts it); the next one goes a period later.
-//! - an [`Inbox`]: the raw datagrams addressed to the instance's group, with
-//!   their source address, already past the TTL check and (unicast) the peer
-//!   filter, in two lanes: sources the instance has authenticated before, read
-//!   first, and the rest (so a flood of junk cannot crowd out the peers'
-//!   adverts). Decoding and authentication are the instance's job.
+//! - an [`AdvertSender`] (in its [`Channel`]): `send(&[u8])` hands one encoded
+//!   advert to every destination of the instance. It never blocks: a full
+//!   socket buffer drops the advert (and counts it); the next one goes a
+//!   period later.
+//! - a [`DatagramSink`] it subscribes with: the socket's receive task calls
+//!   it with each raw datagram addressed to the instance's group, with its
+//!   source address, already past the TTL check and (unicast) the peer
+//!   filter — directly, without a queue or a hop to another task. Decoding
+//!   and authentication are the sink's job.
 //!
-//! Tests (or a turmoil simulation) can build a [`Channel`] from any sender and
-//! [`Inbox::channel`]; [`Transports`] builds real ones on sockets.
+//! # Under a flood
+//!
+//! The receive task reads up to [`RECV_BATCH`] datagrams per system call
+//! (`recvmmsg`) and hands over first those from the sources each instance
+//! authenticated before ([`Subscription::set_known_sources`]), then the rest:
+//! junk from other addresses cannot go before a peer's advert of the same
+//! batch. After a full batch it yields to the runtime, so timers and other
+//! tasks run between batches (bounded work per wake-up); the socket's 4 MiB
+//! receive buffer holds what waits. It reads the clock once per batch and
+//! hands that `now` to every sink. A forger who also spoofs a peer's address
+//! only shares that peer's precedence.
 //!
 //! # Sockets
 //!
@@ -50,12 +60,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
 
 use nix::sys::socket::{self as nixsock, ControlMessageOwned, MsgFlags, SockaddrStorage};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::mpsc;
 
 use crate::metrics::{RejectCounters, Rejection};
 use crate::wire;
@@ -63,9 +73,6 @@ use crate::wire;
 /// The TTL / hop limit adverts are sent with and, unless an instance's
 /// `max_hops` relaxes it explicitly, must arrive with.
 pub const REQUIRED_TTL: u8 = 255;
-
-/// How many received datagrams may wait for a busy instance before more are dropped.
-pub const INBOX_CAPACITY: usize = 256;
 
 /// What went wrong opening or using a socket, naming the interface and address.
 #[derive(Debug, Error)]
@@ -91,13 +98,6 @@ pub enum TransportError {
     BadIndex { interface: String, ifindex: u32 },
 }
 
-/// One datagram for an instance: the bytes and who sent them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Datagram {
-    pub bytes: Vec<u8>,
-    pub source: SocketAddr,
-}
-
 /// Why an advert was not sent.
 #[derive(Debug, Error)]
 pub enum SendError {
@@ -121,104 +121,27 @@ pub trait AdvertSender: Send + Sync + std::fmt::Debug {
     fn send(&self, packet: &[u8]) -> Result<(), SendError>;
 }
 
-/// An instance's transport: where its adverts go and where its datagrams come from.
+/// Where a socket's datagrams for one instance go.
+pub trait DatagramSink: Send + Sync + std::fmt::Debug {
+    /// One datagram for the instance's group from `source`, past the
+    /// socket's checks, read at `now`. Called on the socket's receive task
+    /// (or by [`Subscription::read_pending`]'s caller): it must not wait.
+    fn deliver(&self, now: Instant, source: IpAddr, bytes: &[u8]);
+}
+
+/// An instance's transport: where its adverts go, and its subscription to
+/// the socket that delivers its datagrams to its sink.
 #[derive(Debug)]
 pub struct Channel {
     pub sender: Arc<dyn AdvertSender>,
-    pub inbox: Inbox,
     /// Keeps the instance subscribed; dropping it frees the group id on the socket.
     pub subscription: Option<Subscription>,
 }
-
-/// How many datagrams from known sources may wait in their own lane.
-pub const KNOWN_LANE_CAPACITY: usize = 32;
 
 /// How many source addresses an instance may mark as known (its peers'
 /// addresses; more only after renumbering, and then the lane is an
 /// optimisation the rest of the sources go without).
 pub const KNOWN_SOURCES_MAX: usize = 16;
-
-/// The datagrams waiting for one instance, in two lanes.
-///
-/// Under a flood of junk (forged adverts from many source addresses), the
-/// instance falls behind and its inbox fills; a datagram that finds it full
-/// is dropped, and if the master's advert is among the dropped ones three
-/// times in a row the backup takes over although the master is alive. So
-/// datagrams from sources the instance has authenticated before
-/// ([`Subscription::set_known_sources`]) go into a small lane of their own, which
-/// the instance reads first: junk from other addresses can no longer crowd
-/// out the peers' adverts. A forger who also spoofs a peer's address only
-/// shares that peer's lane (and fills it at worst; the overflow then goes to
-/// the other lane, as before).
-#[derive(Debug)]
-pub struct Inbox {
-    known: mpsc::Receiver<Datagram>,
-    other: mpsc::Receiver<Datagram>,
-}
-
-/// The sending half of an [`Inbox`].
-#[derive(Debug, Clone)]
-pub struct InboxSender {
-    known: mpsc::Sender<Datagram>,
-    other: mpsc::Sender<Datagram>,
-}
-
-impl Inbox {
-    /// A new inbox and its sender (tests and simulations feed it directly).
-    pub fn channel() -> (InboxSender, Self) {
-        let (known_tx, known) = mpsc::channel(KNOWN_LANE_CAPACITY);
-        let (other_tx, other) = mpsc::channel(INBOX_CAPACITY);
-        (
-            InboxSender {
-                known: known_tx,
-                other: other_tx,
-            },
-            Self { known, other },
-        )
-    }
-
-    /// The next datagram, known sources first; `None` once the sender is gone
-    /// and both lanes are empty.
-    pub async fn recv(&mut self) -> Option<Datagram> {
-        tokio::select! {
-            biased;
-            Some(d) = self.known.recv() => Some(d),
-            d = self.other.recv() => match d {
-                Some(d) => Some(d),
-                None => self.known.recv().await,
-            },
-        }
-    }
-
-    /// A datagram from a known source waiting now.
-    pub fn try_recv_known(&mut self) -> Option<Datagram> {
-        self.known.try_recv().ok()
-    }
-
-    /// A datagram waiting now, known sources first.
-    pub fn try_recv(&mut self) -> Option<Datagram> {
-        self.known
-            .try_recv()
-            .ok()
-            .or_else(|| self.other.try_recv().ok())
-    }
-}
-
-impl InboxSender {
-    /// Queues `datagram` without waiting: in the known lane when `known` (and
-    /// it has room), else in the other. Hands it back when there is no room.
-    pub fn try_send(&self, datagram: Datagram, known: bool) -> Result<(), Datagram> {
-        let datagram = if known {
-            match self.known.try_send(datagram) {
-                Ok(()) => return Ok(()),
-                Err(e) => e.into_inner(),
-            }
-        } else {
-            datagram
-        };
-        self.other.try_send(datagram).map_err(|e| e.into_inner())
-    }
-}
 
 /// Counters of one socket, shared by the instances on it.
 #[derive(Debug, Default)]
@@ -229,8 +152,6 @@ pub struct SocketCounters {
     pub unknown_source: AtomicU64,
     /// Datagrams that are not adverts or are for a group nobody here subscribed.
     pub unknown_group: AtomicU64,
-    /// Datagrams dropped because the instance's inbox was full.
-    pub inbox_full: AtomicU64,
     /// Adverts dropped because the socket would have blocked.
     pub send_dropped: AtomicU64,
 }
@@ -277,9 +198,9 @@ impl SocketKey {
 /// A subscriber of one socket: where its datagrams go and, for unicast, whom it hears.
 #[derive(Debug)]
 struct Subscriber {
-    inbox: InboxSender,
-    /// Sources the instance authenticated adverts from: their datagrams use
-    /// the inbox's known lane.
+    sink: Arc<dyn DatagramSink>,
+    /// Sources the instance authenticated adverts from: their datagrams are
+    /// handed over first.
     known_sources: HashSet<IpAddr>,
     /// `Some` for unicast: only these sources are accepted.
     peers: Option<HashSet<IpAddr>>,
@@ -306,11 +227,13 @@ pub struct Subscription {
     group: u8,
     /// Which socket, so a retarget knows whether it may stay.
     key: SocketKey,
+    /// The instance's sink, for the socket a retarget moves it to.
+    sink: Arc<dyn DatagramSink>,
 }
 
 impl Subscription {
     /// Sets the addresses the instance authenticated adverts from (its
-    /// peers'): their later datagrams go to the inbox's known lane. The whole
+    /// peers'): their later datagrams are handed over first. The whole
     /// set is replaced, so a peer that left or moved stops being preferred;
     /// at most [`KNOWN_SOURCES_MAX`] are kept.
     pub fn set_known_sources(&self, sources: impl IntoIterator<Item = IpAddr>) {
@@ -328,7 +251,41 @@ impl Subscription {
             sub.known_sources = known;
         }
     }
+
+    /// A handle that reads the socket now (see [`PendingReader`]).
+    pub fn reader(&self) -> PendingReader {
+        PendingReader {
+            shared: Arc::clone(&self.shared),
+        }
+    }
 }
+
+/// Reads an instance's socket outside its receive task.
+#[derive(Debug)]
+pub struct PendingReader {
+    shared: Arc<Shared>,
+}
+
+impl PendingReader {
+    /// Reads and delivers, now, what waits in the socket (at most a few
+    /// batches), to every instance on it: a backup whose takeover deadline
+    /// came calls this first, so that adverts that arrived during a stall of
+    /// the process count before the deadline. The caller must not hold what
+    /// a sink's `deliver` takes (the sinks are called from here).
+    pub fn read_pending(&self, now: Instant) {
+        let mut bufs: Box<[PacketBuf; RECV_BATCH]> =
+            Box::new([[0u8; wire::MAX_PACKET_LEN + 1]; RECV_BATCH]);
+        for _ in 0..PENDING_BATCHES {
+            match read_and_deliver(&self.shared, &mut bufs, now) {
+                Ok(n) if n == RECV_BATCH => {}
+                _ => break,
+            }
+        }
+    }
+}
+
+/// How many batches [`Subscription::read_pending`] reads at most.
+const PENDING_BATCHES: usize = 4;
 
 impl Drop for Subscription {
     fn drop(&mut self) {
@@ -359,7 +316,7 @@ pub struct Endpoint {
     /// Unicast peers; empty for multicast.
     pub peers: Vec<IpAddr>,
     /// Where this instance's dropped datagrams are counted (bad TTL, unknown
-    /// source, full inbox), for its metrics.
+    /// source), for its metrics.
     pub rejects: Arc<RejectCounters>,
     /// The lowest TTL / hop limit an advert for this instance may arrive with:
     /// [`REQUIRED_TTL`] unless the configuration relaxed it explicitly
@@ -379,8 +336,13 @@ impl Transports {
     }
 
     /// Subscribes an instance to its socket, opening the socket if no other
-    /// instance has. Must be called inside a tokio runtime.
-    pub fn open(&self, endpoint: &Endpoint) -> Result<Channel, TransportError> {
+    /// instance has; its datagrams go to `sink`. Must be called inside a
+    /// tokio runtime.
+    pub fn open(
+        &self,
+        endpoint: &Endpoint,
+        sink: Arc<dyn DatagramSink>,
+    ) -> Result<Channel, TransportError> {
         let unicast = !endpoint.peers.is_empty();
         let key = SocketKey::of(endpoint);
         let shared = {
@@ -418,7 +380,6 @@ impl Transports {
                 }
             }
         };
-        let (tx, rx) = Inbox::channel();
         {
             let mut subs = shared
                 .subscribers
@@ -434,7 +395,7 @@ impl Transports {
             subs.insert(
                 endpoint.group,
                 Subscriber {
-                    inbox: tx,
+                    sink: Arc::clone(&sink),
                     known_sources: HashSet::new(),
                     peers: unicast.then(|| endpoint.peers.iter().copied().collect()),
                     rejects: Arc::clone(&endpoint.rejects),
@@ -457,11 +418,11 @@ impl Transports {
         });
         Ok(Channel {
             sender,
-            inbox: rx,
             subscription: Some(Subscription {
                 shared,
                 group: endpoint.group,
                 key,
+                sink,
             }),
         })
     }
@@ -473,10 +434,8 @@ impl Transports {
     ///   address family): the subscription stays, its source filter and the
     ///   sender's destinations become the new peers, under the subscribers'
     ///   lock, so each datagram is judged by one list or the other;
-    /// - another socket: subscribes there first and only then drops the old
-    ///   subscription (make-before-break); the caller listens to the new
-    ///   inbox. Datagrams still queued in the old inbox are returned, for the
-    ///   caller to handle before the new inbox's.
+    /// - another socket: subscribes there first, with the same sink, and only
+    ///   then drops the old subscription (make-before-break).
     ///
     /// On an error (the new socket cannot be opened) the channel is left as
     /// it was.
@@ -484,7 +443,7 @@ impl Transports {
         &self,
         channel: &mut Channel,
         endpoint: &Endpoint,
-    ) -> Result<Vec<Datagram>, TransportError> {
+    ) -> Result<(), TransportError> {
         let key = SocketKey::of(endpoint);
         if let Some(sub) = channel.subscription.as_ref().filter(|s| s.key == key) {
             {
@@ -503,20 +462,15 @@ impl Transports {
                 shared: Arc::clone(&sub.shared),
                 destinations: destinations(endpoint),
             });
-            return Ok(Vec::new());
+            return Ok(());
         }
-        let fresh = self.open(endpoint)?;
-        let Channel {
-            mut inbox,
-            subscription,
-            ..
-        } = std::mem::replace(channel, fresh);
-        drop(subscription);
-        let mut queued = Vec::new();
-        while let Some(d) = inbox.try_recv() {
-            queued.push(d);
-        }
-        Ok(queued)
+        let Some(sink) = channel.subscription.as_ref().map(|s| Arc::clone(&s.sink)) else {
+            // A channel without a subscription has nobody to deliver to.
+            return Ok(());
+        };
+        let fresh = self.open(endpoint, sink)?;
+        drop(std::mem::replace(channel, fresh));
+        Ok(())
     }
 }
 
@@ -779,13 +733,13 @@ const RECV_BATCH: usize = 16;
 /// datagram shows as too long.
 type PacketBuf = [u8; wire::MAX_PACKET_LEN + 1];
 
-/// Reads up to [`RECV_BATCH`] datagrams in one call into `bufs`, handing each to
-/// `each`; returns how many were read.
+/// Reads up to [`RECV_BATCH`] datagrams in one call into `bufs`; returns how
+/// many were read and, for each, its length, source and TTL (`None` for a
+/// datagram without a source address: it cannot be an advert).
 fn recv_batch(
     socket: &Socket,
     bufs: &mut [PacketBuf; RECV_BATCH],
-    mut each: impl FnMut(&[u8], Received),
-) -> io::Result<usize> {
+) -> io::Result<(usize, [Option<Received>; RECV_BATCH])> {
     // Built per call: the headers hold raw pointers (not `Send`), so they may
     // not live across the receive task's awaits.
     let mut headers = nixsock::MultiHeaders::<SockaddrStorage>::preallocate(
@@ -793,50 +747,41 @@ fn recv_batch(
         Some(nix::cmsg_space!(libc::c_int, libc::c_int)),
     );
     let mut received: [Option<Received>; RECV_BATCH] = Default::default();
-    let count = {
-        let mut slices: [[IoSliceMut<'_>; 1]; RECV_BATCH] =
-            bufs.each_mut().map(|b| [IoSliceMut::new(&mut b[..])]);
-        let results = nixsock::recvmmsg(
-            socket.as_raw_fd(),
-            &mut headers,
-            slices.iter_mut(),
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
-            None,
-        )
-        .map_err(io::Error::from)?;
-        let mut count = 0;
-        for (msg, slot) in results.zip(received.iter_mut()) {
-            count += 1;
-            let mut ttl = None;
-            if let Ok(cmsgs) = msg.cmsgs() {
-                for c in cmsgs {
-                    match c {
-                        ControlMessageOwned::Ipv4Ttl(t) | ControlMessageOwned::Ipv6HopLimit(t) => {
-                            ttl = Some(t);
-                        }
-                        _ => {}
+    let mut slices: [[IoSliceMut<'_>; 1]; RECV_BATCH] =
+        bufs.each_mut().map(|b| [IoSliceMut::new(&mut b[..])]);
+    let results = nixsock::recvmmsg(
+        socket.as_raw_fd(),
+        &mut headers,
+        slices.iter_mut(),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    let mut count = 0;
+    for (msg, slot) in results.zip(received.iter_mut()) {
+        count += 1;
+        let mut ttl = None;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                match c {
+                    ControlMessageOwned::Ipv4Ttl(t) | ControlMessageOwned::Ipv6HopLimit(t) => {
+                        ttl = Some(t);
                     }
+                    _ => {}
                 }
             }
-            *slot = msg
-                .address
-                .as_ref()
-                .and_then(socket_addr_of)
-                .map(|source| Received {
-                    len: msg.bytes,
-                    source,
-                    ttl,
-                });
         }
-        count
-    };
-    // A datagram without a source address cannot be an advert: skipped.
-    for (buf, r) in bufs.iter().zip(received) {
-        if let Some(r) = r {
-            each(buf, r);
-        }
+        *slot = msg
+            .address
+            .as_ref()
+            .and_then(socket_addr_of)
+            .map(|source| Received {
+                len: msg.bytes,
+                source,
+                ttl,
+            });
     }
-    Ok(count)
+    Ok((count, received))
 }
 
 fn socket_addr_of(a: &SockaddrStorage) -> Option<SocketAddr> {
@@ -866,17 +811,21 @@ async fn receive_loop(shared: Arc<Shared>) {
                 return;
             }
         };
-        let read = guard.try_io(|fd| {
-            recv_batch(fd.get_ref(), &mut bufs, |bytes, r| {
-                dispatch(&shared, bytes, r);
-            })
-        });
+        // One clock read per wake-up, tokio's (so a test with paused time
+        // drives it), for every datagram of the batch.
+        let now = tokio::time::Instant::now().into_std();
+        let read = guard.try_io(|_| read_and_deliver(&shared, &mut bufs, now));
         match read {
             // A short batch emptied the queue: no need for one more call that
             // only says EAGAIN. A datagram arriving after the call makes the
             // socket readable again (the reactor sees a new edge).
             Ok(Ok(n)) if n < RECV_BATCH => guard.clear_ready(),
-            Ok(Ok(_)) => {}
+            // A full batch: more may wait. Let timers and other tasks run
+            // first, so the work per wake-up stays bounded under a flood.
+            Ok(Ok(_)) => {
+                drop(guard);
+                tokio::task::yield_now().await;
+            }
             Ok(Err(e)) => {
                 tracing::debug!(interface = %shared.interface, error = %e, "receiving an advert");
             }
@@ -885,15 +834,59 @@ async fn receive_loop(shared: Arc<Shared>) {
     }
 }
 
-fn dispatch(shared: &Shared, buf: &[u8], received: Received) {
+/// One datagram of a batch, judged: which sink takes it, and whether its
+/// source is one the instance knows.
+struct Delivery {
+    index: usize,
+    len: usize,
+    sink: Arc<dyn DatagramSink>,
+    source: IpAddr,
+    known: bool,
+}
+
+/// Reads one batch and hands each datagram to its instance's sink: first the
+/// datagrams from sources the instance knows, then the rest, each group in
+/// the order they arrived. Returns how many datagrams were read.
+fn read_and_deliver(
+    shared: &Shared,
+    bufs: &mut [PacketBuf; RECV_BATCH],
+    now: Instant,
+) -> io::Result<usize> {
+    let (count, received) = recv_batch(shared.socket.get_ref(), bufs)?;
+    let mut deliveries: [Option<Delivery>; RECV_BATCH] = Default::default();
+    {
+        // Judged under the subscribers' lock, delivered after it: a sink may
+        // change its known sources (which takes the lock) while it handles a
+        // datagram.
+        let subs = shared
+            .subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (index, (slot, r)) in deliveries.iter_mut().zip(received).enumerate() {
+            if let Some(r) = r {
+                *slot = judge(shared, &subs, &bufs[index], index, &r);
+            }
+        }
+    }
+    for known in [true, false] {
+        for d in deliveries.iter().flatten().filter(|d| d.known == known) {
+            d.sink.deliver(now, d.source, &bufs[d.index][..d.len]);
+        }
+    }
+    Ok(count)
+}
+/// Applies the socket's checks to one datagram (TTL or hop limit, group,
+/// unicast peers), counting what it drops; `Some` names the sink that takes it.
+fn judge(
+    shared: &Shared,
+    subs: &HashMap<u8, Subscriber>,
+    buf: &PacketBuf,
+    index: usize,
+    received: &Received,
+) -> Option<Delivery> {
     let source_ip = unmapped(received.source.ip());
     let len = received.len.min(buf.len());
-    let bytes = &buf[..len];
-    let group = wire::peek_group(bytes).ok();
-    let subs = shared
-        .subscribers
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let group = wire::peek_group(&buf[..len]).ok();
     let sub = group.and_then(|g| subs.get(&g));
     // The subscribed instance's own limit (its max_hops); anything else must
     // come from the link itself.
@@ -909,7 +902,7 @@ fn dispatch(shared: &Shared, buf: &[u8], received: Received) {
             tracing::warn!(interface = %shared.interface, source = %source_ip, ttl = %received.ttl.map_or_else(|| "unknown".to_owned(), |t| t.to_string()), min_ttl, dropped = n,
                 "dropped advert whose TTL/hop limit is below the instance's minimum (sent from further than max_hops allows?)");
         }
-        return;
+        return None;
     }
     let Some(group) = group else {
         shared
@@ -917,14 +910,14 @@ fn dispatch(shared: &Shared, buf: &[u8], received: Received) {
             .unknown_group
             .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(interface = %shared.interface, source = %source_ip, "ignored a datagram that is not an advert");
-        return;
+        return None;
     };
     let Some(sub) = sub else {
         shared
             .counters
             .unknown_group
             .fetch_add(1, Ordering::Relaxed);
-        return;
+        return None;
     };
     if let Some(peers) = &sub.peers {
         if !peers.contains(&source_ip) {
@@ -938,73 +931,21 @@ fn dispatch(shared: &Shared, buf: &[u8], received: Received) {
                 tracing::warn!(interface = %shared.interface, source = %source_ip, group, dropped = n,
                     "dropped unicast advert from an address that is not a configured peer");
             }
-            return;
+            return None;
         }
     }
-    let datagram = Datagram {
-        bytes: bytes.to_vec(),
-        source: SocketAddr::new(source_ip, received.source.port()),
-    };
-    let known = sub.known_sources.contains(&source_ip);
-    if sub.inbox.try_send(datagram, known).is_err() {
-        shared.counters.inbox_full.fetch_add(1, Ordering::Relaxed);
-        sub.rejects.count(Rejection::InboxFull);
-    }
+    Some(Delivery {
+        index,
+        len,
+        sink: Arc::clone(&sub.sink),
+        source: source_ip,
+        known: sub.known_sources.contains(&source_ip),
+    })
 }
 
 fn unmapped(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn datagram(from: [u8; 4]) -> Datagram {
-        Datagram {
-            bytes: vec![0; 8],
-            source: SocketAddr::from((from, 5880)),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_full_inbox_still_takes_and_first_serves_a_known_source() {
-        let (tx, mut inbox) = Inbox::channel();
-        let junk = [10, 0, 0, 99];
-        let peer = [10, 0, 0, 1];
-        let mut dropped = 0;
-        for _ in 0..INBOX_CAPACITY + 100 {
-            if tx.try_send(datagram(junk), false).is_err() {
-                dropped += 1;
-            }
-        }
-        assert_eq!(dropped, 100, "the other lane holds INBOX_CAPACITY");
-        tx.try_send(datagram(peer), true)
-            .expect("the known lane has room while the other is full");
-        let first = inbox.recv().await.expect("a datagram");
-        assert_eq!(first.source.ip(), IpAddr::from(peer), "known sources first");
-        assert_eq!(
-            inbox.try_recv().map(|d| d.source.ip()),
-            Some(IpAddr::from(junk))
-        );
-    }
-
-    #[tokio::test]
-    async fn a_full_known_lane_overflows_into_the_other() {
-        let (tx, mut inbox) = Inbox::channel();
-        for _ in 0..KNOWN_LANE_CAPACITY + 3 {
-            tx.try_send(datagram([10, 0, 0, 1]), true)
-                .expect("overflow goes to the other lane");
-        }
-        let mut n = 0;
-        while inbox.try_recv().is_some() {
-            n += 1;
-        }
-        assert_eq!(n, KNOWN_LANE_CAPACITY + 3);
-        drop(tx);
-        assert!(inbox.recv().await.is_none(), "closed and empty");
     }
 }

@@ -35,7 +35,8 @@ const OPEN_RETRY: Duration = Duration::from_secs(1);
 pub(crate) struct Conflicts {
     /// This node's MAC on the instance's interface, as last read.
     pub(in crate::daemon) own_mac: Option<[u8; 6]>,
-    pub(super) sightings: mpsc::Receiver<Sighting>,
+    /// Taken by the instance's task, which waits on it.
+    pub(super) sightings: Option<mpsc::Receiver<Sighting>>,
     sightings_tx: mpsc::Sender<Sighting>,
     /// The packet socket's task and the interface index it watches.
     task: Option<(u32, JoinHandle<()>)>,
@@ -58,7 +59,7 @@ impl Conflicts {
         };
         Self {
             own_mac,
-            sightings,
+            sightings: Some(sightings),
             sightings_tx,
             task: None,
             routed,

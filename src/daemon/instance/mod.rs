@@ -28,11 +28,12 @@ pub(super) use replay::ReplayCheckpoint;
 pub(super) use telemetry::Telemetry;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Instant;
 
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use super::reload::Change;
@@ -46,7 +47,7 @@ use crate::health::notify::Notifier;
 use crate::health::{CheckEvent, SyncEntry};
 use crate::instance::{Event, IdentityEvent, InstanceCore, Output, VipOrder};
 use crate::net::netlink::{NetEvent, Netlink};
-use crate::net::transport::{Channel, Datagram, SendError, INBOX_CAPACITY, KNOWN_LANE_CAPACITY};
+use crate::net::transport::{Channel, DatagramSink, SendError, Subscription};
 use crate::wire::{self, Advert};
 use deadline::{DeadlineTimer, Precision};
 
@@ -79,7 +80,6 @@ pub(crate) enum InstanceMsg {
 
 /// What woke the instance task.
 enum Wake {
-    Datagram(Datagram),
     Timer,
     Message(InstanceMsg),
     /// The supervisor dropped its sender: shut down.
@@ -91,8 +91,38 @@ enum Wake {
     /// The ARP/NA watch saw a claim of one of the VIPs.
     Sighting(crate::conflict::Sighting),
     SyncBoard(BTreeMap<String, SyncEntry>),
-    /// An input closed; nothing to handle.
+    /// A datagram moved the core's next deadline earlier than the timer, or
+    /// completed the shutdown; or an input closed. Nothing else to handle.
     Nothing,
+}
+
+/// The instance's [`DatagramSink`]: the advert socket's receive task hands
+/// each datagram for the instance straight to its core, under the instance's
+/// lock, and carries out the outputs at once (an advert, a VIP order) — no
+/// queue and no hop to the instance's own task, whose wake-ups are for the
+/// other inputs and the timer. It wakes that task only when the core's next
+/// deadline moved before the one the task's timer is armed for, or the core
+/// finished its shutdown.
+#[derive(Debug, Default)]
+pub(super) struct InstanceSink {
+    instance: OnceLock<Weak<Mutex<Instance>>>,
+    wake: Notify,
+}
+
+impl DatagramSink for InstanceSink {
+    fn deliver(&self, now: Instant, source: IpAddr, bytes: &[u8]) {
+        // Datagrams before the instance's task started are dropped: nothing
+        // was decided yet, and the next advert comes an interval later.
+        let Some(instance) = self.instance.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let mut instance = instance
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if instance.deliver(now, source, bytes) {
+            self.wake.notify_one();
+        }
+    }
 }
 
 /// Reads the link state of tracked interfaces (at start, and after lost netlink
@@ -140,9 +170,6 @@ pub(super) struct Instance {
     /// Set by a reload that restarted the health checks: their new receiver,
     /// for the run loop to take.
     pub(super) replaced_checks: Option<mpsc::UnboundedReceiver<CheckEvent>>,
-    /// Set when the advert socket was re-opened (the interface came back with a
-    /// new index): the run loop listens to the new inbox.
-    pub(super) replaced_channel: bool,
     /// History, `vipd events` and metrics.
     pub(super) telemetry: Telemetry,
     /// The ARP/NA watch's socket and this node's MAC.
@@ -151,9 +178,17 @@ pub(super) struct Instance {
     pub(super) checkpoint: Option<ReplayCheckpoint>,
     /// The core said the shutdown is complete.
     pub(super) stopped: bool,
+    /// Where the advert socket delivers this instance's datagrams (a
+    /// re-opened socket gets the same).
+    pub(super) sink: Arc<InstanceSink>,
+    /// The deadline the task's timer is armed for: a datagram that moves the
+    /// core's deadline before it wakes the task.
+    pub(super) timer_armed: Option<Instant>,
 }
 
 impl Instance {
+    /// Runs the instance until it stopped (a handover where possible), then
+    /// cleans up: the replay book, the sync board, the VIP worker, the hooks.
     pub(super) async fn run(
         mut self,
         mut rx: mpsc::Receiver<InstanceMsg>,
@@ -169,40 +204,56 @@ impl Instance {
         } = inputs;
         let name = self.core.config().name.clone();
         let interface = self.core.config().interface.clone();
+        let sync_group = self.core.config().sync_group.is_some();
+        let sink = Arc::clone(&self.sink);
+        let mut sightings = self.conflicts.sightings.take();
+        let instance = Arc::new(Mutex::new(self));
+        let _ = sink.instance.set(Arc::downgrade(&instance));
         sync_rx.mark_changed();
-        let now = clock::now();
-        self.core.handle_link(now, link_up);
-        self.carry_out(now);
+        {
+            let mut this = lock(&instance);
+            let now = clock::now();
+            this.core.handle_link(now, link_up);
+            this.carry_out(now);
+        }
         let mut rx_open = true;
         let mut net_open = true;
-        let mut inbox_open = true;
         let mut back_open = true;
+        let mut sync_group = sync_group;
         // One timer for the task's life, moved only when the core's next
         // deadline moves; exact when that deadline decides a takeover (see
         // `deadline`).
         let mut timer = DeadlineTimer::new(&name);
-        while !self.stopped {
-            let next = self.core.poll_timeout();
-            let precision = if next.is_some() && next == self.core.takeover_deadline() {
-                Precision::Exact
-            } else {
-                Precision::Batched
+        loop {
+            let deadline = {
+                let mut this = lock(&instance);
+                if this.stopped {
+                    break;
+                }
+                let next = this.core.poll_timeout();
+                this.timer_armed = next;
+                let precision = if next.is_some() && next == this.core.takeover_deadline() {
+                    Precision::Exact
+                } else {
+                    Precision::Batched
+                };
+                next.map(|at| (at, precision))
             };
-            let deadline = next.map(|at| (at, precision));
             if deadline != timer.armed() {
                 timer.set(deadline);
             }
             let sleep = timer.expired();
             // Wait for the next input, then read the clock once: every call of
             // this wake-up sees the same `now` (tokio's clock, so a test with
-            // paused time drives it).
-            // Timers and the supervisor first, the advert socket last: a flood
-            // of datagrams (junk or not) never delays our own adverts, the
-            // takeover timer, a control request or a watchdog ping. One input
-            // per wake-up, so the work between two timer checks is bounded.
+            // paused time drives it). Adverts do not come this way: the
+            // socket's task hands them to the core (see `InstanceSink`).
+            // Timers and the supervisor first: a flood of forged ARP claims
+            // never delays our own adverts, the takeover timer, a control
+            // request or a watchdog ping. One input per wake-up.
             let wake = tokio::select! {
                 biased;
                 () = sleep => Wake::Timer,
+                () = sink.wake.notified() => Wake::Nothing,
                 msg = rx.recv(), if rx_open => match msg {
                     Some(msg) => Wake::Message(msg),
                     None => {
@@ -233,71 +284,80 @@ impl Instance {
                 },
                 // The instance holds a sender, so this never yields None.
                 Some(event) = check_rx.recv() => Wake::Check(event),
-                Ok(()) = sync_rx.changed(), if self.core.config().sync_group.is_some() => {
+                Ok(()) = sync_rx.changed(), if sync_group => {
                     Wake::SyncBoard(sync_rx.borrow_and_update().clone())
                 },
-                datagram = self.channel.inbox.recv(), if inbox_open => match datagram {
-                    Some(d) => Wake::Datagram(d),
-                    None => {
-                        tracing::error!(instance = %name, "the advert socket stopped; no more adverts are received");
-                        inbox_open = false;
-                        Wake::Nothing
-                    }
-                },
                 // Last: a flood of forged claims never delays an advert.
-                Some(sighting) = self.conflicts.sightings.recv() => Wake::Sighting(sighting),
+                Some(sighting) = async { sightings.as_mut()?.recv().await }, if sightings.is_some() => {
+                    Wake::Sighting(sighting)
+                },
             };
             let now = clock::now();
+            if matches!(wake, Wake::Timer) {
+                // Adverts already waiting in the socket count before a
+                // deadline: after a scheduling stall the master's adverts wait
+                // there together with our takeover timer, and must win. Read
+                // without the instance's lock: the socket hands them to it.
+                let reader = {
+                    let this = lock(&instance);
+                    (this.core.election().state() != State::Master)
+                        .then(|| this.channel.subscription.as_ref().map(Subscription::reader))
+                        .flatten()
+                };
+                if let Some(reader) = reader {
+                    reader.read_pending(now);
+                }
+            }
+            let mut this = lock(&instance);
             match wake {
-                Wake::Datagram(d) => self.on_datagram(now, &d),
-                Wake::Timer => {
-                    // Adverts already queued count before a deadline: after a
-                    // scheduling stall the master's adverts wait in the inbox
-                    // together with our takeover timer, and must win. A master
-                    // has no takeover to cancel, so under a flood its own
-                    // advert is not delayed by reading junk first.
-                    let master = self.core.election().state() == State::Master;
-                    for _ in 0..KNOWN_LANE_CAPACITY + INBOX_CAPACITY {
-                        let queued = if master {
-                            self.channel.inbox.try_recv_known()
-                        } else {
-                            self.channel.inbox.try_recv()
-                        };
-                        match queued {
-                            Some(d) => self.on_datagram(now, &d),
-                            None => break,
-                        }
-                    }
-                    self.core.handle_timeout(now);
-                }
-                Wake::Sighting(sighting) => self.core.handle_sighting(now, sighting),
-                Wake::Message(msg) => self.on_message(now, msg),
+                Wake::Timer => this.core.handle_timeout(now),
+                Wake::Sighting(sighting) => this.core.handle_sighting(now, sighting),
+                Wake::Message(msg) => this.on_message(now, msg),
                 Wake::SupervisorGone => {
-                    self.telemetry.shutdown_started(now);
-                    self.core.handle_shutdown(now);
+                    this.telemetry.shutdown_started(now);
+                    this.core.handle_shutdown(now);
                 }
-                Wake::Net(event) => self.on_net_event(now, event),
-                Wake::Link(up) => self.core.handle_link(now, up),
-                Wake::ClaimFault(why) => self.core.handle_claim_fault(now, why),
+                Wake::Net(event) => this.on_net_event(now, event),
+                Wake::Link(up) => this.core.handle_link(now, up),
+                Wake::ClaimFault(why) => this.core.handle_claim_fault(now, why),
                 Wake::Check(event) => {
-                    self.telemetry.check_event(&event);
-                    self.core.handle_check(now, event);
-                    self.telemetry
-                        .metrics
-                        .set_checks(self.core.health().checks());
+                    this.telemetry.check_event(&event);
+                    this.core.handle_check(now, event);
+                    let checks = this.core.health().checks();
+                    this.telemetry.metrics.set_checks(checks);
                 }
-                Wake::SyncBoard(board) => self.core.handle_sync_board(now, &board),
+                Wake::SyncBoard(board) => this.core.handle_sync_board(now, &board),
                 Wake::Nothing => {}
             }
-            if let Some(replaced) = self.replaced_checks.take() {
+            if let Some(replaced) = this.replaced_checks.take() {
                 check_rx = replaced;
             }
-            if std::mem::take(&mut self.replaced_channel) {
-                inbox_open = true;
-                self.refresh_known_sources();
-            }
-            self.carry_out(now);
+            sync_group = this.core.config().sync_group.is_some();
+            this.carry_out(now);
         }
+        // Nothing delivers to the instance any more once its subscription is
+        // gone; the socket's task holds only a weak reference.
+        let this = {
+            let mut this = lock(&instance);
+            this.channel.subscription = None;
+            drop(this);
+            match Arc::try_unwrap(instance) {
+                Ok(mutex) => mutex
+                    .into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                Err(_) => {
+                    tracing::error!(instance = %name, "instance still referenced at its stop; its clean-up is skipped");
+                    return;
+                }
+            }
+        };
+        this.finish(worker).await;
+    }
+
+    /// After the core stopped: the final replay checkpoint, the sync board,
+    /// the VIP worker's queue, the stop hook.
+    async fn finish(mut self, worker: JoinHandle<()>) {
+        let name = self.core.config().name.clone();
         self.conflicts.stop();
         self.telemetry.stopped(clock::now());
         if let Some(checkpoint) = self.checkpoint.take() {
@@ -321,6 +381,33 @@ impl Instance {
         self.notifier.stop(self.core.election().state());
         self.notifier.finish(SHUTDOWN_SLACK).await;
         tracing::info!(instance = %name, "instance stopped");
+    }
+
+    /// A datagram from the advert socket (see [`InstanceSink`]). Timers
+    /// before sockets for a master: its own advert, if due, goes first. For
+    /// a backup the datagram goes first: it may be the master's advert that
+    /// cancels a takeover due at the same moment. True when the task must
+    /// wake: the core's next deadline moved before the task's timer, or it
+    /// finished its shutdown.
+    fn deliver(&mut self, now: Instant, source: IpAddr, bytes: &[u8]) -> bool {
+        if self.stopped {
+            return false;
+        }
+        let due = self.core.poll_timeout().is_some_and(|at| at <= now);
+        let master = self.core.election().state() == State::Master;
+        if due && master {
+            self.core.handle_timeout(now);
+        }
+        self.core.handle_datagram(now, source, bytes);
+        if due && !master {
+            self.core.handle_timeout(now);
+        }
+        self.carry_out(now);
+        self.stopped
+            || self
+                .core
+                .poll_timeout()
+                .is_some_and(|at| self.timer_armed.is_none_or(|armed| at < armed))
     }
 
     fn on_message(&mut self, now: Instant, msg: InstanceMsg) {
@@ -352,13 +439,8 @@ impl Instance {
         }
     }
 
-    fn on_datagram(&mut self, now: Instant, datagram: &Datagram) {
-        self.core
-            .handle_datagram(now, datagram.source.ip(), &datagram.bytes);
-    }
-
     /// Tells the transport which addresses are the peers' (the core's known
-    /// sources), for the inbox's known lane. Called when a peer's address is
+    /// sources), whose datagrams it hands over first. Called when a peer's address is
     /// new, when peers are removed, and on a new channel (a reload's socket or
     /// a re-created interface starts empty).
     pub(super) fn refresh_known_sources(&self) {
@@ -566,6 +648,14 @@ impl Instance {
     }
 }
 
+/// The instance's lock. A panic while it was held cannot leave the core
+/// half-changed in a way worse than stopping would: go on with it.
+fn lock(instance: &Mutex<Instance>) -> MutexGuard<'_, Instance> {
+    instance
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Logs a name-clash episode's start or end, once each.
 fn log_name_clash(instance: &str, event: IdentityEvent) {
     match event {
@@ -625,6 +715,6 @@ fn log_notice(instance: &str, notice: Notice, planned: bool) {
 /// this build send what the release before it sent; see the extension area in
 /// [`wire`].
 fn sends_extensions() -> bool {
-    static SENDS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    static SENDS: OnceLock<bool> = OnceLock::new();
     *SENDS.get_or_init(|| std::env::var_os("VIPD_WIRE_SEND_EXTENSIONS").is_none_or(|v| v != "0"))
 }

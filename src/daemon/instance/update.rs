@@ -40,7 +40,7 @@ use crate::daemon::vips::VipOp;
 use crate::daemon::{error_chain, SHUTDOWN_SLACK};
 use crate::health::notify::Notifier;
 use crate::health::{self, Tracker};
-use crate::net::transport::Endpoint;
+use crate::net::transport::{DatagramSink, Endpoint};
 
 impl Instance {
     /// Applies a reload's `changes`; `new` differs from the running
@@ -106,14 +106,12 @@ impl Instance {
             .transports
             .retarget(&mut self.channel, &endpoint)
         {
-            Ok(queued) => {
+            Ok(()) => {
                 tracing::info!(instance = %cfg.name, peers = %cfg.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
                     port = cfg.port, multicast_group = %cfg.multicast_group,
                     "advert transport changed in place (reload)");
-                self.replaced_channel = true;
-                for datagram in queued {
-                    self.on_datagram(now, &datagram);
-                }
+                // A new socket starts without the peers' addresses.
+                self.refresh_known_sources();
             }
             Err(e) => {
                 let why = error_chain(&e);
@@ -182,14 +180,15 @@ impl Instance {
     /// tries again at the link's next event.
     pub(super) fn rebind(&mut self, now: Instant, ifindex: u32, up: bool) {
         let endpoint = self.endpoint(ifindex);
-        match self.shared.transports.open(&endpoint) {
+        let sink: Arc<dyn DatagramSink> = self.sink.clone();
+        match self.shared.transports.open(&endpoint, sink) {
             Ok(channel) => {
                 let cfg = self.core.config();
                 tracing::warn!(instance = %cfg.name, interface = %cfg.interface,
                     old_ifindex = self.ifindex, ifindex, up,
                     "the interface was re-created (new index); advert socket and VIPs moved to it");
                 self.channel = channel;
-                self.replaced_channel = true;
+                self.refresh_known_sources();
                 self.ifindex = ifindex;
                 self.conflicts.rebind(self.core.config(), ifindex);
                 let _ = self.ops.send(VipOp::Rebind(ifindex));
