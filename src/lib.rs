@@ -6,6 +6,10 @@
 //! may not touch.
 //!
 //! - [`wire`]: the advert packet: byte layout, HMAC authentication, replay guard.
+//! - [`instance`]: the instance core: every rule that decides whether this
+//!   node holds an instance's VIPs (the election, health, the name-clash rule,
+//!   the replay guard, quorum, sync groups, the conflict watch), one sans-IO
+//!   state machine fed bytes and `now`, with its rules doc.
 //! - [`election`]: every election rule, a sans-IO state machine (no sockets, no
 //!   clock reads): the rules doc, the peer table and liveness, the timers.
 //! - [`conflict`]: another host answering for a VIP: the foreign-MAC alarm's
@@ -20,10 +24,12 @@
 //!   cannot claim or announce its VIPs (`claim`); notify hooks (`notify`).
 //! - [`control`]: the control socket behind `vipd status`, `drain`, ...: the
 //!   protocol, the server, the client and the status rendering.
-//! - [`daemon`]: the tokio driver and the only place that reads the clock or owns
-//!   tasks: `run`, the supervisor of instances, the instance loop (one `now` per
-//!   wake-up), the VIP worker, the reload plan, the state directory and the
-//!   open-files budget.
+//! - [`daemon`]: the tokio driver: `run`, the supervisor of instances, each
+//!   instance's driver around its core (one `now` per wake-up), the VIP
+//!   worker, the reload plan, the state directory and the open-files budget.
+//!   Tasks and clock reads live here and at the other IO edges (`net`'s
+//!   socket readers, `health`'s checks, the control and metrics servers),
+//!   never in `instance`, `election`, `conflict` or `health::Tracker`.
 //! - [`keygen`]: `vipd keygen`, a fresh advert key written with mode 0600.
 //! - [`manual`]: the man pages, from the clap definitions and the example config.
 //! - [`import`]: `vipd import-keepalived`, keepalived.conf's VRRP parts as vipd's
@@ -36,9 +42,13 @@
 //!
 //! # The drive-loop contract
 //!
-//! After every `handle_*` call on an [`election::Election`], the caller drains
-//! `poll_action()` until it returns `None`, carries out each action in order, then
-//! sleeps until `poll_timeout()` (or the next input) before feeding it again.
+//! For each state machine ([`instance::InstanceCore`], [`election::Election`],
+//! [`conflict::ConflictWatch`]): after `handle_*` calls, the caller takes every
+//! output (`poll_output`, `poll_action`, `poll_event`) until `None` and carries
+//! them out in order before it waits; then it sleeps until `poll_timeout()` or
+//! the next input. Outputs queue in the order they were decided, so several
+//! `handle_*` calls of one wake-up may come before one drain. The core drains
+//! the election and the watch inside each of its own `handle_*` calls.
 
 pub mod config;
 pub mod conflict;

@@ -17,7 +17,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::instance::InstanceMsg;
-use super::supervisor::{Registry, Shared};
+use super::shared::Shared;
+use super::supervisor::Registry;
 use super::INSTANCE_ANSWER_TIMEOUT;
 use crate::metrics::process::ProcessStats;
 use crate::metrics::server::{serve, ServerLimits};

@@ -1,5 +1,5 @@
-//! The tokio driver: sockets, timers, control requests and signals in; election
-//! actions out.
+//! The tokio driver: sockets, timers, control requests and signals in; each
+//! instance core's outputs out.
 //!
 //! # Tasks
 //!
@@ -9,20 +9,26 @@
 //!  shutdown fut ─▶│ shutdown; owns the instance handles     │
 //!                 └───────┬────────────────────────────────┘
 //!                         │ InstanceMsg (command, status, ping, shutdown)
-//!   transport ──Datagram─▶│
-//!   netlink watch ─(broadcast NetEvent)─▶ instance task (owns its Election)
+//!                         ▼
+//!   netlink watch ─(broadcast NetEvent)─▶ instance task ─┐  ┌─ socket's receive task
+//!   checks, sync board, ARP/NA watch ───▶ (timer, other  │  │  (adverts: straight to
+//!                                          inputs)        ▼  ▼   the core, see below)
+//!                                        Mutex<Instance>: InstanceCore + its IO
 //!                         │ VipOp (claim, announce, release, re-check), in order
 //!                         ▼
 //!                   VIP worker task ──▶ netlink, announce bursts (own task)
 //! ```
 //!
-//! Each instance task owns its [`crate::election::Election`] and follows the crate's drive-loop
-//! contract: after every input it drains `poll_action()` and carries the actions
-//! out, then sleeps until `poll_timeout()` or the next input. Nothing it does
-//! waits on the kernel: adverts go out on non-blocking sockets (a full buffer drops
-//! the advert), and everything that talks to netlink or sends announcements runs in
-//! the instance's VIP worker, which takes its orders from an unbounded queue so that
-//! claims and releases keep their order.
+//! Each instance is a [`crate::instance::InstanceCore`] (every rule, no IO)
+//! inside its driver (`instance/`), shared under a mutex by two tasks: the
+//! advert socket's receive task hands each datagram to the core directly and
+//! carries out what comes of it (no queue, no task hop per advert); the
+//! instance's own task waits on its timer and every other input. Both follow
+//! the crate's drive-loop contract. Nothing either does waits on the kernel:
+//! adverts go out on non-blocking sockets (a full buffer drops the advert),
+//! and everything that talks to netlink or sends announcements runs in the
+//! instance's VIP worker, which takes its orders from an unbounded queue so
+//! that claims and releases keep their order.
 //!
 //! # Files
 //!
@@ -31,11 +37,14 @@
 //!   requests), shutdown.
 //! - `limits.rs`: the open-files budget, raised and checked before anything
 //!   is touched.
-//! - `supervisor.rs`: starts, stops and reloads instance tasks; answers control
+//! - `shared.rs`: what every instance's driver shares (node, sequence,
+//!   sockets, sync board, metrics, events, replay book).
+//! - `supervisor.rs`: starts, stops and reloads instances; answers control
 //!   requests; the watchdog.
-//! - `instance/`: one instance task (one `now` per wake-up) and its status
-//!   snapshot; `instance/update.rs`: a reload's changes taken in place, and
-//!   the interface re-created under its name.
+//! - `instance/`: one instance's driver (one `now` per wake-up), its sink
+//!   for the advert socket, its timer (`deadline.rs`), its status snapshot;
+//!   `instance/update.rs`: a reload's changes taken in place, and the
+//!   interface re-created under its name.
 //! - `metrics_endpoint.rs`: `[node] metrics_listen`: the `GET /metrics` server
 //!   and the status snapshot each scrape takes.
 //! - `vips.rs`: the VIP worker (claims, releases, announcement bursts) and the
@@ -49,13 +58,18 @@
 //! - `cleanup.rs`: `vipd cleanup`, the unit's `ExecStopPost`: removes the marked
 //!   addresses a dead daemon left.
 //!
-//! The daemon is the only part of vipd that reads the clock, spawns tasks or
-//! owns sockets; the election and the health tracker are plain state.
+//! The rules are not here: the instance core, the election, the conflict
+//! watch and the health tracker are plain state fed `now`. Tasks and clock
+//! reads are here and at the other edges that do IO: the advert sockets'
+//! receive tasks (`net::transport`, one clock read per batch), the ARP/NA
+//! watch's reader, the health checks (`health`), the control server
+//! (`control::server`) and the metrics server (`metrics::server`).
 //!
 //! Health checks ([`crate::health`]: track scripts, track files, the guard's
 //! witness probe, tracked-interface lookups) are tasks of their own that send
-//! results to the instance task over an unbounded channel; the instance folds them
-//! into a [`crate::health::Tracker`] and hands the result to `handle_health`. Sync-group members
+//! results to the instance task over an unbounded channel; the instance hands
+//! them to its core, whose [`crate::health::Tracker`] folds them into the
+//! election's health. Sync-group members
 //! see each other's own faults and weights through a watch channel in `Shared`. Notify hooks
 //! go to the instance's [`crate::health::notify::Notifier`] queue. So neither a hanging script nor a
 //! hanging hook ever stands between the instance task and its next advert.

@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::net::netlink::{NetEvent, Netlink};
 use crate::net::transport::Transports;
 
-/// What every instance task shares.
+/// What every instance's driver shares.
 #[derive(Debug)]
 pub(super) struct Shared {
     pub(super) node: config::NodeConfig,

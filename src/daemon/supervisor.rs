@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::instance::{
-    clock, look_up_links, Conflicts, Instance, InstanceInputs, InstanceMsg, InstanceSink,
-    RejectLog, ReplayCheckpoint, Telemetry,
+    clock, look_up_links, Conflicts, DeadlineTimer, Instance, InstanceInputs, InstanceMsg,
+    InstanceSink, RejectLog, ReplayCheckpoint, Telemetry,
 };
 use super::reload::{self, ReloadError, ReloadSummary};
 pub(super) use super::shared::Shared;
@@ -183,7 +183,7 @@ impl Supervisor {
             checkpoint: Some(checkpoint),
             stopped: false,
             sink,
-            timer_armed: None,
+            timer: DeadlineTimer::new(&cfg.name),
         };
         tracing::info!(instance = %cfg.name, interface = %cfg.interface, ifindex = link.index, group = cfg.group,
             priority = cfg.priority, vips = %vip_list(&cfg.vips),
@@ -444,8 +444,8 @@ impl Supervisor {
             let (reply, taken) = oneshot::channel();
             let msg = InstanceMsg::Update(Box::new(c.clone()), update.changes.clone(), reply);
             let outcome = if h.tx.send(msg).await.is_ok() {
-                // The instance answers at its next wake-up; its inbox is served
-                // before anything slow.
+                // The instance answers at its next wake-up: its task takes
+                // messages before anything slow.
                 match tokio::time::timeout(UPDATE_REPLY_TIMEOUT, taken).await {
                     Ok(Ok(result)) => result,
                     Ok(Err(_)) => Err("the instance stopped before taking it".to_owned()),

@@ -7,7 +7,7 @@
 //! while there is one. Such a check keeps its good/failing state and last
 //! result (its new `rise`/`fall` count from the next result on), an interface
 //! its link state, a file its value; a changed guard's last result stands until
-//! the new check reports. The faults the instance task sets (its own link,
+//! the new check reports. The faults the instance core sets (its own link,
 //! claims, quorum, sync group) and the sync group's weights carry over as they are.
 //!
 //! What it may not touch: the checks' tasks (the instance restarts them).

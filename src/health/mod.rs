@@ -5,7 +5,7 @@
 //!
 //! Every check that needs time (a script, a file read, a witness probe) is its own
 //! tokio task started by [`spawn_checks`]; it sends each result as a [`CheckEvent`]
-//! over an unbounded channel to the instance task, which feeds it to its
+//! over an unbounded channel to the instance task, which feeds it to its core's
 //! [`Tracker`]. The instance task never waits on a check, so adverts keep going
 //! while a script hangs (FIELD-NOTES 9, 10). The [`Tracker`] itself is plain state:
 //! no IO, no clock, so its rules are unit-tested here.
@@ -27,8 +27,9 @@
 //!   a negative weight is added while failing, a positive one while good.
 //! - The **guard** is a check whose failure is always a fault; its first result
 //!   counts at once, and until then the node is in fault ("not checked yet").
-//! - **Quorum** and **sync group** faults are set by the instance task, which
-//!   knows the live peers and the other instances.
+//! - **Quorum** and **sync group** faults are set by the instance core
+//!   ([`crate::instance`]), which knows the live peers and the other
+//!   instances' published faults.
 //! - A **claim fault**: the VIPs cannot be claimed or announced ([`claim`] has
 //!   the rule; the instance's VIP worker reports it).
 //!

@@ -20,9 +20,11 @@
 //!
 //! What it may not touch: anything but its own file descriptor and sleep.
 
+use std::future::Future as _;
 use std::io;
 use std::os::fd::{AsFd as _, AsRawFd, RawFd};
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -49,7 +51,7 @@ pub(super) enum Precision {
 }
 
 /// One deadline at a time; `None` waits forever.
-pub(super) struct DeadlineTimer {
+pub(in crate::daemon) struct DeadlineTimer {
     /// `None` when no timerfd could be had (out of file descriptors): tokio's
     /// timer then keeps exact deadlines too, a millisecond or two late.
     fd: Option<AsyncFd<Fd>>,
@@ -63,7 +65,7 @@ pub(super) struct DeadlineTimer {
 
 impl DeadlineTimer {
     /// A disarmed timer, registered with the current runtime's reactor.
-    pub(super) fn new(instance: &str) -> Self {
+    pub(in crate::daemon) fn new(instance: &str) -> Self {
         let fd = TimerFd::new(
             ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
@@ -98,10 +100,18 @@ impl DeadlineTimer {
 
     /// Arms the timer for `deadline` (`None` disarms). A deadline already past
     /// fires at once.
-    pub(super) fn set(&mut self, deadline: Option<(Instant, Precision)>) {
+    ///
+    /// May be called while the task polls the timer from elsewhere (the
+    /// socket's task, under the instance's lock): a wheel entry that moves
+    /// keeps the task's waker, so a deadline that moves later costs the
+    /// task no wake-up. Returns true when the task must be woken to poll
+    /// again, because it waited on something the change took away (the
+    /// timerfd in its last moments, or nothing at all).
+    pub(super) fn set(&mut self, deadline: Option<(Instant, Precision)>) -> bool {
+        let waited_elsewhere = self.fd_armed || self.armed.is_none();
         self.armed = deadline;
         // The timerfd is armed only in a deadline's last moments (see
-        // `expired`); a new deadline starts on the wheel again.
+        // `poll_expired`); a new deadline starts on the wheel again.
         if self.fd_armed {
             self.arm_fd(None);
         }
@@ -113,6 +123,7 @@ impl DeadlineTimer {
             Some((at, _)) => self.wheel.as_mut().reset(at.into()),
             None => {}
         }
+        waited_elsewhere && deadline.is_some()
     }
 
     fn arm_fd(&mut self, at: Option<Instant>) {
@@ -141,52 +152,77 @@ impl DeadlineTimer {
         }
     }
 
-    /// Waits until the armed deadline has passed (forever when disarmed).
+    /// Ready once the armed deadline has passed (never when disarmed).
     ///
     /// An exact deadline waits on the wheel until [`EXACT_HANDOVER`] before
     /// it, then on the timerfd: a backup's deadline moves with every advert,
     /// and moving a wheel entry later costs nothing, where re-arming a
     /// timerfd is a system call and, in a VM, a reprogrammed timer (with 255
     /// groups it doubled the backup's CPU). Only a deadline that is about to
-    /// pass — the master really went quiet — arms the timerfd.
-    pub(super) async fn expired(&mut self) {
+    /// pass — the master really went quiet — arms the timerfd. Ready may
+    /// come early in odd cases (a timerfd error); the caller's core then
+    /// finds nothing due, and the timer is armed again.
+    pub(super) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let Some((deadline, precision)) = self.armed else {
-            return std::future::pending::<()>().await;
+            return Poll::Pending;
         };
         if precision == Precision::Batched || self.fd.is_none() {
-            return self.wheel.as_mut().await;
+            return self.wheel.as_mut().poll(cx);
         }
-        // Past already (a deadline the election kept after it fired): at once,
-        // as the wheel would.
         if now() >= deadline {
-            return;
+            return Poll::Ready(());
         }
         if !self.fd_armed {
-            self.wheel.as_mut().await;
+            if self.wheel.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
             if now() >= deadline {
-                return;
+                return Poll::Ready(());
             }
             self.arm_fd(Some(deadline));
         }
-        let Some(fd) = &self.fd else {
-            return tokio::time::sleep_until(deadline.into()).await;
-        };
         loop {
-            let Ok(mut ready) = fd.readable().await else {
-                // The reactor is gone (runtime shutting down).
-                return tokio::time::sleep_until(deadline.into()).await;
+            let Some(fd) = &self.fd else {
+                // Arming failed: the wheel keeps the deadline (see `arm_fd`).
+                return self.wheel.as_mut().poll(cx);
             };
-            match ready.get_inner().0.wait() {
-                Ok(()) if now() >= deadline => return,
+            let read = match fd.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => Err(Errno::from_raw(e.raw_os_error().unwrap_or(0))),
+                Poll::Ready(Ok(mut ready)) => match ready.get_inner().0.wait() {
+                    Err(Errno::EAGAIN) => {
+                        ready.clear_ready();
+                        continue;
+                    }
+                    other => other,
+                },
+            };
+            match read {
+                Ok(()) if now() >= deadline => return Poll::Ready(()),
                 // Fired before the deadline by our clock (cannot happen while
-                // both read CLOCK_MONOTONIC): sleep the rest rather than wait
-                // on a one-shot timer that has already gone off.
-                Ok(()) => return tokio::time::sleep_until(deadline.into()).await,
-                Err(Errno::EAGAIN) => ready.clear_ready(),
-                // Any other error of a timerfd read would repeat.
-                Err(_) => return tokio::time::sleep_until(deadline.into()).await,
+                // both read CLOCK_MONOTONIC): the wheel keeps the rest.
+                Ok(()) => {
+                    self.fd_armed = false;
+                    self.wheel.as_mut().reset(deadline.into());
+                    return self.wheel.as_mut().poll(cx);
+                }
+                // Any other error of a timerfd would repeat: the wheel keeps
+                // this and every later deadline.
+                Err(e) => {
+                    tracing::warn!(error = %e, "the instance's timerfd failed; using the runtime's timer");
+                    self.fd = None;
+                    self.fd_armed = false;
+                    self.wheel.as_mut().reset(deadline.into());
+                    return self.wheel.as_mut().poll(cx);
+                }
             }
         }
+    }
+
+    /// Waits until the armed deadline has passed (forever when disarmed).
+    #[cfg(test)]
+    async fn expired(&mut self) {
+        std::future::poll_fn(|cx| self.poll_expired(cx)).await;
     }
 }
 

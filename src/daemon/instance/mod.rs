@@ -23,6 +23,7 @@ mod telemetry;
 mod update;
 
 pub(super) use conflicts::Conflicts;
+pub(super) use deadline::DeadlineTimer;
 pub(super) use rejects::RejectLog;
 pub(super) use replay::ReplayCheckpoint;
 pub(super) use telemetry::Telemetry;
@@ -49,7 +50,7 @@ use crate::instance::{Event, IdentityEvent, InstanceCore, Output, VipOrder};
 use crate::net::netlink::{NetEvent, Netlink};
 use crate::net::transport::{Channel, DatagramSink, SendError, Subscription};
 use crate::wire::{self, Advert};
-use deadline::{DeadlineTimer, Precision};
+use deadline::Precision;
 
 /// The daemon's clock: tokio's, as a std `Instant` for the core.
 pub(super) mod clock {
@@ -91,8 +92,8 @@ enum Wake {
     /// The ARP/NA watch saw a claim of one of the VIPs.
     Sighting(crate::conflict::Sighting),
     SyncBoard(BTreeMap<String, SyncEntry>),
-    /// A datagram moved the core's next deadline earlier than the timer, or
-    /// completed the shutdown; or an input closed. Nothing else to handle.
+    /// The socket's task wants the timer polled again, or the core finished
+    /// its shutdown; or an input closed. Nothing else to handle.
     Nothing,
 }
 
@@ -100,9 +101,9 @@ enum Wake {
 /// each datagram for the instance straight to its core, under the instance's
 /// lock, and carries out the outputs at once (an advert, a VIP order) — no
 /// queue and no hop to the instance's own task, whose wake-ups are for the
-/// other inputs and the timer. It wakes that task only when the core's next
-/// deadline moved before the one the task's timer is armed for, or the core
-/// finished its shutdown.
+/// other inputs and the timer. It moves the timer to the core's new deadline
+/// (a backup's moves with every advert) without waking that task, and wakes
+/// it only when the timer needs a new poll or the core finished its shutdown.
 #[derive(Debug, Default)]
 pub(super) struct InstanceSink {
     instance: OnceLock<Weak<Mutex<Instance>>>,
@@ -181,9 +182,9 @@ pub(super) struct Instance {
     /// Where the advert socket delivers this instance's datagrams (a
     /// re-opened socket gets the same).
     pub(super) sink: Arc<InstanceSink>,
-    /// The deadline the task's timer is armed for: a datagram that moves the
-    /// core's deadline before it wakes the task.
-    pub(super) timer_armed: Option<Instant>,
+    /// The core's next deadline, polled by the instance's task and moved by
+    /// whoever fed the core last (the socket's task too, without waking it).
+    pub(super) timer: DeadlineTimer,
 }
 
 impl Instance {
@@ -220,29 +221,15 @@ impl Instance {
         let mut net_open = true;
         let mut back_open = true;
         let mut sync_group = sync_group;
-        // One timer for the task's life, moved only when the core's next
-        // deadline moves; exact when that deadline decides a takeover (see
-        // `deadline`).
-        let mut timer = DeadlineTimer::new(&name);
         loop {
-            let deadline = {
+            {
                 let mut this = lock(&instance);
                 if this.stopped {
                     break;
                 }
-                let next = this.core.poll_timeout();
-                this.timer_armed = next;
-                let precision = if next.is_some() && next == this.core.takeover_deadline() {
-                    Precision::Exact
-                } else {
-                    Precision::Batched
-                };
-                next.map(|at| (at, precision))
-            };
-            if deadline != timer.armed() {
-                timer.set(deadline);
+                this.arm_timer();
             }
-            let sleep = timer.expired();
+            let timer = std::future::poll_fn(|cx| lock(&instance).timer.poll_expired(cx));
             // Wait for the next input, then read the clock once: every call of
             // this wake-up sees the same `now` (tokio's clock, so a test with
             // paused time drives it). Adverts do not come this way: the
@@ -252,7 +239,7 @@ impl Instance {
             // request or a watchdog ping. One input per wake-up.
             let wake = tokio::select! {
                 biased;
-                () = sleep => Wake::Timer,
+                () = timer => Wake::Timer,
                 () = sink.wake.notified() => Wake::Nothing,
                 msg = rx.recv(), if rx_open => match msg {
                     Some(msg) => Wake::Message(msg),
@@ -387,7 +374,7 @@ impl Instance {
     /// before sockets for a master: its own advert, if due, goes first. For
     /// a backup the datagram goes first: it may be the master's advert that
     /// cancels a takeover due at the same moment. True when the task must
-    /// wake: the core's next deadline moved before the task's timer, or it
+    /// wake: the timer needs a new poll (see [`DeadlineTimer::set`]), or it
     /// finished its shutdown.
     fn deliver(&mut self, now: Instant, source: IpAddr, bytes: &[u8]) -> bool {
         if self.stopped {
@@ -403,11 +390,20 @@ impl Instance {
             self.core.handle_timeout(now);
         }
         self.carry_out(now);
-        self.stopped
-            || self
-                .core
-                .poll_timeout()
-                .is_some_and(|at| self.timer_armed.is_none_or(|armed| at < armed))
+        self.arm_timer() || self.stopped
+    }
+
+    /// Moves the timer to the core's next deadline: exact when it decides a
+    /// takeover (see `deadline`). True when the task must wake to wait on it.
+    fn arm_timer(&mut self) -> bool {
+        let next = self.core.poll_timeout();
+        let precision = if next.is_some() && next == self.core.takeover_deadline() {
+            Precision::Exact
+        } else {
+            Precision::Batched
+        };
+        let deadline = next.map(|at| (at, precision));
+        deadline != self.timer.armed() && self.timer.set(deadline)
     }
 
     fn on_message(&mut self, now: Instant, msg: InstanceMsg) {
