@@ -104,7 +104,7 @@ impl NeighbourWatch {
         socket
             .set_recv_buffer_size(RECEIVE_BUFFER)
             .map_err(fail("SO_RCVBUF"))?;
-        let addr = packet_sockaddr(ifindex, libc::ETH_P_ALL as u16).map_err(fail("address"))?;
+        let addr = packet_sockaddr(ifindex, tap_protocol(vips)).map_err(fail("address"))?;
         socket.bind(&addr).map_err(fail("bind"))?;
         // SAFETY: the socket owns its descriptor and `as_raw_fd` returns that
         // one until the AsyncFd (which owns the socket) is dropped.
@@ -260,6 +260,23 @@ pub fn filter_program(vips: &[IpAddr]) -> Vec<libc::sock_filter> {
     p
 }
 
+/// The EtherType the socket is bound to: only ARP when every VIP is IPv4,
+/// only IPv6 when every VIP is IPv6, every frame otherwise. Why not always
+/// every frame: the kernel runs each bound packet socket's filter for every
+/// frame of its type on the link, in the softirq of whoever sent or received
+/// it — with 255 instances holding IPv4 VIPs, each advert on the link ran 255
+/// filters (a fifth of both nodes' CPU); bound to ARP, adverts never reach
+/// them.
+fn tap_protocol(vips: &[IpAddr]) -> u16 {
+    let v4 = vips.iter().any(IpAddr::is_ipv4);
+    let v6 = vips.iter().any(IpAddr::is_ipv6);
+    match (v4, v6) {
+        (true, false) => libc::ETH_P_ARP as u16,
+        (false, true) => libc::ETH_P_IPV6 as u16,
+        _ => libc::ETH_P_ALL as u16,
+    }
+}
+
 fn attach_filter(socket: &Socket, program: &[libc::sock_filter]) -> io::Result<()> {
     let prog = libc::sock_fprog {
         len: u16::try_from(program.len())
@@ -315,6 +332,15 @@ mod tests {
 
     fn v4(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_tap_takes_only_the_frames_the_vips_can_be_claimed_in() {
+        let v4: IpAddr = "10.0.0.1".parse().expect("v4");
+        let v6: IpAddr = "fd00::1".parse().expect("v6");
+        assert_eq!(tap_protocol(&[v4]), libc::ETH_P_ARP as u16);
+        assert_eq!(tap_protocol(&[v6]), libc::ETH_P_IPV6 as u16);
+        assert_eq!(tap_protocol(&[v4, v6]), libc::ETH_P_ALL as u16);
     }
 
     #[test]
