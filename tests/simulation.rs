@@ -2798,7 +2798,8 @@ fn sync_group_instances_stay_together() {
 /// Both split a sync group for good on a calm network, because only faults
 /// and weights are shared: with preempt off, loss lets one member's backup
 /// take over and win the master-meets-master rule while the other member's
-/// master stays (seed 2); and one member may refuse a command the other
+/// master stays (seen at seed 2 with preempt as drawn and no commands); and
+/// one member may refuse a command the other
 /// accepts (a drain refused for want of a successor it has heard), after
 /// which the promotion one member keeps outranks the other's choice (seed
 /// 34). Ignored until members follow each other's elections.
