@@ -19,6 +19,7 @@ use super::instance::{
     clock, look_up_links, Conflicts, DeadlineTimer, Instance, InstanceInputs, InstanceMsg,
     InstanceSink, RejectLog, ReplayCheckpoint, Telemetry,
 };
+use super::instance::{TimerMode, OWN_TIMERS_UP_TO};
 use super::reload::{self, ReloadError, ReloadSummary};
 pub(super) use super::shared::Shared;
 use super::state::StateDir;
@@ -183,7 +184,15 @@ impl Supervisor {
             checkpoint: Some(checkpoint),
             stopped: false,
             sink,
-            timer: DeadlineTimer::new(&cfg.name),
+            // Decided from the configuration this instance starts under.
+            timer: DeadlineTimer::new(
+                &cfg.name,
+                if self.config.instances.len() <= OWN_TIMERS_UP_TO {
+                    TimerMode::Own
+                } else {
+                    TimerMode::Shared
+                },
+            ),
         };
         tracing::info!(instance = %cfg.name, interface = %cfg.interface, ifindex = link.index, group = cfg.group,
             priority = cfg.priority, vips = %vip_list(&cfg.vips),

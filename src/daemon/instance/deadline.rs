@@ -61,11 +61,34 @@ pub(in crate::daemon) struct DeadlineTimer {
     /// new one per wake-up would cost a removal and an insertion in the wheel.
     wheel: Pin<Box<tokio::time::Sleep>>,
     armed: Option<(Instant, Precision)>,
+    /// Every deadline on the timerfd, the wheel unused (see [`Mode`]).
+    timerfd_only: bool,
 }
+
+/// Where a node's instances keep their deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::daemon) enum Mode {
+    /// Every deadline on the instance's own timerfd, moved with one system
+    /// call. For a node with few instances, where each deadline is a
+    /// wake-up of its own anyway: tokio's wheel costs more there — it
+    /// extends a deadline moved later only lazily, so a backup's
+    /// master-down deadline, moved by every advert, still woke the process
+    /// at each stale expiry (about one wake-up per two adverts at 10 ms),
+    /// and a master's advert timer, re-armed when the wheel was empty, woke
+    /// the runtime's parker once more per advert.
+    Own,
+    /// The wheel for every deadline but the last 3 ms of a takeover: for
+    /// many instances, whose in-phase advert timers the wheel fires in one
+    /// wake-up (255 groups on timerfds used twice the CPU).
+    Shared,
+}
+
+/// The most instances a node runs with [`Mode::Own`] timers.
+pub(in crate::daemon) const OWN_TIMERS_UP_TO: usize = 4;
 
 impl DeadlineTimer {
     /// A disarmed timer, registered with the current runtime's reactor.
-    pub(in crate::daemon) fn new(instance: &str) -> Self {
+    pub(in crate::daemon) fn new(instance: &str, mode: Mode) -> Self {
         let fd = TimerFd::new(
             ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
@@ -90,6 +113,7 @@ impl DeadlineTimer {
             fd_armed: false,
             wheel: Box::pin(tokio::time::sleep_until(far_future())),
             armed: None,
+            timerfd_only: mode == Mode::Own,
         }
     }
 
@@ -108,6 +132,18 @@ impl DeadlineTimer {
     /// again, because it waited on something the change took away (the
     /// timerfd in its last moments, or nothing at all).
     pub(super) fn set(&mut self, deadline: Option<(Instant, Precision)>) -> bool {
+        if self.timerfd_only && self.fd.is_some() {
+            // The task always waits on the timerfd's readiness, armed or not:
+            // moving it needs no wake-up.
+            self.armed = deadline;
+            self.arm_fd(deadline.map(|(at, _)| at));
+            if self.fd.is_some() {
+                return false;
+            }
+            // Arming failed and dropped the timerfd: the wheel has it now,
+            // and the task must poll that instead.
+            return true;
+        }
         let waited_elsewhere = self.fd_armed || self.armed.is_none();
         self.armed = deadline;
         // The timerfd is armed only in a deadline's last moments (see
@@ -163,6 +199,9 @@ impl DeadlineTimer {
     /// come early in odd cases (a timerfd error); the caller's core then
     /// finds nothing due, and the timer is armed again.
     pub(super) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.timerfd_only && self.fd.is_some() {
+            return self.poll_own(cx);
+        }
         let Some((deadline, precision)) = self.armed else {
             return Poll::Pending;
         };
@@ -219,6 +258,43 @@ impl DeadlineTimer {
         }
     }
 
+    /// [`Mode::Own`]: waits on the timerfd alone, registered with the
+    /// reactor even while disarmed, so that arming it from elsewhere wakes
+    /// the task when it fires.
+    fn poll_own(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let Some(fd) = &self.fd else {
+                return self.wheel.as_mut().poll(cx);
+            };
+            let read = match fd.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => Err(Errno::from_raw(e.raw_os_error().unwrap_or(0))),
+                Poll::Ready(Ok(mut ready)) => match ready.get_inner().0.wait() {
+                    Err(Errno::EAGAIN) => {
+                        ready.clear_ready();
+                        continue;
+                    }
+                    other => other,
+                },
+            };
+            let deadline = self.armed.map(|(at, _)| at);
+            match read {
+                Ok(()) if deadline.is_none_or(|at| now() >= at) => return Poll::Ready(()),
+                // Fired before the deadline by our clock (cannot happen while
+                // both read CLOCK_MONOTONIC): armed again for the rest.
+                Ok(()) => self.arm_fd(deadline),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the instance's timerfd failed; using the runtime's timer");
+                    self.fd = None;
+                    self.fd_armed = false;
+                    if let Some(at) = deadline {
+                        self.wheel.as_mut().reset(at.into());
+                    }
+                }
+            }
+        }
+    }
+
     /// Waits until the armed deadline has passed (forever when disarmed).
     #[cfg(test)]
     async fn expired(&mut self) {
@@ -258,7 +334,7 @@ mod tests {
 
     #[tokio::test]
     async fn exact_fires_at_the_deadline_not_before_and_moves_with_it() {
-        let mut timer = DeadlineTimer::new("test");
+        let mut timer = DeadlineTimer::new("test", Mode::Shared);
         let start = Instant::now();
         timer.set(Some((start + Duration::from_millis(30), Precision::Exact)));
         // Moved later before it fires: the first setting does not count.
@@ -274,7 +350,7 @@ mod tests {
 
     #[tokio::test]
     async fn switching_precision_keeps_one_deadline() {
-        let mut timer = DeadlineTimer::new("test");
+        let mut timer = DeadlineTimer::new("test", Mode::Shared);
         let start = Instant::now();
         // An exact deadline replaced by a later batched one: the timerfd must
         // not fire at the old time.
@@ -295,8 +371,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn own_mode_keeps_every_deadline_on_the_timerfd_and_moves_it_without_a_wake() {
+        let mut timer = DeadlineTimer::new("test", Mode::Own);
+        let start = Instant::now();
+        assert!(
+            !timer.set(Some((
+                start + Duration::from_millis(20),
+                Precision::Batched
+            ))),
+            "the task waits on the timerfd even while disarmed"
+        );
+        // Moved later before it fires: the first setting does not count.
+        assert!(!timer.set(Some((start + Duration::from_millis(50), Precision::Exact))));
+        timer.expired().await;
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        timer.set(None);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(30), timer.expired())
+                .await
+                .is_err(),
+            "disarmed: never"
+        );
+    }
+
+    #[tokio::test]
     async fn disarmed_never_fires() {
-        let mut timer = DeadlineTimer::new("test");
+        let mut timer = DeadlineTimer::new("test", Mode::Shared);
         timer.set(Some((Instant::now(), Precision::Exact)));
         timer.set(None);
         assert!(

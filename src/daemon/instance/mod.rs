@@ -23,7 +23,7 @@ mod telemetry;
 mod update;
 
 pub(super) use conflicts::Conflicts;
-pub(super) use deadline::DeadlineTimer;
+pub(super) use deadline::{DeadlineTimer, Mode as TimerMode, OWN_TIMERS_UP_TO};
 pub(super) use rejects::RejectLog;
 pub(super) use replay::ReplayCheckpoint;
 pub(super) use telemetry::Telemetry;
