@@ -220,41 +220,57 @@ impl DeadlineTimer {
             }
             self.arm_fd(Some(deadline));
         }
+        let Some(read) = self.poll_fd(cx) else {
+            // Arming failed: the wheel keeps the deadline (see `arm_fd`).
+            return self.wheel.as_mut().poll(cx);
+        };
+        let Poll::Ready(read) = read else {
+            return Poll::Pending;
+        };
+        match read {
+            Ok(()) if now() >= deadline => Poll::Ready(()),
+            // Fired before the deadline by our clock (cannot happen while
+            // both read CLOCK_MONOTONIC): the wheel keeps the rest.
+            Ok(()) => {
+                self.fd_armed = false;
+                self.wheel.as_mut().reset(deadline.into());
+                self.wheel.as_mut().poll(cx)
+            }
+            Err(e) => {
+                self.drop_fd(&e, Some(deadline));
+                self.wheel.as_mut().poll(cx)
+            }
+        }
+    }
+
+    /// Waits for the timerfd to fire and reads it: `None` without a timerfd.
+    fn poll_fd(&mut self, cx: &mut Context<'_>) -> Option<Poll<Result<(), Errno>>> {
+        let fd = self.fd.as_ref()?;
         loop {
-            let Some(fd) = &self.fd else {
-                // Arming failed: the wheel keeps the deadline (see `arm_fd`).
-                return self.wheel.as_mut().poll(cx);
-            };
-            let read = match fd.poll_read_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => Err(Errno::from_raw(e.raw_os_error().unwrap_or(0))),
+            return Some(match fd.poll_read_ready(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    Poll::Ready(Err(Errno::from_raw(e.raw_os_error().unwrap_or(0))))
+                }
                 Poll::Ready(Ok(mut ready)) => match ready.get_inner().0.wait() {
                     Err(Errno::EAGAIN) => {
                         ready.clear_ready();
                         continue;
                     }
-                    other => other,
+                    other => Poll::Ready(other),
                 },
-            };
-            match read {
-                Ok(()) if now() >= deadline => return Poll::Ready(()),
-                // Fired before the deadline by our clock (cannot happen while
-                // both read CLOCK_MONOTONIC): the wheel keeps the rest.
-                Ok(()) => {
-                    self.fd_armed = false;
-                    self.wheel.as_mut().reset(deadline.into());
-                    return self.wheel.as_mut().poll(cx);
-                }
-                // Any other error of a timerfd would repeat: the wheel keeps
-                // this and every later deadline.
-                Err(e) => {
-                    tracing::warn!(error = %e, "the instance's timerfd failed; using the runtime's timer");
-                    self.fd = None;
-                    self.fd_armed = false;
-                    self.wheel.as_mut().reset(deadline.into());
-                    return self.wheel.as_mut().poll(cx);
-                }
-            }
+            });
+        }
+    }
+
+    /// A timerfd error would repeat: the wheel keeps this deadline and every
+    /// later one.
+    fn drop_fd(&mut self, error: &Errno, deadline: Option<Instant>) {
+        tracing::warn!(%error, "the instance's timerfd failed; using the runtime's timer");
+        self.fd = None;
+        self.fd_armed = false;
+        if let Some(at) = deadline {
+            self.wheel.as_mut().reset(at.into());
         }
     }
 
@@ -263,19 +279,11 @@ impl DeadlineTimer {
     /// the task when it fires.
     fn poll_own(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            let Some(fd) = &self.fd else {
+            let Some(read) = self.poll_fd(cx) else {
                 return self.wheel.as_mut().poll(cx);
             };
-            let read = match fd.poll_read_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => Err(Errno::from_raw(e.raw_os_error().unwrap_or(0))),
-                Poll::Ready(Ok(mut ready)) => match ready.get_inner().0.wait() {
-                    Err(Errno::EAGAIN) => {
-                        ready.clear_ready();
-                        continue;
-                    }
-                    other => other,
-                },
+            let Poll::Ready(read) = read else {
+                return Poll::Pending;
             };
             let deadline = self.armed.map(|(at, _)| at);
             match read {
@@ -283,14 +291,7 @@ impl DeadlineTimer {
                 // Fired before the deadline by our clock (cannot happen while
                 // both read CLOCK_MONOTONIC): armed again for the rest.
                 Ok(()) => self.arm_fd(deadline),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the instance's timerfd failed; using the runtime's timer");
-                    self.fd = None;
-                    self.fd_armed = false;
-                    if let Some(at) = deadline {
-                        self.wheel.as_mut().reset(at.into());
-                    }
-                }
+                Err(e) => self.drop_fd(&e, deadline),
             }
         }
     }
