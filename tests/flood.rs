@@ -39,7 +39,8 @@ use common::*;
 const FLOOD_FOR: Duration = Duration::from_secs(5);
 /// How many of the master's adverts the backup may miss per phase: one at each
 /// end of the window its counters are read over. Junk must not crowd out any
-/// other (`transport::Inbox`'s known lane, and the 4 MiB receive buffer).
+/// other (peers' datagrams go first in each batch the socket's reader hands
+/// over, and the 4 MiB receive buffer).
 const MISSED_ADVERTS_MAX: u64 = 2;
 /// How long `vipd status` may take on the flooded master.
 const STATUS_BOUND: Duration = Duration::from_secs(1);

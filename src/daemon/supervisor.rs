@@ -199,12 +199,15 @@ impl Supervisor {
             transport = %if cfg.is_unicast() { format!("unicast to {}", cfg.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")) } else { format!("multicast {}", cfg.multicast_group) },
             port = cfg.port, "instance starting");
         let task = tokio::spawn(instance.run(
-            rx,
-            net_rx,
-            back_rx,
+            InstanceInputs {
+                rx,
+                net: net_rx,
+                back: back_rx,
+                check_rx,
+                sync_rx,
+            },
             worker,
             link.up,
-            InstanceInputs { check_rx, sync_rx },
         ));
         if let Ok(mut reg) = self.registry.lock() {
             reg.push((cfg.name.clone(), tx.clone()));

@@ -125,7 +125,7 @@ pub trait AdvertSender: Send + Sync + std::fmt::Debug {
 pub trait DatagramSink: Send + Sync + std::fmt::Debug {
     /// One datagram for the instance's group from `source`, past the
     /// socket's checks, read at `now`. Called on the socket's receive task
-    /// (or by [`Subscription::read_pending`]'s caller): it must not wait.
+    /// (or by [`PendingReader::read_pending`]'s caller): it must not wait.
     fn deliver(&self, now: Instant, source: IpAddr, bytes: &[u8]);
 }
 
@@ -139,7 +139,7 @@ pub struct Channel {
 }
 
 /// How many source addresses an instance may mark as known (its peers'
-/// addresses; more only after renumbering, and then the lane is an
+/// addresses; more only after renumbering, and then going first is an
 /// optimisation the rest of the sources go without).
 pub const KNOWN_SOURCES_MAX: usize = 16;
 

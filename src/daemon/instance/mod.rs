@@ -145,8 +145,14 @@ pub(super) async fn look_up_links(
     }
 }
 
-/// The health inputs of an instance task besides the netlink events.
+/// What an instance's task waits on besides its timer (adverts come to the
+/// core from the socket's task).
 pub(super) struct InstanceInputs {
+    /// From the supervisor.
+    pub(super) rx: mpsc::Receiver<InstanceMsg>,
+    pub(super) net: broadcast::Receiver<NetEvent>,
+    /// From the VIP worker.
+    pub(super) back: mpsc::UnboundedReceiver<WorkerReport>,
     pub(super) check_rx: mpsc::UnboundedReceiver<CheckEvent>,
     pub(super) sync_rx: watch::Receiver<BTreeMap<String, SyncEntry>>,
 }
@@ -190,155 +196,21 @@ pub(super) struct Instance {
 impl Instance {
     /// Runs the instance until it stopped (a handover where possible), then
     /// cleans up: the replay book, the sync board, the VIP worker, the hooks.
-    pub(super) async fn run(
+    ///
+    /// Not an `async fn`: the instance moves to the heap before the task's
+    /// future is built, so the future holds a pointer to it, not a copy of
+    /// it (with 255 instances, copies cost megabytes).
+    pub(super) fn run(
         mut self,
-        mut rx: mpsc::Receiver<InstanceMsg>,
-        mut net: broadcast::Receiver<NetEvent>,
-        mut back: mpsc::UnboundedReceiver<WorkerReport>,
+        inputs: InstanceInputs,
         worker: JoinHandle<()>,
         link_up: bool,
-        inputs: InstanceInputs,
-    ) {
-        let InstanceInputs {
-            mut check_rx,
-            mut sync_rx,
-        } = inputs;
-        let name = self.core.config().name.clone();
-        let interface = self.core.config().interface.clone();
-        let sync_group = self.core.config().sync_group.is_some();
+    ) -> impl std::future::Future<Output = ()> + Send {
+        let sightings = self.conflicts.sightings.take();
         let sink = Arc::clone(&self.sink);
-        let mut sightings = self.conflicts.sightings.take();
         let instance = Arc::new(Mutex::new(self));
         let _ = sink.instance.set(Arc::downgrade(&instance));
-        sync_rx.mark_changed();
-        {
-            let mut this = lock(&instance);
-            let now = clock::now();
-            this.core.handle_link(now, link_up);
-            this.carry_out(now);
-        }
-        let mut rx_open = true;
-        let mut net_open = true;
-        let mut back_open = true;
-        let mut sync_group = sync_group;
-        loop {
-            {
-                let mut this = lock(&instance);
-                if this.stopped {
-                    break;
-                }
-                this.arm_timer();
-            }
-            let timer = std::future::poll_fn(|cx| lock(&instance).timer.poll_expired(cx));
-            // Wait for the next input, then read the clock once: every call of
-            // this wake-up sees the same `now` (tokio's clock, so a test with
-            // paused time drives it). Adverts do not come this way: the
-            // socket's task hands them to the core (see `InstanceSink`).
-            // Timers and the supervisor first: a flood of forged ARP claims
-            // never delays our own adverts, the takeover timer, a control
-            // request or a watchdog ping. One input per wake-up.
-            let wake = tokio::select! {
-                biased;
-                () = timer => Wake::Timer,
-                () = sink.wake.notified() => Wake::Nothing,
-                msg = rx.recv(), if rx_open => match msg {
-                    Some(msg) => Wake::Message(msg),
-                    None => {
-                        rx_open = false;
-                        Wake::SupervisorGone
-                    }
-                },
-                event = net.recv(), if net_open => match event {
-                    Ok(event) => Wake::Net(event),
-                    Err(broadcast::error::RecvError::Lagged(_)) => Wake::Net(NetEvent::Overrun),
-                    Err(broadcast::error::RecvError::Closed) => {
-                        net_open = false;
-                        Wake::Nothing
-                    }
-                },
-                report = back.recv(), if back_open => match report {
-                    Some(WorkerReport::LinkUp(up)) => Wake::Link(up),
-                    Some(WorkerReport::Replaced { ifindex, up }) => Wake::Net(NetEvent::Link {
-                        ifindex,
-                        name: interface.clone(),
-                        up,
-                    }),
-                    Some(WorkerReport::Fault(why)) => Wake::ClaimFault(why),
-                    None => {
-                        back_open = false;
-                        Wake::Nothing
-                    }
-                },
-                // The instance holds a sender, so this never yields None.
-                Some(event) = check_rx.recv() => Wake::Check(event),
-                Ok(()) = sync_rx.changed(), if sync_group => {
-                    Wake::SyncBoard(sync_rx.borrow_and_update().clone())
-                },
-                // Last: a flood of forged claims never delays an advert.
-                Some(sighting) = async { sightings.as_mut()?.recv().await }, if sightings.is_some() => {
-                    Wake::Sighting(sighting)
-                },
-            };
-            let now = clock::now();
-            if matches!(wake, Wake::Timer) {
-                // Adverts already waiting in the socket count before a
-                // deadline: after a scheduling stall the master's adverts wait
-                // there together with our takeover timer, and must win. Read
-                // without the instance's lock: the socket hands them to it.
-                let reader = {
-                    let this = lock(&instance);
-                    (this.core.election().state() != State::Master)
-                        .then(|| this.channel.subscription.as_ref().map(Subscription::reader))
-                        .flatten()
-                };
-                if let Some(reader) = reader {
-                    reader.read_pending(now);
-                }
-            }
-            let mut this = lock(&instance);
-            match wake {
-                Wake::Timer => this.core.handle_timeout(now),
-                Wake::Sighting(sighting) => this.core.handle_sighting(now, sighting),
-                Wake::Message(msg) => this.on_message(now, msg),
-                Wake::SupervisorGone => {
-                    this.telemetry.shutdown_started(now);
-                    this.core.handle_shutdown(now);
-                }
-                Wake::Net(event) => this.on_net_event(now, event),
-                Wake::Link(up) => this.core.handle_link(now, up),
-                Wake::ClaimFault(why) => this.core.handle_claim_fault(now, why),
-                Wake::Check(event) => {
-                    this.telemetry.check_event(&event);
-                    this.core.handle_check(now, event);
-                    let checks = this.core.health().checks();
-                    this.telemetry.metrics.set_checks(checks);
-                }
-                Wake::SyncBoard(board) => this.core.handle_sync_board(now, &board),
-                Wake::Nothing => {}
-            }
-            if let Some(replaced) = this.replaced_checks.take() {
-                check_rx = replaced;
-            }
-            sync_group = this.core.config().sync_group.is_some();
-            this.carry_out(now);
-        }
-        // Nothing delivers to the instance any more once its subscription is
-        // gone; the socket's task holds only a weak reference.
-        let this = {
-            let mut this = lock(&instance);
-            this.channel.subscription = None;
-            drop(this);
-            match Arc::try_unwrap(instance) {
-                Ok(mutex) => mutex
-                    .into_inner()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-                Err(_) => {
-                    tracing::error!(instance = %name, "instance still referenced at its stop; its clean-up is skipped");
-                    return;
-                }
-            }
-        };
-        this.finish(worker).await;
+        drive(instance, sink, sightings, inputs, worker, link_up)
     }
 
     /// After the core stopped: the final replay checkpoint, the sync board,
@@ -642,6 +514,168 @@ impl Instance {
             }
         }
     }
+}
+
+/// The instance's task: waits on its timer and every input but the adverts,
+/// feeds the core under the lock, and cleans up once the core stopped.
+async fn drive(
+    instance: Arc<Mutex<Instance>>,
+    sink: Arc<InstanceSink>,
+    mut sightings: Option<mpsc::Receiver<crate::conflict::Sighting>>,
+    inputs: InstanceInputs,
+    worker: JoinHandle<()>,
+    link_up: bool,
+) {
+    let InstanceInputs {
+        mut rx,
+        mut net,
+        mut back,
+        mut check_rx,
+        mut sync_rx,
+    } = inputs;
+    let (name, interface, sync_group) = {
+        let this = lock(&instance);
+        let cfg = this.core.config();
+        (
+            cfg.name.clone(),
+            cfg.interface.clone(),
+            cfg.sync_group.is_some(),
+        )
+    };
+    sync_rx.mark_changed();
+    {
+        let mut this = lock(&instance);
+        let now = clock::now();
+        this.core.handle_link(now, link_up);
+        this.carry_out(now);
+    }
+    let mut rx_open = true;
+    let mut net_open = true;
+    let mut back_open = true;
+    let mut sync_group = sync_group;
+    loop {
+        {
+            let mut this = lock(&instance);
+            if this.stopped {
+                break;
+            }
+            this.arm_timer();
+        }
+        let timer = std::future::poll_fn(|cx| lock(&instance).timer.poll_expired(cx));
+        // Wait for the next input, then read the clock once: every call of
+        // this wake-up sees the same `now` (tokio's clock, so a test with
+        // paused time drives it). Adverts do not come this way: the
+        // socket's task hands them to the core (see `InstanceSink`).
+        // Timers and the supervisor first: a flood of forged ARP claims
+        // never delays our own adverts, the takeover timer, a control
+        // request or a watchdog ping. One input per wake-up.
+        let wake = tokio::select! {
+            biased;
+            () = timer => Wake::Timer,
+            () = sink.wake.notified() => Wake::Nothing,
+            msg = rx.recv(), if rx_open => match msg {
+                Some(msg) => Wake::Message(msg),
+                None => {
+                    rx_open = false;
+                    Wake::SupervisorGone
+                }
+            },
+            event = net.recv(), if net_open => match event {
+                Ok(event) => Wake::Net(event),
+                Err(broadcast::error::RecvError::Lagged(_)) => Wake::Net(NetEvent::Overrun),
+                Err(broadcast::error::RecvError::Closed) => {
+                    net_open = false;
+                    Wake::Nothing
+                }
+            },
+            report = back.recv(), if back_open => match report {
+                Some(WorkerReport::LinkUp(up)) => Wake::Link(up),
+                Some(WorkerReport::Replaced { ifindex, up }) => Wake::Net(NetEvent::Link {
+                    ifindex,
+                    name: interface.clone(),
+                    up,
+                }),
+                Some(WorkerReport::Fault(why)) => Wake::ClaimFault(why),
+                None => {
+                    back_open = false;
+                    Wake::Nothing
+                }
+            },
+            // The instance holds a sender, so this never yields None.
+            Some(event) = check_rx.recv() => Wake::Check(event),
+            Ok(()) = sync_rx.changed(), if sync_group => {
+                Wake::SyncBoard(sync_rx.borrow_and_update().clone())
+            },
+            // Last: a flood of forged claims never delays an advert.
+            Some(sighting) = async { sightings.as_mut()?.recv().await }, if sightings.is_some() => {
+                Wake::Sighting(sighting)
+            },
+        };
+        let now = clock::now();
+        if matches!(wake, Wake::Timer) {
+            // Adverts already waiting in the socket count before a
+            // deadline: after a scheduling stall the master's adverts wait
+            // there together with our takeover timer, and must win. Read
+            // without the instance's lock: the socket hands them to it.
+            let reader = {
+                let this = lock(&instance);
+                (this.core.election().state() != State::Master)
+                    .then(|| this.channel.subscription.as_ref().map(Subscription::reader))
+                    .flatten()
+            };
+            if let Some(reader) = reader {
+                reader.read_pending(now);
+            }
+        }
+        let mut this = lock(&instance);
+        match wake {
+            Wake::Timer => this.core.handle_timeout(now),
+            Wake::Sighting(sighting) => this.core.handle_sighting(now, sighting),
+            Wake::Message(msg) => this.on_message(now, msg),
+            Wake::SupervisorGone => {
+                this.telemetry.shutdown_started(now);
+                this.core.handle_shutdown(now);
+            }
+            Wake::Net(event) => this.on_net_event(now, event),
+            Wake::Link(up) => this.core.handle_link(now, up),
+            Wake::ClaimFault(why) => this.core.handle_claim_fault(now, why),
+            Wake::Check(event) => {
+                this.telemetry.check_event(&event);
+                this.core.handle_check(now, event);
+                let checks = this.core.health().checks();
+                this.telemetry.metrics.set_checks(checks);
+            }
+            Wake::SyncBoard(board) => this.core.handle_sync_board(now, &board),
+            Wake::Nothing => {}
+        }
+        if let Some(replaced) = this.replaced_checks.take() {
+            check_rx = replaced;
+        }
+        sync_group = this.core.config().sync_group.is_some();
+        this.carry_out(now);
+    }
+    // Nothing delivers to the instance any more once its subscription is
+    // gone; the socket's task holds only a weak reference.
+    // The clean-up's future on the heap, built from the instance by value
+    // in a scope of its own: the task's future keeps neither.
+    let finish = {
+        let mut this = lock(&instance);
+        this.channel.subscription = None;
+        drop(this);
+        match Arc::try_unwrap(instance) {
+            Ok(mutex) => Box::pin(
+                mutex
+                    .into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .finish(worker),
+            ),
+            Err(_) => {
+                tracing::error!(instance = %name, "instance still referenced at its stop; its clean-up is skipped");
+                return;
+            }
+        }
+    };
+    finish.await;
 }
 
 /// The instance's lock. A panic while it was held cannot leave the core
