@@ -320,17 +320,9 @@ impl InstanceCore {
             return self.reject(source, error);
         }
         let node_id = advert.body.node_id;
-        if self.sources.len() >= MAX_REMEMBERED_NODES && !self.sources.contains_key(&node_id) {
-            let known: HashSet<u64> = self.election.peers().map(|p| p.node_id).collect();
-            self.sources.retain(|id, _| known.contains(id));
-        }
+        make_room(&mut self.sources, node_id, &self.election);
         let new_source = self.sources.insert(node_id, source) != Some(source);
-        if self.peer_versions.len() >= MAX_REMEMBERED_NODES
-            && !self.peer_versions.contains_key(&node_id)
-        {
-            let known: HashSet<u64> = self.election.peers().map(|p| p.node_id).collect();
-            self.peer_versions.retain(|id, _| known.contains(id));
-        }
+        make_room(&mut self.peer_versions, node_id, &self.election);
         if let Some(mac) = wire::link_address(&extensions) {
             self.watch.set_peer_mac(node_id, Mac(mac));
         }
@@ -833,6 +825,15 @@ impl InstanceCore {
             self.apply_health(now);
         }
         health_changed
+    }
+}
+
+/// Before `node_id` is added to a per-node map at its bound: the node ids no
+/// longer in the election's peer table are forgotten (rule 4).
+fn make_room<V>(map: &mut HashMap<u64, V>, node_id: u64, election: &Election) {
+    if map.len() >= MAX_REMEMBERED_NODES && !map.contains_key(&node_id) {
+        let known: HashSet<u64> = election.peers().map(|p| p.node_id).collect();
+        map.retain(|id, _| known.contains(id));
     }
 }
 
