@@ -151,13 +151,7 @@ fn peer_version(daemon: &Daemon) -> Option<String> {
 /// MAC (during a make-before-break handover both nodes answer for a while;
 /// those probes are not counted as moves).
 fn handovers_seen(log: &ProbeLog, from: Instant) -> usize {
-    let mut answered: Vec<Vec<[u8; 6]>> = vec![Vec::new(); log.probes.len()];
-    for &(t, mac) in &log.replies {
-        let idx = log.probes.partition_point(|&s| s <= t);
-        if idx > 0 && !answered[idx - 1].contains(&mac) {
-            answered[idx - 1].push(mac);
-        }
-    }
+    let answered = log.answered_by();
     let first = log.probes.partition_point(|&s| s < from);
     let sole: Vec<[u8; 6]> = answered[first..]
         .iter()

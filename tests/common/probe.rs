@@ -199,6 +199,11 @@ pub(crate) const ARP_PROBE_PERIOD: Duration = Duration::from_millis(1);
 /// The UDP port of vipd's adverts, to recognise them on the link.
 const VIPD_ADVERT_PORT: u16 = 5880;
 
+/// How late an ARP reply may arrive and still answer an earlier probe than the
+/// last one sent (see [`ProbeLog::answered_by`]): a few probe periods, far below
+/// any loss a handover could cause.
+const REPLY_LATE_BY: Duration = Duration::from_millis(5);
+
 /// Everything an [`ArpProber`] recorded, in arrival order.
 #[derive(Clone, Default)]
 pub(crate) struct ProbeLog {
@@ -225,23 +230,41 @@ pub(crate) struct ProbeWindow {
 }
 
 impl ProbeLog {
-    /// Probes lost, the longest gap between answers, and probes answered by two
-    /// MACs, over the probes sent in `[from, to)`. A reply counts for the last
-    /// probe sent before it arrived.
-    pub(crate) fn window(&self, from: Instant, to: Instant) -> ProbeWindow {
-        let first = self.probes.partition_point(|&s| s < from);
-        let last = self.probes.partition_point(|&s| s < to);
-        let mut macs: Vec<Vec<[u8; 6]>> = vec![Vec::new(); last.saturating_sub(first)];
+    /// The MACs that answered each probe, in the order of `probes`. ARP replies
+    /// carry no sequence number: a reply answers the last probe sent before it
+    /// arrived, or, when that MAC already answered that one, the latest probe
+    /// sent at most [`REPLY_LATE_BY`] earlier that it has not answered. So a
+    /// reply overtaken by the next probe (a busy responder, or the client's
+    /// thread woken late) still answers its own probe, as it would for a client
+    /// waiting on it, and a MAC that starts answering is not credited with
+    /// probes sent before it did.
+    pub(crate) fn answered_by(&self) -> Vec<Vec<[u8; 6]>> {
+        let mut macs: Vec<Vec<[u8; 6]>> = vec![Vec::new(); self.probes.len()];
         for &(t, mac) in &self.replies {
             let idx = self.probes.partition_point(|&s| s <= t);
             if idx == 0 {
                 continue;
             }
-            let probe = idx - 1;
-            if probe >= first && probe < last && !macs[probe - first].contains(&mac) {
-                macs[probe - first].push(mac);
+            let oldest_in_time = self.probes.partition_point(|&s| s + REPLY_LATE_BY < t);
+            let probe = (oldest_in_time..idx)
+                .rev()
+                .find(|&p| !macs[p].contains(&mac))
+                .unwrap_or(idx - 1);
+            if !macs[probe].contains(&mac) {
+                macs[probe].push(mac);
             }
         }
+        macs
+    }
+
+    /// Probes lost, the longest gap between answers, and probes answered by two
+    /// MACs, over the probes sent in `[from, to)`, with replies matched to probes
+    /// as [`ProbeLog::answered_by`] does.
+    pub(crate) fn window(&self, from: Instant, to: Instant) -> ProbeWindow {
+        let first = self.probes.partition_point(|&s| s < from);
+        let last = self.probes.partition_point(|&s| s < to);
+        let answered = self.answered_by();
+        let macs = &answered[first..last.max(first)];
         let lookback = from.checked_sub(Duration::from_millis(5)).unwrap_or(from);
         let times: Vec<Instant> = self
             .replies
@@ -325,19 +348,15 @@ impl ProbeLog {
         };
         let first = self.probes.partition_point(|&s| s < from);
         let last = self.probes.partition_point(|&s| s < to);
-        let mut answered = vec![false; last.saturating_sub(first)];
+        let answered: Vec<bool> = self.answered_by()[first..last.max(first)]
+            .iter()
+            .zip(&self.probes[first..last.max(first)])
+            .map(|(macs, &sent)| macs.contains(&followed_at(sent)))
+            .collect();
         let mut answers = vec![from];
         for &(t, mac) in &self.replies {
             if t >= from && t < to && mac == followed_at(t) {
                 answers.push(t);
-            }
-            let idx = self.probes.partition_point(|&s| s <= t);
-            if idx == 0 {
-                continue;
-            }
-            let probe = idx - 1;
-            if probe >= first && probe < last && mac == followed_at(self.probes[probe]) {
-                answered[probe - first] = true;
             }
         }
         answers.push(to);
