@@ -234,12 +234,38 @@ async fn run(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `vipd cleanup`: one line per removed address, on stderr (the journal under
-/// ExecStopPost); exit 1 when an address could not be removed.
+/// `vipd cleanup`: one line per announced release, kept instance and removed
+/// address, on stderr (the journal under ExecStopPost); exit 1 when an
+/// address could not be removed. systemd tells ExecStopPost how the daemon
+/// ended in `$SERVICE_RESULT`.
 async fn cleanup(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let report = vipd::daemon::cleanup(path).await?;
+    let result = std::env::var("SERVICE_RESULT").ok();
+    let exit = vipd::instance::crash::ExitKind::from_service_result(result.as_deref());
+    let report = vipd::daemon::cleanup(path, exit).await?;
     if let Some(why) = &report.all_interfaces_because {
         eprintln!("vipd cleanup: the configuration does not load ({why}); removing vipd-marked addresses on every interface");
+    }
+    let ended = result.as_deref().map_or_else(
+        || "not run by systemd".to_owned(),
+        |r| {
+            format!(
+                "SERVICE_RESULT={r} EXIT_CODE={} EXIT_STATUS={}",
+                std::env::var("EXIT_CODE").unwrap_or_default(),
+                std::env::var("EXIT_STATUS").unwrap_or_default()
+            )
+        },
+    );
+    for note in &report.notes {
+        eprintln!("vipd cleanup: {note}");
+    }
+    for name in &report.kept_for_restart {
+        eprintln!("vipd cleanup: instance {name}: VIPs left in place for the restarted daemon (after_crash = \"resume\"; {ended})");
+    }
+    for name in &report.announced {
+        eprintln!("vipd cleanup: instance {name}: announced the release to its peers ({ended})");
+    }
+    for (name, why) in &report.announce_failed {
+        eprintln!("vipd cleanup: instance {name}: cannot announce the release ({why}); its peers take over after the master-down interval");
     }
     for a in &report.removed {
         eprintln!(
@@ -266,6 +292,7 @@ async fn cleanup(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         );
     }
     if report.removed.is_empty()
+        && report.kept_for_restart.is_empty()
         && report.failed.is_empty()
         && report.removed_routes.is_empty()
         && report.failed_routes.is_empty()

@@ -16,8 +16,10 @@
 #    in namespaces of its own to run systemd/vipd.service; it need not be PID 1),
 #    prometheus (prometheus and promtool, tests/metrics.rs), curl (its HTTP
 #    requests inside the lab's namespaces), keepalived (tests/migrate.rs switches
-#    a keepalived pair to vipd), lintian and man-db (tests/package.sh) and frr
-#    (zebra, bgpd, bfdd, vtysh: tests/routed.rs);
+#    a keepalived pair to vipd), lintian and man-db (tests/package.sh), frr
+#    (zebra, bgpd, bfdd, vtysh: tests/routed.rs), haproxy and postgresql-15
+#    (tests/services.rs puts them behind vipd, each in a node's namespace; the
+#    install starts no service: a policy-rc.d refuses while it runs);
 # 2. checks that cargo is there;
 # 3. runs `cargo test --release "$@"`;
 # 4. as root and without extra arguments, the package test (tests/package.sh:
@@ -55,6 +57,9 @@ declare -A package_of=(
     [keepalived]=keepalived
     [man]=man-db
     [/usr/lib/frr/bgpd]=frr
+    [haproxy]=haproxy
+    [/usr/lib/postgresql/15/bin/postgres]=postgresql-15
+    [psql]=postgresql-client-15
 )
 missing=()
 has() { # a user's PATH on Debian lacks the sbin directories, where ip and nft live
@@ -69,7 +74,17 @@ if [[ $EUID -eq 0 ]]; then
         command -v apt-get >/dev/null || { echo "tests/run.sh: please install: ${missing[*]}" >&2; exit 1; }
         say "installing ${missing[*]}"
         apt-get update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+        # The tests run their own HAProxy and PostgreSQL in namespaces: the
+        # packages' services must not start on this host (Debian's
+        # policy-rc.d convention: exit 101 = "not allowed").
+        policy=/usr/sbin/policy-rc.d
+        own_policy=0
+        if [[ ! -e $policy ]]; then
+            printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && own_policy=1
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" ||
+            { ((own_policy)) && rm -f "$policy"; exit 1; }
+        ((own_policy)) && rm -f "$policy"
     else
         say "test tools present: ${!package_of[*]}"
     fi

@@ -463,6 +463,45 @@ fn hooks_get_a_clean_environment_under_the_unit() {
     assert!(env.lines().any(|l| l == "VIPD_STATE=master"), "{env}");
 }
 
+/// `script_user` under the unit as shipped: a hook and a track script run as
+/// `nobody` (the unit's capability bounding set must allow the switch; a
+/// track script that ran as root would fail its check and keep the node in
+/// fault).
+#[test]
+fn hooks_and_scripts_run_as_script_user_under_the_unit() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new("sdhookuser", 0);
+    let vip = lab.vip4(0);
+    let instance = InstanceSpec::new(150)
+        .vip(&vip)
+        .extra("track_script = [{ name = \"not-root\", command = [\"/bin/sh\", \"-c\", \"test $(id -u) -ne 0\"], interval = \"200ms\" }]")
+        .extra("[instance.notify]")
+        .extra("master = [\"/etc/vipd/user-hook\"]");
+    let mut spec = NodeSpec::new("sd1", instance);
+    spec.extra.push("script_user = \"nobody\"".into());
+    let setup = UnitSetup::new(spec).script(
+        "user-hook",
+        "logger -t vipd-hooktest \"hook ran as $(id -un) uid=$(id -u) HOME=$HOME\"",
+    );
+    let node = SystemdNode::boot(&lab, 1, &setup);
+    node.start_vipd();
+    wait_master(&node, &vip);
+    let logged = |journal: &str| {
+        journal
+            .lines()
+            .find(|l| l.contains("hook ran as"))
+            .map(str::to_owned)
+    };
+    wait_until("the master hook logged", Duration::from_secs(10), || {
+        logged(&node.journal()).is_some()
+    });
+    let line = logged(&node.journal()).unwrap_or_default();
+    eprintln!("[sdhookuser] {line}");
+    assert!(line.contains("hook ran as nobody"), "{line}");
+}
+
 /// Whether `systemd-analyze` is missing; then the caller skips (or, with CI
 /// set, fails: tests/run.sh installs it).
 fn systemd_analyze_missing(test: &str) -> bool {
@@ -482,8 +521,8 @@ fn systemd_analyze_missing(test: &str) -> bool {
 }
 
 #[test]
-fn unit_exposure_is_at_most_2_5() {
-    if systemd_analyze_missing("unit_exposure_is_at_most_2_5") {
+fn unit_exposure_is_at_most_2_6() {
+    if systemd_analyze_missing("unit_exposure_is_at_most_2_6") {
         return;
     }
     let out = Command::new("systemd-analyze")
@@ -498,7 +537,9 @@ fn unit_exposure_is_at_most_2_5() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
     eprintln!("[exposure] systemd-analyze security --offline=yes: {exposure}");
-    assert!(exposure <= 2.5, "exposure {exposure} > 2.5:\n{text}");
+    // 2.3 for what adverts and VIPs need, plus 0.3 for CAP_SETUID/CAP_SETGID,
+    // which hooks that run as another user (`script_user`) need.
+    assert!(exposure <= 2.6, "exposure {exposure} > 2.6:\n{text}");
 }
 
 /// The value of `key=` in the unit's lines, which must appear exactly once.

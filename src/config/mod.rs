@@ -48,8 +48,8 @@ use std::path::Path;
 pub use diagnostics::{ConfigError, ConfigErrors, Diagnostic, Location};
 pub use system::{check_against_system, check_warnings, SystemCheckProblem};
 pub use types::{
-    AnnounceConfig, Config, GuardConfig, GuardMethod, InstanceConfig, NodeConfig, NotifyConfig,
-    RouteConfig, SyncGroup, TrackFile, TrackInterface, TrackScript, Witness,
+    AfterCrash, AnnounceConfig, Config, GuardConfig, GuardMethod, InstanceConfig, NodeConfig,
+    NotifyConfig, RouteConfig, SyncGroup, TrackFile, TrackInterface, TrackScript, Witness,
 };
 pub use validate::node_id;
 pub use vip::{Vip, VipParseError};

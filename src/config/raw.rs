@@ -31,6 +31,7 @@ pub(super) struct RawNode {
     pub(super) state_dir: Option<Spanned<String>>,
     pub(super) startup_delay: Option<Spanned<DurationText>>,
     pub(super) metrics_listen: Option<Spanned<String>>,
+    pub(super) script_user: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -61,6 +62,7 @@ pub(super) struct RawInstance {
     pub(super) announce_repeat_after: Option<Spanned<DurationText>>,
     pub(super) announce_refresh: Option<Spanned<DurationText>>,
     pub(super) announce_probe: Option<bool>,
+    pub(super) after_crash: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) track_script: Vec<Spanned<RawTrackScript>>,
     #[serde(default)]
@@ -91,6 +93,7 @@ pub(super) struct RawTrackScript {
     pub(super) rise: Option<Spanned<i64>>,
     pub(super) fall: Option<Spanned<i64>>,
     pub(super) weight: Option<Spanned<i64>>,
+    pub(super) user: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +120,7 @@ pub(super) struct RawNotify {
     pub(super) stop: Option<Spanned<Vec<String>>>,
     pub(super) any: Option<Spanned<Vec<String>>>,
     pub(super) timeout: Option<Spanned<DurationText>>,
+    pub(super) user: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -68,7 +68,50 @@ pub fn check_against_system(config: &Config, vips_may_be_present: bool) -> Vec<S
         }
     };
     let group_exists = |name: &str| nix::unistd::Group::from_name(name).map(|g| g.is_some());
-    check_against(config, &interfaces, vips_may_be_present, group_exists)
+    let mut problems = check_against(config, &interfaces, vips_may_be_present, group_exists);
+    problems.extend(check_users(config, |name| {
+        nix::unistd::User::from_name(name).map(|u| u.is_some())
+    }));
+    problems
+}
+
+/// Every user a hook or track script runs as must exist on this host.
+fn check_users(
+    config: &Config,
+    user_exists: impl Fn(&str) -> nix::Result<bool>,
+) -> Vec<SystemCheckProblem> {
+    let mut problems = Vec::new();
+    let mut checked = std::collections::BTreeSet::new();
+    for instance in &config.instances {
+        let scripts = instance
+            .track_scripts
+            .iter()
+            .map(|s| (format!("track_script {:?}", s.name), &s.user));
+        for (what, user) in
+            std::iter::once(("notify".to_owned(), &instance.notify.user)).chain(scripts)
+        {
+            let Some(user) = user else { continue };
+            if !checked.insert(user.clone()) {
+                continue;
+            }
+            let message = match user_exists(user) {
+                Ok(true) => continue,
+                Ok(false) => format!(
+                    "instance {:?}: {what} runs as user {user:?}, which does not exist on this host",
+                    instance.name
+                ),
+                Err(e) => format!(
+                    "instance {:?}: {what}: cannot look up user {user:?}: {e}",
+                    instance.name
+                ),
+            };
+            problems.push(SystemCheckProblem {
+                location: None,
+                message,
+            });
+        }
+    }
+    problems
 }
 
 /// [`check_against_system`] with the system's answers passed in (tests give their own).

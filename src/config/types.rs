@@ -67,6 +67,10 @@ pub struct NodeConfig {
     pub startup_delay: Duration,
     /// Where `GET /metrics` (Prometheus) is served. Default: nowhere (off).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `script_user`: the user notify hooks and track scripts run as unless
+    /// their own `user` says otherwise. Default: none (root). Already applied
+    /// to every instance's hooks and scripts by the time the file is loaded.
+    pub script_user: Option<String>,
 }
 
 /// One instance: a set of VIPs held by one node of a group at a time.
@@ -133,6 +137,36 @@ pub struct InstanceConfig {
     pub guard: Option<GuardConfig>,
     /// The sync group this instance belongs to, if any (from `[[sync_group]]`).
     pub sync_group: Option<SyncGroup>,
+    /// What `vipd cleanup` does with this instance's VIPs after the daemon died
+    /// while master on a host that is still up. Default [`AfterCrash::Handover`].
+    pub after_crash: AfterCrash,
+}
+
+/// What happens to a master's VIPs when its daemon dies and the host lives
+/// (`after_crash`); the rules are in `daemon::crash`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AfterCrash {
+    /// `"handover"`: the clean-up announces the release the dead daemon would
+    /// have sent, signed with the instance's key, then removes the VIPs: the
+    /// best backup takes over within a millisecond or two.
+    #[default]
+    Handover,
+    /// `"resume"`: when systemd restarts the daemon, the clean-up leaves the
+    /// VIPs in place and the restarted daemon takes them back as master before
+    /// the peers' master-down interval runs out: no failover at all. Falls back
+    /// to a handover when no restart follows, the restart comes too late, or
+    /// the node crashes too often.
+    Resume,
+}
+
+impl AfterCrash {
+    /// The configuration's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Handover => "handover",
+            Self::Resume => "resume",
+        }
+    }
 }
 
 /// A track script: run every `interval`; `fall` failures in a row make it failing,
@@ -159,6 +193,8 @@ pub struct TrackScript {
     /// `None`: a failing script puts the instance in fault. Negative: added to the
     /// priority while failing. Positive: added while good. -254..=254, not 0.
     pub weight: Option<i32>,
+    /// The user it runs as; `None`: root. Default: `[node] script_user`.
+    pub user: Option<String>,
 }
 
 /// Another interface whose link state counts (`[[instance.track_interface]]`).
@@ -201,6 +237,9 @@ pub struct NotifyConfig {
     /// Each hook is killed, with its process group, after this long. Default 10s;
     /// 10ms..=1h.
     pub timeout: Duration,
+    /// The user the hooks run as (with that user's groups, home and login
+    /// name); `None`: root. Default: `[node] script_user`.
+    pub user: Option<String>,
 }
 
 impl NotifyConfig {

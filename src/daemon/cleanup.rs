@@ -12,6 +12,13 @@
 //! while a daemon holds the state directory's lock — a live master's VIPs are its
 //! own.
 //!
+//! Before it removes a dead master's VIPs it announces their release, signed
+//! with the instance's key, so the best backup takes over at once instead of
+//! after the master-down interval; with `after_crash = "resume"` and a restart
+//! coming, it leaves them for the restarted daemon instead. Which, and why, is
+//! in [`crate::instance::crash`]; systemd says how the daemon ended in
+//! `$SERVICE_RESULT`, which the caller passes as an [`ExitKind`].
+//!
 //! What it may not touch: unmarked addresses (an administrator's), interfaces the
 //! configuration does not name, and a running daemon's state.
 //!
@@ -19,13 +26,19 @@
 //! [`VIPD_ROUTE_PROTO`]: crate::net::netlink::VIPD_ROUTE_PROTO
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::state::StateDir;
+use super::state::{ResumeRecord, StateDir};
 use super::vips::{remove_routes_in_order, sweep_withdraw_delay};
 use super::{error_chain, DaemonError};
-use crate::config;
+use crate::config::{self, Config, InstanceConfig};
+use crate::instance::crash::{self, CrashAction, ExitKind, CRASH_WINDOW, RELEASE_LINGER};
 use crate::net::netlink::{MarkedAddress, MarkedRoute, Netlink, Released};
+use crate::net::transport::{self, Endpoint};
+use crate::wire::{self, Advert};
 
 /// What [`cleanup`] did.
 #[derive(Debug, Default)]
@@ -41,55 +54,53 @@ pub struct CleanupReport {
     /// Why it looked at every interface instead of the configured ones (the
     /// configuration did not load), if it did.
     pub all_interfaces_because: Option<String>,
+    /// Instances whose release it announced to their peers (they held VIPs).
+    pub announced: Vec<String>,
+    /// Instances whose release it could not announce, with the reason (their
+    /// VIPs were removed all the same).
+    pub announce_failed: Vec<(String, String)>,
+    /// Instances whose VIPs it left in place for the restarted daemon.
+    pub kept_for_restart: Vec<String>,
+    /// Things worth a line that changed nothing (a crash record that could
+    /// not be written, a garbled resume record).
+    pub notes: Vec<String>,
 }
 
 /// Removes every vipd-marked address on the interfaces the configuration at
-/// `config_path` names.
+/// `config_path` names, after announcing the release of each instance that
+/// held some, except those it keeps for a restart (see the module doc).
+/// `exit`: how the daemon ended, as systemd reported it.
 ///
 /// A configuration that does not load (a bad edit is a common reason for the
 /// daemon to have died) must not stop the clean-up: then every interface's marked
 /// addresses go, from the default state directory's lock holder's point of view —
-/// the marker is vipd's alone, so nothing else is touched.
-pub async fn cleanup(config_path: &Path) -> Result<CleanupReport, DaemonError> {
+/// the marker is vipd's alone, so nothing else is touched — and nothing is
+/// announced (there is no key to sign with).
+pub async fn cleanup(config_path: &Path, exit: ExitKind) -> Result<CleanupReport, DaemonError> {
     let mut report = CleanupReport::default();
-    let (state_dir, interfaces, withdraw_delay) = match config::load(config_path) {
-        Ok(config) => {
-            let names: BTreeSet<String> = config
-                .instances
-                .iter()
-                .map(|i| i.interface.clone())
-                .collect();
-            let delay = sweep_withdraw_delay(&config);
-            (config.node.state_dir, Some(names), delay)
-        }
+    let config = match config::load(config_path) {
+        Ok(config) => Some(config),
         Err(e) => {
             report.all_interfaces_because =
                 Some(format!("{}: {}", config_path.display(), error_chain(&e)));
-            (
-                config::defaults::STATE_DIR.into(),
-                None,
-                config::defaults::ROUTE_WITHDRAW_DELAY,
-            )
+            None
         }
+    };
+    let (state_dir, withdraw_delay) = match &config {
+        Some(config) => (config.node.state_dir.clone(), sweep_withdraw_delay(config)),
+        None => (
+            config::defaults::STATE_DIR.into(),
+            config::defaults::ROUTE_WITHDRAW_DELAY,
+        ),
     };
     // While a daemon runs, its marked addresses are its VIPs: refuse. The lock is
     // free once the daemon has exited, whatever way it exited.
-    let _lock = StateDir::new(&state_dir).lock()?;
+    let state = StateDir::new(&state_dir);
+    let _lock = state.lock()?;
     let netlink = Netlink::connect().map_err(|source| DaemonError::Netlink {
         what: "connecting",
         source,
     })?;
-    let mut indexes = None;
-    if let Some(names) = &interfaces {
-        let mut found = BTreeSet::new();
-        for name in names {
-            // An interface that is gone has no addresses left to remove.
-            if let Ok(link) = netlink.link_by_name(name).await {
-                found.insert(link.index);
-            }
-        }
-        indexes = Some(found);
-    }
     let marked = netlink
         .marked_addresses()
         .await
@@ -97,10 +108,42 @@ pub async fn cleanup(config_path: &Path) -> Result<CleanupReport, DaemonError> {
             what: "listing vipd-marked addresses",
             source,
         })?;
+    let mut keep: BTreeSet<(u32, IpAddr)> = BTreeSet::new();
+    let mut indexes = None;
+    if let Some(config) = &config {
+        let held = held_by_instance(&netlink, config, &marked).await;
+        indexes = Some(held.iter().map(|h| h.ifindex).collect::<BTreeSet<u32>>());
+        let plan = plan(&state, config, exit, &held, &mut report);
+        let mut announced_any = false;
+        for (held, action) in held.iter().zip(plan) {
+            if held.addresses.is_empty() && held.routed_vips == 0 {
+                continue;
+            }
+            match action {
+                CrashAction::Resume => {
+                    keep.extend(held.addresses.iter().map(|a| (a.ifindex, a.addr)));
+                    report.kept_for_restart.push(held.cfg.name.clone());
+                }
+                CrashAction::Handover => {
+                    announced_any = true;
+                    match announce_release(&state, config, held.cfg, held.ifindex) {
+                        Ok(()) => report.announced.push(held.cfg.name.clone()),
+                        Err(why) => report.announce_failed.push((held.cfg.name.clone(), why)),
+                    }
+                }
+            }
+        }
+        if announced_any {
+            // Make-before-break, as a live master's step-down: the successor's
+            // claim and gratuitous ARP land while this host still answers.
+            tokio::time::sleep(RELEASE_LINGER).await;
+        }
+    }
     for address in marked {
         if indexes
             .as_ref()
             .is_some_and(|i| !i.contains(&address.ifindex))
+            || keep.contains(&(address.ifindex, address.addr))
         {
             continue;
         }
@@ -117,7 +160,8 @@ pub async fn cleanup(config_path: &Path) -> Result<CleanupReport, DaemonError> {
     // Routes live on lo whatever the instance's interface, and their protocol
     // number is vipd's alone: all of them go, as a live release removes them:
     // the fabric stops sending to this host (withdraw_delay) before the host
-    // stops accepting (the service may outlive the daemon).
+    // stops accepting (the service may outlive the daemon). (Routed mode
+    // never resumes: its configuration is refused.)
     let routes = netlink
         .marked_routes()
         .await
@@ -132,4 +176,147 @@ pub async fn cleanup(config_path: &Path) -> Result<CleanupReport, DaemonError> {
         }
     }
     Ok(report)
+}
+
+/// One configured instance and what of it is still on the node.
+struct Held<'a> {
+    cfg: &'a InstanceConfig,
+    /// Its interface's index (0: the interface is gone).
+    ifindex: u32,
+    /// Its VIPs still configured with vipd's marker.
+    addresses: Vec<MarkedAddress>,
+    /// Routed mode: how many of its VIPs still have vipd's routes.
+    routed_vips: usize,
+}
+
+async fn held_by_instance<'a>(
+    netlink: &Netlink,
+    config: &'a Config,
+    marked: &[MarkedAddress],
+) -> Vec<Held<'a>> {
+    let routes = netlink.marked_routes().await.unwrap_or_default();
+    let mut out = Vec::new();
+    for cfg in &config.instances {
+        // An interface that is gone has no addresses left to remove.
+        let ifindex = netlink
+            .link_by_name(&cfg.interface)
+            .await
+            .map_or(0, |link| link.index);
+        let is_vip = |addr: IpAddr| cfg.vips.iter().any(|v| v.addr == addr);
+        let addresses = marked
+            .iter()
+            .filter(|m| ifindex != 0 && m.ifindex == ifindex && is_vip(m.addr))
+            .copied()
+            .collect();
+        let routed_vips = if cfg.route.is_some() {
+            routes.iter().filter(|r| is_vip(r.addr)).count()
+        } else {
+            0
+        };
+        out.push(Held {
+            cfg,
+            ifindex,
+            addresses,
+            routed_vips,
+        });
+    }
+    out
+}
+
+/// The rules of [`crate::instance::crash`] for each held instance, with the
+/// node's crash record brought up to date and the resume record written for
+/// the instances kept (a record that cannot be written keeps nothing).
+fn plan(
+    state: &StateDir,
+    config: &Config,
+    exit: ExitKind,
+    held: &[Held<'_>],
+    report: &mut CleanupReport,
+) -> Vec<CrashAction> {
+    let now_ms = unix_ms();
+    let crashes = if exit.is_crash() {
+        match state.record_crash(now_ms, CRASH_WINDOW) {
+            Ok(times) => times.len(),
+            Err(e) => {
+                report.notes.push(format!(
+                    "cannot record the crash in {}: {e}",
+                    config.node.state_dir.display()
+                ));
+                state.crash_times().len() + 1
+            }
+        }
+    } else {
+        0
+    };
+    // A record still there means the restart it was written for never came
+    // up: do not count on another one.
+    let resume_pending = match state.take_resume() {
+        Ok(found) => found.is_some(),
+        Err(e) => {
+            report
+                .notes
+                .push(format!("ignoring a garbled resume record: {e}"));
+            true
+        }
+    };
+    let mut actions: Vec<CrashAction> = held
+        .iter()
+        .map(|h| crash::after_exit(h.cfg.after_crash, exit, crashes, resume_pending))
+        .collect();
+    let kept: Vec<String> = held
+        .iter()
+        .zip(&actions)
+        .filter(|(h, a)| **a == CrashAction::Resume && !h.addresses.is_empty())
+        .map(|(h, _)| h.cfg.name.clone())
+        .collect();
+    if !kept.is_empty() {
+        let record = ResumeRecord {
+            at_ms: now_ms,
+            instances: kept,
+        };
+        if let Err(e) = state.save_resume(&record) {
+            report.notes.push(format!(
+                "cannot write the resume record in {}: {e}; handing over instead",
+                config.node.state_dir.display()
+            ));
+            actions.fill(CrashAction::Handover);
+        }
+    }
+    actions
+}
+
+/// Sends the release the dead master would have sent (two copies, in case one
+/// is lost), under a boot id above every earlier one of this node, so the
+/// peers' replay guards accept it and the restarted daemon's are above it.
+fn announce_release(
+    state: &StateDir,
+    config: &Config,
+    cfg: &InstanceConfig,
+    ifindex: u32,
+) -> Result<(), String> {
+    if ifindex == 0 {
+        return Err(format!("interface {} is gone", cfg.interface));
+    }
+    let boot_id = state.next_boot_id();
+    let body = crash::release_body(cfg, config.node.node_id, &config.node.name);
+    let extensions = [wire::software_version_extension()];
+    let datagrams = (1..=2)
+        .map(|sequence| {
+            let advert = Advert {
+                body: body.clone(),
+                boot_id,
+                sequence,
+            };
+            wire::encode_with_extensions(&advert, &extensions, &cfg.auth)
+                .map_err(|e| format!("encoding the release: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let endpoint = Endpoint::of(cfg, ifindex, Arc::default());
+    transport::send_without_daemon(&endpoint, &datagrams).map_err(|e| error_chain(&e))
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -89,26 +89,27 @@ pub use cleanup::{cleanup, CleanupReport};
 pub use limits::{raise_open_files_limit, FdLimitError};
 pub use reload::{plan as reload_plan, Change, ReloadError, ReloadPlan, ReloadSummary, Update};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::config::{self, ConfigError};
+use crate::config::{self, Config, ConfigError};
 use crate::control::{self, ControlError};
+use crate::instance::crash;
 use crate::metrics::Metrics;
 use crate::net::netlink::{self, NetEvent, Netlink, NetlinkError};
 use crate::net::transport::{TransportError, Transports};
 use metrics_endpoint::MetricsEndpoint;
 use replay_book::ReplayBook;
 use state::StateDir;
-use supervisor::{start_watchdog, Shared, Supervisor};
+use supervisor::{start_watchdog, CrashStart, Shared, Supervisor};
 use vips::{release_marked, remove_stale_vips};
 
 /// Auth and decode failures are logged at most once per source per this long.
@@ -197,6 +198,66 @@ pub enum DaemonError {
     },
 }
 
+/// How each instance starts after a crash: takes the clean-up's resume record
+/// (an instance resumes if the record names it, it is not drained, and the
+/// record is younger than its resume window) and reads the crash record for
+/// the preemption hold-down; the rules are in [`crate::instance::crash`].
+fn crash_starts(state: &StateDir, config: &Config) -> BTreeMap<String, CrashStart> {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let ages: Vec<Duration> = state
+        .crash_times()
+        .into_iter()
+        .map(|t| Duration::from_millis(now_ms.saturating_sub(t)))
+        .collect();
+    let hold_preemption = crash::preemption_hold(&ages);
+    if let Some(hold) = hold_preemption {
+        tracing::warn!(crashes = ages.len(), hold = ?hold,
+            "crashed repeatedly: not preempting until the crash window has passed (a dead or releasing master is still taken over)");
+    }
+    let record = match state.take_resume() {
+        Ok(record) => record,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring a garbled resume record: every VIP left behind is removed");
+            None
+        }
+    };
+    let age = record
+        .as_ref()
+        .map(|r| Duration::from_millis(now_ms.saturating_sub(r.at_ms)));
+    config
+        .instances
+        .iter()
+        .map(|cfg| {
+            let named = record
+                .as_ref()
+                .is_some_and(|r| r.instances.contains(&cfg.name));
+            let window = crash::resume_window(cfg);
+            let resume = match age {
+                Some(age) if named && state.is_drained(&cfg.name) => {
+                    tracing::info!(instance = %cfg.name, age = ?age, "not resuming after the crash: drained");
+                    false
+                }
+                Some(age) if named && age > window => {
+                    tracing::warn!(instance = %cfg.name, age = ?age, window = ?window,
+                        "not resuming after the crash: the restart came too late (the peers may have taken over); removing the VIPs left in place");
+                    false
+                }
+                Some(_) => named,
+                None => false,
+            };
+            (
+                cfg.name.clone(),
+                CrashStart {
+                    resume,
+                    hold_preemption,
+                },
+            )
+        })
+        .collect()
+}
+
 /// Runs the daemon on the configuration at `config_path` until `shutdown` resolves,
 /// then hands over or releases every VIP and returns.
 ///
@@ -231,7 +292,18 @@ pub async fn run(
     let (net_tx, _) = broadcast::channel(1024);
     let fanout = tokio::spawn(fan_out_net_events(watch, net_tx.clone()));
 
-    remove_stale_vips(&netlink, &config).await;
+    let after_crash = crash_starts(&state, &config);
+    let mut keep = BTreeSet::new();
+    for cfg in config
+        .instances
+        .iter()
+        .filter(|c| after_crash.get(&c.name).is_some_and(|start| start.resume))
+    {
+        if let Ok(link) = netlink.link_by_name(&cfg.interface).await {
+            keep.extend(cfg.vips.iter().map(|v| (link.index, v.addr)));
+        }
+    }
+    remove_stale_vips(&netlink, &config, &keep).await;
     let boot_id = state.next_boot_id();
     tracing::info!(node = %config.node.name, boot_id, instances = config.instances.len(), "vipd starting");
 
@@ -269,7 +341,8 @@ pub async fn run(
     };
     let mut startup_error = None;
     for instance in &config.instances {
-        match daemon.start_instance(instance.clone()).await {
+        let start = after_crash.get(&instance.name).copied().unwrap_or_default();
+        match daemon.start_instance(instance.clone(), start).await {
             Ok(handle) => daemon.instances.push(handle),
             Err(e) => {
                 startup_error = Some(e);

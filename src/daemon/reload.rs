@@ -178,6 +178,9 @@ pub enum Change {
     Guard,
     /// Membership of a `[[sync_group]]`.
     SyncGroup,
+    /// `after_crash`: read by the clean-up after a crash, not by the running
+    /// instance.
+    AfterCrash,
     /// `peers` within one address family, unicast before and after: the
     /// instance stays on its socket; adverts go to the new peers, only they
     /// are heard, and a removed peer is forgotten by the election.
@@ -198,6 +201,7 @@ impl fmt::Display for Change {
             Self::Announce => "announce",
             Self::Notify => "notify",
             Self::Checks => "track checks",
+            Self::AfterCrash => "after_crash",
             Self::Guard => "guard",
             Self::SyncGroup => "sync group",
             Self::Peers => "peers",
@@ -257,6 +261,11 @@ fn changes_in_place(old: &InstanceConfig, new: &InstanceConfig) -> Option<Vec<Ch
         Change::SyncGroup,
         old.sync_group != new.sync_group,
         &mut |c| c.sync_group = new.sync_group.clone(),
+    );
+    take(
+        Change::AfterCrash,
+        old.after_crash != new.after_crash,
+        &mut |c| c.after_crash = new.after_crash,
     );
     match transport_change(old, new) {
         TransportChange::None => {}
@@ -534,6 +543,7 @@ mod tests {
             rise: 1,
             fall: 1,
             weight: None,
+            user: None,
         });
         c.track_files.push(TrackFile {
             path: "/run/w".into(),

@@ -8,6 +8,12 @@
 //!   drain that could not be saved (a full disk) leaves no file behind that a
 //!   restart would honour; the operator's answer then says the drain is not
 //!   saved and what a restart will do (read back from the directory).
+//! - `crashes`: when the daemon crashed (an exit systemd reported as anything
+//!   but success), one time per line, written by `vipd cleanup`; crashes older
+//!   than [`crate::instance::crash::CRASH_WINDOW`] are dropped at each write.
+//! - `resume`: written by `vipd cleanup` when it left instances' VIPs in place
+//!   for the restarted daemon; taken (read and removed) by the next daemon or
+//!   the next clean-up, whichever comes first. See [`crate::instance::crash`].
 //! - `vipd.pid`: the single-instance lock. `vipd run` takes an exclusive
 //!   `flock` on it before it touches any address, socket or state, and holds it
 //!   until it exits (the kernel drops it with the process, also after SIGKILL).
@@ -354,6 +360,122 @@ impl StateDir {
     }
 }
 
+/// The crash record's file name in the state directory.
+const CRASHES_FILE: &str = "crashes";
+
+/// The resume record's file name in the state directory.
+const RESUME_FILE: &str = "resume";
+
+/// The first line of a resume record: format and version.
+const RESUME_HEADER: &str = "vipd resume v1";
+
+/// The clean-up's note that it left instances' VIPs in place for the restarted
+/// daemon (the rule "A crash that systemd restarts may keep the VIPs" in
+/// [`crate::instance::crash`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ResumeRecord {
+    /// When the clean-up wrote it: milliseconds since the Unix epoch.
+    pub(crate) at_ms: u64,
+    /// The instances whose VIPs it left in place.
+    pub(crate) instances: Vec<String>,
+}
+
+impl StateDir {
+    /// The node's recorded crashes (milliseconds since the Unix epoch), oldest
+    /// first. A missing file is none; lines that are not a number are skipped
+    /// (the record only ever makes the clean-up more careful).
+    pub(crate) fn crash_times(&self) -> Vec<u64> {
+        let Ok(text) = std::fs::read_to_string(self.dir.join(CRASHES_FILE)) else {
+            return Vec::new();
+        };
+        let mut times: Vec<u64> = text
+            .lines()
+            .filter_map(|l| l.trim().parse::<u64>().ok())
+            .collect();
+        times.sort_unstable();
+        times
+    }
+
+    /// Adds a crash at `now_ms` to the record, keeping only those within
+    /// `keep` of it; returns the record as written.
+    pub(crate) fn record_crash(&self, now_ms: u64, keep: Duration) -> io::Result<Vec<u64>> {
+        let keep_ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX);
+        let mut times: Vec<u64> = self
+            .crash_times()
+            .into_iter()
+            .filter(|&t| t <= now_ms && now_ms - t < keep_ms)
+            .collect();
+        times.push(now_ms);
+        let text: String = times.iter().map(|t| format!("{t}\n")).collect();
+        self.write_durably(CRASHES_FILE, &text)?;
+        Ok(times)
+    }
+
+    /// Writes the resume record (atomically and durably).
+    pub(crate) fn save_resume(&self, record: &ResumeRecord) -> io::Result<()> {
+        let mut text = format!("{RESUME_HEADER}\nat {}\n", record.at_ms);
+        for name in &record.instances {
+            text.push_str(&format!("instance {name}\n"));
+        }
+        self.write_durably(RESUME_FILE, &text)
+    }
+
+    /// Reads and removes the resume record: each record is taken up once,
+    /// by the next daemon or the next clean-up. `Ok(None)`: there was none.
+    /// A record that does not parse is an error naming the file and line, and
+    /// is removed all the same (a garbled record must not keep VIPs).
+    pub(crate) fn take_resume(&self) -> Result<Option<ResumeRecord>, ReplayFileError> {
+        let path = self.dir.join(RESUME_FILE);
+        let text = read_if_present(&path)?;
+        if text.is_some() {
+            self.remove_durably(RESUME_FILE)
+                .map_err(|source| ReplayFileError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        parse_resume(&text)
+            .map(Some)
+            .map_err(|(line, reason)| ReplayFileError::Corrupt { path, line, reason })
+    }
+}
+
+/// Parses a resume record; errors are (1-based line, what is wrong).
+fn parse_resume(text: &str) -> Result<ResumeRecord, (usize, String)> {
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, RESUME_HEADER)) => {}
+        other => {
+            return Err((
+                1,
+                format!(
+                    "expected {RESUME_HEADER:?}, found {:?}",
+                    other.map_or("", |l| l.1)
+                ),
+            ))
+        }
+    }
+    let mut at_ms = None;
+    let mut instances = Vec::new();
+    for (i, line) in lines {
+        match line.split_once(' ') {
+            Some(("at", v)) => {
+                at_ms = Some(
+                    v.parse::<u64>()
+                        .map_err(|e| (i + 1, format!("bad time {v:?}: {e}")))?,
+                );
+            }
+            Some(("instance", name)) if !name.is_empty() => instances.push(name.to_owned()),
+            _ => return Err((i + 1, format!("unexpected line {line:?}"))),
+        }
+    }
+    let at_ms = at_ms.ok_or((1, "no \"at\" line".to_owned()))?;
+    Ok(ResumeRecord { at_ms, instances })
+}
+
 /// `<instance>.drained`.
 fn drained_name(instance: &str) -> String {
     format!("{instance}.drained")
@@ -657,6 +779,40 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("boot-id"), "not a number\n").unwrap();
         assert_eq!(StateDir::new(&dir).next_boot_id_after(42), 42);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_crash_record_keeps_only_the_window() {
+        let dir = scratch("crashes");
+        let state = StateDir::new(&dir);
+        assert!(state.crash_times().is_empty());
+        let window = Duration::from_secs(600);
+        assert_eq!(state.record_crash(1_000, window).unwrap(), [1_000]);
+        assert_eq!(state.record_crash(2_000, window).unwrap(), [1_000, 2_000]);
+        // 700 s later: the first two have left the window.
+        assert_eq!(state.record_crash(702_000, window).unwrap(), [702_000]);
+        std::fs::write(dir.join("crashes"), "5\njunk\n3\n").unwrap();
+        assert_eq!(state.crash_times(), [3, 5]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_resume_record_is_taken_once_and_a_garbled_one_is_an_error() {
+        let dir = scratch("resume");
+        let state = StateDir::new(&dir);
+        assert_eq!(state.take_resume().unwrap(), None);
+        let record = ResumeRecord {
+            at_ms: 1_796_000_000_123,
+            instances: vec!["db".into(), "web".into()],
+        };
+        state.save_resume(&record).unwrap();
+        assert_eq!(state.take_resume().unwrap(), Some(record));
+        assert_eq!(state.take_resume().unwrap(), None, "taken once");
+        std::fs::write(dir.join("resume"), "vipd resume v1\nat soon\n").unwrap();
+        let err = state.take_resume().unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("soon"), "{err}");
+        assert!(!dir.join("resume").exists(), "a garbled record is removed");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

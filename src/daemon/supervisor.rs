@@ -59,10 +59,21 @@ pub(super) struct Supervisor {
     pub(super) registry: Registry,
 }
 
+/// How an instance starts after a crash of the daemon (the rules are in
+/// [`crate::instance::crash`]); the default is an ordinary start.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct CrashStart {
+    /// The clean-up left this instance's VIPs in place for this start.
+    pub(super) resume: bool,
+    /// Do not preempt for this long (the node keeps crashing).
+    pub(super) hold_preemption: Option<Duration>,
+}
+
 impl Supervisor {
     pub(super) async fn start_instance(
         &self,
         cfg: InstanceConfig,
+        after_crash: CrashStart,
     ) -> Result<InstanceHandle, DaemonError> {
         // Subscribe before reading the link, so no change is missed.
         let net_rx = self.shared.net_events.subscribe();
@@ -82,16 +93,7 @@ impl Supervisor {
             .shared
             .transports
             .open(
-                &Endpoint {
-                    interface: cfg.interface.clone(),
-                    ifindex: link.index,
-                    group: cfg.group,
-                    port: cfg.port,
-                    multicast_group: cfg.multicast_group,
-                    peers: cfg.peers.clone(),
-                    rejects: metrics.rejects(),
-                    min_ttl: cfg.min_ttl(),
-                },
+                &Endpoint::of(&cfg, link.index, metrics.rejects()),
                 sink.clone(),
             )
             .map_err(|source| DaemonError::Transport {
@@ -146,7 +148,18 @@ impl Supervisor {
             boot_id: self.shared.boot_id,
             startup_delay: self.shared.node.startup_delay,
         };
-        let mut core = InstanceCore::new(cfg.clone(), &node, start_drained, replay, clock::now());
+        let now = clock::now();
+        let mut core = InstanceCore::new(cfg.clone(), &node, start_drained, replay, now);
+        if let Some(hold) = after_crash.hold_preemption {
+            core.hold_preemption_until(now + hold);
+        }
+        if after_crash.resume {
+            if core.handle_resume(now) {
+                tracing::info!(instance = %cfg.name, "resuming as master after a crash: the VIPs were left in place for this start");
+            } else {
+                tracing::warn!(instance = %cfg.name, "not resuming after a crash: this node may not be master now (drained or in fault); releasing the VIPs left in place");
+            }
+        }
         if core.health().has_tracked_interfaces() {
             let names: Vec<String> = core
                 .health()
@@ -498,7 +511,7 @@ impl Supervisor {
             if !restarting && !plan.start.contains(&c.name) {
                 continue;
             }
-            match self.start_instance(c.clone()).await {
+            match self.start_instance(c.clone(), CrashStart::default()).await {
                 Ok(h) => {
                     if restarting {
                         summary.restarted.push(c.name.clone());

@@ -28,7 +28,7 @@
 //!
 //! What it may not touch: the election (it only reports the link state back).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -119,14 +119,22 @@ async fn remove_marked_routes(netlink: &Netlink, when: &str, withdraw_delay: Dur
 }
 
 /// Removes every address and route carrying our marker: VIPs left by a crashed
-/// earlier run. Routes go as in any release, `config`'s longest
-/// `withdraw_delay` apart.
-pub(super) async fn remove_stale_vips(netlink: &Netlink, config: &Config) {
+/// earlier run, except the addresses in `keep` (interface index, address):
+/// those the clean-up left for this start to resume. Routes go as in any
+/// release, `config`'s longest `withdraw_delay` apart.
+pub(super) async fn remove_stale_vips(
+    netlink: &Netlink,
+    config: &Config,
+    keep: &BTreeSet<(u32, IpAddr)>,
+) {
     let when = "left behind by an earlier vipd run";
     remove_marked_routes(netlink, when, sweep_withdraw_delay(config)).await;
     match netlink.marked_addresses().await {
         Ok(marked) => {
             for m in marked {
+                if keep.contains(&(m.ifindex, m.addr)) {
+                    continue;
+                }
                 tracing::warn!(ifindex = m.ifindex, address = %m.addr, prefix_len = m.prefix_len,
                     "removing a VIP left behind by an earlier vipd run");
                 if let Err(e) = netlink.release(m.ifindex, m.addr, m.prefix_len).await {

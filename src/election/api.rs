@@ -91,6 +91,8 @@ pub enum Reason {
         peer: String,
     },
     Promoted,
+    /// Restarted after a crash while master, with the VIPs still configured.
+    Resumed,
     /// The successor's advert was heard: make-before-break handover done.
     HandoverComplete {
         peer: String,
@@ -114,6 +116,7 @@ impl fmt::Display for Reason {
             Self::Preempting { peer } => write!(f, "preempting lower-ranked master {peer}"),
             Self::BetterMaster { peer } => write!(f, "heard better master {peer}"),
             Self::Promoted => write!(f, "promoted by operator"),
+            Self::Resumed => write!(f, "resumed after a crash: still held the VIPs"),
             Self::HandoverComplete { peer } => write!(f, "handed over to {peer}"),
             Self::HandoverTimeout => write!(f, "handover timed out; released"),
             Self::DrainedWithoutSuccessor => write!(f, "drained (forced) with no successor"),

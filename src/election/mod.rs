@@ -270,6 +270,8 @@ pub struct Election {
     route_ready_at: Option<Instant>,
     /// [`Notice::PreemptWaitsForRoute`] went out for the current wait.
     route_wait_noticed: bool,
+    /// Set by [`Election::hold_preemption_until`].
+    preempt_held_until: Option<Instant>,
     counters: Counters,
 }
 
@@ -302,6 +304,7 @@ impl Election {
             uplink_up: true,
             route_ready_at: Some(now + cfg_route_ready_after),
             route_wait_noticed: false,
+            preempt_held_until: None,
             counters: Counters::default(),
         };
         // RFC 5798 §6.4.1: a non-owner starts as backup with Master_Down_Timer set.
@@ -422,6 +425,35 @@ impl Election {
                 self.send_advert(now);
             }
         }
+    }
+
+    /// The daemon restarted after a crash while this node was master, and its
+    /// VIPs are still configured (rule "Resume after a crash"): called once,
+    /// right after [`Election::new`], before any other input. An eligible node
+    /// becomes master at once without waiting for the master-down interval, so
+    /// the peers, still following this node from its last boot, never take
+    /// over. A node that is not eligible (drained, in fault) releases what it
+    /// still holds and tells the peers with a priority-0 advert, as a master
+    /// in fault does. Returns whether it resumed.
+    pub fn handle_resume(&mut self, now: Instant) -> bool {
+        if self.stopped || self.state != State::Backup {
+            return false;
+        }
+        if self.is_eligible() {
+            self.become_master(now, Reason::Resumed);
+            true
+        } else {
+            self.send_release_advert();
+            self.actions.push_back(Action::ReleaseVips);
+            false
+        }
+    }
+
+    /// No preemption before `until` (rule "A node that keeps crashing does not
+    /// preempt"): the node still takes over a master that goes silent or
+    /// releases, and an operator's promote still works.
+    pub fn hold_preemption_until(&mut self, until: Instant) {
+        self.preempt_held_until = Some(until);
     }
 
     /// An operator's command. Errors say why it was refused; nothing changed then.
@@ -762,7 +794,9 @@ impl Election {
             self.timers.clear(Timer::Preempt);
             return;
         };
-        let earliest = (self.started_at + self.cfg.startup_delay).max(route_ready_at);
+        let earliest = (self.started_at + self.cfg.startup_delay)
+            .max(route_ready_at)
+            .max(self.preempt_held_until.unwrap_or(now));
         if self.cfg.settings.preempt_delay.is_zero() && now >= earliest {
             self.become_master(now, Reason::Preempting { peer });
         } else if self.timers.get(Timer::Preempt).is_none() {

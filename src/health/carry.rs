@@ -65,6 +65,7 @@ mod tests {
             rise: 3,
             fall: 3,
             weight,
+            user: None,
         }
     }
 

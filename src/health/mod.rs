@@ -120,19 +120,83 @@ fn clean_environment() -> [(&'static str, String); 2] {
     ]
 }
 
+/// A user a hook or track script runs as (`script_user`, `user`), looked up
+/// when it starts, so a user created after the daemon started works.
+#[derive(Clone, Debug)]
+struct RunAs {
+    name: String,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    /// The user's supplementary groups (as `initgroups` would set them).
+    groups: Vec<libc::gid_t>,
+    home: String,
+}
+
+impl RunAs {
+    fn look_up(name: &str) -> Result<Self, String> {
+        let user = nix::unistd::User::from_name(name)
+            .map_err(|e| format!("cannot look up user {name:?}: {e}"))?
+            .ok_or_else(|| format!("user {name:?} does not exist"))?;
+        let cname = std::ffi::CString::new(name)
+            .map_err(|_| format!("user name {name:?} holds a NUL byte"))?;
+        let groups = nix::unistd::getgrouplist(&cname, user.gid)
+            .map_err(|e| format!("cannot list the groups of user {name:?}: {e}"))?
+            .into_iter()
+            .map(nix::unistd::Gid::as_raw)
+            .collect();
+        Ok(Self {
+            name: name.to_owned(),
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            groups,
+            home: user.dir.to_string_lossy().into_owned(),
+        })
+    }
+
+    /// Sets up `cmd` to drop to this user in the child, before exec: groups,
+    /// then group, then user (after setuid nothing else may be changed).
+    fn apply(&self, cmd: &mut tokio::process::Command) {
+        let (uid, gid, groups) = (self.uid, self.gid, self.groups.clone());
+        cmd.env("HOME", &self.home)
+            .env("USER", &self.name)
+            .env("LOGNAME", &self.name)
+            .current_dir("/");
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes three system calls on memory prepared before the fork (no
+        // allocation, no locks), as `pre_exec` requires.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
 /// Runs `argv` (or, with `shell`, `/bin/sh -c argv[0]`) with `extra_args` appended,
 /// in a clean environment ([`clean_environment`]) plus `env`, in a process group
-/// of its own, with stdin, stdout and stderr on /dev/null. Past `timeout` the whole
-/// group is SIGKILLed and reaped.
+/// of its own, with stdin, stdout and stderr on /dev/null, as `user` if given
+/// (with its groups, `HOME`, `USER` and `LOGNAME`, in `/`). Past `timeout` the
+/// whole group is SIGKILLed and reaped.
 pub async fn run_command(
     argv: &[String],
     shell: bool,
     extra_args: &[&str],
     env: &[(&str, &str)],
+    user: Option<&str>,
     timeout: Duration,
 ) -> RunOutcome {
     let Some(program) = argv.first() else {
         return RunOutcome::Failed("no program".into());
+    };
+    let run_as = match user.map(RunAs::look_up).transpose() {
+        Ok(run_as) => run_as,
+        Err(why) => return RunOutcome::Failed(why),
     };
     let mut cmd = if shell {
         let mut c = tokio::process::Command::new("/bin/sh");
@@ -153,8 +217,18 @@ pub async fn run_command(
         .stderr(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(run_as) = &run_as {
+        run_as.apply(&mut cmd);
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && run_as.is_some() => {
+            return RunOutcome::Failed(format!(
+                "cannot start {program:?} as user {:?}: {e} (switching users needs \
+                 CAP_SETUID and CAP_SETGID; the shipped unit grants them)",
+                user.unwrap_or_default()
+            ))
+        }
         Err(e) => return RunOutcome::Failed(format!("cannot start {program:?}: {e}")),
     };
     let pid = child.id();
@@ -225,8 +299,15 @@ async fn script_loop(index: usize, script: TrackScript, tx: mpsc::UnboundedSende
             // The semaphore is never closed, so acquiring cannot fail.
             let _permit = limit.acquire().await;
             let started = Instant::now();
-            let outcome =
-                run_command(&script.command, script.shell, &[], &[], script.timeout).await;
+            let outcome = run_command(
+                &script.command,
+                script.shell,
+                &[],
+                &[],
+                script.user.as_deref(),
+                script.timeout,
+            )
+            .await;
             (outcome, started.elapsed())
         };
         let check = format!("script:{}", script.name);
@@ -393,7 +474,7 @@ async fn check_witness(guard: &GuardConfig, interface: &str) -> RunOutcome {
     };
     // A little slack for the process to start; the probe's own timeout is tighter.
     let bound = guard.timeout + Duration::from_millis(200);
-    match run_command(&argv, false, &[], &[], bound).await {
+    match run_command(&argv, false, &[], &[], None, bound).await {
         RunOutcome::Success => RunOutcome::Success,
         RunOutcome::Failed(why) => RunOutcome::Failed(format!("{addr}: {why}")),
         RunOutcome::TimedOut(t) => RunOutcome::Failed(format!("{addr}: no answer within {t:?}")),
@@ -808,6 +889,7 @@ mod tests {
             rise,
             fall,
             weight,
+            user: None,
         }
     }
 
@@ -957,6 +1039,7 @@ mod tests {
             true,
             &[],
             &[("VIPD_STATE", "master")],
+            None,
             Duration::from_secs(5),
         )
         .await;
@@ -1014,7 +1097,8 @@ mod tests {
         let _ = std::fs::remove_file(&marker);
         let script = format!("(sleep 1; touch {}) & sleep 30", marker.display());
         let start = Instant::now();
-        let outcome = run_command(&[script], true, &[], &[], Duration::from_millis(200)).await;
+        let outcome =
+            run_command(&[script], true, &[], &[], None, Duration::from_millis(200)).await;
         assert_eq!(outcome, RunOutcome::TimedOut(Duration::from_millis(200)));
         assert!(start.elapsed() < Duration::from_secs(2));
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -1027,6 +1111,7 @@ mod tests {
             true,
             &["a"],
             &[("X", "y")],
+            None,
             Duration::from_secs(5),
         )
         .await;
@@ -1036,10 +1121,51 @@ mod tests {
             false,
             &[],
             &[],
+            None,
             Duration::from_secs(1),
         )
         .await;
         assert!(matches!(missing, RunOutcome::Failed(_)));
+        let nobody = run_command(
+            &["/bin/true".into()],
+            false,
+            &[],
+            &[],
+            Some("no-such-user-here"),
+            Duration::from_secs(1),
+        )
+        .await;
+        assert_eq!(
+            nobody,
+            RunOutcome::Failed("user \"no-such-user-here\" does not exist".into())
+        );
+        if nix::unistd::geteuid().is_root() {
+            // As another user: that user's ids and environment, nothing of root's.
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+            let out = dir.join("whoami");
+            let script = format!(
+                "echo \"$(id -u) $(id -g) $USER $HOME $(pwd)\" > {}",
+                out.display()
+            );
+            let outcome = run_command(
+                &[script],
+                true,
+                &[],
+                &[],
+                Some("nobody"),
+                Duration::from_secs(5),
+            )
+            .await;
+            assert_eq!(outcome, RunOutcome::Success);
+            let user = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+            assert_eq!(
+                std::fs::read_to_string(&out).unwrap().trim(),
+                format!("{} {} nobody {} /", user.uid, user.gid, user.dir.display())
+            );
+        } else {
+            eprintln!("skipping the run as another user: needs root");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -212,7 +212,8 @@ async fn run(
                 ("VIPD_REASON", args[3]),
             ];
             let started = Instant::now();
-            let outcome = run_command(argv, false, &args, &env, cfg.timeout).await;
+            let outcome =
+                run_command(argv, false, &args, &env, cfg.user.as_deref(), cfg.timeout).await;
             let took_ms = started.elapsed().as_millis();
             let result = match outcome {
                 RunOutcome::Success => "success",

@@ -78,7 +78,25 @@
 //! 11. **The link is health.** The instance's own interface down is a fault;
 //!     its return starts the routed mode's route wait before the fault clears
 //!     (the election's rule "Preempt waits for the route").
+//! 12. **Resume after a crash.** When the daemon restarts after a crash that
+//!     left this instance's VIPs in place for it (`after_crash = "resume"`;
+//!     the clean-up's rules are in [`crash`]), the instance becomes master at
+//!     once, before its peers' master-down interval can run out, instead of
+//!     starting as backup: the peers still follow this node from its last
+//!     boot, so nothing moves and clients lose nothing. Its claim is not a
+//!     cold one (no probe: the VIPs were ours a moment ago). If it may not be
+//!     master (drained, in fault), it releases them at once with a priority-0
+//!     advert. Why not start as backup, as on every other start: the peers
+//!     would wait out the master-down interval and then move the VIPs, a
+//!     failover for a crash the host survived.
+//! 13. **A node that keeps crashing does not preempt.** After two crashes
+//!     within [`crash::CRASH_WINDOW`], the restarted daemon does not preempt
+//!     until that window has passed since the last crash (it still takes
+//!     over a master that dies or releases, and `vipd promote` still works).
+//!     Why: a crash-looping node with the highest priority would otherwise
+//!     take the VIPs back after every restart and lose them at every crash.
 
+pub mod crash;
 mod identity;
 mod settings;
 #[cfg(test)]
@@ -229,6 +247,9 @@ pub struct InstanceCore {
     /// announcement that waits with it.
     claim_deferred: bool,
     announce_deferred: bool,
+    /// Resumed after a crash (rule 12): the VIPs were held a moment ago, so
+    /// the claim is not a cold one.
+    resumed: bool,
     /// The fault of a refused cold claim.
     refusal: Option<String>,
     /// Foreign-claim episodes since the instance started.
@@ -284,6 +305,7 @@ impl InstanceCore {
             auth_failures: 0,
             published: None,
             handing_over_at_input: false,
+            resumed: false,
             quorum_recheck: None,
             outputs: VecDeque::new(),
         }
@@ -473,6 +495,22 @@ impl InstanceCore {
         let result = self.election.handle_command(now, command);
         self.settle(now);
         result
+    }
+
+    /// The daemon restarted after a crash, this instance was master and its
+    /// VIPs are still configured (rule 12): resume as master at once, or
+    /// release them if this node may not be master. Called once, before any
+    /// other input. Returns whether it resumed.
+    pub fn handle_resume(&mut self, now: Instant) -> bool {
+        self.resumed = true;
+        let resumed = self.election.handle_resume(now);
+        self.settle(now);
+        resumed
+    }
+
+    /// No preemption before `until` (rule 13).
+    pub fn hold_preemption_until(&mut self, until: Instant) {
+        self.election.hold_preemption_until(until);
     }
 
     /// Stop: hand over (make-before-break) and release.
@@ -736,7 +774,7 @@ impl InstanceCore {
                 Action::ClaimVips => {
                     // A cold claim (no peer heard since start) may wait for
                     // the conflict watch's probe (rule 9).
-                    let cold = self.sources.is_empty();
+                    let cold = self.sources.is_empty() && !self.resumed;
                     if self.watch.handle_claim(now, cold) {
                         self.claimed = true;
                         self.push(Output::Vips(VipOrder::Claim));

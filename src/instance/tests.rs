@@ -384,3 +384,127 @@ fn the_link_going_down_is_a_fault_and_releases() {
     assert!(n.orders.contains(&VipOrder::Release));
     assert!(n.events.contains(&Event::LinkChanged { up: false }));
 }
+
+/// A node whose daemon restarted at `now` after a crash (a new boot id).
+fn restarted(name: &str, boot_id: u64, priority: u8, addr: u8, now: Instant) -> Node {
+    Node::new(name, boot_id, priority, "", addr, now)
+}
+
+fn became_master(node: &Node) -> bool {
+    node.events.iter().any(|e| {
+        matches!(
+            e,
+            Event::StateChanged {
+                to: State::Master,
+                ..
+            }
+        )
+    })
+}
+
+#[test]
+fn a_master_restarted_within_the_resume_window_resumes_and_nobody_takes_over() {
+    let t0 = Instant::now();
+    let mut nodes = vec![
+        Node::new("n1", 1, 150, "", 1, t0),
+        Node::new("n2", 1, 100, "", 2, t0),
+    ];
+    let t = run(&mut nodes, t0, Duration::from_secs(1), &everyone);
+    assert_eq!(nodes[0].state(), State::Master);
+    nodes[1].events.clear();
+    // n1's daemon dies; the restart comes 150 ms later, inside the resume
+    // window (2 x 100 ms) and well inside n2's master-down interval.
+    let crash_window = crash::resume_window(nodes[0].core.config());
+    let t = run(&mut nodes[1..], t, Duration::from_millis(150), &everyone);
+    assert!(Duration::from_millis(150) < crash_window);
+    nodes[0] = restarted("n1", 2, 150, 1, t);
+    assert!(nodes[0].core.handle_resume(t));
+    nodes[0].collect();
+    assert_eq!(nodes[0].state(), State::Master, "master at once");
+    assert!(nodes[0].orders.contains(&VipOrder::Claim));
+    run(&mut nodes, t, Duration::from_secs(2), &everyone);
+    assert_eq!(nodes[0].state(), State::Master);
+    assert!(
+        !became_master(&nodes[1]),
+        "n2 never took over: {:?}",
+        nodes[1].events
+    );
+    assert_eq!(nodes[1].core.auth_failures(), 0, "the new boot is accepted");
+}
+
+#[test]
+fn a_restarted_master_that_may_not_be_master_releases_at_once() {
+    let t0 = Instant::now();
+    let cfg = instance_config("n1", 150, "");
+    let node = NodeFacts {
+        node_id: config::node_id("n1"),
+        node_name: "n1".to_owned(),
+        boot_id: 2,
+        startup_delay: Duration::ZERO,
+    };
+    let mut core = InstanceCore::new(cfg, &node, true, ReplayGuard::new(), t0);
+    assert!(!core.handle_resume(t0), "drained: no resume");
+    let mut released = false;
+    let mut release_advert = false;
+    while let Some(output) = core.poll_output() {
+        match output {
+            Output::Vips(VipOrder::Release) => released = true,
+            Output::Advert { body, .. } if body.priority == 0 => {
+                release_advert = body.flags.contains(wire::Flags::MASTER);
+            }
+            _ => {}
+        }
+    }
+    assert!(released && release_advert);
+    assert_eq!(core.election().state(), State::Backup);
+}
+
+#[test]
+fn the_clean_up_s_release_makes_the_backup_take_over_at_once() {
+    let t0 = Instant::now();
+    let mut nodes = vec![
+        Node::new("n1", 1, 150, "", 1, t0),
+        Node::new("n2", 1, 100, "", 2, t0),
+    ];
+    // Long enough for n2 to know every peer's rank (three backup intervals):
+    // then a release is taken over without the RFC's skew.
+    let t = run(&mut nodes, t0, Duration::from_secs(4), &everyone);
+    assert_eq!(nodes[1].state(), State::Backup);
+    // n1's daemon is dead; the clean-up sends the release under a new boot id.
+    let cfg = nodes[0].core.config().clone();
+    let advert = Advert {
+        body: crash::release_body(&cfg, config::node_id("n1"), "n1"),
+        boot_id: 2,
+        sequence: 1,
+    };
+    let bytes = wire::encode(&advert, &cfg.auth).expect("encodes");
+    let mut n2 = nodes.remove(1);
+    n2.hear(t + MS, IpAddr::from([10, 0, 0, 1]), &bytes);
+    n2.tick(t + MS * 3);
+    assert_eq!(
+        n2.state(),
+        State::Master,
+        "n2 took over within 2 ms of the release"
+    );
+    assert_eq!(n2.core.auth_failures(), 0);
+}
+
+#[test]
+fn a_node_that_keeps_crashing_does_not_preempt_until_the_hold_ends() {
+    let t0 = Instant::now();
+    let mut nodes = vec![Node::new("n2", 1, 100, "", 2, t0)];
+    let t = run(&mut nodes, t0, Duration::from_secs(1), &everyone);
+    assert_eq!(nodes[0].state(), State::Master);
+    let mut n1 = restarted("n1", 5, 150, 1, t);
+    n1.core.hold_preemption_until(t + Duration::from_secs(3));
+    nodes.insert(0, n1);
+    let t = run(&mut nodes, t, Duration::from_secs(2), &everyone);
+    assert_eq!(nodes[0].state(), State::Backup, "held: no preemption");
+    assert_eq!(nodes[1].state(), State::Master);
+    run(&mut nodes, t, Duration::from_secs(2), &everyone);
+    assert_eq!(
+        nodes[0].state(),
+        State::Master,
+        "preempts once the hold ends"
+    );
+}

@@ -67,6 +67,7 @@ use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 
+use crate::config::InstanceConfig;
 use crate::metrics::{RejectCounters, Rejection};
 use crate::wire;
 
@@ -324,6 +325,23 @@ pub struct Endpoint {
     pub min_ttl: u8,
 }
 
+impl Endpoint {
+    /// The advert endpoint of instance `cfg` on the link with index `ifindex`,
+    /// counting its dropped datagrams in `rejects`.
+    pub fn of(cfg: &InstanceConfig, ifindex: u32, rejects: Arc<RejectCounters>) -> Self {
+        Self {
+            interface: cfg.interface.clone(),
+            ifindex,
+            group: cfg.group,
+            port: cfg.port,
+            multicast_group: cfg.multicast_group,
+            peers: cfg.peers.clone(),
+            rejects,
+            min_ttl: cfg.min_ttl(),
+        }
+    }
+}
+
 /// Opens and shares the advert sockets of a daemon.
 #[derive(Debug, Default)]
 pub struct Transports {
@@ -516,6 +534,35 @@ impl AdvertSender for SocketSender {
 }
 
 /// Where an instance's adverts go: each unicast peer, or the multicast group.
+/// Sends `datagrams`, in order, to an endpoint's peers (or its multicast
+/// group) from a socket opened and closed for it, with the daemon's socket
+/// options (bound to the interface, TTL / hop limit 255, the advert port as
+/// source). For `vipd cleanup`, which announces a dead master's release while
+/// no daemon holds the port. Blocking; the first failure ends it.
+pub fn send_without_daemon(
+    endpoint: &Endpoint,
+    datagrams: &[Vec<u8>],
+) -> Result<(), TransportError> {
+    let socket = if endpoint.peers.is_empty() {
+        open_multicast(endpoint)?
+    } else {
+        open_unicast(endpoint)?
+    };
+    for bytes in datagrams {
+        for dest in destinations(endpoint) {
+            socket
+                .send_to(bytes, &dest.into())
+                .map_err(|source| TransportError::Setup {
+                    interface: endpoint.interface.clone(),
+                    addr: dest,
+                    step: "sending the release",
+                    source,
+                })?;
+        }
+    }
+    Ok(())
+}
+
 fn destinations(endpoint: &Endpoint) -> Vec<SocketAddr> {
     if endpoint.peers.is_empty() {
         vec![socket_addr(

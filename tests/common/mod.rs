@@ -25,6 +25,9 @@
 //! - [`flood`]: [`Flood`], junk adverts as fast as one thread sends them (one
 //!   source or spoofed ones), and [`AdvertWatch`], a node's adverts as a peer
 //!   receives them, for the longest gap during a flood;
+//! - [`services`]: real services behind the VIP ([`Haproxy`]) and a client
+//!   using them as their users do ([`HttpClient`]: an HTTP GET every period
+//!   through the VIP, each with a deadline);
 //! - [`probe`]: what the client sees: [`Prober`] (a `ping` flood, counting lost
 //!   probes) and [`ArpProber`] (an ARP request for the VIP every millisecond over
 //!   AF_PACKET, recording which MAC answers, adverts and gratuitous ARPs), whose
@@ -57,6 +60,7 @@ pub(crate) mod lab;
 pub(crate) mod netns;
 pub(crate) mod probe;
 pub(crate) mod routed;
+pub(crate) mod services;
 pub(crate) mod systemd;
 pub(crate) mod wait;
 
@@ -71,6 +75,8 @@ pub(crate) use lab::*;
 pub(crate) use netns::*;
 #[allow(unused_imports)]
 pub(crate) use probe::*;
+#[allow(unused_imports)]
+pub(crate) use services::*;
 #[allow(unused_imports)]
 pub(crate) use systemd::*;
 #[allow(unused_imports)]

@@ -105,6 +105,7 @@ impl Validator<'_> {
             1..=100,
         );
         let weight = self.weight(&label, t.weight.as_ref());
+        let user = self.user_name(&label, "user", t.user.clone());
         Some(TrackScript {
             name: name?,
             command: command?,
@@ -114,6 +115,7 @@ impl Validator<'_> {
             rise: rise?,
             fall: fall?,
             weight: weight?,
+            user: user?,
         })
     }
 

@@ -13,7 +13,7 @@ use super::{fmt_duration, Validator};
 use crate::config::diagnostics::Location;
 use crate::config::raw::RawInstance;
 use crate::config::types::{InstanceSources, Sources};
-use crate::config::{defaults, InstanceConfig};
+use crate::config::{defaults, AfterCrash, InstanceConfig};
 
 /// Byte spans needed for checks across instances.
 struct InstanceSpans {
@@ -134,6 +134,8 @@ impl Validator<'_> {
         let timing = self.timing(who, &raw);
         let announce = self.announce(who, &raw);
         let routing = self.routing(who, &mut raw);
+        let after_crash_span = raw.after_crash.as_ref().map(Spanned::span);
+        let after_crash = self.after_crash(who, raw.after_crash.take());
         let preempt_delay = self.duration_in(
             who,
             "preempt_delay",
@@ -173,6 +175,17 @@ impl Validator<'_> {
         if !routing_ok {
             return None;
         }
+        if let (Some(AfterCrash::Resume), Some(Some(_)), Some(span)) =
+            (after_crash, &routing.route, &after_crash_span)
+        {
+            self.problem(
+                span.clone(),
+                format!(
+                    "{who}: after_crash \"resume\" needs announce = \"arp\"; routed mode always hands over after a crash"
+                ),
+            );
+            return None;
+        }
         let (name, name_span) = name?;
         let (interface, interface_span) = interface?;
         let (group, group_span) = group?;
@@ -210,6 +223,7 @@ impl Validator<'_> {
             notify: notify?,
             guard: guard?,
             sync_group: None,
+            after_crash: after_crash?,
         };
         let spans = InstanceSpans {
             name: name_span,
@@ -217,6 +231,26 @@ impl Validator<'_> {
             vips: vip_spans,
         };
         Some((instance, sources, spans))
+    }
+
+    /// `after_crash`, default "handover".
+    fn after_crash(&mut self, who: &str, raw: Option<Spanned<String>>) -> Option<AfterCrash> {
+        let Some(raw) = raw else {
+            return Some(AfterCrash::default());
+        };
+        match raw.get_ref().as_str() {
+            "handover" => Some(AfterCrash::Handover),
+            "resume" => Some(AfterCrash::Resume),
+            other => {
+                self.problem(
+                    raw.span(),
+                    format!(
+                        "{who}: after_crash {other:?} is not valid; valid: \"handover\" or \"resume\""
+                    ),
+                );
+                None
+            }
+        }
     }
 
     /// `advert_interval` and the keys whose defaults and limits follow from it.

@@ -138,6 +138,14 @@ impl Validator<'_> {
             .filter_map(|i| i.get_ref().name.as_ref().map(|n| n.get_ref().clone()))
             .collect();
         let mut instances = self.instances(raw.instance, &mut sources);
+        if let Some(user) = node.as_ref().and_then(|n| n.script_user.as_ref()) {
+            for instance in &mut instances {
+                instance.notify.user.get_or_insert_with(|| user.clone());
+                for script in &mut instance.track_scripts {
+                    script.user.get_or_insert_with(|| user.clone());
+                }
+            }
+        }
         let sync_groups = self.sync_groups(raw.sync_group, &mut instances, &instance_names);
         Some(Config {
             node: node?,

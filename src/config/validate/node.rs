@@ -44,6 +44,7 @@ impl Validator<'_> {
             Duration::from_secs(600),
         );
         let metrics_listen = self.metrics_listen(raw.metrics_listen);
+        let script_user = self.user_name(WHO, "script_user", raw.script_user);
 
         let name = name?;
         Some(NodeConfig {
@@ -54,6 +55,7 @@ impl Validator<'_> {
             state_dir: state_dir?,
             startup_delay: startup_delay?,
             metrics_listen: metrics_listen?,
+            script_user: script_user?,
         })
     }
 
@@ -140,6 +142,31 @@ impl Validator<'_> {
         }
     }
 
+    /// A user name (`script_user`, a hook's or script's `user`): `Some(None)`
+    /// when left out. Whether the user exists is the system check's business
+    /// (`config::check_against_system`): the file may be checked elsewhere.
+    pub(super) fn user_name(
+        &mut self,
+        who: &str,
+        key: &str,
+        raw: Option<Spanned<String>>,
+    ) -> Option<Option<String>> {
+        let Some(raw) = raw else {
+            return Some(None);
+        };
+        let span = raw.span();
+        let user = raw.into_inner();
+        if is_account_name(&user) {
+            Some(Some(user))
+        } else {
+            self.problem(
+                span,
+                format!("{who}: {key} {user:?} is not a valid user name; valid: 1..=32 of [A-Za-z0-9_.-], or leave it out for root"),
+            );
+            None
+        }
+    }
+
     /// `control_group`: `Some(None)` when left out.
     fn control_group(
         &mut self,
@@ -151,13 +178,7 @@ impl Validator<'_> {
         };
         let span = raw.span();
         let group = raw.into_inner();
-        let ok = !group.is_empty()
-            && group.len() <= 32
-            && !group.starts_with('-')
-            && group
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '$'));
-        if ok {
+        if is_account_name(&group) {
             sources.control_group = Some(self.index.locate(span.start));
             Some(Some(group))
         } else {
@@ -168,6 +189,18 @@ impl Validator<'_> {
             None
         }
     }
+}
+
+/// Whether `name` can be a user or group name: 1..=32 of `[A-Za-z0-9_.$-]`,
+/// not starting with `-` (what `useradd` and `groupadd` accept, and never an
+/// option to a tool).
+fn is_account_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '$'))
 }
 
 /// What a node name may be. It travels in every advert, so the wire's limit

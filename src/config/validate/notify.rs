@@ -20,6 +20,7 @@ impl Validator<'_> {
         };
         let raw = raw.into_inner();
         let label = format!("{who}: notify");
+        let user = self.user_name(&label, "user", raw.user);
         let master = self.command(&label, "master", raw.master);
         let backup = self.command(&label, "backup", raw.backup);
         let fault = self.command(&label, "fault", raw.fault);
@@ -40,6 +41,7 @@ impl Validator<'_> {
             stop: stop?,
             any: any?,
             timeout: timeout?,
+            user: user?,
         })
     }
 }

@@ -133,17 +133,11 @@ impl Instance {
 
     /// The instance's advert endpoint on the link with index `ifindex`.
     fn endpoint(&self, ifindex: u32) -> Endpoint {
-        let cfg = self.core.config();
-        Endpoint {
-            interface: cfg.interface.clone(),
+        Endpoint::of(
+            self.core.config(),
             ifindex,
-            group: cfg.group,
-            port: cfg.port,
-            multicast_group: cfg.multicast_group,
-            peers: cfg.peers.clone(),
-            rejects: self.telemetry.metrics.rejects(),
-            min_ttl: cfg.min_ttl(),
-        }
+            self.telemetry.metrics.rejects(),
+        )
     }
 
     /// Starts the checks of the new configuration on a fresh channel (so no

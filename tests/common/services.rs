@@ -1,0 +1,499 @@
+//! Real services behind the VIP, from Debian's packages, and a client that uses
+//! them as their users do: [`Haproxy`], an HAProxy 2.6 process in a node's
+//! namespace answering HTTP on a wildcard bind (so it serves the VIP whenever
+//! the node holds it, and starts on a backup that does not); and
+//! [`HttpClient`], a thread in the client's namespace doing one HTTP GET
+//! through the VIP every period, each on a new connection with a deadline,
+//! recording when each was sent, how it ended and which node answered;
+//! [`Postgres`], a PostgreSQL 15 server in a node's namespace, and
+//! [`PgWriter`], one psql session from the client's namespace inserting a row
+//! through the VIP every period and recording each acknowledgement.
+//!
+//! Processes are killed on drop (and with their namespace); files live in a
+//! temporary directory removed on drop.
+
+use std::fs;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use super::Netns;
+
+/// A fresh directory for one service's files: `/tmp/vt-svc-<pid>-<n>-<label>`.
+fn run_dir(label: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("vt-svc-{}-{n}-{label}", std::process::id()));
+    fs::create_dir_all(&dir).expect("creating a service's directory");
+    dir
+}
+
+/// The HAProxy binary Debian's `haproxy` package installs.
+pub(crate) const HAPROXY: &str = "/usr/sbin/haproxy";
+
+/// An HAProxy in a node's namespace, answering every GET on `*:port` with
+/// 200 and the node's label as the body. A wildcard bind is how a proxy on a
+/// backup starts without the VIP (the other way is `ip_nonlocal_bind`).
+pub(crate) struct Haproxy {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Haproxy {
+    pub(crate) fn start(ns: &Netns, label: &str, port: u16) -> Self {
+        let dir = run_dir(&format!("haproxy-{label}"));
+        let cfg = dir.join("haproxy.cfg");
+        fs::write(
+            &cfg,
+            format!(
+                "global\n    maxconn 4000\n    pidfile {pid}\n\
+                 defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\
+                 frontend web\n    bind :{port}\n    \
+                 http-request return status 200 content-type text/plain string \"{label}\\n\"\n",
+                pid = dir.join("haproxy.pid").display()
+            ),
+        )
+        .expect("writing haproxy.cfg");
+        // -db: stay in the foreground, so this Child is HAProxy itself.
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, HAPROXY, "-db", "-f"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting haproxy");
+        let haproxy = Self { child, dir };
+        haproxy.wait_listening(ns, port);
+        haproxy
+    }
+
+    fn wait_listening(&self, ns: &Netns, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let needle = format!(":{port} ");
+        while Instant::now() < deadline {
+            let out = ns.exec(&["ss", "-Hltn"]);
+            if out.contains(&needle) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("haproxy in {} never listened on port {port}", ns.name);
+    }
+
+    /// SIGKILL, as a crash of the service.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One request of an [`HttpClient`].
+#[derive(Clone, Debug)]
+pub(crate) struct Request {
+    pub(crate) sent: Instant,
+    pub(crate) took: Duration,
+    /// The body (the label of the node that answered), or why it failed.
+    pub(crate) answer: Result<String, String>,
+}
+
+/// One HTTP GET through the VIP every `every`, from the client's namespace,
+/// each on a fresh connection that must answer within `deadline`.
+pub(crate) struct HttpClient {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Vec<Request>>>,
+}
+
+impl HttpClient {
+    pub(crate) fn start(ns: &Netns, addr: SocketAddr, every: Duration, deadline: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let name = ns.name.clone();
+        let flag = Arc::clone(&stop);
+        let handle = thread::spawn(move || {
+            Netns::enter(&name).expect("entering the client's namespace");
+            let mut log = Vec::new();
+            let mut next = Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                if now < next {
+                    thread::sleep(next - now);
+                }
+                let sent = Instant::now();
+                let answer = get(addr, deadline);
+                log.push(Request {
+                    sent,
+                    took: sent.elapsed(),
+                    answer,
+                });
+                next += every;
+                if next < Instant::now() {
+                    next = Instant::now();
+                }
+            }
+            log
+        });
+        Self {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the client and returns every request it made.
+    pub(crate) fn finish(mut self) -> HttpLog {
+        self.stop.store(true, Ordering::Relaxed);
+        let requests = self
+            .handle
+            .take()
+            .map(|h| h.join().expect("the HTTP client thread"))
+            .unwrap_or_default();
+        HttpLog { requests }
+    }
+}
+
+impl Drop for HttpClient {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn get(addr: SocketAddr, deadline: Duration) -> Result<String, String> {
+    let start = Instant::now();
+    let mut stream =
+        TcpStream::connect_timeout(&addr, deadline).map_err(|e| format!("connect: {e}"))?;
+    let left = deadline
+        .checked_sub(start.elapsed())
+        .filter(|d| !d.is_zero())
+        .ok_or("no time left after connect")?;
+    stream
+        .set_read_timeout(Some(left))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
+        .map_err(|e| format!("send: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
+    if !response.starts_with("HTTP/1.0 200") && !response.starts_with("HTTP/1.1 200") {
+        return Err(format!(
+            "answer: {:?}",
+            response.lines().next().unwrap_or("")
+        ));
+    }
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").trim();
+    Ok(body.to_owned())
+}
+
+/// What an [`HttpClient`] saw.
+pub(crate) struct HttpLog {
+    pub(crate) requests: Vec<Request>,
+}
+
+impl HttpLog {
+    /// The requests sent at or after `from`.
+    pub(crate) fn since(&self, from: Instant) -> impl Iterator<Item = &Request> {
+        self.requests.iter().filter(move |r| r.sent >= from)
+    }
+
+    /// Requests sent at or after `from` that failed.
+    pub(crate) fn failed_since(&self, from: Instant) -> usize {
+        self.since(from).filter(|r| r.answer.is_err()).count()
+    }
+
+    /// The longest time from `from` on without a successful answer: from the
+    /// end of one good request to the end of the next good one.
+    pub(crate) fn longest_outage_since(&self, from: Instant) -> Duration {
+        let mut last_ok: Option<Instant> = None;
+        let mut longest = Duration::ZERO;
+        for r in self.since(from) {
+            if r.answer.is_ok() {
+                let done = r.sent + r.took;
+                if let Some(prev) = last_ok {
+                    longest = longest.max(done - prev);
+                }
+                last_ok = Some(done);
+            }
+        }
+        longest
+    }
+
+    /// How many requests from `from` on each node answered, by label.
+    pub(crate) fn answered_by(&self, from: Instant) -> Vec<(String, usize)> {
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for r in self.since(from) {
+            if let Ok(label) = &r.answer {
+                match counts.iter_mut().find(|(l, _)| l == label) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((label.clone(), 1)),
+                }
+            }
+        }
+        counts
+    }
+
+    /// The failures from `from` on, one line each (when, how long, why), for
+    /// the log of a failing test.
+    pub(crate) fn describe_failures(&self, from: Instant) -> String {
+        self.since(from)
+            .filter_map(|r| {
+                r.answer.as_ref().err().map(|why| {
+                    format!(
+                        "+{:.1} ms: {why} after {:.1} ms",
+                        (r.sent - from).as_secs_f64() * 1e3,
+                        r.took.as_secs_f64() * 1e3
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Debian's PostgreSQL 15 binaries.
+pub(crate) const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A PostgreSQL 15 server in a node's namespace, as the `postgres` user, on
+/// `*:5432` with trust authentication from the lab (a throwaway cluster in a
+/// temporary directory; synchronous_commit on, the default).
+pub(crate) struct Postgres {
+    child: Child,
+    dir: PathBuf,
+    ns: String,
+}
+
+impl Postgres {
+    pub(crate) fn start(ns: &Netns, label: &str) -> Self {
+        let dir = run_dir(&format!("pg-{label}"));
+        let status = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .expect("chown");
+        assert!(status.success(), "chown postgres {}", dir.display());
+        let data = dir.join("data");
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(&data)
+            .output()
+            .expect("initdb");
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhost all all 0.0.0.0/0 trust\nhost all all ::/0 trust\n",
+        )
+        .expect("pg_hba.conf");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "runuser", "-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-c", "listen_addresses=*", "-c", "port=5432", "-k"])
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting postgres");
+        let pg = Self {
+            child,
+            dir,
+            ns: ns.name.clone(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = Command::new(format!("{PG_BIN}/pg_isready"))
+                .arg("-q")
+                .arg("-h")
+                .arg(&pg.dir)
+                .args(["-p", "5432"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "postgres in {} never became ready",
+                ns.name
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        pg.sql("CREATE TABLE writes (n integer PRIMARY KEY)");
+        pg
+    }
+
+    /// Runs `sql` through the server's Unix socket; returns psql's output
+    /// (unaligned, tuples only).
+    pub(crate) fn sql(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .arg("-h")
+            .arg(&self.dir)
+            .args([
+                "-p", "5432", "-U", "postgres", "-X", "-q", "-A", "-t", "-c", sql, "postgres",
+            ])
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "runuser", "-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/pg_ctl"))
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(self.dir.join("data"))
+            .output();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One `INSERT ... RETURNING` every period through the VIP, on one psql
+/// session from the client's namespace (a connection pool's view: one
+/// connection, kept across the test), recording when each write was
+/// acknowledged.
+pub(crate) struct PgWriter {
+    child: Child,
+    writer: Option<JoinHandle<u32>>,
+    reader: Option<JoinHandle<Vec<(Instant, u32)>>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// What a [`PgWriter`] saw: the writes sent, and each acknowledged one with
+/// when its acknowledgement arrived.
+pub(crate) struct PgWrites {
+    pub(crate) sent: u32,
+    pub(crate) acked: Vec<(Instant, u32)>,
+}
+
+impl PgWrites {
+    /// The longest time from `from` on between two acknowledgements (the
+    /// write outage plus one period).
+    pub(crate) fn longest_gap_since(&self, from: Instant) -> Duration {
+        let times: Vec<Instant> = self
+            .acked
+            .iter()
+            .map(|a| a.0)
+            .filter(|&t| t >= from)
+            .collect();
+        times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+impl PgWriter {
+    pub(crate) fn start(client: &Netns, host: &str, every: Duration) -> Self {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &client.name, "psql", "-h", host])
+            .args(["-p", "5432", "-U", "postgres", "-X", "-q", "-A", "-t"])
+            .args(["-v", "ON_ERROR_STOP=0", "postgres"])
+            .env("PGCONNECT_TIMEOUT", "2")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting psql");
+        let mut stdin = child.stdin.take().expect("psql stdin");
+        let stdout = child.stdout.take().expect("psql stdout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let writer = thread::spawn(move || {
+            let mut n = 0u32;
+            let mut next = Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                n += 1;
+                if writeln!(stdin, "INSERT INTO writes VALUES ({n}) RETURNING n;").is_err()
+                    || stdin.flush().is_err()
+                {
+                    break;
+                }
+                next += every;
+                let now = Instant::now();
+                if next > now {
+                    thread::sleep(next - now);
+                }
+            }
+            n
+        });
+        let reader = thread::spawn(move || {
+            use std::io::BufRead as _;
+            let mut acked = Vec::new();
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(n) = line.trim().parse::<u32>() {
+                    acked.push((Instant::now(), n));
+                }
+            }
+            acked
+        });
+        Self {
+            child,
+            writer: Some(writer),
+            reader: Some(reader),
+            stop,
+        }
+    }
+
+    /// Stops writing; returns how many writes were sent and which were
+    /// acknowledged, once psql has answered the last one (or 10 s passed).
+    pub(crate) fn finish(mut self) -> PgWrites {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self.writer.take().map_or(0, |w| w.join().unwrap_or(0));
+        // The writer dropped psql's stdin: psql ends after the last answer.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let acked = self
+            .reader
+            .take()
+            .map(|r| r.join().unwrap_or_default())
+            .unwrap_or_default();
+        PgWrites { sent, acked }
+    }
+}
+
+impl Drop for PgWriter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
