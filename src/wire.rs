@@ -106,6 +106,16 @@
 //!   foreign host answering for it (see [`crate::conflict`]). Informational like type 1:
 //!   a field of another length is ignored, and a node that never sends it is
 //!   only never exempt from the foreign-MAC alarm. Sent under the same switch as type 1.
+//! - `3` ([`EXT_REPLACED_MASTER`]): the node name (UTF-8, 1..=[`MAX_NAME_LEN`] bytes)
+//!   of the master the sender replaced on purpose: it heard that master and preempted
+//!   it, or was promoted over it. Only a master sends it, in its master adverts during a
+//!   bounded window after that takeover (the master-down interval; the election's rule
+//!   "Planned overlaps"), never otherwise. The node it names, hearing it while still
+//!   master itself, counts the overlap as planned instead of as two masters.
+//!   Informational like types 1 and 2: it never changes who steps down; a node that
+//!   ignores it, or never receives it, counts that overlap as two masters, as before
+//!   the field. A field that is empty, longer than a node name or not UTF-8 is
+//!   ignored. Sent under the same switch as type 1.
 //!
 //! # Compatibility rule
 //!
@@ -695,8 +705,8 @@ pub fn decode_with_keys(
     auth: &Auth,
     also_accept: &[AuthKey],
 ) -> Result<Advert, WireError> {
-    // The defined types only inform (the software version): the election
-    // needs none of them.
+    // The defined types only inform (the software version, the link address,
+    // the master replaced): the election needs none of them to elect.
     decode_extended(buf, expected_group, auth, also_accept).map(|(advert, _)| advert)
 }
 
@@ -746,6 +756,28 @@ pub fn link_address(extensions: &[Extension]) -> Option<[u8; 6]> {
         .iter()
         .find(|e| e.kind == EXT_LINK_ADDRESS)
         .and_then(|e| <[u8; 6]>::try_from(e.value.as_slice()).ok())
+}
+
+/// Extension type 3: the node name of the master the sender replaced on purpose.
+pub const EXT_REPLACED_MASTER: u8 = 3;
+
+/// The extension field naming `node_name` as the master replaced on purpose.
+pub fn replaced_master_extension(node_name: &str) -> Extension {
+    Extension {
+        kind: EXT_REPLACED_MASTER,
+        value: node_name.as_bytes().to_vec(),
+    }
+}
+
+/// The node name a peer sent in `extensions` as the master it replaced on
+/// purpose (the first type-3 field), if it is one: 1..=[`MAX_NAME_LEN`]
+/// bytes of UTF-8.
+pub fn replaced_master(extensions: &[Extension]) -> Option<&str> {
+    let field = extensions.iter().find(|e| e.kind == EXT_REPLACED_MASTER)?;
+    if field.value.is_empty() || field.value.len() > MAX_NAME_LEN {
+        return None;
+    }
+    std::str::from_utf8(&field.value).ok()
 }
 
 /// [`decode_with_keys`], also returning the extension area's fields as received,
@@ -1236,6 +1268,46 @@ mod tests {
         let (_, extensions) =
             decode_extended(&bytes, advert.body.group, &auth, &[]).expect("decodes");
         assert_eq!(link_address(&extensions), Some(mac));
+    }
+
+    #[test]
+    fn the_replaced_master_field_reads_back_and_odd_values_are_ignored() {
+        let longest = "n".repeat(MAX_NAME_LEN);
+        let field = replaced_master_extension(&longest);
+        assert_eq!(field.kind, EXT_REPLACED_MASTER);
+        // Every field this build sends fits the area beside a longest name.
+        let all = [
+            software_version_extension(),
+            link_address_extension([2, 0, 0, 0, 0, 7]),
+            field,
+        ];
+        let advert = Advert {
+            body: AdvertBody {
+                group: 3,
+                priority: 100,
+                interval_cs: 100,
+                flags: Flags(Flags::MASTER),
+                node_id: 9,
+                promote_epoch: 0,
+                vip_digest: [0; 8],
+                node_name: longest.clone(),
+            },
+            boot_id: 1,
+            sequence: 1,
+        };
+        let auth = Auth::None;
+        let bytes = encode_with_extensions(&advert, &all, &auth).expect("encodes");
+        let (_, extensions) =
+            decode_extended(&bytes, advert.body.group, &auth, &[]).expect("decodes");
+        assert_eq!(replaced_master(&extensions), Some(longest.as_str()));
+        assert_eq!(replaced_master(&[]), None);
+        for value in [Vec::new(), vec![b'n'; MAX_NAME_LEN + 1], vec![0xff, 0xfe]] {
+            let odd = Extension {
+                kind: EXT_REPLACED_MASTER,
+                value,
+            };
+            assert_eq!(replaced_master(&[odd]), None);
+        }
     }
 
     #[test]

@@ -867,7 +867,11 @@ impl Sim {
             .and_then(InstanceCore::poll_output)
         {
             match output {
-                Output::Advert { body, boot_id } => {
+                Output::Advert {
+                    body,
+                    boot_id,
+                    replaced,
+                } => {
                     let node = &mut self.nodes[i];
                     node.sequence += 1;
                     let advert = Advert {
@@ -878,8 +882,17 @@ impl Sim {
                     let Some(core) = node.lanes[l].core.as_ref() else {
                         continue;
                     };
+                    // Of the driver's extension fields, the one the election
+                    // reads: the master replaced on purpose (its rule
+                    // "Planned overlaps"). Version and MAC only inform status
+                    // and the conflict watch, which the simulation leaves out.
+                    let extensions: Vec<_> = replaced
+                        .as_deref()
+                        .map(wire::replaced_master_extension)
+                        .into_iter()
+                        .collect();
                     let bytes: Rc<[u8]> =
-                        wire::encode_with_extensions(&advert, &[], &core.config().auth)
+                        wire::encode_with_extensions(&advert, &extensions, &core.config().auth)
                             .expect("an advert the core made encodes")
                             .into();
                     if self.recording == Some(i) {
@@ -976,9 +989,9 @@ impl Sim {
             CoreEvent::AdvertAccepted { .. }
             | CoreEvent::KnownSourcesChanged
             | CoreEvent::Rejected { .. } => {}
-            CoreEvent::Notice { notice, planned } => {
+            CoreEvent::Notice(notice) => {
                 let who = self.who(i, l);
-                self.log(format!("{who} notice {notice:?} (planned {planned})"));
+                self.log(format!("{who} notice {notice:?}"));
             }
             other => {
                 let who = self.who(i, l);

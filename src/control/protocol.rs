@@ -100,7 +100,12 @@ pub struct InstanceStatus {
     pub master: Option<MasterStatus>,
     pub peers: Vec<PeerStatus>,
     pub auth_failures: u64,
+    /// Two masters at once that nobody planned (a split brain, however short).
     pub other_master_heard: u64,
+    /// Two masters at once by design: a handover, or a master replaced on
+    /// purpose (preempt, promote) heard within the window after the takeover.
+    #[serde(default)]
+    pub planned_overlaps: u64,
     pub adverts_sent: u64,
     pub adverts_received: u64,
     pub last_transition: Option<TransitionStatus>,

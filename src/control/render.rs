@@ -214,11 +214,12 @@ pub fn render_instance(i: &InstanceStatus, node: &str) -> String {
     facts.push((
         "counters",
         format!(
-            "auth failures {}{}, other master heard {}{}, foreign claims {}{}, adverts sent {}, received {}",
+            "auth failures {}{}, other master heard {}{}, planned overlaps {}, foreign claims {}{}, adverts sent {}, received {}",
             i.auth_failures,
             warn(i.auth_failures),
             i.other_master_heard,
             warn(i.other_master_heard),
+            i.planned_overlaps,
             i.foreign_claims_seen,
             warn(i.foreign_claims_seen),
             i.adverts_sent,
@@ -468,6 +469,7 @@ mod tests {
             ],
             auth_failures: 0,
             other_master_heard: 2,
+            planned_overlaps: 3,
             adverts_sent: 1234,
             adverts_received: 5678,
             last_transition: Some(TransitionStatus {
@@ -523,7 +525,7 @@ node db1
 db  eth0  group 51  MASTER  priority 100 -> 110 (health weights +10)
   master:      db1 (this node)
   last change: backup -> master 12.3s ago: master down: no advert within the master-down interval
-  counters:    auth failures 0, other master heard 2 (!), foreign claims 0, adverts sent 1234, received 5678
+  counters:    auth failures 0, other master heard 2 (!), planned overlaps 3, foreign claims 0, adverts sent 1234, received 5678
   master down: 3.002s
 
   VIP              HELD

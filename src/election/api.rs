@@ -90,6 +90,11 @@ pub enum Reason {
     BetterMaster {
         peer: String,
     },
+    /// A better master was heard that replaced this node on purpose (its
+    /// advert names this node as the master it replaced): a planned overlap.
+    ReplacedOnPurpose {
+        peer: String,
+    },
     Promoted,
     /// Restarted after a crash while master, with the VIPs still configured.
     Resumed,
@@ -115,6 +120,9 @@ impl fmt::Display for Reason {
             Self::MasterReleased { peer } => write!(f, "master {peer} released"),
             Self::Preempting { peer } => write!(f, "preempting lower-ranked master {peer}"),
             Self::BetterMaster { peer } => write!(f, "heard better master {peer}"),
+            Self::ReplacedOnPurpose { peer } => {
+                write!(f, "replaced on purpose by {peer} (planned overlap)")
+            }
             Self::Promoted => write!(f, "promoted by operator"),
             Self::Resumed => write!(f, "resumed after a crash: still held the VIPs"),
             Self::HandoverComplete { peer } => write!(f, "handed over to {peer}"),
@@ -130,8 +138,14 @@ impl fmt::Display for Reason {
 /// Things worth a log line or a counter that do not change state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
-    /// Two masters at once (FIELD-NOTES 1); `we_stay` says who wins.
+    /// Two masters at once that nobody planned (FIELD-NOTES 1): a partition
+    /// healing, adverts lost one way, two nodes that became master without
+    /// hearing each other; `we_stay` says who wins.
     OtherMasterHeard { peer: String, we_stay: bool },
+    /// Two masters at once by design (the rule "Planned overlaps"): `why`
+    /// says which of its cases; the lower-ranked of the two steps down as for
+    /// any better master.
+    PlannedOverlap { peer: String, why: PlannedOverlap },
     /// A peer's VIP set differs from ours.
     VipSetMismatch { peer: String },
     /// A master advertises another interval than ours (we follow theirs).
@@ -152,11 +166,32 @@ pub enum Notice {
     PreemptWaitsForRoute { peer: String, ready_in: Duration },
 }
 
+/// Why an overlap of two masters was planned (the rule "Planned overlaps").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlannedOverlap {
+    /// This master drained or is stopping and hears the successor it waited
+    /// for: the handover completing. This node steps down.
+    HandingOver,
+    /// The better master's advert names this node as the master it replaced
+    /// on purpose (it preempted this node or was promoted over it). This node
+    /// steps down.
+    ReplacedUs,
+    /// This node replaced the peer on purpose and hears it still master
+    /// within the window after the takeover. This node stays.
+    WeReplaced,
+}
+
 /// What the caller must do, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Send this advert to the group (the transport stamps boot id and sequence).
-    SendAdvert(AdvertBody),
+    /// Send this advert to the group (the transport stamps boot id and
+    /// sequence). `replaced`: the master this node replaced on purpose, sent
+    /// with the advert (extension type 3 of [`crate::wire`]) during the window
+    /// after the takeover only (the rule "Planned overlaps").
+    SendAdvert {
+        body: AdvertBody,
+        replaced: Option<String>,
+    },
     /// Add the VIPs to the interface.
     ClaimVips,
     /// Start announcing the VIPs (gratuitous ARP / unsolicited NA): the burst
@@ -242,6 +277,9 @@ pub struct Transition {
 pub struct Counters {
     pub adverts_sent: u64,
     pub adverts_received: u64,
+    /// Two masters at once that nobody planned ([`Notice::OtherMasterHeard`]).
     pub other_master_heard: u64,
+    /// Two masters at once by design ([`Notice::PlannedOverlap`]).
+    pub planned_overlaps: u64,
     pub transitions: u64,
 }

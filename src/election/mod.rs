@@ -55,6 +55,38 @@
 //! the new master's claim and gratuitous ARP land are not dropped. One that
 //! hears a worse master stays and advertises at once so the other steps down.
 //!
+//! **Planned overlaps.** Every planned change of master overlaps: the new
+//! master claims before the old one lets go (make-before-break), so both hold
+//! the VIPs for [`STEP_DOWN_LINGER`] (longer when an advert is lost) and one
+//! may hear the other as master. Such an overlap is planned — counted in
+//! `planned_overlaps` with [`Notice::PlannedOverlap`], not as two masters —
+//! when
+//! (a) this node is the lower-ranked master and either hands over to the
+//! master it hears (drain, stop: rule "Drain") or that master's advert names
+//! this node as the master it replaced; or
+//! (b) this node is the higher-ranked master, and the master it hears is the
+//! one it replaced, heard within the window after the takeover.
+//! A node replaced a master on purpose when it took over from it, a live
+//! master it heard, by preemption (rule "Preempt": an undrain, a restart of
+//! the preferred node, a priority restored by health or a reload) or by an
+//! operator's promote. For a window after that takeover, the master-down
+//! interval at the slower of the two nodes' advert intervals, its master
+//! adverts name the replaced node ([`Action::SendAdvert`]'s `replaced`,
+//! extension type 3 on the wire); never otherwise, and never while releasing.
+//! Why that window: within it, not having heard each other yet is the loss of
+//! an advert or two, which the protocol's own timing allows for; an overlap
+//! that outlasts the time in which a backup declares a silent master dead is
+//! a link failing, and worth the alarm. Everything else is
+//! [`Notice::OtherMasterHeard`], counted in `other_master_heard`: a partition
+//! healing, adverts lost one way, two nodes that became master without
+//! hearing each other (neither replaced the other), a replaced node heard
+//! after the window. The name is informational (the wire's compatibility
+//! rule): it never changes who steps down, only how the overlap is counted.
+//! Case (a) needs it: a lower master cannot tell a preemption from adverts
+//! lost one way (in both it heard the other as a backup until that one
+//! claimed), so a node replaced by a build that does not send the name counts
+//! two masters. Case (b) needs nothing from the peer.
+//!
 //! **Clients follow the master** (FIELD-NOTES 2, 17, 19). A client goes wherever
 //! the last gratuitous ARP or unsolicited NA it saw points, so after any moment
 //! with two holders the master must be the last to announce. A master therefore
@@ -191,8 +223,8 @@ use std::time::{Duration, Instant};
 use crate::wire::{AdvertBody, Flags};
 
 pub use api::{
-    Action, Command, CommandError, Counters, ElectionConfig, Health, Notice, Reason, Settings,
-    State, Transition,
+    Action, Command, CommandError, Counters, ElectionConfig, Health, Notice, PlannedOverlap,
+    Reason, Settings, State, Transition,
 };
 use peers::{interval_of, PeerTable};
 pub use peers::{Peer, Quorum, Rank};
@@ -221,6 +253,15 @@ pub const REANNOUNCE_AFTER: [Duration; 4] = [
     Duration::from_millis(1000),
 ];
 
+/// A master this node replaced on purpose (the rule "Planned overlaps"), and
+/// until when hearing it as master is a planned overlap.
+#[derive(Clone, Debug)]
+struct Replaced {
+    node_id: u64,
+    name: String,
+    until: Instant,
+}
+
 /// A master on its way out: why, and whom to follow afterwards.
 #[derive(Clone, Debug)]
 struct StepDown {
@@ -248,6 +289,9 @@ pub struct Election {
     /// Set while a master that heard a better master (or its successor) keeps
     /// the VIPs for [`STEP_DOWN_LINGER`] before it lets go.
     stepping_down: Option<StepDown>,
+    /// While master: the master this node replaced on purpose, within the
+    /// window after the takeover.
+    replaced: Option<Replaced>,
     peers: PeerTable,
     /// The master this backup follows, if any.
     followed_master: Option<u64>,
@@ -293,6 +337,7 @@ impl Election {
             stopped: false,
             handing_over: false,
             stepping_down: None,
+            replaced: None,
             followed_master: None,
             timers: Timers::default(),
             actions: VecDeque::new(),
@@ -318,8 +363,22 @@ impl Election {
         election
     }
 
-    /// An authenticated advert from a peer of this group.
+    /// An authenticated advert from a peer of this group that names no master
+    /// it replaced (the adverts of builds that do not send the name, and every
+    /// advert outside a takeover's window).
     pub fn handle_advert(&mut self, now: Instant, body: &AdvertBody) {
+        self.handle_advert_replacing(now, body, None);
+    }
+
+    /// An authenticated advert from a peer of this group; `replaced` is the
+    /// node name its sender says it replaced on purpose, if it says so
+    /// (extension type 3; the rule "Planned overlaps").
+    pub fn handle_advert_replacing(
+        &mut self,
+        now: Instant,
+        body: &AdvertBody,
+        replaced: Option<&str>,
+    ) {
         if self.stopped || body.group != self.cfg.group {
             return;
         }
@@ -348,7 +407,9 @@ impl Election {
         let theirs = Rank::of_advert(body);
         let is_master = body.flags.contains(Flags::MASTER);
         match self.state {
-            State::Master if is_master && theirs.eligible => self.master_meets_master(now, body),
+            State::Master if is_master && theirs.eligible => {
+                self.master_meets_master(now, body, replaced);
+            }
             State::Backup if is_master && theirs.eligible => self.backup_hears_master(now, body),
             State::Backup if self.followed_master == Some(body.node_id) => {
                 // The master we follow released (priority 0, drained, fault,
@@ -818,23 +879,26 @@ impl Election {
         (self.rank() > best.rank()).then(|| best.name.clone())
     }
 
-    fn master_meets_master(&mut self, now: Instant, body: &AdvertBody) {
+    fn master_meets_master(&mut self, now: Instant, body: &AdvertBody, replaced: Option<&str>) {
         if self.stepping_down.is_some() {
             return;
         }
         let theirs = Rank::of_advert(body);
         let peer = body.node_name.clone();
         if theirs > self.rank() {
-            let reason = if self.handing_over {
-                // The successor we were waiting for: a handover, not a split brain.
-                Reason::HandoverComplete { peer }
+            // The rule "Planned overlaps", case (a).
+            let planned = if self.handing_over {
+                Some(PlannedOverlap::HandingOver)
+            } else if replaced == Some(self.cfg.node_name.as_str()) {
+                Some(PlannedOverlap::ReplacedUs)
             } else {
-                self.counters.other_master_heard += 1;
-                self.notice(Notice::OtherMasterHeard {
-                    peer: peer.clone(),
-                    we_stay: false,
-                });
-                Reason::BetterMaster { peer }
+                None
+            };
+            self.count_overlap(&peer, planned, false);
+            let reason = match planned {
+                Some(PlannedOverlap::HandingOver) => Reason::HandoverComplete { peer },
+                Some(_) => Reason::ReplacedOnPurpose { peer },
+                None => Reason::BetterMaster { peer },
             };
             // Make-before-break: keep the VIPs a moment longer while the new
             // master's claim and gratuitous ARP land; say priority 0 meanwhile.
@@ -851,15 +915,33 @@ impl Election {
             self.timers.set(Timer::Handover, release_at);
             self.send_advert(now);
         } else {
-            self.counters.other_master_heard += 1;
-            self.notice(Notice::OtherMasterHeard {
-                peer,
-                we_stay: true,
-            });
+            // Case (b): the master this node replaced, still heard.
+            let planned = self
+                .replaced
+                .as_ref()
+                .is_some_and(|r| r.node_id == body.node_id && now < r.until)
+                .then_some(PlannedOverlap::WeReplaced);
+            self.count_overlap(&peer, planned, true);
             // Clients may have moved to the other's MAC: handle_advert
             // re-announces (the rule "Clients follow the master").
             self.send_advert(now);
         }
+    }
+
+    /// Two masters at once: counted and told as planned or not.
+    fn count_overlap(&mut self, peer: &str, planned: Option<PlannedOverlap>, we_stay: bool) {
+        let peer = peer.to_owned();
+        let notice = match planned {
+            Some(why) => {
+                self.counters.planned_overlaps += 1;
+                Notice::PlannedOverlap { peer, why }
+            }
+            None => {
+                self.counters.other_master_heard += 1;
+                Notice::OtherMasterHeard { peer, we_stay }
+            }
+        };
+        self.notice(notice);
     }
 
     /// The rule "Clients follow the master": another node held, or may have
@@ -1008,6 +1090,20 @@ impl Election {
         self.timers.clear(Timer::Preempt);
         self.followed_master = None;
         self.reason_pending = None;
+        // The rule "Planned overlaps": a takeover on purpose from a live master.
+        let on_purpose = matches!(reason, Reason::Preempting { .. } | Reason::Promoted);
+        self.replaced = self
+            .peers
+            .best_live_master(now)
+            .filter(|_| on_purpose)
+            .map(|peer| {
+                let slower = self.cfg.settings.advert_interval.max(peer.interval);
+                Replaced {
+                    node_id: peer.node_id,
+                    name: peer.name.clone(),
+                    until: now + self.master_down_interval(slower),
+                }
+            });
         self.transition(now, State::Master, reason);
         self.actions.push_back(Action::ClaimVips);
         self.actions.push_back(Action::AnnounceVips);
@@ -1107,6 +1203,7 @@ impl Election {
         }
         self.state = to;
         if to != State::Master {
+            self.replaced = None;
             self.reannounce = None;
             self.timers.clear(Timer::Reannounce);
         }
@@ -1128,8 +1225,19 @@ impl Election {
     /// The advert this node sends now, and re-arm the periodic timer.
     fn send_advert(&mut self, now: Instant) {
         let body = self.advert_body();
+        if self.replaced.as_ref().is_some_and(|r| now >= r.until) {
+            self.replaced = None;
+        }
+        // Only a master's own claim names the node it replaced: not a
+        // releasing advert (priority 0).
+        let replaced = self
+            .replaced
+            .as_ref()
+            .filter(|_| body.priority > 0 && body.flags.contains(Flags::MASTER))
+            .map(|r| r.name.clone());
         self.counters.adverts_sent += 1;
-        self.actions.push_back(Action::SendAdvert(body));
+        self.actions
+            .push_back(Action::SendAdvert { body, replaced });
         let interval = self.current_interval();
         let next = match self.timers.get(Timer::Advert) {
             // Keep the cadence when on time; never burst to catch up after a stall.
@@ -1145,7 +1253,10 @@ impl Election {
         body.priority = 0;
         body.flags.set(Flags::MASTER, true);
         self.counters.adverts_sent += 1;
-        self.actions.push_back(Action::SendAdvert(body));
+        self.actions.push_back(Action::SendAdvert {
+            body,
+            replaced: None,
+        });
     }
 
     fn advert_body(&self) -> AdvertBody {
@@ -1248,7 +1359,7 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::SendAdvert(b) => Some(b),
+                Action::SendAdvert { body, .. } => Some(body),
                 _ => None,
             })
             .collect()
@@ -1433,6 +1544,169 @@ mod tests {
         actions.extend(run_to(&mut e, t + STEP_DOWN_LINGER));
         assert!(has(&actions, &Action::ReleaseVips));
         assert_eq!(e.state(), State::Backup);
+    }
+
+    // The rule "Planned overlaps".
+
+    /// The overlap notices among `actions`.
+    fn overlaps(actions: &[Action]) -> Vec<&Notice> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Notice(
+                    n @ (Notice::OtherMasterHeard { .. } | Notice::PlannedOverlap { .. }),
+                ) => Some(n),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The `replaced` of each advert among `actions`.
+    fn named(actions: &[Action]) -> Vec<Option<String>> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::SendAdvert { replaced, .. } => Some(replaced.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_preempting_master_names_the_master_it_replaced_for_the_window_only() {
+        let t0 = Instant::now();
+        let mut e = Election::new(cfg(1, 150), t0);
+        drain(&mut e);
+        let t = t0 + I;
+        e.handle_advert(t, &advert(9, 100, Flags::MASTER));
+        let claim = drain(&mut e);
+        assert!(has(&claim, &Action::ClaimVips));
+        assert_eq!(named(&claim), [Some("n9".to_owned())]);
+        let window = e.master_down_interval(I);
+        let within = run_to(&mut e, t + window - Duration::from_nanos(1));
+        assert!(!named(&within).is_empty());
+        assert!(named(&within).iter().all(|n| n.as_deref() == Some("n9")));
+        let after = run_to(&mut e, t + window * 3);
+        assert!(!named(&after).is_empty());
+        assert!(named(&after).iter().all(Option::is_none), "{after:?}");
+    }
+
+    #[test]
+    fn a_takeover_that_replaced_nobody_on_purpose_names_nobody() {
+        // Master down: the old master went silent.
+        let t0 = Instant::now();
+        let (mut e, last) = settled_backup(t0, 100);
+        let actions = run_to(&mut e, last + I * 10);
+        assert!(has(&actions, &Action::ClaimVips));
+        assert!(named(&actions).iter().all(Option::is_none));
+        // Promoted with no master alive.
+        let mut e = Election::new(cfg(1, 100), t0);
+        drain(&mut e);
+        e.handle_command(t0, Command::Promote).expect("promotes");
+        let actions = drain(&mut e);
+        assert!(has(&actions, &Action::ClaimVips));
+        assert!(named(&actions).iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn the_replaced_master_heard_within_the_window_is_planned_and_after_it_two_masters() {
+        let t0 = Instant::now();
+        let (mut e, last) = settled_backup(t0, 100);
+        let t = last + Duration::from_millis(10);
+        e.handle_command(t, Command::Promote).expect("promotes");
+        let actions = drain(&mut e);
+        assert_eq!(named(&actions), [Some("n9".to_owned())]);
+        // Its advert crossed ours: the overlap this node made on purpose.
+        let crossed = t + Duration::from_millis(1);
+        e.handle_advert(crossed, &advert(9, 200, Flags::MASTER));
+        assert_eq!(
+            overlaps(&drain(&mut e)),
+            [&Notice::PlannedOverlap {
+                peer: "n9".into(),
+                why: PlannedOverlap::WeReplaced
+            }]
+        );
+        // Still master after the window: it does not hear us. Two masters.
+        let late = t + e.master_down_interval(I);
+        run_to(&mut e, late);
+        e.handle_advert(late, &advert(9, 200, Flags::MASTER));
+        assert_eq!(
+            overlaps(&drain(&mut e)),
+            [&Notice::OtherMasterHeard {
+                peer: "n9".into(),
+                we_stay: true
+            }]
+        );
+        let c = e.counters();
+        assert_eq!((c.planned_overlaps, c.other_master_heard), (1, 1));
+        // Another master than the one replaced is two masters at once.
+        e.handle_advert(late, &advert(7, 100, Flags::MASTER));
+        assert!(matches!(
+            overlaps(&drain(&mut e))[..],
+            [Notice::OtherMasterHeard { .. }]
+        ));
+    }
+
+    #[test]
+    fn a_master_named_as_replaced_steps_down_as_planned_and_otherwise_as_two_masters() {
+        let t0 = Instant::now();
+        for (replaced, planned) in [(Some("n1"), true), (Some("n7"), false), (None, false)] {
+            let (mut e, t) = settled_master(t0);
+            e.handle_advert_replacing(t, &advert(2, 200, Flags::MASTER), replaced);
+            let mut actions = drain(&mut e);
+            actions.extend(run_to(&mut e, t + STEP_DOWN_LINGER));
+            assert!(
+                has(&actions, &Action::ReleaseVips),
+                "make-before-break as ever"
+            );
+            assert_eq!(e.state(), State::Backup);
+            let c = e.counters();
+            let reason = e.last_transition().map(|t| t.reason.clone());
+            if planned {
+                assert_eq!(
+                    overlaps(&actions),
+                    [&Notice::PlannedOverlap {
+                        peer: "n2".into(),
+                        why: PlannedOverlap::ReplacedUs
+                    }]
+                );
+                assert_eq!((c.planned_overlaps, c.other_master_heard), (1, 0));
+                assert_eq!(
+                    reason,
+                    Some(Reason::ReplacedOnPurpose { peer: "n2".into() })
+                );
+            } else {
+                assert_eq!(
+                    overlaps(&actions),
+                    [&Notice::OtherMasterHeard {
+                        peer: "n2".into(),
+                        we_stay: false
+                    }],
+                    "{replaced:?}"
+                );
+                assert_eq!((c.planned_overlaps, c.other_master_heard), (0, 1));
+                assert_eq!(reason, Some(Reason::BetterMaster { peer: "n2".into() }));
+            }
+        }
+    }
+
+    #[test]
+    fn a_draining_master_hearing_its_successor_is_a_planned_overlap() {
+        let t0 = Instant::now();
+        let (mut e, t) = settled_master(t0);
+        e.handle_command(t, Command::Drain { force: false })
+            .expect("node 2 is alive");
+        drain(&mut e);
+        e.handle_advert(t + I, &advert(2, 100, Flags::MASTER));
+        let actions = drain(&mut e);
+        assert_eq!(
+            overlaps(&actions),
+            [&Notice::PlannedOverlap {
+                peer: "n2".into(),
+                why: PlannedOverlap::HandingOver
+            }]
+        );
+        assert_eq!(e.counters().other_master_heard, 0);
     }
 
     /// A master up long enough to know its peers, with node 2 a live backup.

@@ -48,9 +48,14 @@
 //!    datagrams before the rest under a flood. A reload that changes unicast
 //!    `peers` forgets the node ids last heard from an address no longer
 //!    configured.
-//! 5. **Planned overlaps are told apart.** Hearing another master while this
-//!    node hands over (drain, stop) to it is the handover completing, not two
-//!    masters: the notice carries `planned: true`.
+//! 5. **Which master a master replaced travels with its adverts.** The
+//!    election decides whether two masters at once were planned (its rule
+//!    "Planned overlaps"); the wire is the core's part of it. An accepted
+//!    advert's extension type 3 (the node its sender replaced on purpose) goes
+//!    to the election with the advert, and the name the election gives an
+//!    advert of its own goes out with it ([`Output::Advert`]'s `replaced`).
+//!    Why: the election reads no bytes, and an older build that sends no
+//!    such field only makes the overlap it caused count as two masters.
 //! 6. **Quorum.** With the guard's `quorum` on and `peers_total` set, the node
 //!    is in fault while it hears fewer than a strict majority of the group,
 //!    itself included (liveness as the election counts it for quorum). It is
@@ -160,11 +165,9 @@ pub enum Event {
         to: State,
         reason: Reason,
     },
-    /// `planned`: heard while this node hands over to that master (rule 5).
-    Notice {
-        notice: Notice,
-        planned: bool,
-    },
+    /// Planned overlaps are [`Notice::PlannedOverlap`], two masters that
+    /// nobody planned [`Notice::OtherMasterHeard`] (rule 5).
+    Notice(Notice),
     NameClash(IdentityEvent),
     Rejected {
         source: IpAddr,
@@ -221,10 +224,12 @@ pub enum Event {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     /// Send this advert: the driver numbers it (the node's sequence), encodes,
-    /// signs and sends it.
+    /// signs and sends it, with `replaced` as extension type 3 when set
+    /// ([`wire::replaced_master_extension`]; rule 5).
     Advert {
         body: AdvertBody,
         boot_id: u64,
+        replaced: Option<String>,
     },
     Vips(VipOrder),
     Event(Event),
@@ -260,8 +265,6 @@ pub struct InstanceCore {
     auth_failures: u64,
     /// The own sync entry last published (`None`: not yet).
     published: Option<SyncEntry>,
-    /// Whether the election was handing over when the last advert came in.
-    handing_over_at_input: bool,
     /// When the quorum may next change without an input.
     quorum_recheck: Option<Instant>,
     outputs: VecDeque<Output>,
@@ -304,7 +307,6 @@ impl InstanceCore {
             claimed: false,
             auth_failures: 0,
             published: None,
-            handing_over_at_input: false,
             resumed: false,
             quorum_recheck: None,
             outputs: VecDeque::new(),
@@ -359,12 +361,15 @@ impl InstanceCore {
                 self.peer_versions.remove(&node_id);
             }
         }
-        self.handing_over_at_input = self.election.is_handing_over();
         self.push_event(Event::AdvertAccepted {
             node_id,
             master: advert.body.flags.contains(wire::Flags::MASTER),
         });
-        self.election.handle_advert(now, &advert.body);
+        self.election.handle_advert_replacing(
+            now,
+            &advert.body,
+            wire::replaced_master(&extensions),
+        );
         if new_source {
             self.push_event(Event::KnownSourcesChanged);
         }
@@ -766,10 +771,14 @@ impl InstanceCore {
     fn drain_election(&mut self, now: Instant) {
         while let Some(action) = self.election.poll_action() {
             match action {
-                Action::SendAdvert(body) => {
+                Action::SendAdvert { body, replaced } => {
                     let body = self.identity.outgoing(body);
                     let boot_id = self.identity.boot_id();
-                    self.push(Output::Advert { body, boot_id });
+                    self.push(Output::Advert {
+                        body,
+                        boot_id,
+                        replaced,
+                    });
                 }
                 Action::ClaimVips => {
                     // A cold claim (no peer heard since start) may wait for
@@ -800,11 +809,7 @@ impl InstanceCore {
                 Action::StateChanged { from, to, reason } => {
                     self.push_event(Event::StateChanged { from, to, reason });
                 }
-                Action::Notice(notice) => {
-                    let planned = self.handing_over_at_input
-                        && matches!(notice, Notice::OtherMasterHeard { we_stay: false, .. });
-                    self.push_event(Event::Notice { notice, planned });
-                }
+                Action::Notice(notice) => self.push_event(Event::Notice(notice)),
                 Action::ShutdownComplete => self.push_event(Event::ShutdownComplete),
             }
         }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::config;
+use crate::election::PlannedOverlap;
 use crate::health::RunOutcome;
 use crate::wire::Advert;
 
@@ -31,6 +32,9 @@ fn instance_config(node: &str, priority: u8, extra: &str) -> InstanceConfig {
 struct Node {
     core: InstanceCore,
     addr: IpAddr,
+    /// Sends the replaced master's name (extension type 3) as the driver
+    /// does; off, it stands in for a build without the field.
+    sends_extensions: bool,
     sequence: u64,
     sent: Vec<Vec<u8>>,
     events: Vec<Event>,
@@ -51,6 +55,7 @@ impl Node {
         let mut n = Self {
             core,
             addr: IpAddr::from([10, 0, 0, addr]),
+            sends_extensions: true,
             sequence: 0,
             sent: Vec::new(),
             events: Vec::new(),
@@ -63,16 +68,29 @@ impl Node {
     fn collect(&mut self) {
         while let Some(output) = self.core.poll_output() {
             match output {
-                Output::Advert { body, boot_id } => {
+                Output::Advert {
+                    body,
+                    boot_id,
+                    replaced,
+                } => {
                     self.sequence += 1;
                     let advert = Advert {
                         body,
                         boot_id,
                         sequence: self.sequence,
                     };
-                    let bytes =
-                        wire::encode_with_extensions(&advert, &[], &self.core.config().auth)
-                            .expect("encodes");
+                    let extensions: Vec<_> = replaced
+                        .as_deref()
+                        .filter(|_| self.sends_extensions)
+                        .map(wire::replaced_master_extension)
+                        .into_iter()
+                        .collect();
+                    let bytes = wire::encode_with_extensions(
+                        &advert,
+                        &extensions,
+                        &self.core.config().auth,
+                    )
+                    .expect("encodes");
                     self.sent.push(bytes);
                 }
                 Output::Vips(order) => self.orders.push(order),
@@ -313,41 +331,237 @@ fn a_sync_group_member_in_fault_faults_the_others() {
     assert_eq!(n.fault(), None);
 }
 
-#[test]
-fn a_drained_master_hearing_its_successor_is_a_planned_overlap() {
-    let t0 = Instant::now();
-    let mut nodes = vec![
-        Node::new("n1", 1, 150, "", 1, t0),
+// The election's rule "Planned overlaps", through bytes on the wire.
+
+/// n1 (150, weighed by a track file) and n2 (100), both with preempt on.
+fn pair(t0: Instant) -> Vec<Node> {
+    vec![
+        Node::new("n1", 1, 150, WEIGHT_FILE, 1, t0),
         Node::new("n2", 1, 100, "", 2, t0),
-    ];
-    let t = run(&mut nodes, t0, Duration::from_secs(2), &everyone);
+    ]
+}
+
+const WEIGHT_FILE: &str = "[[instance.track_file]]\npath = \"/run/t/n1.weight\"\n";
+
+/// (two masters, planned overlaps) as the node counts them.
+fn overlap_counts(n: &Node) -> (u64, u64) {
+    let c = n.core.election().counters();
+    (c.other_master_heard, c.planned_overlaps)
+}
+
+/// Why each planned overlap this node noticed was planned, in order; panics
+/// on a notice of two masters.
+fn planned_whys(n: &Node) -> Vec<PlannedOverlap> {
+    n.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Notice(Notice::PlannedOverlap { why, .. }) => Some(*why),
+            Event::Notice(two @ Notice::OtherMasterHeard { .. }) => {
+                panic!("{}: {two:?}", n.core.election().config().node_name)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn master_of(nodes: &[Node]) -> Vec<usize> {
+    (0..nodes.len())
+        .filter(|&i| nodes[i].state() == State::Master)
+        .collect()
+}
+
+fn set_weight(n: &mut Node, now: Instant, weight: i64) {
+    n.core.handle_check(
+        now,
+        CheckEvent::File {
+            index: 0,
+            value: Ok(weight),
+        },
+    );
+    n.collect();
+}
+
+#[test]
+fn a_maintenance_cycle_overlaps_as_planned_on_both_sides() {
+    use PlannedOverlap::{HandingOver, ReplacedUs};
+    let t0 = Instant::now();
+    let mut nodes = pair(t0);
+    let step = Duration::from_secs(1);
+    let mut t = run(&mut nodes, t0, step * 2, &everyone);
+    assert_eq!(master_of(&nodes), [0]);
+
+    // Drain n1: it hands over to n2.
     nodes[0]
         .core
         .handle_command(t, Command::Drain { force: false })
         .expect("n2 can take over");
     nodes[0].collect();
-    run(&mut nodes, t, Duration::from_secs(1), &everyone);
-    assert_eq!(nodes[1].state(), State::Master);
-    assert_eq!(nodes[0].state(), State::Backup);
-    let notices: Vec<&Event> = nodes[0]
-        .events
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                Event::Notice {
-                    notice: Notice::OtherMasterHeard { .. },
-                    ..
-                }
-            )
-        })
-        .collect();
-    assert!(
-        notices
-            .iter()
-            .all(|e| matches!(e, Event::Notice { planned: true, .. })),
-        "{notices:?}"
+    t = run(&mut nodes, t, step, &everyone);
+    assert_eq!(master_of(&nodes), [1], "drain");
+    // Undrain n1: it preempts n2 (fail-back).
+    nodes[0]
+        .core
+        .handle_command(t, Command::Undrain)
+        .expect("undrains");
+    nodes[0].collect();
+    t = run(&mut nodes, t, step, &everyone);
+    assert_eq!(master_of(&nodes), [0], "undrain");
+    // Promote n2, then n1 back.
+    for (i, promoted) in [(1, "promote n2"), (0, "promote n1")] {
+        nodes[i]
+            .core
+            .handle_command(t, Command::Promote)
+            .expect("promotes");
+        nodes[i].collect();
+        t = run(&mut nodes, t, step, &everyone);
+        assert_eq!(master_of(&nodes), [i], "{promoted}");
+    }
+    // Restart n1: its stop hands over to n2; back, it preempts n2.
+    nodes[0].core.handle_shutdown(t);
+    nodes[0].collect();
+    t = run(&mut nodes, t, step, &everyone);
+    assert_eq!(master_of(&nodes), [1], "n1 stopped");
+    let before_restart = (overlap_counts(&nodes[0]), planned_whys(&nodes[0]));
+    nodes[0] = Node::new("n1", 2, 150, WEIGHT_FILE, 1, t);
+    t = run(&mut nodes, t, step * 2, &everyone);
+    assert_eq!(master_of(&nodes), [0], "n1 restarted");
+    // Health: n1's weight drops below n2 (n2 preempts), then recovers.
+    set_weight(&mut nodes[0], t, -100);
+    t = run(&mut nodes, t, step, &everyone);
+    assert_eq!(master_of(&nodes), [1], "n1 weighs -100");
+    set_weight(&mut nodes[0], t, 0);
+    run(&mut nodes, t, step, &everyone);
+    assert_eq!(master_of(&nodes), [0], "n1 recovered");
+
+    eprintln!(
+        "n1 before its restart (two masters, planned): {:?}, after: {:?}; n2: {:?}",
+        before_restart.0,
+        overlap_counts(&nodes[0]),
+        overlap_counts(&nodes[1])
     );
+    assert_eq!(
+        before_restart.1,
+        [HandingOver, ReplacedUs, HandingOver],
+        "drain, promote n2, stop"
+    );
+    assert_eq!(
+        planned_whys(&nodes[0]),
+        [ReplacedUs],
+        "n2 preempted on health"
+    );
+    assert_eq!(
+        planned_whys(&nodes[1]),
+        [ReplacedUs, ReplacedUs, ReplacedUs, ReplacedUs],
+        "undrain, promote n1, restart of n1, n1's health recovered"
+    );
+    assert_eq!(before_restart.0, (0, 3));
+    assert_eq!(overlap_counts(&nodes[0]), (0, 1));
+    assert_eq!(overlap_counts(&nodes[1]), (0, 4));
+}
+
+#[test]
+fn masters_that_never_heard_each_other_are_two_masters_on_both_sides() {
+    let t0 = Instant::now();
+    let mut nodes = pair(t0);
+    let apart = |_: usize, _: usize| false;
+    let mut t = run(&mut nodes, t0, Duration::from_secs(2), &apart);
+    assert_eq!(master_of(&nodes), [0, 1], "a partition: both master");
+    // The partition heals one way first (n1 hears n2), then both ways.
+    t = run(&mut nodes, t, Duration::from_millis(150), &|from, _| {
+        from == 1
+    });
+    run(&mut nodes, t, Duration::from_secs(1), &everyone);
+    assert_eq!(master_of(&nodes), [0]);
+    let (n1, n2) = (overlap_counts(&nodes[0]), overlap_counts(&nodes[1]));
+    eprintln!("partition heal (two masters, planned): n1 {n1:?}, n2 {n2:?}");
+    assert!(n1.0 >= 1 && n1.1 == 0, "{n1:?}");
+    assert_eq!(n2, (1, 0));
+}
+
+/// n2 master, n1 drained backup; n1 undrains and preempts n2 while its
+/// adverts do not reach n2 for `lost`, then everything is delivered.
+fn fail_back_with_adverts_lost_towards_n2(lost: Duration) -> Vec<Node> {
+    let t0 = Instant::now();
+    let mut nodes = pair(t0);
+    let mut t = run(&mut nodes, t0, Duration::from_secs(2), &everyone);
+    nodes[0]
+        .core
+        .handle_command(t, Command::Drain { force: false })
+        .expect("n2 can take over");
+    nodes[0].collect();
+    t = run(&mut nodes, t, Duration::from_secs(1), &everyone);
+    assert_eq!(master_of(&nodes), [1]);
+    let drained = overlap_counts(&nodes[0]);
+    assert_eq!(drained, (0, 1), "the drain's handover");
+    nodes[0]
+        .core
+        .handle_command(t, Command::Undrain)
+        .expect("undrains");
+    nodes[0].collect();
+    t = run(&mut nodes, t, lost, &|from, _| from == 1);
+    assert_eq!(master_of(&nodes), [0, 1], "n2 has not heard n1 yet");
+    run(&mut nodes, t, Duration::from_secs(1), &everyone);
+    assert_eq!(master_of(&nodes), [0]);
+    nodes
+}
+
+#[test]
+fn adverts_lost_within_the_window_leave_the_overlap_planned() {
+    // At 100 ms adverts the window is 3 × 100 ms + skew (41 ms at 150).
+    let nodes = fail_back_with_adverts_lost_towards_n2(Duration::from_millis(250));
+    let (n1, n2) = (overlap_counts(&nodes[0]), overlap_counts(&nodes[1]));
+    eprintln!("250 ms lost (two masters, planned): n1 {n1:?}, n2 {n2:?}");
+    // n1 heard n2's adverts as master all the while: planned each time.
+    assert!(n1.0 == 0 && n1.1 >= 3, "{n1:?}");
+    assert!(planned_whys(&nodes[0])[1..]
+        .iter()
+        .all(|w| *w == PlannedOverlap::WeReplaced));
+    assert_eq!(n2, (0, 1));
+    assert_eq!(planned_whys(&nodes[1]), [PlannedOverlap::ReplacedUs]);
+}
+
+#[test]
+fn the_replaced_master_heard_after_the_window_is_two_masters() {
+    let nodes = fail_back_with_adverts_lost_towards_n2(Duration::from_secs(1));
+    let (n1, n2) = (overlap_counts(&nodes[0]), overlap_counts(&nodes[1]));
+    eprintln!("1 s lost (two masters, planned): n1 {n1:?}, n2 {n2:?}");
+    // n1: planned within the window, two masters after it.
+    assert!(n1.0 >= 1 && n1.1 >= 2, "{n1:?}");
+    // n2 hears n1 only after the window: n1 no longer names it.
+    assert_eq!(n2, (1, 0));
+}
+
+#[test]
+fn a_peer_that_does_not_name_the_master_it_replaced_is_two_masters_on_the_replaced_side() {
+    // n2 stands in for a build without extension type 3.
+    let t0 = Instant::now();
+    let mut nodes = pair(t0);
+    nodes[1].sends_extensions = false;
+    let mut t = run(&mut nodes, t0, Duration::from_secs(2), &everyone);
+    // The older n2 replaces n1: n1 cannot tell it from a one-way loss.
+    nodes[1]
+        .core
+        .handle_command(t, Command::Promote)
+        .expect("promotes");
+    nodes[1].collect();
+    t = run(&mut nodes, t, Duration::from_secs(1), &everyone);
+    assert_eq!(master_of(&nodes), [1]);
+    assert_eq!(overlap_counts(&nodes[0]), (1, 0));
+    // n1 replaces the older n2 and hears it as master meanwhile: planned on
+    // n1's side, which needs nothing from n2.
+    nodes[0]
+        .core
+        .handle_command(t, Command::Promote)
+        .expect("promotes");
+    nodes[0].collect();
+    t = run(&mut nodes, t, Duration::from_millis(250), &|from, _| {
+        from == 1
+    });
+    run(&mut nodes, t, Duration::from_secs(1), &everyone);
+    assert_eq!(master_of(&nodes), [0]);
+    let n1 = overlap_counts(&nodes[0]);
+    eprintln!("older peer (two masters, planned): n1 {n1:?}");
+    assert!(n1.0 == 1 && n1.1 >= 1, "{n1:?}");
 }
 
 #[test]

@@ -331,13 +331,14 @@ impl Reading {
             }
             Ok(())
         })?;
-        let families: [(&str, &str, FromStatus); 15] = [
+        let families: [(&str, &str, FromStatus); 16] = [
             ("vipd_instance_drained", "1 while the instance is drained (vipd drain): it does not become master.", InstanceGauge(|i| bool_value(i.drained))),
             ("vipd_instance_promoted", "1 while the instance is promoted (vipd promote).", InstanceGauge(|i| bool_value(i.promoted))),
             ("vipd_master_down_interval_seconds", "How long a backup waits without the master's adverts before it takes over, at the master's advert interval.", InstanceGauge(|i| i.master_down_interval_ms as f64 / 1000.0)),
             ("vipd_adverts_sent", "Adverts this instance sent since it started.", InstanceCounter(|i| i.adverts_sent)),
             ("vipd_adverts_received", "Adverts this instance accepted (authenticated, fresh, its group) since it started.", InstanceCounter(|i| i.adverts_received)),
-            ("vipd_other_master_heard", "Times this node, as master, heard another master (two masters at once) since the instance started.", InstanceCounter(|i| i.other_master_heard)),
+            ("vipd_other_master_heard", "Times this node, as master, heard another master that nobody planned (two masters at once: a partition healing, adverts lost one way) since the instance started.", InstanceCounter(|i| i.other_master_heard)),
+            ("vipd_planned_overlaps", "Times this node, as master, heard another master by design since the instance started: a handover to its successor, or a master replaced on purpose (preempt, promote) heard within the window after the takeover. Not a split brain.", InstanceCounter(|i| i.planned_overlaps)),
             ("vipd_vip_held", "1 while the VIP is on this node's interface.", VipGauge(|v| bool_value(v.held))),
             ("vipd_peer_up", "1 while the peer is heard within its liveness window.", PeerGauge(|p| bool_value(p.alive))),
             ("vipd_peer_priority", "The priority the peer advertised last (0: drained, in fault or releasing).", PeerGauge(|p| f64::from(p.priority))),

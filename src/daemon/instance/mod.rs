@@ -43,7 +43,7 @@ use super::vips::{Held, VipOp, WorkerReport};
 use super::{error_chain, AUTH_WARN_EVERY, SHUTDOWN_SLACK};
 use crate::config::InstanceConfig;
 use crate::control::InstanceStatus;
-use crate::election::{Command, CommandError, Notice, State};
+use crate::election::{Command, CommandError, Notice, PlannedOverlap, State};
 use crate::health::notify::Notifier;
 use crate::health::{CheckEvent, SyncEntry};
 use crate::instance::{Event, IdentityEvent, InstanceCore, Output, VipOrder};
@@ -375,7 +375,11 @@ impl Instance {
     pub(super) fn carry_out(&mut self, now: Instant) {
         while let Some(output) = self.core.poll_output() {
             match output {
-                Output::Advert { body, boot_id } => self.send_advert(now, body, boot_id),
+                Output::Advert {
+                    body,
+                    boot_id,
+                    replaced,
+                } => self.send_advert(now, body, boot_id, replaced.as_deref()),
                 Output::Vips(order) => self.order_vips(order),
                 Output::Event(event) => self.on_event(now, event),
             }
@@ -436,7 +440,7 @@ impl Instance {
                 self.shared.set_state(&instance, Some(to));
                 self.notifier.transition(from, to, &reason.to_string());
             }
-            Event::Notice { notice, planned } => log_notice(&instance, notice, planned),
+            Event::Notice(notice) => log_notice(&instance, notice),
             Event::NameClash(event) => log_name_clash(&instance, event),
             Event::SyncEntry(own) => {
                 self.shared.sync.send_if_modified(|board| {
@@ -476,7 +480,15 @@ impl Instance {
         }
     }
 
-    fn send_advert(&mut self, now: Instant, body: wire::AdvertBody, boot_id: u64) {
+    /// `replaced`: the master this node replaced on purpose, named in the
+    /// advert (extension type 3) while the election says so.
+    fn send_advert(
+        &mut self,
+        now: Instant,
+        body: wire::AdvertBody,
+        boot_id: u64,
+        replaced: Option<&str>,
+    ) {
         let sequence = self.shared.sequence.fetch_add(1, Ordering::Relaxed) + 1;
         let advert = Advert {
             body,
@@ -486,6 +498,7 @@ impl Instance {
         let extensions = if sends_extensions() {
             let mut fields = vec![wire::software_version_extension()];
             fields.extend(self.conflicts.own_mac.map(wire::link_address_extension));
+            fields.extend(replaced.map(wire::replaced_master_extension));
             fields
         } else {
             Vec::new()
@@ -710,14 +723,22 @@ fn log_name_clash(instance: &str, event: IdentityEvent) {
     }
 }
 
-fn log_notice(instance: &str, notice: Notice, planned: bool) {
+fn log_notice(instance: &str, notice: Notice) {
     match notice {
-        Notice::OtherMasterHeard { peer, .. } if planned => {
-            tracing::info!(%instance, %peer, "successor is master: handover complete")
-        }
         Notice::OtherMasterHeard { peer, we_stay } => {
             tracing::warn!(%instance, %peer, we_stay, "another master heard: two masters at once; resolving by rank")
         }
+        Notice::PlannedOverlap { peer, why } => match why {
+            PlannedOverlap::HandingOver => {
+                tracing::info!(%instance, %peer, "planned overlap: handing over to {peer} (the successor this drain or stop waited for)")
+            }
+            PlannedOverlap::ReplacedUs => {
+                tracing::info!(%instance, %peer, "planned overlap: handing over to {peer} (it replaced us on purpose)")
+            }
+            PlannedOverlap::WeReplaced => {
+                tracing::info!(%instance, %peer, "planned overlap: {peer}, which this node replaced on purpose, was still master for a moment; it steps down")
+            }
+        },
         Notice::VipSetMismatch { peer } => {
             tracing::warn!(%instance, %peer, "peer advertises a different VIP set; check both configurations")
         }

@@ -133,6 +133,7 @@ impl Instance {
             peers,
             auth_failures: core.auth_failures(),
             other_master_heard: counters.other_master_heard,
+            planned_overlaps: counters.planned_overlaps,
             adverts_sent: counters.adverts_sent,
             adverts_received: counters.adverts_received,
             last_transition,

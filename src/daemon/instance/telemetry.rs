@@ -168,6 +168,7 @@ fn peer_of(reason: &Reason) -> Option<String> {
         Reason::MasterReleased { peer }
         | Reason::Preempting { peer }
         | Reason::BetterMaster { peer }
+        | Reason::ReplacedOnPurpose { peer }
         | Reason::HandoverComplete { peer } => Some(peer.clone()),
         _ => None,
     }
