@@ -155,3 +155,66 @@ fn hanging_hook_is_killed_and_does_not_delay_failover() {
         "{n2_log}"
     );
 }
+
+/// The gate (`notify.before_claim`): the VIP is claimed only after it exits 0,
+/// and never while it runs; a gate that fails is a fault and the peer takes over.
+#[test]
+fn a_gate_holds_the_claim_until_it_passes_and_a_failed_gate_hands_over() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new("ngate");
+    let log = scratch.path("gate.log");
+    let lab = Lab::new("ngate", 2);
+    let vip = lab.vip4(0);
+    let address = vip.split('/').next().unwrap_or_default().to_owned();
+    // Says whether the VIP was already on the node while the gate ran, takes
+    // 300 ms (a promotion), then passes: "$1" is the instance, "$3" the previous state.
+    let gate = scratch.script(
+        "gate.sh",
+        &format!(
+            "if ip -o addr show dev eth0 | grep -q ' {address}/'; then held=yes; else held=no; fi\n\
+             sleep 0.3\necho \"gate $1 from=$3 held-while-running=$held\" >> {log}\nexit 0"
+        ),
+    );
+    let n1 = InstanceSpec::new(150)
+        .vip(&vip)
+        .extra("[instance.notify]")
+        .extra(&format!("before_claim = [{gate:?}]"));
+    let started = Instant::now();
+    let mut daemons = start_nodes(&lab, vec![n1, InstanceSpec::new(100).vip(&vip)]);
+    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(20));
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    eprintln!(
+        "[ngate] n1 holds the VIP {} ms after start; gate log: {text:?}",
+        ms(started.elapsed())
+    );
+    assert!(
+        text.contains("gate db from=backup held-while-running=no"),
+        "the gate ran once, before the claim: {text:?}"
+    );
+
+    // Now the gate fails: n1 must give the VIP up and n2 take it.
+    fs::write(&gate, "#!/bin/sh\nexit 3\n").expect("rewrite the gate");
+    lab.node(1).link(false);
+    wait_sole_holder(&lab, &vip, 2, Duration::from_secs(10));
+    lab.node(1).link(true);
+    // n1 outranks n2 and preempts; its gate fails, so the VIP goes back to n2
+    // and n1 does not preempt again.
+    wait_until(
+        "n1 reports the failed gate",
+        Duration::from_secs(20),
+        || {
+            daemons[0]
+                .first_instance_status()
+                .and_then(|(_, s)| s["fault"].as_str().map(str::to_owned))
+                .is_some_and(|f| f.contains("before_claim hook failed"))
+        },
+    );
+    wait_sole_holder(&lab, &vip, 2, Duration::from_secs(10));
+    hold_for("n2 keeps the VIP", Duration::from_secs(12), || {
+        lab.holders(&vip) == [2]
+    });
+    let status = daemons[0].sigterm();
+    assert!(status.success(), "n1 exited with {status}");
+}

@@ -119,6 +119,7 @@ pub(super) struct RawNotify {
     pub(super) fault: Option<Spanned<Vec<String>>>,
     pub(super) stop: Option<Spanned<Vec<String>>>,
     pub(super) any: Option<Spanned<Vec<String>>>,
+    pub(super) before_claim: Option<Spanned<Vec<String>>>,
     pub(super) timeout: Option<Spanned<DurationText>>,
     pub(super) user: Option<Spanned<String>>,
 }

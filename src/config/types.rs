@@ -234,6 +234,11 @@ pub struct NotifyConfig {
     pub stop: Vec<String>,
     /// Run on every transition, after the state's own hook.
     pub any: Vec<String>,
+    /// The gate: run when this node has become master, before it claims the
+    /// VIPs (a database's promotion); the VIPs are claimed only once it exits
+    /// 0. A failure or timeout is a fault for
+    /// [`crate::instance::GATE_FAULT_HOLD`]. Empty: claim at once.
+    pub before_claim: Vec<String>,
     /// Each hook is killed, with its process group, after this long. Default 10s;
     /// 10ms..=1h.
     pub timeout: Duration,

@@ -263,6 +263,9 @@ pub enum CheckEvent {
     Guard { outcome: RunOutcome },
     /// A tracked interface's link is up or down (missing counts as down).
     Interface { name: String, up: bool },
+    /// The gate before a claim (`notify.before_claim`) ended; for the instance
+    /// core, not the tracker.
+    Gate { outcome: RunOutcome },
     /// A check finished a run that took `took` (sent before its result), for
     /// the metrics; `check` is the name [`Tracker::checks`] gives it.
     Ran { check: String, took: Duration },
@@ -643,7 +646,7 @@ impl Tracker {
                 self.set_interface(&name, up);
             }
             // Timing is for the metrics only.
-            CheckEvent::Ran { .. } => {}
+            CheckEvent::Ran { .. } | CheckEvent::Gate { .. } => {}
             CheckEvent::Guard { outcome } => {
                 let Some(counted) = &mut self.guard else {
                     return;

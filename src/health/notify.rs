@@ -176,6 +176,26 @@ impl Notifier {
     }
 }
 
+/// Runs one hook of `cfg` (its user, its timeout) with the four arguments
+/// appended and the same in `VIPD_*` (see the module doc).
+pub async fn run_hook(
+    cfg: &NotifyConfig,
+    argv: &[String],
+    instance: &str,
+    to: &str,
+    from: &str,
+    reason: &str,
+) -> RunOutcome {
+    let args = [instance, to, from, reason];
+    let env = [
+        ("VIPD_INSTANCE", instance),
+        ("VIPD_STATE", to),
+        ("VIPD_PREVIOUS_STATE", from),
+        ("VIPD_REASON", reason),
+    ];
+    run_command(argv, false, &args, &env, cfg.user.as_deref(), cfg.timeout).await
+}
+
 async fn run(
     instance: String,
     cfg: NotifyConfig,
@@ -199,21 +219,9 @@ async fn run(
             if argv.is_empty() {
                 continue;
             }
-            let args = [
-                instance.as_str(),
-                event.to.as_str(),
-                event.from.as_str(),
-                event.reason.as_str(),
-            ];
-            let env = [
-                ("VIPD_INSTANCE", args[0]),
-                ("VIPD_STATE", args[1]),
-                ("VIPD_PREVIOUS_STATE", args[2]),
-                ("VIPD_REASON", args[3]),
-            ];
             let started = Instant::now();
             let outcome =
-                run_command(argv, false, &args, &env, cfg.user.as_deref(), cfg.timeout).await;
+                run_hook(&cfg, argv, &instance, &event.to, &event.from, &event.reason).await;
             let took_ms = started.elapsed().as_millis();
             let result = match outcome {
                 RunOutcome::Success => "success",

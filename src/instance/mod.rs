@@ -100,6 +100,21 @@
 //!     over a master that dies or releases, and `vipd promote` still works).
 //!     Why: a crash-looping node with the highest priority would otherwise
 //!     take the VIPs back after every restart and lose them at every crash.
+//! 14. **A claim may wait for the gate.** With `notify.before_claim` set, a
+//!     node that becomes master runs it ([`Output::RunGate`]) and claims and
+//!     announces the VIPs only once it exits 0 ([`InstanceCore::handle_gate`]);
+//!     meanwhile it advertises as master, so its peers stand back, and holds
+//!     nothing. A failure or timeout is a fault for [`GATE_FAULT_HOLD`] (the
+//!     node releases, as any master in fault, and a peer may take over); after
+//!     it the node may become master again, and run the gate again, when the
+//!     master dies or releases or an operator promotes it, but it does not
+//!     preempt for [`crash::CRASH_WINDOW`]. The gate runs once per claim:
+//!     after a release the next claim runs it again. Why: a VIP on a database
+//!     that is not yet primary sends writes to a read-only standby; no VIP at
+//!     all is better than an unready one; a node whose promotion fails must
+//!     not keep the VIPs from a node whose may not; and a preferred node whose
+//!     gate keeps failing would otherwise take the VIPs from a working master
+//!     every [`GATE_FAULT_HOLD`] only to drop them.
 
 pub mod crash;
 mod identity;
@@ -119,7 +134,7 @@ use crate::conflict::{ConflictEvent, ConflictWatch, Mac, ProbeSettings, Sighting
 use crate::election::{
     Action, Command, CommandError, Election, ElectionConfig, Health, Notice, Reason, State,
 };
-use crate::health::{CheckEvent, SyncEntry, Tracker};
+use crate::health::{CheckEvent, RunOutcome, SyncEntry, Tracker};
 use crate::wire::{self, AdvertBody, ReplayGuard, WireError};
 
 /// How many node ids' addresses and versions are remembered before those
@@ -160,6 +175,20 @@ pub enum VipOrder {
 /// decision already taken.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
+    /// The gate passed after `took`; the claim goes ahead (rule 14).
+    GatePassed {
+        took: Duration,
+    },
+    /// The gate failed or timed out: the instance is in fault for
+    /// [`GATE_FAULT_HOLD`] if it was still waiting on it.
+    GateFailed {
+        why: String,
+        took: Duration,
+    },
+    /// The gate passed, but this node is no longer master waiting on it.
+    GateOutdated {
+        took: Duration,
+    },
     StateChanged {
         from: State,
         to: State,
@@ -233,6 +262,28 @@ pub enum Output {
     },
     Vips(VipOrder),
     Event(Event),
+    /// Run the gate (`notify.before_claim`) and feed its result to
+    /// [`InstanceCore::handle_gate`]: this node became master `from` that
+    /// state for `reason` (rule 14).
+    RunGate {
+        from: State,
+        reason: String,
+    },
+}
+
+/// How long a failed gate (`notify.before_claim`) keeps the instance in
+/// fault before it may become master and try again (rule 14).
+pub const GATE_FAULT_HOLD: Duration = Duration::from_secs(10);
+
+/// The gate's progress (rule 14).
+#[derive(Debug, Default)]
+struct Gate {
+    /// Started at; its result has not come back yet.
+    running: Option<Instant>,
+    /// It passed for the current claim: no second run until the VIPs go.
+    passed: bool,
+    /// It failed: the fault, and until when it lasts.
+    fault: Option<(String, Instant)>,
 }
 
 /// One instance's rules (see the module docs).
@@ -252,6 +303,8 @@ pub struct InstanceCore {
     /// announcement that waits with it.
     claim_deferred: bool,
     announce_deferred: bool,
+    /// The gate before a claim (rule 14).
+    gate: Gate,
     /// Resumed after a crash (rule 12): the VIPs were held a moment ago, so
     /// the claim is not a cold one.
     resumed: bool,
@@ -308,6 +361,7 @@ impl InstanceCore {
             auth_failures: 0,
             published: None,
             resumed: false,
+            gate: Gate::default(),
             quorum_recheck: None,
             outputs: VecDeque::new(),
         }
@@ -382,13 +436,65 @@ impl InstanceCore {
 
     /// Time passed: timers due at `now` fire.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self
+            .gate
+            .fault
+            .as_ref()
+            .is_some_and(|(_, until)| *until <= now)
+        {
+            self.gate.fault = None;
+            self.apply_health(now);
+        }
         self.election.handle_timeout(now);
         self.watch.handle_timeout(now);
         self.settle(now);
     }
 
+    /// The gate ([`Output::RunGate`]) ended: `Ok` when it exited 0, else why
+    /// not (rule 14).
+    pub fn handle_gate(&mut self, now: Instant, result: Result<(), String>) {
+        let Some(started) = self.gate.running.take() else {
+            return;
+        };
+        let took = now.saturating_duration_since(started);
+        let waiting = self.claim_deferred && self.election.state() == State::Master;
+        match result {
+            Ok(()) if waiting => {
+                self.gate.passed = true;
+                self.claim_deferred = false;
+                self.push_event(Event::GatePassed { took });
+                self.claim(now);
+            }
+            Ok(()) => self.push_event(Event::GateOutdated { took }),
+            Err(why) => {
+                self.claim_deferred = false;
+                self.announce_deferred = false;
+                let fault = format!("before_claim hook failed: {why}");
+                self.push_event(Event::GateFailed {
+                    why: why.clone(),
+                    took,
+                });
+                if waiting {
+                    self.gate.fault = Some((fault, now + GATE_FAULT_HOLD));
+                    self.election
+                        .hold_preemption_until(now + crash::CRASH_WINDOW);
+                    self.apply_health(now);
+                }
+            }
+        }
+        self.settle(now);
+    }
+
     /// A track script, file, interface lookup or guard result.
     pub fn handle_check(&mut self, now: Instant, event: CheckEvent) {
+        if let CheckEvent::Gate { outcome } = event {
+            let result = match outcome {
+                RunOutcome::Success => Ok(()),
+                other => Err(other.to_string()),
+            };
+            self.handle_gate(now, result);
+            return;
+        }
         self.health.on_event(event);
         self.apply_health(now);
         self.settle(now);
@@ -607,6 +713,7 @@ impl InstanceCore {
             self.watch.poll_timeout(),
             self.identity.next_expiry(),
             self.quorum_recheck,
+            self.gate.fault.as_ref().map(|(_, until)| *until),
         ]
         .into_iter()
         .flatten()
@@ -724,7 +831,8 @@ impl InstanceCore {
 
     fn combined_health(&self) -> Health {
         let mut health = self.health.health();
-        for why in [self.identity.fault(), self.refusal.clone()]
+        let gate = self.gate.fault.as_ref().map(|(why, _)| why.clone());
+        for why in [self.identity.fault(), self.refusal.clone(), gate]
             .into_iter()
             .flatten()
         {
@@ -780,17 +888,23 @@ impl InstanceCore {
                         replaced,
                     });
                 }
-                Action::ClaimVips => {
-                    // A cold claim (no peer heard since start) may wait for
-                    // the conflict watch's probe (rule 9).
-                    let cold = self.sources.is_empty() && !self.resumed;
-                    if self.watch.handle_claim(now, cold) {
-                        self.claimed = true;
-                        self.push(Output::Vips(VipOrder::Claim));
-                    } else {
-                        self.claim_deferred = true;
+                Action::ClaimVips
+                    if !self.cfg.notify.before_claim.is_empty() && !self.gate.passed =>
+                {
+                    // The gate first (rule 14); announcements wait with it.
+                    self.claim_deferred = true;
+                    if self.gate.running.is_none() {
+                        self.gate.running = Some(now);
+                        let (from, reason) = self
+                            .election
+                            .last_transition()
+                            .map_or((State::Backup, String::new()), |t| {
+                                (t.from, t.reason.to_string())
+                            });
+                        self.push(Output::RunGate { from, reason });
                     }
                 }
+                Action::ClaimVips => self.claim(now),
                 Action::AnnounceVips if self.claim_deferred => self.announce_deferred = true,
                 Action::AnnounceVips => self.push(Output::Vips(VipOrder::Announce)),
                 Action::ReannounceVips if self.claim_deferred => {}
@@ -801,6 +915,7 @@ impl InstanceCore {
                 }
                 Action::ReleaseVips => {
                     self.claimed = false;
+                    self.gate.passed = false;
                     self.claim_deferred = false;
                     self.announce_deferred = false;
                     self.watch.handle_holding(now, false);
@@ -812,6 +927,22 @@ impl InstanceCore {
                 Action::Notice(notice) => self.push_event(Event::Notice(notice)),
                 Action::ShutdownComplete => self.push_event(Event::ShutdownComplete),
             }
+        }
+    }
+
+    /// Claims the VIPs, or defers the claim for the conflict watch's probe
+    /// when it is a cold one (no peer heard since start: rule 9); an
+    /// announcement that waited goes with the claim.
+    fn claim(&mut self, now: Instant) {
+        let cold = self.sources.is_empty() && !self.resumed;
+        if self.watch.handle_claim(now, cold) {
+            self.claimed = true;
+            self.push(Output::Vips(VipOrder::Claim));
+            if std::mem::take(&mut self.announce_deferred) {
+                self.push(Output::Vips(VipOrder::Announce));
+            }
+        } else {
+            self.claim_deferred = true;
         }
     }
 

@@ -39,6 +39,8 @@ struct Node {
     sent: Vec<Vec<u8>>,
     events: Vec<Event>,
     orders: Vec<VipOrder>,
+    /// How many times the core asked for the gate to run.
+    gates_run: usize,
 }
 
 impl Node {
@@ -60,6 +62,7 @@ impl Node {
             sent: Vec::new(),
             events: Vec::new(),
             orders: Vec::new(),
+            gates_run: 0,
         };
         n.collect();
         n
@@ -95,6 +98,7 @@ impl Node {
                 }
                 Output::Vips(order) => self.orders.push(order),
                 Output::Event(event) => self.events.push(event),
+                Output::RunGate { .. } => self.gates_run += 1,
             }
         }
     }
@@ -721,4 +725,104 @@ fn a_node_that_keeps_crashing_does_not_preempt_until_the_hold_ends() {
         State::Master,
         "preempts once the hold ends"
     );
+}
+
+const GATE: &str = "[instance.notify]\nbefore_claim = [\"/bin/true\"]\n";
+
+#[test]
+fn a_gated_master_claims_only_once_the_gate_passed() {
+    let t0 = Instant::now();
+    let mut n1 = Node::new("n1", 1, 150, GATE, 1, t0);
+    let t = run(
+        std::slice::from_mut(&mut n1),
+        t0,
+        Duration::from_secs(1),
+        &everyone,
+    );
+    assert_eq!(n1.state(), State::Master);
+    assert_eq!(n1.gates_run, 1, "the gate runs once");
+    assert!(
+        !n1.orders.contains(&VipOrder::Claim),
+        "nothing claimed before the gate"
+    );
+    assert!(!n1.orders.contains(&VipOrder::Announce));
+    n1.core.handle_gate(t, Ok(()));
+    n1.collect();
+    assert_eq!(
+        n1.orders[n1.orders.len() - 2..],
+        [VipOrder::Claim, VipOrder::Announce],
+        "claim, then the announcement that waited"
+    );
+    assert!(n1.core.is_claimed());
+    assert!(n1
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::GatePassed { .. })));
+}
+
+#[test]
+fn a_failed_gate_is_a_fault_the_peer_takes_over_and_it_may_try_again_later() {
+    let t0 = Instant::now();
+    let mut nodes = vec![
+        Node::new("n1", 1, 150, GATE, 1, t0),
+        Node::new("n2", 1, 100, "", 2, t0),
+    ];
+    let t = run(&mut nodes, t0, Duration::from_secs(1), &everyone);
+    assert_eq!(nodes[0].state(), State::Master);
+    assert_eq!(nodes[0].gates_run, 1);
+    nodes[0].core.handle_gate(t, Err("exit status: 1".into()));
+    nodes[0].collect();
+    assert_eq!(nodes[0].state(), State::Fault);
+    assert!(nodes[0]
+        .fault()
+        .is_some_and(|f| f.contains("before_claim hook failed: exit status: 1")));
+    assert!(!nodes[0].orders.contains(&VipOrder::Claim));
+    let t = run(&mut nodes, t, Duration::from_secs(1), &everyone);
+    assert_eq!(nodes[1].state(), State::Master, "the peer took over");
+    // The fault ends, but n1 does not preempt a working master again.
+    let t = run(&mut nodes, t, GATE_FAULT_HOLD, &everyone);
+    assert_eq!(nodes[0].state(), State::Backup);
+    assert_eq!(nodes[1].state(), State::Master);
+    assert_eq!(nodes[0].gates_run, 1);
+    // An operator's promote does, and runs the gate again.
+    nodes[0]
+        .core
+        .handle_command(t, Command::Promote)
+        .expect("promote");
+    nodes[0].collect();
+    assert_eq!(nodes[0].state(), State::Master);
+    assert_eq!(nodes[0].gates_run, 2, "a second try");
+}
+
+#[test]
+fn a_master_stepping_down_stays_when_its_successor_s_gate_fails() {
+    let t0 = Instant::now();
+    let mut nodes = vec![Node::new("n2", 1, 100, "", 2, t0)];
+    let t = run(&mut nodes, t0, Duration::from_secs(1), &everyone);
+    assert_eq!(nodes[0].state(), State::Master);
+    nodes.insert(0, Node::new("n1", 1, 150, GATE, 1, t));
+    // n1 hears n2, preempts and runs its gate; n2 starts stepping down.
+    let mut t = t;
+    while nodes[0].gates_run == 0 {
+        t = run(&mut nodes, t, MS * 10, &everyone);
+        assert!(t < t0 + Duration::from_secs(5), "n1 never preempted");
+    }
+    let t = run(&mut nodes, t, MS * 3, &everyone);
+    nodes[1].events.clear();
+    nodes[0].core.handle_gate(t, Err("exit status: 1".into()));
+    nodes[0].collect();
+    run(&mut nodes, t, Duration::from_millis(200), &everyone);
+    assert_eq!(nodes[1].state(), State::Master, "n2 kept the VIPs");
+    assert!(
+        !nodes[1].events.iter().any(|e| matches!(
+            e,
+            Event::StateChanged {
+                to: State::Backup,
+                ..
+            }
+        )),
+        "n2 never stepped down: {:?}",
+        nodes[1].events
+    );
+    assert!(!nodes[1].orders.contains(&VipOrder::Release));
 }

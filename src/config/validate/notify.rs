@@ -26,6 +26,7 @@ impl Validator<'_> {
         let fault = self.command(&label, "fault", raw.fault);
         let stop = self.command(&label, "stop", raw.stop);
         let any = self.command(&label, "any", raw.any);
+        let before_claim = self.command(&label, "before_claim", raw.before_claim);
         let timeout = self.duration_in(
             &label,
             "timeout",
@@ -40,6 +41,7 @@ impl Validator<'_> {
             fault: fault?,
             stop: stop?,
             any: any?,
+            before_claim: before_claim?,
             timeout: timeout?,
             user: user?,
         })

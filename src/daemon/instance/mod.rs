@@ -382,6 +382,7 @@ impl Instance {
                 } => self.send_advert(now, body, boot_id, replaced.as_deref()),
                 Output::Vips(order) => self.order_vips(order),
                 Output::Event(event) => self.on_event(now, event),
+                Output::RunGate { from, reason } => self.run_gate(from, reason),
             }
         }
         let cfg = self.core.config();
@@ -412,9 +413,44 @@ impl Instance {
         let _ = self.ops.send(op);
     }
 
+    /// Runs the gate (`notify.before_claim`) in a task of its own, as the
+    /// notify hooks run (arguments, environment, user, timeout); its result
+    /// comes back on the checks' channel.
+    fn run_gate(&self, from: State, reason: String) {
+        let cfg = self.core.config();
+        let instance = cfg.name.clone();
+        let notify = cfg.notify.clone();
+        let results = self.check_tx.clone();
+        tracing::info!(%instance, "running the before_claim gate; the VIPs wait for it");
+        tokio::spawn(async move {
+            let from = from.to_string();
+            let outcome = crate::health::notify::run_hook(
+                &notify,
+                &notify.before_claim,
+                &instance,
+                "master",
+                &from,
+                &reason,
+            )
+            .await;
+            let _ = results.send(CheckEvent::Gate { outcome });
+        });
+    }
+
     fn on_event(&mut self, now: Instant, event: Event) {
         let instance = self.core.config().name.clone();
         match event {
+            Event::GatePassed { took } => {
+                tracing::info!(%instance, took_ms = took.as_millis(), "before_claim gate passed; claiming the VIPs");
+            }
+            Event::GateFailed { why, took } => {
+                tracing::error!(%instance, took_ms = took.as_millis(), error = %why,
+                    "before_claim gate failed: not claiming the VIPs; in fault for {} s", crate::instance::GATE_FAULT_HOLD.as_secs());
+            }
+            Event::GateOutdated { took } => {
+                tracing::warn!(%instance, took_ms = took.as_millis(),
+                    "before_claim gate passed after this node stopped being master; nothing claimed");
+            }
             Event::AdvertAccepted { node_id, master } => {
                 self.telemetry.advert_accepted(now, node_id, master);
             }
