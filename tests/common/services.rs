@@ -278,13 +278,14 @@ pub(crate) struct Postgres {
 
 impl Postgres {
     pub(crate) fn start(ns: &Netns, label: &str) -> Self {
-        let dir = run_dir(&format!("pg-{label}"));
-        let status = Command::new("chown")
-            .args(["postgres:postgres"])
-            .arg(&dir)
-            .status()
-            .expect("chown");
-        assert!(status.success(), "chown postgres {}", dir.display());
+        Self::primary(ns, label, &[])
+    }
+
+    /// A primary with a `writes` table, its WAL streamable to standbys
+    /// (replication from the lab trusted), and `settings` (lines of
+    /// postgresql.conf, e.g. `synchronous_standby_names = '*'`).
+    pub(crate) fn primary(ns: &Netns, label: &str, settings: &[&str]) -> Self {
+        let dir = Self::own_dir(label);
         let data = dir.join("data");
         let out = Command::new("runuser")
             .args(["-u", "postgres", "--"])
@@ -300,16 +301,68 @@ impl Postgres {
         );
         fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\nhost all all 0.0.0.0/0 trust\nhost all all ::/0 trust\n",
+            "local all all trust\nhost all all 0.0.0.0/0 trust\nhost all all ::/0 trust\n\
+             host replication all 0.0.0.0/0 trust\n",
         )
         .expect("pg_hba.conf");
-        let child = Command::new("ip")
+        let pg = Self::run(ns, dir, settings);
+        pg.sql("CREATE TABLE writes (n integer PRIMARY KEY)");
+        pg
+    }
+
+    /// A streaming standby of the primary at `primary` (an address in the
+    /// lab), cloned with `pg_basebackup -R` from this node's namespace.
+    pub(crate) fn standby(ns: &Netns, label: &str, primary: &str, settings: &[&str]) -> Self {
+        let dir = Self::own_dir(label);
+        let out = Command::new("ip")
             .args(["netns", "exec", &ns.name, "runuser", "-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/pg_basebackup"))
+            .args([
+                "-h", primary, "-p", "5432", "-U", "postgres", "-R", "-X", "stream", "-D",
+            ])
+            .arg(dir.join("data"))
+            .output()
+            .expect("pg_basebackup");
+        assert!(
+            out.status.success(),
+            "pg_basebackup from {primary}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self::run(ns, dir, settings)
+    }
+
+    fn own_dir(label: &str) -> PathBuf {
+        let dir = run_dir(&format!("pg-{label}"));
+        let status = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .expect("chown");
+        assert!(status.success(), "chown postgres {}", dir.display());
+        dir
+    }
+
+    /// Starts the server on `dir/data` in `ns` and waits until it answers.
+    fn run(ns: &Netns, dir: PathBuf, settings: &[&str]) -> Self {
+        // In postgresql.conf, not on the command line, which would win over
+        // ALTER SYSTEM (the recipe's scripts change settings that way).
+        if !settings.is_empty() {
+            let conf = dir.join("data/postgresql.conf");
+            let mut text = fs::read_to_string(&conf).expect("postgresql.conf");
+            for setting in settings {
+                text.push_str(setting);
+                text.push('\n');
+            }
+            fs::write(&conf, text).expect("postgresql.conf");
+        }
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns.name, "runuser", "-u", "postgres", "--"])
             .arg(format!("{PG_BIN}/postgres"))
             .arg("-D")
-            .arg(&data)
+            .arg(dir.join("data"))
             .args(["-c", "listen_addresses=*", "-c", "port=5432", "-k"])
-            .arg(&dir)
+            .arg(&dir);
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -339,7 +392,6 @@ impl Postgres {
             );
             thread::sleep(Duration::from_millis(50));
         }
-        pg.sql("CREATE TABLE writes (n integer PRIMARY KEY)");
         pg
     }
 
@@ -347,6 +399,9 @@ impl Postgres {
     /// (unaligned, tuples only).
     pub(crate) fn sql(&self, sql: &str) -> String {
         let out = Command::new("psql")
+            // A commit waiting for a synchronous standby that is not there
+            // would otherwise hang the test.
+            .env("PGOPTIONS", "-c statement_timeout=20000")
             .arg("-h")
             .arg(&self.dir)
             .args([
@@ -377,22 +432,23 @@ impl Drop for Postgres {
     }
 }
 
-/// One `INSERT ... RETURNING` every period through the VIP, on one psql
-/// session from the client's namespace (a connection pool's view: one
-/// connection, kept across the test), recording when each write was
-/// acknowledged.
+/// One `INSERT ... RETURNING` every period through the VIP from the client's
+/// namespace, as an application with one connection does: one statement at a
+/// time on one psql session, waiting (at most 5 s) for its answer; when the
+/// session dies (psql ends a non-interactive session whose connection was
+/// lost) or hangs, a new one connects through the VIP. Records when each write
+/// was acknowledged.
 pub(crate) struct PgWriter {
-    child: Child,
-    writer: Option<JoinHandle<u32>>,
-    reader: Option<JoinHandle<Vec<(Instant, u32)>>>,
+    thread: Option<JoinHandle<PgWrites>>,
     stop: Arc<AtomicBool>,
 }
 
-/// What a [`PgWriter`] saw: the writes sent, and each acknowledged one with
-/// when its acknowledgement arrived.
+/// What a [`PgWriter`] saw: the writes sent, each acknowledged one with when
+/// its acknowledgement arrived, and how many sessions it opened.
 pub(crate) struct PgWrites {
     pub(crate) sent: u32,
     pub(crate) acked: Vec<(Instant, u32)>,
+    pub(crate) sessions: u32,
 }
 
 impl PgWrites {
@@ -413,10 +469,17 @@ impl PgWrites {
     }
 }
 
-impl PgWriter {
-    pub(crate) fn start(client: &Netns, host: &str, every: Duration) -> Self {
+/// One psql process and the lines it prints.
+struct PgSession {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl PgSession {
+    fn open(client: &str, host: &str) -> Option<Self> {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &client.name, "psql", "-h", host])
+            .args(["netns", "exec", client, "psql", "-h", host])
             .args(["-p", "5432", "-U", "postgres", "-X", "-q", "-A", "-t"])
             .args(["-v", "ON_ERROR_STOP=0", "postgres"])
             .env("PGCONNECT_TIMEOUT", "2")
@@ -424,76 +487,113 @@ impl PgWriter {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("starting psql");
-        let mut stdin = child.stdin.take().expect("psql stdin");
-        let stdout = child.stdout.take().expect("psql stdout");
+            .ok()?;
+        let stdin = child.stdin.take()?;
+        let stdout = child.stdout.take()?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Some(Self {
+            child,
+            stdin,
+            lines,
+        })
+    }
+
+    /// Sends write `n`; whether it was acknowledged (`None`: the session is
+    /// gone or hung and must be replaced).
+    fn write(&mut self, n: u32) -> Option<bool> {
+        writeln!(self.stdin, "INSERT INTO writes VALUES ({n}) RETURNING n;").ok()?;
+        self.stdin.flush().ok()?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.trim() == n.to_string() => return Some(true),
+                // An error message for this statement: not acknowledged.
+                Ok(line) if line.contains("ERROR") => return Some(false),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for PgSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl PgWriter {
+    pub(crate) fn start(client: &Netns, host: &str, every: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let writer = thread::spawn(move || {
-            let mut n = 0u32;
+        let (client, host) = (client.name.clone(), host.to_owned());
+        let thread = thread::spawn(move || {
+            let mut out = PgWrites {
+                sent: 0,
+                acked: Vec::new(),
+                sessions: 0,
+            };
+            let mut session: Option<PgSession> = None;
             let mut next = Instant::now();
             while !flag.load(Ordering::Relaxed) {
-                n += 1;
-                if writeln!(stdin, "INSERT INTO writes VALUES ({n}) RETURNING n;").is_err()
-                    || stdin.flush().is_err()
-                {
-                    break;
+                if session.is_none() {
+                    session = PgSession::open(&client, &host);
+                    out.sessions += 1;
+                }
+                if let Some(s) = session.as_mut() {
+                    out.sent += 1;
+                    match s.write(out.sent) {
+                        Some(true) => out.acked.push((Instant::now(), out.sent)),
+                        Some(false) => {}
+                        None => session = None,
+                    }
                 }
                 next += every;
                 let now = Instant::now();
                 if next > now {
                     thread::sleep(next - now);
+                } else {
+                    next = now;
                 }
             }
-            n
-        });
-        let reader = thread::spawn(move || {
-            use std::io::BufRead as _;
-            let mut acked = Vec::new();
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(n) = line.trim().parse::<u32>() {
-                    acked.push((Instant::now(), n));
-                }
-            }
-            acked
+            out
         });
         Self {
-            child,
-            writer: Some(writer),
-            reader: Some(reader),
+            thread: Some(thread),
             stop,
         }
     }
 
-    /// Stops writing; returns how many writes were sent and which were
-    /// acknowledged, once psql has answered the last one (or 10 s passed).
+    /// Stops writing; returns what was sent and acknowledged.
     pub(crate) fn finish(mut self) -> PgWrites {
         self.stop.store(true, Ordering::Relaxed);
-        let sent = self.writer.take().map_or(0, |w| w.join().unwrap_or(0));
-        // The writer dropped psql's stdin: psql ends after the last answer.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.child.try_wait().ok().flatten().is_some() {
-                break;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let acked = self
-            .reader
+        self.thread
             .take()
-            .map(|r| r.join().unwrap_or_default())
-            .unwrap_or_default();
-        PgWrites { sent, acked }
+            .map(|t| t.join().expect("the writer thread"))
+            .unwrap_or(PgWrites {
+                sent: 0,
+                acked: Vec::new(),
+                sessions: 0,
+            })
     }
 }
 
 impl Drop for PgWriter {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
