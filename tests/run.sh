@@ -17,9 +17,10 @@
 #    prometheus (prometheus and promtool, tests/metrics.rs), curl (its HTTP
 #    requests inside the lab's namespaces), keepalived (tests/migrate.rs switches
 #    a keepalived pair to vipd), lintian and man-db (tests/package.sh), frr
-#    (zebra, bgpd, bfdd, vtysh: tests/routed.rs), haproxy and postgresql-15
-#    (tests/services.rs puts them behind vipd, each in a node's namespace; the
-#    install starts no service: a policy-rc.d refuses while it runs);
+#    (zebra, bgpd, bfdd, vtysh: tests/routed.rs), haproxy, nginx and
+#    postgresql-15 (tests/services.rs puts them behind vipd, each in a node's
+#    namespace; the install starts no service: a policy-rc.d refuses while it
+#    runs);
 # 2. checks that cargo is there;
 # 3. runs `cargo test --release "$@"`;
 # 4. as root and without extra arguments, the package test (tests/package.sh:
@@ -58,6 +59,7 @@ declare -A package_of=(
     [man]=man-db
     [/usr/lib/frr/bgpd]=frr
     [haproxy]=haproxy
+    [nginx]=nginx
     [/usr/lib/postgresql/15/bin/postgres]=postgresql-15
     [psql]=postgresql-client-15
 )
@@ -74,8 +76,8 @@ if [[ $EUID -eq 0 ]]; then
         command -v apt-get >/dev/null || { echo "tests/run.sh: please install: ${missing[*]}" >&2; exit 1; }
         say "installing ${missing[*]}"
         apt-get update
-        # The tests run their own HAProxy and PostgreSQL in namespaces: the
-        # packages' services must not start on this host (Debian's
+        # The tests run their own HAProxy, nginx and PostgreSQL in namespaces:
+        # the packages' services must not start on this host (Debian's
         # policy-rc.d convention: exit 101 = "not allowed").
         policy=/usr/sbin/policy-rc.d
         own_policy=0

@@ -9,16 +9,27 @@
 //! where the unit's clean-up announces the release so the backup takes over at
 //! once; the same with `after_crash = "resume"`, where nothing moves at all;
 //! and a crash loop, which ends in a handover and no fail-back until the crash
-//! window has passed. A PostgreSQL 15 primary (one INSERT every 20 ms on one
-//! session through the VIP): `kill -9` of its vipd with `after_crash =
-//! "resume"` loses no write and moves nothing.
+//! window has passed. The recipes in contrib/ as written (each loaded with
+//! vipd's own loader first, so one that does not load fails here; the test
+//! substitutes only addresses, the key file and the proxy's port): an HAProxy
+//! pair on contrib/haproxy/vipd.toml, where `kill -9` of the master's HAProxy
+//! moves the VIP within the check's interval × fall plus one advert; an nginx
+//! 1.22 pair on contrib/nginx/vipd.toml through `vipd drain --wait`, `vipd
+//! undrain`, `vipd promote --wait` and `systemctl stop vipd`, each without a
+//! failed GET. That a proxy bound to the VIP's address starts on a node
+//! without it only with `net.ipv4.ip_nonlocal_bind=1`, as the recipes warn. A
+//! PostgreSQL 15 primary (one INSERT every 20 ms on one session through the
+//! VIP): `kill -9` of its vipd with `after_crash = "resume"` loses no write
+//! and moves nothing.
 //!
 //! Each test prints what it measured (`cargo test --release --test services --
 //! --nocapture`).
 
 mod common;
 
+use std::fs;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -30,14 +41,122 @@ const HTTP_PORT: u16 = 8080;
 const GET_EVERY: Duration = Duration::from_millis(10);
 const GET_DEADLINE: Duration = Duration::from_millis(200);
 
-/// Node `name`'s configuration: instance `db`, this priority, 1 s adverts
-/// (keepalived's default, so a master-down interval of about 3.4 s), one VIP.
-fn spec(name: &str, priority: u8, vip: &str, extra: &[&str]) -> NodeSpec {
-    let mut instance = InstanceSpec::new(priority).advert("1s").vip(vip);
+/// Node `name`'s configuration: instance `db`, this priority, adverts every
+/// `advert`, one VIP, `extra` lines at the end of the instance.
+fn spec(name: &str, priority: u8, vip: &str, advert: &str, extra: &[&str]) -> NodeSpec {
+    let mut instance = InstanceSpec::new(priority).advert(advert).vip(vip);
     for line in extra {
         instance = instance.extra(line);
     }
     NodeSpec::new(name, instance)
+}
+
+/// A recipe from contrib/, loaded with vipd's own configuration loader (a
+/// recipe that does not load fails the test that uses it), and its instance's
+/// lines for the test's nodes.
+struct Recipe {
+    file: &'static str,
+    config: vipd::config::Config,
+    /// The recipe's `[[instance]]` lines after those the test writes itself
+    /// (name, interface, group, priority, VIPs, key, advert interval): its
+    /// choices (`preempt`, `after_crash`) and its track script, with the
+    /// check's port 80 replaced by [`HTTP_PORT`].
+    lines: Vec<String>,
+}
+
+impl Recipe {
+    fn load(file: &'static str) -> Self {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+        // The recipe names /etc/vipd/lb.key, which this host need not have and
+        // the loader reads: a fresh key in a temporary file stands in for it.
+        // Nothing else is substituted.
+        let key = std::env::temp_dir().join(format!(
+            "vt-recipe-{}-{}.key",
+            std::process::id(),
+            file.replace('/', "_")
+        ));
+        let _ = fs::remove_file(&key);
+        vipd::keygen::write_new_key(&key).expect("writing a key");
+        let key_line = "auth_key_file = \"/etc/vipd/lb.key\"";
+        assert!(text.contains(key_line), "{file} has no `{key_line}`");
+        let loadable = text.replace(
+            key_line,
+            &format!("auth_key_file = {:?}", key.display().to_string()),
+        );
+        let loaded = vipd::config::from_toml(&loadable, &path);
+        let _ = fs::remove_file(&key);
+        let config = loaded.unwrap_or_else(|e| panic!("{file} does not load:\n{e}"));
+        assert_eq!(config.instances.len(), 1, "{file}: one instance");
+        assert_eq!(
+            config.instances[0].track_scripts.len(),
+            1,
+            "{file}: one check"
+        );
+
+        const WRITTEN_BY_THE_TEST: &[&str] = &[
+            "name",
+            "interface",
+            "group",
+            "priority",
+            "vips",
+            "auth_key_file",
+            "advert_interval",
+        ];
+        let check_url = "http://127.0.0.1:80/";
+        let mut lines = Vec::new();
+        let mut in_instance = false;
+        let mut in_subtable = false;
+        for line in text.lines() {
+            let trimmed = line.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            if trimmed == "[[instance]]" {
+                in_instance = true;
+                continue;
+            }
+            if !in_instance {
+                continue;
+            }
+            in_subtable |= trimmed.starts_with('[');
+            let key = trimmed.split('=').next().unwrap_or("").trim();
+            if !in_subtable && WRITTEN_BY_THE_TEST.contains(&key) {
+                continue;
+            }
+            lines.push(line.replace(check_url, &format!("http://127.0.0.1:{HTTP_PORT}/")));
+        }
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.contains(&format!("127.0.0.1:{HTTP_PORT}/")))
+                .count(),
+            1,
+            "{file}: the check asks {check_url}"
+        );
+        Self {
+            file,
+            config,
+            lines,
+        }
+    }
+
+    fn instance(&self) -> &vipd::config::InstanceConfig {
+        &self.config.instances[0]
+    }
+
+    /// The advert interval as the configuration spells it.
+    fn advert(&self) -> String {
+        format!("{}ms", self.instance().advert_interval.as_millis())
+    }
+
+    /// What the recipe promises for a dead proxy: the check's interval × fall
+    /// (its failures in a row) plus one advert.
+    fn target(&self) -> Duration {
+        let inst = self.instance();
+        let check = &inst.track_scripts[0];
+        check.interval * check.fall + inst.advert_interval
+    }
 }
 
 fn wait_master(node: &SystemdNode, vip: &str) -> Duration {
@@ -60,29 +179,84 @@ fn ms_between(a: u64, b: u64) -> f64 {
     us_to_ms(b as i64 - a as i64)
 }
 
-/// A booted HAProxy pair behind vipd: `sd1` (priority 150, `sd1_extra` lines
-/// in its instance) master, `sd2` (100) backup, HAProxy on both.
+/// Which proxy a [`Pair`] runs.
+#[derive(Clone, Copy, Debug)]
+enum ProxyKind {
+    Haproxy,
+    Nginx,
+}
+
+/// A running proxy of either kind.
+enum Proxy {
+    Haproxy(Haproxy),
+    /// Held for its drop, which stops it: no test kills nginx.
+    Nginx {
+        _nginx: Nginx,
+    },
+}
+
+impl Proxy {
+    /// The proxy in `ns`, bound to `bind` (`:PORT` for every address, or
+    /// `ADDRESS:PORT`), answering with `label`; or why it did not start.
+    fn try_start(kind: ProxyKind, ns: &Netns, label: &str, bind: &str) -> Result<Self, String> {
+        match kind {
+            ProxyKind::Haproxy => Haproxy::try_start(ns, label, bind, HTTP_PORT).map(Self::Haproxy),
+            ProxyKind::Nginx => {
+                // nginx spells every address as the port alone.
+                let listen = bind.strip_prefix(':').unwrap_or(bind);
+                Nginx::try_start(ns, label, listen, HTTP_PORT)
+                    .map(|nginx| Self::Nginx { _nginx: nginx })
+            }
+        }
+    }
+
+    fn start(kind: ProxyKind, ns: &Netns, label: &str) -> Self {
+        Self::try_start(kind, ns, label, &format!(":{HTTP_PORT}"))
+            .unwrap_or_else(|e| panic!("{kind:?} in {}: {e}", ns.name))
+    }
+}
+
+/// A booted proxy pair behind vipd: `sd1` (priority 150, `sd1_extra` lines
+/// in its instance) master, `sd2` (100) backup, the proxy on both.
 struct Pair {
     lab: Lab,
     vip: String,
     nodes: Vec<SystemdNode>,
-    _proxies: Vec<Haproxy>,
+    proxies: Vec<Proxy>,
 }
 
 impl Pair {
+    /// HAProxy, 1 s adverts, vipd's defaults but for `sd1_extra`.
     fn start(tag: &str, sd1_extra: &[&str]) -> Self {
+        Self::start_with(tag, ProxyKind::Haproxy, "1s", &[], sd1_extra)
+    }
+
+    /// `kind` on both nodes, each instance configured as `recipe` says.
+    fn from_recipe(tag: &str, kind: ProxyKind, recipe: &Recipe) -> Self {
+        let lines: Vec<&str> = recipe.lines.iter().map(String::as_str).collect();
+        Self::start_with(tag, kind, &recipe.advert(), &lines, &[])
+    }
+
+    fn start_with(
+        tag: &str,
+        kind: ProxyKind,
+        advert: &str,
+        both: &[&str],
+        sd1_extra: &[&str],
+    ) -> Self {
         let lab = Lab::new(tag, 0);
         let vip = lab.vip4(0);
+        let sd1: Vec<&str> = both.iter().chain(sd1_extra).copied().collect();
         let nodes = SystemdNode::boot_all(
             &lab,
             &[
-                UnitSetup::new(spec("sd1", 150, &vip, sd1_extra)),
-                UnitSetup::new(spec("sd2", 100, &vip, &[])),
+                UnitSetup::new(spec("sd1", 150, &vip, advert, &sd1)),
+                UnitSetup::new(spec("sd2", 100, &vip, advert, both)),
             ],
         );
         let proxies = vec![
-            Haproxy::start(&nodes[0].host().ns, "sd1", HTTP_PORT),
-            Haproxy::start(&nodes[1].host().ns, "sd2", HTTP_PORT),
+            Proxy::start(kind, &nodes[0].host().ns, "sd1"),
+            Proxy::start(kind, &nodes[1].host().ns, "sd2"),
         ];
         nodes[0].start_vipd();
         wait_master(&nodes[0], &vip);
@@ -92,7 +266,7 @@ impl Pair {
             lab,
             vip,
             nodes,
-            _proxies: proxies,
+            proxies,
         }
     }
 
@@ -321,8 +495,8 @@ fn postgres_primary_a_killed_vipd_that_resumes_loses_no_write() {
     let nodes = SystemdNode::boot_all(
         &lab,
         &[
-            UnitSetup::new(spec("sd1", 150, &vip, &["after_crash = \"resume\""])),
-            UnitSetup::new(spec("sd2", 100, &vip, &[])),
+            UnitSetup::new(spec("sd1", 150, &vip, "1s", &["after_crash = \"resume\""])),
+            UnitSetup::new(spec("sd2", 100, &vip, "1s", &[])),
         ],
     );
     let primary = Postgres::start(&nodes[0].host().ns, "sd1");
@@ -388,4 +562,209 @@ fn postgres_primary_a_killed_vipd_that_resumes_loses_no_write() {
         writes.sent,
         writes.acked.len()
     );
+}
+
+/// `vipd ARGS` inside `node` (its control socket is /run/vipd/vipd.sock, the
+/// unit's RuntimeDirectory); panics, with the journal, unless it succeeds.
+/// Returns what it printed, on one line.
+fn vipd_cli(node: &SystemdNode, args: &[&str]) -> String {
+    node.nsenter_ok("/usr/sbin/vipd", args)
+        .trim()
+        .replace('\n', "; ")
+}
+
+/// How many GETs failed from `from` to `to`, and what the client saw then, as
+/// one line for the test's output.
+fn describe(log: &HttpLog, from: Instant, to: Instant) -> (usize, String) {
+    let step = log.between(from, to);
+    let failed = step.failed_since(from);
+    let line = format!(
+        "{failed} of {} GETs failed, longest time without an answer {:.1} ms, answered by {:?}",
+        step.since(from).count(),
+        step.longest_outage_since(from).as_secs_f64() * 1e3,
+        step.answered_by(from)
+    );
+    (failed, line)
+}
+
+/// contrib/haproxy/vipd.toml as written (its advert interval, `preempt`,
+/// `after_crash` and its curl check, on the test's port): `kill -9` of the
+/// master's HAProxy. The check fails `fall` times, the master goes to fault
+/// and releases the VIP, and the backup takes over.
+#[test]
+fn haproxy_pair_with_the_recipe_a_killed_haproxy_moves_the_vip() {
+    if !require_root() {
+        return;
+    }
+    let recipe = Recipe::load("contrib/haproxy/vipd.toml");
+    let target = recipe.target();
+    let mut pair = Pair::from_recipe("svchakill", ProxyKind::Haproxy, &recipe);
+    let watch = AddrWatch::start(pair.nodes[1].host()).expect("address watch on sd2");
+    let client = pair.client();
+    // The backup learns the ranks (three backup intervals of 1 s) and so takes
+    // a release at once, as on a pair that has run for a while.
+    sleep_checked(Duration::from_secs(4));
+
+    let from = Instant::now();
+    let sent = monotonic_us();
+    match &mut pair.proxies[0] {
+        Proxy::Haproxy(haproxy) => haproxy.kill(),
+        Proxy::Nginx { .. } => unreachable!("an HAProxy pair"),
+    }
+    let claimed = watch
+        .wait_for(&pair.vip, true, sent, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("sd2 never claimed {}", pair.vip));
+    wait_master(&pair.nodes[1], &pair.vip);
+    sleep_checked(Duration::from_secs(1));
+    let log = client.finish();
+
+    let moved = Duration::from_micros(claimed.at - sent);
+    let failed = log.failed_since(from);
+    let outage = log.longest_outage_since(from);
+    eprintln!(
+        "[svchakill] {}: kill -9 of sd1's HAProxy: sd2 claimed the VIP {:.1} ms later (target: \
+         check interval × fall + 1 advert = {:.0} ms); sd1 now {:?}",
+        recipe.file,
+        moved.as_secs_f64() * 1e3,
+        target.as_secs_f64() * 1e3,
+        pair.nodes[0].property("StatusText")
+    );
+    eprintln!(
+        "[svchakill] client, GET every {} ms: {failed} of {} failed, longest time without an \
+         answer {:.1} ms, answered by {:?}",
+        GET_EVERY.as_millis(),
+        log.since(from).count(),
+        outage.as_secs_f64() * 1e3,
+        log.answered_by(from)
+    );
+    // Twice the target, for a loaded CI machine (curl's start-up counts in
+    // every check); the figures above are what the README quotes.
+    let bound = target * 2;
+    assert!(
+        moved < bound,
+        "sd2 claimed the VIP {moved:?} after the kill (bound {bound:?})\n{}",
+        pair.nodes[0].journal()
+    );
+    let failed_bound = (bound.as_millis() / GET_EVERY.as_millis()) as usize;
+    assert!(
+        failed <= failed_bound,
+        "{failed} GETs failed (bound {failed_bound}):\n{}",
+        log.describe_failures(from)
+    );
+    assert!(
+        outage < bound + GET_DEADLINE,
+        "{outage:?} without an answer (bound {:?})",
+        bound + GET_DEADLINE
+    );
+}
+
+/// contrib/nginx/vipd.toml as written, on an nginx pair: `vipd drain db
+/// --wait` on the master, `vipd undrain db` (with `preempt = false` nothing
+/// moves), `vipd promote db --wait` (the fail-back by hand the recipe
+/// suggests), then `systemctl stop vipd` on the master. Each hands over
+/// make-before-break: the client should see no failed GET.
+#[test]
+fn nginx_pair_with_the_recipe_drain_promote_and_stop_lose_no_request() {
+    if !require_root() {
+        return;
+    }
+    let recipe = Recipe::load("contrib/nginx/vipd.toml");
+    let pair = Pair::from_recipe("svcnginx", ProxyKind::Nginx, &recipe);
+    let client = pair.client();
+    sleep_checked(Duration::from_secs(4));
+    let [sd1, sd2] = [&pair.nodes[0], &pair.nodes[1]];
+
+    let t0 = Instant::now();
+    let said = vipd_cli(sd1, &["drain", "db", "--wait"]);
+    eprintln!("[svcnginx] vipd drain db --wait on sd1: {said}");
+    wait_master(sd2, &pair.vip);
+    assert!(!sd1.host().holds(&pair.vip), "sd1 kept the VIP");
+    sleep_checked(Duration::from_millis(500));
+
+    let t1 = Instant::now();
+    vipd_cli(sd1, &["undrain", "db"]);
+    // sd2 hears sd1 eligible again from its next advert (1 s, the backup
+    // interval); with preempt off, sd1 stays backup.
+    sleep_checked(Duration::from_millis(2500));
+    assert!(sd2.host().holds(&pair.vip), "undrain moved the VIP");
+    assert!(sd1.property("StatusText").contains("db: backup"));
+
+    let t2 = Instant::now();
+    let said = vipd_cli(sd1, &["promote", "db", "--wait"]);
+    eprintln!("[svcnginx] vipd promote db --wait on sd1: {said}");
+    wait_master(sd1, &pair.vip);
+    wait_backup(sd2, &pair.vip);
+    sleep_checked(Duration::from_millis(500));
+
+    let t3 = Instant::now();
+    sd1.systemctl_ok(&["stop", "vipd.service"]);
+    wait_master(sd2, &pair.vip);
+    assert!(!sd1.host().holds(&pair.vip), "sd1 kept the VIP after stop");
+    sleep_checked(Duration::from_millis(500));
+    let t4 = Instant::now();
+    let log = client.finish();
+
+    let steps = [
+        ("vipd drain db --wait on master sd1", t0, t1),
+        ("vipd undrain db on sd1", t1, t2),
+        ("vipd promote db --wait on backup sd1", t2, t3),
+        ("systemctl stop vipd on master sd1", t3, t4),
+    ];
+    let mut failures = Vec::new();
+    for (step, from, to) in steps {
+        let (failed, line) = describe(&log, from, to);
+        eprintln!("[svcnginx] {step}: {line}");
+        if failed > 0 {
+            failures.push(format!(
+                "{step}: {failed} failed\n{}",
+                log.between(from, to).describe_failures(from)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// What both recipes warn about: a proxy on the backup bound to the VIP's
+/// address itself cannot start while the node does not hold it, unless
+/// `net.ipv4.ip_nonlocal_bind` is 1; then it starts, and serves the VIP as
+/// soon as the address arrives.
+#[test]
+fn a_proxy_bound_to_the_vip_starts_on_the_backup_only_with_ip_nonlocal_bind() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new("svcbind", 1);
+    let node = lab.node(1);
+    let vip = lab.vip4(0);
+    let bind = format!("{}:{HTTP_PORT}", strip_prefix_len(&vip));
+    let url = format!("http://{bind}/");
+    for kind in [ProxyKind::Haproxy, ProxyKind::Nginx] {
+        node.ns.sysctl(&["net.ipv4.ip_nonlocal_bind=0"]);
+        let refused = match Proxy::try_start(kind, &node.ns, "n1", &bind) {
+            Ok(_) => panic!("{kind:?} bound {bind}, an address n1 does not hold"),
+            Err(why) => why,
+        };
+        let said = refused
+            .lines()
+            .find(|l| l.contains("Cannot assign requested address"))
+            .unwrap_or_else(|| panic!("{kind:?} failed otherwise: {refused}"));
+        eprintln!("[svcbind] {kind:?} on {bind} without the address did not start: {said}");
+
+        node.ns.sysctl(&["net.ipv4.ip_nonlocal_bind=1"]);
+        let proxy = Proxy::try_start(kind, &node.ns, "n1", &bind)
+            .unwrap_or_else(|e| panic!("{kind:?} with ip_nonlocal_bind=1: {e}"));
+        node.ns.ip(&["addr", "add", &vip, "dev", "eth0"]);
+        let answer = lab
+            .client
+            .ns
+            .exec(&["curl", "-fsS", "--max-time", "2", &url]);
+        eprintln!(
+            "[svcbind] {kind:?} on {bind} with ip_nonlocal_bind=1: started; once n1 holds the \
+             VIP it answers {:?}",
+            answer.trim()
+        );
+        assert_eq!(answer.trim(), "n1");
+        node.ns.ip(&["addr", "del", &vip, "dev", "eth0"]);
+        drop(proxy);
+    }
 }

@@ -25,9 +25,10 @@
 //! - [`flood`]: [`Flood`], junk adverts as fast as one thread sends them (one
 //!   source or spoofed ones), and [`AdvertWatch`], a node's adverts as a peer
 //!   receives them, for the longest gap during a flood;
-//! - [`services`]: real services behind the VIP ([`Haproxy`]) and a client
-//!   using them as their users do ([`HttpClient`]: an HTTP GET every period
-//!   through the VIP, each with a deadline);
+//! - [`services`]: real services behind the VIP ([`Haproxy`], [`Nginx`],
+//!   [`Postgres`]) and clients using them as their users do ([`HttpClient`]:
+//!   an HTTP GET every period through the VIP, each with a deadline;
+//!   [`PgWriter`]);
 //! - [`probe`]: what the client sees: [`Prober`] (a `ping` flood, counting lost
 //!   probes) and [`ArpProber`] (an ARP request for the VIP every millisecond over
 //!   AF_PACKET, recording which MAC answers, adverts and gratuitous ARPs), whose

@@ -1,10 +1,11 @@
 //! Real services behind the VIP, from Debian's packages, and a client that uses
-//! them as their users do: [`Haproxy`], an HAProxy 2.6 process in a node's
-//! namespace answering HTTP on a wildcard bind (so it serves the VIP whenever
-//! the node holds it, and starts on a backup that does not); and
-//! [`HttpClient`], a thread in the client's namespace doing one HTTP GET
-//! through the VIP every period, each on a new connection with a deadline,
-//! recording when each was sent, how it ended and which node answered;
+//! them as their users do: [`Haproxy`] and [`Nginx`], an HAProxy 2.6 or
+//! nginx 1.22 process in a node's namespace answering HTTP on a wildcard bind
+//! (so it serves the VIP whenever the node holds it, and starts on a backup
+//! that does not) or on one address; [`HttpClient`], a thread in the
+//! client's namespace doing one HTTP GET through the VIP every period, each on
+//! a new connection with a deadline, recording when each was sent, how it
+//! ended and which node answered;
 //! [`Postgres`], a PostgreSQL 15 server in a node's namespace, and
 //! [`PgWriter`], one psql session from the client's namespace inserting a row
 //! through the VIP every period and recording each acknowledgement.
@@ -15,12 +16,15 @@
 use std::fs;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use super::Netns;
 
@@ -36,16 +40,52 @@ fn run_dir(label: &str) -> PathBuf {
 /// The HAProxy binary Debian's `haproxy` package installs.
 pub(crate) const HAPROXY: &str = "/usr/sbin/haproxy";
 
-/// An HAProxy in a node's namespace, answering every GET on `*:port` with
-/// 200 and the node's label as the body. A wildcard bind is how a proxy on a
-/// backup starts without the VIP (the other way is `ip_nonlocal_bind`).
+/// The nginx binary Debian's `nginx` package installs.
+pub(crate) const NGINX: &str = "/usr/sbin/nginx";
+
+/// Waits until a proxy just spawned in `ns` listens on `port`; or, if it exits
+/// first (it could not bind), returns its log (`log`, where its stderr went).
+fn wait_listening(child: &mut Child, ns: &Netns, port: u16, log: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let needle = format!(":{port} ");
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("waiting for a proxy") {
+            let text = fs::read_to_string(log).unwrap_or_default();
+            return Err(format!("exited with {status}: {}", text.trim()));
+        }
+        if ns.exec(&["ss", "-Hltn"]).contains(&needle) {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("never listened on port {port} in {}", ns.name))
+}
+
+/// An HAProxy in a node's namespace, answering every GET with 200 and the
+/// node's label as the body. [`Haproxy::start`] binds the port on every
+/// address (`bind :PORT`), which is how a proxy on a backup starts without the
+/// VIP; [`Haproxy::try_start`] binds one address, which fails on a node that
+/// does not hold it unless `net.ipv4.ip_nonlocal_bind` is 1.
 pub(crate) struct Haproxy {
     child: Child,
     dir: PathBuf,
 }
 
 impl Haproxy {
+    /// HAProxy on `*:port`; panics unless it listens.
     pub(crate) fn start(ns: &Netns, label: &str, port: u16) -> Self {
+        Self::try_start(ns, label, &format!(":{port}"), port)
+            .unwrap_or_else(|e| panic!("haproxy in {}: {e}", ns.name))
+    }
+
+    /// HAProxy with `bind BIND` (e.g. `10.0.0.200:8080`, or `:8080`), once it
+    /// listens on `port`; or why it did not start (its own messages).
+    pub(crate) fn try_start(
+        ns: &Netns,
+        label: &str,
+        bind: &str,
+        port: u16,
+    ) -> Result<Self, String> {
         let dir = run_dir(&format!("haproxy-{label}"));
         let cfg = dir.join("haproxy.cfg");
         fs::write(
@@ -53,37 +93,25 @@ impl Haproxy {
             format!(
                 "global\n    maxconn 4000\n    pidfile {pid}\n\
                  defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\
-                 frontend web\n    bind :{port}\n    \
+                 frontend web\n    bind {bind}\n    \
                  http-request return status 200 content-type text/plain string \"{label}\\n\"\n",
                 pid = dir.join("haproxy.pid").display()
             ),
         )
         .expect("writing haproxy.cfg");
+        let log = dir.join("haproxy.log");
         // -db: stay in the foreground, so this Child is HAProxy itself.
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.name, HAPROXY, "-db", "-f"])
             .arg(&cfg)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(fs::File::create(&log).expect("creating haproxy.log"))
             .spawn()
             .expect("starting haproxy");
-        let haproxy = Self { child, dir };
-        haproxy.wait_listening(ns, port);
-        haproxy
-    }
-
-    fn wait_listening(&self, ns: &Netns, port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let needle = format!(":{port} ");
-        while Instant::now() < deadline {
-            let out = ns.exec(&["ss", "-Hltn"]);
-            if out.contains(&needle) {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        panic!("haproxy in {} never listened on port {port}", ns.name);
+        let mut haproxy = Self { child, dir };
+        wait_listening(&mut haproxy.child, ns, port, &log)?;
+        Ok(haproxy)
     }
 
     /// SIGKILL, as a crash of the service.
@@ -96,6 +124,94 @@ impl Haproxy {
 impl Drop for Haproxy {
     fn drop(&mut self) {
         self.kill();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An nginx in a node's namespace, workers as root (`user root;`, rather than
+/// Debian's www-data, which need not exist), in the foreground (`daemon off;`)
+/// with its prefix, configuration, pid file, error log and temporary
+/// paths in that directory; one server answering every GET with 200 and the
+/// node's label. [`Nginx::start`] listens on every address (`listen PORT;`);
+/// [`Nginx::try_start`] takes the `listen` argument, e.g. the VIP's address.
+pub(crate) struct Nginx {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    /// nginx on `*:port`; panics unless it listens.
+    pub(crate) fn start(ns: &Netns, label: &str, port: u16) -> Self {
+        Self::try_start(ns, label, &port.to_string(), port)
+            .unwrap_or_else(|e| panic!("nginx in {}: {e}", ns.name))
+    }
+
+    /// nginx with `listen LISTEN;`, once it listens on `port`; or why it did
+    /// not start (its own messages).
+    pub(crate) fn try_start(
+        ns: &Netns,
+        label: &str,
+        listen: &str,
+        port: u16,
+    ) -> Result<Self, String> {
+        let dir = run_dir(&format!("nginx-{label}"));
+        let d = dir.display();
+        let cfg = dir.join("nginx.conf");
+        let text = [
+            "user root;".to_owned(),
+            "worker_processes 1;".to_owned(),
+            format!("pid {d}/nginx.pid;"),
+            format!("error_log {d}/error.log;"),
+            "events { worker_connections 1024; }".to_owned(),
+            "http {".to_owned(),
+            "    access_log off;".to_owned(),
+            format!("    client_body_temp_path {d}/body;"),
+            format!("    proxy_temp_path {d}/proxy;"),
+            format!("    fastcgi_temp_path {d}/fastcgi;"),
+            format!("    uwsgi_temp_path {d}/uwsgi;"),
+            format!("    scgi_temp_path {d}/scgi;"),
+            "    server {".to_owned(),
+            format!("        listen {listen};"),
+            "        default_type text/plain;".to_owned(),
+            format!("        location / {{ return 200 \"{label}\\n\"; }}"),
+            "    }".to_owned(),
+            "}".to_owned(),
+        ]
+        .join("\n");
+        fs::write(&cfg, text + "\n").expect("writing nginx.conf");
+        let log = dir.join("error.log");
+        // -e: the error log before the configuration is read (the built-in one
+        // is /var/log/nginx/error.log).
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, NGINX, "-p"])
+            .arg(&dir)
+            .arg("-c")
+            .arg(&cfg)
+            .arg("-e")
+            .arg(&log)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nginx");
+        let mut nginx = Self { child, dir };
+        wait_listening(&mut nginx.child, ns, port, &log)?;
+        Ok(nginx)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master takes its workers down with it (a SIGKILLed
+        // master would leave them serving until the namespace goes).
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -205,6 +321,19 @@ pub(crate) struct HttpLog {
 }
 
 impl HttpLog {
+    /// The requests sent from `from` up to `to`, as a log of their own (one
+    /// step of a test that does several).
+    pub(crate) fn between(&self, from: Instant, to: Instant) -> Self {
+        Self {
+            requests: self
+                .requests
+                .iter()
+                .filter(|r| r.sent >= from && r.sent < to)
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// The requests sent at or after `from`.
     pub(crate) fn since(&self, from: Instant) -> impl Iterator<Item = &Request> {
         self.requests.iter().filter(move |r| r.sent >= from)
@@ -215,18 +344,17 @@ impl HttpLog {
         self.since(from).filter(|r| r.answer.is_err()).count()
     }
 
-    /// The longest time from `from` on without a successful answer: from the
-    /// end of one good request to the end of the next good one.
+    /// The longest time from `from` on without a successful answer: from
+    /// `from` or the end of one good request to the end of the next good one
+    /// (a service that fails from `from` on counts from `from`).
     pub(crate) fn longest_outage_since(&self, from: Instant) -> Duration {
-        let mut last_ok: Option<Instant> = None;
+        let mut last_ok = from;
         let mut longest = Duration::ZERO;
         for r in self.since(from) {
             if r.answer.is_ok() {
                 let done = r.sent + r.took;
-                if let Some(prev) = last_ok {
-                    longest = longest.max(done - prev);
-                }
-                last_ok = Some(done);
+                longest = longest.max(done - last_ok);
+                last_ok = done;
             }
         }
         longest

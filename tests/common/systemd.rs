@@ -309,13 +309,13 @@ impl SystemdNode {
         self.nsenter("systemctl", args)
     }
 
-    /// `systemctl ARGS` inside the node; panics, with the journal, unless it
+    /// `PROGRAM ARGS` inside the node; panics, with the journal, unless it
     /// succeeds. Returns its stdout.
-    pub(crate) fn systemctl_ok(&self, args: &[&str]) -> String {
-        let out = self.systemctl(args);
+    pub(crate) fn nsenter_ok(&self, program: &str, args: &[&str]) -> String {
+        let out = self.nsenter(program, args);
         assert!(
             out.status.success(),
-            "{}: systemctl {} failed ({}): {}\n{}",
+            "{}: {program} {} failed ({}): {}\n{}",
             self.role,
             args.join(" "),
             out.status,
@@ -323,6 +323,12 @@ impl SystemdNode {
             self.journal()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `systemctl ARGS` inside the node; panics, with the journal, unless it
+    /// succeeds. Returns its stdout.
+    pub(crate) fn systemctl_ok(&self, args: &[&str]) -> String {
+        self.nsenter_ok("systemctl", args)
     }
 
     /// `systemctl show -P PROPERTY vipd.service`.
