@@ -211,6 +211,9 @@ fn a_gate_holds_the_claim_until_it_passes_and_a_failed_gate_hands_over() {
                 .is_some_and(|f| f.contains("before_claim hook failed"))
         },
     );
+    // n2 stepped down for n1 and takes the VIP back once it hears n1 release
+    // (or its master-down interval runs out).
+    sleep_checked(Duration::from_secs(2));
     wait_sole_holder(&lab, &vip, 2, Duration::from_secs(10));
     hold_for("n2 keeps the VIP", Duration::from_secs(12), || {
         lab.holders(&vip) == [2]

@@ -136,14 +136,6 @@
 //! over a dead master's VIP cannot be worse than nobody announcing it), and
 //! an operator's promote still takes over at once.
 //!
-//! **A successor that lets go.** A master stepping down for a better master
-//! keeps the VIPs for the linger; if that master releases within it (its
-//! claim gate failed, it faulted), the step-down is called off: the node
-//! stays master, announces again, and a drain waits for another successor
-//! until `handover_timeout`. Why: the successor will not claim, and the
-//! backups follow the node that released, so without this nobody would hold
-//! the VIPs until a master-down interval ran out.
-//!
 //! **Drain** makes the node ineligible. A draining master keeps the VIPs and
 //! advertises priority 0 until it hears the successor's first advert as master,
 //! then releases [`STEP_DOWN_LINGER`] later (make-before-break), or releases when
@@ -414,23 +406,7 @@ impl Election {
 
         let theirs = Rank::of_advert(body);
         let is_master = body.flags.contains(Flags::MASTER);
-        let successor_let_go = self
-            .stepping_down
-            .as_ref()
-            .is_some_and(|s| s.successor.node_id == body.node_id)
-            && !(is_master && theirs.eligible);
         match self.state {
-            State::Master if successor_let_go => {
-                // The rule "A successor that lets go": it released (a failed
-                // claim gate, a fault) before our step-down linger ended.
-                self.stepping_down = None;
-                self.timers.clear(Timer::Handover);
-                if self.handing_over {
-                    self.timers
-                        .set(Timer::Handover, now + self.cfg.settings.handover_timeout);
-                }
-                self.send_advert(now);
-            }
             State::Master if is_master && theirs.eligible => {
                 self.master_meets_master(now, body, replaced);
             }
