@@ -5,7 +5,9 @@
 //! the socket (`--socket`, else `[node] control_socket` in `--config`), sends one
 //! request with a 5 s timeout and prints the answer for people, or with `--json`
 //! the raw response for scripts. `drain --wait` and `promote --wait` then poll the
-//! status every 50 ms until the handover is seen or `--timeout` passes.
+//! status every 50 ms until the new master serves (it has claimed the VIPs, its
+//! `before_claim` gate included), the goal cannot be reached any more (the drain
+//! was rolled back, the node fell into fault) or `--timeout` passes.
 //!
 //! Errors (daemon unreachable, refused, unexpected answer) come back as `Err` and
 //! the caller prints them and exits 1; a refusal of one instance among several is
@@ -66,7 +68,8 @@ pub(crate) struct DrainArgs {
     /// Instances to drain (default: all).
     #[arg(value_name = "INSTANCE")]
     instances: Vec<String>,
-    /// Wait until another node is master of each drained instance.
+    /// Wait until another node is master of each drained instance and serves
+    /// (its before_claim gate passed); exit 1 if the drain is rolled back.
     #[arg(long)]
     wait: bool,
     /// How long --wait waits, e.g. 500ms, 10s, 1m.
@@ -93,7 +96,8 @@ pub(crate) struct PromoteArgs {
     /// Instances to promote (default: all).
     #[arg(value_name = "INSTANCE")]
     instances: Vec<String>,
-    /// Wait until this node is master of each promoted instance.
+    /// Wait until this node is master of each promoted instance and serves
+    /// (its before_claim gate passed); exit 1 if it falls into fault.
     #[arg(long)]
     wait: bool,
     /// How long --wait waits, e.g. 500ms, 10s, 1m.
@@ -372,6 +376,7 @@ async fn wait_for(
     let started = Instant::now();
     let deadline = started + timeout;
     let mut seen: Vec<(String, String)> = Vec::new();
+    let mut failed = false;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let call_timeout = left.clamp(Duration::from_millis(100), CALL_TIMEOUT);
@@ -379,6 +384,12 @@ async fn wait_for(
             Ok(Response::Status { node, instances }) => {
                 seen.clear();
                 pending.retain(|name| match instances.iter().find(|i| &i.name == name) {
+                    Some(instance) if goal.failed(instance).is_some() => {
+                        let why = goal.failed(instance).unwrap_or_default();
+                        eprintln!("{name}: {why}");
+                        failed = true;
+                        false
+                    }
                     Some(instance) => match goal.reached(instance, &node) {
                         Some(master) => {
                             say(format!(
@@ -407,7 +418,7 @@ async fn wait_for(
             Err(e) => Some(e.to_string()),
         };
         if pending.is_empty() {
-            return true;
+            return !failed;
         }
         let now = Instant::now();
         if now >= deadline {

@@ -116,6 +116,16 @@
 //!   ignores it, or never receives it, counts that overlap as two masters, as before
 //!   the field. A field that is empty, longer than a node name or not UTF-8 is
 //!   ignored. Sent under the same switch as type 1.
+//! - `4` ([`EXT_CLAIM_PENDING`]): empty. The sender is master but has not
+//!   claimed the VIPs yet: its `before_claim` gate (a promotion) or its
+//!   conflict probe is still running. Only a master sends it, in every master
+//!   advert until it claims, and it sends one advert without it as soon as it
+//!   has claimed. A draining node reads it to know whether its successor
+//!   serves (`vipd drain --wait` returns then) or failed before serving (the
+//!   drain is rolled back: the instance core's rule "A drain rolls back").
+//!   Informational like types 1 to 3: it never changes who is master; a node
+//!   that ignores it takes a master for serving as soon as it says master.
+//!   A field with a value is ignored. Sent under the same switch as type 1.
 //!
 //! # Compatibility rule
 //!
@@ -780,6 +790,25 @@ pub fn replaced_master(extensions: &[Extension]) -> Option<&str> {
     std::str::from_utf8(&field.value).ok()
 }
 
+/// Extension type 4: the sender is master and has not claimed the VIPs yet.
+pub const EXT_CLAIM_PENDING: u8 = 4;
+
+/// The extension field saying the sender's claim is pending.
+pub fn claim_pending_extension() -> Extension {
+    Extension {
+        kind: EXT_CLAIM_PENDING,
+        value: Vec::new(),
+    }
+}
+
+/// Whether a peer said in `extensions` that its claim is pending (an empty
+/// type-4 field).
+pub fn claim_pending(extensions: &[Extension]) -> bool {
+    extensions
+        .iter()
+        .any(|e| e.kind == EXT_CLAIM_PENDING && e.value.is_empty())
+}
+
 /// [`decode_with_keys`], also returning the extension area's fields as received,
 /// known or not, in order.
 pub fn decode_extended(
@@ -1270,6 +1299,24 @@ mod tests {
         assert_eq!(link_address(&extensions), Some(mac));
     }
 
+    /// A master's advert from a node with the longest name allowed.
+    fn longest_named_master_advert() -> Advert {
+        Advert {
+            body: AdvertBody {
+                group: 3,
+                priority: 100,
+                interval_cs: 100,
+                flags: Flags(Flags::MASTER),
+                node_id: 9,
+                promote_epoch: 0,
+                vip_digest: [0; 8],
+                node_name: "n".repeat(MAX_NAME_LEN),
+            },
+            boot_id: 1,
+            sequence: 1,
+        }
+    }
+
     #[test]
     fn the_replaced_master_field_reads_back_and_odd_values_are_ignored() {
         let longest = "n".repeat(MAX_NAME_LEN);
@@ -1281,20 +1328,7 @@ mod tests {
             link_address_extension([2, 0, 0, 0, 0, 7]),
             field,
         ];
-        let advert = Advert {
-            body: AdvertBody {
-                group: 3,
-                priority: 100,
-                interval_cs: 100,
-                flags: Flags(Flags::MASTER),
-                node_id: 9,
-                promote_epoch: 0,
-                vip_digest: [0; 8],
-                node_name: longest.clone(),
-            },
-            boot_id: 1,
-            sequence: 1,
-        };
+        let advert = longest_named_master_advert();
         let auth = Auth::None;
         let bytes = encode_with_extensions(&advert, &all, &auth).expect("encodes");
         let (_, extensions) =
@@ -1308,6 +1342,29 @@ mod tests {
             };
             assert_eq!(replaced_master(&[odd]), None);
         }
+    }
+
+    #[test]
+    fn the_claim_pending_field_reads_back_and_a_valued_one_is_ignored() {
+        let advert = longest_named_master_advert();
+        // Beside every other field this build sends and a longest name.
+        let all = [
+            software_version_extension(),
+            link_address_extension([2, 0, 0, 0, 0, 7]),
+            replaced_master_extension(&"n".repeat(MAX_NAME_LEN)),
+            claim_pending_extension(),
+        ];
+        let auth = Auth::None;
+        let bytes = encode_with_extensions(&advert, &all, &auth).expect("encodes");
+        let (_, extensions) =
+            decode_extended(&bytes, advert.body.group, &auth, &[]).expect("decodes");
+        assert!(claim_pending(&extensions));
+        assert!(!claim_pending(&extensions[..3]));
+        let valued = Extension {
+            kind: EXT_CLAIM_PENDING,
+            value: vec![1],
+        };
+        assert!(!claim_pending(&[valued]));
     }
 
     #[test]

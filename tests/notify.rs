@@ -221,3 +221,120 @@ fn a_gate_holds_the_claim_until_it_passes_and_a_failed_gate_hands_over() {
     let status = daemons[0].sigterm();
     assert!(status.success(), "n1 exited with {status}");
 }
+
+/// `vipd drain --wait` waits for the successor's gate (its adverts say the
+/// claim is pending) and is rolled back when that gate fails; the old
+/// master's `after_release` runs only once its VIP is gone.
+#[test]
+fn a_drain_waits_for_the_successors_gate_and_rolls_back_when_it_fails() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new("ndrgt");
+    let log = scratch.path("hooks.log");
+    let fail = scratch.path("gate-fails");
+    let lab = Lab::new("ndrgt", 2);
+    let vip = lab.vip4(0);
+    let address = vip.split('/').next().unwrap_or_default().to_owned();
+    let held = format!(
+        "if ip -o addr show dev eth0 | grep -q ' {address}/'; then held=yes; else held=no; fi"
+    );
+    // n2's gate: a 1 s promotion that fails while the file `fail` exists.
+    let gate = scratch.script(
+        "gate.sh",
+        &format!(
+            "sleep 1\nif [ -e {fail} ]; then echo gate-failed >> {log}; exit 3; fi\n\
+             echo gate-passed >> {log}\nexit 0"
+        ),
+    );
+    // n1's after_release: was the VIP still on n1 when it ran?
+    let after = scratch.script(
+        "after.sh",
+        &format!("{held}\necho \"after_release state=$2 previous=$3 held=$held\" >> {log}"),
+    );
+    let n1 = InstanceSpec::new(150)
+        .vip(&vip)
+        .extra("[instance.notify]")
+        .extra(&format!("after_release = [{after:?}]"));
+    let n2 = InstanceSpec::new(100)
+        .vip(&vip)
+        .extra("[instance.notify]")
+        .extra(&format!("before_claim = [{gate:?}]"));
+    let mut daemons = start_nodes(&lab, vec![n1, n2]);
+    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(20));
+
+    // The successor's gate fails: the drain is rolled back.
+    fs::write(&fail, "").expect("write the failure switch");
+    let started = Instant::now();
+    let out = daemons[0].cli(&["drain", "--wait", "--timeout", "20s"]);
+    let took = started.elapsed();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "[ndrgt] drain --wait with a failing gate: exit {:?} after {} ms: {said:?}",
+        out.status.code(),
+        ms(took)
+    );
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("drain rolled back: successor n2"), "{said}");
+    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(10));
+    let (_, status) = daemons[0].first_instance_status().expect("n1's status");
+    assert_eq!(status["drained"], false, "{status:#}");
+    assert!(
+        !daemons[0].dir.join("state/db.drained").exists(),
+        "a rolled-back drain must not survive a restart"
+    );
+
+    // The gate passes now: once n2's gate fault is over, a drain waits for
+    // it and returns with the VIP on n2.
+    fs::remove_file(&fail).expect("remove the failure switch");
+    wait_until("n2's gate fault is over", Duration::from_secs(30), || {
+        daemons[1]
+            .first_instance_status()
+            .is_some_and(|(_, s)| s["fault"].is_null() && s["state"] == "backup")
+    });
+    let started = Instant::now();
+    let out = daemons[0].cli(&["drain", "--wait", "--timeout", "20s"]);
+    let took = started.elapsed();
+    let holders = lab.holders(&vip);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!(
+        "[ndrgt] drain --wait with a 1 s gate: exit {:?} after {} ms, holders then {holders:?}: {said:?}",
+        out.status.code(),
+        ms(took)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("now master on n2"), "{said}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "drain --wait returned before the 1 s gate could have passed"
+    );
+    assert_eq!(holders, [2], "n2 serves when drain --wait returns");
+
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    eprintln!("[ndrgt] hook log: {text:?}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("after_release"))
+            .count()
+            >= 2,
+        "n1 released twice: {text:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("after_release"))
+            .all(|l| l.ends_with("previous=master held=no")),
+        "after_release runs once the VIP is gone: {text:?}"
+    );
+    assert!(lines.contains(&"gate-failed") && lines.contains(&"gate-passed"));
+    for d in &mut daemons {
+        let status = d.sigterm();
+        assert!(status.success(), "exited with {status}");
+    }
+}

@@ -871,6 +871,7 @@ impl Sim {
                     body,
                     boot_id,
                     replaced,
+                    claim_pending,
                 } => {
                     let node = &mut self.nodes[i];
                     node.sequence += 1;
@@ -886,11 +887,14 @@ impl Sim {
                     // reads: the master replaced on purpose (its rule
                     // "Planned overlaps"). Version and MAC only inform status
                     // and the conflict watch, which the simulation leaves out.
-                    let extensions: Vec<_> = replaced
+                    let mut extensions: Vec<_> = replaced
                         .as_deref()
                         .map(wire::replaced_master_extension)
                         .into_iter()
                         .collect();
+                    if claim_pending {
+                        extensions.push(wire::claim_pending_extension());
+                    }
                     let bytes: Rc<[u8]> =
                         wire::encode_with_extensions(&advert, &extensions, &core.config().auth)
                             .expect("an advert the core made encodes")
@@ -910,6 +914,8 @@ impl Sim {
                         core.handle_gate(now, Ok(()));
                     }
                 }
+                // Nor an after-release hook, whose result is no input.
+                Output::RunAfterRelease { .. } => {}
             }
         }
         // Only a moved deadline goes on the heap: most inputs leave it be.

@@ -120,6 +120,7 @@ pub(super) struct RawNotify {
     pub(super) stop: Option<Spanned<Vec<String>>>,
     pub(super) any: Option<Spanned<Vec<String>>>,
     pub(super) before_claim: Option<Spanned<Vec<String>>>,
+    pub(super) after_release: Option<Spanned<Vec<String>>>,
     pub(super) timeout: Option<Spanned<DurationText>>,
     pub(super) user: Option<Spanned<String>>,
 }

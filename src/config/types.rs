@@ -239,6 +239,12 @@ pub struct NotifyConfig {
     /// 0. A failure or timeout is a fault for
     /// [`crate::instance::GATE_FAULT_HOLD`]. Empty: claim at once.
     pub before_claim: Vec<String>,
+    /// Run once this node has released the VIPs (after the addresses are
+    /// gone), whatever it became (backup, fault, stopping): to stop or fence
+    /// the old primary. Never skipped for a later transition; a failure or
+    /// timeout is logged and counted, and changes no decision (the VIPs are
+    /// already gone). Empty: no hook.
+    pub after_release: Vec<String>,
     /// Each hook is killed, with its process group, after this long. Default 10s;
     /// 10ms..=1h.
     pub timeout: Duration,
@@ -255,6 +261,7 @@ impl NotifyConfig {
             && self.fault.is_empty()
             && self.stop.is_empty()
             && self.any.is_empty()
+            && self.after_release.is_empty()
     }
 }
 

@@ -134,6 +134,10 @@ pub struct InstanceStatus {
     /// claimant until it is quiet for 5 s).
     #[serde(default)]
     pub foreign_claim_episodes: u64,
+    /// Why this node's last drain was rolled back (its successor gave up
+    /// before it served), until the next drain, undrain or promote.
+    #[serde(default)]
+    pub drain_rolled_back: Option<String>,
 }
 
 /// One VIP another host claims while this node holds it.
@@ -185,6 +189,10 @@ pub struct MasterStatus {
     /// The source address of its adverts; `None` when this node is the master.
     pub address: Option<String>,
     pub is_self: bool,
+    /// Master, but it has not claimed the VIPs yet: its `before_claim` gate
+    /// or conflict probe is still running (it serves nobody until then).
+    #[serde(default)]
+    pub claim_pending: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

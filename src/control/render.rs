@@ -47,7 +47,7 @@ pub enum Goal {
 impl Goal {
     /// The new master's name, for the message, once the goal is reached.
     pub fn reached(self, instance: &InstanceStatus, node: &str) -> Option<String> {
-        let master = instance.master.as_ref()?;
+        let master = instance.master.as_ref().filter(|m| !m.claim_pending)?;
         match self {
             Self::OtherNodeMaster => {
                 (!master.is_self && !master.name.is_empty() && instance.state != State::Master)
@@ -58,10 +58,25 @@ impl Goal {
         }
     }
 
+    /// Why the goal can no longer be reached, if it cannot: the drain was
+    /// rolled back, or this node is in fault (its promotion ended).
+    pub fn failed(self, instance: &InstanceStatus) -> Option<String> {
+        match self {
+            Self::OtherNodeMaster => instance
+                .drain_rolled_back
+                .as_ref()
+                .map(|why| format!("drain rolled back: {why}; this node is undrained")),
+            Self::ThisNodeMaster => (instance.state == State::Fault).then(|| {
+                let why = instance.fault.as_deref().unwrap_or("unknown");
+                format!("in fault ({why}): not becoming master")
+            }),
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
-            Self::OtherNodeMaster => "another node to become master",
-            Self::ThisNodeMaster => "this node to become master",
+            Self::OtherNodeMaster => "another node to become master and serve",
+            Self::ThisNodeMaster => "this node to become master and serve",
         }
     }
 }
@@ -118,14 +133,18 @@ fn drifted_peers(instance: &InstanceStatus) -> Vec<&str> {
 }
 
 pub fn master_text(instance: &InstanceStatus, node: &str) -> String {
-    match &instance.master {
-        None => "none known".to_owned(),
+    let mut text = match &instance.master {
+        None => return "none known".to_owned(),
         Some(m) if m.is_self => format!("{node} (this node)"),
         Some(m) => match &m.address {
             Some(address) => format!("{} at {address}", m.name),
             None => m.name.clone(),
         },
+    };
+    if instance.master.as_ref().is_some_and(|m| m.claim_pending) {
+        text.push_str(", claim pending (before_claim gate or probe running; not serving yet)");
     }
+    text
 }
 
 /// The human form of `vipd status`.
@@ -438,6 +457,7 @@ mod tests {
                 name: "db1".into(),
                 address: None,
                 is_self: true,
+                claim_pending: false,
             }),
             peers: vec![
                 PeerStatus {
@@ -486,6 +506,7 @@ mod tests {
             foreign_claims: Vec::new(),
             foreign_claims_seen: 0,
             foreign_claim_episodes: 0,
+            drain_rolled_back: None,
         }
     }
 
@@ -569,6 +590,7 @@ db  eth0  group 51  MASTER  priority 100 -> 110 (health weights +10)
             name: "db2".into(),
             address: Some("10.0.0.2".into()),
             is_self: false,
+            claim_pending: false,
         });
         i.last_transition = None;
         i.peers.clear();
@@ -603,6 +625,7 @@ db  eth0  group 51  MASTER  priority 100 -> 110 (health weights +10)
             name: "db2".into(),
             address: None,
             is_self: false,
+            claim_pending: false,
         });
         assert_eq!(health_code(&[well.clone(), backup.clone()]), 0);
         let mut masterless = sample();
@@ -710,11 +733,27 @@ db  eth0  group 51  MASTER  priority 100 -> 110 (health weights +10)
             name: "db2".into(),
             address: Some("10.0.0.2".into()),
             is_self: false,
+            claim_pending: false,
         });
         assert_eq!(Goal::OtherNodeMaster.reached(&i, "db1"), None);
         i.state = State::Backup;
         assert_eq!(Goal::OtherNodeMaster.reached(&i, "db1"), Some("db2".into()));
         assert_eq!(Goal::ThisNodeMaster.reached(&i, "db1"), None);
+        // A master whose gate still runs does not serve yet.
+        if let Some(m) = &mut i.master {
+            m.claim_pending = true;
+        }
+        assert_eq!(Goal::OtherNodeMaster.reached(&i, "db1"), None);
+        assert!(master_text(&i, "db1").contains("claim pending"));
+        assert_eq!(Goal::OtherNodeMaster.failed(&i), None);
+        i.drain_rolled_back = Some("successor db2 is in fault before it claimed them".into());
+        assert!(Goal::OtherNodeMaster
+            .failed(&i)
+            .is_some_and(|why| why.starts_with("drain rolled back: successor db2")));
+        i.drain_rolled_back = None;
+        if let Some(m) = &mut i.master {
+            m.claim_pending = false;
+        }
         // No master known, or a nameless one: not yet.
         i.master = None;
         assert_eq!(Goal::OtherNodeMaster.reached(&i, "db1"), None);
@@ -722,6 +761,7 @@ db  eth0  group 51  MASTER  priority 100 -> 110 (health weights +10)
             name: String::new(),
             address: None,
             is_self: false,
+            claim_pending: false,
         });
         assert_eq!(Goal::OtherNodeMaster.reached(&i, "db1"), None);
         // Master state but the status does not (yet) name us: not yet.

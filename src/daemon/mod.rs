@@ -329,6 +329,7 @@ pub async fn run(
         metrics: Arc::new(Metrics::new(supervisor::unix_now())),
         events: broadcast::channel(EVENT_QUEUE).0,
         replay_book,
+        state_dir: state.clone(),
     });
 
     let mut daemon = Supervisor {

@@ -1,7 +1,7 @@
 //! What every instance's driver shares with the others and the supervisor:
 //! the node's configuration and boot id, the advert sequence, netlink, the
-//! advert sockets, the sync board, metrics, the event stream and the replay
-//! book.
+//! advert sockets, the sync board, metrics, the event stream, the replay
+//! book and the state directory.
 //!
 //! What it may not touch: any instance's core; it is plumbing.
 
@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::notify;
 use super::replay_book::ReplayBook;
+use super::state::StateDir;
 use crate::config;
 use crate::control::TransitionEvent;
 use crate::election::State;
@@ -43,6 +44,8 @@ pub(super) struct Shared {
     pub(super) events: broadcast::Sender<TransitionEvent>,
     /// Every instance's replay checkpoint, written as one file.
     pub(super) replay_book: ReplayBook,
+    /// The state directory: a drain the instance rolled back is unsaved there.
+    pub(super) state_dir: StateDir,
 }
 
 impl Shared {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::instance::{
@@ -118,6 +118,7 @@ impl Supervisor {
         let held: Held = Arc::new(Mutex::new(cfg.vips.iter().map(|v| (*v, false)).collect()));
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();
         let (back_tx, back_rx) = mpsc::unbounded_channel();
+        let (releases_tx, releases_rx) = watch::channel(0);
         let worker = VipWorker {
             instance: cfg.name.clone(),
             interface: cfg.interface.clone(),
@@ -134,6 +135,7 @@ impl Supervisor {
             claimed: false,
             metrics: Arc::clone(&metrics),
             route: cfg.route.clone(),
+            releases_done: releases_tx,
         };
         let worker = tokio::spawn(worker.run(ops_rx));
 
@@ -181,7 +183,14 @@ impl Supervisor {
             ifindex: link.index,
             check_tx,
             checks,
-            notifier: Notifier::start(cfg.name.clone(), cfg.notify.clone(), Arc::clone(&metrics)),
+            notifier: Notifier::start(
+                cfg.name.clone(),
+                cfg.notify.clone(),
+                Arc::clone(&metrics),
+                releases_rx.clone(),
+            ),
+            releases_ordered: 0,
+            releases_done: releases_rx,
             rejects: RejectLog::new(AUTH_WARN_EVERY),
             send_warned: None,
             ops: ops_tx,

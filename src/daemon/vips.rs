@@ -33,7 +33,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::error_chain;
@@ -303,6 +303,8 @@ pub(super) struct VipWorker {
     pub(super) metrics: Arc<InstanceMetrics>,
     /// Routed mode: routes instead of addresses, no ARP/NA.
     pub(super) route: Option<RouteConfig>,
+    /// Counts the releases carried out, for the after-release hook.
+    pub(super) releases_done: watch::Sender<u64>,
 }
 
 impl VipWorker {
@@ -360,6 +362,7 @@ impl VipWorker {
                             self.release(vip, "released VIP").await;
                         }
                     }
+                    self.releases_done.send_modify(|done| *done += 1);
                 }
                 VipOp::Reclaim(_) if self.route.is_some() => {
                     // Idempotent: puts back whatever someone removed.

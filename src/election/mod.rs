@@ -510,6 +510,14 @@ impl Election {
         }
     }
 
+    /// Advertise now, outside the cadence: something the advert says outside
+    /// the election changed (the instance core's claim went ahead).
+    pub fn advertise_now(&mut self, now: Instant) {
+        if !self.stopped {
+            self.send_advert(now);
+        }
+    }
+
     /// No preemption before `until` (rule "A node that keeps crashing does not
     /// preempt"): the node still takes over a master that goes silent or
     /// releases, and an operator's promote still works.
@@ -730,6 +738,11 @@ impl Election {
     /// plus `takeover_margin`), and not shutting down?
     pub fn is_alive(&self, peer: &Peer, now: Instant) -> bool {
         self.peers.is_alive(peer, now)
+    }
+
+    /// When the peer stops being alive unless it is heard again.
+    pub fn alive_until(&self, peer: &Peer) -> Instant {
+        self.peers.alive_until(peer)
     }
 
     /// Does this node hear a majority of its group of `total` nodes (itself

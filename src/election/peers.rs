@@ -216,6 +216,11 @@ impl PeerTable {
         peer.heard_within(now, ALIVE_INTERVALS, self.margin)
     }
 
+    /// The moment a peer not heard again stops being alive.
+    pub(super) fn alive_until(&self, peer: &Peer) -> Instant {
+        peer.last_heard + peer.interval * ALIVE_INTERVALS + self.margin
+    }
+
     /// The peers that are eligible and alive: the ones that could be master.
     fn live_eligible(&self, now: Instant) -> impl Iterator<Item = &Peer> {
         self.peers

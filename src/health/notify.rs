@@ -11,9 +11,17 @@
 //! queued while an earlier one still waits its turn (a slow hook is running), the
 //! waiting one is dropped with a log line, because running `notify.master` after
 //! the instance has already become backup again would tell the application the
-//! opposite of the truth. `stop` hooks are never dropped. So the queue holds at
-//! most the latest transition plus pending stops, and it is bounded
-//! ([`MAX_PENDING`]) even then.
+//! opposite of the truth. `stop` and `after_release` hooks are never dropped. So
+//! the queue holds at most the latest transition plus pending stops and
+//! releases, and it is bounded ([`MAX_PENDING`]) even then.
+//!
+//! `after_release` ([`Notifier::after_release`]) runs in the same queue, so in
+//! order with the transition hooks, but only once the VIP worker has carried
+//! out the release it follows: the worker counts the releases it has done on a
+//! watch channel, and the hook waits (at most [`RELEASE_WAIT`]) until that
+//! count reaches the release it was queued for. Why: a hook that stops or
+//! fences the old primary must not run while clients can still reach it
+//! through the VIP.
 //!
 //! Every hook gets four arguments appended to its configured argv: the instance,
 //! the new state (`master`, `backup`, `fault` or `stop`), the previous state and
@@ -25,7 +33,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::NotifyConfig;
@@ -38,12 +46,18 @@ use crate::metrics::InstanceMetrics;
 /// while a hook hangs); past this the oldest waiting entry goes.
 pub const MAX_PENDING: usize = 8;
 
-/// One queued transition.
+/// How long an `after_release` hook waits for the VIP worker's release
+/// (netlink removals: milliseconds) before it runs anyway, logged.
+pub const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// One queued transition, or a release's `after_release` hook.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Event {
     to: String,
     from: String,
     reason: String,
+    /// `after_release` once the VIP worker has done this many releases.
+    after_release: Option<u64>,
 }
 
 /// The queue between the instance task and the hook task.
@@ -68,7 +82,7 @@ impl Queue {
         if pending.closed {
             return;
         }
-        let superseded = |waiting: &Event| waiting.to != "stop";
+        let superseded = |waiting: &Event| waiting.to != "stop" && waiting.after_release.is_none();
         while let Some(position) = pending.events.iter().position(superseded) {
             if let Some(old) = pending.events.remove(position) {
                 tracing::info!(%instance, state = %old.to, now = %event.to,
@@ -123,7 +137,13 @@ pub struct Notifier {
 impl Notifier {
     /// Starts the hook task (none when no hook is configured); each run is
     /// counted in `metrics`.
-    pub fn start(instance: String, cfg: NotifyConfig, metrics: Arc<InstanceMetrics>) -> Self {
+    /// `releases`: how many releases the instance's VIP worker has carried out.
+    pub fn start(
+        instance: String,
+        cfg: NotifyConfig,
+        metrics: Arc<InstanceMetrics>,
+        releases: watch::Receiver<u64>,
+    ) -> Self {
         if cfg.is_empty() {
             return Self {
                 instance,
@@ -132,7 +152,13 @@ impl Notifier {
             };
         }
         let queue = Arc::new(Queue::default());
-        let task = tokio::spawn(run(instance.clone(), cfg, Arc::clone(&queue), metrics));
+        let task = tokio::spawn(run(
+            instance.clone(),
+            cfg,
+            Arc::clone(&queue),
+            metrics,
+            releases,
+        ));
         Self {
             instance,
             queue: Some(queue),
@@ -150,16 +176,29 @@ impl Notifier {
         self.send("stop".into(), last.to_string(), "instance stopped");
     }
 
+    /// Queues the `after_release` hook for the VIP worker's `release`-th
+    /// release (counted from 1), which left this node in state `to`.
+    pub fn after_release(&self, release: u64, to: State, reason: &str) {
+        self.push(Event {
+            to: to.to_string(),
+            from: State::Master.to_string(),
+            reason: reason.to_owned(),
+            after_release: Some(release),
+        });
+    }
+
     fn send(&self, to: String, from: String, reason: &str) {
+        self.push(Event {
+            to,
+            from,
+            reason: reason.to_owned(),
+            after_release: None,
+        });
+    }
+
+    fn push(&self, event: Event) {
         if let Some(queue) = &self.queue {
-            queue.push(
-                &self.instance,
-                Event {
-                    to,
-                    from,
-                    reason: reason.to_owned(),
-                },
-            );
+            queue.push(&self.instance, event);
         }
     }
 
@@ -201,8 +240,32 @@ async fn run(
     cfg: NotifyConfig,
     queue: Arc<Queue>,
     metrics: Arc<InstanceMetrics>,
+    mut releases: watch::Receiver<u64>,
 ) {
     while let Some(event) = queue.next().await {
+        if let Some(release) = event.after_release {
+            if cfg.after_release.is_empty() {
+                continue;
+            }
+            let done = tokio::time::timeout(RELEASE_WAIT, async {
+                releases.wait_for(|count| *count >= release).await.is_ok()
+            })
+            .await;
+            if done != Ok(true) {
+                tracing::warn!(%instance, waited_s = RELEASE_WAIT.as_secs(),
+                    "after_release hook: the VIP worker did not report the release; running it anyway");
+            }
+            run_one(
+                &instance,
+                &cfg,
+                &metrics,
+                &event,
+                "after_release",
+                &cfg.after_release,
+            )
+            .await;
+            continue;
+        }
         let own = match event.to.as_str() {
             "master" => &cfg.master,
             "backup" => &cfg.backup,
@@ -216,27 +279,37 @@ async fn run(
             vec![(event.to.as_str(), own), ("any", &cfg.any)]
         };
         for (which, argv) in hooks {
-            if argv.is_empty() {
-                continue;
+            if !argv.is_empty() {
+                run_one(&instance, &cfg, &metrics, &event, which, argv).await;
             }
-            let started = Instant::now();
-            let outcome =
-                run_hook(&cfg, argv, &instance, &event.to, &event.from, &event.reason).await;
-            let took_ms = started.elapsed().as_millis();
-            let result = match outcome {
-                RunOutcome::Success => "success",
-                RunOutcome::Failed(_) => "failure",
-                RunOutcome::TimedOut(_) => "timeout",
-            };
-            metrics.hook_ran(which, result);
-            match outcome {
-                RunOutcome::Success => {
-                    tracing::info!(%instance, hook = which, state = %event.to, previous = %event.from, took_ms, "notify hook ran")
-                }
-                other => {
-                    tracing::warn!(%instance, hook = which, state = %event.to, previous = %event.from, took_ms, outcome = %other, "notify hook failed")
-                }
-            }
+        }
+    }
+}
+
+/// Runs one hook for `event`, counts and logs its outcome.
+async fn run_one(
+    instance: &str,
+    cfg: &NotifyConfig,
+    metrics: &InstanceMetrics,
+    event: &Event,
+    which: &str,
+    argv: &[String],
+) {
+    let started = Instant::now();
+    let outcome = run_hook(cfg, argv, instance, &event.to, &event.from, &event.reason).await;
+    let took_ms = started.elapsed().as_millis();
+    let result = match outcome {
+        RunOutcome::Success => "success",
+        RunOutcome::Failed(_) => "failure",
+        RunOutcome::TimedOut(_) => "timeout",
+    };
+    metrics.hook_ran(which, result);
+    match outcome {
+        RunOutcome::Success => {
+            tracing::info!(%instance, hook = which, state = %event.to, previous = %event.from, took_ms, "notify hook ran")
+        }
+        other => {
+            tracing::warn!(%instance, hook = which, state = %event.to, previous = %event.from, took_ms, outcome = %other, "notify hook failed")
         }
     }
 }
@@ -250,6 +323,7 @@ mod tests {
             to: to.into(),
             from: "x".into(),
             reason: "r".into(),
+            after_release: None,
         }
     }
 
@@ -278,6 +352,21 @@ mod tests {
             queue.push("db", event("stop"));
         }
         assert_eq!(waiting(&queue).len(), MAX_PENDING);
+    }
+
+    #[test]
+    fn after_release_hooks_are_never_superseded() {
+        let queue = Queue::default();
+        let release = Event {
+            after_release: Some(1),
+            ..event("backup")
+        };
+        queue.push("db", release);
+        queue.push("db", event("master"));
+        queue.push("db", event("backup"));
+        assert_eq!(waiting(&queue), ["backup", "backup"]);
+        let pending = queue.pending.lock().unwrap();
+        assert_eq!(pending.events[0].after_release, Some(1));
     }
 
     #[tokio::test]

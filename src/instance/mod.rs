@@ -115,6 +115,39 @@
 //!     not keep the VIPs from a node whose may not; and a preferred node whose
 //!     gate keeps failing would otherwise take the VIPs from a working master
 //!     every [`GATE_FAULT_HOLD`] only to drop them.
+//! 15. **A master says whether it serves.** While this node is master and has
+//!     not claimed the VIPs (its gate or its conflict probe still runs), its
+//!     adverts say so ([`Output::Advert`]'s `claim_pending`, extension type 4
+//!     on the wire); once the claim goes ahead it advertises at once without.
+//!     A peer's last word on it is kept ([`InstanceCore::peer_claim_pending`]).
+//!     Why: a master that has not claimed serves nobody. The node that handed
+//!     over to it (rule 16) and an operator waiting on `vipd drain --wait`
+//!     need to know when it does; the election does not (it never changes who
+//!     is master).
+//! 16. **A drain rolls back when its successor fails before serving.** A node
+//!     drained while master, once it hears its successor advertise as master
+//!     with a claim pending, watches that successor until it serves. If the
+//!     successor instead gives up master before serving (it releases, faults,
+//!     shuts down, or goes silent past its liveness window) and no other live
+//!     master serves, this node undrains itself ([`Event::DrainRolledBack`],
+//!     [`InstanceCore::drain_rolled_back`]) before the election hears the
+//!     release, so the election takes the VIPs back at once as for any
+//!     released master. Why: `vipd drain` refuses when nobody could take over;
+//!     a successor whose promotion fails could not either, and leaving the
+//!     VIPs nowhere is the outage the refusal exists to prevent. Only a drain
+//!     of a master is watched (a drained backup handed nothing over); an
+//!     operator's undrain, promote or new drain ends the watch. A successor
+//!     that fails within the [`STEP_DOWN_LINGER`] of the hand-over is heard
+//!     only after this node has released, and is then taken back from at the
+//!     successor's next advert (it advertises its fault at once).
+//! 17. **After a release, the after-release hook.** With
+//!     `notify.after_release` set, every release of the VIPs is followed by
+//!     [`Output::RunAfterRelease`], which the driver runs only once the
+//!     release it follows is carried out (the addresses are gone). Its result
+//!     is not an input: a failure is logged and counted, and decides nothing.
+//!     Why: it stops or fences the old primary, which must not happen while
+//!     clients can still reach it through the VIP; and by then the VIPs are
+//!     gone, so there is nothing left for a failure to hold back.
 
 pub mod crash;
 mod identity;
@@ -189,6 +222,12 @@ pub enum Event {
     GateOutdated {
         took: Duration,
     },
+    /// The drain was rolled back: the successor gave up before it served
+    /// (rule 16).
+    DrainRolledBack {
+        successor: String,
+        why: String,
+    },
     StateChanged {
         from: State,
         to: State,
@@ -254,14 +293,23 @@ pub enum Event {
 pub enum Output {
     /// Send this advert: the driver numbers it (the node's sequence), encodes,
     /// signs and sends it, with `replaced` as extension type 3 when set
-    /// ([`wire::replaced_master_extension`]; rule 5).
+    /// ([`wire::replaced_master_extension`]; rule 5), and extension type 4
+    /// when `claim_pending` ([`wire::claim_pending_extension`]; rule 15).
     Advert {
         body: AdvertBody,
         boot_id: u64,
         replaced: Option<String>,
+        claim_pending: bool,
     },
     Vips(VipOrder),
     Event(Event),
+    /// Run `notify.after_release` once the VIP worker has carried out the
+    /// [`VipOrder::Release`] before this output; the release left this node
+    /// in state `to` for `reason` (rule 17).
+    RunAfterRelease {
+        to: State,
+        reason: String,
+    },
     /// Run the gate (`notify.before_claim`) and feed its result to
     /// [`InstanceCore::handle_gate`]: this node became master `from` that
     /// state for `reason` (rule 14).
@@ -286,6 +334,13 @@ struct Gate {
     fault: Option<(String, Instant)>,
 }
 
+/// A drain of a master, watched until its successor serves (rule 16).
+#[derive(Debug, Default)]
+struct DrainWatch {
+    /// The master heard with a claim pending: node id and name.
+    successor: Option<(u64, String)>,
+}
+
 /// One instance's rules (see the module docs).
 #[derive(Debug)]
 pub struct InstanceCore {
@@ -305,6 +360,14 @@ pub struct InstanceCore {
     announce_deferred: bool,
     /// The gate before a claim (rule 14).
     gate: Gate,
+    /// An advert of ours said the claim is pending since the last claim.
+    said_pending: bool,
+    /// Peers whose last advert said their claim is pending (rule 15).
+    pending_claims: HashSet<u64>,
+    /// A drain of this node while master, until its successor serves (rule 16).
+    drain_watch: Option<DrainWatch>,
+    /// Why the last drain was rolled back, until the next command.
+    drain_rolled_back: Option<String>,
     /// Resumed after a crash (rule 12): the VIPs were held a moment ago, so
     /// the claim is not a cold one.
     resumed: bool,
@@ -362,6 +425,10 @@ impl InstanceCore {
             published: None,
             resumed: false,
             gate: Gate::default(),
+            said_pending: false,
+            pending_claims: HashSet::new(),
+            drain_watch: None,
+            drain_rolled_back: None,
             quorum_recheck: None,
             outputs: VecDeque::new(),
         }
@@ -419,6 +486,18 @@ impl InstanceCore {
             node_id,
             master: advert.body.flags.contains(wire::Flags::MASTER),
         });
+        let pending = wire::claim_pending(&extensions);
+        if pending {
+            if self.pending_claims.len() >= MAX_REMEMBERED_NODES {
+                let known: HashSet<u64> = self.election.peers().map(|p| p.node_id).collect();
+                self.pending_claims.retain(|id| known.contains(id));
+            }
+            self.pending_claims.insert(node_id);
+        } else {
+            self.pending_claims.remove(&node_id);
+        }
+        // Before the election hears a release: rolled back, it takes over.
+        self.watch_drain_hears(now, &advert.body, pending);
         self.election.handle_advert_replacing(
             now,
             &advert.body,
@@ -603,7 +682,18 @@ impl InstanceCore {
 
     /// An operator command (drain, undrain, promote).
     pub fn handle_command(&mut self, now: Instant, command: Command) -> Result<(), CommandError> {
+        let was_master = self.election.state() == State::Master;
+        let was_drained = self.election.is_drained();
         let result = self.election.handle_command(now, command);
+        if result.is_ok() {
+            self.drain_rolled_back = None;
+            self.drain_watch = match command {
+                // Rule 16: only a drain that hands the VIPs over is watched.
+                Command::Drain { .. } if was_master && !was_drained => Some(DrainWatch::default()),
+                Command::Drain { .. } => self.drain_watch.take(),
+                Command::Undrain | Command::Promote => None,
+            };
+        }
         self.settle(now);
         result
     }
@@ -714,6 +804,8 @@ impl InstanceCore {
             self.identity.next_expiry(),
             self.quorum_recheck,
             self.gate.fault.as_ref().map(|(_, until)| *until),
+            self.watched_successor()
+                .map(|p| self.election.alive_until(p)),
         ]
         .into_iter()
         .flatten()
@@ -784,6 +876,21 @@ impl InstanceCore {
         self.claimed
     }
 
+    /// Master, with the claim still waiting (gate or probe; rule 15).
+    pub fn claim_pending(&self) -> bool {
+        self.election.state() == State::Master && !self.claimed
+    }
+
+    /// Whether the peer's last advert said its claim is pending (rule 15).
+    pub fn peer_claim_pending(&self, node_id: u64) -> bool {
+        self.pending_claims.contains(&node_id)
+    }
+
+    /// Why the last drain was rolled back (rule 16), until the next command.
+    pub fn drain_rolled_back(&self) -> Option<&str> {
+        self.drain_rolled_back.as_deref()
+    }
+
     pub fn link_up(&self) -> bool {
         self.link_up
     }
@@ -806,6 +913,7 @@ impl InstanceCore {
             self.apply_health(now);
         }
         self.check_quorum(now);
+        self.watch_drain_silence(now);
         // The election's actions can start a probe or end an episode, and a
         // refused claim changes the health: both until quiet (bounded).
         for _ in 0..4 {
@@ -877,15 +985,22 @@ impl InstanceCore {
     }
 
     fn drain_election(&mut self, now: Instant) {
+        let mut released = false;
         while let Some(action) = self.election.poll_action() {
             match action {
                 Action::SendAdvert { body, replaced } => {
                     let body = self.identity.outgoing(body);
                     let boot_id = self.identity.boot_id();
+                    // Rule 15: a master's own claim, not a release (priority 0).
+                    let claim_pending = body.flags.contains(wire::Flags::MASTER)
+                        && body.priority > 0
+                        && self.claim_pending();
+                    self.said_pending |= claim_pending;
                     self.push(Output::Advert {
                         body,
                         boot_id,
                         replaced,
+                        claim_pending,
                     });
                 }
                 Action::ClaimVips
@@ -914,6 +1029,7 @@ impl InstanceCore {
                     self.push(Output::Vips(VipOrder::StopAnnouncing));
                 }
                 Action::ReleaseVips => {
+                    released = true;
                     self.claimed = false;
                     self.gate.passed = false;
                     self.claim_deferred = false;
@@ -928,6 +1044,14 @@ impl InstanceCore {
                 Action::ShutdownComplete => self.push_event(Event::ShutdownComplete),
             }
         }
+        if released && !self.cfg.notify.after_release.is_empty() {
+            // Rule 17: after the release, with the state it left this node in.
+            let (to, reason) = self.election.last_transition().map_or_else(
+                || (self.election.state(), "released after a restart".to_owned()),
+                |t| (t.to, t.reason.to_string()),
+            );
+            self.push(Output::RunAfterRelease { to, reason });
+        }
     }
 
     /// Claims the VIPs, or defers the claim for the conflict watch's probe
@@ -941,9 +1065,84 @@ impl InstanceCore {
             if std::mem::take(&mut self.announce_deferred) {
                 self.push(Output::Vips(VipOrder::Announce));
             }
+            if std::mem::take(&mut self.said_pending) {
+                // Rule 15: the peers learn now that this node serves.
+                self.election.advertise_now(now);
+            }
         } else {
             self.claim_deferred = true;
         }
+    }
+
+    /// Rule 16, on an accepted advert (before the election hears it).
+    fn watch_drain_hears(&mut self, now: Instant, body: &AdvertBody, pending: bool) {
+        let Some(watch) = &mut self.drain_watch else {
+            return;
+        };
+        let serving_master = body.flags.contains(wire::Flags::MASTER)
+            && crate::election::Rank::of_advert(body).eligible;
+        if serving_master && !pending {
+            // A master serves: the drain is complete.
+            self.drain_watch = None;
+            return;
+        }
+        if serving_master {
+            watch.successor = Some((body.node_id, body.node_name.clone()));
+            return;
+        }
+        let Some((id, name)) = watch.successor.clone() else {
+            return;
+        };
+        if id != body.node_id {
+            return;
+        }
+        let what = if body.flags.contains(wire::Flags::FAULT) {
+            "is in fault"
+        } else if body.flags.contains(wire::Flags::SHUTTING_DOWN) {
+            "is shutting down"
+        } else {
+            "released the VIPs"
+        };
+        self.roll_back_drain(now, name, format!("{what} before it claimed them"));
+    }
+
+    /// Rule 16: the watched successor went silent before it served.
+    fn watch_drain_silence(&mut self, now: Instant) {
+        let Some(successor) = self.watched_successor() else {
+            return;
+        };
+        if self.election.is_alive(successor, now) {
+            return;
+        }
+        let name = successor.name.clone();
+        self.roll_back_drain(now, name, "went silent before it claimed them".to_owned());
+    }
+
+    /// The peer the drain watch follows, if it is still in the peer table.
+    fn watched_successor(&self) -> Option<&crate::election::Peer> {
+        let (id, _) = self.drain_watch.as_ref()?.successor.as_ref()?;
+        self.election.peers().find(|p| p.node_id == *id)
+    }
+
+    fn roll_back_drain(&mut self, now: Instant, successor: String, what: String) {
+        self.drain_watch = None;
+        // Another live master that serves: nothing to roll back to.
+        let other_serves = self.election.peers().any(|p| {
+            p.name != successor
+                && p.flags.contains(wire::Flags::MASTER)
+                && p.rank().eligible
+                && self.election.is_alive(p, now)
+                && !self.pending_claims.contains(&p.node_id)
+        });
+        if other_serves || !self.election.is_drained() {
+            return;
+        }
+        if self.election.handle_command(now, Command::Undrain).is_err() {
+            return; // shutting down: the node is leaving anyway
+        }
+        let why = format!("successor {successor} {what}");
+        self.drain_rolled_back = Some(why.clone());
+        self.push_event(Event::DrainRolledBack { successor, why });
     }
 
     /// Takes the conflict watch's events; true if any changed the health.
@@ -975,6 +1174,9 @@ impl InstanceCore {
                         self.push(Output::Vips(VipOrder::Claim));
                         if std::mem::take(&mut self.announce_deferred) {
                             self.push(Output::Vips(VipOrder::Announce));
+                        }
+                        if std::mem::take(&mut self.said_pending) {
+                            self.election.advertise_now(now);
                         }
                     }
                 }

@@ -41,6 +41,9 @@ struct Node {
     orders: Vec<VipOrder>,
     /// How many times the core asked for the gate to run.
     gates_run: usize,
+    /// Each after-release hook asked for: how many orders came before it,
+    /// and the state the release left the node in.
+    after_releases: Vec<(usize, State)>,
 }
 
 impl Node {
@@ -63,6 +66,7 @@ impl Node {
             events: Vec::new(),
             orders: Vec::new(),
             gates_run: 0,
+            after_releases: Vec::new(),
         };
         n.collect();
         n
@@ -75,6 +79,7 @@ impl Node {
                     body,
                     boot_id,
                     replaced,
+                    claim_pending,
                 } => {
                     self.sequence += 1;
                     let advert = Advert {
@@ -82,12 +87,15 @@ impl Node {
                         boot_id,
                         sequence: self.sequence,
                     };
-                    let extensions: Vec<_> = replaced
+                    let mut extensions: Vec<_> = replaced
                         .as_deref()
                         .filter(|_| self.sends_extensions)
                         .map(wire::replaced_master_extension)
                         .into_iter()
                         .collect();
+                    if claim_pending && self.sends_extensions {
+                        extensions.push(wire::claim_pending_extension());
+                    }
                     let bytes = wire::encode_with_extensions(
                         &advert,
                         &extensions,
@@ -99,8 +107,19 @@ impl Node {
                 Output::Vips(order) => self.orders.push(order),
                 Output::Event(event) => self.events.push(event),
                 Output::RunGate { .. } => self.gates_run += 1,
+                Output::RunAfterRelease { to, .. } => {
+                    self.after_releases.push((self.orders.len(), to))
+                }
             }
         }
+    }
+
+    /// An operator's command that must be accepted, and what it caused.
+    fn command(&mut self, now: Instant, command: Command) {
+        self.core
+            .handle_command(now, command)
+            .unwrap_or_else(|e| panic!("{command} refused: {e}"));
+        self.collect();
     }
 
     fn tick(&mut self, now: Instant) {
@@ -395,28 +414,16 @@ fn a_maintenance_cycle_overlaps_as_planned_on_both_sides() {
     assert_eq!(master_of(&nodes), [0]);
 
     // Drain n1: it hands over to n2.
-    nodes[0]
-        .core
-        .handle_command(t, Command::Drain { force: false })
-        .expect("n2 can take over");
-    nodes[0].collect();
+    nodes[0].command(t, Command::Drain { force: false });
     t = run(&mut nodes, t, step, &everyone);
     assert_eq!(master_of(&nodes), [1], "drain");
     // Undrain n1: it preempts n2 (fail-back).
-    nodes[0]
-        .core
-        .handle_command(t, Command::Undrain)
-        .expect("undrains");
-    nodes[0].collect();
+    nodes[0].command(t, Command::Undrain);
     t = run(&mut nodes, t, step, &everyone);
     assert_eq!(master_of(&nodes), [0], "undrain");
     // Promote n2, then n1 back.
     for (i, promoted) in [(1, "promote n2"), (0, "promote n1")] {
-        nodes[i]
-            .core
-            .handle_command(t, Command::Promote)
-            .expect("promotes");
-        nodes[i].collect();
+        nodes[i].command(t, Command::Promote);
         t = run(&mut nodes, t, step, &everyone);
         assert_eq!(master_of(&nodes), [i], "{promoted}");
     }
@@ -488,20 +495,12 @@ fn fail_back_with_adverts_lost_towards_n2(lost: Duration) -> Vec<Node> {
     let t0 = Instant::now();
     let mut nodes = pair(t0);
     let mut t = run(&mut nodes, t0, Duration::from_secs(2), &everyone);
-    nodes[0]
-        .core
-        .handle_command(t, Command::Drain { force: false })
-        .expect("n2 can take over");
-    nodes[0].collect();
+    nodes[0].command(t, Command::Drain { force: false });
     t = run(&mut nodes, t, Duration::from_secs(1), &everyone);
     assert_eq!(master_of(&nodes), [1]);
     let drained = overlap_counts(&nodes[0]);
     assert_eq!(drained, (0, 1), "the drain's handover");
-    nodes[0]
-        .core
-        .handle_command(t, Command::Undrain)
-        .expect("undrains");
-    nodes[0].collect();
+    nodes[0].command(t, Command::Undrain);
     t = run(&mut nodes, t, lost, &|from, _| from == 1);
     assert_eq!(master_of(&nodes), [0, 1], "n2 has not heard n1 yet");
     run(&mut nodes, t, Duration::from_secs(1), &everyone);
@@ -543,21 +542,13 @@ fn a_peer_that_does_not_name_the_master_it_replaced_is_two_masters_on_the_replac
     nodes[1].sends_extensions = false;
     let mut t = run(&mut nodes, t0, Duration::from_secs(2), &everyone);
     // The older n2 replaces n1: n1 cannot tell it from a one-way loss.
-    nodes[1]
-        .core
-        .handle_command(t, Command::Promote)
-        .expect("promotes");
-    nodes[1].collect();
+    nodes[1].command(t, Command::Promote);
     t = run(&mut nodes, t, Duration::from_secs(1), &everyone);
     assert_eq!(master_of(&nodes), [1]);
     assert_eq!(overlap_counts(&nodes[0]), (1, 0));
     // n1 replaces the older n2 and hears it as master meanwhile: planned on
     // n1's side, which needs nothing from n2.
-    nodes[0]
-        .core
-        .handle_command(t, Command::Promote)
-        .expect("promotes");
-    nodes[0].collect();
+    nodes[0].command(t, Command::Promote);
     t = run(&mut nodes, t, Duration::from_millis(250), &|from, _| {
         from == 1
     });
@@ -760,15 +751,21 @@ fn a_gated_master_claims_only_once_the_gate_passed() {
         .any(|e| matches!(e, Event::GatePassed { .. })));
 }
 
-#[test]
-fn a_failed_gate_is_a_fault_the_peer_takes_over_and_it_may_try_again_later() {
-    let t0 = Instant::now();
+/// n1 (gated, preferred) and n2, run until n1 is master with its gate running.
+fn gated_n1_master(t0: Instant) -> (Vec<Node>, Instant) {
     let mut nodes = vec![
         Node::new("n1", 1, 150, GATE, 1, t0),
         Node::new("n2", 1, 100, "", 2, t0),
     ];
     let t = run(&mut nodes, t0, Duration::from_secs(1), &everyone);
     assert_eq!(nodes[0].state(), State::Master);
+    (nodes, t)
+}
+
+#[test]
+fn a_failed_gate_is_a_fault_the_peer_takes_over_and_it_may_try_again_later() {
+    let t0 = Instant::now();
+    let (mut nodes, t) = gated_n1_master(t0);
     assert_eq!(nodes[0].gates_run, 1);
     nodes[0].core.handle_gate(t, Err("exit status: 1".into()));
     nodes[0].collect();
@@ -785,11 +782,149 @@ fn a_failed_gate_is_a_fault_the_peer_takes_over_and_it_may_try_again_later() {
     assert_eq!(nodes[1].state(), State::Master);
     assert_eq!(nodes[0].gates_run, 1);
     // An operator's promote does, and runs the gate again.
-    nodes[0]
-        .core
-        .handle_command(t, Command::Promote)
-        .expect("promote");
-    nodes[0].collect();
+    nodes[0].command(t, Command::Promote);
     assert_eq!(nodes[0].state(), State::Master);
     assert_eq!(nodes[0].gates_run, 2, "a second try");
+}
+
+/// Whether the advert's bytes say the claim is pending (extension type 4).
+fn says_pending(n: &Node, bytes: &[u8]) -> Option<bool> {
+    let cfg = n.core.config();
+    let (advert, extensions) =
+        wire::decode_extended(bytes, cfg.group, &cfg.auth, &[]).expect("our own advert decodes");
+    advert
+        .body
+        .flags
+        .contains(wire::Flags::MASTER)
+        .then(|| wire::claim_pending(&extensions))
+}
+
+#[test]
+fn a_gated_master_says_its_claim_is_pending_until_it_serves() {
+    let t0 = Instant::now();
+    let (mut nodes, t) = gated_n1_master(t0);
+    assert!(nodes[0].core.claim_pending());
+    assert!(
+        nodes[1].core.peer_claim_pending(config::node_id("n1")),
+        "the peer heard that n1 does not serve yet"
+    );
+    nodes[0].core.handle_gate(t, Ok(()));
+    nodes[0].sent.clear();
+    nodes[0].collect();
+    let said: Vec<Option<bool>> = nodes[0]
+        .sent
+        .iter()
+        .map(|b| says_pending(&nodes[0], b))
+        .collect();
+    assert_eq!(
+        said,
+        [Some(false)],
+        "one master advert at once, without the pending field"
+    );
+    run(&mut nodes, t, 10 * MS, &everyone);
+    assert!(!nodes[0].core.claim_pending());
+    assert!(!nodes[1].core.peer_claim_pending(config::node_id("n1")));
+}
+
+/// n1 master, n2 (gated) its successor; n1 drained at the returned time with
+/// n2 master and its gate running.
+fn drained_to_a_gated_successor(t0: Instant) -> (Vec<Node>, Instant) {
+    let mut nodes = vec![
+        Node::new("n1", 1, 150, "", 1, t0),
+        Node::new("n2", 1, 100, GATE, 2, t0),
+    ];
+    let t = run(&mut nodes, t0, Duration::from_secs(1), &everyone);
+    assert_eq!(master_of(&nodes), [0]);
+    nodes[0].command(t, Command::Drain { force: false });
+    let t = run(&mut nodes, t, Duration::from_millis(100), &everyone);
+    assert_eq!(nodes[1].state(), State::Master);
+    assert_eq!(nodes[1].gates_run, 1);
+    assert_eq!(nodes[0].state(), State::Backup, "n1 handed over");
+    assert!(!nodes[0].core.is_claimed());
+    (nodes, t)
+}
+
+#[test]
+fn a_drain_whose_successor_fails_its_gate_rolls_back() {
+    let t0 = Instant::now();
+    let (mut nodes, t) = drained_to_a_gated_successor(t0);
+    nodes[1].core.handle_gate(t, Err("exit status: 1".into()));
+    nodes[1].collect();
+    let t = run(&mut nodes, t, Duration::from_millis(50), &everyone);
+    assert_eq!(nodes[0].state(), State::Master, "n1 took the VIPs back");
+    assert!(nodes[0].core.is_claimed());
+    assert!(!nodes[0].core.election().is_drained());
+    let why = nodes[0].core.drain_rolled_back().expect("a rollback");
+    assert!(why.contains("n2") && why.contains("in fault"), "{why}");
+    assert!(nodes[0]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::DrainRolledBack { .. })));
+    // The next command clears the record.
+    nodes[0].command(t, Command::Undrain);
+    assert!(nodes[0].core.drain_rolled_back().is_none());
+}
+
+#[test]
+fn a_drain_whose_successor_goes_silent_before_serving_rolls_back() {
+    let t0 = Instant::now();
+    let (mut nodes, t) = drained_to_a_gated_successor(t0);
+    // n2 dies with its gate still running: nothing from it reaches n1.
+    let t = run(&mut nodes, t, Duration::from_secs(1), &|from, _| from != 1);
+    assert_eq!(nodes[0].state(), State::Master, "n1 took the VIPs back");
+    let why = nodes[0].core.drain_rolled_back().expect("a rollback");
+    assert!(why.contains("went silent"), "{why}");
+    let _ = t;
+}
+
+#[test]
+fn a_drain_is_complete_once_the_successor_serves() {
+    let t0 = Instant::now();
+    let (mut nodes, t) = drained_to_a_gated_successor(t0);
+    nodes[1].core.handle_gate(t, Ok(()));
+    nodes[1].collect();
+    let t = run(&mut nodes, t, Duration::from_millis(50), &everyone);
+    assert!(nodes[1].core.is_claimed());
+    assert!(!nodes[0].core.peer_claim_pending(config::node_id("n2")));
+    // A later fault of the successor is an ordinary failover: n1 stays drained.
+    nodes[1].core.handle_link(t, false);
+    nodes[1].collect();
+    let _ = run(&mut nodes, t, Duration::from_secs(1), &everyone);
+    assert!(nodes[0].core.election().is_drained());
+    assert!(nodes[0].core.drain_rolled_back().is_none());
+    assert_ne!(nodes[0].state(), State::Master);
+}
+
+#[test]
+fn the_after_release_hook_follows_every_release_and_only_with_one_configured() {
+    const AFTER: &str = "[instance.notify]\nafter_release = [\"/bin/true\"]\n";
+    let t0 = Instant::now();
+    let mut nodes = vec![
+        Node::new("n1", 1, 150, AFTER, 1, t0),
+        Node::new("n2", 1, 100, "", 2, t0),
+    ];
+    let t = run(&mut nodes, t0, Duration::from_secs(1), &everyone);
+    assert_eq!(master_of(&nodes), [0]);
+    assert!(nodes[0].after_releases.is_empty(), "nothing released yet");
+    // A drain hands over; the hook follows the release order.
+    nodes[0].command(t, Command::Drain { force: false });
+    let t = run(&mut nodes, t, Duration::from_millis(100), &everyone);
+    assert_eq!(master_of(&nodes), [1]);
+    let [(before, to)] = nodes[0].after_releases[..] else {
+        panic!("one hook: {:?}", nodes[0].after_releases);
+    };
+    assert_eq!(nodes[0].orders[before - 1], VipOrder::Release);
+    assert_eq!(to, State::Backup);
+    // A fault's release too, with the state it left the node in.
+    nodes[0].command(t, Command::Undrain);
+    nodes[0].command(t, Command::Promote);
+    let t = run(&mut nodes, t, Duration::from_millis(100), &everyone);
+    assert_eq!(master_of(&nodes), [0]);
+    nodes[0].core.handle_link(t, false);
+    nodes[0].collect();
+    assert_eq!(nodes[0].after_releases.len(), 2);
+    assert_eq!(nodes[0].after_releases[1].1, State::Fault);
+    assert_eq!(*nodes[0].orders.last().expect("orders"), VipOrder::Release);
+    // n2 has none configured: its releases ask for nothing.
+    assert!(nodes[1].after_releases.is_empty());
 }

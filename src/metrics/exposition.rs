@@ -421,7 +421,7 @@ impl Reading {
                 Ok(())
             },
         )?;
-        family(e, "vipd_hook_runs", "Notify hook runs, by hook (master, backup, fault, stop, any) and result (success, failure, timeout).", Counter, |m| {
+        family(e, "vipd_hook_runs", "Notify hook runs, by hook (master, backup, fault, stop, any, after_release) and result (success, failure, timeout).", Counter, |m| {
             for i in c {
                 for ((hook, result), n) in &i.hooks {
                     counter(m, &[(NAME, i.name.as_str()), ("hook", hook.as_str()), ("result", result)], *n)?;

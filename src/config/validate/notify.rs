@@ -27,6 +27,7 @@ impl Validator<'_> {
         let stop = self.command(&label, "stop", raw.stop);
         let any = self.command(&label, "any", raw.any);
         let before_claim = self.command(&label, "before_claim", raw.before_claim);
+        let after_release = self.command(&label, "after_release", raw.after_release);
         let timeout = self.duration_in(
             &label,
             "timeout",
@@ -42,6 +43,7 @@ impl Validator<'_> {
             stop: stop?,
             any: any?,
             before_claim: before_claim?,
+            after_release: after_release?,
             timeout: timeout?,
             user: user?,
         })

@@ -191,6 +191,10 @@ pub(super) struct Instance {
     /// The core's next deadline, polled by the instance's task and moved by
     /// whoever fed the core last (the socket's task too, without waking it).
     pub(super) timer: DeadlineTimer,
+    /// Releases ordered from the VIP worker so far; it counts those done on
+    /// `releases_done` (the after-release hook waits for its own).
+    pub(super) releases_ordered: u64,
+    pub(super) releases_done: watch::Receiver<u64>,
 }
 
 impl Instance {
@@ -379,10 +383,16 @@ impl Instance {
                     body,
                     boot_id,
                     replaced,
-                } => self.send_advert(now, body, boot_id, replaced.as_deref()),
+                    claim_pending,
+                } => self.send_advert(now, body, boot_id, replaced.as_deref(), claim_pending),
                 Output::Vips(order) => self.order_vips(order),
                 Output::Event(event) => self.on_event(now, event),
                 Output::RunGate { from, reason } => self.run_gate(from, reason),
+                Output::RunAfterRelease { to, reason } => {
+                    // Queued behind the release just ordered (rule 17).
+                    self.notifier
+                        .after_release(self.releases_ordered, to, &reason);
+                }
             }
         }
         let cfg = self.core.config();
@@ -399,7 +409,10 @@ impl Instance {
             VipOrder::Announce => VipOp::Announce,
             VipOrder::AnnounceOnce => VipOp::AnnounceOnce,
             VipOrder::StopAnnouncing => VipOp::StopAnnouncing,
-            VipOrder::Release => VipOp::Release,
+            VipOrder::Release => {
+                self.releases_ordered += 1;
+                VipOp::Release
+            }
             VipOrder::Reclaim(vip) => {
                 if let Some(vip) = vip {
                     tracing::warn!(instance = %self.core.config().name, %vip,
@@ -446,6 +459,17 @@ impl Instance {
             Event::GateFailed { why, took } => {
                 tracing::error!(%instance, took_ms = took.as_millis(), error = %why,
                     "before_claim gate failed: not claiming the VIPs; in fault for {} s", crate::instance::GATE_FAULT_HOLD.as_secs());
+            }
+            Event::DrainRolledBack { successor, why } => {
+                tracing::warn!(%instance, %successor, %why,
+                    "drain rolled back: the successor did not serve; this node takes the VIPs back");
+                // A restart must not be drained by a drain that no longer is.
+                let state = self.shared.state_dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = state.set_drained(&instance, false) {
+                        tracing::warn!(%instance, error = %e, "the rolled-back drain could not be removed from the state directory");
+                    }
+                });
             }
             Event::GateOutdated { took } => {
                 tracing::warn!(%instance, took_ms = took.as_millis(),
@@ -517,13 +541,15 @@ impl Instance {
     }
 
     /// `replaced`: the master this node replaced on purpose, named in the
-    /// advert (extension type 3) while the election says so.
+    /// advert (extension type 3) while the election says so; `claim_pending`:
+    /// master with the claim still waiting (extension type 4).
     fn send_advert(
         &mut self,
         now: Instant,
         body: wire::AdvertBody,
         boot_id: u64,
         replaced: Option<&str>,
+        claim_pending: bool,
     ) {
         let sequence = self.shared.sequence.fetch_add(1, Ordering::Relaxed) + 1;
         let advert = Advert {
@@ -535,6 +561,9 @@ impl Instance {
             let mut fields = vec![wire::software_version_extension()];
             fields.extend(self.conflicts.own_mac.map(wire::link_address_extension));
             fields.extend(replaced.map(wire::replaced_master_extension));
+            if claim_pending {
+                fields.push(wire::claim_pending_extension());
+            }
             fields
         } else {
             Vec::new()

@@ -42,6 +42,7 @@ impl Instance {
                     name: e.config().node_name.clone(),
                     address: None,
                     is_self: true,
+                    claim_pending: core.claim_pending(),
                 }
             } else {
                 MasterStatus {
@@ -51,6 +52,7 @@ impl Instance {
                         .map_or_else(|| format!("node {id:#x}"), |p| p.name.clone()),
                     address: core.sources().get(&id).map(ToString::to_string),
                     is_self: false,
+                    claim_pending: core.peer_claim_pending(id),
                 }
             }
         });
@@ -159,6 +161,7 @@ impl Instance {
                 .collect(),
             foreign_claims_seen: core.watch().foreign_sightings(),
             foreign_claim_episodes: core.foreign_claim_episodes(),
+            drain_rolled_back: core.drain_rolled_back().map(str::to_owned),
         }
     }
 }

@@ -71,6 +71,7 @@ impl Instance {
                 new.name.clone(),
                 new.notify.clone(),
                 Arc::clone(&self.telemetry.metrics),
+                self.releases_done.clone(),
             );
             let mut previous = std::mem::replace(&mut self.notifier, fresh);
             // Hooks already queued still run, under their old configuration.
