@@ -778,7 +778,7 @@ fn render(rows: &[Value], runs: usize, out: &mut String) {
     // What each unit did after the kill, and anything that did not settle.
     for row in rows {
         let per_run = row["per_run"].as_array().cloned().unwrap_or_default();
-        if row["scenario"] == Scenario::Kill9.key() {
+        if row["scenario"] == Scenario::Kill9.key() && !per_run.is_empty() {
             let mut states: Vec<String> = per_run
                 .iter()
                 .map(|r| {
