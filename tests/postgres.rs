@@ -26,7 +26,13 @@ const RECIPE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/postgresql");
 /// The recipe's instance settings for a lab node: its checks, gate and hooks
 /// with the scripts from contrib/, at `priority` (the recipe gives both nodes
 /// the same; the primary check's weight decides).
-fn recipe_instance(vip: &str) -> InstanceSpec {
+fn recipe_instance(vip: &str, peer: &str) -> InstanceSpec {
+    let gate = format!("[{:?}, {peer:?}]", format!("{RECIPE}/promote.sh"));
+    recipe_instance_gated(vip, &gate)
+}
+
+/// [`recipe_instance`] with another gate (a TOML array).
+fn recipe_instance_gated(vip: &str, gate: &str) -> InstanceSpec {
     let script = |name: &str| format!("{RECIPE}/{name}");
     InstanceSpec::new(100)
         .advert("1s")
@@ -38,9 +44,8 @@ fn recipe_instance(vip: &str) -> InstanceSpec {
             script("is-primary.sh")
         ))
         .extra("[instance.notify]")
-        .extra(&format!("before_claim = [{:?}]", script("promote.sh")))
-        .extra(&format!("backup = [{:?}]", script("fence.sh")))
-        .extra(&format!("fault = [{:?}]", script("fence.sh")))
+        .extra(&format!("before_claim = {gate}"))
+        .extra(&format!("after_release = [{:?}]", script("fence.sh")))
         .extra("timeout = \"60s\"")
 }
 
@@ -59,7 +64,10 @@ fn the_recipe_file_loads() {
     let _ = std::fs::remove_dir_all(&dir);
     let config = loaded.unwrap_or_else(|e| panic!("contrib/postgresql/vipd.toml: {e:?}"));
     let db = &config.instances[0];
-    assert_eq!(db.notify.before_claim, ["/etc/vipd/promote.sh"]);
+    assert_eq!(
+        db.notify.before_claim,
+        ["/etc/vipd/promote.sh", "10.0.0.12"]
+    );
     assert_eq!(db.track_scripts.len(), 2);
 }
 
@@ -68,36 +76,29 @@ fn a_switchover_promotes_before_the_vip_moves_and_loses_no_acknowledged_write() 
     if !require_root() {
         return;
     }
-    let lab = Lab::new("pgswitch", 2);
-    let vip = lab.vip4(0);
-    let primary = Postgres::primary(&lab.node(1).ns, "db1", &[]);
-    let standby = Postgres::standby(&lab.node(2).ns, "db2", &lab.node(1).v4, &[]);
-    // Synchronous once the standby is there (every commit before would wait).
-    primary.sql("ALTER SYSTEM SET synchronous_standby_names = '*'");
-    primary.sql("SELECT pg_reload_conf()");
-    wait_until("the standby streams", Duration::from_secs(30), || {
-        primary.sql("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'") == "1"
-    });
-    let mut daemons = start_nodes(&lab, vec![recipe_instance(&vip), recipe_instance(&vip)]);
-    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(30));
-    assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "t");
-
-    let writer = PgWriter::start(
-        &lab.client.ns,
-        strip_prefix_len(&vip),
-        Duration::from_millis(20),
-    );
-    wait_until(
-        "the first write is acknowledged",
-        Duration::from_secs(20),
-        || primary.sql("SELECT count(*) FROM writes") != "0",
-    );
-    sleep_checked(Duration::from_secs(2));
+    let Pair {
+        lab,
+        vip,
+        primary,
+        standby,
+        mut daemons,
+        writer,
+    } = Pair::start("pgswitch", None);
 
     let from = Instant::now();
     let drain = daemons[0].cli(&["drain", "db", "--wait"]);
     let drain_took = from.elapsed();
     assert!(drain.status.success(), "drain: {}", output_text(&drain));
+    // drain --wait returns once the successor serves: promoted, VIP claimed.
+    let at_return = (lab.holders(&vip), standby.sql("SELECT pg_is_in_recovery()"));
+    eprintln!(
+        "[pgswitch] when drain --wait returned: VIP holders {:?}, db2 in recovery: {}",
+        at_return.0, at_return.1
+    );
+    assert!(
+        at_return.0.contains(&2) && at_return.1 == "f",
+        "drain --wait returned before db2 served: {at_return:?}"
+    );
     wait_sole_holder(&lab, &vip, 2, Duration::from_secs(30));
     let holds_at = from.elapsed();
     wait_until("db2 is primary", Duration::from_secs(30), || {
@@ -111,17 +112,7 @@ fn a_switchover_promotes_before_the_vip_moves_and_loses_no_acknowledged_write() 
     sleep_checked(Duration::from_secs(2));
     let writes = writer.finish();
 
-    let stored: BTreeSet<u32> = standby
-        .sql("SELECT n FROM writes")
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    let missing: Vec<u32> = writes
-        .acked
-        .iter()
-        .map(|a| a.1)
-        .filter(|n| !stored.contains(n))
-        .collect();
+    let missing = missing_on(&standby, &writes);
     let fenced = primary.sql("SHOW default_transaction_read_only");
     eprintln!(
         "[pgswitch] vipd drain db --wait on db1 took {} ms ({}); db2 promoted and held the VIP \
@@ -140,8 +131,137 @@ fn a_switchover_promotes_before_the_vip_moves_and_loses_no_acknowledged_write() 
         writes.longest_gap_since(from).as_secs_f64() * 1e3,
         missing.len()
     );
+    if std::env::var_os("PGSWITCH_LOGS").is_some() {
+        eprintln!("{}", all_logs());
+    }
     assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
     assert_eq!(fenced, "on", "the old primary was fenced");
+    for daemon in &mut daemons {
+        let status = daemon.sigterm();
+        assert!(status.success(), "{} exited with {status}", daemon.label);
+    }
+}
+
+/// A primary on n1, its synchronous standby on n2, vipd with the recipe on
+/// both (n1 master), and a writer through the VIP with a first write
+/// acknowledged.
+struct Pair {
+    lab: Lab,
+    vip: String,
+    primary: Postgres,
+    standby: Postgres,
+    daemons: Vec<Daemon>,
+    writer: PgWriter,
+}
+
+impl Pair {
+    /// `standby_gate`: n2's gate instead of the recipe's (a TOML array).
+    fn start(tag: &str, standby_gate: Option<&str>) -> Self {
+        let lab = Lab::new(tag, 2);
+        let vip = lab.vip4(0);
+        let primary = Postgres::primary(&lab.node(1).ns, "db1", &[]);
+        let standby = Postgres::standby(&lab.node(2).ns, "db2", &lab.node(1).v4, &[]);
+        // Synchronous once the standby is there (every commit before would wait).
+        primary.sql("ALTER SYSTEM SET synchronous_standby_names = '*'");
+        primary.sql("SELECT pg_reload_conf()");
+        wait_until("the standby streams", Duration::from_secs(30), || {
+            primary.sql("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'") == "1"
+        });
+        let n2 = match standby_gate {
+            Some(gate) => recipe_instance_gated(&vip, gate),
+            None => recipe_instance(&vip, &lab.node(1).v4),
+        };
+        let daemons = start_nodes(&lab, vec![recipe_instance(&vip, &lab.node(2).v4), n2]);
+        wait_sole_holder(&lab, &vip, 1, Duration::from_secs(30));
+        assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "t");
+        let writer = PgWriter::start(
+            &lab.client.ns,
+            strip_prefix_len(&vip),
+            Duration::from_millis(20),
+        );
+        wait_until(
+            "the first write is acknowledged",
+            Duration::from_secs(20),
+            || primary.sql("SELECT count(*) FROM writes") != "0",
+        );
+        sleep_checked(Duration::from_secs(2));
+        Self {
+            lab,
+            vip,
+            primary,
+            standby,
+            daemons,
+            writer,
+        }
+    }
+}
+
+/// The acknowledged writes that `server` does not have.
+fn missing_on(server: &Postgres, writes: &PgWrites) -> Vec<u32> {
+    let stored: BTreeSet<u32> = server
+        .sql("SELECT n FROM writes")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    writes
+        .acked
+        .iter()
+        .map(|a| a.1)
+        .filter(|n| !stored.contains(n))
+        .collect()
+}
+
+/// A switchover whose promotion fails (n2's gate fails before promoting,
+/// as a promotion refused by the server would): the drain is rolled back,
+/// the old primary, fenced once its VIP was gone, takes writes again (the
+/// recipe's gate sees the peer is still a standby), and nothing acknowledged
+/// is lost.
+#[test]
+fn a_switchover_whose_promotion_fails_rolls_back_to_the_old_primary() {
+    if !require_root() {
+        return;
+    }
+    let gate = format!("[\"/bin/sh\", \"-c\", \"exit 3\", \"failing-promotion\"]");
+    let Pair {
+        lab,
+        vip,
+        primary,
+        standby,
+        mut daemons,
+        writer,
+    } = Pair::start("pgroll", Some(&gate));
+    let from = Instant::now();
+    let drain = daemons[0].cli(&["drain", "db", "--wait", "--timeout", "30s"]);
+    let drain_took = from.elapsed();
+    let said = output_text(&drain);
+    assert_eq!(drain.status.code(), Some(1), "drain: {said}");
+    assert!(said.contains("drain rolled back"), "{said}");
+    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(30));
+    wait_until("db1 takes writes again", Duration::from_secs(30), || {
+        primary.sql("SHOW default_transaction_read_only") == "off"
+            && primary.sql("SELECT max(n) FROM writes") != "0"
+    });
+    let back_at = from.elapsed();
+    sleep_checked(Duration::from_secs(2));
+    let writes = writer.finish();
+    let missing = missing_on(&primary, &writes);
+    eprintln!(
+        "[pgroll] drain --wait exited 1 after {} ms ({}); db1 took writes again {} ms after the \
+         drain; client: {} sent, {} acknowledged, {} sessions, longest time between two \
+         acknowledgements {:.1} ms, acknowledged but missing: {}",
+        ms(drain_took),
+        said.trim(),
+        ms(back_at),
+        writes.sent,
+        writes.acked.len(),
+        writes.sessions,
+        writes.longest_gap_since(from).as_secs_f64() * 1e3,
+        missing.len()
+    );
+    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+    assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "t");
+    let (_, status) = daemons[0].first_instance_status().expect("db1's status");
+    assert_eq!(status["drained"], false, "{status:#}");
     for daemon in &mut daemons {
         let status = daemon.sigterm();
         assert!(status.success(), "{} exited with {status}", daemon.label);

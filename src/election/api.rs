@@ -146,6 +146,10 @@ pub enum Notice {
     /// says which of its cases; the lower-ranked of the two steps down as for
     /// any better master.
     PlannedOverlap { peer: String, why: PlannedOverlap },
+    /// The master this node was stepping down for gave up before it served
+    /// (the rule "Master meets master"); `stays`: this node stays master,
+    /// else it released at once.
+    StepDownCalledOff { peer: String, stays: bool },
     /// A peer's VIP set differs from ours.
     VipSetMismatch { peer: String },
     /// A master advertises another interval than ours (we follow theirs).

@@ -54,6 +54,21 @@
 //! the VIPs [`STEP_DOWN_LINGER`] later, so packets still sent to its MAC while
 //! the new master's claim and gratuitous ARP land are not dropped. One that
 //! hears a worse master stays and advertises at once so the other steps down.
+//! When the better master says its claim is pending (its `before_claim` gate
+//! runs: the advert's extension type 4, passed in as `claim_pending`), it
+//! will claim only later: the stepping-down master keeps the VIPs until that
+//! master says it serves and releases [`STEP_DOWN_LINGER`] after that, at
+//! most `handover_timeout` after hearing it. If that master gives up before
+//! serving (it releases, faults, shuts down, or goes silent past its
+//! liveness window), the step-down is called off
+//! ([`Notice::StepDownCalledOff`]): a node that may still be master stays
+//! master and announces again; one that may not (drained, in fault, shutting
+//! down) releases at once with priority 0. Why: while a database's standby
+//! is promoted, clients reaching the old primary get an answer (a refusal
+//! once it is fenced) instead of SYNs into a VIP nobody holds, which cost
+//! them a TCP retransmission (1 s) each; and a promotion that fails must not
+//! leave the VIPs nowhere. Without the field (an older build, or no gate) the
+//! linger is as before.
 //!
 //! **Planned overlaps.** Every planned change of master overlaps: the new
 //! master claims before the old one lets go (make-before-break), so both hold
@@ -267,6 +282,10 @@ struct Replaced {
 struct StepDown {
     reason: Reason,
     successor: AdvertBody,
+    /// The successor has not said it serves yet (its claim is pending).
+    claim_pending: bool,
+    /// While the claim is pending: when to stop waiting for it.
+    give_up_at: Instant,
 }
 
 /// One instance's election. See the module docs for the rules.
@@ -367,17 +386,20 @@ impl Election {
     /// it replaced (the adverts of builds that do not send the name, and every
     /// advert outside a takeover's window).
     pub fn handle_advert(&mut self, now: Instant, body: &AdvertBody) {
-        self.handle_advert_replacing(now, body, None);
+        self.handle_advert_replacing(now, body, None, false);
     }
 
     /// An authenticated advert from a peer of this group; `replaced` is the
     /// node name its sender says it replaced on purpose, if it says so
-    /// (extension type 3; the rule "Planned overlaps").
+    /// (extension type 3; the rule "Planned overlaps"); `claim_pending`:
+    /// its sender is master but has not claimed yet (extension type 4; the
+    /// rule "Master meets master").
     pub fn handle_advert_replacing(
         &mut self,
         now: Instant,
         body: &AdvertBody,
         replaced: Option<&str>,
+        claim_pending: bool,
     ) {
         if self.stopped || body.group != self.cfg.group {
             return;
@@ -406,9 +428,12 @@ impl Election {
 
         let theirs = Rank::of_advert(body);
         let is_master = body.flags.contains(Flags::MASTER);
+        if self.step_down_successor_heard(now, body, is_master && theirs.eligible, claim_pending) {
+            return;
+        }
         match self.state {
             State::Master if is_master && theirs.eligible => {
-                self.master_meets_master(now, body, replaced);
+                self.master_meets_master(now, body, replaced, claim_pending);
             }
             State::Backup if is_master && theirs.eligible => self.backup_hears_master(now, body),
             State::Backup if self.followed_master == Some(body.node_id) => {
@@ -448,7 +473,18 @@ impl Election {
         if self.timers.is_due(Timer::Handover, now) {
             self.timers.clear(Timer::Handover);
             if let Some(step) = self.stepping_down.take() {
-                self.release_to_backup(now, step.reason, Some(&step.successor));
+                let alive = self
+                    .peers
+                    .get(step.successor.node_id)
+                    .is_some_and(|p| self.peers.is_alive(p, now));
+                if step.claim_pending && !alive {
+                    // Silent before it served: as if it had given up.
+                    self.call_off_step_down(now, step);
+                } else {
+                    // Served (the linger is over), or still alive but its
+                    // claim outlasted handover_timeout: follow it.
+                    self.release_to_backup(now, step.reason, Some(&step.successor));
+                }
             } else if self.state == State::Master && self.handing_over {
                 self.release_to_backup(now, Reason::HandoverTimeout, None);
             }
@@ -892,7 +928,82 @@ impl Election {
         (self.rank() > best.rank()).then(|| best.name.clone())
     }
 
-    fn master_meets_master(&mut self, now: Instant, body: &AdvertBody, replaced: Option<&str>) {
+    /// The rule "Master meets master" for the successor of a step-down
+    /// that waits for its claim: it serves (release a linger later) or gave
+    /// up before serving (call the step-down off, or release at once when
+    /// this node may not stay master). True when the advert is dealt with.
+    fn step_down_successor_heard(
+        &mut self,
+        now: Instant,
+        body: &AdvertBody,
+        serving_master: bool,
+        claim_pending: bool,
+    ) -> bool {
+        let Some(step) = self.stepping_down.as_mut() else {
+            return false;
+        };
+        if !step.claim_pending || step.successor.node_id != body.node_id {
+            return false;
+        }
+        if serving_master && claim_pending {
+            // Heard again: it stays alive for longer.
+            let give_up_at = step.give_up_at;
+            self.arm_pending_step_down(body.node_id, give_up_at);
+            return false;
+        }
+        if serving_master {
+            step.claim_pending = false;
+            step.successor = body.clone();
+            let linger_until = now + STEP_DOWN_LINGER;
+            let release_at = self
+                .timers
+                .get(Timer::Handover)
+                .map_or(linger_until, |t| t.min(linger_until));
+            self.timers.set(Timer::Handover, release_at);
+            return false;
+        }
+        if let Some(step) = self.stepping_down.take() {
+            self.call_off_step_down(now, step);
+        }
+        true
+    }
+
+    /// The successor of a step-down gave up, or went silent, before it
+    /// served: stay master if this node may, else release at once.
+    fn call_off_step_down(&mut self, now: Instant, step: StepDown) {
+        self.timers.clear(Timer::Handover);
+        let stays = self.is_eligible() && !self.shutting_down;
+        self.notice(Notice::StepDownCalledOff {
+            peer: step.successor.node_name.clone(),
+            stays,
+        });
+        if stays {
+            // Still holding the VIPs: announce them again, say so.
+            self.handing_over = false;
+            self.actions.push_back(Action::AnnounceVips);
+            self.send_advert(now);
+        } else {
+            self.release_to_backup(now, step.reason, None);
+        }
+    }
+
+    /// The linger of a step-down whose successor's claim is pending ends at
+    /// `give_up_at`, or when the successor stops being alive if sooner.
+    fn arm_pending_step_down(&mut self, successor: u64, give_up_at: Instant) {
+        let silent_at = self
+            .peers
+            .get(successor)
+            .map_or(give_up_at, |p| self.peers.alive_until(p));
+        self.timers.set(Timer::Handover, give_up_at.min(silent_at));
+    }
+
+    fn master_meets_master(
+        &mut self,
+        now: Instant,
+        body: &AdvertBody,
+        replaced: Option<&str>,
+        claim_pending: bool,
+    ) {
         if self.stepping_down.is_some() {
             return;
         }
@@ -915,7 +1026,13 @@ impl Election {
             };
             // Make-before-break: keep the VIPs a moment longer while the new
             // master's claim and gratuitous ARP land; say priority 0 meanwhile.
-            let linger_until = now + STEP_DOWN_LINGER;
+            // A new master whose claim waits (its gate runs) claims later:
+            // keep them until it serves, within handover_timeout.
+            let linger_until = if claim_pending {
+                now + self.cfg.settings.handover_timeout
+            } else {
+                now + STEP_DOWN_LINGER
+            };
             let release_at = self
                 .timers
                 .get(Timer::Handover)
@@ -923,9 +1040,15 @@ impl Election {
             self.stepping_down = Some(StepDown {
                 reason,
                 successor: body.clone(),
+                claim_pending,
+                give_up_at: release_at,
             });
             self.stop_announcing();
-            self.timers.set(Timer::Handover, release_at);
+            if claim_pending {
+                self.arm_pending_step_down(body.node_id, release_at);
+            } else {
+                self.timers.set(Timer::Handover, release_at);
+            }
             self.send_advert(now);
         } else {
             // Case (b): the master this node replaced, still heard.
@@ -1665,7 +1788,7 @@ mod tests {
         let t0 = Instant::now();
         for (replaced, planned) in [(Some("n1"), true), (Some("n7"), false), (None, false)] {
             let (mut e, t) = settled_master(t0);
-            e.handle_advert_replacing(t, &advert(2, 200, Flags::MASTER), replaced);
+            e.handle_advert_replacing(t, &advert(2, 200, Flags::MASTER), replaced, false);
             let mut actions = drain(&mut e);
             actions.extend(run_to(&mut e, t + STEP_DOWN_LINGER));
             assert!(

@@ -82,8 +82,14 @@ impl Queue {
         if pending.closed {
             return;
         }
+        // Only a transition supersedes: an after-release hook is no new state.
         let superseded = |waiting: &Event| waiting.to != "stop" && waiting.after_release.is_none();
-        while let Some(position) = pending.events.iter().position(superseded) {
+        while let Some(position) = pending
+            .events
+            .iter()
+            .position(superseded)
+            .filter(|_| event.after_release.is_none())
+        {
             if let Some(old) = pending.events.remove(position) {
                 tracing::info!(%instance, state = %old.to, now = %event.to,
                     "notify hooks skipped: the instance left that state before they could run");
@@ -361,10 +367,13 @@ mod tests {
             after_release: Some(1),
             ..event("backup")
         };
-        queue.push("db", release);
-        queue.push("db", event("master"));
+        // Queued behind the transition it follows, which it does not supersede.
         queue.push("db", event("backup"));
+        queue.push("db", release);
         assert_eq!(waiting(&queue), ["backup", "backup"]);
+        // A later transition supersedes the waiting transition only.
+        queue.push("db", event("master"));
+        assert_eq!(waiting(&queue), ["backup", "master"]);
         let pending = queue.pending.lock().unwrap();
         assert_eq!(pending.events[0].after_release, Some(1));
     }

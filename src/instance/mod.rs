@@ -136,10 +136,10 @@
 //!     a successor whose promotion fails could not either, and leaving the
 //!     VIPs nowhere is the outage the refusal exists to prevent. Only a drain
 //!     of a master is watched (a drained backup handed nothing over); an
-//!     operator's undrain, promote or new drain ends the watch. A successor
-//!     that fails within the [`STEP_DOWN_LINGER`] of the hand-over is heard
-//!     only after this node has released, and is then taken back from at the
-//!     successor's next advert (it advertises its fault at once).
+//!     operator's undrain, promote or new drain ends the watch. While the
+//!     successor's claim is pending this node still holds the VIPs (the
+//!     election's rule "Master meets master"), so after a rollback they have
+//!     not moved at all.
 //! 17. **After a release, the after-release hook.** With
 //!     `notify.after_release` set, every release of the VIPs is followed by
 //!     [`Output::RunAfterRelease`], which the driver runs only once the
@@ -502,6 +502,7 @@ impl InstanceCore {
             now,
             &advert.body,
             wire::replaced_master(&extensions),
+            pending,
         );
         if new_source {
             self.push_event(Event::KnownSourcesChanged);
@@ -524,6 +525,9 @@ impl InstanceCore {
             self.gate.fault = None;
             self.apply_health(now);
         }
+        // Rule 16 before the election: a drain rolled back for a silent
+        // successor lets the election call its step-down off.
+        self.watch_drain_silence(now);
         self.election.handle_timeout(now);
         self.watch.handle_timeout(now);
         self.settle(now);

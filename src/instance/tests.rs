@@ -827,10 +827,11 @@ fn a_gated_master_says_its_claim_is_pending_until_it_serves() {
 }
 
 /// n1 master, n2 (gated) its successor; n1 drained at the returned time with
-/// n2 master and its gate running.
+/// n2 master and its gate running. n1 waits up to 1 s for n2's claim, longer
+/// than n2's liveness window.
 fn drained_to_a_gated_successor(t0: Instant) -> (Vec<Node>, Instant) {
     let mut nodes = vec![
-        Node::new("n1", 1, 150, "", 1, t0),
+        Node::new("n1", 1, 150, "handover_timeout = \"1s\"\n", 1, t0),
         Node::new("n2", 1, 100, GATE, 2, t0),
     ];
     let t = run(&mut nodes, t0, Duration::from_secs(1), &everyone);
@@ -839,8 +840,9 @@ fn drained_to_a_gated_successor(t0: Instant) -> (Vec<Node>, Instant) {
     let t = run(&mut nodes, t, Duration::from_millis(100), &everyone);
     assert_eq!(nodes[1].state(), State::Master);
     assert_eq!(nodes[1].gates_run, 1);
-    assert_eq!(nodes[0].state(), State::Backup, "n1 handed over");
-    assert!(!nodes[0].core.is_claimed());
+    // n1 keeps the VIPs while n2's claim is pending.
+    assert!(nodes[0].core.is_claimed());
+    assert!(!nodes[0].orders.contains(&VipOrder::Release));
     (nodes, t)
 }
 
@@ -850,9 +852,18 @@ fn a_drain_whose_successor_fails_its_gate_rolls_back() {
     let (mut nodes, t) = drained_to_a_gated_successor(t0);
     nodes[1].core.handle_gate(t, Err("exit status: 1".into()));
     nodes[1].collect();
+    let before = nodes[0].orders.len();
     let t = run(&mut nodes, t, Duration::from_millis(50), &everyone);
-    assert_eq!(nodes[0].state(), State::Master, "n1 took the VIPs back");
+    assert_eq!(nodes[0].state(), State::Master, "n1 kept the VIPs");
     assert!(nodes[0].core.is_claimed());
+    assert!(
+        !nodes[0].orders.contains(&VipOrder::Release),
+        "they never moved"
+    );
+    assert!(
+        nodes[0].orders[before..].contains(&VipOrder::Announce),
+        "announced again"
+    );
     assert!(!nodes[0].core.election().is_drained());
     let why = nodes[0].core.drain_rolled_back().expect("a rollback");
     assert!(why.contains("n2") && why.contains("in fault"), "{why}");
@@ -871,7 +882,8 @@ fn a_drain_whose_successor_goes_silent_before_serving_rolls_back() {
     let (mut nodes, t) = drained_to_a_gated_successor(t0);
     // n2 dies with its gate still running: nothing from it reaches n1.
     let t = run(&mut nodes, t, Duration::from_secs(1), &|from, _| from != 1);
-    assert_eq!(nodes[0].state(), State::Master, "n1 took the VIPs back");
+    assert_eq!(nodes[0].state(), State::Master, "n1 kept the VIPs");
+    assert!(!nodes[0].orders.contains(&VipOrder::Release));
     let why = nodes[0].core.drain_rolled_back().expect("a rollback");
     assert!(why.contains("went silent"), "{why}");
     let _ = t;
@@ -886,6 +898,12 @@ fn a_drain_is_complete_once_the_successor_serves() {
     let t = run(&mut nodes, t, Duration::from_millis(50), &everyone);
     assert!(nodes[1].core.is_claimed());
     assert!(!nodes[0].core.peer_claim_pending(config::node_id("n2")));
+    assert_eq!(
+        nodes[0].state(),
+        State::Backup,
+        "n1 released once n2 served"
+    );
+    assert_eq!(nodes[0].orders.last(), Some(&VipOrder::Release));
     // A later fault of the successor is an ordinary failover: n1 stays drained.
     nodes[1].core.handle_link(t, false);
     nodes[1].collect();

@@ -804,6 +804,12 @@ fn log_notice(instance: &str, notice: Notice) {
                 tracing::info!(%instance, %peer, "planned overlap: {peer}, which this node replaced on purpose, was still master for a moment; it steps down")
             }
         },
+        Notice::StepDownCalledOff { peer, stays: true } => {
+            tracing::warn!(%instance, %peer, "{peer} gave up master before it claimed the VIPs; keeping them and announcing again")
+        }
+        Notice::StepDownCalledOff { peer, stays: false } => {
+            tracing::warn!(%instance, %peer, "{peer} gave up master before it claimed the VIPs; releasing them now for another peer (this node may not stay master)")
+        }
         Notice::VipSetMismatch { peer } => {
             tracing::warn!(%instance, %peer, "peer advertises a different VIP set; check both configurations")
         }
