@@ -8,8 +8,10 @@
 //! connection that must answer within 200 ms): `kill -9` of the master's vipd,
 //! where the unit's clean-up announces the release so the backup takes over at
 //! once; the same with `after_crash = "resume"`, where nothing moves at all;
-//! and a crash loop, which ends in a handover and no fail-back until the crash
-//! window has passed. The recipes in contrib/ as written (each loaded with
+//! a crash loop, which ends in a handover and no fail-back until the crash
+//! window has passed; and a crash of the master's whole host (its link down,
+//! every process in it killed at once), where nothing announces anything and
+//! the backup takes over after its master-down interval. The recipes in contrib/ as written (each loaded with
 //! vipd's own loader first, so one that does not load fails here; the test
 //! substitutes only addresses, the key file and the proxy's port): an HAProxy
 //! pair on contrib/haproxy/vipd.toml, where `kill -9` of the master's HAProxy
@@ -363,6 +365,155 @@ fn haproxy_pair_a_killed_vipd_hands_over_at_once() {
         failed <= 2,
         "{failed} requests failed:\n{}",
         log.describe_failures(from)
+    );
+}
+
+/// `vipd status --json` on `node`, parsed (whatever its exit code).
+fn status_json(node: &SystemdNode) -> serde_json::Value {
+    let out = node.nsenter("/usr/sbin/vipd", &["status", "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{}: vipd status --json printed no JSON ({e}): {}",
+            node.role,
+            output_text(&out)
+        )
+    })
+}
+
+/// The master-down interval `node` reports for instance `db`.
+fn master_down_interval(node: &SystemdNode) -> Duration {
+    let ms = status_json(node)["instances"][0]["master_down_interval_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{}: no master_down_interval_ms in the status", node.role));
+    Duration::from_millis(ms)
+}
+
+/// CLOCK_MONOTONIC µs as an [`Instant`], given one moment read on both
+/// clocks (`Instant` is CLOCK_MONOTONIC on Linux, but opaque).
+fn instant_at(us: u64, anchor: (Instant, u64)) -> Instant {
+    let (at, at_us) = anchor;
+    if us >= at_us {
+        at + Duration::from_micros(us - at_us)
+    } else {
+        at - Duration::from_micros(at_us - us)
+    }
+}
+
+/// The master's whole host dies (its link down and every process in it
+/// killed at once: systemd, vipd, HAProxy): nothing announces a release, so
+/// the backup takes over once its master-down interval has passed since the
+/// last advert it heard (3 adverts and its margin, as it knows the ranks), and
+/// the client's GETs fail until then, and only until then.
+#[test]
+fn haproxy_pair_a_crashed_master_host_is_replaced_after_the_master_down_interval() {
+    if !require_root() {
+        return;
+    }
+    let pair = Pair::start("svchost", &[]);
+    let advert = Duration::from_secs(1);
+    let watch = AddrWatch::start(pair.nodes[1].host()).expect("address watch on sd2");
+    let adverts = AdvertWatch::start(
+        &pair.nodes[1].host().ns.name,
+        pair.nodes[0].host().mac_bytes(),
+    )
+    .expect("advert watch on sd2");
+    let client = pair.client();
+    // As on a pair that has run for a while, sd2 has heard every peer for
+    // three backup intervals: it then waits 3 × advert + its margin, not the
+    // RFC's skew.
+    sleep_checked(Duration::from_secs(4));
+    let master_down = master_down_interval(&pair.nodes[1]);
+
+    let from = Instant::now();
+    let anchor = (Instant::now(), monotonic_us());
+    // Unix seconds (the advert watch's kernel timestamps) to monotonic µs.
+    let unix_offset = unix_now() - monotonic_us() as f64 / 1e6;
+    let crashed = pair.nodes[0].crash_host();
+    let claimed = watch
+        .wait_for(&pair.vip, true, crashed, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("sd2 never claimed {}", pair.vip));
+    wait_master(&pair.nodes[1], &pair.vip);
+    sleep_checked(Duration::from_secs(2));
+    let log = client.finish();
+
+    let last_advert = adverts
+        .times()
+        .into_iter()
+        .map(|t| ((t - unix_offset) * 1e6) as u64)
+        .filter(|&at| at < claimed.at)
+        .max()
+        .expect("sd2 heard sd1's adverts");
+    let after_crash = Duration::from_micros(claimed.at - crashed);
+    let after_last_advert = Duration::from_micros(claimed.at - last_advert);
+    let claimed_at = instant_at(claimed.at, anchor);
+    let failed = log.failed_since(from);
+    let outage = log.longest_outage_since(from);
+    // The failures and the answers once sd2 held the VIP, with a slack for
+    // its gratuitous ARP to reach the client and for a GET already on its
+    // way to sd1 (which ends after the GET's deadline).
+    let slack = GET_DEADLINE + Duration::from_millis(100);
+    let late_failures: Vec<&Request> = log
+        .since(claimed_at + slack)
+        .filter(|r| r.answer.is_err())
+        .collect();
+    let answered_after = log.answered_by(claimed_at + slack);
+    // The best backup, knowing the ranks, waits 3 adverts and its margin;
+    // its status reports the RFC's bound (with the skew at its priority).
+    let expected = advert * 3 + vipd::config::defaults::TAKEOVER_MARGIN;
+    eprintln!(
+        "[svchost] sd1's host crashed (link down, every process SIGKILLed): sd2 claimed the VIP \
+         {:.1} ms after the crash, {:.1} ms after sd1's last advert it heard (expected: 3 × \
+         advert + margin = {} ms; the master-down interval sd2's status reports: {} ms)",
+        after_crash.as_secs_f64() * 1e3,
+        after_last_advert.as_secs_f64() * 1e3,
+        expected.as_millis(),
+        master_down.as_millis()
+    );
+    eprintln!(
+        "[svchost] client, GET every {} ms (deadline {} ms): {failed} of {} failed, longest time \
+         without an answer {:.1} ms, answered by {:?}; from the claim + {} ms on: {} failed, \
+         answered by {answered_after:?}",
+        GET_EVERY.as_millis(),
+        GET_DEADLINE.as_millis(),
+        log.since(from).count(),
+        outage.as_secs_f64() * 1e3,
+        log.answered_by(from),
+        slack.as_millis(),
+        late_failures.len()
+    );
+
+    assert!(pair.nodes[1].host().holds(&pair.vip), "sd2 holds the VIP");
+    // Never before 3 adverts were missed (nothing could announce a release),
+    // and not much after: the bound allows for a loaded machine.
+    let claim_bound = expected + Duration::from_millis(400);
+    assert!(
+        after_last_advert >= advert * 3 && after_last_advert <= claim_bound,
+        "sd2 claimed {after_last_advert:?} after the last advert it heard (expected from {:?} \
+         to {claim_bound:?})",
+        advert * 3
+    );
+    assert!(
+        late_failures.is_empty(),
+        "GETs failed after sd2 claimed the VIP:\n{}",
+        log.describe_failures(claimed_at + slack)
+    );
+    assert!(
+        answered_after.iter().map(|(_, n)| n).sum::<usize>() > 0
+            && answered_after.iter().all(|(label, _)| label == "sd2"),
+        "after the claim, answered by {answered_after:?}, not sd2 alone"
+    );
+    // The crash came after the last advert, so the client waits at most the
+    // claim's bound, plus the slack: at most one failed GET per period of it.
+    let outage_bound = claim_bound + slack;
+    let failed_bound = (outage_bound.as_millis() / GET_EVERY.as_millis()) as usize;
+    assert!(
+        failed <= failed_bound,
+        "{failed} GETs failed (bound {failed_bound}):\n{}",
+        log.describe_failures(from)
+    );
+    assert!(
+        outage <= outage_bound,
+        "{outage:?} without an answer (bound {outage_bound:?})"
     );
 }
 
