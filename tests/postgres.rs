@@ -136,7 +136,7 @@ fn a_switchover_promotes_before_the_vip_moves_and_loses_no_acknowledged_write() 
          {}; old primary read-only: {fenced}",
         writes.sent,
         writes.acked.len(),
-        writes.sessions,
+        writes.sessions.len(),
         writes.longest_gap_since(from).as_secs_f64() * 1e3,
         missing.len()
     );

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::Netns;
+use super::{children_of, Netns};
 
 /// A fresh directory for one service's files: `/tmp/vt-svc-<pid>-<n>-<label>`.
 fn run_dir(label: &str) -> PathBuf {
@@ -523,6 +523,39 @@ impl Postgres {
         pg
     }
 
+    /// `kill -9` of the server, as a crash: the postmaster and every process
+    /// under it, all stopped first (so that the postmaster forks no new
+    /// backend and none of them sees another die), then SIGKILLed. Returns
+    /// once the postmaster is gone.
+    pub(crate) fn crash(&self) {
+        let pid_file = self.dir.join("data/postmaster.pid");
+        let postmaster: i32 = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no postmaster pid in {}", pid_file.display()));
+        let postmaster = Pid::from_raw(postmaster);
+        let _ = kill(postmaster, Signal::SIGSTOP);
+        let children: Vec<Pid> = children_of(postmaster.as_raw())
+            .into_iter()
+            .map(Pid::from_raw)
+            .collect();
+        for &child in &children {
+            let _ = kill(child, Signal::SIGSTOP);
+        }
+        for &pid in children.iter().chain([&postmaster]) {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        // The postmaster's parent, runuser, stops itself when its child
+        // stops (as su does for job control), and reaps it only once it runs
+        // again: then the pid is gone.
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGCONT);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while kill(postmaster, None).is_ok() {
+            assert!(Instant::now() < deadline, "the postmaster survived SIGKILL");
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Runs `sql` through the server's Unix socket; returns psql's output
     /// (unaligned, tuples only).
     pub(crate) fn sql(&self, sql: &str) -> String {
@@ -572,22 +605,22 @@ pub(crate) struct PgWriter {
 }
 
 /// What a [`PgWriter`] saw: the writes sent, each acknowledged one with when
-/// its acknowledgement arrived, and how many sessions it opened.
+/// its acknowledgement arrived, and when it opened each session.
 pub(crate) struct PgWrites {
     pub(crate) sent: u32,
     pub(crate) acked: Vec<(Instant, u32)>,
-    pub(crate) sessions: u32,
+    pub(crate) sessions: Vec<Instant>,
 }
 
 impl PgWrites {
     /// The longest time from `from` on between two acknowledgements (the
-    /// write outage plus one period).
+    /// write outage plus one period), counting from the last one before
+    /// `from` (or `from` itself if there was none): an outage that begins
+    /// at `from` counts whole.
     pub(crate) fn longest_gap_since(&self, from: Instant) -> Duration {
-        let times: Vec<Instant> = self
-            .acked
-            .iter()
-            .map(|a| a.0)
-            .filter(|&t| t >= from)
+        let before = self.acked.iter().map(|a| a.0).filter(|&t| t < from).max();
+        let times: Vec<Instant> = std::iter::once(before.unwrap_or(from))
+            .chain(self.acked.iter().map(|a| a.0).filter(|&t| t >= from))
             .collect();
         times
             .windows(2)
@@ -670,14 +703,14 @@ impl PgWriter {
             let mut out = PgWrites {
                 sent: 0,
                 acked: Vec::new(),
-                sessions: 0,
+                sessions: Vec::new(),
             };
             let mut session: Option<PgSession> = None;
             let mut next = Instant::now();
             while !flag.load(Ordering::Relaxed) {
                 if session.is_none() {
                     session = PgSession::open(&client, &host);
-                    out.sessions += 1;
+                    out.sessions.push(Instant::now());
                 }
                 if let Some(s) = session.as_mut() {
                     out.sent += 1;
@@ -712,7 +745,7 @@ impl PgWriter {
             .unwrap_or(PgWrites {
                 sent: 0,
                 acked: Vec::new(),
-                sessions: 0,
+                sessions: Vec::new(),
             })
     }
 }

@@ -138,6 +138,13 @@ impl UnitSetup {
         self
     }
 
+    /// A file `/etc/vipd/NAME` with these contents and mode.
+    pub(crate) fn file(mut self, name: &str, contents: &str, mode: u32) -> Self {
+        self.files
+            .push((name.to_owned(), contents.to_owned(), mode));
+        self
+    }
+
     /// An executable `/bin/sh` script `/etc/vipd/NAME`.
     pub(crate) fn script(mut self, name: &str, body: &str) -> Self {
         self.files
@@ -597,7 +604,7 @@ pub(crate) fn lab_host(lab: &Lab, role: &str, host_part: u32) -> Host {
 // ---------------------------------------------------------------------------
 
 /// The pids whose parent is `parent`.
-fn children_of(parent: i32) -> Vec<i32> {
+pub(crate) fn children_of(parent: i32) -> Vec<i32> {
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
