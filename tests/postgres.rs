@@ -85,15 +85,11 @@ fn a_switchover_promotes_before_the_vip_moves_and_loses_no_acknowledged_write() 
     wait_sole_holder(&lab, &vip, 1, Duration::from_secs(30));
     assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "t");
 
-    let writer = PgWriter::start(
+    let writer = PgWriter::start_once_acknowledged(
         &lab.client.ns,
-        strip_prefix_len(&vip),
+        &vip,
         Duration::from_millis(20),
-    );
-    wait_until(
-        "the first write is acknowledged",
-        Duration::from_secs(20),
-        || primary.sql("SELECT count(*) FROM writes") != "0",
+        &primary,
     );
     sleep_checked(Duration::from_secs(2));
 

@@ -675,15 +675,11 @@ fn postgres_primary_a_killed_vipd_that_resumes_loses_no_write() {
     nodes[1].start_vipd();
     wait_backup(&nodes[1], &vip);
     let watch = AddrWatch::start(nodes[0].host()).expect("address watch on sd1");
-    let writer = PgWriter::start(
+    let writer = PgWriter::start_once_acknowledged(
         &lab.client.ns,
-        strip_prefix_len(&vip),
+        &vip,
         Duration::from_millis(20),
-    );
-    wait_until(
-        "the first write is acknowledged",
-        Duration::from_secs(20),
-        || primary.sql("SELECT count(*) FROM writes") != "0",
+        &primary,
     );
     sleep_checked(Duration::from_secs(1));
 
@@ -857,15 +853,11 @@ fn crash_the_primary(tag: &str, after_crash: AfterCrash) -> PrimaryCrash {
         .iter()
         .map(|n| AddrWatch::start(n.host()).expect("address watch"))
         .collect();
-    let writer = PgWriter::start(
+    let writer = PgWriter::start_once_acknowledged(
         &lab.client.ns,
-        strip_prefix_len(&vip),
+        &vip,
         Duration::from_millis(20),
-    );
-    wait_until(
-        "the first write is acknowledged",
-        Duration::from_secs(20),
-        || primary.sql("SELECT count(*) FROM writes") != "0",
+        &primary,
     );
     // sd2 learns the ranks (three backup intervals), as on a pair that has
     // run for a while: it then takes a release over at once.
