@@ -8,8 +8,10 @@
 //! connection that must answer within 200 ms): `kill -9` of the master's vipd,
 //! where the unit's clean-up announces the release so the backup takes over at
 //! once; the same with `after_crash = "resume"`, where nothing moves at all;
-//! and a crash loop, which ends in a handover and no fail-back until the crash
-//! window has passed. The recipes in contrib/ as written (each loaded with
+//! a crash loop, which ends in a handover and no fail-back until the crash
+//! window has passed; and a crash of the master's whole host (its link down,
+//! every process in it killed at once), where nothing announces anything and
+//! the backup takes over after its master-down interval. The recipes in contrib/ as written (each loaded with
 //! vipd's own loader first, so one that does not load fails here; the test
 //! substitutes only addresses, the key file and the proxy's port): an HAProxy
 //! pair on contrib/haproxy/vipd.toml, where `kill -9` of the master's HAProxy
@@ -20,16 +22,23 @@
 //! without it only with `net.ipv4.ip_nonlocal_bind=1`, as the recipes warn. A
 //! PostgreSQL 15 primary (one INSERT every 20 ms on one session through the
 //! VIP): `kill -9` of its vipd with `after_crash = "resume"` loses no write
-//! and moves nothing.
+//! and moves nothing. The PostgreSQL recipe (contrib/postgresql/vipd.toml and
+//! its scripts in /etc/vipd) on a primary and a synchronous streaming
+//! standby: `kill -9` of the primary's server and of its vipd at once, with
+//! the recipe's `after_crash = "resume"` and with vipd's default handover;
+//! the standby is promoted by the recipe's gate and takes the VIP, and no
+//! acknowledged write is lost.
 //!
 //! Each test prints what it measured (`cargo test --release --test services --
 //! --nocapture`).
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -59,18 +68,16 @@ struct Recipe {
     config: vipd::config::Config,
     /// The recipe's `[[instance]]` lines after those the test writes itself
     /// (name, interface, group, priority, VIPs, key, advert interval): its
-    /// choices (`preempt`, `after_crash`) and its track script, with the
-    /// check's port 80 replaced by [`HTTP_PORT`].
+    /// choices (`preempt`, `after_crash`), its track scripts and its hooks.
     lines: Vec<String>,
 }
 
 impl Recipe {
+    /// `file` as written. Its key file (which this host need not have, and
+    /// the loader reads) is the only thing substituted, by a fresh key.
     fn load(file: &'static str) -> Self {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
         let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
-        // The recipe names /etc/vipd/lb.key, which this host need not have and
-        // the loader reads: a fresh key in a temporary file stands in for it.
-        // Nothing else is substituted.
         let key = std::env::temp_dir().join(format!(
             "vt-recipe-{}-{}.key",
             std::process::id(),
@@ -78,8 +85,10 @@ impl Recipe {
         ));
         let _ = fs::remove_file(&key);
         vipd::keygen::write_new_key(&key).expect("writing a key");
-        let key_line = "auth_key_file = \"/etc/vipd/lb.key\"";
-        assert!(text.contains(key_line), "{file} has no `{key_line}`");
+        let key_line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("auth_key_file"))
+            .unwrap_or_else(|| panic!("{file} has no auth_key_file"));
         let loadable = text.replace(
             key_line,
             &format!("auth_key_file = {:?}", key.display().to_string()),
@@ -88,11 +97,6 @@ impl Recipe {
         let _ = fs::remove_file(&key);
         let config = loaded.unwrap_or_else(|e| panic!("{file} does not load:\n{e}"));
         assert_eq!(config.instances.len(), 1, "{file}: one instance");
-        assert_eq!(
-            config.instances[0].track_scripts.len(),
-            1,
-            "{file}: one check"
-        );
 
         const WRITTEN_BY_THE_TEST: &[&str] = &[
             "name",
@@ -103,7 +107,6 @@ impl Recipe {
             "auth_key_file",
             "advert_interval",
         ];
-        let check_url = "http://127.0.0.1:80/";
         let mut lines = Vec::new();
         let mut in_instance = false;
         let mut in_subtable = false;
@@ -124,21 +127,39 @@ impl Recipe {
             if !in_subtable && WRITTEN_BY_THE_TEST.contains(&key) {
                 continue;
             }
-            lines.push(line.replace(check_url, &format!("http://127.0.0.1:{HTTP_PORT}/")));
+            lines.push(line.to_owned());
         }
-        assert_eq!(
-            lines
-                .iter()
-                .filter(|l| l.contains(&format!("127.0.0.1:{HTTP_PORT}/")))
-                .count(),
-            1,
-            "{file}: the check asks {check_url}"
-        );
         Self {
             file,
             config,
             lines,
         }
+    }
+
+    /// A proxy's recipe: one check, asking http://127.0.0.1:80/, which the
+    /// test points at [`HTTP_PORT`].
+    fn proxy(file: &'static str) -> Self {
+        let mut recipe = Self::load(file);
+        assert_eq!(
+            recipe.instance().track_scripts.len(),
+            1,
+            "{file}: one check"
+        );
+        let check_url = "http://127.0.0.1:80/";
+        let test_url = format!("http://127.0.0.1:{HTTP_PORT}/");
+        for line in &mut recipe.lines {
+            *line = line.replace(check_url, &test_url);
+        }
+        assert_eq!(
+            recipe
+                .lines
+                .iter()
+                .filter(|l| l.contains(&test_url))
+                .count(),
+            1,
+            "{file}: the check asks {check_url}"
+        );
+        recipe
     }
 
     fn instance(&self) -> &vipd::config::InstanceConfig {
@@ -366,6 +387,155 @@ fn haproxy_pair_a_killed_vipd_hands_over_at_once() {
     );
 }
 
+/// `vipd status --json` on `node`, parsed (whatever its exit code).
+fn status_json(node: &SystemdNode) -> serde_json::Value {
+    let out = node.nsenter("/usr/sbin/vipd", &["status", "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{}: vipd status --json printed no JSON ({e}): {}",
+            node.role,
+            output_text(&out)
+        )
+    })
+}
+
+/// The master-down interval `node` reports for instance `db`.
+fn master_down_interval(node: &SystemdNode) -> Duration {
+    let ms = status_json(node)["instances"][0]["master_down_interval_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{}: no master_down_interval_ms in the status", node.role));
+    Duration::from_millis(ms)
+}
+
+/// CLOCK_MONOTONIC µs as an [`Instant`], given one moment read on both
+/// clocks (`Instant` is CLOCK_MONOTONIC on Linux, but opaque).
+fn instant_at(us: u64, anchor: (Instant, u64)) -> Instant {
+    let (at, at_us) = anchor;
+    if us >= at_us {
+        at + Duration::from_micros(us - at_us)
+    } else {
+        at - Duration::from_micros(at_us - us)
+    }
+}
+
+/// The master's whole host dies (its link down and every process in it
+/// killed at once: systemd, vipd, HAProxy): nothing announces a release, so
+/// the backup takes over once its master-down interval has passed since the
+/// last advert it heard (3 adverts and its margin, as it knows the ranks), and
+/// the client's GETs fail until then, and only until then.
+#[test]
+fn haproxy_pair_a_crashed_master_host_is_replaced_after_the_master_down_interval() {
+    if !require_root() {
+        return;
+    }
+    let pair = Pair::start("svchost", &[]);
+    let advert = Duration::from_secs(1);
+    let watch = AddrWatch::start(pair.nodes[1].host()).expect("address watch on sd2");
+    let adverts = AdvertWatch::start(
+        &pair.nodes[1].host().ns.name,
+        pair.nodes[0].host().mac_bytes(),
+    )
+    .expect("advert watch on sd2");
+    let client = pair.client();
+    // As on a pair that has run for a while, sd2 has heard every peer for
+    // three backup intervals: it then waits 3 × advert + its margin, not the
+    // RFC's skew.
+    sleep_checked(Duration::from_secs(4));
+    let master_down = master_down_interval(&pair.nodes[1]);
+
+    let from = Instant::now();
+    let anchor = (Instant::now(), monotonic_us());
+    // Unix seconds (the advert watch's kernel timestamps) to monotonic µs.
+    let unix_offset = unix_now() - monotonic_us() as f64 / 1e6;
+    let crashed = pair.nodes[0].crash_host();
+    let claimed = watch
+        .wait_for(&pair.vip, true, crashed, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("sd2 never claimed {}", pair.vip));
+    wait_master(&pair.nodes[1], &pair.vip);
+    sleep_checked(Duration::from_secs(2));
+    let log = client.finish();
+
+    let last_advert = adverts
+        .times()
+        .into_iter()
+        .map(|t| ((t - unix_offset) * 1e6) as u64)
+        .filter(|&at| at < claimed.at)
+        .max()
+        .expect("sd2 heard sd1's adverts");
+    let after_crash = Duration::from_micros(claimed.at - crashed);
+    let after_last_advert = Duration::from_micros(claimed.at - last_advert);
+    let claimed_at = instant_at(claimed.at, anchor);
+    let failed = log.failed_since(from);
+    let outage = log.longest_outage_since(from);
+    // The failures and the answers once sd2 held the VIP, with a slack for
+    // its gratuitous ARP to reach the client and for a GET already on its
+    // way to sd1 (which ends after the GET's deadline).
+    let slack = GET_DEADLINE + Duration::from_millis(100);
+    let late_failures: Vec<&Request> = log
+        .since(claimed_at + slack)
+        .filter(|r| r.answer.is_err())
+        .collect();
+    let answered_after = log.answered_by(claimed_at + slack);
+    // The best backup, knowing the ranks, waits 3 adverts and its margin;
+    // its status reports the RFC's bound (with the skew at its priority).
+    let expected = advert * 3 + vipd::config::defaults::TAKEOVER_MARGIN;
+    eprintln!(
+        "[svchost] sd1's host crashed (link down, every process SIGKILLed): sd2 claimed the VIP \
+         {:.1} ms after the crash, {:.1} ms after sd1's last advert it heard (expected: 3 × \
+         advert + margin = {} ms; the master-down interval sd2's status reports: {} ms)",
+        after_crash.as_secs_f64() * 1e3,
+        after_last_advert.as_secs_f64() * 1e3,
+        expected.as_millis(),
+        master_down.as_millis()
+    );
+    eprintln!(
+        "[svchost] client, GET every {} ms (deadline {} ms): {failed} of {} failed, longest time \
+         without an answer {:.1} ms, answered by {:?}; from the claim + {} ms on: {} failed, \
+         answered by {answered_after:?}",
+        GET_EVERY.as_millis(),
+        GET_DEADLINE.as_millis(),
+        log.since(from).count(),
+        outage.as_secs_f64() * 1e3,
+        log.answered_by(from),
+        slack.as_millis(),
+        late_failures.len()
+    );
+
+    assert!(pair.nodes[1].host().holds(&pair.vip), "sd2 holds the VIP");
+    // Never before 3 adverts were missed (nothing could announce a release),
+    // and not much after: the bound allows for a loaded machine.
+    let claim_bound = expected + Duration::from_millis(400);
+    assert!(
+        after_last_advert >= advert * 3 && after_last_advert <= claim_bound,
+        "sd2 claimed {after_last_advert:?} after the last advert it heard (expected from {:?} \
+         to {claim_bound:?})",
+        advert * 3
+    );
+    assert!(
+        late_failures.is_empty(),
+        "GETs failed after sd2 claimed the VIP:\n{}",
+        log.describe_failures(claimed_at + slack)
+    );
+    assert!(
+        answered_after.iter().map(|(_, n)| n).sum::<usize>() > 0
+            && answered_after.iter().all(|(label, _)| label == "sd2"),
+        "after the claim, answered by {answered_after:?}, not sd2 alone"
+    );
+    // The crash came after the last advert, so the client waits at most the
+    // claim's bound, plus the slack: at most one failed GET per period of it.
+    let outage_bound = claim_bound + slack;
+    let failed_bound = (outage_bound.as_millis() / GET_EVERY.as_millis()) as usize;
+    assert!(
+        failed <= failed_bound,
+        "{failed} GETs failed (bound {failed_bound}):\n{}",
+        log.describe_failures(from)
+    );
+    assert!(
+        outage <= outage_bound,
+        "{outage:?} without an answer (bound {outage_bound:?})"
+    );
+}
+
 #[test]
 fn haproxy_pair_a_killed_vipd_that_resumes_moves_nothing() {
     if !require_root() {
@@ -505,15 +675,11 @@ fn postgres_primary_a_killed_vipd_that_resumes_loses_no_write() {
     nodes[1].start_vipd();
     wait_backup(&nodes[1], &vip);
     let watch = AddrWatch::start(nodes[0].host()).expect("address watch on sd1");
-    let writer = PgWriter::start(
+    let writer = PgWriter::start_once_acknowledged(
         &lab.client.ns,
-        strip_prefix_len(&vip),
+        &vip,
         Duration::from_millis(20),
-    );
-    wait_until(
-        "the first write is acknowledged",
-        Duration::from_secs(20),
-        || primary.sql("SELECT count(*) FROM writes") != "0",
+        &primary,
     );
     sleep_checked(Duration::from_secs(1));
 
@@ -564,6 +730,356 @@ fn postgres_primary_a_killed_vipd_that_resumes_loses_no_write() {
     );
 }
 
+/// What vipd does after a crash on the PostgreSQL primary's node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AfterCrash {
+    /// The recipe's `after_crash = "resume"`.
+    Resume,
+    /// Without that line: vipd's default, a handover.
+    Handover,
+}
+
+/// The PostgreSQL recipe's scripts, installed beside the configuration in
+/// /etc/vipd, where the recipe names them.
+const PG_RECIPE_SCRIPTS: &[&str] = &["is-primary.sh", "promote.sh", "fence.sh"];
+
+/// What [`crash_the_primary`] measured.
+struct PrimaryCrash {
+    /// The longest time between two acknowledged writes from the crash on.
+    outage: Duration,
+    /// The standby's promotion: the before_claim gate's `took_ms`.
+    promotion: Duration,
+    /// The takeover a dead master costs: 3 adverts and the margin.
+    master_down: Duration,
+    /// Acknowledged writes missing on the new primary.
+    missing: Vec<u32>,
+}
+
+impl PrimaryCrash {
+    /// master-down interval + promotion + 50 ms.
+    fn target(&self) -> Duration {
+        self.master_down + self.promotion + Duration::from_millis(50)
+    }
+}
+
+/// The vipd.service journal of `node` from `since` (CLOCK_MONOTONIC µs) on,
+/// each line with its time after `since`, for the test's output.
+/// vipd's own lines carry their fields (`STATE`, `HOOK`, `TOOK_MS`, ...)
+/// beside the message, as `journalctl -o verbose` would show them.
+fn journal_since(node: &SystemdNode, since: u64, until: u64) -> String {
+    const NOT_SHOWN: &[&str] = &["MESSAGE", "PRIORITY", "TARGET", "INSTANCE", "TID"];
+    node.journal_json()
+        .into_iter()
+        .filter_map(|entry| {
+            let at: u64 = entry["__MONOTONIC_TIMESTAMP"].as_str()?.parse().ok()?;
+            if at < since || at > until {
+                return None;
+            }
+            let mut line = entry["MESSAGE"].as_str()?.to_owned();
+            if entry["SYSLOG_IDENTIFIER"] == "vipd" {
+                for (field, value) in entry.as_object()? {
+                    let shown = !field.starts_with('_')
+                        && !field.starts_with("SYSLOG_")
+                        && !field.starts_with("CODE_")
+                        && !NOT_SHOWN.contains(&field.as_str());
+                    if let (true, Some(value)) = (shown, value.as_str()) {
+                        line += &format!(" {field}={value}");
+                    }
+                }
+            }
+            Some(format!(
+                "  +{:7.1} ms {}: {line}",
+                ms_between(since, at),
+                node.role
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The PostgreSQL recipe as written (contrib/postgresql/vipd.toml, its
+/// scripts in /etc/vipd; `after_crash` as `after_crash` says) under the
+/// unit: a primary on sd1, a synchronous streaming standby on sd2, one
+/// INSERT every 20 ms through the VIP. Then the primary's server and its
+/// vipd die together: `kill -9` of the postmaster and its children, and
+/// `systemctl kill -s KILL vipd.service` (so the unit's clean-up and restart
+/// run), at the same moment. The standby must be promoted by the recipe's
+/// gate and take the VIP, with every acknowledged write on it.
+/// The peer address contrib/postgresql/vipd.toml gives its gate.
+const PG_RECIPE_PEER: &str = "10.0.0.12";
+
+fn crash_the_primary(tag: &str, after_crash: AfterCrash) -> PrimaryCrash {
+    let recipe = Recipe::load("contrib/postgresql/vipd.toml");
+    assert!(
+        recipe.lines.iter().any(|l| l.contains(PG_RECIPE_PEER)),
+        "{}: the gate names the peer {PG_RECIPE_PEER}",
+        recipe.file
+    );
+    let resume_line = "after_crash = \"resume\"";
+    assert!(
+        recipe.lines.iter().any(|l| l.trim() == resume_line),
+        "{}: {resume_line}",
+        recipe.file
+    );
+    let lines: Vec<&str> = recipe
+        .lines
+        .iter()
+        .map(String::as_str)
+        .filter(|l| after_crash == AfterCrash::Resume || l.trim() != resume_line)
+        .collect();
+    let inst = recipe.instance();
+    let advert = inst.advert_interval;
+    let lab = Lab::new(tag, 0);
+    let vip = lab.vip4(0);
+    // The recipe's gate names the other node's address: sd1 and sd2 sit at
+    // host parts 1 and 2 of the lab's network.
+    let (net, _) = lab.client.v4.rsplit_once('.').expect("the client's IPv4");
+    let setup = |name: &str| {
+        let peer = format!("{net}.{}", if name == "sd1" { 2 } else { 1 });
+        let lines: Vec<String> = lines
+            .iter()
+            .map(|l| l.replace(PG_RECIPE_PEER, &peer))
+            .collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut setup = UnitSetup::new(spec(name, inst.priority, &vip, &recipe.advert(), &lines));
+        for script in PG_RECIPE_SCRIPTS {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("contrib/postgresql")
+                .join(script);
+            let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{script}: {e}"));
+            setup = setup.file(script, &text, 0o755);
+        }
+        setup
+    };
+
+    let nodes = SystemdNode::boot_all(&lab, &[setup("sd1"), setup("sd2")]);
+    let primary = Postgres::primary(&nodes[0].host().ns, "db1", &[]);
+    let standby = Postgres::standby(&nodes[1].host().ns, "db2", &nodes[0].host().v4, &[]);
+    // Synchronous once the standby is there, as the recipe asks (every
+    // commit before would wait).
+    primary.sql("ALTER SYSTEM SET synchronous_standby_names = '*'");
+    primary.sql("SELECT pg_reload_conf()");
+    wait_until("the standby streams", Duration::from_secs(30), || {
+        primary.sql("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'") == "1"
+    });
+    nodes[0].start_vipd();
+    wait_master(&nodes[0], &vip);
+    nodes[1].start_vipd();
+    wait_backup(&nodes[1], &vip);
+    let watches: Vec<AddrWatch> = nodes
+        .iter()
+        .map(|n| AddrWatch::start(n.host()).expect("address watch"))
+        .collect();
+    let writer = PgWriter::start_once_acknowledged(
+        &lab.client.ns,
+        &vip,
+        Duration::from_millis(20),
+        &primary,
+    );
+    // sd2 learns the ranks (three backup intervals), as on a pair that has
+    // run for a while: it then takes a release over at once.
+    sleep_checked(Duration::from_secs(4));
+
+    let old_pid = nodes[0].property("MainPID");
+    let from = Instant::now();
+    let anchor = (Instant::now(), monotonic_us());
+    let sent = anchor.1;
+    thread::scope(|s| {
+        s.spawn(|| nodes[0].systemctl_ok(&["kill", "-s", "KILL", "vipd.service"]));
+        primary.crash();
+    });
+    let claimed = watches[1]
+        .wait_for(&vip, true, sent, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("sd2 never claimed {vip}"));
+    wait_master(&nodes[1], &vip);
+    wait_until("db2 is primary", Duration::from_secs(30), || {
+        standby.sql("SELECT pg_is_in_recovery()") == "f"
+    });
+    let promoted_with: u32 = standby
+        .sql("SELECT coalesce(max(n), 0) FROM writes")
+        .parse()
+        .expect("a number");
+    wait_until("writes reach db2", Duration::from_secs(30), || {
+        let now: u32 = standby
+            .sql("SELECT coalesce(max(n), 0) FROM writes")
+            .parse()
+            .expect("a number");
+        now > promoted_with
+    });
+    wait_until("sd1's vipd restarted", Duration::from_secs(30), || {
+        let pid = nodes[0].property("MainPID");
+        pid != old_pid && pid != "0"
+    });
+    sleep_checked(Duration::from_secs(3));
+    let writes = writer.finish();
+    let until = monotonic_us();
+
+    let stored: BTreeSet<u32> = standby
+        .sql("SELECT n FROM writes")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let missing: Vec<u32> = writes
+        .acked
+        .iter()
+        .map(|a| a.1)
+        .filter(|n| !stored.contains(n))
+        .collect();
+    let gate = nodes[1]
+        .journal_json()
+        .into_iter()
+        .find(|e| {
+            e["MESSAGE"]
+                .as_str()
+                .is_some_and(|m| m.contains("before_claim gate passed"))
+                && e["__MONOTONIC_TIMESTAMP"]
+                    .as_str()
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .is_some_and(|t| t >= sent)
+        })
+        .unwrap_or_else(|| panic!("sd2 logged no gate\n{}", nodes[1].journal()));
+    let promotion = Duration::from_millis(
+        gate["TOOK_MS"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("the gate's entry has no TOOK_MS: {gate}")),
+    );
+    let gate_done: u64 = gate["__MONOTONIC_TIMESTAMP"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("the gate's timestamp");
+    let vipd_died = nodes[0].journal_time("Main process exited", sent);
+    let restarted: u64 = nodes[0]
+        .property("ExecMainStartTimestampMonotonic")
+        .parse()
+        .expect("ExecMainStartTimestampMonotonic");
+    let removed_from_sd1 = watches[0].first(&vip, false, sent);
+    let claimed_at = instant_at(claimed.at, anchor);
+    let first_ack_after_claim = writes.acked.iter().map(|a| a.0).find(|&t| t >= claimed_at);
+    let last_ack_before_crash = writes.acked.iter().map(|a| a.0).filter(|&t| t < from).max();
+    // The session that carried it: a connect whose SYN went out while no
+    // node answered for the VIP waits for TCP's retransmission (1 s).
+    let its_session = first_ack_after_claim
+        .and_then(|ack| writes.sessions.iter().copied().filter(|&t| t <= ack).max());
+    let result = PrimaryCrash {
+        outage: writes.longest_gap_since(from),
+        promotion,
+        master_down: advert * 3 + vipd::config::defaults::TAKEOVER_MARGIN,
+        missing,
+    };
+    let at = |us: Option<u64>| {
+        us.map_or("never".to_owned(), |us| {
+            format!("+{:.1} ms", ms_between(sent, us))
+        })
+    };
+    let since_crash = |t: Option<Instant>| {
+        t.map_or("never".to_owned(), |t| {
+            if t >= from {
+                format!("+{:.1} ms", (t - from).as_secs_f64() * 1e3)
+            } else {
+                format!("-{:.1} ms", (from - t).as_secs_f64() * 1e3)
+            }
+        })
+    };
+    eprintln!(
+        "[{tag}] {after_crash:?}: kill -9 of the primary's postmaster and `systemctl kill -s KILL \
+         vipd` at once (t = 0): vipd dead {} (systemd's journal); VIP removed from sd1 {}; sd1's \
+         vipd restarted {}; sd2's gate (promote.sh) ran from +{:.1} ms for {} ms; sd2 claimed \
+         the VIP {}",
+        at(vipd_died),
+        at(removed_from_sd1.map(|e| e.at)),
+        at(Some(restarted)),
+        ms_between(sent, gate_done) - promotion.as_millis() as f64,
+        promotion.as_millis(),
+        at(Some(claimed.at)),
+    );
+    eprintln!(
+        "[{tag}] {after_crash:?}: client, one INSERT every 20 ms: {} sent, {} acknowledged, {} \
+         sessions; last acknowledgement before the crash {}, first after the claim {} on a \
+         session opened {}; write outage (longest time between two acknowledgements) {:.1} ms, target ≤ master-down {} \
+         ms + promotion {} ms + 50 ms = {} ms ({}); acknowledged but missing on the new \
+         primary: {}",
+        writes.sent,
+        writes.acked.len(),
+        writes.sessions.len(),
+        since_crash(last_ack_before_crash),
+        since_crash(first_ack_after_claim),
+        since_crash(its_session),
+        result.outage.as_secs_f64() * 1e3,
+        result.master_down.as_millis(),
+        result.promotion.as_millis(),
+        result.target().as_millis(),
+        if result.outage <= result.target() {
+            "met"
+        } else {
+            "MISSED"
+        },
+        result.missing.len()
+    );
+    eprintln!(
+        "[{tag}] {after_crash:?}: the journals from the crash on:\n{}\n{}",
+        journal_since(&nodes[0], sent, until),
+        journal_since(&nodes[1], sent, until)
+    );
+    assert!(nodes[1].host().holds(&vip), "sd2 holds the VIP");
+    assert!(!nodes[0].host().holds(&vip), "sd1 still holds the VIP");
+    assert!(
+        first_ack_after_claim.is_some(),
+        "no write was acknowledged after sd2 claimed the VIP"
+    );
+    result
+}
+
+/// The recipe's setting, `after_crash = "resume"`: the clean-up leaves the
+/// VIP for the restarted daemon (RestartSec=1s), which resumes as master,
+/// finds no server (the first `postgres-up` result after a start is a fault
+/// at once), goes to fault and releases; only then is the standby promoted
+/// and takes over. The output says whether the target was met; the bound
+/// asserted is looser, as the restart alone takes a third of the target.
+#[test]
+fn postgres_pair_with_the_recipe_a_crashed_primary_and_vipd_that_resumes_lose_no_write() {
+    if !require_root() {
+        return;
+    }
+    let crash = crash_the_primary("svcpgresume", AfterCrash::Resume);
+    assert!(
+        crash.missing.is_empty(),
+        "acknowledged writes lost: {:?}",
+        crash.missing
+    );
+    // The restart (RestartSec=1s and the start), the first check, the
+    // promotion and a reconnect's SYN retransmission (1 s), with room for a
+    // loaded machine.
+    let bound = crash.target() + Duration::from_secs(3);
+    assert!(
+        crash.outage <= bound,
+        "{:?} without an acknowledged write (bound {bound:?}; target {:?})",
+        crash.outage,
+        crash.target()
+    );
+}
+
+/// vipd's default, a handover: the clean-up announces the dead master's
+/// release, the standby is promoted at once and takes over.
+#[test]
+fn postgres_pair_with_the_recipe_a_crashed_primary_and_vipd_that_hand_over_lose_no_write() {
+    if !require_root() {
+        return;
+    }
+    let crash = crash_the_primary("svcpghandover", AfterCrash::Handover);
+    assert!(
+        crash.missing.is_empty(),
+        "acknowledged writes lost: {:?}",
+        crash.missing
+    );
+    assert!(
+        crash.outage <= crash.target(),
+        "{:?} without an acknowledged write (target {:?})",
+        crash.outage,
+        crash.target()
+    );
+}
+
 /// `vipd ARGS` inside `node` (its control socket is /run/vipd/vipd.sock, the
 /// unit's RuntimeDirectory); panics, with the journal, unless it succeeds.
 /// Returns what it printed, on one line.
@@ -596,7 +1112,7 @@ fn haproxy_pair_with_the_recipe_a_killed_haproxy_moves_the_vip() {
     if !require_root() {
         return;
     }
-    let recipe = Recipe::load("contrib/haproxy/vipd.toml");
+    let recipe = Recipe::proxy("contrib/haproxy/vipd.toml");
     let target = recipe.target();
     let mut pair = Pair::from_recipe("svchakill", ProxyKind::Haproxy, &recipe);
     let watch = AddrWatch::start(pair.nodes[1].host()).expect("address watch on sd2");
@@ -668,7 +1184,7 @@ fn nginx_pair_with_the_recipe_drain_promote_and_stop_lose_no_request() {
     if !require_root() {
         return;
     }
-    let recipe = Recipe::load("contrib/nginx/vipd.toml");
+    let recipe = Recipe::proxy("contrib/nginx/vipd.toml");
     let pair = Pair::from_recipe("svcnginx", ProxyKind::Nginx, &recipe);
     let client = pair.client();
     sleep_checked(Duration::from_secs(4));

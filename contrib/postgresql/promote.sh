@@ -10,10 +10,13 @@
 # after it). Cases:
 # - this server is a standby: the peer's server is fenced first if it still
 #   answers as a writable primary (read-only, sessions ended: what fence.sh
-#   does there once its VIP is gone; the peer's own fence may not have run
-#   yet, or at all if its vipd died), so the old primary has stopped taking
+#   does there once its VIP is gone; the peer's own fence has not run yet,
+#   or never will if its vipd died), so the old primary has stopped taking
 #   writes before this one starts. A peer that does not answer within 1 s is
-#   taken for down. Then this server is promoted (waiting until it is done)
+#   taken for down. But if this node took over because the peer's vipd went
+#   silent (VIPD_REASON "master down ...") while its server still takes
+#   writes, this refuses: that is two daemons that did not hear each other
+#   (or a vipd killed outside its unit), not a dead primary. Then this server is promoted (waiting until it is done)
 #   and synchronous_standby_names cleared: a two-node pair has no standby
 #   left, and with it set every commit would wait for one forever.
 # - a writable primary (the first start, a restart, a resume): nothing to do.
@@ -32,14 +35,25 @@ here() { psql -X -q -A -t -d postgres -v ON_ERROR_STOP=1 "$@"; }
 # The peer's answer to one query, or nothing if it does not answer in 1 s.
 there() { timeout 1 env PGHOST="$peer" psql -X -q -A -t -d postgres -v ON_ERROR_STOP=1 "$@" 2>/dev/null || true; }
 
-if [ "$(here -c 'SELECT pg_is_in_recovery()')" = "t" ]; then
+# Assigned first: with `set -e`, a server that does not answer fails the gate.
+in_recovery=$(here -c 'SELECT pg_is_in_recovery()')
+read_only=$(here -c "SELECT current_setting('default_transaction_read_only')")
+if [ "$in_recovery" = "t" ]; then
     if [ "$(there -c 'SELECT pg_is_in_recovery()')" = "f" ]; then
+        case "${VIPD_REASON:-}" in
+        "master down"*)
+            # The peer's vipd is silent but its server takes writes: a node
+            # started without hearing the other, or a vipd killed without
+            # its unit's clean-up. Promoting would make two primaries.
+            echo "promote.sh: the primary at $peer still takes writes but its vipd is silent; not promoting" >&2
+            exit 1 ;;
+        esac
         timeout 5 env PGHOST="$peer" "$(dirname "$0")/fence.sh" \
             || echo "promote.sh: could not fence the old primary at $peer; promoting anyway (synchronous replication keeps its commits unacknowledged)" >&2
     fi
     [ "$(here -c 'SELECT pg_promote(true, 60)')" = "t" ]
     here -c "ALTER SYSTEM SET synchronous_standby_names = ''" -c "SELECT pg_reload_conf()" >/dev/null
-elif [ "$(here -c "SELECT current_setting('default_transaction_read_only')")" = "on" ]; then
+elif [ "$read_only" = "on" ]; then
     if [ "$(there -c 'SELECT pg_is_in_recovery()')" = "t" ]; then
         here -c "ALTER SYSTEM RESET default_transaction_read_only" -c "SELECT pg_reload_conf()" >/dev/null
         echo "promote.sh: the peer never became primary; this server takes writes again" >&2

@@ -197,6 +197,15 @@
 //! and waits the master-down interval, or `startup_delay` if longer, before it
 //! takes over an empty group; each better-ranked peer it hears meanwhile adds one
 //! margin, so nodes started together claim in rank order instead of all at once.
+//! And while it has followed no master yet, a better-ranked eligible peer it
+//! hears as a backup goes first: when its own deadline comes and such a peer
+//! is alive, this node waits until it is heard as master (and follows it) or
+//! stops being alive. Why: the ranks
+//! can change after the first deadline was set (a health check's weight lifts
+//! a node's priority within its first interval), and two nodes whose
+//! deadlines came from the same configured priority would otherwise claim
+//! within milliseconds of each other, the worse one first as often as not;
+//! behind a database's promotion gate, that promotes the standby.
 //!
 //! **Two nodes with one name.** The node id is derived from the node name, so
 //! two nodes given the same name share it. The daemon settles that before the
@@ -491,7 +500,13 @@ impl Election {
         }
         if self.timers.is_due(Timer::MasterDown, now) {
             self.timers.clear(Timer::MasterDown);
-            if self.state == State::Backup && self.is_eligible() {
+            if let Some(until) = self
+                .better_starter_alive_until(now)
+                .filter(|_| self.state == State::Backup)
+            {
+                // Start-up: the better peer claims first, or goes silent.
+                self.timers.set(Timer::MasterDown, until);
+            } else if self.state == State::Backup && self.is_eligible() {
                 let reason = self.reason_pending.take().unwrap_or(Reason::MasterDown);
                 self.become_master(now, reason);
             }
@@ -883,6 +898,23 @@ impl Election {
                     .set(Timer::MasterDown, at + self.cfg.settings.takeover_margin);
             }
         }
+    }
+
+    /// The rule "Start-up": while this node has followed no master, a
+    /// better-ranked eligible peer heard as a backup goes first. The moment
+    /// the last of them stops being alive, if any is alive now.
+    fn better_starter_alive_until(&self, now: Instant) -> Option<Instant> {
+        if self.followed_master.is_some() {
+            return None;
+        }
+        let mine = self.rank();
+        self.peers
+            .iter()
+            .filter(|p| {
+                !p.is_master() && p.rank().eligible && p.rank() > mine && self.is_alive(p, now)
+            })
+            .map(|p| self.peers.alive_until(p))
+            .max()
     }
 
     /// Arm or fire preemption if this backup outranks the live master.

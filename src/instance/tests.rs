@@ -946,3 +946,24 @@ fn the_after_release_hook_follows_every_release_and_only_with_one_configured() {
     // n2 has none configured: its releases ask for nothing.
     assert!(nodes[1].after_releases.is_empty());
 }
+
+#[test]
+fn a_node_whose_check_lifts_it_at_start_up_claims_first_and_alone() {
+    // Both configured at 100; n1's weight lifts it to 150 just after start.
+    // n2, whatever its node id, must not claim first: the start-up rule.
+    for (a, b) in [("n1", "n2"), ("n2", "n1")] {
+        let t0 = Instant::now();
+        let mut nodes = vec![
+            Node::new(a, 1, 100, WEIGHT_FILE, 1, t0),
+            Node::new(b, 1, 100, "", 2, t0),
+        ];
+        let t = run(&mut nodes, t0, Duration::from_millis(50), &everyone);
+        set_weight(&mut nodes[0], t, 50);
+        run(&mut nodes, t, Duration::from_secs(2), &everyone);
+        assert_eq!(master_of(&nodes), [0], "{a} lifted to 150 is master");
+        assert!(
+            !nodes[1].orders.contains(&VipOrder::Claim),
+            "{b} never claimed"
+        );
+    }
+}

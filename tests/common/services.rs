@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::Netns;
+use super::{children_of, Netns};
 
 /// A fresh directory for one service's files: `/tmp/vt-svc-<pid>-<n>-<label>`.
 fn run_dir(label: &str) -> PathBuf {
@@ -43,22 +43,66 @@ pub(crate) const HAPROXY: &str = "/usr/sbin/haproxy";
 /// The nginx binary Debian's `nginx` package installs.
 pub(crate) const NGINX: &str = "/usr/sbin/nginx";
 
-/// Waits until a proxy just spawned in `ns` listens on `port`; or, if it exits
-/// first (it could not bind), returns its log (`log`, where its stderr went).
-fn wait_listening(child: &mut Child, ns: &Netns, port: u16, log: &Path) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let needle = format!(":{port} ");
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().expect("waiting for a proxy") {
-            let text = fs::read_to_string(log).unwrap_or_default();
-            return Err(format!("exited with {status}: {}", text.trim()));
+/// A service's process in a node's namespace, in the foreground (`ip netns
+/// exec` execs it, so the child is the service itself), and its directory.
+/// On drop: SIGTERM, so that a master process takes its workers down with it
+/// (a SIGKILLed nginx master would leave them serving until the namespace
+/// goes), SIGKILL after 5 s, and the directory removed.
+struct ServiceProcess {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl ServiceProcess {
+    /// Spawns `command` (`ip netns exec NS PROGRAM ...`, its stderr set to
+    /// `log` or closed; stdin and stdout are closed here) and waits until it
+    /// listens on `port` in `ns`; if it exits first (it could not bind),
+    /// returns its own messages, read from `log`.
+    fn start(
+        ns: &Netns,
+        dir: PathBuf,
+        mut command: Command,
+        port: u16,
+        log: &Path,
+    ) -> Result<Self, String> {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+        let mut service = Self { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let needle = format!(":{port} ");
+        while Instant::now() < deadline {
+            if let Some(status) = service.child.try_wait().expect("waiting for a service") {
+                let text = fs::read_to_string(log).unwrap_or_default();
+                return Err(format!("exited with {status}: {}", text.trim()));
+            }
+            if ns.exec(&["ss", "-Hltn"]).contains(&needle) {
+                return Ok(service);
+            }
+            thread::sleep(Duration::from_millis(20));
         }
-        if ns.exec(&["ss", "-Hltn"]).contains(&needle) {
-            return Ok(());
-        }
-        thread::sleep(Duration::from_millis(20));
+        Err(format!("never listened on port {port} in {}", ns.name))
     }
-    Err(format!("never listened on port {port} in {}", ns.name))
+
+    /// SIGKILL, as a crash of the service.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// An HAProxy in a node's namespace, answering every GET with 200 and the
@@ -66,10 +110,7 @@ fn wait_listening(child: &mut Child, ns: &Netns, port: u16, log: &Path) -> Resul
 /// address (`bind :PORT`), which is how a proxy on a backup starts without the
 /// VIP; [`Haproxy::try_start`] binds one address, which fails on a node that
 /// does not hold it unless `net.ipv4.ip_nonlocal_bind` is 1.
-pub(crate) struct Haproxy {
-    child: Child,
-    dir: PathBuf,
-}
+pub(crate) struct Haproxy(ServiceProcess);
 
 impl Haproxy {
     /// HAProxy on `*:port`; panics unless it listens.
@@ -100,31 +141,18 @@ impl Haproxy {
         )
         .expect("writing haproxy.cfg");
         let log = dir.join("haproxy.log");
-        // -db: stay in the foreground, so this Child is HAProxy itself.
-        let child = Command::new("ip")
+        // -db: stay in the foreground.
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", &ns.name, HAPROXY, "-db", "-f"])
             .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).expect("creating haproxy.log"))
-            .spawn()
-            .expect("starting haproxy");
-        let mut haproxy = Self { child, dir };
-        wait_listening(&mut haproxy.child, ns, port, &log)?;
-        Ok(haproxy)
+            .stderr(fs::File::create(&log).expect("creating haproxy.log"));
+        ServiceProcess::start(ns, dir, command, port, &log).map(Self)
     }
 
     /// SIGKILL, as a crash of the service.
     pub(crate) fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = fs::remove_dir_all(&self.dir);
+        self.0.kill();
     }
 }
 
@@ -134,10 +162,7 @@ impl Drop for Haproxy {
 /// paths in that directory; one server answering every GET with 200 and the
 /// node's label. [`Nginx::start`] listens on every address (`listen PORT;`);
 /// [`Nginx::try_start`] takes the `listen` argument, e.g. the VIP's address.
-pub(crate) struct Nginx {
-    child: Child,
-    dir: PathBuf,
-}
+pub(crate) struct Nginx(ServiceProcess);
 
 impl Nginx {
     /// nginx on `*:port`; panics unless it listens.
@@ -182,7 +207,8 @@ impl Nginx {
         let log = dir.join("error.log");
         // -e: the error log before the configuration is read (the built-in one
         // is /var/log/nginx/error.log).
-        let child = Command::new("ip")
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", &ns.name, NGINX, "-p"])
             .arg(&dir)
             .arg("-c")
@@ -190,29 +216,8 @@ impl Nginx {
             .arg("-e")
             .arg(&log)
             .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting nginx");
-        let mut nginx = Self { child, dir };
-        wait_listening(&mut nginx.child, ns, port, &log)?;
-        Ok(nginx)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM: the master takes its workers down with it (a SIGKILLed
-        // master would leave them serving until the namespace goes).
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
+            .stderr(Stdio::null());
+        ServiceProcess::start(ns, dir, command, port, &log).map(Self)
     }
 }
 
@@ -523,6 +528,39 @@ impl Postgres {
         pg
     }
 
+    /// `kill -9` of the server, as a crash: the postmaster and every process
+    /// under it, all stopped first (so that the postmaster forks no new
+    /// backend and none of them sees another die), then SIGKILLed. Returns
+    /// once the postmaster is gone.
+    pub(crate) fn crash(&self) {
+        let pid_file = self.dir.join("data/postmaster.pid");
+        let postmaster: i32 = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no postmaster pid in {}", pid_file.display()));
+        let postmaster = Pid::from_raw(postmaster);
+        let _ = kill(postmaster, Signal::SIGSTOP);
+        let children: Vec<Pid> = children_of(postmaster.as_raw())
+            .into_iter()
+            .map(Pid::from_raw)
+            .collect();
+        for &child in &children {
+            let _ = kill(child, Signal::SIGSTOP);
+        }
+        for &pid in children.iter().chain([&postmaster]) {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        // The postmaster's parent, runuser, stops itself when its child
+        // stops (as su does for job control), and reaps it only once it runs
+        // again: then the pid is gone.
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGCONT);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while kill(postmaster, None).is_ok() {
+            assert!(Instant::now() < deadline, "the postmaster survived SIGKILL");
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Runs `sql` through the server's Unix socket; returns psql's output
     /// (unaligned, tuples only).
     pub(crate) fn sql(&self, sql: &str) -> String {
@@ -572,22 +610,22 @@ pub(crate) struct PgWriter {
 }
 
 /// What a [`PgWriter`] saw: the writes sent, each acknowledged one with when
-/// its acknowledgement arrived, and how many sessions it opened.
+/// its acknowledgement arrived, and when it opened each session.
 pub(crate) struct PgWrites {
     pub(crate) sent: u32,
     pub(crate) acked: Vec<(Instant, u32)>,
-    pub(crate) sessions: u32,
+    pub(crate) sessions: Vec<Instant>,
 }
 
 impl PgWrites {
     /// The longest time from `from` on between two acknowledgements (the
-    /// write outage plus one period).
+    /// write outage plus one period), counting from the last one before
+    /// `from` (or `from` itself if there was none): an outage that begins
+    /// at `from` counts whole.
     pub(crate) fn longest_gap_since(&self, from: Instant) -> Duration {
-        let times: Vec<Instant> = self
-            .acked
-            .iter()
-            .map(|a| a.0)
-            .filter(|&t| t >= from)
+        let before = self.acked.iter().map(|a| a.0).filter(|&t| t < from).max();
+        let times: Vec<Instant> = std::iter::once(before.unwrap_or(from))
+            .chain(self.acked.iter().map(|a| a.0).filter(|&t| t >= from))
             .collect();
         times
             .windows(2)
@@ -670,14 +708,14 @@ impl PgWriter {
             let mut out = PgWrites {
                 sent: 0,
                 acked: Vec::new(),
-                sessions: 0,
+                sessions: Vec::new(),
             };
             let mut session: Option<PgSession> = None;
             let mut next = Instant::now();
             while !flag.load(Ordering::Relaxed) {
                 if session.is_none() {
                     session = PgSession::open(&client, &host);
-                    out.sessions += 1;
+                    out.sessions.push(Instant::now());
                 }
                 if let Some(s) = session.as_mut() {
                     out.sent += 1;
@@ -703,6 +741,24 @@ impl PgWriter {
         }
     }
 
+    /// A writer through `vip` (with or without its prefix length) from
+    /// `client`'s namespace, one write every `every`, once `primary` has
+    /// stored its first write: the VIP leads to it and the session works.
+    pub(crate) fn start_once_acknowledged(
+        client: &Netns,
+        vip: &str,
+        every: Duration,
+        primary: &Postgres,
+    ) -> Self {
+        let writer = Self::start(client, super::strip_prefix_len(vip), every);
+        super::wait_until(
+            "the first write is acknowledged",
+            Duration::from_secs(20),
+            || primary.sql("SELECT count(*) FROM writes") != "0",
+        );
+        writer
+    }
+
     /// Stops writing; returns what was sent and acknowledged.
     pub(crate) fn finish(mut self) -> PgWrites {
         self.stop.store(true, Ordering::Relaxed);
@@ -712,7 +768,7 @@ impl PgWriter {
             .unwrap_or(PgWrites {
                 sent: 0,
                 acked: Vec::new(),
-                sessions: 0,
+                sessions: Vec::new(),
             })
     }
 }

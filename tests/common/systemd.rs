@@ -138,6 +138,13 @@ impl UnitSetup {
         self
     }
 
+    /// A file `/etc/vipd/NAME` with these contents and mode.
+    pub(crate) fn file(mut self, name: &str, contents: &str, mode: u32) -> Self {
+        self.files
+            .push((name.to_owned(), contents.to_owned(), mode));
+        self
+    }
+
     /// An executable `/bin/sh` script `/etc/vipd/NAME`.
     pub(crate) fn script(mut self, name: &str, body: &str) -> Self {
         self.files
@@ -397,6 +404,42 @@ impl SystemdNode {
         PathBuf::from(format!("/proc/{}/root{path}", self.pid))
     }
 
+    /// The node's host dies: every process in its network namespace (systemd
+    /// with everything under it, and whatever a test started there with `ip
+    /// netns exec`) is stopped, `eth0` goes down, then they are all SIGKILLed.
+    /// Stopped first so that nothing sends a last packet or sees another die
+    /// and reacts. Returns when the link went down (CLOCK_MONOTONIC µs).
+    /// Nothing of the node answers afterwards: not even `systemctl`.
+    pub(crate) fn crash_host(&self) -> u64 {
+        let name = &self.host().ns.name;
+        let frozen = Netns::pids_in(name);
+        for &pid in &frozen {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
+        }
+        let link_down = monotonic_us();
+        self.host().link(false);
+        // SIGKILL to PID 1 of the pid namespace takes the rest of it along; a
+        // process forked between the listing and the stop is caught by the
+        // next round.
+        let start = Instant::now();
+        loop {
+            let left = Netns::pids_in(name);
+            if left.is_empty() {
+                break;
+            }
+            for &pid in &left {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{}: processes survive SIGKILL in {name}: {left:?}",
+                self.role
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        link_down
+    }
+
     /// systemd's own output (the console), for failure messages.
     fn console_log(&self) -> String {
         fs::read_to_string(&self.console).unwrap_or_default()
@@ -561,7 +604,7 @@ pub(crate) fn lab_host(lab: &Lab, role: &str, host_part: u32) -> Host {
 // ---------------------------------------------------------------------------
 
 /// The pids whose parent is `parent`.
-fn children_of(parent: i32) -> Vec<i32> {
+pub(crate) fn children_of(parent: i32) -> Vec<i32> {
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
