@@ -651,21 +651,29 @@ impl PgSession {
             .env("PGCONNECT_TIMEOUT", "2")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .ok()?;
         let stdin = child.stdin.take()?;
         let stdout = child.stdout.take()?;
+        let stderr = child.stderr.take()?;
         let (tx, lines) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
+        // Both streams, as an application sees both: psql reports a failed
+        // statement and a lost connection on stderr, at once.
+        let forward = |stream: Box<dyn std::io::Read + Send>,
+                       tx: std::sync::mpsc::Sender<String>| {
+            thread::spawn(move || {
+                use std::io::BufRead as _;
+                for line in std::io::BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+        };
+        forward(Box::new(stdout), tx.clone());
+        forward(Box::new(stderr), tx);
         Some(Self {
             child,
             stdin,
@@ -683,6 +691,14 @@ impl PgSession {
             let left = deadline.checked_duration_since(Instant::now())?;
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.trim() == n.to_string() => return Some(true),
+                // The session is gone (terminated, reset, lost).
+                Ok(line)
+                    if line.contains("FATAL")
+                        || line.contains("connection to server was lost")
+                        || line.contains("server closed the connection") =>
+                {
+                    return None
+                }
                 // An error message for this statement: not acknowledged.
                 Ok(line) if line.contains("ERROR") => return Some(false),
                 Ok(_) => {}
