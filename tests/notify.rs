@@ -262,6 +262,20 @@ fn a_drain_waits_for_the_successors_gate_and_rolls_back_when_it_fails() {
         .extra(&format!("before_claim = [{gate:?}]"));
     let mut daemons = start_nodes(&lab, vec![n1, n2]);
     wait_sole_holder(&lab, &vip, 1, Duration::from_secs(20));
+    // A drain needs a successor n1 has heard (it refuses otherwise).
+    wait_until(
+        "n1 hears n2 as a live backup",
+        Duration::from_secs(20),
+        || {
+            daemons[0].first_instance_status().is_some_and(|(_, s)| {
+                s["peers"].as_array().is_some_and(|peers| {
+                    peers
+                        .iter()
+                        .any(|p| p["alive"] == true && p["state"] == "backup")
+                })
+            })
+        },
+    );
 
     // The successor's gate fails: the drain is rolled back.
     fs::write(&fail, "").expect("write the failure switch");
