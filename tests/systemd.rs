@@ -495,9 +495,9 @@ fn hooks_and_scripts_run_as_script_user_under_the_unit() {
             .map(str::to_owned)
     };
     wait_until("the master hook logged", Duration::from_secs(10), || {
-        logged(&node.journal()).is_some()
+        logged(&node.journal_tagged("vipd-hooktest")).is_some()
     });
-    let line = logged(&node.journal()).unwrap_or_default();
+    let line = logged(&node.journal_tagged("vipd-hooktest")).unwrap_or_default();
     eprintln!("[sdhookuser] {line}");
     assert!(line.contains("hook ran as nobody"), "{line}");
 }

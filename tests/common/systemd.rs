@@ -366,6 +366,18 @@ impl SystemdNode {
         )
     }
 
+    /// The journal's lines logged under the syslog identifier `tag`, from any
+    /// unit. A short-lived `logger` run by a hook may exit before journald
+    /// reads its cgroup, so its line is not always attributed to the unit;
+    /// the identifier it sends always is.
+    pub(crate) fn journal_tagged(&self, tag: &str) -> String {
+        let out = self.nsenter(
+            "journalctl",
+            &["--no-pager", "-o", "short-precise", "-t", tag],
+        );
+        output_text(&out)
+    }
+
     /// The journal of `vipd.service`, one JSON object per entry with every field.
     pub(crate) fn journal_json(&self) -> Vec<serde_json::Value> {
         let out = self.nsenter(
