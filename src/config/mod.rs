@@ -49,7 +49,8 @@ pub use diagnostics::{ConfigError, ConfigErrors, Diagnostic, Location};
 pub use system::{check_against_system, check_warnings, SystemCheckProblem};
 pub use types::{
     AfterCrash, AnnounceConfig, Config, GuardConfig, GuardMethod, InstanceConfig, NodeConfig,
-    NotifyConfig, RouteConfig, SyncGroup, TrackFile, TrackInterface, TrackScript, Witness,
+    NotifyConfig, Protocol, RouteConfig, SyncGroup, TrackFile, TrackInterface, TrackScript,
+    VrrpChecksum, VrrpConfig, VrrpVersion, Witness,
 };
 pub use validate::node_id;
 pub use vip::{Vip, VipParseError};

@@ -175,16 +175,45 @@ fn check_against(
 /// to carry too; two nodes with one name share a node id, and the later starter
 /// then stands aside (see the daemon's duplicate-identity rule).
 pub fn check_warnings(config: &Config) -> Vec<SystemCheckProblem> {
+    let mut warnings = Vec::new();
     let name = &config.node.name;
-    if !is_default_hostname(name) {
-        return Vec::new();
+    if is_default_hostname(name) {
+        warnings.push(SystemCheckProblem {
+            location: None,
+            message: format!(
+                "[node]: name {name:?} is a default hostname that other nodes are likely to share; nodes with one name share a node id, and the later one to start stands aside in fault; set name = \"...\" to a name of this node's own"
+            ),
+        });
     }
-    vec![SystemCheckProblem {
-        location: None,
-        message: format!(
-            "[node]: name {name:?} is a default hostname that other nodes are likely to share; nodes with one name share a node id, and the later one to start stands aside in fault; set name = \"...\" to a name of this node's own"
-        ),
-    }]
+    for instance in &config.instances {
+        let Some(vrrp) = instance.protocol.vrrp() else {
+            continue;
+        };
+        let location = config
+            .sources
+            .instances
+            .get(&instance.name)
+            .map(|s| s.interface.clone());
+        let who = format!("instance {:?}", instance.name);
+        let proto = instance.protocol.as_str();
+        let auth = match vrrp.auth_pass {
+            Some(_) => {
+                "VRRPv2's password travels in clear text, so anyone on the link can read it and"
+            }
+            None => "nothing authenticates its adverts, so anyone on the link",
+        };
+        for message in [
+            format!("{who}: protocol {proto}: {auth} can take the VIPs with one advert of a higher priority (vipd's own protocol signs every advert with HMAC)"),
+            format!("{who}: protocol {proto}: no replay guard; a recorded master advert, replayed, holds the backups off while the master is dead"),
+            format!("{who}: protocol {proto}: VRRP backups are silent, so this node cannot see whether a backup is ready: `vipd drain` hands over to whichever node answers its priority-0 advert and rolls back (stays master) if none becomes master within handover_timeout; `vipd status` shows only the master"),
+        ] {
+            warnings.push(SystemCheckProblem {
+                location: location.clone(),
+                message,
+            });
+        }
+    }
+    warnings
 }
 
 /// Hostnames that installers, images and containers leave behind: every node

@@ -107,7 +107,11 @@ pub struct InstanceConfig {
     /// `auth_accept_key_files`: further keys that verify adverts but never sign, for
     /// rotating the key one node at a time. Empty unless `auth` is HMAC. Default: none.
     pub auth_accept: Vec<AuthKey>,
-    /// Unicast peers; empty means multicast to `multicast_group`.
+    /// What the adverts speak on the wire: vipd's own authenticated format
+    /// (the default) or VRRP, to join a keepalived cluster (`protocol`).
+    pub protocol: Protocol,
+    /// Unicast peers; empty means multicast to `multicast_group` (VRRP:
+    /// 224.0.0.18 or ff02::12).
     pub peers: Vec<IpAddr>,
     /// The multicast group adverts go to when `peers` is empty. Default 239.255.80.51.
     pub multicast_group: IpAddr,
@@ -140,6 +144,76 @@ pub struct InstanceConfig {
     /// What `vipd cleanup` does with this instance's VIPs after the daemon died
     /// while master on a host that is still up. Default [`AfterCrash::Handover`].
     pub after_crash: AfterCrash,
+}
+
+/// What an instance's adverts speak (`protocol`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// `"vipd"`: vipd's own format, HMAC-authenticated, with a replay guard
+    /// and adverts from backups too.
+    #[default]
+    Vipd,
+    /// `"vrrp2"` or `"vrrp3"`: VRRP (RFC 3768 / RFC 9568), IP protocol 112,
+    /// as keepalived speaks it. `group` is the VRID.
+    Vrrp(VrrpConfig),
+}
+
+impl Protocol {
+    /// The VRRP settings, when the instance speaks VRRP.
+    pub fn vrrp(&self) -> Option<&VrrpConfig> {
+        match self {
+            Self::Vipd => None,
+            Self::Vrrp(v) => Some(v),
+        }
+    }
+
+    /// The configuration's spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Vipd => "vipd",
+            Self::Vrrp(v) => match v.version {
+                VrrpVersion::V2 => "vrrp2",
+                VrrpVersion::V3 => "vrrp3",
+            },
+        }
+    }
+}
+
+/// An instance's VRRP settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VrrpConfig {
+    pub version: VrrpVersion,
+    /// `vrrp_auth_pass`: VRRPv2's simple-text password (keepalived's
+    /// `auth_type PASS`), zero-padded to 8 bytes. `None`: no authentication.
+    pub auth_pass: Option<[u8; 8]>,
+    /// `vrrp_checksum`: how a VRRPv3 IPv4 checksum is formed when sending;
+    /// both forms are accepted on receipt.
+    pub checksum: VrrpChecksum,
+    /// `vrrp_source`: the address adverts are sent from (keepalived's
+    /// `unicast_src_ip`). `None`: the interface's primary address of the
+    /// VIPs' family (IPv6: its link-local address).
+    pub source: Option<IpAddr>,
+}
+
+/// VRRP's version on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VrrpVersion {
+    /// RFC 3768: IPv4 only, whole-second intervals, optional simple password.
+    V2,
+    /// RFC 9568: IPv4 and IPv6, centisecond intervals, no authentication.
+    V3,
+}
+
+/// How a VRRPv3 IPv4 checksum is formed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VrrpChecksum {
+    /// `"pseudo-header"`: with the IPv4 pseudo-header (RFC 9568 §5.2.8;
+    /// keepalived's default).
+    #[default]
+    PseudoHeader,
+    /// `"message-only"`: over the VRRP message alone, as VRRPv2 (keepalived's
+    /// `checksum_as_v2`, and some routers).
+    MessageOnly,
 }
 
 /// What happens to a master's VIPs when its daemon dies and the host lives

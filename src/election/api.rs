@@ -20,6 +20,10 @@ pub struct ElectionConfig {
     pub startup_delay: Duration,
     /// Start drained (the drain survives restarts through the daemon's state dir).
     pub start_drained: bool,
+    /// Whose rules apply where vipd's and VRRP's differ (the rule "VRRP
+    /// mode"). Fixed for the election's life: a reload that changes it
+    /// restarts the instance.
+    pub dialect: Dialect,
     /// Routed mode's `route.ready_after` (zero in ARP mode): how long after
     /// start, and after the uplink regains carrier, this node's route is not yet
     /// taken as announceable, so it does not preempt (the rule "Preempt waits
@@ -29,13 +33,31 @@ pub struct ElectionConfig {
     pub settings: Settings,
 }
 
+/// Which protocol the election speaks (the rule "VRRP mode").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dialect {
+    /// vipd's own protocol: every node advertises, ranks are known.
+    #[default]
+    Vipd,
+    /// VRRPv2 (RFC 3768): silent backups, skew in seconds.
+    Vrrp2,
+    /// VRRPv3 (RFC 9568): silent backups, skew scaled by the master's interval.
+    Vrrp3,
+}
+
+impl Dialect {
+    pub fn is_vrrp(self) -> bool {
+        self != Self::Vipd
+    }
+}
+
 /// What a reload may change in a running election
 /// ([`Election::handle_settings`](super::Election::handle_settings)): the
 /// part of [`ElectionConfig`] that does not name the node, its group or how it
 /// started.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// Configured priority, 1..=254.
+    /// Configured priority, 1..=254 (VRRP: 1..=255, 255 the address owner).
     pub priority: u8,
     /// Advert interval as master.
     pub advert_interval: Duration,
@@ -164,6 +186,10 @@ pub enum Notice {
     PromotionSuperseded { peer: String },
     /// A draining or stopping master now waits for a successor.
     HandoverStarted,
+    /// VRRP mode: a drained master heard no new master within
+    /// `handover_timeout` of its priority-0 advert, so it stays master and
+    /// is undrained (the rule "VRRP mode").
+    DrainRolledBack { why: String },
     /// This backup outranks the master but does not preempt before its route
     /// can be announced (routed mode's `route.ready_after`); `ready_in` is
     /// how long that still is. Once per start or carrier return.

@@ -229,6 +229,38 @@
 //! could take over. (With quorum on, config makes backups advertise at the
 //! master's interval, so every peer is heard often enough to count.)
 //!
+//! **VRRP mode** (`protocol = "vrrp2"` / `"vrrp3"`, [`Dialect`]). To join a
+//! cluster of VRRP routers (keepalived), the election keeps every rule above
+//! except where VRRP's peers could not follow it:
+//! - *Silent backups* (RFC 9568 §6.4.2): only a master advertises — its
+//!   adverts, and priority 0 when it resigns (drain, fault, stop) — never a
+//!   backup, a drained or faulted node, nor a master stepping down for a
+//!   better one (RFC §6.4.3: it just becomes backup). Why: a VRRP backup that
+//!   hears priority 0 takes over after its skew time, and keepalived pushes
+//!   its own next advert back by an interval for every packet it receives.
+//! - *The RFC's timing*: a backup takes over after `3 × Master_Adver_Interval
+//!   + Skew_Time`, and after Skew_Time when the master releases; ranks are
+//!   never "known" (backups are silent), so the per-rank margins do not
+//!   apply. VRRPv3's skew scales with the master's interval; VRRPv2's is
+//!   `(256 − priority) / 256` seconds whatever the interval (RFC 3768 §6.1).
+//! - *Ties* go to the higher primary address: the instance core gives the
+//!   node and its peers node ids that order as their source addresses do.
+//! - *Priority 255* is the address owner's: such a node becomes master at
+//!   start without waiting (RFC §6.4.1).
+//! - *Promote* advertises priority 255 while promoted, since the promotion
+//!   epoch cannot travel: every RFC peer then yields as to an address owner.
+//! - *Drain and stop hand over make-before-break without seeing a
+//!   successor.* A master that drains or stops advertises priority 0 and
+//!   keeps the VIPs until it hears a new master (then lingers as for any
+//!   handover) or `handover_timeout` passes. On that timeout a stop releases,
+//!   but a drain (not `--force`) rolls back: the node is undrained, stays
+//!   master and announces again ([`Notice::DrainRolledBack`]). Why: backups
+//!   are silent, so the refusal "nobody could take over" cannot be decided
+//!   up front; it is decided by whether anyone did.
+//! - What this mode gives up: no HMAC, no replay guard, no planned-overlap
+//!   names (an overlap a VRRP peer causes counts as two masters), no status
+//!   of the backups.
+//!
 //! # Layout
 //!
 //! - this file: [`Election`], its `handle_*`/`poll_*` API and the rule methods;
@@ -247,8 +279,8 @@ use std::time::{Duration, Instant};
 use crate::wire::{AdvertBody, Flags};
 
 pub use api::{
-    Action, Command, CommandError, Counters, ElectionConfig, Health, Notice, PlannedOverlap,
-    Reason, Settings, State, Transition,
+    Action, Command, CommandError, Counters, Dialect, ElectionConfig, Health, Notice,
+    PlannedOverlap, Reason, Settings, State, Transition,
 };
 use peers::{interval_of, PeerTable};
 pub use peers::{Peer, Quorum, Rank};
@@ -314,6 +346,9 @@ pub struct Election {
     stopped: bool,
     /// Set while a master waits for its successor (drain or shutdown).
     handing_over: bool,
+    /// The drain was forced (`--force`): VRRP mode's handover timeout then
+    /// releases instead of rolling back.
+    drain_forced: bool,
     /// Set while a master that heard a better master (or its successor) keeps
     /// the VIPs for [`STEP_DOWN_LINGER`] before it lets go.
     stepping_down: Option<StepDown>,
@@ -364,6 +399,7 @@ impl Election {
             shutting_down: false,
             stopped: false,
             handing_over: false,
+            drain_forced: false,
             stepping_down: None,
             replaced: None,
             followed_master: None,
@@ -382,10 +418,16 @@ impl Election {
         };
         // RFC 5798 §6.4.1: a non-owner starts as backup with Master_Down_Timer set.
         election.transition(now, State::Backup, Reason::Startup);
-        let first_deadline = now
-            + election
+        // VRRP's address owner (priority 255) does not wait (RFC 9568 §6.4.1).
+        let owner = election.vrrp() && election.cfg.settings.priority == 255;
+        let first_wait = if owner {
+            election.cfg.startup_delay
+        } else {
+            election
                 .own_master_down_interval()
-                .max(election.cfg.startup_delay);
+                .max(election.cfg.startup_delay)
+        };
+        let first_deadline = now + first_wait;
         election.timers.set(Timer::MasterDown, first_deadline);
         election.send_advert(now);
         election
@@ -495,7 +537,11 @@ impl Election {
                     self.release_to_backup(now, step.reason, Some(&step.successor));
                 }
             } else if self.state == State::Master && self.handing_over {
-                self.release_to_backup(now, Reason::HandoverTimeout, None);
+                if self.vrrp() && self.drained && !self.drain_forced && !self.shutting_down {
+                    self.roll_back_vrrp_drain(now);
+                } else {
+                    self.release_to_backup(now, Reason::HandoverTimeout, None);
+                }
             }
         }
         if self.timers.is_due(Timer::MasterDown, now) {
@@ -689,7 +735,9 @@ impl Election {
         if self.stepping_down.is_some() {
             // The linger timer releases, then finishes the shutdown.
             self.send_advert(now);
-        } else if self.state == State::Master && self.has_successor(now) {
+        } else if self.state == State::Master && (self.vrrp() || self.has_successor(now)) {
+            // VRRP mode: backups are silent, so a successor cannot be seen;
+            // the handover waits for one to answer (the rule "VRRP mode").
             self.start_handover(now);
         } else {
             if self.state == State::Master {
@@ -740,6 +788,10 @@ impl Election {
 
     /// Configured priority plus health weights, clamped to 1..=254.
     pub fn effective_priority(&self) -> u8 {
+        if self.cfg.settings.priority == 255 && self.health.priority_delta == 0 {
+            // VRRP's address owner (config allows 255 only in VRRP mode).
+            return 255;
+        }
         let p = i32::from(self.cfg.settings.priority) + self.health.priority_delta;
         // Clamped into 1..=254, so the cast cannot truncate.
         p.clamp(1, 254) as u8
@@ -835,7 +887,7 @@ impl Election {
     /// RFC 5798 §6.1 Master_Down_Interval for a master advertising `interval`,
     /// with this node's skew: the bound vipd never exceeds.
     pub fn master_down_interval(&self, interval: Duration) -> Duration {
-        interval * 3 + skew_time(self.effective_priority(), interval)
+        interval * 3 + self.skew(self.effective_priority(), interval)
     }
 }
 
@@ -1165,11 +1217,14 @@ impl Election {
         if self.drained {
             return Ok(());
         }
-        let successor = self.has_successor(now);
+        // VRRP mode: backups are silent; whether one takes over decides
+        // between the handover and the roll-back (the rule "VRRP mode").
+        let successor = self.vrrp() || self.has_successor(now);
         if self.state == State::Master && !successor && !force {
             return Err(CommandError::NoSuccessor);
         }
         self.drained = true;
+        self.drain_forced = force;
         self.promotion = None;
         self.timers.clear(Timer::MasterDown);
         self.timers.clear(Timer::Preempt);
@@ -1321,8 +1376,8 @@ impl Election {
             .followed_master
             .and_then(|id| self.peers.get(id))
             .map_or(self.cfg.settings.advert_interval, |p| p.interval);
-        let skew = skew_time(self.effective_priority(), master_interval);
-        if !self.ranks_known(now) {
+        let skew = self.skew(self.effective_priority(), master_interval);
+        if self.vrrp() || !self.ranks_known(now) {
             return skew;
         }
         let mine = self.rank();
@@ -1342,6 +1397,35 @@ impl Election {
         now >= self.started_at
             + self.cfg.settings.backup_advert_interval * 3
             + self.cfg.settings.takeover_margin
+    }
+
+    /// Whether the rule "VRRP mode" applies.
+    fn vrrp(&self) -> bool {
+        self.cfg.dialect.is_vrrp()
+    }
+
+    /// Skew_Time for `priority` behind a master advertising every
+    /// `interval`: VRRPv2's is in seconds whatever the interval.
+    fn skew(&self, priority: u8, interval: Duration) -> Duration {
+        match self.cfg.dialect {
+            Dialect::Vrrp2 => skew_time(priority, Duration::from_secs(1)),
+            Dialect::Vipd | Dialect::Vrrp3 => skew_time(priority, interval),
+        }
+    }
+
+    /// VRRP mode: a drained master's priority-0 advert went unanswered for
+    /// `handover_timeout`; it stays master, undrained, and announces again.
+    fn roll_back_vrrp_drain(&mut self, now: Instant) {
+        self.drained = false;
+        self.handing_over = false;
+        self.notice(Notice::DrainRolledBack {
+            why: format!(
+                "no VRRP master answered the priority-0 advert within handover_timeout ({} ms); this node stays master",
+                self.cfg.settings.handover_timeout.as_millis()
+            ),
+        });
+        self.actions.push_back(Action::AnnounceVips);
+        self.send_advert(now);
     }
 
     fn other_live_master(&self, now: Instant, except: u64) -> bool {
@@ -1392,6 +1476,11 @@ impl Election {
 
     /// The advert this node sends now, and re-arm the periodic timer.
     fn send_advert(&mut self, now: Instant) {
+        if self.vrrp() && (self.state != State::Master || self.stepping_down.is_some()) {
+            // VRRP mode: only a master advertises; a step-down is silent.
+            self.timers.clear(Timer::Advert);
+            return;
+        }
         let body = self.advert_body();
         if self.replaced.as_ref().is_some_and(|r| now >= r.until) {
             self.replaced = None;
@@ -1440,6 +1529,9 @@ impl Election {
             group: self.cfg.group,
             priority: if releasing {
                 0
+            } else if self.vrrp() && self.promotion.is_some() {
+                // VRRP mode: the promotion travels as the owner's priority.
+                255
             } else {
                 self.effective_priority()
             },
@@ -1487,6 +1579,7 @@ mod tests {
             group: 1,
             startup_delay: Duration::ZERO,
             start_drained: false,
+            dialect: Dialect::Vipd,
             route_ready_after: Duration::ZERO,
             settings: Settings {
                 priority,
@@ -2564,5 +2657,232 @@ mod tests {
         drain(&mut e);
         let claimed = worse_master_heard(&mut e, t0 + I, t0 + READY * 4);
         assert_eq!(claimed, Some(t0 + I + READY * 2));
+    }
+
+    // ------------------------------------------------------------ VRRP mode
+
+    fn vrrp_cfg(
+        dialect: Dialect,
+        node_id: u64,
+        priority: u8,
+        interval: Duration,
+    ) -> ElectionConfig {
+        let mut c = cfg(node_id, priority);
+        c.dialect = dialect;
+        c.settings.advert_interval = interval;
+        c.settings.backup_advert_interval = interval;
+        c.settings.handover_timeout = interval * 3;
+        c
+    }
+
+    /// A VRRP master's advert: every VRRP advert is a master's.
+    fn vrrp_advert(node_id: u64, priority: u8, interval: Duration) -> AdvertBody {
+        AdvertBody {
+            interval_cs: u16::try_from(interval.as_millis() / 10).unwrap(),
+            ..advert(node_id, priority, Flags::MASTER)
+        }
+    }
+
+    fn takeover_at(e: &mut Election, from: Instant, until: Instant) -> Option<Instant> {
+        let mut t = from;
+        while let Some(next) = e.poll_timeout() {
+            if next > until {
+                return None;
+            }
+            t = next.max(t);
+            e.handle_timeout(t);
+            if drain(e).contains(&Action::ClaimVips) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn vrrp_backups_and_stepping_down_masters_are_silent_and_masters_advertise() {
+        let t0 = Instant::now();
+        let mut e = Election::new(vrrp_cfg(Dialect::Vrrp3, 1, 100, I), t0);
+        let mut actions = drain(&mut e);
+        let mut t = t0;
+        for _ in 0..20 {
+            t += I;
+            e.handle_advert(t, &vrrp_advert(9, 200, I));
+            actions.extend(run_to(&mut e, t));
+            actions.extend(drain(&mut e));
+        }
+        assert!(sent(&actions).is_empty(), "a VRRP backup sent: {actions:?}");
+        // Master (the peer went silent): it advertises every interval.
+        let claim = takeover_at(&mut e, t, t + I * 10).expect("takes over");
+        let adverts = sent(&run_to(&mut e, claim + I * 5)).len();
+        assert!(
+            (4..=6).contains(&adverts),
+            "{adverts} adverts in 5 intervals"
+        );
+        // A better master: the step-down sends nothing, not even priority 0.
+        let t = claim + I * 5;
+        e.handle_advert(t, &vrrp_advert(9, 200, I));
+        let mut actions = drain(&mut e);
+        actions.extend(run_to(&mut e, t + I));
+        assert!(sent(&actions).is_empty(), "{actions:?}");
+        assert!(has(&actions, &Action::ReleaseVips));
+        assert_eq!(e.state(), State::Backup);
+    }
+
+    #[test]
+    fn vrrp_takeover_waits_the_rfc_master_down_interval_and_skew_after_a_release() {
+        for (dialect, interval, skew) in [
+            // RFC 9568: (256 − 100) × 1 s / 256 = 609.375 ms.
+            (
+                Dialect::Vrrp3,
+                Duration::from_secs(1),
+                Duration::from_micros(609_375),
+            ),
+            // RFC 3768: in seconds, whatever the interval: (256 − 100) / 256 s.
+            (
+                Dialect::Vrrp2,
+                Duration::from_secs(2),
+                Duration::from_micros(609_375),
+            ),
+            (
+                Dialect::Vrrp3,
+                Duration::from_millis(100),
+                skew_time(100, Duration::from_millis(100)),
+            ),
+        ] {
+            let t0 = Instant::now();
+            let mut e = Election::new(vrrp_cfg(dialect, 1, 100, interval), t0);
+            drain(&mut e);
+            // Long enough for vipd's own rules to call the ranks known.
+            let mut t = t0;
+            for _ in 0..6 {
+                t += interval;
+                e.handle_advert(t, &vrrp_advert(9, 200, interval));
+                run_to(&mut e, t);
+            }
+            let down = takeover_at(&mut e, t, t + interval * 10).expect("takes over");
+            assert_eq!(down - t, interval * 3 + skew, "{dialect:?} master down");
+            // The peer takes over again, then releases with priority 0.
+            let t = down + interval;
+            e.handle_advert(t, &vrrp_advert(9, 200, interval));
+            run_to(&mut e, t + STEP_DOWN_LINGER);
+            assert_eq!(e.state(), State::Backup);
+            let t = t + interval;
+            e.handle_advert(t, &vrrp_advert(9, 200, interval));
+            e.handle_advert(t + interval, &vrrp_advert(9, 0, interval));
+            drain(&mut e);
+            let after = takeover_at(&mut e, t + interval, t + interval * 10).expect("takes over");
+            assert_eq!(after - (t + interval), skew, "{dialect:?} after a release");
+        }
+    }
+
+    #[test]
+    fn vrrp_ties_go_to_the_higher_node_id_and_an_owner_starts_master() {
+        let t0 = Instant::now();
+        // Equal priority: the master with the higher id (address) stays.
+        let (mut e, t) = {
+            let mut e = Election::new(vrrp_cfg(Dialect::Vrrp3, 5, 100, I), t0);
+            let c = takeover_at(&mut e, t0, t0 + I * 10).expect("claims an empty group");
+            (e, c)
+        };
+        e.handle_advert(t, &vrrp_advert(4, 100, I));
+        drain(&mut e);
+        assert_eq!(e.state(), State::Master, "a lower address yields");
+        e.handle_advert(t, &vrrp_advert(6, 100, I));
+        run_to(&mut e, t + I);
+        assert_eq!(e.state(), State::Backup, "a higher address wins");
+        // Priority 255 claims at start without waiting.
+        let mut owner = Election::new(vrrp_cfg(Dialect::Vrrp2, 1, 255, Duration::from_secs(1)), t0);
+        drain(&mut owner);
+        assert_eq!(takeover_at(&mut owner, t0, t0 + I), Some(t0));
+        assert!(sent(&run_to(&mut owner, t0 + I)).is_empty() || owner.effective_priority() == 255);
+    }
+
+    #[test]
+    fn vrrp_drain_hands_over_to_whoever_answers_and_rolls_back_when_nobody_does() {
+        let t0 = Instant::now();
+        let master = |t0: Instant| {
+            let mut e = Election::new(vrrp_cfg(Dialect::Vrrp2, 1, 100, Duration::from_secs(1)), t0);
+            let t = takeover_at(&mut e, t0, t0 + Duration::from_secs(10)).expect("claims");
+            drain(&mut e);
+            (e, t)
+        };
+        // Nobody heard: not refused; priority 0 goes out and the VIPs stay.
+        let (mut e, t) = master(t0);
+        e.handle_command(t, Command::Drain { force: false })
+            .expect("VRRP mode cannot see silent backups: no refusal");
+        let actions = drain(&mut e);
+        assert!(sent(&actions).iter().any(|b| b.priority == 0));
+        assert!(!has(&actions, &Action::ReleaseVips));
+        // A VRRP master answers after its skew: the handover completes.
+        let answer = t + Duration::from_millis(610);
+        e.handle_advert(answer, &vrrp_advert(2, 100, Duration::from_secs(1)));
+        let mut actions = drain(&mut e);
+        actions.extend(run_to(&mut e, answer + STEP_DOWN_LINGER));
+        assert!(has(&actions, &Action::ReleaseVips));
+        assert_eq!(e.state(), State::Backup);
+        assert!(
+            sent(&actions).iter().all(|b| b.priority == 0),
+            "{actions:?}"
+        );
+
+        // Nobody answers: at handover_timeout the drain rolls back.
+        let (mut e, t) = master(t0);
+        e.handle_command(t, Command::Drain { force: false })
+            .unwrap();
+        drain(&mut e);
+        let actions = run_to(&mut e, t + Duration::from_secs(3));
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::Notice(Notice::DrainRolledBack { .. }))),
+            "{actions:?}"
+        );
+        assert!(has(&actions, &Action::AnnounceVips));
+        assert!(!has(&actions, &Action::ReleaseVips));
+        assert_eq!(e.state(), State::Master);
+        assert!(!e.is_drained());
+        assert!(sent(&actions).last().is_some_and(|b| b.priority == 100));
+
+        // Forced: released at the timeout instead.
+        let (mut e, t) = master(t0);
+        e.handle_command(t, Command::Drain { force: true }).unwrap();
+        drain(&mut e);
+        let actions = run_to(&mut e, t + Duration::from_secs(3));
+        assert!(has(&actions, &Action::ReleaseVips));
+        assert_eq!(e.state(), State::Backup);
+    }
+
+    #[test]
+    fn vrrp_stop_hands_over_make_before_break_and_promote_says_255() {
+        let t0 = Instant::now();
+        let mut e = Election::new(vrrp_cfg(Dialect::Vrrp3, 1, 100, I), t0);
+        let t = takeover_at(&mut e, t0, t0 + I * 10).expect("claims");
+        drain(&mut e);
+        e.handle_shutdown(t);
+        let actions = drain(&mut e);
+        assert!(!has(&actions, &Action::ReleaseVips), "{actions:?}");
+        assert!(sent(&actions).iter().any(|b| b.priority == 0));
+        e.handle_advert(t + I / 2, &vrrp_advert(2, 100, I));
+        let mut actions = drain(&mut e);
+        actions.extend(run_to(&mut e, t + I));
+        assert!(has(&actions, &Action::ReleaseVips));
+        assert!(has(&actions, &Action::ShutdownComplete));
+
+        // Promote over a better VRRP master: the advert says 255.
+        let mut e = Election::new(vrrp_cfg(Dialect::Vrrp3, 1, 100, I), t0);
+        drain(&mut e);
+        e.handle_advert(t0 + I, &vrrp_advert(9, 200, I));
+        drain(&mut e);
+        e.handle_command(t0 + I, Command::Promote).unwrap();
+        let actions = drain(&mut e);
+        assert!(has(&actions, &Action::ClaimVips));
+        assert!(
+            sent(&actions).iter().all(|b| b.priority == 255),
+            "{actions:?}"
+        );
+        // The old master, outranked, stays quiet or yields; we stay.
+        e.handle_advert(t0 + I * 2, &vrrp_advert(9, 200, I));
+        drain(&mut e);
+        assert_eq!(e.state(), State::Master);
     }
 }

@@ -162,10 +162,10 @@ use std::time::{Duration, Instant};
 pub use identity::{Identity, IdentityEvent};
 pub use settings::{copy_election_fields, election_fields_differ, election_settings};
 
-use crate::config::{InstanceConfig, Vip};
+use crate::config::{InstanceConfig, Vip, VrrpVersion};
 use crate::conflict::{ConflictEvent, ConflictWatch, Mac, ProbeSettings, Sighting};
 use crate::election::{
-    Action, Command, CommandError, Election, ElectionConfig, Health, Notice, Reason, State,
+    Action, Command, CommandError, Dialect, Election, ElectionConfig, Health, Notice, Reason, State,
 };
 use crate::health::{CheckEvent, RunOutcome, SyncEntry, Tracker};
 use crate::wire::{self, AdvertBody, ReplayGuard, WireError};
@@ -402,6 +402,11 @@ impl InstanceCore {
             group: cfg.group,
             startup_delay: node.startup_delay,
             start_drained,
+            dialect: match cfg.protocol.vrrp().map(|v| v.version) {
+                None => Dialect::Vipd,
+                Some(VrrpVersion::V2) => Dialect::Vrrp2,
+                Some(VrrpVersion::V3) => Dialect::Vrrp3,
+            },
             route_ready_after: cfg.route.as_ref().map_or(Duration::ZERO, |r| r.ready_after),
             settings: election_settings(&cfg),
         };
@@ -1043,6 +1048,15 @@ impl InstanceCore {
                 }
                 Action::StateChanged { from, to, reason } => {
                     self.push_event(Event::StateChanged { from, to, reason });
+                }
+                Action::Notice(Notice::DrainRolledBack { why }) => {
+                    // The election's VRRP-mode roll-back: nobody answered.
+                    self.drain_watch = None;
+                    self.drain_rolled_back = Some(why.clone());
+                    self.push_event(Event::DrainRolledBack {
+                        successor: "(none answered)".to_owned(),
+                        why,
+                    });
                 }
                 Action::Notice(notice) => self.push_event(Event::Notice(notice)),
                 Action::ShutdownComplete => self.push_event(Event::ShutdownComplete),

@@ -16,7 +16,7 @@ macro_rules! election_fields {
         pub fn election_settings(cfg: &InstanceConfig) -> Settings {
             Settings {
                 $($field: cfg.$field,)+
-                vip_digest: wire::vip_digest(cfg.vips.iter().map(|v| (v.addr, v.prefix_len))),
+                vip_digest: own_vip_digest(cfg),
             }
         }
 
@@ -37,6 +37,26 @@ election_fields!(
     preempt,
     preempt_delay,
 );
+
+/// The digest of the instance's VIP set as its adverts say it. VRRP adverts
+/// carry addresses without prefix lengths, so in VRRP mode every VIP counts
+/// at its family's full length, as the core counts a VRRP peer's list.
+pub(super) fn own_vip_digest(cfg: &InstanceConfig) -> [u8; 8] {
+    if cfg.protocol.vrrp().is_some() {
+        wire::vip_digest(cfg.vips.iter().map(|v| (v.addr, full_prefix(v.addr))))
+    } else {
+        wire::vip_digest(cfg.vips.iter().map(|v| (v.addr, v.prefix_len)))
+    }
+}
+
+/// 32 for IPv4, 128 for IPv6.
+pub(super) fn full_prefix(addr: std::net::IpAddr) -> u8 {
+    if addr.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
 
 /// Do `a` and `b` differ in the election's keys (the VIP set aside)?
 pub fn election_fields_differ(a: &InstanceConfig, b: &InstanceConfig) -> bool {

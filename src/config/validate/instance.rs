@@ -12,8 +12,9 @@ use toml::Spanned;
 use super::{fmt_duration, Validator};
 use crate::config::diagnostics::Location;
 use crate::config::raw::RawInstance;
-use crate::config::types::{InstanceSources, Sources};
+use crate::config::types::{InstanceSources, Protocol, Sources};
 use crate::config::{defaults, AfterCrash, InstanceConfig};
+use crate::wire::Auth;
 
 /// Byte spans needed for checks across instances.
 struct InstanceSpans {
@@ -126,9 +127,23 @@ impl Validator<'_> {
                 "1..=255, the same on every peer",
             )
             .and_then(|g| Some((self.int_in::<u8>(who, "group", g, 1..=255)?, g.span())));
+        let protocol = self.protocol(who, &raw);
+        let vrrp = matches!(protocol, Some(Protocol::Vrrp(_)));
+        // VRRP's 255 is the address owner's priority (RFC 9568 §5.2.4).
+        let (max_priority, priority_valid) = if vrrp {
+            (255, "1..=255 (255: the address owner)")
+        } else {
+            (254, "1..=254")
+        };
         let priority = self
-            .required(who, &table, "priority", raw.priority.as_ref(), "1..=254")
-            .and_then(|p| self.int_in::<u8>(who, "priority", p, 1..=254));
+            .required(
+                who,
+                &table,
+                "priority",
+                raw.priority.as_ref(),
+                priority_valid,
+            )
+            .and_then(|p| self.int_in::<u8>(who, "priority", p, 1..=max_priority));
         // These read `raw` as a whole, so they come before its lists and tables are
         // moved out below.
         let timing = self.timing(who, &raw);
@@ -153,8 +168,17 @@ impl Validator<'_> {
                 "a non-empty list such as [\"10.0.0.200/24\"]",
             )
             .and_then(|vips| self.vips(who, vips));
-        let auth = self.auth(who, &table, raw.auth_key_file, raw.auth);
-        let auth_accept = self.accept_keys(who, raw.auth_accept_key_files, auth.as_ref());
+        // VRRP has no HMAC: the protocol's rules refused a key file.
+        let auth = if vrrp {
+            Some(Auth::None)
+        } else {
+            self.auth(who, &table, raw.auth_key_file, raw.auth)
+        };
+        let auth_accept = if vrrp {
+            Some(Vec::new())
+        } else {
+            self.accept_keys(who, raw.auth_accept_key_files, auth.as_ref())
+        };
         let peers = raw.peers.and_then(|p| self.peers(who, p));
         let unicast = peers.as_ref().is_some_and(|p| !p.is_empty());
         let multicast_group = self.multicast_group(who, raw.multicast_group, unicast);
@@ -174,6 +198,11 @@ impl Validator<'_> {
 
         if !routing_ok {
             return None;
+        }
+        if let (Some(Protocol::Vrrp(v)), Some((vips, spans))) = (&protocol, &vips) {
+            if !self.vrrp_families(who, v.version, vips, spans, peers.as_deref()) {
+                return None;
+            }
         }
         if let (Some(AfterCrash::Resume), Some(Some(_)), Some(span)) =
             (after_crash, &routing.route, &after_crash_span)
@@ -211,6 +240,7 @@ impl Validator<'_> {
             vips,
             auth: auth?,
             auth_accept: auth_accept?,
+            protocol: protocol?,
             peers: peers.unwrap_or_default(),
             multicast_group: multicast_group?,
             port: port?,

@@ -17,6 +17,8 @@
 //! - `addresses`: `vips`, `peers` and `multicast_group`;
 //! - `auth`: `auth` / `auth_key_file` / `auth_accept_key_files` and reading key files;
 //! - `announce`: the `announce_*` keys;
+//! - `protocol`: `protocol` and the `vrrp_*` keys, and what VRRP changes in
+//!   the other keys;
 //! - `route`: `announce`, `[instance.route]` and `max_hops`;
 //! - `health`: `[[instance.track_script]]`, `track_interface` and `track_file`;
 //! - `notify`: `[instance.notify]`;
@@ -34,6 +36,7 @@ mod health;
 mod instance;
 mod node;
 mod notify;
+mod protocol;
 mod route;
 mod sync_group;
 

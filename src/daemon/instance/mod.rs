@@ -462,7 +462,7 @@ impl Instance {
             }
             Event::DrainRolledBack { successor, why } => {
                 tracing::warn!(%instance, %successor, %why,
-                    "drain rolled back: the successor did not serve; this node takes the VIPs back");
+                    "drain rolled back: no successor served; this node keeps or takes back the VIPs");
                 // A restart must not be drained by a drain that no longer is.
                 let state = self.shared.state_dir.clone();
                 tokio::task::spawn_blocking(move || {
@@ -821,6 +821,10 @@ fn log_notice(instance: &str, notice: Notice) {
         }
         Notice::PromotionSuperseded { peer } => {
             tracing::info!(%instance, %peer, "a later promotion elsewhere supersedes ours")
+        }
+        Notice::DrainRolledBack { why } => {
+            // The core turns it into Event::DrainRolledBack, logged there.
+            tracing::debug!(%instance, %why, "drain rolled back");
         }
         Notice::HandoverStarted => {
             tracing::info!(%instance, "handing over: keeping the VIPs until a successor claims them")
