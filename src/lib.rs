@@ -6,6 +6,9 @@
 //! may not touch.
 //!
 //! - [`wire`]: the advert packet: byte layout, HMAC authentication, replay guard.
+//! - [`vrrp`]: VRRPv2/v3 message bytes as keepalived sends and checks them:
+//!   encode, decode, checksums and the IPv4 header of a raw socket; no sockets,
+//!   no clock.
 //! - [`instance`]: the instance core: every rule that decides whether this
 //!   node holds an instance's VIPs (the election, health, the name-clash rule,
 //!   the replay guard, quorum, sync groups, the conflict watch), one sans-IO
@@ -62,4 +65,5 @@ pub mod keygen;
 pub mod manual;
 pub mod metrics;
 pub mod net;
+pub mod vrrp;
 pub mod wire;
