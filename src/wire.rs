@@ -511,6 +511,17 @@ pub enum WireError {
     /// The MAC (or checksum) does not match: forged, corrupted, or a different key.
     #[error("bad MAC: advert forged, corrupted, or signed with a different key")]
     BadMac,
+    /// A VRRP datagram that does not decode or check out (VRRP mode).
+    #[error("VRRP: {0}")]
+    Vrrp(#[from] crate::vrrp::VrrpError),
+    /// A VRRPv2 advert with another interval than ours (RFC 3768 §7.1:
+    /// dropped, as keepalived drops ours).
+    #[error("VRRPv2 advert interval {}s differs from ours ({}s); VRRPv2 peers must use the same advert_interval", theirs_cs / 100, ours_cs / 100)]
+    VrrpIntervalMismatch { theirs_cs: u16, ours_cs: u16 },
+    /// A VRRP advert whose address list is not our VIP set (keepalived
+    /// drops ours in that case too).
+    #[error("VRRP advert lists {theirs} addresses that are not our {ours} VIPs; every node of a VRID must list the same VIPs")]
+    VrrpAddressSetMismatch { theirs: usize, ours: usize },
     /// A field holds a value the protocol does not allow.
     #[error("invalid {field}: {reason}")]
     InvalidField {

@@ -796,6 +796,7 @@ impl Sim {
             node_name: node.spec.name.clone(),
             boot_id: node.boot_id,
             startup_delay: Duration::ZERO,
+            vrrp_source: None,
         };
         let configs = node
             .configs

@@ -297,6 +297,12 @@ fn announce_release(
     if ifindex == 0 {
         return Err(format!("interface {} is gone", cfg.interface));
     }
+    if cfg.protocol.vrrp().is_some() {
+        return Err(format!(
+            "{} speaks VRRP: no release advert is sent for it; its peers take over after their master-down interval",
+            cfg.name
+        ));
+    }
     let boot_id = state.next_boot_id();
     let body = crash::release_body(cfg, config.node.node_id, &config.node.name);
     let extensions = [wire::software_version_extension()];

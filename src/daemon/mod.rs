@@ -168,6 +168,14 @@ pub enum DaemonError {
         #[source]
         source: crate::net::announce::AnnounceError,
     },
+    /// A VRRP instance found no address on its interface to send from.
+    #[error("instance {instance:?}: interface {interface:?} has no {family} address to send VRRP adverts from after {waited_ms} ms (IPv4: a primary address that is not a VIP; IPv6: a link-local address past duplicate address detection); set vrrp_source")]
+    NoVrrpSource {
+        instance: String,
+        interface: String,
+        family: &'static str,
+        waited_ms: u64,
+    },
     /// An instance's advert socket could not be opened.
     #[error("instance {instance:?}: opening the advert socket")]
     Transport {

@@ -8,6 +8,7 @@
 //! and its VIPs (the instance's VIP worker does that; the supervisor releases
 //! them only for an instance task that died or hung).
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -69,6 +70,10 @@ pub(super) struct CrashStart {
     pub(super) hold_preemption: Option<Duration>,
 }
 
+/// How long a VRRP instance waits at start for its interface to offer an
+/// address to send from (IPv6 duplicate address detection takes 1–2 s).
+const VRRP_SOURCE_WAIT: Duration = Duration::from_secs(5);
+
 impl Supervisor {
     pub(super) async fn start_instance(
         &self,
@@ -88,12 +93,13 @@ impl Supervisor {
                 interface: cfg.interface.clone(),
                 source,
             })?;
+        let vrrp_source = self.vrrp_source(&cfg, link.index).await?;
         let sink = Arc::new(InstanceSink::default());
         let channel = self
             .shared
             .transports
             .open(
-                &Endpoint::of(&cfg, link.index, metrics.rejects()),
+                &Endpoint::of(&cfg, link.index, metrics.rejects()).with_vrrp_source(vrrp_source),
                 sink.clone(),
             )
             .map_err(|source| DaemonError::Transport {
@@ -149,6 +155,7 @@ impl Supervisor {
             node_name: self.shared.node.name.clone(),
             boot_id: self.shared.boot_id,
             startup_delay: self.shared.node.startup_delay,
+            vrrp_source,
         };
         let now = clock::now();
         let mut core = InstanceCore::new(cfg.clone(), &node, start_drained, replay, now);
@@ -216,10 +223,23 @@ impl Supervisor {
                 },
             ),
         };
+        let destination = if cfg.is_unicast() {
+            format!(
+                "unicast to {}",
+                cfg.peers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else if cfg.protocol.vrrp().is_some() {
+            "multicast 224.0.0.18 / ff02::12".to_owned()
+        } else {
+            format!("multicast {} port {}", cfg.multicast_group, cfg.port)
+        };
         tracing::info!(instance = %cfg.name, interface = %cfg.interface, ifindex = link.index, group = cfg.group,
-            priority = cfg.priority, vips = %vip_list(&cfg.vips),
-            transport = %if cfg.is_unicast() { format!("unicast to {}", cfg.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")) } else { format!("multicast {}", cfg.multicast_group) },
-            port = cfg.port, "instance starting");
+            priority = cfg.priority, vips = %vip_list(&cfg.vips), protocol = cfg.protocol.as_str(),
+            transport = %destination, "instance starting");
         let task = tokio::spawn(instance.run(
             InstanceInputs {
                 rx,
@@ -242,6 +262,51 @@ impl Supervisor {
     }
 
     /// Shuts the given instances down in parallel (handover where possible).
+    /// The address a VRRP instance sends from: `vrrp_source`, else the one
+    /// the interface offers ([`crate::net::netlink::Netlink::vrrp_source`]),
+    /// waited for a while (a fresh IPv6 link-local address is tentative
+    /// until duplicate address detection passes). `None` for vipd's protocol.
+    async fn vrrp_source(
+        &self,
+        cfg: &InstanceConfig,
+        ifindex: u32,
+    ) -> Result<Option<IpAddr>, DaemonError> {
+        let Some(vrrp) = cfg.protocol.vrrp() else {
+            return Ok(None);
+        };
+        if let Some(source) = vrrp.source {
+            return Ok(Some(source));
+        }
+        let ipv6 = cfg.vips.first().is_some_and(|v| v.addr.is_ipv6());
+        let vips: Vec<IpAddr> = cfg.vips.iter().map(|v| v.addr).collect();
+        let started = tokio::time::Instant::now();
+        loop {
+            let found = self
+                .shared
+                .netlink
+                .vrrp_source(ifindex, ipv6, &vips)
+                .await
+                .map_err(|source| DaemonError::Interface {
+                    instance: cfg.name.clone(),
+                    interface: cfg.interface.clone(),
+                    source,
+                })?;
+            if let Some(source) = found {
+                tracing::info!(instance = %cfg.name, %source, "VRRP adverts go out from {source}");
+                return Ok(Some(source));
+            }
+            if started.elapsed() >= VRRP_SOURCE_WAIT {
+                return Err(DaemonError::NoVrrpSource {
+                    instance: cfg.name.clone(),
+                    interface: cfg.interface.clone(),
+                    family: if ipv6 { "IPv6 link-local" } else { "IPv4" },
+                    waited_ms: u64::try_from(VRRP_SOURCE_WAIT.as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn stop_instances(&self, handles: Vec<InstanceHandle>) {
         if let Ok(mut reg) = self.registry.lock() {
             reg.retain(|(name, _)| !handles.iter().any(|h| &h.config.name == name));

@@ -238,6 +238,7 @@
 //!   better one (RFC §6.4.3: it just becomes backup). Why: a VRRP backup that
 //!   hears priority 0 takes over after its skew time, and keepalived pushes
 //!   its own next advert back by an interval for every packet it receives.
+//!   A master that hears priority 0 advertises at once (RFC §6.4.3).
 //! - *The RFC's timing*: a backup takes over after `3 × Master_Adver_Interval
 //!   + Skew_Time`, and after Skew_Time when the master releases; ranks are
 //!   never "known" (backups are silent), so the per-rank margins do not
@@ -509,6 +510,11 @@ impl Election {
             // REANNOUNCE_MIN_GAP.
             let released = (is_master && !theirs.eligible) || (was_master && !is_master);
             if released {
+                if self.vrrp() && self.stepping_down.is_none() && !self.handing_over {
+                    // RFC 9568 §6.4.3: a master hearing priority 0 advertises
+                    // at once, so the releasing node's backups hear a master.
+                    self.send_advert(now);
+                }
                 self.clients_may_be_elsewhere(now, true);
             } else if is_master || lost_or_new {
                 self.clients_may_be_elsewhere(now, false);

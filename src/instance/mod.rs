@@ -148,12 +148,27 @@
 //!     Why: it stops or fences the old primary, which must not happen while
 //!     clients can still reach it through the VIP; and by then the VIPs are
 //!     gone, so there is nothing left for a failure to hold back.
+//! 18. **VRRP mode reads and writes VRRP** (`protocol = "vrrp2"`/`"vrrp3"`;
+//!     [`vrrp`](self::vrrp)). A datagram must decode as a VRRP advert of
+//!     this instance's version, VRID, family and password, with a valid
+//!     checksum (VRRPv3 over IPv4: either form); VRRPv2's interval must be
+//!     ours and the address list must be our VIP set (any order), else it is
+//!     rejected and counted like any bad advert — as keepalived judges ours,
+//!     so both sides agree on what they heard. An accepted advert is a
+//!     master's (priority 0: its release) from the node whose id is its
+//!     source address ([`address_id`]), named by that address; there is no
+//!     replay guard and no extension field. Our own source is ignored. The
+//!     election's adverts go out as VRRP messages listing the VIPs in
+//!     configuration order ([`InstanceCore::vrrp_message`]). Why: a
+//!     keepalived node can only be joined in its own language, and an
+//!     advert one side drops while the other accepts leaves two masters.
 
 pub mod crash;
 mod identity;
 mod settings;
 #[cfg(test)]
 mod tests;
+mod vrrp;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
@@ -161,6 +176,7 @@ use std::time::{Duration, Instant};
 
 pub use identity::{Identity, IdentityEvent};
 pub use settings::{copy_election_fields, election_fields_differ, election_settings};
+pub use vrrp::address_id;
 
 use crate::config::{InstanceConfig, Vip, VrrpVersion};
 use crate::conflict::{ConflictEvent, ConflictWatch, Mac, ProbeSettings, Sighting};
@@ -182,6 +198,9 @@ pub struct NodeFacts {
     /// The daemon's boot id (adverts carry it; the name-clash rule may raise it).
     pub boot_id: u64,
     pub startup_delay: Duration,
+    /// VRRP mode: the address this instance's adverts go out from, which is
+    /// also its node id in the election ([`address_id`]). Ignored otherwise.
+    pub vrrp_source: Option<IpAddr>,
 }
 
 /// An order for the instance's VIP worker.
@@ -383,6 +402,8 @@ pub struct InstanceCore {
     published: Option<SyncEntry>,
     /// When the quorum may next change without an input.
     quorum_recheck: Option<Instant>,
+    /// VRRP mode: the address adverts go out from (rule 18).
+    vrrp_source: Option<IpAddr>,
     outputs: VecDeque<Output>,
 }
 
@@ -396,8 +417,9 @@ impl InstanceCore {
         replay: ReplayGuard,
         now: Instant,
     ) -> Self {
+        let vrrp_source = node.vrrp_source.filter(|_| cfg.protocol.vrrp().is_some());
         let election_cfg = ElectionConfig {
-            node_id: node.node_id,
+            node_id: vrrp_source.map_or(node.node_id, address_id),
             node_name: node.node_name.clone(),
             group: cfg.group,
             startup_delay: node.startup_delay,
@@ -435,6 +457,7 @@ impl InstanceCore {
             drain_watch: None,
             drain_rolled_back: None,
             quorum_recheck: None,
+            vrrp_source,
             outputs: VecDeque::new(),
         }
     }
@@ -443,7 +466,11 @@ impl InstanceCore {
 
     /// A datagram addressed to this instance's group, from `source`.
     pub fn handle_datagram(&mut self, now: Instant, source: IpAddr, bytes: &[u8]) {
-        self.take_datagram(now, source, bytes);
+        if self.cfg.protocol.vrrp().is_some() {
+            self.take_vrrp(now, source, bytes);
+        } else {
+            self.take_datagram(now, source, bytes);
+        }
         self.settle(now);
     }
 

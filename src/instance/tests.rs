@@ -54,6 +54,7 @@ impl Node {
             node_name: name.to_owned(),
             boot_id,
             startup_delay: Duration::ZERO,
+            vrrp_source: None,
         };
         let mut core = InstanceCore::new(cfg, &node, false, ReplayGuard::new(), now);
         core.handle_link(now, true);
@@ -650,6 +651,7 @@ fn a_restarted_master_that_may_not_be_master_releases_at_once() {
         node_name: "n1".to_owned(),
         boot_id: 2,
         startup_delay: Duration::ZERO,
+        vrrp_source: None,
     };
     let mut core = InstanceCore::new(cfg, &node, true, ReplayGuard::new(), t0);
     assert!(!core.handle_resume(t0), "drained: no resume");

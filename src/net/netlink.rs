@@ -141,6 +141,13 @@ pub enum NetlinkError {
         #[source]
         source: rtnetlink::Error,
     },
+    /// Listing an interface's addresses failed.
+    #[error("listing the addresses of interface index {ifindex}")]
+    ListAddresses {
+        ifindex: u32,
+        #[source]
+        source: rtnetlink::Error,
+    },
     /// Listing the IPv4 routes failed.
     #[error("listing the IPv4 routes (looking for the default gateway)")]
     Routes {
@@ -184,6 +191,7 @@ impl NetlinkError {
             | Self::Release { source, .. }
             | Self::Holds { source, .. }
             | Self::ListMarked { source }
+            | Self::ListAddresses { source, .. }
             | Self::Routes { source }
             | Self::AddRoute { source, .. }
             | Self::DeleteRoute { source, .. }
@@ -528,6 +536,45 @@ impl Netlink {
             .filter_map(default_gateway_of)
             .min_by_key(|(metric, _)| *metric)
             .map(|(_, gateway)| gateway))
+    }
+
+    /// The address a VRRP instance's adverts go out from when `vrrp_source`
+    /// is not set, as keepalived picks it: IPv4, the interface's first
+    /// primary address; IPv6, its first link-local address that has passed
+    /// duplicate address detection. Never one of `except` (the VIPs) nor an
+    /// address vipd added. `None`: the interface has none yet.
+    pub async fn vrrp_source(
+        &self,
+        ifindex: u32,
+        ipv6: bool,
+        except: &[IpAddr],
+    ) -> Result<Option<IpAddr>, NetlinkError> {
+        let _one_dump = self.dumps.lock().await;
+        let mut request = self.handle.address().get().set_link_index_filter(ifindex);
+        request.message_mut().header.family = if ipv6 {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        request.message_mut().header.index = ifindex;
+        let addresses: Vec<AddressMessage> = request
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| NetlinkError::ListAddresses { ifindex, source })?;
+        Ok(addresses
+            .iter()
+            .filter(|m| m.header.index == ifindex && marked_address(m).is_none())
+            .filter(|m| {
+                let flags = address_flags(m);
+                !flags.contains(AddressFlags::Secondary) && !flags.contains(AddressFlags::Tentative)
+            })
+            .filter_map(ip_address_of)
+            .filter(|a| a.is_ipv6() == ipv6 && !except.contains(a))
+            .find(|a| match a {
+                IpAddr::V4(_) => true,
+                IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+            }))
     }
 
     /// Every address on every interface that carries [`VIPD_ADDRESS_PROTO`];
@@ -1004,6 +1051,19 @@ fn net_event(message: NetlinkMessage<RouteNetlinkMessage>) -> Option<NetEvent> {
         },
         _ => None,
     }
+}
+
+/// An address message's flags: `IFA_FLAGS` when present (it holds all of
+/// them), else the header's 8 bits.
+fn address_flags(message: &AddressMessage) -> AddressFlags {
+    message
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            AddressAttribute::Flags(flags) => Some(*flags),
+            _ => None,
+        })
+        .unwrap_or_else(|| AddressFlags::from_bits_truncate(u32::from(message.header.flags.bits())))
 }
 
 /// The address of an IPv4 or IPv6 address message (other families skipped).

@@ -67,9 +67,9 @@ use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 
-use crate::config::InstanceConfig;
+use crate::config::{InstanceConfig, VrrpChecksum, VrrpVersion};
 use crate::metrics::{RejectCounters, Rejection};
-use crate::wire;
+use crate::{vrrp, wire};
 
 /// The TTL / hop limit adverts are sent with and, unless an instance's
 /// `max_hops` relaxes it explicitly, must arrive with.
@@ -173,12 +173,25 @@ enum SocketKey {
         ipv6: bool,
         port: u16,
     },
+    /// Every VRRP instance of a family on an interface: a raw socket of
+    /// IP protocol 112, multicast and unicast alike.
+    Vrrp {
+        interface: String,
+        ifindex: u32,
+        ipv6: bool,
+    },
 }
 
 impl SocketKey {
     /// The socket `endpoint` is served by.
     fn of(endpoint: &Endpoint) -> Self {
-        if endpoint.peers.is_empty() {
+        if let Some(v) = &endpoint.vrrp {
+            Self::Vrrp {
+                interface: endpoint.interface.clone(),
+                ifindex: endpoint.ifindex,
+                ipv6: v.ipv6,
+            }
+        } else if endpoint.peers.is_empty() {
             Self::Multicast {
                 interface: endpoint.interface.clone(),
                 ifindex: endpoint.ifindex,
@@ -214,6 +227,9 @@ struct Subscriber {
 #[derive(Debug)]
 struct Shared {
     socket: AsyncFd<Socket>,
+    /// A raw VRRP socket (`Some(ipv6)`): datagrams are VRRP messages (IPv4:
+    /// behind their IP header) whose VRID picks the subscriber.
+    vrrp: Option<bool>,
     interface: String,
     subscribers: Mutex<HashMap<u8, Subscriber>>,
     counters: SocketCounters,
@@ -274,8 +290,7 @@ impl PendingReader {
     /// the process count before the deadline. The caller must not hold what
     /// a sink's `deliver` takes (the sinks are called from here).
     pub fn read_pending(&self, now: Instant) {
-        let mut bufs: Box<[PacketBuf; RECV_BATCH]> =
-            Box::new([[0u8; wire::MAX_PACKET_LEN + 1]; RECV_BATCH]);
+        let mut bufs: Box<[PacketBuf; RECV_BATCH]> = Box::new([[0u8; RECV_LEN]; RECV_BATCH]);
         for _ in 0..PENDING_BATCHES {
             match read_and_deliver(&self.shared, &mut bufs, now) {
                 Ok(n) if n == RECV_BATCH => {}
@@ -323,9 +338,37 @@ pub struct Endpoint {
     /// [`REQUIRED_TTL`] unless the configuration relaxed it explicitly
     /// (`max_hops`, [`InstanceConfig::min_ttl`](crate::config::InstanceConfig::min_ttl)).
     pub min_ttl: u8,
+    /// `Some` when the instance speaks VRRP: its adverts are IP protocol 112
+    /// to 224.0.0.18 / ff02::12 (or the unicast `peers`), and `port` and
+    /// `multicast_group` are not used.
+    pub vrrp: Option<VrrpEndpoint>,
+}
+
+/// What a VRRP instance's socket needs beyond the common [`Endpoint`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpEndpoint {
+    /// The VIPs' family, which the adverts travel in.
+    pub ipv6: bool,
+    /// The address adverts go out from: `vrrp_source`, or the one the driver
+    /// read from the interface ([`crate::net::netlink::Netlink::vrrp_source`]).
+    pub source: IpAddr,
+    /// `Some` for VRRPv3 over IPv4: how the checksum is formed, per
+    /// destination. VRRPv2's checksum is in the encoded bytes; IPv6's is the
+    /// kernel's (`IPV6_CHECKSUM`).
+    pub ipv4_v3_checksum: Option<vrrp::ChecksumForm>,
 }
 
 impl Endpoint {
+    /// The same endpoint sending VRRP adverts from `source` (the address the
+    /// driver read from the interface); unchanged when it is `None` or the
+    /// instance does not speak VRRP.
+    pub fn with_vrrp_source(mut self, source: Option<IpAddr>) -> Self {
+        if let (Some(v), Some(source)) = (&mut self.vrrp, source) {
+            v.source = source;
+        }
+        self
+    }
+
     /// The advert endpoint of instance `cfg` on the link with index `ifindex`,
     /// counting its dropped datagrams in `rejects`.
     pub fn of(cfg: &InstanceConfig, ifindex: u32, rejects: Arc<RejectCounters>) -> Self {
@@ -337,7 +380,30 @@ impl Endpoint {
             multicast_group: cfg.multicast_group,
             peers: cfg.peers.clone(),
             rejects,
-            min_ttl: cfg.min_ttl(),
+            // Unicast VRRP adverts may arrive with any TTL from a configured
+            // peer: keepalived sends IPv6 unicast with the kernel's default
+            // hop limit (64) and checks no TTL on unicast itself.
+            min_ttl: match cfg.protocol.vrrp() {
+                Some(_) if !cfg.peers.is_empty() => 1,
+                _ => cfg.min_ttl(),
+            },
+            vrrp: cfg.protocol.vrrp().map(|v| {
+                let ipv6 = cfg.vips.first().is_some_and(|vip| vip.addr.is_ipv6());
+                VrrpEndpoint {
+                    ipv6,
+                    source: v.source.unwrap_or(if ipv6 {
+                        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                    } else {
+                        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                    }),
+                    ipv4_v3_checksum: (v.version == VrrpVersion::V3 && !ipv6).then_some(
+                        match v.checksum {
+                            VrrpChecksum::PseudoHeader => vrrp::ChecksumForm::PseudoHeader,
+                            VrrpChecksum::MessageOnly => vrrp::ChecksumForm::MessageOnly,
+                        },
+                    ),
+                }
+            }),
         }
     }
 }
@@ -372,12 +438,15 @@ impl Transports {
             match sockets.get(&key).and_then(Weak::upgrade) {
                 Some(shared) => shared,
                 None => {
-                    let socket = if unicast {
+                    let socket = if let Some(v) = &endpoint.vrrp {
+                        open_vrrp(endpoint, v.ipv6)?
+                    } else if unicast {
                         open_unicast(endpoint)?
                     } else {
                         open_multicast(endpoint)?
                     };
                     let shared = Arc::new(Shared {
+                        vrrp: endpoint.vrrp.as_ref().map(|v| v.ipv6),
                         socket: register(socket).map_err(|source| TransportError::Setup {
                             interface: endpoint.interface.clone(),
                             addr: bind_addr(endpoint),
@@ -429,11 +498,7 @@ impl Transports {
                 }
             }
         }
-        let destinations = destinations(endpoint);
-        let sender = Arc::new(SocketSender {
-            shared: Arc::clone(&shared),
-            destinations,
-        });
+        let sender = sender_for(&shared, endpoint);
         Ok(Channel {
             sender,
             subscription: Some(Subscription {
@@ -476,10 +541,7 @@ impl Transports {
                         .then(|| endpoint.peers.iter().copied().collect());
                 }
             }
-            channel.sender = Arc::new(SocketSender {
-                shared: Arc::clone(&sub.shared),
-                destinations: destinations(endpoint),
-            });
+            channel.sender = sender_for(&sub.shared, endpoint);
             return Ok(());
         }
         let Some(sink) = channel.subscription.as_ref().map(|s| Arc::clone(&s.sink)) else {
@@ -489,6 +551,23 @@ impl Transports {
         let fresh = self.open(endpoint, sink)?;
         drop(std::mem::replace(channel, fresh));
         Ok(())
+    }
+}
+
+/// The sender of `endpoint`'s adverts on `shared`.
+fn sender_for(shared: &Arc<Shared>, endpoint: &Endpoint) -> Arc<dyn AdvertSender> {
+    match &endpoint.vrrp {
+        Some(v) => Arc::new(VrrpSender {
+            shared: Arc::clone(shared),
+            destinations: destinations(endpoint),
+            source: v.source,
+            ifindex: endpoint.ifindex,
+            ipv4_v3_checksum: v.ipv4_v3_checksum,
+        }),
+        None => Arc::new(SocketSender {
+            shared: Arc::clone(shared),
+            destinations: destinations(endpoint),
+        }),
     }
 }
 
@@ -504,32 +583,32 @@ impl AdvertSender for SocketSender {
         let mut result = Ok(());
         for dest in &self.destinations {
             // The socket is non-blocking: a full buffer is an error, never a wait.
-            match self
+            let sent = self
                 .shared
                 .socket
                 .get_ref()
-                .send_to(packet, &(*dest).into())
-            {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.shared
-                        .counters
-                        .send_dropped
-                        .fetch_add(1, Ordering::Relaxed);
-                    result = Err(SendError::WouldBlock);
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
-                    result = Err(SendError::AddressNotReady);
-                }
-                Err(source) => {
-                    result = Err(SendError::Io {
-                        dest: *dest,
-                        source,
-                    })
-                }
+                .send_to(packet, &(*dest).into());
+            if let Err(e) = sent {
+                result = Err(send_error(&self.shared, *dest, e));
             }
         }
         result
+    }
+}
+
+/// What a failed non-blocking send to `dest` means; a full buffer is
+/// counted as a dropped advert.
+fn send_error(shared: &Shared, dest: SocketAddr, error: io::Error) -> SendError {
+    if error.kind() == io::ErrorKind::WouldBlock {
+        shared.counters.send_dropped.fetch_add(1, Ordering::Relaxed);
+        SendError::WouldBlock
+    } else if error.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
+        SendError::AddressNotReady
+    } else {
+        SendError::Io {
+            dest,
+            source: error,
+        }
     }
 }
 
@@ -564,17 +643,31 @@ pub fn send_without_daemon(
 }
 
 fn destinations(endpoint: &Endpoint) -> Vec<SocketAddr> {
-    if endpoint.peers.is_empty() {
+    if let (Some(v), true) = (&endpoint.vrrp, endpoint.peers.is_empty()) {
+        let group = if v.ipv6 {
+            IpAddr::V6(vrrp::MULTICAST_V6)
+        } else {
+            IpAddr::V4(vrrp::MULTICAST_V4)
+        };
+        vec![socket_addr(group, 0, endpoint.ifindex)]
+    } else if endpoint.peers.is_empty() {
         vec![socket_addr(
             endpoint.multicast_group,
             endpoint.port,
             endpoint.ifindex,
         )]
     } else {
+        // A raw socket's port field is the protocol (IPv6 refuses any other
+        // value): 0 for VRRP.
+        let port = if endpoint.vrrp.is_some() {
+            0
+        } else {
+            endpoint.port
+        };
         endpoint
             .peers
             .iter()
-            .map(|p| socket_addr(*p, endpoint.port, endpoint.ifindex))
+            .map(|p| socket_addr(*p, port, endpoint.ifindex))
             .collect()
     }
 }
@@ -776,9 +869,11 @@ struct Received {
 /// system calls per datagram.
 const RECV_BATCH: usize = 16;
 
-/// Room for one datagram: one byte more than any advert, so an oversized
-/// datagram shows as too long.
-type PacketBuf = [u8; wire::MAX_PACKET_LEN + 1];
+/// Room for one datagram: an Ethernet MTU, which holds any vipd advert with
+/// room to spare (so an oversized one shows as too long) and a VRRP advert
+/// with its IPv4 header and up to 255 IPv4 or 90 IPv6 addresses.
+const RECV_LEN: usize = 1500;
+type PacketBuf = [u8; RECV_LEN];
 
 /// Reads up to [`RECV_BATCH`] datagrams in one call into `bufs`; returns how
 /// many were read and, for each, its length, source and TTL (`None` for a
@@ -848,8 +943,7 @@ fn socket_addr_of(a: &SockaddrStorage) -> Option<SocketAddr> {
 
 /// Reads the socket until the task is aborted (the last subscription dropped).
 async fn receive_loop(shared: Arc<Shared>) {
-    let mut bufs: Box<[PacketBuf; RECV_BATCH]> =
-        Box::new([[0u8; wire::MAX_PACKET_LEN + 1]; RECV_BATCH]);
+    let mut bufs: Box<[PacketBuf; RECV_BATCH]> = Box::new([[0u8; RECV_LEN]; RECV_BATCH]);
     loop {
         let mut guard = match shared.socket.readable().await {
             Ok(guard) => guard,
@@ -933,7 +1027,10 @@ fn judge(
 ) -> Option<Delivery> {
     let source_ip = unmapped(received.source.ip());
     let len = received.len.min(buf.len());
-    let group = wire::peek_group(&buf[..len]).ok();
+    let group = match shared.vrrp {
+        None => wire::peek_group(&buf[..len]).ok(),
+        Some(ipv6) => vrrp_group(&buf[..len], ipv6),
+    };
     let sub = group.and_then(|g| subs.get(&g));
     // The subscribed instance's own limit (its max_hops); anything else must
     // come from the link itself.
@@ -995,4 +1092,192 @@ fn unmapped(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     }
+}
+
+// ------------------------------------------------------------ VRRP sockets
+
+/// The VRID of a datagram from a raw VRRP socket: IPv4 datagrams come with
+/// their IP header, IPv6 ones without.
+fn vrrp_group(datagram: &[u8], ipv6: bool) -> Option<u8> {
+    if ipv6 {
+        vrrp::peek_vrid(datagram)
+    } else {
+        let header_len = usize::from(datagram.first()? & 0x0f) * 4;
+        vrrp::peek_vrid(datagram.get(header_len..)?)
+    }
+}
+
+/// The raw IP-protocol-112 socket of one family on an interface, shared by
+/// its VRRP instances: bound to the interface, in the VRRP multicast group,
+/// TTL / hop limit 255 on everything it sends, multicast loop off (its own
+/// adverts must not come back), and each datagram's TTL / hop limit
+/// received for the check. Sends name their source address per datagram
+/// (`IP_PKTINFO` / `IPV6_PKTINFO`), so the socket itself stays unbound and
+/// receives the group's adverts and the unicast ones alike. IPv6: the kernel
+/// computes and checks the checksum (`IPV6_CHECKSUM` at offset 6).
+fn open_vrrp(endpoint: &Endpoint, ipv6: bool) -> Result<Socket, TransportError> {
+    let addr = SocketAddr::new(
+        if ipv6 {
+            IpAddr::V6(vrrp::MULTICAST_V6)
+        } else {
+            IpAddr::V4(vrrp::MULTICAST_V4)
+        },
+        0,
+    );
+    let fail = |step: &'static str| {
+        let interface = endpoint.interface.clone();
+        move |source| TransportError::Setup {
+            interface,
+            addr,
+            step,
+            source,
+        }
+    };
+    let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
+    let socket = Socket::new(
+        domain,
+        Type::RAW.nonblocking().cloexec(),
+        Some(Protocol::from(i32::from(vrrp::IPPROTO_VRRP))),
+    )
+    .map_err(fail("creating the raw VRRP socket (IP protocol 112)"))?;
+    set_receive_buffer(&socket);
+    socket
+        .bind_device(Some(endpoint.interface.as_bytes()))
+        .map_err(fail("binding to the interface (SO_BINDTODEVICE)"))?;
+    if ipv6 {
+        // Offset of the checksum in the VRRP header: the kernel fills it on
+        // send and drops datagrams whose checksum is wrong on receipt.
+        super::set_socket_option(&socket, libc::IPPROTO_IPV6, libc::IPV6_CHECKSUM, &6i32)
+            .map_err(fail("setting IPV6_CHECKSUM"))?;
+        socket
+            .set_unicast_hops_v6(u32::from(REQUIRED_TTL))
+            .map_err(fail("setting IPV6_UNICAST_HOPS"))?;
+        socket
+            .set_multicast_hops_v6(u32::from(REQUIRED_TTL))
+            .map_err(fail("setting IPV6_MULTICAST_HOPS"))?;
+        socket
+            .set_multicast_loop_v6(false)
+            .map_err(fail("setting IPV6_MULTICAST_LOOP"))?;
+        socket
+            .set_multicast_if_v6(endpoint.ifindex)
+            .map_err(fail("setting IPV6_MULTICAST_IF"))?;
+        let _ = socket.set_multicast_all_v6(false);
+        nixsock::setsockopt(&socket, nixsock::sockopt::Ipv6RecvHopLimit, &true)
+            .map_err(|e| fail("setting IPV6_RECVHOPLIMIT")(io::Error::from(e)))?;
+        socket
+            .join_multicast_v6(&vrrp::MULTICAST_V6, endpoint.ifindex)
+            .map_err(fail("joining ff02::12"))?;
+    } else {
+        socket
+            .set_ttl(u32::from(REQUIRED_TTL))
+            .map_err(fail("setting IP_TTL"))?;
+        socket
+            .set_multicast_ttl_v4(u32::from(REQUIRED_TTL))
+            .map_err(fail("setting IP_MULTICAST_TTL"))?;
+        socket
+            .set_multicast_loop_v4(false)
+            .map_err(fail("setting IP_MULTICAST_LOOP"))?;
+        // Internetwork control, as keepalived sends it; a failure only
+        // loses the precedence.
+        let _ = socket.set_tos(0xc0);
+        let _ = socket.set_multicast_all_v4(false);
+        set_multicast_if_v4_index(&socket, endpoint.ifindex)
+            .map_err(fail("setting IP_MULTICAST_IF"))?;
+        nixsock::setsockopt(&socket, nixsock::sockopt::Ipv4RecvTtl, &true)
+            .map_err(|e| fail("setting IP_RECVTTL")(io::Error::from(e)))?;
+        socket
+            .join_multicast_v4_n(
+                &vrrp::MULTICAST_V4,
+                &InterfaceIndexOrAddress::Index(endpoint.ifindex),
+            )
+            .map_err(fail("joining 224.0.0.18"))?;
+    }
+    Ok(socket)
+}
+
+/// The [`AdvertSender`] of a VRRP instance: one copy per destination from
+/// its source address, with the VRRPv3 IPv4 checksum formed for that
+/// destination.
+#[derive(Debug)]
+struct VrrpSender {
+    shared: Arc<Shared>,
+    destinations: Vec<SocketAddr>,
+    source: IpAddr,
+    ifindex: u32,
+    ipv4_v3_checksum: Option<vrrp::ChecksumForm>,
+}
+
+impl AdvertSender for VrrpSender {
+    fn send(&self, packet: &[u8]) -> Result<(), SendError> {
+        let mut result = Ok(());
+        let mut copy = packet.to_vec();
+        for dest in &self.destinations {
+            if let (Some(form), IpAddr::V4(src), IpAddr::V4(dst)) =
+                (self.ipv4_v3_checksum, self.source, dest.ip())
+            {
+                vrrp::set_ipv4_checksum(&mut copy, form, src, dst);
+            }
+            let sent = send_from(
+                self.shared.socket.get_ref(),
+                &copy,
+                *dest,
+                self.source,
+                self.ifindex,
+            );
+            if let Err(e) = sent {
+                result = Err(send_error(&self.shared, *dest, e));
+            }
+        }
+        result
+    }
+}
+
+/// `sendmsg` of one datagram to `dest` from `source` on interface
+/// `ifindex` (`IP_PKTINFO` / `IPV6_PKTINFO`), without blocking.
+fn send_from(
+    socket: &Socket,
+    bytes: &[u8],
+    dest: SocketAddr,
+    source: IpAddr,
+    ifindex: u32,
+) -> io::Result<()> {
+    let iov = [io::IoSlice::new(bytes)];
+    let flags = MsgFlags::MSG_DONTWAIT;
+    let sent = match (dest, source) {
+        (SocketAddr::V4(d), IpAddr::V4(src)) => {
+            let info = libc::in_pktinfo {
+                ipi_ifindex: i32::try_from(ifindex).unwrap_or(0),
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(src).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            let cmsg = [nixsock::ControlMessage::Ipv4PacketInfo(&info)];
+            nixsock::sendmsg(
+                socket.as_raw_fd(),
+                &iov,
+                &cmsg,
+                flags,
+                Some(&nixsock::SockaddrIn::from(d)),
+            )
+        }
+        (SocketAddr::V6(d), IpAddr::V6(src)) => {
+            let info = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: src.octets(),
+                },
+                ipi6_ifindex: ifindex,
+            };
+            let cmsg = [nixsock::ControlMessage::Ipv6PacketInfo(&info)];
+            nixsock::sendmsg(
+                socket.as_raw_fd(),
+                &iov,
+                &cmsg,
+                flags,
+                Some(&nixsock::SockaddrIn6::from(d)),
+            )
+        }
+        _ => return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+    };
+    sent.map(|_| ()).map_err(io::Error::from)
 }

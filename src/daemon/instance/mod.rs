@@ -551,6 +551,16 @@ impl Instance {
         replaced: Option<&str>,
         claim_pending: bool,
     ) {
+        if let Some(message) = self.core.vrrp_message(&body) {
+            // VRRP mode (core rule 18): no sequence, no extension, no MAC.
+            match message {
+                Ok(bytes) => self.send_bytes(now, &bytes),
+                Err(e) => {
+                    tracing::error!(instance = %self.core.config().name, error = %e, "encoding a VRRP advert");
+                }
+            }
+            return;
+        }
         let sequence = self.shared.sequence.fetch_add(1, Ordering::Relaxed) + 1;
         let advert = Advert {
             body,
@@ -576,7 +586,14 @@ impl Instance {
                 return;
             }
         };
-        match self.channel.sender.send(&bytes) {
+        self.send_bytes(now, &bytes);
+    }
+
+    /// Hands an encoded advert to the transport; a failure is logged at
+    /// most every [`AUTH_WARN_EVERY`].
+    fn send_bytes(&mut self, now: Instant, bytes: &[u8]) {
+        let cfg = self.core.config();
+        match self.channel.sender.send(bytes) {
             Ok(()) => {}
             Err(SendError::AddressNotReady) => {
                 tracing::debug!(instance = %cfg.name, "advert not sent: no usable source address yet (IPv6 DAD?); the next one will go");

@@ -139,6 +139,7 @@ impl Instance {
             ifindex,
             self.telemetry.metrics.rejects(),
         )
+        .with_vrrp_source(self.core.vrrp_source())
     }
 
     /// Starts the checks of the new configuration on a fresh channel (so no
