@@ -207,3 +207,177 @@ fn switch_pair(kill: bool) {
     assert_eq!(window.answered_by_two, 0, "two nodes answered for the VIP");
     assert!(vipd1.is_running() && vipd2.is_running());
 }
+
+/// keepalived's default form: VRRPv2 over IPv4, 1 s adverts, a PASS password.
+fn keepalived_v2_conf(router_id: &str, priority: u8, vip: &str) -> String {
+    format!(
+        "global_defs {{\n    router_id {router_id}\n}}\n\n\
+         vrrp_instance db {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n    \
+         priority {priority}\n    advert_int 1\n    authentication {{\n        auth_type PASS\n        \
+         auth_pass s3cret\n    }}\n    virtual_ipaddress {{\n        {vip} dev eth0\n    }}\n}}\n"
+    )
+}
+
+/// vipd joining that cluster as it is (what `vipd import-keepalived --join`
+/// writes), or, with `vipd_protocol`, the same node on vipd's own protocol.
+fn joining_spec(name: &str, priority: u8, vip: &str, vipd_protocol: bool) -> NodeSpec {
+    let instance = InstanceSpec::new(priority).vip(vip).advert("1s");
+    let instance = if vipd_protocol {
+        instance
+    } else {
+        instance
+            .auth_none()
+            .extra("protocol = \"vrrp2\"")
+            .extra("vrrp_auth_pass = \"s3cret\"")
+    };
+    NodeSpec::new(name, instance)
+}
+
+/// Runs `vipd ARGS` against `daemon` and requires success.
+fn vipd_ok(daemon: &Daemon, args: &[&str]) {
+    let out = daemon.cli(args);
+    assert!(
+        out.status.success(),
+        "vipd {}: {}",
+        args.join(" "),
+        output_text(&out)
+    );
+}
+
+/// The README's node-by-node migration of a running keepalived pair (VRRPv2,
+/// PASS) with a client sending an ARP request for the VIP every millisecond
+/// throughout: (1) the backup's keepalived is replaced by vipd speaking VRRP;
+/// (2) that vipd is promoted, which moves the VIP to it make-before-break,
+/// the master's keepalived (now a backup) is replaced by vipd, and a drain
+/// and undrain of the promoted node hand the VIP back to the preferred
+/// node; (3) both switch to vipd's authenticated protocol, the backup
+/// drained while it does, the master by a reload that keeps its VIPs.
+#[test]
+fn a_keepalived_pair_migrates_node_by_node_losing_nothing() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new("migratenbn", 2);
+    let vip = lab.vip4(0);
+    let mut keepalived: Vec<Daemon> = [(1, 150), (2, 100)]
+        .into_iter()
+        .map(|(node, priority)| {
+            let name = format!("k{node}");
+            let mut daemon = Daemon::configure_keepalived(
+                lab.node(node),
+                &name,
+                &keepalived_v2_conf(&name, priority, &vip),
+            );
+            daemon.restart();
+            daemon
+        })
+        .collect();
+    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(20));
+    let vip4: Ipv4Addr = strip_prefix_len(&vip).parse().expect("an IPv4 VIP");
+    let prober = ArpProber::start(&lab.client, vip4).expect("start the ARP prober");
+    prober
+        .wait_stable(
+            lab.node(1).mac_bytes(),
+            Duration::from_millis(500),
+            Duration::from_secs(10),
+        )
+        .expect("n1 alone answers ARP for the VIP");
+    let began = Instant::now();
+    let state = |d: &Daemon| {
+        d.status_json()
+            .and_then(|s| s["instances"][0]["state"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let step = |what: &str, from: Instant| {
+        let w = prober.snapshot().window(from, Instant::now());
+        println!(
+            "[migratenbn] {what}: {} probes lost, longest gap {:.1} ms, {} answered by two MACs",
+            w.lost, w.longest_gap_ms, w.answered_by_two
+        );
+    };
+
+    // 1. The backup: keepalived off, vipd (VRRP) on; it follows n1.
+    let t = Instant::now();
+    keepalived[1].sigterm();
+    let mut vipd2 = Daemon::start(lab.node(2), joining_spec("n2", 100, &vip, false));
+    wait_until("vipd on n2 is backup", Duration::from_secs(10), || {
+        state(&vipd2) == "backup"
+    });
+    hold_for(
+        "keepalived on n1 keeps the VIP",
+        Duration::from_secs(4),
+        || lab.holders(&vip) == [1] && state(&vipd2) == "backup",
+    );
+    step("1. backup's keepalived replaced by vipd (VRRPv2)", t);
+
+    // 2. The master: promote n2 (make-before-break), replace keepalived on
+    // n1, then hand the VIP back with a drain and undrain of n2.
+    let t = Instant::now();
+    vipd_ok(&vipd2, &["promote"]);
+    wait_sole_holder(&lab, &vip, 2, Duration::from_secs(10));
+    keepalived[0].sigterm();
+    hold_for(
+        "n2 keeps the VIP while n1 switches",
+        Duration::from_millis(500),
+        || lab.holders(&vip) == [2],
+    );
+    let mut vipd1 = Daemon::start(lab.node(1), joining_spec("n1", 150, &vip, false));
+    wait_until("vipd on n1 is backup", Duration::from_secs(10), || {
+        state(&vipd1) == "backup"
+    });
+    vipd_ok(&vipd2, &["drain", "--wait"]);
+    wait_sole_holder(&lab, &vip, 1, Duration::from_secs(10));
+    vipd_ok(&vipd2, &["undrain"]);
+    hold_for(
+        "n1 keeps the VIP, n2 backup",
+        Duration::from_secs(4),
+        || lab.holders(&vip) == [1] && state(&vipd2) == "backup",
+    );
+    step(
+        "2. master's keepalived replaced (promote, swap, drain, undrain)",
+        t,
+    );
+
+    // 3. VRRP to vipd's protocol: the backup drained while it switches, the
+    // master by a reload that keeps the VIPs, then the backup undrained.
+    let t = Instant::now();
+    vipd_ok(&vipd2, &["drain"]);
+    vipd2.rewrite_config(&joining_spec("n2", 100, &vip, true));
+    vipd_ok(&vipd2, &["reload"]);
+    vipd1.rewrite_config(&joining_spec("n1", 150, &vip, true));
+    vipd_ok(&vipd1, &["reload"]);
+    wait_until(
+        "n2 hears n1 on vipd's protocol",
+        Duration::from_secs(10),
+        || {
+            vipd2
+                .status_json()
+                .is_some_and(|s| s["instances"][0]["master"]["name"] == "n1")
+        },
+    );
+    vipd_ok(&vipd2, &["undrain"]);
+    hold_for(
+        "n1 keeps the VIP on vipd's protocol",
+        Duration::from_secs(4),
+        || lab.holders(&vip) == [1] && state(&vipd2) == "backup" && state(&vipd1) == "master",
+    );
+    step("3. both switched from VRRP to vipd's protocol", t);
+
+    let all = prober.snapshot().window(began, Instant::now());
+    println!(
+        "[migratenbn] whole migration: {} probes lost, longest gap {:.1} ms, {} answered by two MACs",
+        all.lost, all.longest_gap_ms, all.answered_by_two
+    );
+    assert!(
+        all.lost <= 5,
+        "{} probes lost (target: at most 5)",
+        all.lost
+    );
+    let log = vipd1.log() + &vipd2.log();
+    assert!(
+        !log.contains("another master heard"),
+        "an unplanned overlap during the migration:\n{log}"
+    );
+    assert!(vipd1.is_running() && vipd2.is_running());
+    drop(keepalived);
+}

@@ -26,6 +26,11 @@
 //!   `SO_REUSEADDR`, which vipd never sets: FIELD-NOTES 22), **restarts** the
 //!   instance: stopped make-before-break (like a drain), then started again.
 //!   With a port change in the same reload, the switch is in place.
+//! - A change of `protocol` (VRRP to vipd's own, or back) restarts the
+//!   instance too, but a master keeps its VIPs through it: the old instance
+//!   stops without releasing them or advertising, and the new one resumes as
+//!   master at once (the core's rule 12), so clients lose nothing while a
+//!   cluster moves from VRRP to vipd's protocol one node at a time.
 //! - A removed instance is stopped; a new one is started.
 //! - `[node]` keys that shape the whole daemon (name, control socket and
 //!   group, state directory) need a restart of vipd: a reload that changes
@@ -91,6 +96,11 @@ pub struct ReloadPlan {
     pub update: Vec<Update>,
     /// Changed: stopped, then started with the new configuration.
     pub restart: Vec<String>,
+    /// Of `restart`, those whose `protocol` changed while the interface,
+    /// group and VIPs stayed: a master keeps its VIPs through the restart
+    /// and resumes as master under the new protocol (migrating a cluster
+    /// from VRRP to vipd's protocol, or back, one node at a time).
+    pub switch_protocol: Vec<String>,
     /// New in the file: started.
     pub start: Vec<String>,
 }
@@ -135,7 +145,12 @@ pub fn plan<'a>(
                     name: old.name.clone(),
                     changes,
                 }),
-                None => plan.restart.push(old.name.clone()),
+                None => {
+                    if protocol_switch(old, c) {
+                        plan.switch_protocol.push(old.name.clone());
+                    }
+                    plan.restart.push(old.name.clone());
+                }
             },
             None => plan.stop.push(old.name.clone()),
         }
@@ -147,6 +162,15 @@ pub fn plan<'a>(
         .map(|c| c.name.clone())
         .collect();
     Ok(plan)
+}
+
+/// Whether `new` is `old` speaking another protocol on the same interface,
+/// group and VIPs.
+fn protocol_switch(old: &InstanceConfig, new: &InstanceConfig) -> bool {
+    old.protocol != new.protocol
+        && old.interface == new.interface
+        && old.group == new.group
+        && old.vips == new.vips
 }
 
 /// An instance updated in place, with what changed.

@@ -36,6 +36,7 @@ use crate::health;
 use crate::health::claim::Readiness;
 use crate::health::notify::Notifier;
 use crate::instance::{InstanceCore, NodeFacts};
+use crate::net::netlink::Presence;
 use crate::net::transport::Endpoint;
 
 /// How long a reload waits for an instance to say it took its update.
@@ -198,6 +199,7 @@ impl Supervisor {
             ),
             releases_ordered: 0,
             releases_done: releases_rx,
+            keeps_vips: false,
             rejects: RejectLog::new(AUTH_WARN_EVERY),
             send_warned: None,
             ops: ops_tx,
@@ -305,6 +307,20 @@ impl Supervisor {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Whether every VIP of `cfg` is on its interface, added by vipd.
+    async fn holds_all(&self, cfg: &InstanceConfig) -> bool {
+        let Ok(link) = self.shared.netlink.link_by_name(&cfg.interface).await else {
+            return false;
+        };
+        for vip in &cfg.vips {
+            match self.shared.netlink.presence(link.index, vip.addr).await {
+                Ok(Presence::Marked) => {}
+                _ => return false,
+            }
+        }
+        true
     }
 
     async fn stop_instances(&self, handles: Vec<InstanceHandle>) {
@@ -522,7 +538,27 @@ impl Supervisor {
                     && !plan.update.iter().any(|u| u.name == h.config.name)
             });
         self.instances = remaining;
+        let (switching, to_stop): (Vec<_>, Vec<_>) = to_stop
+            .into_iter()
+            .partition(|h| plan.switch_protocol.contains(&h.config.name));
         self.stop_instances(to_stop).await;
+        // A protocol switch: a master's VIPs stay for the next instance.
+        let mut resume = Vec::new();
+        for h in switching {
+            let name = h.config.name.clone();
+            let _ = h.tx.send(InstanceMsg::ShutdownKeeping).await;
+            let mut task = h.task;
+            if tokio::time::timeout(SHUTDOWN_SLACK, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+            if self.holds_all(&h.config).await {
+                tracing::info!(instance = %name, "switching protocol as master: the VIPs stay and the restarted instance resumes them");
+                resume.push(name);
+            }
+        }
 
         let mut summary = ReloadSummary {
             kept: plan.keep,
@@ -585,7 +621,11 @@ impl Supervisor {
             if !restarting && !plan.start.contains(&c.name) {
                 continue;
             }
-            match self.start_instance(c.clone(), CrashStart::default()).await {
+            let start = CrashStart {
+                resume: resume.contains(&c.name),
+                ..CrashStart::default()
+            };
+            match self.start_instance(c.clone(), start).await {
                 Ok(h) => {
                     if restarting {
                         summary.restarted.push(c.name.clone());

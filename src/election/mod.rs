@@ -755,6 +755,20 @@ impl Election {
         }
     }
 
+    /// The daemon restarts the instance under another protocol: stop now,
+    /// sending nothing and keeping the VIPs, for the next instance to resume
+    /// them (it calls [`Election::handle_resume`]).
+    pub fn handle_shutdown_keeping(&mut self, now: Instant) {
+        if self.stopped {
+            return;
+        }
+        self.shutting_down = true;
+        self.stopped = true;
+        self.timers.clear_all();
+        let _ = now;
+        self.actions.push_back(Action::ShutdownComplete);
+    }
+
     /// The next action to carry out, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()

@@ -756,6 +756,14 @@ impl InstanceCore {
         self.settle(now);
     }
 
+    /// The daemon restarts this instance under another protocol: it stops
+    /// at once, keeping the VIPs it holds, for the next instance to resume
+    /// (the reload's protocol switch; rule 12 on the other side).
+    pub fn handle_shutdown_keeping(&mut self, now: Instant) {
+        self.election.handle_shutdown_keeping(now);
+        self.settle(now);
+    }
+
     /// A reload changed the configuration in place. `tracker`: the health
     /// tracker of restarted checks (state carried over), if they restarted.
     pub fn handle_reconfigure(

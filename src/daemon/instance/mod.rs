@@ -77,6 +77,11 @@ pub(crate) enum InstanceMsg {
         oneshot::Sender<Result<(), String>>,
     ),
     Shutdown,
+    /// Stop for a restart under another protocol (the reload's
+    /// `switch_protocol`): a master keeps its VIPs, sends nothing and runs
+    /// no stop hook; the next instance resumes them. A backup stops as on
+    /// [`InstanceMsg::Shutdown`].
+    ShutdownKeeping,
 }
 
 /// What woke the instance task.
@@ -195,6 +200,8 @@ pub(super) struct Instance {
     /// `releases_done` (the after-release hook waits for its own).
     pub(super) releases_ordered: u64,
     pub(super) releases_done: watch::Receiver<u64>,
+    /// Stopping for a protocol switch while master: the VIPs stay.
+    pub(super) keeps_vips: bool,
 }
 
 impl Instance {
@@ -240,8 +247,11 @@ impl Instance {
             worker,
         )
         .await;
-        // The stop hook runs after the VIPs are released.
-        self.notifier.stop(self.core.election().state());
+        // The stop hook runs after the VIPs are released; a master that
+        // keeps them for its successor instance did not stop serving.
+        if !self.keeps_vips {
+            self.notifier.stop(self.core.election().state());
+        }
         self.notifier.finish(SHUTDOWN_SLACK).await;
         tracing::info!(instance = %name, "instance stopped");
     }
@@ -304,6 +314,15 @@ impl Instance {
             InstanceMsg::Shutdown => {
                 self.telemetry.shutdown_started(now);
                 self.core.handle_shutdown(now);
+            }
+            InstanceMsg::ShutdownKeeping => {
+                self.telemetry.shutdown_started(now);
+                if self.core.election().state() == State::Master && self.core.is_claimed() {
+                    self.keeps_vips = true;
+                    self.core.handle_shutdown_keeping(now);
+                } else {
+                    self.core.handle_shutdown(now);
+                }
             }
             InstanceMsg::Update(cfg, changes, reply) => {
                 let _ = reply.send(self.apply_update(now, *cfg, &changes));
