@@ -1225,3 +1225,182 @@ fn max_hops_above_one_needs_unicast_peers_and_authentication() {
         1
     );
 }
+
+// ------------------------------------------------------------- VRRP mode
+
+/// `MINIMAL` speaking VRRP `version` (the `protocol` line is line 11).
+fn vrrp(version: u8) -> String {
+    with("protocol", &format!("protocol = \"vrrp{version}\""))
+}
+
+#[test]
+fn vrrp_instances_load_with_their_settings() {
+    use vipd::config::{Protocol, VrrpChecksum, VrrpVersion};
+    let text = with_in(&vrrp(2), "vrrp_auth_pass", "vrrp_auth_pass = \"s3cret\"");
+    let text = with_in(&text, "priority", "priority = 255");
+    let c = parse(&text).unwrap();
+    let i = &c.instances[0];
+    let Protocol::Vrrp(v) = &i.protocol else {
+        panic!("not VRRP: {:?}", i.protocol)
+    };
+    assert_eq!(v.version, VrrpVersion::V2);
+    assert_eq!(v.auth_pass, Some(*b"s3cret\0\0"));
+    assert_eq!(v.source, None);
+    assert_eq!(i.priority, 255, "VRRP's address owner");
+    assert_eq!(i.auth, Auth::None);
+
+    let text = with_in(&vrrp(3), "vips", "vips = [\"2001:db8::200/64\"]");
+    let text = with_in(&text, "vrrp_checksum", "vrrp_checksum = \"message-only\"");
+    let text = with_in(&text, "vrrp_source", "vrrp_source = \"fe80::1\"");
+    let text = with_in(&text, "advert_interval", "advert_interval = \"50ms\"");
+    let c = parse(&text).unwrap();
+    let Protocol::Vrrp(v) = &c.instances[0].protocol else {
+        panic!("not VRRP")
+    };
+    assert_eq!(v.version, VrrpVersion::V3);
+    assert_eq!(v.checksum, VrrpChecksum::MessageOnly);
+    assert_eq!(v.source, Some("fe80::1".parse().unwrap()));
+    assert_eq!(
+        parse(MINIMAL).unwrap().instances[0].protocol,
+        Protocol::Vipd
+    );
+}
+
+#[test]
+fn vrrp_keys_are_checked_where_they_are() {
+    assert_one(
+        &error(&with("protocol", "protocol = \"vrrp4\"")),
+        11,
+        12,
+        &["protocol \"vrrp4\" is not valid", "\"vrrp2\" or \"vrrp3\""],
+    );
+    assert_one(
+        &error(&with("vrrp_auth_pass", "vrrp_auth_pass = \"x\"")),
+        11,
+        18,
+        &["vrrp_auth_pass is a VRRP setting", "protocol = \"vrrp2\""],
+    );
+    assert_one(
+        &error(&with_in(
+            &vrrp(2),
+            "vrrp_auth_pass",
+            "vrrp_auth_pass = \"123456789\"",
+        )),
+        12,
+        18,
+        &["vrrp_auth_pass is 9 bytes", "1..=8"],
+    );
+    assert_one(
+        &error(&with_in(
+            &vrrp(3),
+            "vrrp_auth_pass",
+            "vrrp_auth_pass = \"x\"",
+        )),
+        12,
+        18,
+        &["VRRPv3 (RFC 9568) has no authentication"],
+    );
+    assert_one(
+        &error(&with_in(
+            &vrrp(2),
+            "vrrp_checksum",
+            "vrrp_checksum = \"message-only\"",
+        )),
+        12,
+        17,
+        &["VRRPv2 has one form"],
+    );
+    assert_one(
+        &error(&with_in(
+            &vrrp(2),
+            "advert_interval",
+            "advert_interval = \"1500ms\"",
+        )),
+        12,
+        19,
+        &[
+            "advert_interval \"1500ms\" cannot be said in vrrp2",
+            "whole seconds",
+        ],
+    );
+    assert_one(
+        &error(&with_in(&vrrp(2), "vips", "vips = [\"2001:db8::200/64\"]")),
+        9,
+        9,
+        &["IPv6, which VRRPv2 cannot carry", "vrrp3"],
+    );
+    assert_one(
+        &error(&with_in(
+            &vrrp(3),
+            "vips",
+            "vips = [\"10.0.0.200/24\", \"2001:db8::200/64\"]",
+        )),
+        9,
+        26,
+        &["another address family", "one instance for the IPv4 VIPs"],
+    );
+    for (key, line, why) in [
+        ("port", "port = 5881", "IP protocol 112"),
+        (
+            "multicast_group",
+            "multicast_group = \"239.1.1.1\"",
+            "fixed",
+        ),
+        (
+            "backup_advert_interval",
+            "backup_advert_interval = \"2s\"",
+            "backups do not advertise",
+        ),
+        ("takeover_margin", "takeover_margin = \"5ms\"", "skew time"),
+    ] {
+        let message = error(&with_in(&vrrp(3), key, line));
+        assert_at(&message, 12, key.len() + 4, &[key, why, "remove it"]);
+    }
+    assert_at(
+        &error(&with_in(&vrrp(3), "priority", "priority = 256")),
+        8,
+        12,
+        &["priority 256 is out of range", "1..=255"],
+    );
+    assert_one(
+        &error(&with("priority", "priority = 255")),
+        8,
+        12,
+        &["priority 255 is out of range", "1..=254"],
+    );
+}
+
+#[test]
+fn vrrp_refuses_hmac_keys_and_routed_mode() {
+    let dir = temp_dir();
+    let key = key_file(&dir, "db.key", &"k".repeat(40), 0o600);
+    let text = with_in(&vrrp(2), "auth", &format!("auth_key_file = {key:?}"));
+    let message = error(&text);
+    assert_at(
+        &message,
+        10,
+        17,
+        &["auth_key_file signs vipd's adverts with HMAC, which VRRP cannot carry"],
+    );
+    let message = error(&with_in(&vrrp(3), "announce", "announce = \"route\""));
+    assert_at(
+        &message,
+        12,
+        12,
+        &["announce = \"route\" needs vipd's authenticated adverts"],
+    );
+}
+
+#[test]
+fn vrrp_instances_get_check_warnings_about_what_vrrp_gives_up() {
+    let c = parse(&vrrp(3)).unwrap();
+    let warnings: Vec<String> = config::check_warnings(&c)
+        .into_iter()
+        .map(|w| w.message)
+        .collect();
+    assert_eq!(warnings.len(), 3, "{warnings:#?}");
+    assert!(warnings[0].contains("nothing authenticates its adverts"));
+    assert!(warnings[1].contains("no replay guard"));
+    assert!(warnings[2].contains("`vipd drain` hands over to whichever node answers"));
+    assert!(config::check_warnings(&parse(MINIMAL).unwrap()).is_empty());
+}

@@ -969,3 +969,158 @@ fn a_node_whose_check_lifts_it_at_start_up_claims_first_and_alone() {
         );
     }
 }
+
+// -------------------------------------------------------- rule 18: VRRP mode
+
+/// A VRRP core (`protocol = vrrp2`, PASS "s3cret", 1 s adverts) sending
+/// from 10.0.0.1.
+fn vrrp_core(priority: u8, now: Instant) -> InstanceCore {
+    let text = config_text(
+        "v1",
+        priority,
+        "protocol = \"vrrp2\"\nvrrp_auth_pass = \"s3cret\"\n",
+    )
+    .replace("advert_interval = \"100ms\"", "advert_interval = \"1s\"");
+    let cfg = config::from_toml(&text, Path::new("/t.toml"))
+        .expect("test config")
+        .instances
+        .remove(0);
+    let node = NodeFacts {
+        node_id: config::node_id("v1"),
+        node_name: "v1".to_owned(),
+        boot_id: 1,
+        startup_delay: Duration::ZERO,
+        vrrp_source: Some(IpAddr::from([10, 0, 0, 1])),
+    };
+    let mut core = InstanceCore::new(cfg, &node, false, ReplayGuard::new(), now);
+    core.handle_link(now, true);
+    while core.poll_output().is_some() {}
+    core
+}
+
+/// A VRRPv2 advert as a raw IPv4 socket hands it over: IP header first.
+fn vrrp_datagram(
+    source: [u8; 4],
+    priority: u8,
+    interval_s: u16,
+    vips: &[&str],
+    pass: &[u8; 8],
+) -> Vec<u8> {
+    let message = crate::vrrp::encode(&crate::vrrp::Packet {
+        version: crate::vrrp::Version::V2,
+        vrid: 1,
+        priority,
+        interval_cs: interval_s * 100,
+        addresses: vips.iter().map(|v| v.parse().unwrap()).collect(),
+        auth: crate::vrrp::V2Auth::Password(*pass),
+    })
+    .unwrap();
+    let total = u16::try_from(20 + message.len()).unwrap();
+    let mut d = vec![0x45, 0xc0];
+    d.extend_from_slice(&total.to_be_bytes());
+    d.extend_from_slice(&[0, 1, 0, 0, 255, 112, 0, 0]);
+    d.extend_from_slice(&source);
+    d.extend_from_slice(&[224, 0, 0, 18]);
+    d.extend_from_slice(&message);
+    d
+}
+
+fn outputs(core: &mut InstanceCore) -> Vec<Output> {
+    std::iter::from_fn(|| core.poll_output()).collect()
+}
+
+fn rejected(out: &[Output]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Event(Event::Rejected { error, .. }) => Some(error.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn vrrp_adverts_are_checked_as_keepalived_checks_them_and_followed() {
+    let t0 = Instant::now();
+    let pass = *b"s3cret\0\0";
+    let peer = IpAddr::from([10, 0, 0, 2]);
+    let mut core = vrrp_core(100, t0);
+    // Our node id is our source address, so ties go to the higher address.
+    assert_eq!(core.election().config().node_id, 0x0a00_0001);
+
+    // Wrong password, another interval, another VIP set: each rejected and
+    // counted; nothing is followed.
+    for (bytes, why) in [
+        (
+            vrrp_datagram([10, 0, 0, 2], 200, 1, &["10.0.0.100"], b"wrong\0\0\0"),
+            "password",
+        ),
+        (
+            vrrp_datagram([10, 0, 0, 2], 200, 2, &["10.0.0.100"], &pass),
+            "interval 2s differs from ours (1s)",
+        ),
+        (
+            vrrp_datagram([10, 0, 0, 2], 200, 1, &["10.0.0.101"], &pass),
+            "not our 1 VIPs",
+        ),
+    ] {
+        core.handle_datagram(t0, peer, &bytes);
+        let out = outputs(&mut core);
+        let why_seen = rejected(&out);
+        assert_eq!(why_seen.len(), 1, "{why}: {out:?}");
+        assert!(why_seen[0].contains(why), "{why}: {why_seen:?}");
+    }
+    assert!(core.sources().is_empty());
+    assert_eq!(core.auth_failures(), 3);
+
+    // Our own advert (same source) is ignored; a good one is followed.
+    core.handle_datagram(
+        t0,
+        IpAddr::from([10, 0, 0, 1]),
+        &vrrp_datagram([10, 0, 0, 1], 200, 1, &["10.0.0.100"], &pass),
+    );
+    assert!(outputs(&mut core).is_empty());
+    core.handle_datagram(
+        t0,
+        peer,
+        &vrrp_datagram([10, 0, 0, 2], 200, 1, &["10.0.0.100"], &pass),
+    );
+    let out = outputs(&mut core);
+    assert!(rejected(&out).is_empty(), "{out:?}");
+    assert_eq!(core.election().master(t0), Some(0x0a00_0002));
+    let master = core.election().peers().next().expect("the peer");
+    assert_eq!(master.name, "10.0.0.2");
+    // A backup sends nothing in VRRP mode.
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Advert { .. })),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn vrrp_master_adverts_are_vrrp_messages_with_the_vips() {
+    let t0 = Instant::now();
+    let mut core = vrrp_core(150, t0);
+    // Alone: master after 3 s + skew(150) = 3.414 s.
+    core.handle_timeout(t0 + Duration::from_millis(3500));
+    let body = outputs(&mut core)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Advert { body, .. } => Some(body),
+            _ => None,
+        })
+        .expect("a master advert");
+    let bytes = core
+        .vrrp_message(&body)
+        .expect("VRRP mode")
+        .expect("encodes");
+    let expect = crate::vrrp::Expect {
+        version: crate::vrrp::Version::V2,
+        vrid: 1,
+        ipv6: false,
+        auth: crate::vrrp::V2Auth::Password(*b"s3cret\0\0"),
+    };
+    let (packet, _) = crate::vrrp::decode(&bytes, &expect, None).expect("decodes");
+    assert_eq!(packet.priority, 150);
+    assert_eq!(packet.interval_cs, 100);
+    assert_eq!(packet.addresses, vec![IpAddr::from([10, 0, 0, 100])]);
+}

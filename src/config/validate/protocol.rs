@@ -213,7 +213,7 @@ impl Validator<'_> {
                         self,
                         interval.span(),
                         format!(
-                            "{who}: advert_interval {} cannot be said in {}; valid: {range}",
+                            "{who}: advert_interval {:?} cannot be said in {}; valid: {range}",
                             interval.get_ref().0,
                             version_name(version)
                         ),
