@@ -109,6 +109,9 @@ pub struct InstanceStatus {
     pub adverts_sent: u64,
     pub adverts_received: u64,
     pub last_transition: Option<TransitionStatus>,
+    /// What the adverts speak: "vipd", "vrrp2" or "vrrp3".
+    #[serde(default = "vipd_protocol")]
+    pub protocol: String,
     /// The master-down interval for the current master's advert interval.
     pub master_down_interval_ms: u64,
     /// Another node uses this node's name: "node name X is also used by
@@ -280,4 +283,9 @@ pub(super) fn json_error(what: &str, e: &serde_json::Error) -> String {
             e.column()
         )
     }
+}
+
+/// The protocol a status from a build without the field speaks.
+fn vipd_protocol() -> String {
+    "vipd".to_owned()
 }

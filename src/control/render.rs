@@ -246,6 +246,15 @@ pub fn render_instance(i: &InstanceStatus, node: &str) -> String {
         ),
     ));
     facts.push(("master down", interval(i.master_down_interval_ms)));
+    if i.protocol != "vipd" {
+        facts.push((
+            "protocol",
+            format!(
+                "{} (VRRP: unauthenticated, backups are silent so only the master is listed)",
+                i.protocol
+            ),
+        ));
+    }
     let width = facts.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     for (key, value) in facts {
         out.push_str(&format!("  {:<width$} {value}\n", format!("{key}:")));
@@ -500,6 +509,7 @@ mod tests {
                 ms_ago: 12_345,
             }),
             master_down_interval_ms: 3002,
+            protocol: "vipd".into(),
             name_conflict: None,
             history: Vec::new(),
             announce_route: None,

@@ -140,6 +140,7 @@ impl Instance {
             adverts_received: counters.adverts_received,
             last_transition,
             master_down_interval_ms: millis(e.master_down_interval(master_interval)),
+            protocol: cfg.protocol.as_str().to_owned(),
             name_conflict: core.identity().conflict(),
             history: self.telemetry.history(),
             announce_route: cfg.route.as_ref().map(|r| {
