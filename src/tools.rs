@@ -33,6 +33,8 @@ not carried over or changed (LVS, SMTP alerts, use_vmac, passwords, ...).
 The output is for one host: it takes the keepalived.conf lines marked @HOST for it (and
 @^HOST for the others) and, when router_id is missing or LVS_DEVEL, its name as the node
 name. Run it once per node, with --host for each.
+With --join the output joins the keepalived nodes instead of replacing them all at once:
+VRRP on the wire (vipd check warns what that gives up: no HMAC, no replay guard).
 Exit codes: 0 everything was carried over; 3 something was left out (see stderr);
 2 the file cannot be read or parsed (FILE:LINE: message).")]
 pub(crate) struct ImportArgs {
@@ -43,6 +45,11 @@ pub(crate) struct ImportArgs {
     /// Default: this machine's hostname up to its first dot, as keepalived's.
     #[arg(long, value_name = "NAME")]
     host: Option<String>,
+    /// Join the running keepalived cluster as it is: the instances speak VRRP
+    /// (protocol = "vrrp2"/"vrrp3") with keepalived's VRIDs, priorities,
+    /// intervals and passwords, instead of vipd's own protocol.
+    #[arg(long)]
+    join: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,7 +88,10 @@ pub(crate) fn import_keepalived(args: &ImportArgs) -> ExitCode {
         eprintln!("vipd import-keepalived: no host name (the hostname cannot be read); give one with --host NAME");
         return ExitCode::from(2);
     }
-    let options = import::Options { host };
+    let options = import::Options {
+        host,
+        join: args.join,
+    };
     match import::convert_file(&args.file, &options) {
         Ok(conversion) => {
             print!("{}", conversion.toml);

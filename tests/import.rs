@@ -5,8 +5,8 @@
 //! expected TOML must load with vipd's own configuration loader.
 //!
 //! To update an expectation after a deliberate change, run the command by hand in
-//! tests/import/ (`vipd import-keepalived --host HOST NAME.conf > STEM.toml 2>
-//! STEM.report`) and review the diff.
+//! tests/import/ (`vipd import-keepalived [--join] --host HOST NAME.conf >
+//! STEM.toml 2> STEM.report`) and review the diff.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +19,8 @@ struct Case {
     conf: &'static str,
     /// `--host`.
     host: &'static str,
+    /// `--join`.
+    join: bool,
     /// The expected exit code.
     code: i32,
 }
@@ -28,7 +30,15 @@ const fn case(stem: &'static str, conf: &'static str, host: &'static str, code: 
         stem,
         conf,
         host,
+        join: false,
         code,
+    }
+}
+
+const fn join(stem: &'static str, conf: &'static str, host: &'static str, code: i32) -> Case {
+    Case {
+        join: true,
+        ..case(stem, conf, host, code)
     }
 }
 
@@ -53,6 +63,12 @@ const CORPUS: &[Case] = &[
     // No router_id, IPv6 VIPs with an excluded IPv4 one, vrrp_min_garp, and an
     // instance that is not converted.
     case("edge", "edge.conf", "edge-a", 3),
+    // --join: VRRP with keepalived's password, checksum form, source address;
+    // AH and another multicast group refused.
+    join("join", "join.conf", "lb1", 3),
+    join("tutorial-join", "tutorial.conf", "lb1", 3),
+    join("unicast-join", "unicast.conf", "web-b", 3),
+    join("edge-join", "edge.conf", "edge-a", 3),
 ];
 
 fn corpus_dir() -> PathBuf {
@@ -89,10 +105,15 @@ fn each_file_converts_as_expected() {
         stem,
         conf,
         host,
+        join,
         code,
     } in CORPUS
     {
-        let (got_code, stdout, stderr) = import_with(&corpus_dir(), &["--host", host, conf]);
+        let mut args = vec!["--host", host, conf];
+        if *join {
+            args.insert(0, "--join");
+        }
+        let (got_code, stdout, stderr) = import_with(&corpus_dir(), &args);
         let want_toml = if *code == 2 {
             String::new()
         } else {

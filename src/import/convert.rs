@@ -35,6 +35,13 @@ const KEEPALIVED_GARP_DELAY_MS: u64 = 5000;
 const PACKAGED_ROUTER_ID: &str = "LVS_DEVEL";
 /// vipd's node name length limit.
 const MAX_NODE_NAME: usize = 64;
+/// VRRP's multicast groups, the only ones vipd's VRRP mode speaks to.
+const VRRP_GROUP4: &str = "224.0.0.18";
+const VRRP_GROUP6: &str = "ff02::12";
+/// VRRPv2's simple-text password: 8 bytes of auth data.
+const VRRP_AUTH_PASS_BYTES: usize = 8;
+/// What `check_unicast_src` means for a node that joins.
+const CHECK_UNICAST_SRC: &str = "keepalived then takes unicast adverts only from the addresses in its unicast_peer list; this node's (vrrp_source, or the interface's address) must be in the keepalived nodes' lists";
 /// Why two nodes need different names, for the notes.
 const NODE_NAMES_DIFFER: &str = "node names must differ between nodes (two with one name share a node id, and the later to start stands aside in fault)";
 /// vipd's advert interval bounds and resolution, in ms.
@@ -114,6 +121,9 @@ const GLOBAL_KEYS: &[&str] = &[
     "vrrp_garp_master_refresh",
     "vrrp_garp_master_refresh_repeat",
     "vrrp_min_garp",
+    "v3_checksum_as_v2",
+    "vrrp_check_unicast_src",
+    "vrrp_strict",
 ];
 /// The `vrrp_instance` keys that take values, for splitting one-line blocks.
 const INSTANCE_KEYS: &[&str] = &[
@@ -138,6 +148,11 @@ const INSTANCE_KEYS: &[&str] = &[
     "use_vmac",
     "unicast_src_ip",
     "mcast_src_ip",
+    "mcast_dst_ip",
+    "unicast_ttl",
+    "v3_checksum_as_v2",
+    "check_unicast_src",
+    "old_unicast_checksum",
     "smtp_alert",
 ];
 
@@ -246,6 +261,14 @@ struct Converter {
     reasons: HashSet<usize>,
     /// keepalived's config-id: whose `@HOST` lines were read.
     host: String,
+    /// `--join`: VRRP on the wire, to run beside keepalived nodes.
+    join: bool,
+    /// Global `v3_checksum_as_v2` read so far (copied into the instances after
+    /// it, as keepalived's `alloc_vrrp` does).
+    checksum_as_v2: bool,
+    /// Global `vrrp_mcast_group4` / `vrrp_mcast_group6`, when set.
+    mcast_group4: Option<String>,
+    mcast_group6: Option<String>,
     /// Whether the host shaped the output (conditional lines, or the node name).
     host_used: bool,
     /// The last `router_id` and where it stands.
@@ -319,6 +342,14 @@ struct Held {
     at: Location,
 }
 
+/// An `authentication` block as keepalived reads it (`auth_type` and
+/// `auth_pass`, each the last one given).
+struct KeepalivedAuth {
+    at: Location,
+    auth_type: Option<Word>,
+    pass: Option<Word>,
+}
+
 #[derive(Default)]
 struct Instance {
     name: String,
@@ -344,6 +375,23 @@ struct Instance {
     preempt: Option<bool>,
     preempt_delay_ms: Option<u64>,
     held: Vec<Held>,
+    /// The settled version: VRRPv3 or VRRPv2.
+    version3: bool,
+    /// Join mode: the `authentication` block, settled once the version is known.
+    keepalived_auth: Option<KeepalivedAuth>,
+    /// Join mode: `unicast_src_ip` / `mcast_src_ip`.
+    source: Option<IpAddr>,
+    /// Join mode: `v3_checksum_as_v2` (instance, or the global above it).
+    checksum_as_v2: bool,
+    /// Join mode: `mcast_dst_ip`.
+    mcast_dst: Option<String>,
+    /// Join mode: why keepalived's instance cannot be joined (the details are
+    /// a reason note where they stand).
+    refusal: Option<String>,
+    /// Join mode: `protocol` and its `vrrp_*` keys.
+    protocol: Option<&'static str>,
+    vrrp_auth_pass: Option<String>,
+    vrrp_checksum: Option<&'static str>,
     vips: Vec<String>,
     peers: Vec<String>,
     auth_key_file: Option<String>,
@@ -359,6 +407,7 @@ impl Converter {
     fn new(options: &Options) -> Self {
         Self {
             host: options.host.clone(),
+            join: options.join,
             ..Self::default()
         }
     }
@@ -502,6 +551,32 @@ impl Converter {
                 self.garp_order(key);
             }
             "vrrp_min_garp" => {}
+            "vrrp_mcast_group4" | "vrrp_mcast_group6" if self.join => {
+                let value = first_arg(key).unwrap_or("").to_owned();
+                let vrrp_group = if name == "vrrp_mcast_group4" {
+                    VRRP_GROUP4
+                } else {
+                    VRRP_GROUP6
+                };
+                let is_vrrp_group = value.parse::<IpAddr>().ok() == vrrp_group.parse().ok();
+                let group = if is_vrrp_group {
+                    None
+                } else {
+                    self.note(key.at(), format!(
+                        "{name} {value}: vipd's VRRP mode speaks to {vrrp_group} only, so it cannot join the multicast instances of that family (unicast ones it can); those are not converted"
+                    ));
+                    Some(value)
+                };
+                if name == "vrrp_mcast_group4" {
+                    self.mcast_group4 = group;
+                } else {
+                    self.mcast_group6 = group;
+                }
+            }
+            "v3_checksum_as_v2" if self.join => self.checksum_as_v2 = true,
+            "vrrp_check_unicast_src" if self.join => {
+                self.note(key.at(), format!("{name}: {CHECK_UNICAST_SRC}"))
+            }
             k if IGNORED_QUIETLY.contains(&k) => {}
             _ => self.left_out(key),
         }
@@ -646,6 +721,7 @@ impl Converter {
         self.reasons.clear();
         let mut instance = Instance {
             name: self.vipd_name(&raw_name, &at, "vrrp_instance"),
+            checksum_as_v2: self.checksum_as_v2,
             announce_count: self.garp.repeat,
             announce_repeat_after_ms: self.garp.delay_ms,
             announce_refresh_ms: self.garp.refresh_ms,
@@ -671,7 +747,11 @@ impl Converter {
                 "no virtual_ipaddress that vipd can hold",
             ),
         ];
-        if let Some((_, what)) = missing.iter().find(|(missing, _)| *missing) {
+        let why = match missing.iter().find(|(missing, _)| *missing) {
+            Some((_, what)) => Some((*what).to_owned()),
+            None => instance.refusal.clone(),
+        };
+        if let Some(what) = why {
             // Advice about an instance that is not in the output would mislead:
             // keep only the notes that say why it is not.
             let reasons = std::mem::take(&mut self.reasons);
@@ -703,7 +783,11 @@ impl Converter {
             "state" => match first_arg(key) {
                 Some("MASTER") => {
                     instance.master_at = Some(at.clone());
-                    self.note(at, "state MASTER: vipd starts every instance as backup and elects by priority (the highest wins, as in keepalived after start-up); not carried over");
+                    if self.join {
+                        self.note(at, "state MASTER: vipd starts as backup and becomes master when no better master advertises within the master-down interval (only priority 255, the address owner, starts as master); not carried over");
+                    } else {
+                        self.note(at, "state MASTER: vipd starts every instance as backup and elects by priority (the highest wins, as in keepalived after start-up); not carried over");
+                    }
                 }
                 Some("BACKUP") if instance.master_at.is_some() => self.note(
                     at,
@@ -722,7 +806,9 @@ impl Converter {
             // vrrp_parser.c `vrrp_prio_handler`: an invalid value is the default 100.
             "priority" => match first_arg(key).and_then(|p| p.parse::<u8>().ok()) {
                 Some(KEEPALIVED_OWNER_PRIORITY) => {
-                    self.note(at, "priority 255 (keepalived's address owner) becomes 254, vipd's highest");
+                    if !self.join {
+                        self.note(at, "priority 255 (keepalived's address owner) becomes 254, vipd's highest");
+                    }
                     instance.base_priority = Some(KEEPALIVED_OWNER_PRIORITY);
                 }
                 Some(p @ 1..=254) => instance.base_priority = Some(p),
@@ -766,11 +852,43 @@ impl Converter {
             "virtual_ipaddress_excluded" => self.vips(instance, key, true),
             "unicast_peer" => self.peers(instance, key),
             "unicast_src_ip" | "mcast_src_ip" => {
-                if let Some(address) = first_arg(key).and_then(|a| a.parse::<IpAddr>().ok()) {
+                let address = first_arg(key).and_then(|a| a.parse::<IpAddr>().ok());
+                if let Some(address) = address {
                     instance.family.get_or_insert(Family::of(address));
                 }
-                self.left_out(key);
+                if !self.join {
+                    self.left_out(key);
+                    return;
+                }
+                // vrrp_parser.c `vrrp_srcip_handler`: another family is ignored.
+                match address {
+                    Some(address) if instance.family == Some(Family::of(address)) => {
+                        instance.source = Some(address)
+                    }
+                    _ => self.note(at, format!(
+                        "{} {}: not an address of the instance's family, which keepalived ignores too; not carried over",
+                        key.keyword.text,
+                        first_arg(key).unwrap_or("")
+                    )),
+                }
             }
+            "mcast_dst_ip" if self.join => instance.mcast_dst = first_arg(key).map(str::to_owned),
+            // parser.c `check_true_false`: no argument is true.
+            "v3_checksum_as_v2" if self.join => {
+                instance.checksum_as_v2 = !matches!(first_arg(key), Some("false" | "off" | "no"))
+            }
+            "check_unicast_src" if self.join => {
+                self.note(at, format!("check_unicast_src: {CHECK_UNICAST_SRC}"))
+            }
+            "unicast_ttl" if self.join => {
+                if first_arg(key) != Some("255") {
+                    self.note(at, format!(
+                        "unicast_ttl {}: keepalived sends its unicast adverts with that TTL, and vipd takes adverts with TTL 255 only, so it would not hear them: set 255 (the default) on the keepalived nodes",
+                        first_arg(key).unwrap_or("")
+                    ));
+                }
+            }
+            "old_unicast_checksum" if self.join => self.note(at, "old_unicast_checksum: keepalived then forms unicast VRRPv3 checksums with 224.0.0.18 as the destination, which vipd neither sends nor takes (it takes the pseudo-header and message-only forms): remove it from the keepalived nodes"),
             "authentication" => self.authentication(instance, key),
             "track_script" => self.track_scripts(instance, key),
             "track_interface" => self.track_interfaces(instance, key),
@@ -812,20 +930,30 @@ impl Converter {
             Some(version) => version == 3,
             None => instance.family == Some(Family::V6) || self.version3,
         };
+        instance.version3 = version3;
         if let Some(key) = instance.advert.take() {
             instance.advert_ms = self.advert_int(&key, version3);
         }
         let priority = match (instance.base_priority, &instance.master_at) {
             (Some(priority), _) => priority,
             (None, Some(at)) => {
+                let carried = if self.join {
+                    "carried as is (VRRP mode takes 255)".to_owned()
+                } else {
+                    format!("carried as {VIPD_MAX_PRIORITY}, vipd's highest")
+                };
                 self.note(at, format!(
-                    "state MASTER with no priority: keepalived runs it at {KEEPALIVED_OWNER_PRIORITY}, the address owner; carried as {VIPD_MAX_PRIORITY}, vipd's highest"
+                    "state MASTER with no priority: keepalived runs it at {KEEPALIVED_OWNER_PRIORITY}, the address owner; {carried}"
                 ));
                 KEEPALIVED_OWNER_PRIORITY
             }
             (None, None) => KEEPALIVED_DEFAULT_PRIORITY,
         };
-        instance.priority = Some(priority.min(VIPD_MAX_PRIORITY));
+        instance.priority = Some(if self.join {
+            priority
+        } else {
+            priority.min(VIPD_MAX_PRIORITY)
+        });
         if priority == KEEPALIVED_OWNER_PRIORITY {
             if let Some(at) = instance.nopreempt_at.take() {
                 self.note(&at, format!(
@@ -854,6 +982,98 @@ impl Converter {
         }
         instance.preempt = instance.nopreempt_at.is_some().then_some(false);
         instance.preempt_delay_ms = instance.preempt_delay.as_ref().map(|(ms, _)| *ms);
+        if self.join {
+            self.join_complete(instance, raw_name);
+        }
+    }
+
+    /// What joining keepalived's instance takes, once its version and family
+    /// are settled: the protocol, the password (vrrp.c `vrrp_complete_instance`
+    /// drops it where keepalived does not use it), the checksum form, the
+    /// source address; and whether vipd can join at all.
+    fn join_complete(&mut self, instance: &mut Instance, raw_name: &str) {
+        let ipv6 = instance.family == Some(Family::V6);
+        if ipv6 && !instance.version3 {
+            instance.refusal = Some(
+                "cannot be joined: it runs VRRPv2 with IPv6 addresses (version 2 given before them), and vipd's VRRP mode carries IPv6 with VRRPv3 only".to_owned(),
+            );
+            return;
+        }
+        instance.protocol = Some(if instance.version3 { "vrrp3" } else { "vrrp2" });
+        if let Some(auth) = instance.keepalived_auth.take() {
+            self.join_auth(instance, raw_name, auth);
+        }
+        if instance.version3 && !ipv6 && instance.checksum_as_v2 {
+            instance.vrrp_checksum = Some("message-only");
+        }
+        // A multicast instance is joined only on VRRP's own group.
+        if instance.peers.is_empty() {
+            let (group, vrrp_group) = if ipv6 {
+                (
+                    instance.mcast_dst.clone().or(self.mcast_group6.clone()),
+                    VRRP_GROUP6,
+                )
+            } else {
+                (
+                    instance.mcast_dst.clone().or(self.mcast_group4.clone()),
+                    VRRP_GROUP4,
+                )
+            };
+            if let Some(group) = group {
+                if group.parse::<IpAddr>().ok() != vrrp_group.parse().ok() {
+                    instance.refusal = Some(format!(
+                        "cannot be joined: its adverts go to the multicast group {group}, and vipd's VRRP mode speaks to {vrrp_group} only"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// keepalived's `authentication` as VRRP sends it: `auth_type PASS` is the
+    /// first 8 bytes of `auth_pass`; AH vipd cannot speak.
+    fn join_auth(&mut self, instance: &mut Instance, raw_name: &str, auth: KeepalivedAuth) {
+        let ipv6 = instance.family == Some(Family::V6);
+        let at = auth.at;
+        let Some(auth_type) = auth.auth_type else {
+            self.note(&at, "authentication without auth_type: keepalived sends no authentication; nothing to carry over");
+            return;
+        };
+        let pass = auth.pass.map(|p| p.text).unwrap_or_default();
+        match auth_type.text.as_str() {
+            "PASS" | "AH" if instance.version3 => self.note(&at, format!(
+                "authentication: keepalived ignores it with VRRPv3 (\"({raw_name}) VRRP version 3 does not support authentication. Ignoring.\"); not carried over"
+            )),
+            "PASS" | "AH" if pass.is_empty() => self.note(&at, format!(
+                "authentication: no auth_pass, so keepalived ignores it (\"({raw_name}) Authentication specified but no password given. Ignoring\"); not carried over"
+            )),
+            "AH" if ipv6 => self.note(&at, "authentication AH: keepalived ignores it with IPv6; not carried over"),
+            "AH" => {
+                self.reason(&auth_type.at, "auth_type AH: keepalived authenticates this instance's adverts with IPsec AH, which vipd cannot speak; cannot join");
+                instance.refusal =
+                    Some("cannot be joined: it authenticates with IPsec AH".to_owned());
+            }
+            "PASS" if pass.len() <= VRRP_AUTH_PASS_BYTES => instance.vrrp_auth_pass = Some(pass),
+            "PASS" => match pass.get(..VRRP_AUTH_PASS_BYTES) {
+                Some(sent) => {
+                    self.note(&at, format!(
+                        "auth_pass: keepalived sends only its first {VRRP_AUTH_PASS_BYTES} bytes (\"Truncating auth_pass to {VRRP_AUTH_PASS_BYTES} characters\"); carried as {}",
+                        quote(sent)
+                    ));
+                    instance.vrrp_auth_pass = Some(sent.to_owned());
+                }
+                None => {
+                    self.reason(&at, format!(
+                        "auth_pass: keepalived sends its first {VRRP_AUTH_PASS_BYTES} bytes, which end inside a character and cannot be written as a TOML string; cannot join"
+                    ));
+                    instance.refusal = Some(
+                        "cannot be joined: its password cannot be written".to_owned(),
+                    );
+                }
+            },
+            other => self.note(&auth_type.at, format!(
+                "auth_type {other}: keepalived does not know it (\"unknown authentication type\") and sends no authentication; nothing to carry over"
+            )),
+        }
     }
 
     /// `advert_int`, as keepalived runs it (vrrp_parser.c `vrrp_adv_handler`,
@@ -875,18 +1095,37 @@ impl Converter {
         } else if ms % 1000 != 0 {
             // VRRPv2 carries whole seconds: keepalived rounds, and ran with that.
             let rounded = seconds.round().max(1.0) as u64 * 1000;
+            let instead = if self.join {
+                String::new()
+            } else {
+                format!(
+                    " (vipd could do {}, with vrrp_version 3 keepalived would have)",
+                    duration_text(ms.max(MIN_ADVERT_MS))
+                )
+            };
             self.note(key.at(), format!(
-                "advert_int {text}: VRRPv2 has whole seconds, so keepalived ran with {}; carried as that (vipd could do {}, with vrrp_version 3 keepalived would have)",
-                duration_text(rounded), duration_text(ms.max(MIN_ADVERT_MS))
+                "advert_int {text}: VRRPv2 has whole seconds, so keepalived ran with {}; carried as that{instead}",
+                duration_text(rounded)
             ));
             ms = rounded;
         }
-        if !(MIN_ADVERT_MS..=MAX_ADVERT_MS).contains(&ms) {
-            let clamped = ms.clamp(MIN_ADVERT_MS, MAX_ADVERT_MS);
+        // VRRPv2's field takes up to 255 s; VRRPv3's, and vipd's own, 40.95 s.
+        let max_ms = if self.join && !version3 {
+            255_000
+        } else {
+            MAX_ADVERT_MS
+        };
+        if !(MIN_ADVERT_MS..=max_ms).contains(&ms) {
+            let clamped = ms.clamp(MIN_ADVERT_MS, max_ms);
+            let what = if version3 {
+                "VRRPv3's advert interval is at most 40.95s (keepalived clamps it so too)"
+            } else {
+                "vipd's advert interval is 10ms..=40.95s"
+            };
             self.note(
                 key.at(),
                 format!(
-                    "advert_int {text}: vipd's advert interval is 10ms..=40.95s; carried as {}",
+                    "advert_int {text}: {what}; carried as {}",
                     duration_text(clamped)
                 ),
             );
@@ -899,7 +1138,9 @@ impl Converter {
     /// per line, with its options after it (parser.c `alloc_value_block`,
     /// vrrp_ipaddress.c `alloc_ipaddress`).
     fn vips(&mut self, instance: &mut Instance, key: &Statement, excluded: bool) {
-        if excluded {
+        if excluded && self.join {
+            self.note(key.at(), "virtual_ipaddress_excluded: keepalived holds these without advertising them, but vipd advertises every VIP it holds, and keepalived nodes log \"expected N VIPs but received M\" for a list that differs from theirs; not carried over (add them from a notify hook)");
+        } else if excluded {
             self.note(key.at(), "virtual_ipaddress_excluded: vipd advertises every VIP; these addresses are carried into vips");
         }
         for line in key.block.iter().flatten() {
@@ -1020,11 +1261,18 @@ impl Converter {
             ));
             return;
         }
+        if excluded && self.join {
+            // The block's note says why.
+            return;
+        }
         if let IpAddr::V6(v6) = address {
             if v6.segments()[0] & 0xffc0 == 0xfe80 {
-                self.reason(&first.at, format!(
-                    "{text}: vipd takes no link-local IPv6 VIP (its adverts are UDP; no peer needs one); not carried over"
-                ));
+                let why = if self.join {
+                    "vipd takes no link-local VIP, so its adverts list one address fewer than keepalived's (keepalived nodes log \"expected N VIPs but received M\")"
+                } else {
+                    "vipd takes no link-local IPv6 VIP (its adverts are UDP; no peer needs one)"
+                };
+                self.reason(&first.at, format!("{text}: {why}; not carried over"));
                 return;
             }
         }
@@ -1147,6 +1395,22 @@ impl Converter {
     }
 
     fn authentication(&mut self, instance: &mut Instance, key: &Statement) {
+        if self.join {
+            // Settled with the version, in `join_complete`.
+            let keys = split_keys(key.block.as_deref(), AUTH_KEYS);
+            let last = |name: &str| {
+                keys.iter()
+                    .rev()
+                    .find(|k| k.keyword.text == name)
+                    .and_then(|k| k.args.first().cloned())
+            };
+            instance.keepalived_auth = Some(KeepalivedAuth {
+                at: key.at().clone(),
+                auth_type: last("auth_type"),
+                pass: last("auth_pass"),
+            });
+            return;
+        }
         let auth_type = split_keys(key.block.as_deref(), AUTH_KEYS)
             .iter()
             .find(|k| k.keyword.text == "auth_type")
@@ -1353,6 +1617,12 @@ impl Converter {
             out,
             "# Check it with `vipd check --config FILE`; see vipd.toml(5) for every key."
         );
+        if self.join {
+            let _ = writeln!(
+                out,
+                "# Joins the keepalived cluster as it runs (--join): VRRP on the wire, with keepalived's VRIDs, priorities, intervals and passwords."
+            );
+        }
         if self.host_used {
             let _ = writeln!(
                 out,
@@ -1410,6 +1680,18 @@ fn render_instance(out: &mut String, instance: &Instance) {
     line("vips", list(&instance.vips));
     if !instance.peers.is_empty() {
         line("peers", list(&instance.peers));
+    }
+    if let Some(protocol) = instance.protocol {
+        line("protocol", quote(protocol));
+        if let Some(pass) = &instance.vrrp_auth_pass {
+            line("vrrp_auth_pass", quote(pass));
+        }
+        if let Some(checksum) = instance.vrrp_checksum {
+            line("vrrp_checksum", quote(checksum));
+        }
+        if let Some(source) = instance.source {
+            line("vrrp_source", quote(&source.to_string()));
+        }
     }
     match &instance.auth_key_file {
         Some(path) => line("auth_key_file", quote(path)),
@@ -1555,10 +1837,20 @@ mod tests {
 
     /// The conversion of `text` for `host`, as TOML and report lines.
     fn convert_for(host: &str, text: &str) -> (String, Vec<String>) {
+        convert_with(host, false, text)
+    }
+
+    /// The same with `--join`.
+    fn convert_join(text: &str) -> (String, Vec<String>) {
+        convert_with("lb1", true, text)
+    }
+
+    fn convert_with(host: &str, join: bool, text: &str) -> (String, Vec<String>) {
         let path = Path::new("k.conf");
         let parsed = crate::import::parse::parse_text(path, text, host).unwrap();
         let options = Options {
             host: host.to_owned(),
+            join,
         };
         let conversion = convert(path, parsed, &options);
         let notes = conversion.notes.iter().map(ToString::to_string).collect();
@@ -1809,6 +2101,90 @@ mod tests {
     }
 
     #[test]
+    fn join_speaks_keepalived_s_vrrp_with_its_priority_and_password() {
+        let (toml, notes) = convert_join(&instance(
+            " priority 255\n advert_int 2\n authentication {\n  auth_type PASS\n  auth_pass 123456789\n }\n",
+        ));
+        assert!(
+            toml.contains("priority = 255\nadvert_interval = \"2s\"\nvips = [\"10.0.0.5/24\"]\nprotocol = \"vrrp2\"\nvrrp_auth_pass = \"12345678\"\nauth = \"none\"\n"),
+            "{toml}"
+        );
+        assert!(has_note(&notes, 5, "carried as \"12345678\""), "{notes:#?}");
+        assert!(
+            notes
+                .iter()
+                .all(|n| !n.contains("254") && !n.contains("keygen")),
+            "{notes:#?}"
+        );
+        // VRRPv3: no password (keepalived drops it), v2 checksums if asked.
+        let (toml, notes) = convert_join(&instance(
+            " version 3\n v3_checksum_as_v2\n advert_int 0.5\n authentication {\n  auth_type PASS\n  auth_pass x\n }\n",
+        ));
+        assert!(
+            toml.contains(
+                "protocol = \"vrrp3\"\nvrrp_checksum = \"message-only\"\nauth = \"none\"\n"
+            ),
+            "{toml}"
+        );
+        assert!(toml.contains("advert_interval = \"500ms\"\n"), "{toml}");
+        assert!(
+            has_note(&notes, 6, "does not support authentication"),
+            "{notes:#?}"
+        );
+        // IPv6 is VRRPv3 without asking; the source address is carried.
+        let (toml, _) = convert_join(&instance(
+            " unicast_src_ip 2001:db8::11\n unicast_peer {\n  2001:db8::12\n }\n virtual_ipaddress {\n  2001:db8::5/64\n }\n",
+        ));
+        assert!(
+            toml.contains("peers = [\"2001:db8::12\"]\nprotocol = \"vrrp3\"\nvrrp_source = \"2001:db8::11\"\n"),
+            "{toml}"
+        );
+    }
+
+    #[test]
+    fn join_refuses_what_vipd_cannot_speak() {
+        let (toml, notes) = convert_join(&instance(
+            " authentication {\n  auth_type AH\n  auth_pass secret\n }\n",
+        ));
+        assert!(!toml.contains("[[instance]]"), "{toml}");
+        assert!(
+            has_note(&notes, 4, "IPsec AH, which vipd cannot speak"),
+            "{notes:#?}"
+        );
+        assert!(
+            has_note(
+                &notes,
+                2,
+                "cannot be joined: it authenticates with IPsec AH"
+            ),
+            "{notes:#?}"
+        );
+        let (toml, notes) = convert_join(&instance(" mcast_dst_ip 224.0.0.19\n"));
+        assert!(!toml.contains("[[instance]]"), "{toml}");
+        assert!(
+            has_note(&notes, 2, "multicast group 224.0.0.19"),
+            "{notes:#?}"
+        );
+        // Unicast instances do not use the group.
+        let (toml, _) = convert_join(&instance(
+            " mcast_dst_ip 224.0.0.19\n unicast_peer {\n  10.0.0.2\n }\n",
+        ));
+        assert!(toml.contains("[[instance]]"), "{toml}");
+    }
+
+    #[test]
+    fn join_leaves_the_unadvertised_excluded_addresses_out() {
+        let (toml, notes) = convert_join(&instance(
+            " virtual_ipaddress {\n  10.0.0.5/24\n }\n virtual_ipaddress_excluded {\n  10.0.0.6/24\n  2001:db8::6/64\n }\n",
+        ));
+        assert!(toml.contains("vips = [\"10.0.0.5/24\"]\n"), "{toml}");
+        assert!(
+            has_note(&notes, 6, "keepalived holds these without advertising them"),
+            "{notes:#?}"
+        );
+    }
+
+    #[test]
     fn scripts_need_a_shell_only_for_shell_syntax() {
         assert!(!needs_shell("killall -0 haproxy"));
         assert!(!needs_shell(
@@ -1831,6 +2207,7 @@ mod tests {
         .unwrap();
         let options = Options {
             host: "lb1".to_owned(),
+            join: false,
         };
         let conversion = crate::import::convert_file(&file, &options).unwrap();
         let _ = std::fs::remove_dir_all(&dir);

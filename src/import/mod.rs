@@ -32,6 +32,13 @@
 //! | `garp_master_repeat/delay/refresh`, and `vrrp_garp_master_*` above the instance | `announce_count/repeat_after/refresh` |
 //! | `vrrp_sync_group`                  | `[[sync_group]]`                             |
 //!
+//! With [`Options::join`] the instances speak VRRP instead, to run beside
+//! keepalived nodes: `protocol` from `vrrp_version`/`version` (IPv6: VRRPv3),
+//! priority 255 kept, `auth_type PASS` as `vrrp_auth_pass`, `v3_checksum_as_v2`
+//! as `vrrp_checksum = "message-only"`, `unicast_src_ip` as `vrrp_source`,
+//! `virtual_ipaddress_excluded` left out (keepalived does not advertise them);
+//! an instance vipd cannot join (AH, another multicast group) is not converted.
+//!
 //! Everything else (LVS's `virtual_server`, SMTP alerts, `use_vmac`, routes and
 //! rules, ...) is reported and left out.
 
@@ -113,6 +120,11 @@ pub struct Options {
     /// `@^HOST` lines and names the node when `router_id` is missing or the
     /// packaged `LVS_DEVEL`.
     pub host: String,
+    /// Join the running keepalived cluster as it is: the instances speak VRRP
+    /// (`protocol = "vrrp2"` or `"vrrp3"`) with keepalived's VRIDs, priorities
+    /// (255 kept), intervals and `auth_type PASS` passwords, instead of vipd's
+    /// own authenticated protocol.
+    pub join: bool,
 }
 
 /// Converts the keepalived configuration at `path` (and what it includes).
