@@ -29,13 +29,27 @@ pub(crate) struct KeygenArgs {
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Writes the TOML to stdout and, on stderr, one line FILE:LINE: what and why for everything
-not carried over (LVS, SMTP alerts, use_vmac, passwords, ...).
+not carried over or changed (LVS, SMTP alerts, use_vmac, passwords, ...).
+The output is for one host: it takes the keepalived.conf lines marked @HOST for it (and
+@^HOST for the others) and, when router_id is missing or LVS_DEVEL, its name as the node
+name. Run it once per node, with --host for each.
+With --join the output joins the keepalived nodes instead of replacing them all at once:
+VRRP on the wire (vipd check warns what that gives up: no HMAC, no replay guard).
 Exit codes: 0 everything was carried over; 3 something was left out (see stderr);
 2 the file cannot be read or parsed (FILE:LINE: message).")]
 pub(crate) struct ImportArgs {
     /// The keepalived configuration, e.g. /etc/keepalived/keepalived.conf.
     #[arg(value_name = "FILE")]
     file: PathBuf,
+    /// The host to convert for, as keepalived's config-id (`keepalived -i NAME`).
+    /// Default: this machine's hostname up to its first dot, as keepalived's.
+    #[arg(long, value_name = "NAME")]
+    host: Option<String>,
+    /// Join the running keepalived cluster as it is: the instances speak VRRP
+    /// (protocol = "vrrp2"/"vrrp3") with keepalived's VRIDs, priorities,
+    /// intervals and passwords, instead of vipd's own protocol.
+    #[arg(long)]
+    join: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,9 +74,25 @@ pub(crate) fn keygen(args: &KeygenArgs) -> ExitCode {
     }
 }
 
-/// `vipd import-keepalived FILE`: exit 0, 3 (something left out) or 2 (unparsable).
+/// `vipd import-keepalived [--host NAME] FILE`: exit 0, 3 (something left out
+/// or changed) or 2 (unparsable, or no host name).
 pub(crate) fn import_keepalived(args: &ImportArgs) -> ExitCode {
-    match import::convert_file(&args.file) {
+    let host = match &args.host {
+        Some(host) => host.clone(),
+        None => match nix::unistd::gethostname().map(|name| name.into_string()) {
+            Ok(Ok(name)) => import::config_id_of(&name).to_owned(),
+            _ => String::new(),
+        },
+    };
+    if host.is_empty() {
+        eprintln!("vipd import-keepalived: no host name (the hostname cannot be read); give one with --host NAME");
+        return ExitCode::from(2);
+    }
+    let options = import::Options {
+        host,
+        join: args.join,
+    };
+    match import::convert_file(&args.file, &options) {
         Ok(conversion) => {
             print!("{}", conversion.toml);
             for note in &conversion.notes {
