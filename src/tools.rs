@@ -74,8 +74,9 @@ pub(crate) fn keygen(args: &KeygenArgs) -> ExitCode {
     }
 }
 
-/// `vipd import-keepalived [--host NAME] FILE`: exit 0, 3 (something left out
-/// or changed) or 2 (unparsable, or no host name).
+/// `vipd import-keepalived [--host NAME] FILE`: exit 0 (all carried over;
+/// advice may be printed), 3 (something left out or changed) or 2
+/// (unparsable, or no host name).
 pub(crate) fn import_keepalived(args: &ImportArgs) -> ExitCode {
     let host = match &args.host {
         Some(host) => host.clone(),
@@ -98,7 +99,7 @@ pub(crate) fn import_keepalived(args: &ImportArgs) -> ExitCode {
             for note in &conversion.notes {
                 eprintln!("{note}");
             }
-            if conversion.notes.is_empty() {
+            if conversion.notes.iter().all(|n| n.advice) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(3)

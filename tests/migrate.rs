@@ -29,8 +29,15 @@ fn keepalived_conf(router_id: &str, priority: u8, vip: &str) -> String {
 
 /// `vipd import-keepalived` on `path`: the TOML, given the conversion was complete.
 fn convert(path: &std::path::Path) -> String {
+    import(path, &[])
+}
+
+/// `vipd import-keepalived ARGS` on `path`: the TOML, given the conversion
+/// was complete (exit 0).
+fn import(path: &std::path::Path, args: &[&str]) -> String {
     let out = Command::new(vipd_bin())
         .arg("import-keepalived")
+        .args(args)
         .arg(path)
         .output()
         .expect("run vipd import-keepalived");
@@ -218,19 +225,9 @@ fn keepalived_v2_conf(router_id: &str, priority: u8, vip: &str) -> String {
     )
 }
 
-/// vipd joining that cluster as it is (what `vipd import-keepalived --join`
-/// writes), or, with `vipd_protocol`, the same node on vipd's own protocol.
-fn joining_spec(name: &str, priority: u8, vip: &str, vipd_protocol: bool) -> NodeSpec {
-    let instance = InstanceSpec::new(priority).vip(vip).advert("1s");
-    let instance = if vipd_protocol {
-        instance
-    } else {
-        instance
-            .auth_none()
-            .extra("protocol = \"vrrp2\"")
-            .extra("vrrp_auth_pass = \"s3cret\"")
-    };
-    NodeSpec::new(name, instance)
+/// The node after the migration: vipd's own protocol, signed adverts.
+fn vipd_protocol_spec(name: &str, priority: u8, vip: &str) -> NodeSpec {
+    NodeSpec::new(name, InstanceSpec::new(priority).vip(vip).advert("1s"))
 }
 
 /// Runs `vipd ARGS` against `daemon` and requires success.
@@ -262,7 +259,7 @@ fn a_keepalived_pair_migrates_node_by_node_losing_nothing() {
     let mut keepalived: Vec<Daemon> = [(1, 150), (2, 100)]
         .into_iter()
         .map(|(node, priority)| {
-            let name = format!("k{node}");
+            let name = format!("n{node}");
             let mut daemon = Daemon::configure_keepalived(
                 lab.node(node),
                 &name,
@@ -273,6 +270,17 @@ fn a_keepalived_pair_migrates_node_by_node_losing_nothing() {
         })
         .collect();
     wait_sole_holder(&lab, &vip, 1, Duration::from_secs(20));
+    // What each node will run: the importer's configuration joining the
+    // cluster as it is.
+    let joined: Vec<String> = keepalived
+        .iter()
+        .map(|k| import(&k.config, &["--join"]))
+        .collect();
+    assert!(
+        joined[1].contains("protocol = \"vrrp2\"") && joined[1].contains("vrrp_auth_pass"),
+        "{}",
+        joined[1]
+    );
     let vip4: Ipv4Addr = strip_prefix_len(&vip).parse().expect("an IPv4 VIP");
     let prober = ArpProber::start(&lab.client, vip4).expect("start the ARP prober");
     prober
@@ -298,8 +306,7 @@ fn a_keepalived_pair_migrates_node_by_node_losing_nothing() {
 
     // 1. The backup: keepalived off, vipd (VRRP) on; it follows n1.
     let t = Instant::now();
-    keepalived[1].sigterm();
-    let mut vipd2 = Daemon::start(lab.node(2), joining_spec("n2", 100, &vip, false));
+    let mut vipd2 = switch_node(&lab, 2, &mut keepalived[1], &joined[1], false);
     wait_until("vipd on n2 is backup", Duration::from_secs(10), || {
         state(&vipd2) == "backup"
     });
@@ -315,13 +322,7 @@ fn a_keepalived_pair_migrates_node_by_node_losing_nothing() {
     let t = Instant::now();
     vipd_ok(&vipd2, &["promote"]);
     wait_sole_holder(&lab, &vip, 2, Duration::from_secs(10));
-    keepalived[0].sigterm();
-    hold_for(
-        "n2 keeps the VIP while n1 switches",
-        Duration::from_millis(500),
-        || lab.holders(&vip) == [2],
-    );
-    let mut vipd1 = Daemon::start(lab.node(1), joining_spec("n1", 150, &vip, false));
+    let mut vipd1 = switch_node(&lab, 1, &mut keepalived[0], &joined[0], false);
     wait_until("vipd on n1 is backup", Duration::from_secs(10), || {
         state(&vipd1) == "backup"
     });
@@ -342,9 +343,9 @@ fn a_keepalived_pair_migrates_node_by_node_losing_nothing() {
     // master by a reload that keeps the VIPs, then the backup undrained.
     let t = Instant::now();
     vipd_ok(&vipd2, &["drain"]);
-    vipd2.rewrite_config(&joining_spec("n2", 100, &vip, true));
+    vipd2.rewrite_config(&vipd_protocol_spec("n2", 100, &vip));
     vipd_ok(&vipd2, &["reload"]);
-    vipd1.rewrite_config(&joining_spec("n1", 150, &vip, true));
+    vipd1.rewrite_config(&vipd_protocol_spec("n1", 150, &vip));
     vipd_ok(&vipd1, &["reload"]);
     wait_until(
         "n2 hears n1 on vipd's protocol",

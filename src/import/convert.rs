@@ -416,6 +416,7 @@ impl Converter {
         self.notes.push(Note {
             at: at.clone(),
             message: message.into(),
+            advice: false,
         });
     }
 
@@ -615,10 +616,14 @@ impl Converter {
                 self.node_name = Some(host);
             }
             Some(word) if valid_node_name(&word.text) => {
-                self.note(&word.at, format!(
-                    "router_id {}: becomes [node] name; {NODE_NAMES_DIFFER}: check the other nodes' router_id",
-                    word.text
-                ));
+                self.notes.push(Note {
+                    at: word.at.clone(),
+                    message: format!(
+                        "router_id {}: becomes [node] name; {NODE_NAMES_DIFFER}: check the other nodes' router_id",
+                        word.text
+                    ),
+                    advice: true,
+                });
                 self.node_name = Some(word.text);
             }
             Some(word) => {

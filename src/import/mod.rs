@@ -71,6 +71,9 @@ pub struct Note {
     pub at: Location,
     /// What and why, e.g. `virtual_server: LVS is not part of vipd; not carried over`.
     pub message: String,
+    /// Advice about something carried over as it was (a `router_id` that
+    /// became the node name): it does not make the conversion incomplete.
+    pub advice: bool,
 }
 
 impl fmt::Display for Note {

@@ -133,6 +133,7 @@ impl<'a> Reader<'a> {
         self.notes.push(Note {
             at: at.clone(),
             message,
+            advice: false,
         });
     }
 
