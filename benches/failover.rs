@@ -58,6 +58,15 @@
 //!   namespace receives them (kernel timestamps), spurious takeovers (n2's log),
 //!   the master's state changes, and log lines both wrote.
 //!
+//! - vipd in VRRP mode beside keepalived, `VIPD_BENCH_ONLY=vrrp`: VRRPv3 at
+//!   100 ms and VRRPv2 (PASS) at 1 s, a fresh lab per pair. A keepalived master
+//!   (150) with a vipd or a keepalived backup (100): its crash, from its last
+//!   advert to the backup's first advert and first answer, beside the RFC's
+//!   Master_Down_Interval; its SIGTERM, from its priority-0 advert, beside the
+//!   Skew_Time, and the probes lost. A vipd master with a keepalived backup:
+//!   `vipd drain --wait` and SIGTERM, probes lost and longest gap. A
+//!   separate recorder in the client reads each advert's priority.
+//!
 //! A probe is lost when no reply arrives before the next probe is sent. The
 //! prober reads replies before it sends, and each window also reports its own
 //! baseline (probes lost before the event) so that scheduling noise on a busy
@@ -73,8 +82,10 @@
 //!   footprint section scrapes both nodes every second while it measures;
 //! - `VIPD_BENCH_QUICK=1`: the quick defaults above;
 //! - `VIPD_BENCH_ONLY`: comma list of sections
-//!   (`cases,clients,footprint,scale255,vips1000,routed,flood`; `routed`
+//!   (`cases,clients,footprint,scale255,vips1000,routed,flood,vrrp`; `routed`
 //!   needs FRR and compares routed mode with L2 mode, vipd only);
+//! - the `vrrp` section runs `VIPD_BENCH_RUNS` (default 5) runs per pair at
+//!   VRRPv3 100 ms and `VIPD_BENCH_RUNS_1S` (default 2; 0 skips it) at VRRPv2 1 s;
 //! - `VIPD_BENCH_FLOOD_SECS` (default 3): each flood of the `flood` section;
 //! - the `clients` section runs each case once unless `VIPD_BENCH_RUNS` is set,
 //!   and its loss cases last `VIPD_BENCH_LOSS_SECS` (default 30);
@@ -90,7 +101,7 @@ use std::os::fd::AsRawFd as _;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -116,9 +127,9 @@ mod common;
 
 use common::{
     clk_tck, cpu_seconds, cpu_ticks, install_interrupt_handlers, interrupted, keepalived_bin,
-    lines_after, run_output, sleep_checked, spawn_when_ready, vipd_group, AdvertWatch, ArpProber,
-    Daemon, Flood, FloodSpec, Host, InstanceSpec, Junk, Lab, Netns, NodeSpec, ProbeLog, Ready,
-    Sources, Target, VRRP_GROUP,
+    lines_after, packet_socket, run_output, sleep_checked, spawn_when_ready, vipd_group,
+    AdvertWatch, ArpProber, Daemon, Flood, FloodSpec, Host, InstanceSpec, Junk, Lab, Netns,
+    NodeSpec, ProbeLog, Ready, Sources, Target, VRRP_GROUP,
 };
 
 /// Builds the bench's lab: n1, n2 and a client on 10.251.0.0/16.
@@ -162,9 +173,25 @@ struct Setup {
     instances: Vec<(u8, Vec<Ipv4Addr>)>,
 }
 
-/// Writes node `node`'s (0-based) configuration of `setup` for `kind` on `host`;
-/// [`start`] starts it.
+/// Writes node `node`'s (0-based) configuration of `setup` for `kind` on `host`,
+/// each daemon speaking its own protocol (keepalived VRRPv3); [`start`] starts it.
 fn configure(kind: Kind, host: &Host, node: usize, setup: &Setup) -> Daemon {
+    configure_speaking(kind, host, node, setup, None)
+}
+
+/// The password of VRRPv2's PASS authentication in the `vrrp` section.
+const VRRP2_PASS: &str = "s3cret";
+
+/// [`configure`], with `vrrp` the VRRP version both daemons speak when given:
+/// vipd with `protocol = "vrrpN"` and `auth = "none"`, keepalived with
+/// `vrrp_version N`; VRRPv2 with the PASS password [`VRRP2_PASS`] on both.
+fn configure_speaking(
+    kind: Kind,
+    host: &Host,
+    node: usize,
+    setup: &Setup,
+    vrrp: Option<u8>,
+) -> Daemon {
     let name = format!("n{}", node + 1);
     let prio = PRIO[node];
     match kind {
@@ -175,6 +202,14 @@ fn configure(kind: Kind, host: &Host, node: usize, setup: &Setup) -> Daemon {
                 spec.name = format!("g{group}");
                 spec.group = *group;
                 spec.vips = vips.iter().map(|v| format!("{v}/16")).collect();
+                if let Some(version) = vrrp {
+                    spec = spec
+                        .auth_none()
+                        .extra(&format!("protocol = \"vrrp{version}\""));
+                }
+                if vrrp == Some(2) {
+                    spec = spec.extra(&format!("vrrp_auth_pass = {VRRP2_PASS:?}"));
+                }
                 spec
             });
             let first = instances.next().expect("a setup has an instance");
@@ -188,8 +223,16 @@ fn configure(kind: Kind, host: &Host, node: usize, setup: &Setup) -> Daemon {
         }
         Kind::Keepalived => {
             let mut c = format!(
-                "global_defs {{\n  router_id {name}\n  vrrp_version 3\n  vrrp_garp_master_delay 0\n}}\n"
+                "global_defs {{\n  router_id {name}\n  vrrp_version {}\n  vrrp_garp_master_delay 0\n}}\n",
+                vrrp.unwrap_or(3)
             );
+            let auth = if vrrp == Some(2) {
+                format!(
+                    "  authentication {{\n    auth_type PASS\n    auth_pass {VRRP2_PASS}\n  }}\n"
+                )
+            } else {
+                String::new()
+            };
             for (group, vips) in &setup.instances {
                 // VRRPv3 carries the addresses in every advert: past a handful they
                 // go in virtual_ipaddress_excluded (managed the same, not advertised).
@@ -201,7 +244,7 @@ fn configure(kind: Kind, host: &Host, node: usize, setup: &Setup) -> Daemon {
                 };
                 c += &format!(
                     "vrrp_instance g{group} {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {group}\n  \
-                     priority {prio}\n  advert_int {:.2}\n  virtual_ipaddress {{\n{}  }}\n",
+                     priority {prio}\n  advert_int {:.2}\n{auth}  virtual_ipaddress {{\n{}  }}\n",
                     setup.interval.as_secs_f64(),
                     fmt(main)
                 );
@@ -213,6 +256,14 @@ fn configure(kind: Kind, host: &Host, node: usize, setup: &Setup) -> Daemon {
             Daemon::configure_keepalived(host, &name, &c)
         }
     }
+}
+
+/// A crashed node's link comes back up without the VIP it held, as after a
+/// reboot.
+fn back_from_crash(host: &Host) {
+    let vip = format!("{VIP}/16");
+    let _ = host.ns.ip_output(&["addr", "del", &vip, "dev", "eth0"]);
+    host.link(true);
 }
 
 /// (Re)starts a daemon as from a crash: every process in its namespace is
@@ -246,24 +297,29 @@ fn ms(d: Duration) -> f64 {
 }
 
 // ---------------------------------------------------------------------------
-// rtnetlink address monitor
+// Watcher threads; the rtnetlink address monitor
 // ---------------------------------------------------------------------------
 
-/// Records every IPv4 address added to (true) or removed from (false) a namespace.
-struct AddrMonitor {
-    events: Arc<Mutex<Vec<(Instant, bool, Ipv4Addr)>>>,
+/// A watcher's loop: its namespace, the list it records in, the flag that stops
+/// it, and what it calls once its sockets are open.
+type WatchLoop<T> = fn(&str, &Mutex<Vec<T>>, &AtomicBool, &Ready) -> Result<()>;
+
+/// A thread recording events of type `T` in a list: a watcher's loop, given the
+/// list, a stop flag and its [`Ready`]. Stopped and joined on drop.
+struct Recorder<T> {
+    events: Arc<Mutex<Vec<T>>>,
     stop: Arc<AtomicBool>,
     handle: Option<thread::JoinHandle<Result<()>>>,
 }
 
-impl AddrMonitor {
-    fn start(ns: &str) -> Result<Self> {
+impl<T: Clone + Send + 'static> Recorder<T> {
+    /// Runs `body` for namespace `ns` on a new thread, once it is ready (see
+    /// [`spawn_when_ready`]; `what` names it in errors).
+    fn spawn(what: &str, ns: &str, body: WatchLoop<T>) -> Result<Self> {
         let events = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (e, s, ns) = (events.clone(), stop.clone(), ns.to_owned());
-        let handle = spawn_when_ready("address monitor", move |ready| {
-            monitor_loop(&ns, &e, &s, ready)
-        })?;
+        let handle = spawn_when_ready(what, move |ready| body(&ns, &e, &s, ready))?;
         Ok(Self {
             events,
             stop,
@@ -271,18 +327,59 @@ impl AddrMonitor {
         })
     }
 
-    fn events(&self) -> Vec<(Instant, bool, Ipv4Addr)> {
-        self.events.lock().unwrap().clone()
+    /// The list, also if the thread panicked holding it (it holds plain data).
+    fn lock(&self) -> MutexGuard<'_, Vec<T>> {
+        self.events.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn events(&self) -> Vec<T> {
+        self.lock().clone()
+    }
+
+    fn clear(&self) {
+        self.lock().clear();
     }
 }
 
-impl Drop for AddrMonitor {
+impl<T> Drop for Recorder<T> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
     }
+}
+
+/// Records every IPv4 address added to (true) or removed from (false) a namespace.
+type AddrMonitor = Recorder<(Instant, bool, Ipv4Addr)>;
+
+impl AddrMonitor {
+    fn start(ns: &str) -> Result<Self> {
+        Self::spawn("address monitor", ns, monitor_loop)
+    }
+}
+
+/// Makes a blocking receive on `fd` return after 50 ms, for a watcher to see
+/// its stop flag.
+fn wake_every_50ms(fd: &std::os::fd::OwnedFd) -> Result<()> {
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 50_000,
+    };
+    // SAFETY: a valid timeval of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            size_of::<libc::timeval>() as u32,
+        )
+    };
+    if rc < 0 {
+        bail!("SO_RCVTIMEO: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn monitor_loop(
@@ -300,11 +397,7 @@ fn monitor_loop(
     // SAFETY: fresh descriptor.
     let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
     let size: libc::c_int = 16 << 20;
-    let tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 50_000,
-    };
-    // SAFETY: valid option values of the sizes given.
+    // SAFETY: a valid option value of the size given.
     unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
@@ -313,14 +406,8 @@ fn monitor_loop(
             (&size as *const libc::c_int).cast(),
             4,
         );
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            size_of::<libc::timeval>() as u32,
-        );
     }
+    wake_every_50ms(&fd)?;
     // SAFETY: zeroed sockaddr_nl is valid.
     let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     sa.nl_family = libc::AF_NETLINK as u16;
@@ -646,6 +733,494 @@ fn render_flood(r: &Value, out: &mut String) {
 }
 
 // ---------------------------------------------------------------------------
+// vipd in VRRP mode beside keepalived
+// ---------------------------------------------------------------------------
+
+/// The IP protocol number of VRRP.
+const IPPROTO_VRRP: u8 = 112;
+
+/// What both nodes of the `vrrp` section speak: a VRRP version and an advert
+/// interval.
+#[derive(Clone, Copy, Debug)]
+struct Wire {
+    version: u8,
+    interval: Duration,
+}
+
+impl Wire {
+    /// Skew_Time for `priority`: (256 − priority) / 256 of the advert interval
+    /// in VRRPv3 (RFC 9568 §6.1), of a second in VRRPv2 (RFC 3768 §6.1).
+    fn skew(self, priority: u8) -> Duration {
+        let unit = if self.version == 2 {
+            Duration::from_secs(1)
+        } else {
+            self.interval
+        };
+        unit * (256 - u32::from(priority)) / 256
+    }
+
+    /// Master_Down_Interval for `priority`: 3 × the interval + [`Wire::skew`].
+    fn master_down(self, priority: u8) -> Duration {
+        self.interval * 3 + self.skew(priority)
+    }
+
+    fn label(self) -> String {
+        format!("VRRPv{} {}ms", self.version, self.interval.as_millis())
+    }
+}
+
+/// The pairs of the `vrrp` section, `[n1, n2]`: a keepalived master with vipd
+/// or keepalived as its backup, and vipd as the master of a keepalived backup.
+const VRRP_PAIRS: [[Kind; 2]; 3] = [
+    [Kind::Keepalived, Kind::Vipd],
+    [Kind::Keepalived, Kind::Keepalived],
+    [Kind::Vipd, Kind::Keepalived],
+];
+
+fn pair_name(kinds: [Kind; 2]) -> String {
+    format!("{}→{}", kinds[0].name(), kinds[1].name())
+}
+
+/// A VRRP advert the client saw on the link.
+#[derive(Clone, Copy, Debug)]
+struct SeenAdvert {
+    at: Instant,
+    /// The sender's MAC.
+    mac: [u8; 6],
+    version: u8,
+    priority: u8,
+}
+
+/// Every VRRP advert on the client's link with its priority (the
+/// [`ArpProber`]'s log has the adverts without it), timed as the prober times
+/// its replies: when the thread reads it.
+type AdvertRecorder = Recorder<SeenAdvert>;
+
+impl AdvertRecorder {
+    fn start(ns: &str) -> Result<Self> {
+        Self::spawn("advert recorder", ns, record_vrrp_adverts)
+    }
+}
+
+fn record_vrrp_adverts(
+    ns: &str,
+    adverts: &Mutex<Vec<SeenAdvert>>,
+    stop: &AtomicBool,
+    ready: &Ready,
+) -> Result<()> {
+    Netns::enter(ns)?;
+    let (fd, _) = packet_socket(0x0800)?;
+    wake_every_50ms(&fd)?;
+    ready.send(Ok(())).ok();
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: our buffer, its length.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let at = Instant::now();
+        let Ok(n) = usize::try_from(n) else {
+            continue;
+        };
+        let p = &buf[..n];
+        // Ethernet, IPv4 (IHL words), then VRRP: version and type, VRID, priority.
+        if p.len() < 34 || p[23] != IPPROTO_VRRP {
+            continue;
+        }
+        let vrrp = 14 + usize::from(p[14] & 0x0f) * 4;
+        let Some(head) = p.get(vrrp..vrrp + 3) else {
+            continue;
+        };
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&p[6..12]);
+        adverts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(SeenAdvert {
+                at,
+                mac,
+                version: head[0] >> 4,
+                priority: head[2],
+            });
+    }
+    Ok(())
+}
+
+/// The `vrrp` section's lab: n1 (priority 150) runs `kinds[0]`, n2 (100)
+/// `kinds[1]`, both speaking `wire` for VRID 51 and [`VIP`]; the client probes
+/// the VIP and records the adverts.
+struct VrrpBed {
+    // Field order is drop order: daemons and watchers before the namespaces.
+    daemons: [Daemon; 2],
+    prober: ArpProber,
+    adverts: AdvertRecorder,
+    lab: Lab,
+    /// MACs of n1 and n2.
+    macs: [[u8; 6]; 2],
+    wire: Wire,
+}
+
+impl VrrpBed {
+    /// Starts n1; once it answers alone, n2, and gives n2 its master-down
+    /// interval as a backup.
+    fn new(kinds: [Kind; 2], wire: Wire) -> Result<Self> {
+        let lab = new_lab();
+        let setup = Setup {
+            interval: wire.interval,
+            instances: vec![(51, vec![VIP])],
+        };
+        let prober = ArpProber::start(&lab.client, VIP)?;
+        let adverts = AdvertRecorder::start(&lab.client.ns.name)?;
+        let daemons = [
+            configure_speaking(kinds[0], lab.node(1), 0, &setup, Some(wire.version)),
+            configure_speaking(kinds[1], lab.node(2), 1, &setup, Some(wire.version)),
+        ];
+        let mut bed = Self {
+            daemons,
+            prober,
+            adverts,
+            macs: [lab.node(1).mac_bytes(), lab.node(2).mac_bytes()],
+            lab,
+            wire,
+        };
+        start(&mut bed.daemons[0]);
+        bed.n1_answers()?;
+        start(&mut bed.daemons[1]);
+        sleep_checked(wire.master_down(PRIO[1]));
+        Ok(bed)
+    }
+
+    /// How long n1 answers alone before an event, and how long a window runs
+    /// past the new master's first answer: more than an advert interval.
+    fn settle(&self) -> Duration {
+        (self.wire.interval + Duration::from_millis(200)).max(Duration::from_millis(400))
+    }
+
+    /// The longest wait for n2's first answer or advert after an event.
+    fn timeout(&self) -> Duration {
+        self.wire.master_down(PRIO[1]) + self.wire.interval * 2 + Duration::from_secs(3)
+    }
+
+    /// Waits until n1 alone has answered for [`VrrpBed::settle`].
+    fn n1_answers(&self) -> Result<()> {
+        let limit = Duration::from_secs(30) + self.wire.master_down(PRIO[0]) * 2;
+        self.prober
+            .wait_stable(self.macs[0], self.settle(), limit)
+            .with_context(|| {
+                format!(
+                    "n1 does not answer alone:\n{}",
+                    self.daemons[0].log_tail(15)
+                )
+            })
+    }
+
+    /// Before every event: n1 answers alone, the logs are cleared, and
+    /// [`VrrpBed::settle`] passes (so n1's last adverts are in the log).
+    fn lead_in(&self) -> Result<()> {
+        self.n1_answers()?;
+        self.prober.clear();
+        self.adverts.clear();
+        sleep_checked(self.settle());
+        Ok(())
+    }
+
+    /// The first advert from `mac` at or after `after` that `pick` accepts,
+    /// waiting for it up to [`VrrpBed::timeout`].
+    fn wait_advert(
+        &self,
+        mac: [u8; 6],
+        after: Instant,
+        pick: impl Fn(&SeenAdvert) -> bool,
+    ) -> Result<SeenAdvert> {
+        let deadline = Instant::now() + self.timeout();
+        loop {
+            let seen = self.adverts.events();
+            if let Some(a) = seen
+                .iter()
+                .find(|a| a.mac == mac && a.at >= after && pick(a))
+            {
+                return Ok(*a);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no such advert from {} within {:?}",
+                    common::fmt_mac(&mac),
+                    self.timeout()
+                );
+            }
+            sleep_checked(Duration::from_millis(2));
+        }
+    }
+
+    /// What every event checks of the adverts since the lead-in: all of the
+    /// configured version; n2's (a backup's, silent in VRRP) before `event`.
+    fn check_adverts(&self, event: Instant) -> Result<usize> {
+        let seen = self.adverts.events();
+        if let Some(a) = seen.iter().find(|a| a.version != self.wire.version) {
+            bail!(
+                "a VRRPv{} advert on a VRRPv{} link",
+                a.version,
+                self.wire.version
+            );
+        }
+        Ok(seen
+            .iter()
+            .filter(|a| a.mac == self.macs[1] && a.at < event)
+            .count())
+    }
+}
+
+/// Figures of one run of the `vrrp` section, by metric.
+type VrrpFigures = Vec<(String, f64)>;
+
+/// n1 crashes (every process in its namespace SIGKILLed, its link down): from
+/// its last advert to n2's first advert and to n2's first answer. Then n1 comes
+/// back as after a reboot (its VIP removed, link up, daemon started) and
+/// preempts.
+fn vrrp_crash(bed: &mut VrrpBed, out: &mut VrrpFigures) -> Result<()> {
+    let [m1, m2] = bed.macs;
+    bed.lead_in()?;
+    let t_kill = Instant::now();
+    bed.daemons[0].crash();
+    bed.lab.node(1).link(false);
+    let t_reply = bed.prober.wait_reply(m2, t_kill, bed.timeout())?;
+    let first = bed.wait_advert(m2, t_kill, |_| true)?;
+    // Every advert of n1's was sent before the kill, also one read after it.
+    let last = bed
+        .adverts
+        .events()
+        .into_iter()
+        .rfind(|a| a.mac == m1)
+        .ok_or_else(|| anyhow!("no advert from n1 seen"))?;
+    let backup_adverts = bed.check_adverts(t_kill)?;
+    out.push(("crash_to_advert_ms".into(), ms(first.at - last.at)));
+    out.push(("crash_to_reply_ms".into(), ms(t_reply - last.at)));
+    out.push(("crash_kill_to_reply_ms".into(), ms(t_reply - t_kill)));
+    out.push(("n2_adverts_as_backup".into(), backup_adverts as f64));
+
+    back_from_crash(bed.lab.node(1));
+    start(&mut bed.daemons[0]);
+    bed.n1_answers()
+        .context("n1 did not preempt after the crash")
+}
+
+/// How n1 hands over in the `vrrp` section.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Handover {
+    /// SIGTERM: keepalived and vipd send priority 0 on the way out.
+    Stop,
+    /// `vipd drain --wait`.
+    Drain,
+}
+
+/// n1 hands over: from its first priority-0 advert to n2's first advert and
+/// first answer; the probes lost, the longest gap between answers and the
+/// probes both answered, from the command to [`VrrpBed::settle`] after n2's
+/// first answer. Then n1 is master again (started, or undrained).
+fn vrrp_handover(bed: &mut VrrpBed, how: Handover, out: &mut VrrpFigures) -> Result<()> {
+    let [m1, m2] = bed.macs;
+    let name = match how {
+        Handover::Stop => "stop",
+        Handover::Drain => "drain",
+    };
+    bed.lead_in()?;
+    let t0 = Instant::now();
+    match how {
+        Handover::Stop => stop(&mut bed.daemons[0]),
+        Handover::Drain => {
+            vipctl(&bed.daemons[0], &["drain", "--wait", "--timeout", "30s"])?;
+        }
+    }
+    let returned = t0.elapsed();
+    let t_reply = bed.prober.wait_reply(m2, t0, bed.timeout())?;
+    let zero = bed
+        .wait_advert(m1, t0, |a| a.priority == 0)
+        .context("n1's priority-0 advert")?;
+    let first = bed
+        .wait_advert(m2, t0, |_| true)
+        .context("n2's first advert")?;
+    let end = Instant::now().max(t_reply) + bed.settle();
+    sleep_checked(end.saturating_duration_since(Instant::now()) + Duration::from_millis(5));
+    let window = bed.prober.snapshot().window(t0, end);
+    let backup_adverts = bed.check_adverts(t0)?;
+    let zeros = bed
+        .adverts
+        .events()
+        .iter()
+        .filter(|a| a.mac == m1 && a.priority == 0)
+        .count();
+    let mut put = |metric: &str, value: f64| out.push((format!("{name}_{metric}"), value));
+    put("to_advert_ms", ms(first.at - zero.at));
+    put("to_reply_ms", ms(t_reply - zero.at));
+    put("command_to_priority0_ms", ms(zero.at - t0));
+    put("command_returned_ms", ms(returned));
+    put("lost", window.lost as f64);
+    put("gap_ms", window.longest_gap_ms);
+    put("answered_by_both", window.answered_by_two as f64);
+    put("priority0_adverts", zeros as f64);
+    out.push(("n2_adverts_as_backup".into(), backup_adverts as f64));
+
+    match how {
+        Handover::Stop => start(&mut bed.daemons[0]),
+        Handover::Drain => {
+            vipctl(&bed.daemons[0], &["undrain"])?;
+        }
+    }
+    bed.n1_answers()
+        .with_context(|| format!("n1 did not come back after the {name}"))
+}
+
+/// Samples by metric over the runs of one pair, and the runs that failed.
+#[derive(Default)]
+struct VrrpSamples {
+    metrics: BTreeMap<String, Vec<f64>>,
+    failures: Vec<String>,
+}
+
+/// `runs` runs of one pair: with a keepalived master, its crash and its stop;
+/// with a vipd master, its drain and its stop. A failed run starts over in a
+/// fresh lab.
+fn run_vrrp(kinds: [Kind; 2], wire: Wire, runs: usize) -> Result<VrrpSamples> {
+    let mut out = VrrpSamples::default();
+    let mut bed = VrrpBed::new(kinds, wire)?;
+    for run_no in 1..=runs {
+        eprint!(
+            "\r  {} {}: run {run_no}/{runs}   ",
+            pair_name(kinds),
+            wire.label()
+        );
+        let mut figures = VrrpFigures::new();
+        let first = match kinds[0] {
+            Kind::Keepalived => vrrp_crash(&mut bed, &mut figures),
+            Kind::Vipd => vrrp_handover(&mut bed, Handover::Drain, &mut figures),
+        };
+        let r = first.and_then(|()| vrrp_handover(&mut bed, Handover::Stop, &mut figures));
+        match r {
+            Ok(()) => {
+                for (metric, value) in figures {
+                    out.metrics.entry(metric).or_default().push(value);
+                }
+            }
+            Err(e) => {
+                let msg = format!("run {run_no}: {e:#}");
+                eprintln!("\n  {} {} {msg}", pair_name(kinds), wire.label());
+                out.failures.push(msg);
+                if out.failures.len() > runs / 2 + 1 {
+                    bail!("too many failures");
+                }
+                drop(bed);
+                bed = VrrpBed::new(kinds, wire)?;
+            }
+        }
+    }
+    eprintln!();
+    Ok(out)
+}
+
+/// What the `vrrp` table prints: label, key, and the RFC figure beside it.
+const VRRP_ROWS: [(&str, &str, Option<VrrpRef>); 10] = [
+    ("crash: last advert → n2 advert", "crash_to_advert_ms", DOWN),
+    ("crash: last advert → n2 answer", "crash_to_reply_ms", DOWN),
+    ("stop: prio 0 → n2 advert", "stop_to_advert_ms", SKEW),
+    ("stop: prio 0 → n2 answer", "stop_to_reply_ms", SKEW),
+    ("stop: probes lost", "stop_lost", None),
+    ("stop: longest gap ms", "stop_gap_ms", None),
+    ("drain: prio 0 → n2 advert", "drain_to_advert_ms", SKEW),
+    ("drain: probes lost", "drain_lost", None),
+    ("drain: longest gap ms", "drain_gap_ms", None),
+    (
+        "drain: command returned ms",
+        "drain_command_returned_ms",
+        None,
+    ),
+];
+
+/// The RFC figure a `vrrp` row is set beside.
+#[derive(Clone, Copy)]
+enum VrrpRef {
+    /// n2's Master_Down_Interval.
+    MasterDown,
+    /// n2's Skew_Time.
+    Skew,
+}
+
+const DOWN: Option<VrrpRef> = Some(VrrpRef::MasterDown);
+const SKEW: Option<VrrpRef> = Some(VrrpRef::Skew);
+
+fn render_vrrp(r: &Value, out: &mut String) {
+    use std::fmt::Write as _;
+    let Some(rows) = r["vrrp"]["rows"].as_array() else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\nvipd in VRRP mode beside keepalived: n1 (priority 150) → n2 (100), fresh lab per pair and wire; times in ms"
+    );
+    let _ = writeln!(
+        out,
+        "{:<31} {:<13} {:<21} {:>3} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "case", "wire", "n1→n2", "n", "median", "min", "max", "RFC", "med−RFC"
+    );
+    let mut wires: Vec<&str> = rows.iter().filter_map(|v| v["wire"].as_str()).collect();
+    wires.dedup();
+    for wire in wires {
+        let of_wire = || rows.iter().filter(move |v| v["wire"] == wire);
+        for v in of_wire() {
+            if let Some(e) = v.get("error") {
+                let _ = writeln!(out, "{wire:<13} {}: error: {e}", v["pair"]);
+            }
+        }
+        for (label, key, reference) in VRRP_ROWS {
+            for v in of_wire() {
+                let s = &v[key];
+                if s.get("n").is_none() {
+                    continue;
+                }
+                let rfc = reference.and_then(|r| match r {
+                    VrrpRef::MasterDown => f(v, "master_down_ms"),
+                    VrrpRef::Skew => f(v, "skew_ms"),
+                });
+                let diff = match (rfc, f(s, "median")) {
+                    (Some(rfc), Some(m)) => format!("{:+.1}", m - rfc),
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    out,
+                    "{label:<31} {wire:<13} {:<21} {:>3} {:>8} {:>8} {:>8} {:>8} {diff:>8}",
+                    v["pair"].as_str().unwrap_or(""),
+                    s["n"],
+                    num(s, "median"),
+                    num(s, "min"),
+                    num(s, "max"),
+                    rfc.map_or_else(String::new, |x| format!("{x:.1}")),
+                );
+            }
+        }
+        for v in of_wire() {
+            if v.get("error").is_some() {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "  {wire} {}: {} failed runs; n2 adverts while backup {}; priority-0 adverts per stop {}",
+                v["pair"].as_str().unwrap_or(""),
+                v["failures"].as_array().map_or(0, Vec::len),
+                v["n2_adverts_as_backup"]["samples"]
+                    .as_array()
+                    .map_or(0.0, |a| a.iter().filter_map(Value::as_f64).sum::<f64>()),
+                count(&v["stop_priority0_adverts"], "median"),
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  RFC: n2's Master_Down_Interval (3 × interval + skew) for a crash, its Skew_Time ((256 − 100)/256 of the interval in v3, of 1 s in v2) for a priority-0 advert"
+    );
+    let _ = writeln!(
+        out,
+        "  advert times as the client's link sees them; answer = first ARP reply from n2's MAC to the 1 ms probe; lost/gap from the command to 400 ms (v2: 1.2 s) after n2's first answer"
+    );
+}
+
+// ---------------------------------------------------------------------------
 // Statistics and output
 // ---------------------------------------------------------------------------
 
@@ -809,13 +1384,7 @@ fn one_run(kind: Kind, interval: Duration, bed: &mut Bed, out: &mut CaseSamples)
     out.crash_from_kill.push(ms(t_new - t_kill));
 
     // --- preempt-back: n1 returns (as after a reboot: no stale VIP) --------
-    let vip = format!("{VIP}/16");
-    let _ = bed
-        .lab
-        .node(1)
-        .ns
-        .ip_output(&["addr", "del", &vip, "dev", "eth0"]);
-    bed.lab.node(1).link(true);
+    back_from_crash(bed.lab.node(1));
     bed.prober
         .wait_stable(m2, settle, Duration::from_secs(30) + interval * 10)?;
     bed.prober.clear();
@@ -2172,6 +2741,77 @@ fn main() {
         });
     }
 
+    // -- vipd in VRRP mode beside keepalived ------------------------------------------
+    if want("vrrp") && !interrupted() {
+        let runs = env_num("VIPD_BENCH_RUNS", 5).max(1) as usize;
+        let runs_v2 = env_num("VIPD_BENCH_RUNS_1S", 2) as usize;
+        let wires = [
+            (
+                Wire {
+                    version: 3,
+                    interval: Duration::from_millis(100),
+                },
+                runs,
+            ),
+            (
+                Wire {
+                    version: 2,
+                    interval: Duration::from_secs(1),
+                },
+                runs_v2,
+            ),
+        ];
+        let mut rows = Vec::new();
+        'wires: for (wire, n) in wires.into_iter().filter(|w| w.1 > 0) {
+            for kinds in VRRP_PAIRS {
+                eprintln!(
+                    "== vrrp: {} at {}, {n} runs",
+                    pair_name(kinds),
+                    wire.label()
+                );
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_vrrp(kinds, wire, n)
+                }));
+                let mut row = json!({
+                    "wire": wire.label(),
+                    "version": wire.version,
+                    "interval_ms": wire.interval.as_millis() as u64,
+                    "pair": pair_name(kinds),
+                    "n1": kinds[0].name(),
+                    "n2": kinds[1].name(),
+                    "master_down_ms": ms(wire.master_down(PRIO[1])),
+                    "skew_ms": ms(wire.skew(PRIO[1])),
+                });
+                match r {
+                    Ok(Ok(s)) => {
+                        for (metric, samples) in &s.metrics {
+                            row[metric] = stats(samples);
+                        }
+                        row["failures"] = json!(s.failures);
+                    }
+                    Ok(Err(e)) => row["error"] = json!(format!("{e:#}")),
+                    Err(_) => row["error"] = json!("panicked or interrupted"),
+                }
+                rows.push(row);
+                if interrupted() {
+                    break 'wires;
+                }
+            }
+        }
+        results["vrrp"] = json!({
+            "runs_vrrp3_100ms": runs,
+            "runs_vrrp2_1s": runs_v2,
+            "method": "a fresh lab per pair and wire: n1 (priority 150) and n2 (100), both speaking VRRP (vipd: protocol = \"vrrp3\"/\"vrrp2\", auth = \"none\"; \
+                keepalived: vrrp_version 3/2, state BACKUP, vrrp_garp_master_delay 0; VRRPv2 with PASS authentication on both), VRID 51, one VIP; \
+                n1 starts first, n2 once n1 answers. Every event follows 400 ms (v2: 1.2 s) of n1 answering alone. Adverts: every IP protocol 112 frame \
+                on the client's link with its priority, timed when read (as the ARP prober's replies). keepalived master: crash = every process in n1's \
+                namespace SIGKILLed and its eth0 down, from n1's last advert to n2's first advert and first ARP answer, then n1 back (VIP removed, link up, \
+                started) and preempting; stop = SIGTERM, from n1's first priority-0 advert, probes lost and longest gap from the SIGTERM to 400 ms (1.2 s) \
+                after n2's first answer, then n1 restarted. vipd master: `vipd drain --wait` then `vipd undrain`, and SIGTERM then a restart, measured as the stop",
+            "rows": rows,
+        });
+    }
+
     results["simulation"] = parse_simulation();
     let load_end = loadavg();
     let busy_end = busy_processes();
@@ -2573,6 +3213,7 @@ fn render(r: &Value, out: &mut String) {
     }
     render_clients(r, out);
     render_flood(r, out);
+    render_vrrp(r, out);
     if let Some(list) = r["footprint"].as_array() {
         let _ = writeln!(out, "\nfootprint at 10 ms adverts (one group, one VIP)");
         for v in list {
