@@ -1,8 +1,9 @@
 //! Everything that touches the network stack of this host: the advert sockets,
 //! the kernel's addresses and links, and the frames that announce a VIP.
 //!
-//! - [`transport`]: UDP sockets (multicast or unicast) that carry adverts, with
-//!   the TTL-255 check; hands raw datagrams to each instance's sink.
+//! - [`transport`]: UDP sockets (multicast or unicast) that carry adverts, and
+//!   raw IP-protocol-112 sockets for VRRP instances, with the TTL-255 check;
+//!   hands raw datagrams to each instance's sink.
 //! - [`netlink`]: claim, release, list and watch VIPs and links through rtnetlink
 //!   (each address marked with `IFA_PROTO` 118 so crashes leave nothing behind).
 //! - [`announce`]: gratuitous ARP (RFC 5227) and unsolicited NA (RFC 4861) frames

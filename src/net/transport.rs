@@ -1,5 +1,6 @@
-//! The UDP sockets that carry adverts, multicast or unicast, with TTL 255 enforced
-//! (or the instance's explicit `max_hops`).
+//! The sockets that carry adverts, multicast or unicast, with TTL 255 enforced
+//! (or the instance's explicit `max_hops`): UDP for vipd's protocol, raw IP
+//! protocol 112 for VRRP instances (see "VRRP sockets" at the end).
 //!
 //! # The seam
 //!
@@ -53,6 +54,16 @@
 //! configured peers. No socket sets `SO_REUSEADDR` or `SO_REUSEPORT`, so no
 //! other process, of any user, can bind the advert port on the interface and
 //! share (or steal) the adverts; a port already taken is a start-up error.
+//!
+//! VRRP instances (`protocol = "vrrp2"`/`"vrrp3"`) share one raw socket per
+//! interface and address family, in 224.0.0.18 / ff02::12, which dispatches
+//! by VRID; it hands IPv4 datagrams over with their IP header (the core
+//! checks the VRRPv3 pseudo-header checksum against it) and IPv6 ones
+//! checksummed by the kernel. Multicast VRRP adverts must arrive with TTL
+//! 255; unicast ones are accepted from the configured peers with any TTL,
+//! as keepalived accepts them (it sends IPv6 unicast with the default hop
+//! limit). Each instance sends from its own source address (`IP_PKTINFO`),
+//! which VRRP's tie-break and the pseudo-header checksum depend on.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, IoSliceMut};
