@@ -595,3 +595,66 @@ fn unit_cleans_up_with_the_same_binary_and_configuration() {
         run_args.trim_start_matches("--config ")
     );
 }
+
+/// VRRP mode under the shipped unit (its capabilities, address families and
+/// system-call filter allow the raw IP-protocol-112 socket): vipd takes the
+/// VIP from a keepalived peer by preemption, and after a SIGKILL the unit's
+/// clean-up (`ExecStopPost=vipd cleanup`) sends the priority-0 advert the
+/// dead daemon would have, so keepalived takes over at its skew time.
+#[test]
+fn vrrp_mode_beside_keepalived_under_the_unit() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new("sdvrrp", 0);
+    let vip = lab.vip4(0);
+    let peer = lab_host(&lab, "ka", 2);
+    let mut keepalived = Daemon::configure_keepalived(
+        &peer,
+        "ka",
+        &format!(
+            "global_defs {{\n    router_id ka\n    vrrp_version 3\n}}\n\nvrrp_instance db {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n    priority 100\n    advert_int 0.1\n    virtual_ipaddress {{\n        {vip} dev eth0\n    }}\n}}\n"
+        ),
+    );
+    keepalived.restart();
+    wait_until("keepalived holds the VIP", Duration::from_secs(20), || {
+        peer.holds(&vip)
+    });
+    let instance = InstanceSpec::new(150)
+        .vip(&vip)
+        .auth_none()
+        .extra("protocol = \"vrrp3\"");
+    let node = SystemdNode::boot(&lab, 1, &UnitSetup::new(NodeSpec::new("sd1", instance)));
+    node.start_vipd();
+    wait_master(&node, &vip);
+    wait_until(
+        "keepalived let go of the VIP",
+        Duration::from_secs(10),
+        || !peer.holds(&vip),
+    );
+    let killed = Instant::now();
+    node.systemctl_ok(&["kill", "-s", "KILL", "vipd"]);
+    wait_until(
+        "keepalived holds the VIP again",
+        Duration::from_secs(10),
+        || peer.holds(&vip),
+    );
+    eprintln!(
+        "[sdvrrp] vipd SIGKILLed under the unit: keepalived held the VIP {} ms after the kill (its skew 60.9 ms, its master-down interval 360.9 ms)",
+        ms(killed.elapsed())
+    );
+    wait_until(
+        "keepalived logs the clean-up's priority-0 advert",
+        Duration::from_secs(5),
+        || {
+            keepalived
+                .log()
+                .contains("Backup received priority 0 advertisement")
+        },
+    );
+    assert!(
+        node.journal().contains("announced the release"),
+        "{}",
+        node.journal()
+    );
+}

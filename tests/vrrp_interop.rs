@@ -438,3 +438,106 @@ fn vrrp2_unicast_keepalived_master_vipd_backup() {
 fn vrrp3_ipv6_unicast_vipd_master_keepalived_backup() {
     vipd_master_keepalived_backup("vrrpuvm", V3_IPV6_UNICAST);
 }
+
+/// `preempt = false` on a better vipd backup leaves a worse keepalived
+/// master alone (keepalived's `nopreempt` the other way round is
+/// keepalived's own rule); the VIP moves to vipd only when keepalived stops.
+#[test]
+fn vrrp3_nopreempt_vipd_leaves_a_worse_keepalived_master_alone() {
+    if !require_root() {
+        return;
+    }
+    let case = V3_IPV4;
+    let lab = Lab::new("vrrpnopre", 2);
+    let vip = case.vip(&lab);
+    let mut keepalived =
+        Daemon::configure_keepalived(lab.node(1), "k1", &case.keepalived_conf(&lab, 1, 2, 100));
+    keepalived.restart();
+    sole_holder_at(&lab, &vip, 1, Duration::from_secs(20));
+    let mut spec = case.vipd_spec(&lab, 2, 1, 200);
+    spec.instances[0].preempt = Some(false);
+    let vipd = Daemon::start(lab.node(2), spec);
+    wait_until("vipd is backup", Duration::from_secs(10), || {
+        state_of(&vipd) == "backup"
+    });
+    hold_for(
+        "keepalived (100) keeps the VIP beside vipd (200, preempt off)",
+        case.master_down(200) * 4,
+        || lab.holders(&vip) == [1] && state_of(&vipd) == "backup",
+    );
+    let stop = Instant::now();
+    keepalived.sigterm();
+    let took = holds_at(&lab, &vip, 2) - stop;
+    println!(
+        "[vrrpnopre] vipd (preempt off) left keepalived master until it stopped, then held the VIP {} ms after the SIGTERM",
+        ms(took)
+    );
+    // With preempt on, the same vipd takes over at once.
+    let lab = Lab::new("vrrppre", 2);
+    let vip = case.vip(&lab);
+    let mut keepalived =
+        Daemon::configure_keepalived(lab.node(1), "k1", &case.keepalived_conf(&lab, 1, 2, 100));
+    keepalived.restart();
+    sole_holder_at(&lab, &vip, 1, Duration::from_secs(20));
+    let started = Instant::now();
+    let _vipd = Daemon::start(lab.node(2), case.vipd_spec(&lab, 2, 1, 200));
+    let took = sole_holder_at(&lab, &vip, 2, Duration::from_secs(20)) - started;
+    println!(
+        "[vrrppre] vipd (200, preempt on) took the VIP from keepalived (100) {} ms after it started",
+        ms(took)
+    );
+    drop(keepalived);
+}
+
+/// The unit's clean-up after a crash of vipd while master
+/// (`ExecStopPost=vipd cleanup`, here run by hand in the node's namespace
+/// with systemd's `SERVICE_RESULT=signal`) sends the priority-0 advert the
+/// dead daemon would have sent: keepalived takes over after its skew time,
+/// not the master-down interval.
+#[test]
+fn vrrp3_cleanup_after_a_vipd_crash_hands_over_at_keepalived_skew() {
+    if !require_root() {
+        return;
+    }
+    let case = V3_IPV4;
+    let lab = Lab::new("vrrpclean", 2);
+    let vip = case.vip(&lab);
+    let mut keepalived =
+        Daemon::configure_keepalived(lab.node(2), "k2", &case.keepalived_conf(&lab, 2, 1, 100));
+    keepalived.restart();
+    sole_holder_at(&lab, &vip, 2, Duration::from_secs(20));
+    let mut vipd = Daemon::start(lab.node(1), case.vipd_spec(&lab, 1, 2, 150));
+    sole_holder_at(&lab, &vip, 1, Duration::from_secs(20));
+    hold_for("vipd holds the VIP", case.master_down(100), || {
+        lab.holders(&vip) == [1]
+    });
+    let killed = Instant::now();
+    vipd.kill9();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.node(1).ns.name])
+        .arg(vipd_bin())
+        .args(["cleanup", "--config"])
+        .arg(&vipd.config)
+        .env("SERVICE_RESULT", "signal")
+        .output()
+        .expect("run vipd cleanup");
+    assert!(out.status.success(), "vipd cleanup: {}", output_text(&out));
+    let took = holds_at(&lab, &vip, 2) - killed;
+    println!(
+        "[vrrpclean] vipd killed, its clean-up ran: keepalived held the VIP {} ms after the kill (its skew {} ms; without the clean-up's priority 0 it would wait its master-down interval, {} ms)",
+        ms(took),
+        ms(case.skew(100)),
+        ms(case.master_down(100))
+    );
+    let text = output_text(&out);
+    assert!(text.contains("announced"), "{text}");
+    wait_until(
+        "keepalived logs the priority-0 advert",
+        Duration::from_secs(5),
+        || {
+            keepalived
+                .log()
+                .contains("Backup received priority 0 advertisement")
+        },
+    );
+}

@@ -126,7 +126,12 @@ pub async fn cleanup(config_path: &Path, exit: ExitKind) -> Result<CleanupReport
                 }
                 CrashAction::Handover => {
                     announced_any = true;
-                    match announce_release(&state, config, held.cfg, held.ifindex) {
+                    let announced = if held.cfg.protocol.vrrp().is_some() {
+                        announce_vrrp_release(&netlink, held.cfg, held.ifindex).await
+                    } else {
+                        announce_release(&state, config, held.cfg, held.ifindex)
+                    };
+                    match announced {
                         Ok(()) => report.announced.push(held.cfg.name.clone()),
                         Err(why) => report.announce_failed.push((held.cfg.name.clone(), why)),
                     }
@@ -285,6 +290,38 @@ fn plan(
     actions
 }
 
+/// VRRP mode: sends the priority-0 advert the dead master would have sent
+/// (RFC 9568 §6.4.3), from the address it sent from, so its VRRP peers take
+/// over after their skew time instead of the master-down interval.
+async fn announce_vrrp_release(
+    netlink: &Netlink,
+    cfg: &InstanceConfig,
+    ifindex: u32,
+) -> Result<(), String> {
+    if ifindex == 0 {
+        return Err(format!("interface {} is gone", cfg.interface));
+    }
+    let source = match cfg.protocol.vrrp().and_then(|v| v.source) {
+        Some(source) => source,
+        None => {
+            let ipv6 = cfg.vips.first().is_some_and(|v| v.addr.is_ipv6());
+            let vips: Vec<IpAddr> = cfg.vips.iter().map(|v| v.addr).collect();
+            netlink
+                .vrrp_source(ifindex, ipv6, &vips)
+                .await
+                .map_err(|e| error_chain(&e))?
+                .ok_or_else(|| format!("interface {} has no address to send from", cfg.interface))?
+        }
+    };
+    let message = match crate::instance::vrrp_release_message(cfg) {
+        Some(Ok(message)) => message,
+        Some(Err(e)) => return Err(format!("encoding the VRRP release: {e}")),
+        None => return Err(format!("{} does not speak VRRP", cfg.name)),
+    };
+    let endpoint = Endpoint::of(cfg, ifindex, Arc::default()).with_vrrp_source(Some(source));
+    transport::send_without_daemon(&endpoint, &[message]).map_err(|e| error_chain(&e))
+}
+
 /// Sends the release the dead master would have sent (two copies, in case one
 /// is lost), under a boot id above every earlier one of this node, so the
 /// peers' replay guards accept it and the restarted daemon's are above it.
@@ -296,12 +333,6 @@ fn announce_release(
 ) -> Result<(), String> {
     if ifindex == 0 {
         return Err(format!("interface {} is gone", cfg.interface));
-    }
-    if cfg.protocol.vrrp().is_some() {
-        return Err(format!(
-            "{} speaks VRRP: no release advert is sent for it; its peers take over after their master-down interval",
-            cfg.name
-        ));
     }
     let boot_id = state.next_boot_id();
     let body = crash::release_body(cfg, config.node.node_id, &config.node.name);

@@ -176,7 +176,7 @@ use std::time::{Duration, Instant};
 
 pub use identity::{Identity, IdentityEvent};
 pub use settings::{copy_election_fields, election_fields_differ, election_settings};
-pub use vrrp::address_id;
+pub use vrrp::{address_id, vrrp_release_message};
 
 use crate::config::{InstanceConfig, Vip, VrrpVersion};
 use crate::conflict::{ConflictEvent, ConflictWatch, Mac, ProbeSettings, Sighting};

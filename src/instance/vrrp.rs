@@ -8,9 +8,35 @@ use std::time::Instant;
 
 use super::settings::full_prefix;
 use super::{Event, InstanceCore};
-use crate::config::{VrrpConfig, VrrpVersion};
+use crate::config::{InstanceConfig, VrrpConfig, VrrpVersion};
 use crate::vrrp::{self, Expect, Packet, V2Auth, Version, VrrpError};
 use crate::wire::{self, AdvertBody, Flags, WireError};
+
+/// The priority-0 advert a master of `cfg` sends as it leaves, for the
+/// clean-up of a daemon that died while master (its peers then take over
+/// after their skew time, not the master-down interval); `None` for an
+/// instance that speaks vipd's protocol.
+pub fn vrrp_release_message(cfg: &InstanceConfig) -> Option<Result<Vec<u8>, VrrpError>> {
+    let interval_cs = wire::interval_to_cs(cfg.advert_interval).unwrap_or(100);
+    encode_for(cfg, 0, interval_cs)
+}
+
+/// `cfg`'s VRRP message with `priority` and `interval_cs`.
+fn encode_for(
+    cfg: &InstanceConfig,
+    priority: u8,
+    interval_cs: u16,
+) -> Option<Result<Vec<u8>, VrrpError>> {
+    let vrrp_cfg = cfg.protocol.vrrp()?;
+    Some(vrrp::encode(&Packet {
+        version: version(vrrp_cfg),
+        vrid: cfg.group,
+        priority,
+        interval_cs,
+        addresses: cfg.vips.iter().map(|v| v.addr).collect(),
+        auth: auth(vrrp_cfg),
+    }))
+}
 
 /// The node id a VRRP node has in the election: its source address, so that
 /// ids order as addresses do and a priority tie goes to the higher address
@@ -130,15 +156,7 @@ impl InstanceCore {
     /// without its checksum, which the transport forms per destination);
     /// `None` for an instance that speaks vipd's protocol.
     pub fn vrrp_message(&self, body: &AdvertBody) -> Option<Result<Vec<u8>, VrrpError>> {
-        let cfg = self.cfg.protocol.vrrp()?;
-        Some(vrrp::encode(&Packet {
-            version: version(cfg),
-            vrid: body.group,
-            priority: body.priority,
-            interval_cs: body.interval_cs,
-            addresses: self.cfg.vips.iter().map(|v| v.addr).collect(),
-            auth: auth(cfg),
-        }))
+        encode_for(&self.cfg, body.priority, body.interval_cs)
     }
 
     /// The address this VRRP instance's adverts go out from.

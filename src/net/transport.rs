@@ -633,6 +633,28 @@ pub fn send_without_daemon(
     endpoint: &Endpoint,
     datagrams: &[Vec<u8>],
 ) -> Result<(), TransportError> {
+    if let Some(v) = &endpoint.vrrp {
+        let socket = open_vrrp(endpoint, v.ipv6)?;
+        for bytes in datagrams {
+            for dest in destinations(endpoint) {
+                let mut copy = bytes.clone();
+                if let (Some(form), IpAddr::V4(src), IpAddr::V4(dst)) =
+                    (v.ipv4_v3_checksum, v.source, dest.ip())
+                {
+                    vrrp::set_ipv4_checksum(&mut copy, form, src, dst);
+                }
+                send_from(&socket, &copy, dest, v.source, endpoint.ifindex).map_err(|source| {
+                    TransportError::Setup {
+                        interface: endpoint.interface.clone(),
+                        addr: dest,
+                        step: "sending the VRRP release",
+                        source,
+                    }
+                })?;
+            }
+        }
+        return Ok(());
+    }
     let socket = if endpoint.peers.is_empty() {
         open_multicast(endpoint)?
     } else {
