@@ -128,6 +128,19 @@ fn sole_holder_at(lab: &Lab, vip: &str, n: usize, deadline: Duration) -> Instant
     Instant::now()
 }
 
+/// keepalived on node `me` (peer `peer`) at `priority`, started and, alone
+/// in the lab, holding the VIP.
+fn keepalived_holding(lab: &Lab, case: Case, me: usize, peer: usize, priority: u32) -> Daemon {
+    let mut keepalived = Daemon::configure_keepalived(
+        lab.node(me),
+        &format!("k{me}"),
+        &case.keepalived_conf(lab, me, peer, priority),
+    );
+    keepalived.restart();
+    sole_holder_at(lab, &case.vip(lab), me, Duration::from_secs(20));
+    keepalived
+}
+
 /// When node `n` was first seen holding `vip` (polled every millisecond or
 /// so, for at most 20 s).
 fn holds_at(lab: &Lab, vip: &str, n: usize) -> Instant {
@@ -148,10 +161,7 @@ fn keepalived_master_vipd_backup(tag: &str, case: Case) {
     }
     let lab = Lab::new(tag, 2);
     let vip = case.vip(&lab);
-    let mut keepalived =
-        Daemon::configure_keepalived(lab.node(1), "k1", &case.keepalived_conf(&lab, 1, 2, 150));
-    keepalived.restart();
-    sole_holder_at(&lab, &vip, 1, Duration::from_secs(20));
+    let mut keepalived = keepalived_holding(&lab, case, 1, 2, 150);
     let vipd = Daemon::start(lab.node(2), case.vipd_spec(&lab, 2, 1, 100));
     wait_until("vipd is backup", Duration::from_secs(10), || {
         state_of(&vipd) == "backup"
@@ -217,10 +227,7 @@ fn vipd_master_keepalived_backup(tag: &str, case: Case) {
     }
     let lab = Lab::new(tag, 2);
     let vip = case.vip(&lab);
-    let mut keepalived =
-        Daemon::configure_keepalived(lab.node(2), "k2", &case.keepalived_conf(&lab, 2, 1, 100));
-    keepalived.restart();
-    sole_holder_at(&lab, &vip, 2, Duration::from_secs(20));
+    let keepalived = keepalived_holding(&lab, case, 2, 1, 100);
     let mut vipd = Daemon::start(lab.node(1), case.vipd_spec(&lab, 1, 2, 150));
     // vipd outranks keepalived and preempts at once.
     sole_holder_at(&lab, &vip, 1, Duration::from_secs(20));
@@ -327,10 +334,7 @@ fn vrrp3_promote_takes_the_vip_from_a_better_keepalived_master() {
     };
     let lab = Lab::new("vrrppromote", 2);
     let vip = case.vip(&lab);
-    let mut keepalived =
-        Daemon::configure_keepalived(lab.node(1), "k1", &case.keepalived_conf(&lab, 1, 2, 200));
-    keepalived.restart();
-    sole_holder_at(&lab, &vip, 1, Duration::from_secs(20));
+    let keepalived = keepalived_holding(&lab, case, 1, 2, 200);
     let vipd = Daemon::start(lab.node(2), case.vipd_spec(&lab, 2, 1, 100));
     wait_until("vipd is backup", Duration::from_secs(10), || {
         state_of(&vipd) == "backup"
@@ -450,10 +454,7 @@ fn vrrp3_nopreempt_vipd_leaves_a_worse_keepalived_master_alone() {
     let case = V3_IPV4;
     let lab = Lab::new("vrrpnopre", 2);
     let vip = case.vip(&lab);
-    let mut keepalived =
-        Daemon::configure_keepalived(lab.node(1), "k1", &case.keepalived_conf(&lab, 1, 2, 100));
-    keepalived.restart();
-    sole_holder_at(&lab, &vip, 1, Duration::from_secs(20));
+    let mut keepalived = keepalived_holding(&lab, case, 1, 2, 100);
     let mut spec = case.vipd_spec(&lab, 2, 1, 200);
     spec.instances[0].preempt = Some(false);
     let vipd = Daemon::start(lab.node(2), spec);
@@ -475,10 +476,7 @@ fn vrrp3_nopreempt_vipd_leaves_a_worse_keepalived_master_alone() {
     // With preempt on, the same vipd takes over at once.
     let lab = Lab::new("vrrppre", 2);
     let vip = case.vip(&lab);
-    let mut keepalived =
-        Daemon::configure_keepalived(lab.node(1), "k1", &case.keepalived_conf(&lab, 1, 2, 100));
-    keepalived.restart();
-    sole_holder_at(&lab, &vip, 1, Duration::from_secs(20));
+    let keepalived = keepalived_holding(&lab, case, 1, 2, 100);
     let started = Instant::now();
     let _vipd = Daemon::start(lab.node(2), case.vipd_spec(&lab, 2, 1, 200));
     let took = sole_holder_at(&lab, &vip, 2, Duration::from_secs(20)) - started;
@@ -502,10 +500,7 @@ fn vrrp3_cleanup_after_a_vipd_crash_hands_over_at_keepalived_skew() {
     let case = V3_IPV4;
     let lab = Lab::new("vrrpclean", 2);
     let vip = case.vip(&lab);
-    let mut keepalived =
-        Daemon::configure_keepalived(lab.node(2), "k2", &case.keepalived_conf(&lab, 2, 1, 100));
-    keepalived.restart();
-    sole_holder_at(&lab, &vip, 2, Duration::from_secs(20));
+    let keepalived = keepalived_holding(&lab, case, 2, 1, 100);
     let mut vipd = Daemon::start(lab.node(1), case.vipd_spec(&lab, 1, 2, 150));
     sole_holder_at(&lab, &vip, 1, Duration::from_secs(20));
     hold_for("vipd holds the VIP", case.master_down(100), || {
