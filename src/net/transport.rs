@@ -739,15 +739,7 @@ fn bind_addr(endpoint: &Endpoint) -> SocketAddr {
 /// A UDP socket with the options both kinds share.
 fn base_socket(endpoint: &Endpoint, ipv6: bool) -> Result<Socket, TransportError> {
     let addr = bind_addr(endpoint);
-    let fail = |step: &'static str| {
-        let interface = endpoint.interface.clone();
-        move |source| TransportError::Setup {
-            interface,
-            addr,
-            step,
-            source,
-        }
-    };
+    let fail = |step| setup_failed(endpoint, addr, step);
     let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
     let socket = Socket::new(
         domain,
@@ -755,20 +747,38 @@ fn base_socket(endpoint: &Endpoint, ipv6: bool) -> Result<Socket, TransportError
         Some(Protocol::UDP),
     )
     .map_err(fail("creating the socket"))?;
-    set_receive_buffer(&socket);
+    if ipv6 {
+        socket
+            .set_only_v6(true)
+            .map_err(fail("setting IPV6_V6ONLY"))?;
+    }
     // No SO_REUSEADDR (nor SO_REUSEPORT): with it, any local user could bind
     // a more specific address on our port and take the adverts, and the node
     // would hear nobody and take over (FIELD-NOTES 22). Without it such a bind
     // fails with EADDRINUSE. Two vipd sockets on one port never clash: each is
     // bound to its own interface (SO_BINDTODEVICE, set before bind), and a
     // second daemon never gets this far (the single-instance lock).
+    link_options(&socket, endpoint, ipv6, addr)?;
+    Ok(socket)
+}
+
+/// What every advert socket sets, UDP and VRRP alike: the receive buffer,
+/// bound to the interface, TTL / hop limit 255 on all it sends, its own
+/// multicast not looped back, no group joined by other sockets (Linux
+/// 4.20+; older kernels lack it, and the group filter still holds), and each
+/// datagram's TTL / hop limit received for the check.
+fn link_options(
+    socket: &Socket,
+    endpoint: &Endpoint,
+    ipv6: bool,
+    addr: SocketAddr,
+) -> Result<(), TransportError> {
+    let fail = |step| setup_failed(endpoint, addr, step);
+    set_receive_buffer(socket);
     socket
         .bind_device(Some(endpoint.interface.as_bytes()))
         .map_err(fail("binding to the interface (SO_BINDTODEVICE)"))?;
     if ipv6 {
-        socket
-            .set_only_v6(true)
-            .map_err(fail("setting IPV6_V6ONLY"))?;
         socket
             .set_unicast_hops_v6(u32::from(REQUIRED_TTL))
             .map_err(fail("setting IPV6_UNICAST_HOPS"))?;
@@ -781,9 +791,8 @@ fn base_socket(endpoint: &Endpoint, ipv6: bool) -> Result<Socket, TransportError
         socket
             .set_multicast_if_v6(endpoint.ifindex)
             .map_err(fail("setting IPV6_MULTICAST_IF"))?;
-        // Linux 4.20+; older kernels lack it, and the group filter below still holds.
         let _ = socket.set_multicast_all_v6(false);
-        nixsock::setsockopt(&socket, nixsock::sockopt::Ipv6RecvHopLimit, &true)
+        nixsock::setsockopt(socket, nixsock::sockopt::Ipv6RecvHopLimit, &true)
             .map_err(|e| fail("setting IPV6_RECVHOPLIMIT")(io::Error::from(e)))?;
     } else {
         socket
@@ -796,23 +805,30 @@ fn base_socket(endpoint: &Endpoint, ipv6: bool) -> Result<Socket, TransportError
             .set_multicast_loop_v4(false)
             .map_err(fail("setting IP_MULTICAST_LOOP"))?;
         let _ = socket.set_multicast_all_v4(false);
-        nixsock::setsockopt(&socket, nixsock::sockopt::Ipv4RecvTtl, &true)
+        nixsock::setsockopt(socket, nixsock::sockopt::Ipv4RecvTtl, &true)
             .map_err(|e| fail("setting IP_RECVTTL")(io::Error::from(e)))?;
     }
-    Ok(socket)
+    Ok(())
+}
+
+/// The error of socket set-up step `step` for `endpoint`'s socket at `addr`.
+fn setup_failed(
+    endpoint: &Endpoint,
+    addr: SocketAddr,
+    step: &'static str,
+) -> impl FnOnce(io::Error) -> TransportError {
+    let interface = endpoint.interface.clone();
+    move |source| TransportError::Setup {
+        interface,
+        addr,
+        step,
+        source,
+    }
 }
 
 fn open_multicast(endpoint: &Endpoint) -> Result<Socket, TransportError> {
     let addr = bind_addr(endpoint);
-    let fail = |step: &'static str| {
-        let interface = endpoint.interface.clone();
-        move |source| TransportError::Setup {
-            interface,
-            addr,
-            step,
-            source,
-        }
-    };
+    let fail = |step| setup_failed(endpoint, addr, step);
     let socket = base_socket(endpoint, endpoint.multicast_group.is_ipv6())?;
     match endpoint.multicast_group {
         IpAddr::V4(group) => {
@@ -1157,15 +1173,7 @@ fn open_vrrp(endpoint: &Endpoint, ipv6: bool) -> Result<Socket, TransportError> 
         },
         0,
     );
-    let fail = |step: &'static str| {
-        let interface = endpoint.interface.clone();
-        move |source| TransportError::Setup {
-            interface,
-            addr,
-            step,
-            source,
-        }
-    };
+    let fail = |step| setup_failed(endpoint, addr, step);
     let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
     let socket = Socket::new(
         domain,
@@ -1173,51 +1181,21 @@ fn open_vrrp(endpoint: &Endpoint, ipv6: bool) -> Result<Socket, TransportError> 
         Some(Protocol::from(i32::from(vrrp::IPPROTO_VRRP))),
     )
     .map_err(fail("creating the raw VRRP socket (IP protocol 112)"))?;
-    set_receive_buffer(&socket);
-    socket
-        .bind_device(Some(endpoint.interface.as_bytes()))
-        .map_err(fail("binding to the interface (SO_BINDTODEVICE)"))?;
+    link_options(&socket, endpoint, ipv6, addr)?;
     if ipv6 {
         // Offset of the checksum in the VRRP header: the kernel fills it on
         // send and drops datagrams whose checksum is wrong on receipt.
         super::set_socket_option(&socket, libc::IPPROTO_IPV6, libc::IPV6_CHECKSUM, &6i32)
             .map_err(fail("setting IPV6_CHECKSUM"))?;
         socket
-            .set_unicast_hops_v6(u32::from(REQUIRED_TTL))
-            .map_err(fail("setting IPV6_UNICAST_HOPS"))?;
-        socket
-            .set_multicast_hops_v6(u32::from(REQUIRED_TTL))
-            .map_err(fail("setting IPV6_MULTICAST_HOPS"))?;
-        socket
-            .set_multicast_loop_v6(false)
-            .map_err(fail("setting IPV6_MULTICAST_LOOP"))?;
-        socket
-            .set_multicast_if_v6(endpoint.ifindex)
-            .map_err(fail("setting IPV6_MULTICAST_IF"))?;
-        let _ = socket.set_multicast_all_v6(false);
-        nixsock::setsockopt(&socket, nixsock::sockopt::Ipv6RecvHopLimit, &true)
-            .map_err(|e| fail("setting IPV6_RECVHOPLIMIT")(io::Error::from(e)))?;
-        socket
             .join_multicast_v6(&vrrp::MULTICAST_V6, endpoint.ifindex)
             .map_err(fail("joining ff02::12"))?;
     } else {
-        socket
-            .set_ttl(u32::from(REQUIRED_TTL))
-            .map_err(fail("setting IP_TTL"))?;
-        socket
-            .set_multicast_ttl_v4(u32::from(REQUIRED_TTL))
-            .map_err(fail("setting IP_MULTICAST_TTL"))?;
-        socket
-            .set_multicast_loop_v4(false)
-            .map_err(fail("setting IP_MULTICAST_LOOP"))?;
         // Internetwork control, as keepalived sends it; a failure only
         // loses the precedence.
         let _ = socket.set_tos(0xc0);
-        let _ = socket.set_multicast_all_v4(false);
         set_multicast_if_v4_index(&socket, endpoint.ifindex)
             .map_err(fail("setting IP_MULTICAST_IF"))?;
-        nixsock::setsockopt(&socket, nixsock::sockopt::Ipv4RecvTtl, &true)
-            .map_err(|e| fail("setting IP_RECVTTL")(io::Error::from(e)))?;
         socket
             .join_multicast_v4_n(
                 &vrrp::MULTICAST_V4,
