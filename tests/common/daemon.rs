@@ -42,6 +42,23 @@ pub(crate) struct InstanceSpec {
     pub(crate) peers: Vec<String>,
     /// Further `key = value` lines, written as they are.
     pub(crate) extra: Vec<String>,
+    /// `election` (`etcd`, `patroni`); with one, no advert interval and no
+    /// advert authentication are written: the store elects.
+    pub(crate) election: Option<String>,
+    /// `lease_ttl` (`2s`).
+    pub(crate) lease_ttl: Option<String>,
+    /// `store_unreachable` (`fail-closed`, `fail-open`).
+    pub(crate) store_unreachable: Option<String>,
+    /// `[instance.patroni]`: the scope, member and DCS (`etcd`, `etcd3`) to follow.
+    pub(crate) patroni: Option<PatroniFollow>,
+}
+
+/// What an instance with `election = "patroni"` follows.
+#[derive(Clone, Debug)]
+pub(crate) struct PatroniFollow {
+    pub(crate) scope: String,
+    pub(crate) member: String,
+    pub(crate) dcs: String,
 }
 
 impl InstanceSpec {
@@ -59,7 +76,44 @@ impl InstanceSpec {
             auth: AuthSpec::Key(KEY.into()),
             peers: Vec::new(),
             extra: Vec::new(),
+            election: None,
+            lease_ttl: None,
+            store_unreachable: None,
+            patroni: None,
         }
+    }
+
+    /// Instance `db` on `eth0` held by a lease in etcd (`election = "etcd"`,
+    /// group 1, `lease_ttl`, `store_unreachable`), this priority, no VIPs yet.
+    /// The node needs [`NodeSpec::etcd`].
+    pub(crate) fn etcd(priority: u8, lease_ttl: &str, store_unreachable: &str) -> Self {
+        let mut s = Self::new(priority);
+        s.group = 1;
+        s.election = Some("etcd".into());
+        s.lease_ttl = Some(lease_ttl.into());
+        s.store_unreachable = Some(store_unreachable.into());
+        s
+    }
+
+    /// Instance `db` on `eth0` following Patroni's leader key (`election =
+    /// "patroni"`, group 1): it holds the VIP while `member` leads `scope`,
+    /// read through `dcs` (`etcd` for v2, `etcd3`). The node needs
+    /// [`NodeSpec::etcd`].
+    pub(crate) fn patroni(priority: u8, scope: &str, member: &str, dcs: &str) -> Self {
+        let mut s = Self::new(priority);
+        s.group = 1;
+        s.election = Some("patroni".into());
+        s.patroni = Some(PatroniFollow {
+            scope: scope.into(),
+            member: member.into(),
+            dcs: dcs.into(),
+        });
+        s
+    }
+
+    pub(crate) fn store_unreachable(mut self, mode: &str) -> Self {
+        self.store_unreachable = Some(mode.into());
+        self
     }
 
     pub(crate) fn vip(mut self, vip: impl Into<String>) -> Self {
@@ -108,6 +162,9 @@ pub(crate) struct NodeSpec {
     pub(crate) instances: Vec<InstanceSpec>,
     /// Further `[node]` lines, written as they are.
     pub(crate) extra: Vec<String>,
+    /// `[node.etcd]`: the store's client endpoints (`http://IP:2379`) and,
+    /// if not the default, its key prefix.
+    pub(crate) etcd: Option<(Vec<String>, Option<String>)>,
 }
 
 impl NodeSpec {
@@ -116,7 +173,14 @@ impl NodeSpec {
             name: name.into(),
             instances: vec![instance],
             extra: Vec::new(),
+            etcd: None,
         }
+    }
+
+    /// Gives the node a `[node.etcd]` table with these client endpoints.
+    pub(crate) fn etcd(mut self, endpoints: &[String]) -> Self {
+        self.etcd = Some((endpoints.to_vec(), None));
+        self
     }
 
     /// The TOML text, with key files and sockets under `dir`; writes key files.
@@ -129,18 +193,37 @@ impl NodeSpec {
         for line in &self.extra {
             let _ = writeln!(t, "{line}");
         }
+        if let Some((endpoints, prefix)) = &self.etcd {
+            let _ = writeln!(t, "\n[node.etcd]");
+            let _ = writeln!(t, "endpoints = {endpoints:?}");
+            if let Some(prefix) = prefix {
+                let _ = writeln!(t, "prefix = {prefix:?}");
+            }
+        }
         for inst in &self.instances {
             let _ = writeln!(t, "\n[[instance]]");
             let _ = writeln!(t, "name = {:?}", inst.name);
             let _ = writeln!(t, "interface = {:?}", inst.interface);
             let _ = writeln!(t, "group = {}", inst.group);
             let _ = writeln!(t, "priority = {}", inst.priority);
-            let _ = writeln!(t, "advert_interval = {:?}", inst.advert_interval);
+            if inst.election.is_none() {
+                let _ = writeln!(t, "advert_interval = {:?}", inst.advert_interval);
+            }
             if let Some(p) = inst.preempt {
                 let _ = writeln!(t, "preempt = {p}");
             }
             let _ = writeln!(t, "vips = {:?}", inst.vips);
+            if let Some(election) = &inst.election {
+                let _ = writeln!(t, "election = {election:?}");
+            }
+            if let Some(ttl) = &inst.lease_ttl {
+                let _ = writeln!(t, "lease_ttl = {ttl:?}");
+            }
+            if let Some(mode) = &inst.store_unreachable {
+                let _ = writeln!(t, "store_unreachable = {mode:?}");
+            }
             match &inst.auth {
+                _ if inst.election.is_some() => {}
                 AuthSpec::Key(key) => {
                     let path = dir.join(format!("{}.key", inst.name));
                     fs::write(&path, format!("{key}\n")).expect("write key file");
@@ -157,6 +240,13 @@ impl NodeSpec {
             }
             for line in &inst.extra {
                 let _ = writeln!(t, "{line}");
+            }
+            // Last: a table takes every key after it.
+            if let Some(p) = &inst.patroni {
+                let _ = writeln!(t, "[instance.patroni]");
+                let _ = writeln!(t, "scope = {:?}", p.scope);
+                let _ = writeln!(t, "member = {:?}", p.member);
+                let _ = writeln!(t, "dcs = {:?}", p.dcs);
             }
         }
         t

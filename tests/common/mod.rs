@@ -29,6 +29,15 @@
 //!   [`Postgres`]) and clients using them as their users do ([`HttpClient`]:
 //!   an HTTP GET every period through the VIP, each with a deadline;
 //!   [`PgWriter`]);
+//! - [`etcd`]: [`EtcdCluster`], three etcd members on a lab's bridge, each in
+//!   a namespace of its own, to kill, restart and cut a node off from
+//!   ([`EtcdCluster::partition`]); [`KeyWatch`], a key's changes, timestamped;
+//! - [`patroni`]: [`PatroniCluster`], Patroni with PostgreSQL in node
+//!   namespaces on that etcd (switchover, crash of the leader), and
+//!   [`VipManager`], vip-manager following Patroni's leader key;
+//! - [`holders`]: [`HolderSampler`], which nodes hold a VIP, read from each
+//!   node's kernel every millisecond, and its [`HolderReport`] (rounds with two
+//!   holders, the longest stretch with none, each gain and loss);
 //! - [`probe`]: what the client sees: [`Prober`] (a `ping` flood, counting lost
 //!   probes) and [`ArpProber`] (an ARP request for the VIP every millisecond over
 //!   AF_PACKET, recording which MAC answers, adverts and gratuitous ARPs), whose
@@ -56,9 +65,12 @@
 #![allow(dead_code)]
 
 pub(crate) mod daemon;
+pub(crate) mod etcd;
 pub(crate) mod flood;
+pub(crate) mod holders;
 pub(crate) mod lab;
 pub(crate) mod netns;
+pub(crate) mod patroni;
 pub(crate) mod probe;
 pub(crate) mod routed;
 pub(crate) mod services;
@@ -69,11 +81,17 @@ pub(crate) mod wait;
 #[allow(unused_imports)]
 pub(crate) use daemon::*;
 #[allow(unused_imports)]
+pub(crate) use etcd::*;
+#[allow(unused_imports)]
 pub(crate) use flood::*;
+#[allow(unused_imports)]
+pub(crate) use holders::*;
 #[allow(unused_imports)]
 pub(crate) use lab::*;
 #[allow(unused_imports)]
 pub(crate) use netns::*;
+#[allow(unused_imports)]
+pub(crate) use patroni::*;
 #[allow(unused_imports)]
 pub(crate) use probe::*;
 #[allow(unused_imports)]

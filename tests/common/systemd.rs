@@ -740,6 +740,8 @@ pub(crate) struct AddrEvent {
     pub(crate) at: u64,
     pub(crate) added: bool,
     pub(crate) addr: IpAddr,
+    /// The interface it is on.
+    pub(crate) ifindex: u32,
 }
 
 /// A thread in a host's namespace subscribed to netlink's address groups: every
@@ -856,8 +858,9 @@ impl Drop for AddrWatch {
     }
 }
 
-/// The RTM_NEWADDR / RTM_DELADDR messages in one netlink datagram.
-fn parse_addr_messages(mut buf: &[u8], at: u64) -> Vec<AddrEvent> {
+/// The RTM_NEWADDR / RTM_DELADDR messages in one netlink datagram (an
+/// announcement, or one part of an address dump).
+pub(crate) fn parse_addr_messages(mut buf: &[u8], at: u64) -> Vec<AddrEvent> {
     const HEADER: usize = 16;
     const IFADDRMSG: usize = 8;
     let mut out = Vec::new();
@@ -875,6 +878,7 @@ fn parse_addr_messages(mut buf: &[u8], at: u64) -> Vec<AddrEvent> {
         };
         if let (Some(added), true) = (added, msg.len() >= IFADDRMSG) {
             let family = i32::from(msg[0]);
+            let ifindex = u32::from_ne_bytes([msg[4], msg[5], msg[6], msg[7]]);
             let mut attrs = &msg[IFADDRMSG..];
             let mut address = None;
             let mut local = None;
@@ -904,7 +908,12 @@ fn parse_addr_messages(mut buf: &[u8], at: u64) -> Vec<AddrEvent> {
                 attrs = &attrs[(alen + 3) & !3..];
             }
             if let Some(addr) = local.or(address) {
-                out.push(AddrEvent { at, added, addr });
+                out.push(AddrEvent {
+                    at,
+                    added,
+                    addr,
+                    ifindex,
+                });
             }
         }
         let next = (len + 3) & !3;
