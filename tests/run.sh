@@ -19,8 +19,10 @@
 #    a keepalived pair to vipd), lintian and man-db (tests/package.sh), frr
 #    (zebra, bgpd, bfdd, vtysh: tests/routed.rs), haproxy, nginx and
 #    postgresql-15 (tests/services.rs puts them behind vipd, each in a node's
-#    namespace; the install starts no service: a policy-rc.d refuses while it
-#    runs);
+#    namespace), etcd-server and etcd-client (etcd and etcdctl: three members
+#    in namespaces for tests/etcd_lease.rs and tests/patroni.rs), patroni
+#    and vip-manager (tests/patroni.rs); the install starts no service: a
+#    policy-rc.d refuses while it runs);
 # 2. checks that cargo is there;
 # 3. runs `cargo test --release "$@"`;
 # 4. as root and without extra arguments, the package test (tests/package.sh:
@@ -62,6 +64,10 @@ declare -A package_of=(
     [nginx]=nginx
     [/usr/lib/postgresql/15/bin/postgres]=postgresql-15
     [psql]=postgresql-client-15
+    [/usr/bin/etcd]=etcd-server
+    [etcdctl]=etcd-client
+    [patroni]=patroni
+    [vip-manager]=vip-manager
 )
 missing=()
 has() { # a user's PATH on Debian lacks the sbin directories, where ip and nft live
@@ -76,7 +82,7 @@ if [[ $EUID -eq 0 ]]; then
         command -v apt-get >/dev/null || { echo "tests/run.sh: please install: ${missing[*]}" >&2; exit 1; }
         say "installing ${missing[*]}"
         apt-get update
-        # The tests run their own HAProxy, nginx and PostgreSQL in namespaces:
+        # The tests run their own HAProxy, nginx, PostgreSQL, etcd and Patroni in namespaces:
         # the packages' services must not start on this host (Debian's
         # policy-rc.d convention: exit 101 = "not allowed").
         policy=/usr/sbin/policy-rc.d

@@ -1,0 +1,490 @@
+//! The VIP held by a lease in etcd (`election = "etcd"`): vipd on two or three
+//! nodes, three etcd 3.4 members beside them on the lab's bridge (each in a
+//! namespace of its own), the holder sampler reading every node's addresses
+//! every millisecond and a client asking for the VIP by ARP every millisecond.
+//!
+//! Covered: the etcd harness itself (a member cluster that survives the loss
+//! of its leader); with `lease_ttl = "2s"` and `store_unreachable =
+//! "fail-closed"`: the loss of etcd's leader moves nothing; drain and promote
+//! hand the VIP over losing at most one 2 ms probe; kill -9 of the holder's
+//! vipd and the holder's host going down move the VIP once the lease runs
+//! out; the holder cut off from every etcd member releases the VIP before
+//! anyone else can take it (no round with two holders); every etcd member
+//! down takes the VIP off every node before the lease's TTL has passed. With
+//! `store_unreachable = "fail-open"`: every member down leaves the VIP where
+//! it is, and the status says nobody vouches for it.
+//!
+//! Measured, printed (`cargo test --release --test etcd_lease --
+//! --nocapture`): each move's time beside the lease's TTL, the sampler's
+//! rounds with two holders and longest stretch with none, the client's lost
+//! probes.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The lease's TTL the nodes run with.
+const LEASE_TTL: Duration = Duration::from_secs(2);
+
+/// A lab with etcd and vipd on every node, the sampler and the client's ARP
+/// prober on its VIP.
+struct LeaseLab {
+    // Field order is drop order: watchers, daemons, etcd, then the lab.
+    arp: ArpProber,
+    sampler: HolderSampler,
+    daemons: Vec<Daemon>,
+    etcd: EtcdCluster,
+    vip: String,
+    lab: Lab,
+}
+
+impl LeaseLab {
+    /// `nodes` nodes at priorities 150, 100, 50 with `store_unreachable`;
+    /// waits until one of them alone holds the VIP.
+    fn start(tag: &str, nodes: usize, store_unreachable: &str) -> Self {
+        let lab = Lab::new(tag, nodes);
+        let started = Instant::now();
+        let etcd = EtcdCluster::start(&lab, false);
+        let etcd_took = started.elapsed();
+        let vip = lab.vip4(0);
+        let daemons: Vec<Daemon> = (1..=nodes)
+            .map(|i| {
+                let priority = [150, 100, 50][i - 1];
+                let spec = InstanceSpec::etcd(priority, "2s", store_unreachable).vip(&vip);
+                Daemon::start(
+                    lab.node(i),
+                    NodeSpec::new(&format!("n{i}"), spec).etcd(&etcd.endpoints()),
+                )
+            })
+            .collect();
+        let hosts: Vec<&Host> = lab.nodes.iter().collect();
+        let sampler = HolderSampler::start(&hosts, &[&vip]).expect("holder sampler");
+        let addr: Ipv4Addr = strip_prefix_len(&vip).parse().expect("an IPv4 VIP");
+        let arp = ArpProber::start(&lab.client, addr).expect("ARP prober");
+        let this = Self {
+            arp,
+            sampler,
+            daemons,
+            etcd,
+            vip,
+            lab,
+        };
+        let holder = this.wait_sole_holder(Duration::from_secs(20));
+        eprintln!(
+            "[{tag}] etcd healthy after {} ms; n{holder} holds the VIP {} ms after the start",
+            ms(etcd_took),
+            ms(started.elapsed())
+        );
+        this
+    }
+
+    /// Waits until one node alone has held the VIP for 100 ms and returns it.
+    fn wait_sole_holder(&self, deadline: Duration) -> usize {
+        let mut holder = 0;
+        let mut since = Instant::now();
+        wait_until("one node alone holds the VIP", deadline, || {
+            let now = self.sampler.holders_now(&self.vip);
+            match now.as_slice() {
+                [one] if *one == holder => since.elapsed() >= Duration::from_millis(100),
+                [one] => {
+                    holder = *one;
+                    since = Instant::now();
+                    false
+                }
+                _ => {
+                    holder = 0;
+                    false
+                }
+            }
+        });
+        holder
+    }
+
+    /// Waits until a node other than `old` holds the VIP (from `from` on) and
+    /// returns it and when the sampler first saw it there.
+    fn wait_moved_from(&self, old: usize, from: Instant, deadline: Duration) -> (usize, Instant) {
+        let mut found = None;
+        wait_until(
+            &format!("a node other than n{old} holds the VIP"),
+            deadline,
+            || {
+                found = (1..=self.lab.nodes.len())
+                    .filter(|&n| n != old)
+                    .filter_map(|n| self.sampler.first_held(&self.vip, n, from).map(|t| (n, t)))
+                    .min_by_key(|&(_, t)| t);
+                found.is_some()
+            },
+        );
+        found.expect("found above")
+    }
+
+    fn daemon(&self, node: usize) -> &Daemon {
+        &self.daemons[node - 1]
+    }
+
+    /// The `store` object of `node`'s first instance, if it answers.
+    fn store(&self, node: usize) -> Option<serde_json::Value> {
+        self.daemon(node)
+            .first_instance_status()
+            .map(|(_, s)| s["store"].clone())
+    }
+
+    /// Prints what the sampler and the client saw from `from` to now under
+    /// `what`; returns the sampler's report.
+    fn report(&self, tag: &str, what: &str, from: Instant) -> HolderReport {
+        let to = Instant::now();
+        let report = self.sampler.report(&self.vip, from, to);
+        let client = self.arp.snapshot().window(from, to);
+        eprintln!(
+            "[{tag}] {what}: sampler: {}; client ARP every 1 ms: {} lost, longest gap {:.1} ms, \
+             {} answered by two",
+            report.describe(),
+            client.lost,
+            client.longest_gap_ms,
+            client.answered_by_two
+        );
+        report
+    }
+
+    /// Runs `operation` while the client pings the VIP every 2 ms (as
+    /// tests/maintenance.rs does) and returns the probes lost.
+    fn pinged(&self, tag: &str, what: &str, operation: impl FnOnce()) -> ProbeResult {
+        let interval = Duration::from_millis(2);
+        let prober = Prober::start(&self.lab.client, &self.vip, interval, 2000);
+        sleep_checked(Duration::from_millis(1000));
+        operation();
+        let result = prober.finish();
+        eprintln!(
+            "[{tag}] {what}: {} of {} pings lost at 2 ms ({}); {}",
+            result.lost.len(),
+            result.sent,
+            result.describe_lost(interval),
+            result.summary
+        );
+        result
+    }
+}
+
+fn ms_f(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The harness: three members elect a leader; killed with SIGKILL, the
+/// others elect another and keep serving; the killed member rejoins on its
+/// data; all stopped and started again, the data is still there.
+#[test]
+fn etcd_cluster_recovers_from_the_loss_of_its_leader() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new("etcdh", 1);
+    let started = Instant::now();
+    let mut etcd = EtcdCluster::start(&lab, true);
+    eprintln!(
+        "[etcdh] three members healthy after {} ms",
+        ms(started.elapsed())
+    );
+    let endpoints = etcd.endpoints();
+    let put = etcd.etcdctl(&endpoints, &["put", "/vt/harness", "before"]);
+    assert!(put.status.success(), "{}", output_text(&put));
+    let leader = etcd.leader().expect("a leader");
+    let killed = Instant::now();
+    etcd.kill(leader);
+    let mut new_leader = None;
+    let took = wait_until(
+        "the other members elect a new leader",
+        Duration::from_secs(10),
+        || {
+            new_leader = etcd.leader().filter(|&l| l != leader);
+            new_leader.is_some()
+        },
+    );
+    eprintln!(
+        "[etcdh] e{} SIGKILLed: e{} leads {} ms later (election timeout 1000 ms)",
+        leader + 1,
+        new_leader.expect("found above") + 1,
+        ms(took)
+    );
+    let put = etcd.etcdctl(&endpoints, &["put", "/vt/harness", "during"]);
+    assert!(put.status.success(), "{}", output_text(&put));
+    etcd.restart(leader);
+    eprintln!(
+        "[etcdh] e{} back on its data, all healthy {} ms after the kill",
+        leader + 1,
+        ms(killed.elapsed())
+    );
+    etcd.stop_all();
+    etcd.start_all();
+    assert_eq!(etcd.get_v3("/vt/harness").as_deref(), Some("during"));
+    assert_eq!(etcd.get_v2("/vt/none"), None);
+}
+
+/// Three nodes, fail-closed: the loss of etcd's leader moves nothing; drain
+/// and promote move the VIP losing at most one 2 ms probe; kill -9 of the
+/// holder's vipd, then the holder's host going down, move it once the lease
+/// runs out.
+#[test]
+fn the_vip_follows_the_lease() {
+    if !require_root() {
+        return;
+    }
+    let tag = "lease";
+    let mut t = LeaseLab::start(tag, 3, "fail-closed");
+    let holder = t.wait_sole_holder(Duration::from_secs(5));
+    let store = t.store(holder).expect("the holder's status");
+    assert_eq!(store["kind"], "etcd", "{store:#}");
+    assert_eq!(store["holder"], format!("n{holder}"), "{store:#}");
+    assert_eq!(store["lease_ttl_ms"], 2000, "{store:#}");
+    assert_eq!(store["on_unreachable"], "fail-closed", "{store:#}");
+    assert!(
+        store["lease_id"].is_i64() || store["lease_id"].is_u64(),
+        "{store:#}"
+    );
+    assert!(store["fencing_token"].is_u64(), "{store:#}");
+    for node in (1..=3).filter(|&n| n != holder) {
+        let (_, status) = t.daemon(node).first_instance_status().expect("status");
+        assert_eq!(status["state"], "backup", "n{node}: {status:#}");
+        assert_eq!(
+            status["store"]["holder"],
+            format!("n{holder}"),
+            "{status:#}"
+        );
+    }
+
+    // 1. etcd's leader dies: the others elect another within the lease; the
+    // VIP stays.
+    let from = Instant::now();
+    let leader = t.etcd.leader().expect("an etcd leader");
+    t.etcd.kill(leader);
+    hold_for(
+        "the VIP stays on its holder while etcd elects a new leader",
+        LEASE_TTL * 3,
+        || t.sampler.holders_now(&t.vip) == [holder],
+    );
+    let report = t.report(tag, &format!("etcd leader e{} SIGKILLed", leader + 1), from);
+    assert!(
+        report.changes.is_empty(),
+        "the VIP moved: {}",
+        report.describe()
+    );
+    t.etcd.restart(leader);
+
+    // 2. drain --wait on the holder: another node takes it, make before break.
+    let from = Instant::now();
+    let mut out = None;
+    let drained = t.pinged(tag, &format!("drain --wait on n{holder}"), || {
+        out = Some(t.daemon(holder).cli(&["drain", "db", "--wait"]));
+    });
+    let out = out.expect("drain ran");
+    assert!(out.status.success(), "drain: {}", output_text(&out));
+    let successor = t.wait_sole_holder(Duration::from_secs(10));
+    assert_ne!(successor, holder, "the drained node kept the VIP");
+    t.report(tag, &format!("drain of n{holder} to n{successor}"), from);
+    assert!(
+        drained.lost.len() <= 1,
+        "drain lost {} probes: {}",
+        drained.lost.len(),
+        drained.describe_lost(Duration::from_millis(2))
+    );
+    let out = t.daemon(holder).cli(&["undrain", "db"]);
+    assert!(out.status.success(), "undrain: {}", output_text(&out));
+
+    // 3. promote --wait on the first holder takes the VIP back.
+    let from = Instant::now();
+    let mut out = None;
+    let promoted = t.pinged(tag, &format!("promote --wait on n{holder}"), || {
+        out = Some(t.daemon(holder).cli(&["promote", "db", "--wait"]));
+    });
+    let out = out.expect("promote ran");
+    assert!(out.status.success(), "promote: {}", output_text(&out));
+    assert_eq!(t.wait_sole_holder(Duration::from_secs(10)), holder);
+    t.report(tag, &format!("promote of n{holder}"), from);
+    assert!(
+        promoted.lost.len() <= 1,
+        "promote lost {} probes: {}",
+        promoted.lost.len(),
+        promoted.describe_lost(Duration::from_millis(2))
+    );
+
+    // 4. kill -9 of the holder's vipd: its address stays behind, its lease
+    // runs out, another node takes the VIP.
+    let from = Instant::now();
+    t.daemons[holder - 1].kill9();
+    let (next, at) = t.wait_moved_from(holder, from, LEASE_TTL + Duration::from_secs(10));
+    let took = at - from;
+    t.report(tag, &format!("kill -9 of n{holder}'s vipd"), from);
+    eprintln!(
+        "[{tag}] kill -9 of n{holder}'s vipd: n{next} holds the VIP {:.1} ms later (lease_ttl \
+         {} ms: {:+.1} ms beyond it)",
+        ms_f(took),
+        ms(LEASE_TTL),
+        ms_f(took) - ms_f(LEASE_TTL)
+    );
+    assert!(
+        took >= LEASE_TTL.saturating_sub(Duration::from_millis(100)),
+        "n{next} took the VIP {took:?} after the kill, before the lease could have run out"
+    );
+    assert!(
+        took <= LEASE_TTL + Duration::from_secs(2),
+        "n{next} took the VIP {took:?} after the kill"
+    );
+    // The restarted daemon finds its old address and a lease that is not its.
+    t.daemons[holder - 1].restart();
+    let from = Instant::now();
+    let current = t.wait_sole_holder(Duration::from_secs(20));
+    t.report(tag, &format!("n{holder}'s vipd restarted"), from);
+
+    // 5. The holder's host goes down: link down, every process killed.
+    let from = Instant::now();
+    t.lab.node(current).link(false);
+    t.daemons[current - 1].crash();
+    let (next, at) = t.wait_moved_from(current, from, LEASE_TTL + Duration::from_secs(10));
+    let took = at - from;
+    t.report(tag, &format!("n{current}'s host down"), from);
+    eprintln!(
+        "[{tag}] n{current}'s host down: n{next} holds the VIP {:.1} ms later (lease_ttl {} ms)",
+        ms_f(took),
+        ms(LEASE_TTL)
+    );
+    assert!(
+        took <= LEASE_TTL + Duration::from_secs(2),
+        "n{next} took the VIP {took:?} after the host went down"
+    );
+    let token_before = store["fencing_token"].as_u64().expect("checked above");
+    let store = t.store(next).expect("the new holder's status");
+    let token_after = store["fencing_token"].as_u64().expect("a fencing token");
+    assert!(
+        token_after > token_before,
+        "fencing token {token_after} after {token_before}: {store:#}"
+    );
+}
+
+/// Two nodes, fail-closed: the holder cut off from every etcd member releases
+/// the VIP before the other can take it; every member down takes the VIP off
+/// every node before the lease's TTL has passed, and it comes back once they
+/// are up.
+#[test]
+fn fail_closed_gives_the_vip_up_before_anyone_else_can_take_it() {
+    if !require_root() {
+        return;
+    }
+    let tag = "closed";
+    let mut t = LeaseLab::start(tag, 2, "fail-closed");
+    let holder = t.wait_sole_holder(Duration::from_secs(5));
+    let other = 3 - holder;
+
+    // 1. The holder is cut off from the members (not from the other node or
+    // the client).
+    let from = Instant::now();
+    t.etcd.partition(&t.lab.node(holder).ns);
+    let (_, gained) = t.wait_moved_from(holder, from, LEASE_TTL + Duration::from_secs(10));
+    sleep_checked(Duration::from_millis(300));
+    let report = t.report(tag, &format!("n{holder} cut off from etcd"), from);
+    let released = report
+        .lost(holder)
+        .expect("the cut-off holder released the VIP");
+    eprintln!(
+        "[{tag}] n{holder} cut off from etcd: released the VIP {:.1} ms after the cut, n{other} \
+         took it {:.1} ms after it (lease_ttl {} ms)",
+        ms_f(released - from),
+        ms_f(gained - from),
+        ms(LEASE_TTL)
+    );
+    assert!(
+        released <= gained,
+        "n{other} took the VIP before n{holder} released it"
+    );
+    assert!(
+        report.two_holders.is_empty(),
+        "two holders: {}",
+        report.describe()
+    );
+    assert!(
+        released - from <= LEASE_TTL,
+        "n{holder} held the VIP {:?} after it lost etcd",
+        released - from
+    );
+    wait_until(
+        "the cut-off node reports etcd unreachable",
+        Duration::from_secs(5),
+        || t.store(holder).is_some_and(|s| s["reachable"] == false),
+    );
+    t.etcd.heal(&t.lab.node(holder).ns);
+    let from = Instant::now();
+    let now_holder = t.wait_sole_holder(Duration::from_secs(10));
+    hold_for("the VIP stays put after the heal", LEASE_TTL, || {
+        t.sampler.holders_now(&t.vip) == [now_holder]
+    });
+    t.report(tag, "after the heal", from);
+
+    // 2. Every member down: nobody may vouch for the lease, so the VIP goes
+    // from every node before its TTL has passed.
+    let from = Instant::now();
+    t.etcd.stop_all();
+    let mut gone = None;
+    wait_until(
+        "no node holds the VIP",
+        LEASE_TTL + Duration::from_secs(5),
+        || {
+            gone = t.sampler.first_unheld(&t.vip, from);
+            gone.is_some()
+        },
+    );
+    let gone = gone.expect("found above") - from;
+    hold_for("nobody holds the VIP while etcd is down", LEASE_TTL, || {
+        t.sampler.holders_now(&t.vip).is_empty()
+    });
+    t.report(tag, "every etcd member SIGKILLed", from);
+    eprintln!(
+        "[{tag}] every etcd member down: the VIP off every node {:.1} ms later (lease_ttl {} ms)",
+        ms_f(gone),
+        ms(LEASE_TTL)
+    );
+    assert!(gone < LEASE_TTL, "the VIP stayed {gone:?} without etcd");
+    for node in 1..=2 {
+        let store = t.store(node).expect("status");
+        assert_eq!(store["reachable"], false, "n{node}: {store:#}");
+    }
+    let from = Instant::now();
+    t.etcd.start_all();
+    let back = t.wait_sole_holder(Duration::from_secs(20));
+    t.report(tag, &format!("etcd back: n{back} holds the VIP"), from);
+}
+
+/// Two nodes, fail-open: every etcd member down leaves the VIP on its holder
+/// for well beyond the lease's TTL, and the status says so: unreachable, not
+/// vouched for; once etcd is back it is vouched for again, still on one node.
+#[test]
+fn fail_open_keeps_the_vip_while_etcd_is_down() {
+    if !require_root() {
+        return;
+    }
+    let tag = "open";
+    let mut t = LeaseLab::start(tag, 2, "fail-open");
+    let holder = t.wait_sole_holder(Duration::from_secs(5));
+    let from = Instant::now();
+    t.etcd.stop_all();
+    hold_for(
+        "the holder keeps the VIP while etcd is down",
+        LEASE_TTL * 3,
+        || t.sampler.holders_now(&t.vip) == [holder],
+    );
+    let store = t.store(holder).expect("the holder's status");
+    assert_eq!(store["on_unreachable"], "fail-open", "{store:#}");
+    assert_eq!(store["reachable"], false, "{store:#}");
+    assert_eq!(store["vouched"], false, "{store:#}");
+    let report = t.report(tag, "every etcd member SIGKILLed (fail-open)", from);
+    assert!(report.changes.is_empty(), "{}", report.describe());
+    let from = Instant::now();
+    t.etcd.start_all();
+    wait_until(
+        "the holder is vouched for again",
+        Duration::from_secs(15),
+        || t.store(holder).is_some_and(|s| s["vouched"] == true),
+    );
+    let now = t.wait_sole_holder(Duration::from_secs(10));
+    t.report(tag, &format!("etcd back: n{now} holds the VIP"), from);
+}
