@@ -23,9 +23,18 @@
 mod common;
 
 use std::net::Ipv4Addr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::*;
+
+/// One test of this binary at a time: each runs Patroni, PostgreSQL, etcd and
+/// a 1 ms sampler and probers, and its figures are the comparison's.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A lab of two nodes with etcd (v2 on, for vip-manager) and Patroni on both,
 /// n1 leading, with a scope of the test's own and `dcs`.
@@ -181,6 +190,7 @@ fn vip_manager_follows_a_switchover_and_a_failover() {
     if !require_root() {
         return;
     }
+    let _serial = one_at_a_time();
     let (lab, etcd, mut patroni) = patroni_lab("vmbase", Dcs::Etcd);
     let (slow, fast) = (lab.vip4(0), lab.vip4(1));
     let _slow_managers = vip_managers(&lab, &etcd, &patroni, &slow, 1000);
@@ -239,6 +249,7 @@ fn vipd_follows_patroni_beside_vip_manager() {
     if !require_root() {
         return;
     }
+    let _serial = one_at_a_time();
     let (lab, etcd, mut patroni) = patroni_lab("vdpat", Dcs::Etcd);
     let (ours, theirs) = (lab.vip4(0), lab.vip4(1));
     let daemons = vipd_followers(&lab, &etcd, &patroni, &ours);
@@ -322,6 +333,7 @@ fn vipd_follows_patroni_on_etcd3() {
     if !require_root() {
         return;
     }
+    let _serial = one_at_a_time();
     let (lab, etcd, mut patroni) = patroni_lab("vdpat3", Dcs::Etcd3);
     let vip = lab.vip4(0);
     let daemons = vipd_followers(&lab, &etcd, &patroni, &vip);
