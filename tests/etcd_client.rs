@@ -482,6 +482,17 @@ async fn fails_over_to_the_next_endpoint() {
     etcd_client.put("/k", b"w", 0).await.unwrap();
     assert_eq!(next_events(&mut watch).await.events[0].kv.value, b"w");
 
+    // A member without a leader answers 503: the next endpoint gets the call.
+    let leaderless = leaderless_member().await;
+    let etcd_client = client(&[&leaderless, &etcd.endpoint]);
+    assert_eq!(etcd_client.get("/k").await.unwrap().0.unwrap().value, b"w");
+    assert_eq!(etcd_client.endpoint(), etcd.endpoint);
+    let err = client(&[&leaderless]).get("/k").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("etcd at {leaderless} answered /v3/kv/range with HTTP 503: etcdserver: no leader")
+    );
+
     let mut none = settings(&[&closed, &silent]);
     none.request_timeout = Duration::from_millis(300);
     let err = Client::new(none).unwrap().get("/k").await.unwrap_err();
@@ -519,6 +530,29 @@ async fn fails_over_to_the_next_endpoint() {
         }
     }
     assert_eq!(value.as_deref(), Some(&b"w"[..]));
+}
+
+/// An endpoint answering every request as an etcd member without a leader
+/// does (HTTP 503, gRPC Unavailable).
+async fn leaderless_member() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let body = r#"{"error":"etcdserver: no leader","message":"etcdserver: no leader","code":14}"#;
+                let answer = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    endpoint
 }
 
 /// `openssl` with `args`, in `dir`.

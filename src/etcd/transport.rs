@@ -24,6 +24,7 @@ use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
 use super::error::{chain, tls_cause, EtcdError};
+use super::wire::status_error;
 use super::ClientSettings;
 
 /// Largest unary answer read: a prefix read of a few thousand keys fits many
@@ -305,6 +306,15 @@ impl Transport {
             async move {
                 let endpoint = &self.endpoints[index];
                 match tokio::time::timeout(limit, self.exchange(index, method, path, body)).await {
+                    Ok(Ok(reply)) if reply.status == StatusCode::SERVICE_UNAVAILABLE => {
+                        // No leader on this member: the next one may do.
+                        Err(status_error(
+                            &reply.endpoint,
+                            path,
+                            reply.status,
+                            &reply.body,
+                        ))
+                    }
                     Ok(result) => result,
                     Err(_) => Err(EtcdError::Timeout {
                         endpoint: endpoint.url.clone(),
@@ -338,6 +348,15 @@ impl Transport {
                         .await
                         .map_err(|e| self.hyper_error(index, &e))?;
                     let (parts, body) = response.into_parts();
+                    if parts.status == StatusCode::SERVICE_UNAVAILABLE {
+                        // No leader on this member: the next one may do.
+                        let body = Limited::new(body, MAX_BODY)
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        return Err(status_error(&endpoint.url, path, parts.status, &body));
+                    }
                     Ok(Stream {
                         endpoint: endpoint.url.clone(),
                         status: parts.status,
