@@ -37,6 +37,9 @@
 //! - [`manual`]: the man pages, from the clap definitions and the example config.
 //! - [`import`]: `vipd import-keepalived`, keepalived.conf's VRRP parts as vipd's
 //!   TOML and a report of what was left out.
+//! - [`etcd`]: an etcd client over the v3 JSON gateway and the v2 keys API
+//!   (HTTP/1.1 with hyper, TLS with rustls): leases, compare-and-write on a
+//!   key, watches, and following a v2 key by long polls.
 //! - [`metrics`]: the Prometheus families, the counters the daemon bumps, and
 //!   the `GET /metrics` endpoint.
 //!
@@ -58,6 +61,7 @@ pub mod conflict;
 pub mod control;
 pub mod daemon;
 pub mod election;
+pub mod etcd;
 pub mod health;
 pub mod import;
 pub mod instance;
