@@ -69,5 +69,6 @@ pub mod keygen;
 pub mod manual;
 pub mod metrics;
 pub mod net;
+pub mod store;
 pub mod vrrp;
 pub mod wire;

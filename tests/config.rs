@@ -1404,3 +1404,135 @@ fn vrrp_instances_get_check_warnings_about_what_vrrp_gives_up() {
     assert!(warnings[2].contains("`vipd drain` hands over to whichever node answers"));
     assert!(config::check_warnings(&parse(MINIMAL).unwrap()).is_empty());
 }
+
+/// An instance etcd decides for, after a `[node.etcd]` table.
+const STORE: &str = r#"[node]
+name = "n1"
+
+[node.etcd]
+endpoints = ["http://10.0.0.21:2379", "http://10.0.0.22:2379"]
+
+[[instance]]
+name = "db"
+interface = "eth0"
+group = 51
+priority = 150
+vips = ["10.0.0.200/24"]
+election = "etcd"
+lease_ttl = "2s"
+"#;
+
+#[test]
+fn an_etcd_election_needs_no_auth_and_reads_its_settings() {
+    let config = parse(STORE).unwrap();
+    let etcd = config.node.etcd.as_ref().expect("[node.etcd]");
+    assert_eq!(etcd.prefix, "/vipd");
+    assert_eq!(etcd.request_timeout, Duration::from_secs(1));
+    let store = config.instances[0].store.as_ref().expect("election = etcd");
+    assert_eq!(store.lease_ttl, Duration::from_secs(2));
+    assert_eq!(store.on_unreachable, config::OnUnreachable::FailClosed);
+    assert!(store.follow.is_none());
+    let open = parse(&format!("{STORE}store_unreachable = \"fail-open\"\n")).unwrap();
+    assert_eq!(
+        open.instances[0].store.as_ref().map(|s| s.on_unreachable),
+        Some(config::OnUnreachable::FailOpen)
+    );
+}
+
+#[test]
+fn an_etcd_election_without_node_etcd_is_refused_where_it_is_asked_for() {
+    let text = STORE.replace(
+        "[node.etcd]\nendpoints = [\"http://10.0.0.21:2379\", \"http://10.0.0.22:2379\"]\n",
+        "",
+    );
+    let message = error(&text);
+    assert!(
+        message.contains("election names etcd, but [node] has no [node.etcd]"),
+        "{message}"
+    );
+    assert!(message.contains(":11:"), "{message}");
+}
+
+#[test]
+fn etcd_settings_name_what_is_wrong() {
+    for (from, to, expect) in [
+        ("lease_ttl = \"2s\"", "lease_ttl = \"1500ms\"", "lease_ttl"),
+        (
+            "lease_ttl = \"2s\"",
+            "lease_ttl = \"2500ms\"",
+            "not whole seconds",
+        ),
+        (
+            "election = \"etcd\"",
+            "election = \"raft\"",
+            "election \"raft\" is not valid",
+        ),
+        (
+            "\"http://10.0.0.22:2379\"",
+            "\"10.0.0.22:2379\"",
+            "endpoint \"10.0.0.22:2379\" is not valid",
+        ),
+        (
+            "\"http://10.0.0.22:2379\"",
+            "\"https://10.0.0.22:2379\"",
+            "mix http and https",
+        ),
+        (
+            "lease_ttl = \"2s\"",
+            "lease_ttl = \"2s\"\nprotocol = \"vrrp3\"",
+            "protocol \"vrrp3\" joins a VRRP election",
+        ),
+        (
+            "lease_ttl = \"2s\"",
+            "lease_ttl = \"2s\"\npeers = [\"10.0.0.12\"]",
+            "no adverts decide",
+        ),
+        (
+            "lease_ttl = \"2s\"",
+            "lease_ttl = \"2s\"\nafter_crash = \"resume\"",
+            "after_crash \"resume\"",
+        ),
+        (
+            "lease_ttl = \"2s\"",
+            "lease_ttl = \"2s\"\nstore_unreachable = \"maybe\"",
+            "store_unreachable \"maybe\" is not valid",
+        ),
+        (
+            "election = \"etcd\"",
+            "election = \"patroni\"",
+            "needs an [instance.patroni] table",
+        ),
+        (
+            "endpoints = [",
+            "cert_file = \"c.pem\"\nendpoints = [",
+            "cert_file and key_file go together",
+        ),
+    ] {
+        let text = STORE.replace(from, to);
+        let message = error(&text);
+        assert!(message.contains(expect), "{to}: {message}");
+    }
+    // Store keys without a store election.
+    let message = error(&format!("{MINIMAL}lease_ttl = \"2s\"\n"));
+    assert!(message.contains("lease_ttl needs election"), "{message}");
+}
+
+#[test]
+fn following_patroni_reads_scope_member_and_api() {
+    let text = STORE.replace("election = \"etcd\"", "election = \"patroni\"")
+        + "[instance.patroni]\nscope = \"batman\"\ndcs = \"etcd\"\n";
+    let config = parse(&text).unwrap();
+    let follow = config.instances[0]
+        .store
+        .as_ref()
+        .and_then(|s| s.follow.as_ref())
+        .expect("patroni");
+    assert_eq!(
+        follow.member, "n1",
+        "the member name defaults to the node's"
+    );
+    assert_eq!(follow.leader_key(), "/service/batman/leader");
+    assert_eq!(follow.dcs, config::PatroniDcs::Etcd2);
+    let message = error(&text.replace("scope = \"batman\"", "scope = \"a/b\""));
+    assert!(message.contains("scope \"a/b\" is not valid"), "{message}");
+}

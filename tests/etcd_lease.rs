@@ -7,8 +7,9 @@
 //! of its leader); with `lease_ttl = "2s"` and `store_unreachable =
 //! "fail-closed"`: the loss of etcd's leader moves nothing; drain and promote
 //! hand the VIP over losing at most one 2 ms probe; kill -9 of the holder's
-//! vipd and the holder's host going down move the VIP once the lease runs
-//! out; the holder cut off from every etcd member releases the VIP before
+//! vipd followed by the unit's clean-up (`vipd cleanup`) moves the VIP at
+//! once and never to two holders; the holder's host going down moves it
+//! once the lease runs out; the holder cut off from every etcd member releases the VIP before
 //! anyone else can take it (no round with two holders); every etcd member
 //! down takes the VIP off every node before the lease's TTL has passed. With
 //! `store_unreachable = "fail-open"`: every member down leaves the VIP where
@@ -22,13 +23,17 @@
 mod common;
 
 use std::net::Ipv4Addr;
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-/// The lease's TTL the nodes run with.
+/// The lease's TTL the fail-closed and fail-open tests run with.
 const LEASE_TTL: Duration = Duration::from_secs(2);
+
+/// The default lease_ttl, which the lease's own test runs with.
+const LONG_TTL: Duration = Duration::from_secs(5);
 
 /// One test of this binary at a time: each runs a 1 ms sampler and prober
 /// and counts 2 ms pings, which a busy 2-core machine would disturb.
@@ -53,7 +58,7 @@ struct LeaseLab {
 impl LeaseLab {
     /// `nodes` nodes at priorities 150, 100, 50 with `store_unreachable`;
     /// waits until one of them alone holds the VIP.
-    fn start(tag: &str, nodes: usize, store_unreachable: &str) -> Self {
+    fn start(tag: &str, nodes: usize, store_unreachable: &str, ttl: Duration) -> Self {
         let lab = Lab::new(tag, nodes);
         let started = Instant::now();
         let etcd = EtcdCluster::start(&lab, false);
@@ -62,7 +67,8 @@ impl LeaseLab {
         let daemons: Vec<Daemon> = (1..=nodes)
             .map(|i| {
                 let priority = [150, 100, 50][i - 1];
-                let spec = InstanceSpec::etcd(priority, "2s", store_unreachable).vip(&vip);
+                let ttl = format!("{}s", ttl.as_secs());
+                let spec = InstanceSpec::etcd(priority, &ttl, store_unreachable).vip(&vip);
                 Daemon::start(
                     lab.node(i),
                     NodeSpec::new(&format!("n{i}"), spec).etcd(&etcd.endpoints()),
@@ -243,12 +249,18 @@ fn the_vip_follows_the_lease() {
     }
     let _serial = one_at_a_time();
     let tag = "lease";
-    let mut t = LeaseLab::start(tag, 3, "fail-closed");
+    // The default lease_ttl: it rides out an etcd leader election (about
+    // its 1 s election timeout), which 2 s would not always do.
+    let mut t = LeaseLab::start(tag, 3, "fail-closed", LONG_TTL);
     let holder = t.wait_sole_holder(Duration::from_secs(5));
     let store = t.store(holder).expect("the holder's status");
     assert_eq!(store["kind"], "etcd", "{store:#}");
     assert_eq!(store["holder"], format!("n{holder}"), "{store:#}");
-    assert_eq!(store["lease_ttl_ms"], 2000, "{store:#}");
+    assert_eq!(
+        store["lease_ttl_ms"],
+        LONG_TTL.as_millis() as u64,
+        "{store:#}"
+    );
     assert_eq!(store["on_unreachable"], "fail-closed", "{store:#}");
     assert!(
         store["lease_id"].is_i64() || store["lease_id"].is_u64(),
@@ -272,7 +284,7 @@ fn the_vip_follows_the_lease() {
     t.etcd.kill(leader);
     hold_for(
         "the VIP stays on its holder while etcd elects a new leader",
-        LEASE_TTL * 3,
+        LONG_TTL * 2,
         || t.sampler.holders_now(&t.vip) == [holder],
     );
     let report = t.report(tag, &format!("etcd leader e{} SIGKILLed", leader + 1), from);
@@ -320,28 +332,46 @@ fn the_vip_follows_the_lease() {
         promoted.describe_lost(Duration::from_millis(2))
     );
 
-    // 4. kill -9 of the holder's vipd: its address stays behind, its lease
-    // runs out (etcd's lessor checks every 500 ms, counting from the last
-    // renewal, not from the kill), another node takes the VIP.
-    let remaining = t
-        .store(holder)
-        .and_then(|s| s["lease_remaining_ms"].as_u64())
-        .expect("the holder's lease_remaining_ms");
+    // 4. kill -9 of the holder's vipd, then the clean-up the unit runs as
+    // its ExecStopPost: the address goes first, then the lease of the holder
+    // key, so another node takes the VIP at once and never while the killed
+    // one still has it.
     let from = Instant::now();
     t.daemons[holder - 1].kill9();
-    let (next, at) = t.wait_moved_from(holder, from, LEASE_TTL + Duration::from_secs(10));
+    let killed = &t.daemons[holder - 1];
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &killed.netns,
+            vipd_bin(),
+            "cleanup",
+            "--config",
+        ])
+        .arg(&killed.config)
+        .output()
+        .expect("run vipd cleanup");
+    assert!(out.status.success(), "vipd cleanup: {}", output_text(&out));
+    let (next, at) = t.wait_moved_from(holder, from, LONG_TTL + Duration::from_secs(10));
     let took = at - from;
-    t.report(tag, &format!("kill -9 of n{holder}'s vipd"), from);
+    let report = t.report(
+        tag,
+        &format!("kill -9 of n{holder}'s vipd, then vipd cleanup"),
+        from,
+    );
     eprintln!(
-        "[{tag}] kill -9 of n{holder}'s vipd: n{next} holds the VIP {:.1} ms later (lease_ttl \
-         {} ms; {remaining} ms of the lease were left at the kill: {:+.1} ms beyond them)",
+        "[{tag}] kill -9 of n{holder}'s vipd and the unit's clean-up: n{next} holds the VIP {:.1} ms after the kill (lease_ttl {} ms)",
         ms_f(took),
-        ms(LEASE_TTL),
-        ms_f(took) - remaining as f64
+        ms(LONG_TTL)
     );
     assert!(
-        took <= LEASE_TTL + Duration::from_secs(2),
-        "n{next} took the VIP {took:?} after the kill"
+        report.two_holders.is_empty(),
+        "two holders after the clean-up: {}",
+        report.describe()
+    );
+    assert!(
+        took < LONG_TTL,
+        "n{next} took the VIP {took:?} after the kill: the clean-up did not release the lease"
     );
     // The restarted daemon finds its old address and a lease that is not its.
     t.daemons[holder - 1].restart();
@@ -353,16 +383,16 @@ fn the_vip_follows_the_lease() {
     let from = Instant::now();
     t.lab.node(current).link(false);
     t.daemons[current - 1].crash();
-    let (next, at) = t.wait_moved_from(current, from, LEASE_TTL + Duration::from_secs(10));
+    let (next, at) = t.wait_moved_from(current, from, LONG_TTL + Duration::from_secs(10));
     let took = at - from;
     t.report(tag, &format!("n{current}'s host down"), from);
     eprintln!(
         "[{tag}] n{current}'s host down: n{next} holds the VIP {:.1} ms later (lease_ttl {} ms)",
         ms_f(took),
-        ms(LEASE_TTL)
+        ms(LONG_TTL)
     );
     assert!(
-        took <= LEASE_TTL + Duration::from_secs(2),
+        took <= LONG_TTL + Duration::from_secs(2),
         "n{next} took the VIP {took:?} after the host went down"
     );
     let token_before = store["fencing_token"].as_u64().expect("checked above");
@@ -385,7 +415,7 @@ fn fail_closed_gives_the_vip_up_before_anyone_else_can_take_it() {
     }
     let _serial = one_at_a_time();
     let tag = "closed";
-    let mut t = LeaseLab::start(tag, 2, "fail-closed");
+    let mut t = LeaseLab::start(tag, 2, "fail-closed", LEASE_TTL);
     let holder = t.wait_sole_holder(Duration::from_secs(5));
     let other = 3 - holder;
 
@@ -427,9 +457,15 @@ fn fail_closed_gives_the_vip_up_before_anyone_else_can_take_it() {
     );
     t.etcd.heal(&t.lab.node(holder).ns);
     let from = Instant::now();
-    let now_holder = t.wait_sole_holder(Duration::from_secs(10));
+    // The healed node has the higher priority, and preempt is on: it takes
+    // the VIP back, make-before-break, and keeps it.
+    wait_until(
+        "the healed, better node takes the VIP back",
+        Duration::from_secs(10),
+        || t.sampler.holders_now(&t.vip) == [holder],
+    );
     hold_for("the VIP stays put after the heal", LEASE_TTL, || {
-        t.sampler.holders_now(&t.vip) == [now_holder]
+        t.sampler.holders_now(&t.vip) == [holder]
     });
     t.report(tag, "after the heal", from);
 
@@ -477,7 +513,7 @@ fn fail_open_keeps_the_vip_while_etcd_is_down() {
     }
     let _serial = one_at_a_time();
     let tag = "open";
-    let mut t = LeaseLab::start(tag, 2, "fail-open");
+    let mut t = LeaseLab::start(tag, 2, "fail-open", LEASE_TTL);
     let holder = t.wait_sole_holder(Duration::from_secs(5));
     let from = Instant::now();
     t.etcd.stop_all();

@@ -917,6 +917,8 @@ impl Sim {
                 }
                 // Nor an after-release hook, whose result is no input.
                 Output::RunAfterRelease { .. } => {}
+                // The simulation runs no etcd: its instances use the adverts.
+                Output::Store(_) => {}
             }
         }
         // Only a moved deadline goes on the heap: most inputs leave it be.

@@ -48,9 +48,10 @@ use std::path::Path;
 pub use diagnostics::{ConfigError, ConfigErrors, Diagnostic, Location};
 pub use system::{check_against_system, check_warnings, SystemCheckProblem};
 pub use types::{
-    AfterCrash, AnnounceConfig, Config, GuardConfig, GuardMethod, InstanceConfig, NodeConfig,
-    NotifyConfig, Protocol, RouteConfig, SyncGroup, TrackFile, TrackInterface, TrackScript,
-    VrrpChecksum, VrrpConfig, VrrpVersion, Witness,
+    AfterCrash, AnnounceConfig, Config, EtcdConfig, GuardConfig, GuardMethod, InstanceConfig,
+    NodeConfig, NotifyConfig, OnUnreachable, PatroniDcs, PatroniFollow, Protocol, RouteConfig,
+    StoreElection, SyncGroup, TrackFile, TrackInterface, TrackScript, VrrpChecksum, VrrpConfig,
+    VrrpVersion, Witness,
 };
 pub use validate::node_id;
 pub use vip::{Vip, VipParseError};

@@ -32,6 +32,27 @@ pub(super) struct RawNode {
     pub(super) startup_delay: Option<Spanned<DurationText>>,
     pub(super) metrics_listen: Option<Spanned<String>>,
     pub(super) script_user: Option<Spanned<String>>,
+    pub(super) etcd: Option<Spanned<RawEtcd>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEtcd {
+    pub(super) endpoints: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) cert_file: Option<Spanned<String>>,
+    pub(super) key_file: Option<Spanned<String>>,
+    pub(super) prefix: Option<Spanned<String>>,
+    pub(super) request_timeout: Option<Spanned<DurationText>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPatroni {
+    pub(super) scope: Option<Spanned<String>>,
+    pub(super) member: Option<Spanned<String>>,
+    pub(super) namespace: Option<Spanned<String>>,
+    pub(super) dcs: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +88,10 @@ pub(super) struct RawInstance {
     pub(super) announce_refresh: Option<Spanned<DurationText>>,
     pub(super) announce_probe: Option<bool>,
     pub(super) after_crash: Option<Spanned<String>>,
+    pub(super) election: Option<Spanned<String>>,
+    pub(super) lease_ttl: Option<Spanned<DurationText>>,
+    pub(super) store_unreachable: Option<Spanned<String>>,
+    pub(super) patroni: Option<Spanned<RawPatroni>>,
     #[serde(default)]
     pub(super) track_script: Vec<Spanned<RawTrackScript>>,
     #[serde(default)]

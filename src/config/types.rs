@@ -71,6 +71,26 @@ pub struct NodeConfig {
     /// their own `user` says otherwise. Default: none (root). Already applied
     /// to every instance's hooks and scripts by the time the file is loaded.
     pub script_user: Option<String>,
+    /// `[node.etcd]`: the etcd cluster instances with `election = "etcd"` or
+    /// `"patroni"` use. Default: none.
+    pub etcd: Option<EtcdConfig>,
+}
+
+/// `[node.etcd]`: where etcd is and how to reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// Client URLs, `http://host:port` or `https://host:port`; 1..=16.
+    pub endpoints: Vec<String>,
+    /// `ca_file`: the CA that signed the members' certificates (https only).
+    pub ca_file: Option<PathBuf>,
+    /// `cert_file` and `key_file`: this node's client certificate (both or neither).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// `prefix`: where vipd's keys live (`PREFIX/INSTANCE/...`). Default `/vipd`.
+    pub prefix: String,
+    /// `request_timeout`: how long one request may take on one endpoint
+    /// before the next is tried. Default 1s; 100ms..=10s.
+    pub request_timeout: Duration,
 }
 
 /// One instance: a set of VIPs held by one node of a group at a time.
@@ -144,6 +164,83 @@ pub struct InstanceConfig {
     /// What `vipd cleanup` does with this instance's VIPs after the daemon died
     /// while master on a host that is still up. Default [`AfterCrash::Handover`].
     pub after_crash: AfterCrash,
+    /// Who decides which node holds the VIPs (`election`): the adverts (the
+    /// default), or a key in etcd ([`StoreElection`]).
+    pub store: Option<StoreElection>,
+}
+
+impl InstanceConfig {
+    /// Whether a key in etcd decides who holds the VIPs, not the adverts.
+    pub fn uses_store(&self) -> bool {
+        self.store.is_some()
+    }
+}
+
+/// `election = "etcd"` or `"patroni"`: etcd decides which node holds the VIPs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreElection {
+    /// `lease_ttl`: the TTL of the node's lease in etcd, whole seconds,
+    /// 2s..=300s. Default 5s.
+    pub lease_ttl: Duration,
+    /// `store_unreachable`: what a holder does when it cannot renew its lease.
+    pub on_unreachable: OnUnreachable,
+    /// `election = "patroni"` with `[instance.patroni]`: follow Patroni's
+    /// leader key instead of campaigning for vipd's own.
+    pub follow: Option<PatroniFollow>,
+}
+
+/// `store_unreachable`: what a node holding the VIPs does when etcd cannot
+/// vouch for it any longer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnUnreachable {
+    /// `"fail-closed"` (the default): release before the lease could expire.
+    #[default]
+    FailClosed,
+    /// `"fail-open"`: keep the VIPs, and say nobody vouches for this node.
+    FailOpen,
+}
+
+impl OnUnreachable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FailClosed => "fail-closed",
+            Self::FailOpen => "fail-open",
+        }
+    }
+}
+
+/// `[instance.patroni]`: the Patroni cluster whose leader holds the VIPs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatroniFollow {
+    /// `scope`: Patroni's cluster name.
+    pub scope: String,
+    /// `member`: this node's Patroni member name. Default: the node's name.
+    pub member: String,
+    /// `namespace`: Patroni's `namespace`. Default `/service`.
+    pub namespace: String,
+    /// `dcs`: which etcd API Patroni writes: `"etcd3"` (the default) or
+    /// `"etcd"` (the v2 keys API).
+    pub dcs: PatroniDcs,
+}
+
+impl PatroniFollow {
+    /// Patroni's leader key: `NAMESPACE/SCOPE/leader`.
+    pub fn leader_key(&self) -> String {
+        format!(
+            "{}/{}/leader",
+            self.namespace.trim_end_matches('/'),
+            self.scope
+        )
+    }
+}
+
+/// The etcd API Patroni's DCS uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PatroniDcs {
+    #[default]
+    Etcd3,
+    /// The v2 keys API (Patroni's `etcd:` section).
+    Etcd2,
 }
 
 /// What an instance's adverts speak (`protocol`).

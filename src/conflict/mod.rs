@@ -207,6 +207,11 @@ impl ConflictWatch {
         self.own = mac;
     }
 
+    /// This node's MAC, when known.
+    pub fn own_mac(&self) -> Option<Mac> {
+        self.own
+    }
+
     /// A peer's MAC, from its authenticated advert (rule 1).
     pub fn set_peer_mac(&mut self, node_id: u64, mac: Mac) {
         if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&node_id) {

@@ -141,6 +141,42 @@ pub struct InstanceStatus {
     /// before it served), until the next drain, undrain or promote.
     #[serde(default)]
     pub drain_rolled_back: Option<String>,
+    /// `election = "etcd"` / `"patroni"`: what etcd says and whether it can
+    /// vouch for this node. `None` when the adverts decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreStatus>,
+}
+
+/// An instance's seat in etcd, as `vipd status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    /// "etcd" (vipd's own holder key) or "patroni" (Patroni's leader key).
+    pub kind: String,
+    /// The key that decides.
+    pub key: String,
+    /// The endpoint the client uses now.
+    pub endpoint: String,
+    /// The last request succeeded.
+    pub reachable: bool,
+    /// The last failure, while requests fail.
+    pub last_error: Option<String>,
+    /// etcd vouches for this node now: a keepalive sent less than
+    /// `lease_ttl` minus the margin ago succeeded.
+    pub vouched: bool,
+    /// Holding the VIPs while nobody vouches (fail-open only).
+    pub holding_unvouched: bool,
+    /// "fail-closed" or "fail-open".
+    pub on_unreachable: String,
+    pub lease_id: Option<i64>,
+    pub lease_ttl_ms: u64,
+    /// How long etcd still vouches for this node (0: not at all).
+    pub lease_remaining_ms: Option<u64>,
+    /// The holder (Patroni's leader) as etcd names it.
+    pub holder: Option<String>,
+    /// The holder key's (leader key's) revision as etcd shows it.
+    pub holder_revision: Option<i64>,
+    /// This node's fencing token while it holds the VIPs.
+    pub fencing_token: Option<i64>,
 }
 
 /// One VIP another host claims while this node holds it.

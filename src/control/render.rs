@@ -517,6 +517,7 @@ mod tests {
             foreign_claims_seen: 0,
             foreign_claim_episodes: 0,
             drain_rolled_back: None,
+            store: None,
         }
     }
 

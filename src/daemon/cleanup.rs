@@ -12,6 +12,11 @@
 //! while a daemon holds the state directory's lock — a live master's VIPs are its
 //! own.
 //!
+//! An instance etcd decides for (`election = "etcd"`) is released the
+//! other way round: its VIPs go first, then the lease of its holder key if
+//! that still names this node, so the next holder takes over at once and
+//! never while this host still answers.
+//!
 //! Before it removes a dead master's VIPs it announces their release, signed
 //! with the instance's key, so the best backup takes over at once instead of
 //! after the master-down interval; with `after_crash = "resume"` and a restart
@@ -110,6 +115,7 @@ pub async fn cleanup(config_path: &Path, exit: ExitKind) -> Result<CleanupReport
         })?;
     let mut keep: BTreeSet<(u32, IpAddr)> = BTreeSet::new();
     let mut indexes = None;
+    let mut store_held = Vec::new();
     if let Some(config) = &config {
         let held = held_by_instance(&netlink, config, &marked).await;
         indexes = Some(held.iter().map(|h| h.ifindex).collect::<BTreeSet<u32>>());
@@ -117,6 +123,11 @@ pub async fn cleanup(config_path: &Path, exit: ExitKind) -> Result<CleanupReport
         let mut announced_any = false;
         for (held, action) in held.iter().zip(plan) {
             if held.addresses.is_empty() && held.routed_vips == 0 {
+                continue;
+            }
+            if held.cfg.uses_store() {
+                // etcd decides: the VIPs go first (below), then the lease.
+                store_held.push(held.cfg);
                 continue;
             }
             match action {
@@ -162,6 +173,18 @@ pub async fn cleanup(config_path: &Path, exit: ExitKind) -> Result<CleanupReport
             Err(e) => report.failed.push((address, error_chain(&e))),
         }
     }
+    // The VIPs are gone: the lease of each holder key still naming this
+    // node may go too, so the next holder takes over now rather than after
+    // lease_ttl (fail-closed: never before this host let go).
+    if let Some(config) = &config {
+        for cfg in store_held {
+            match release_store_holder(config, cfg).await {
+                Ok(true) => report.announced.push(cfg.name.clone()),
+                Ok(false) => {}
+                Err(why) => report.announce_failed.push((cfg.name.clone(), why)),
+            }
+        }
+    }
     // Routes live on lo whatever the instance's interface, and their protocol
     // number is vipd's alone: all of them go, as a live release removes them:
     // the fabric stops sending to this host (withdraw_delay) before the host
@@ -181,6 +204,42 @@ pub async fn cleanup(config_path: &Path, exit: ExitKind) -> Result<CleanupReport
         }
     }
     Ok(report)
+}
+
+/// `election = "etcd"`: revokes the lease of the instance's holder key if
+/// the key still names this node (the member record goes with it). True
+/// when it revoked one. Patroni's keys are Patroni's: nothing to do.
+async fn release_store_holder(config: &Config, cfg: &InstanceConfig) -> Result<bool, String> {
+    let (Some(etcd), Some(store)) = (&config.node.etcd, &cfg.store) else {
+        return Ok(false);
+    };
+    if store.follow.is_some() {
+        return Ok(false);
+    }
+    let client = crate::etcd::Client::new(crate::etcd::ClientSettings {
+        endpoints: etcd.endpoints.clone(),
+        ca_file: etcd.ca_file.clone(),
+        cert_file: etcd.cert_file.clone(),
+        key_file: etcd.key_file.clone(),
+        request_timeout: etcd.request_timeout,
+    })
+    .map_err(|e| error_chain(&e))?;
+    let key = crate::store::holder_key(&format!("{}/{}", etcd.prefix, cfg.name));
+    let bound = etcd.request_timeout * 2;
+    let work = async {
+        let (kv, _) = client.get(&key).await?;
+        match kv.filter(|kv| kv.value == config.node.name.as_bytes() && kv.lease != 0) {
+            Some(kv) => client.revoke(kv.lease).await.map(|()| true),
+            None => Ok(false),
+        }
+    };
+    match tokio::time::timeout(bound, work).await {
+        Ok(result) => result.map_err(|e| error_chain(&e)),
+        Err(_) => Err(format!(
+            "etcd did not answer within {} ms; the lease expires after lease_ttl",
+            bound.as_millis()
+        )),
+    }
 }
 
 /// One configured instance and what of it is still on the node.

@@ -176,6 +176,14 @@ pub enum DaemonError {
         family: &'static str,
         waited_ms: u64,
     },
+    /// An instance's etcd client could not be set up (its certificate
+    /// files, its endpoints).
+    #[error("instance {instance:?}: the etcd client")]
+    Etcd {
+        instance: String,
+        #[source]
+        source: crate::etcd::EtcdError,
+    },
     /// An instance's advert socket could not be opened.
     #[error("instance {instance:?}: opening the advert socket")]
     Transport {

@@ -31,6 +31,7 @@
 //!   stops without releasing them or advertising, and the new one resumes as
 //!   master at once (the core's rule 12), so clients lose nothing while a
 //!   cluster moves from VRRP to vipd's protocol one node at a time.
+//! - A change of `[node.etcd]` restarts the instances etcd decides for.
 //! - A removed instance is stopped; a new one is started.
 //! - `[node]` keys that shape the whole daemon (name, control socket and
 //!   group, state directory) need a restart of vipd: a reload that changes
@@ -139,6 +140,11 @@ pub fn plan<'a>(
     for old in running {
         running_names.push(old.name.clone());
         match new.instance(&old.name) {
+            // Another etcd (endpoints, certificates, prefix) restarts the
+            // instances it decides for.
+            Some(c) if c == old && c.uses_store() && node.etcd != new.node.etcd => {
+                plan.restart.push(old.name.clone());
+            }
             Some(c) if c == old => plan.keep.push(old.name.clone()),
             Some(c) => match changes_in_place(old, c) {
                 Some(changes) => plan.update.push(Update {

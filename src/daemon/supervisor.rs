@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::instance::{
     clock, look_up_links, Conflicts, DeadlineTimer, Instance, InstanceInputs, InstanceMsg,
-    InstanceSink, RejectLog, ReplayCheckpoint, Telemetry,
+    InstanceSink, RejectLog, ReplayCheckpoint, StoreIo, Telemetry,
 };
 use super::instance::{TimerMode, OWN_TIMERS_UP_TO};
 use super::reload::{self, ReloadError, ReloadSummary};
@@ -146,6 +146,19 @@ impl Supervisor {
         };
         let worker = tokio::spawn(worker.run(ops_rx));
 
+        let (store_io, store_rx) = match (&cfg.store, &self.config.node.etcd) {
+            (Some(_), Some(etcd)) => {
+                let (io, rx) =
+                    StoreIo::start(&cfg, etcd, &self.shared.node.name).map_err(|source| {
+                        DaemonError::Etcd {
+                            instance: cfg.name.clone(),
+                            source,
+                        }
+                    })?;
+                (Some(io), Some(rx))
+            }
+            _ => (None, None),
+        };
         let (check_tx, check_rx) = mpsc::unbounded_channel();
         let mut checks = health::spawn_checks(&cfg, &check_tx);
         let sync_rx = self.shared.sync.subscribe();
@@ -198,6 +211,7 @@ impl Supervisor {
                 releases_rx.clone(),
             ),
             releases_ordered: 0,
+            store_io,
             releases_done: releases_rx,
             keeps_vips: false,
             rejects: RejectLog::new(AUTH_WARN_EVERY),
@@ -249,6 +263,7 @@ impl Supervisor {
                 back: back_rx,
                 check_rx,
                 sync_rx,
+                store_rx,
             },
             worker,
             link.up,

@@ -43,11 +43,15 @@ pub enum Dialect {
     Vrrp2,
     /// VRRPv3 (RFC 9568): silent backups, skew scaled by the master's interval.
     Vrrp3,
+    /// A key in etcd decides (the rule "The store decides"): no adverts,
+    /// no timers of the RFC's; [`Election::handle_store`](super::Election::handle_store)
+    /// makes this node master and ends it.
+    Store,
 }
 
 impl Dialect {
     pub fn is_vrrp(self) -> bool {
-        self != Self::Vipd
+        matches!(self, Self::Vrrp2 | Self::Vrrp3)
     }
 }
 
@@ -125,6 +129,14 @@ pub enum Reason {
         peer: String,
     },
     HandoverTimeout,
+    /// etcd names this node as the one that holds the VIPs: how it names it.
+    StoreGranted {
+        how: String,
+    },
+    /// etcd no longer lets this node hold them, and why.
+    StoreWithdrawn {
+        why: String,
+    },
     /// Forced drain with nobody to hand over to.
     DrainedWithoutSuccessor,
     Fault {
@@ -153,6 +165,8 @@ impl fmt::Display for Reason {
             Self::Fault { why } => write!(f, "fault: {why}"),
             Self::FaultCleared => write!(f, "fault cleared"),
             Self::Shutdown => write!(f, "shutting down"),
+            Self::StoreGranted { how } => write!(f, "{how}"),
+            Self::StoreWithdrawn { why } => write!(f, "etcd withdrew the VIPs: {why}"),
         }
     }
 }
@@ -279,6 +293,15 @@ pub enum CommandError {
     /// Promote while drained: undrain first.
     #[error("refused: this node is drained; undrain it first")]
     Drained,
+    /// Drain of the holder with nobody else published as eligible in etcd.
+    #[error("refused: no other eligible member of this instance is published in etcd, so nobody could take the VIPs (use --force to drain anyway)")]
+    NoStoreSuccessor,
+    /// Drain of Patroni's leader: nobody else may hold its VIPs.
+    #[error("refused: the VIPs follow Patroni's leader, which is this node, so nobody else may hold them; move the leader first (patronictl switchover), or use --force to drop them")]
+    LeaderCannotDrain,
+    /// Promote while following Patroni: its leader decides.
+    #[error("refused: Patroni's leader holds this instance's VIPs; move the leader instead (patronictl switchover --candidate MEMBER)")]
+    FollowsLeader,
     /// Any command once shutdown has begun.
     #[error("refused: this node is shutting down")]
     ShuttingDown,

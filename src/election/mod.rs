@@ -262,6 +262,24 @@
 //!   names (an overlap a VRRP peer causes counts as two masters), no status
 //!   of the backups.
 //!
+//! **The store decides** (`election = "etcd"` / `"patroni"`, [`Dialect::Store`]).
+//! A key in etcd says who holds the VIPs ([`crate::store`] keeps the rules of
+//! the key); the election keeps its states, health, drain, promote, the
+//! gate's and the handover's bookkeeping, and gives up its own timing:
+//! - No adverts, no master-down or preempt timers: [`Election::handle_store`]
+//!   makes an eligible backup master when the store says it holds, and
+//!   returns a master to backup when it no longer does (a handover's end,
+//!   when it was handing over).
+//! - Drain's "could anyone take over" is the store's answer (another
+//!   eligible member is published), and a drain or stop of a master waits,
+//!   make-before-break, for the store to name the successor serving, at most
+//!   `handover_timeout`.
+//! - Promote marks the node promoted and leaves the move to the store (the
+//!   holder hands over to it).
+//!
+//! Why: nodes that decide through etcd need not share a segment; their
+//! adverts would not reach each other, and etcd's quorum is the arbiter.
+//!
 //! # Layout
 //!
 //! - this file: [`Election`], its `handle_*`/`poll_*` API and the rule methods;
@@ -380,6 +398,8 @@ pub struct Election {
     route_wait_noticed: bool,
     /// Set by [`Election::hold_preemption_until`].
     preempt_held_until: Option<Instant>,
+    /// The rule "The store decides": another node could take the VIPs.
+    store_successor: bool,
     counters: Counters,
 }
 
@@ -415,6 +435,7 @@ impl Election {
             route_ready_at: Some(now + cfg_route_ready_after),
             route_wait_noticed: false,
             preempt_held_until: None,
+            store_successor: false,
             counters: Counters::default(),
         };
         // RFC 5798 §6.4.1: a non-owner starts as backup with Master_Down_Timer set.
@@ -429,7 +450,9 @@ impl Election {
                 .max(election.cfg.startup_delay)
         };
         let first_deadline = now + first_wait;
-        election.timers.set(Timer::MasterDown, first_deadline);
+        if !election.store() {
+            election.timers.set(Timer::MasterDown, first_deadline);
+        }
         election.send_advert(now);
         election
     }
@@ -453,7 +476,7 @@ impl Election {
         replaced: Option<&str>,
         claim_pending: bool,
     ) {
-        if self.stopped || body.group != self.cfg.group {
+        if self.stopped || body.group != self.cfg.group || self.store() {
             return;
         }
         if body.node_id == self.cfg.node_id {
@@ -549,6 +572,13 @@ impl Election {
                     self.release_to_backup(now, Reason::HandoverTimeout, None);
                 }
             }
+        }
+        if self.timers.is_due(Timer::MasterDown, now) && self.store() {
+            // The store decides; nothing times out into mastership.
+            self.timers.clear(Timer::MasterDown);
+        }
+        if self.timers.is_due(Timer::Preempt, now) && self.store() {
+            self.timers.clear(Timer::Preempt);
         }
         if self.timers.is_due(Timer::MasterDown, now) {
             self.timers.clear(Timer::MasterDown);
@@ -893,7 +923,47 @@ impl Election {
 
     /// Is an eligible peer alive that could take the VIPs?
     pub fn has_successor(&self, now: Instant) -> bool {
+        if self.store() {
+            return self.store_successor;
+        }
         self.peers.has_live_eligible(now)
+    }
+
+    /// The store's verdict after every input (the rule "The store decides"):
+    /// `holds`, this node may hold the VIPs; `successor`, another node could
+    /// take them (drain's check); `why` it may or may not, for the
+    /// transition; `holder`, whom the store names.
+    pub fn handle_store(
+        &mut self,
+        now: Instant,
+        holds: bool,
+        successor: bool,
+        why: &str,
+        holder: Option<&str>,
+    ) {
+        let how = why;
+        if self.stopped || !self.store() {
+            return;
+        }
+        self.store_successor = successor;
+        if holds && self.state == State::Backup && self.is_eligible() {
+            self.become_master(
+                now,
+                Reason::StoreGranted {
+                    how: how.to_owned(),
+                },
+            );
+        } else if !holds && self.state == State::Master {
+            let reason = match holder {
+                Some(peer) if self.handing_over => Reason::HandoverComplete {
+                    peer: peer.to_owned(),
+                },
+                _ => Reason::StoreWithdrawn {
+                    why: why.to_owned(),
+                },
+            };
+            self.release_to_backup(now, reason, None);
+        }
     }
 
     pub fn last_transition(&self) -> Option<&Transition> {
@@ -1300,6 +1370,8 @@ impl Election {
         self.promotion = Some(epoch);
         if self.state == State::Master {
             self.send_advert(now);
+        } else if self.store() {
+            // The store's holder hands over to the promoted node.
         } else {
             self.become_master(now, Reason::Promoted);
         }
@@ -1424,12 +1496,17 @@ impl Election {
         self.cfg.dialect.is_vrrp()
     }
 
+    /// Whether the rule "The store decides" applies.
+    fn store(&self) -> bool {
+        self.cfg.dialect == Dialect::Store
+    }
+
     /// Skew_Time for `priority` behind a master advertising every
     /// `interval`: VRRPv2's is in seconds whatever the interval.
     fn skew(&self, priority: u8, interval: Duration) -> Duration {
         match self.cfg.dialect {
             Dialect::Vrrp2 => skew_time(priority, Duration::from_secs(1)),
-            Dialect::Vipd | Dialect::Vrrp3 => skew_time(priority, interval),
+            Dialect::Vipd | Dialect::Vrrp3 | Dialect::Store => skew_time(priority, interval),
         }
     }
 
@@ -1496,6 +1573,10 @@ impl Election {
 
     /// The advert this node sends now, and re-arm the periodic timer.
     fn send_advert(&mut self, now: Instant) {
+        if self.store() {
+            self.timers.clear(Timer::Advert);
+            return;
+        }
         if self.vrrp() && (self.state != State::Master || self.stepping_down.is_some()) {
             // VRRP mode: only a master advertises; a step-down is silent.
             self.timers.clear(Timer::Advert);
@@ -1526,6 +1607,9 @@ impl Election {
 
     /// A master's last word before it lets go: priority 0 (RFC 5798 §6.4.3).
     fn send_release_advert(&mut self) {
+        if self.store() {
+            return;
+        }
         let mut body = self.advert_body();
         body.priority = 0;
         body.flags.set(Flags::MASTER, true);

@@ -26,7 +26,10 @@
 //! Every hook gets four arguments appended to its configured argv: the instance,
 //! the new state (`master`, `backup`, `fault` or `stop`), the previous state and
 //! the reason; the same in `VIPD_INSTANCE`, `VIPD_STATE`, `VIPD_PREVIOUS_STATE`
-//! and `VIPD_REASON`. Nothing else of the daemon's environment reaches them but
+//! and `VIPD_REASON`. With etcd deciding (`election = "etcd"`/`"patroni"`),
+//! `VIPD_FENCING_TOKEN` carries the holder key's revision while this node
+//! holds the VIPs, so a database hook can refuse a holder older than the one
+//! it last saw. Nothing else of the daemon's environment reaches them but
 //! `PATH` and `LANG` ([`run_command`]).
 
 use std::collections::VecDeque;
@@ -58,6 +61,8 @@ struct Event {
     reason: String,
     /// `after_release` once the VIP worker has done this many releases.
     after_release: Option<u64>,
+    /// The fencing token, when etcd decides and this node holds.
+    fencing_token: Option<i64>,
 }
 
 /// The queue between the instance task and the hook task.
@@ -173,8 +178,14 @@ impl Notifier {
     }
 
     /// Queues the hooks for a transition; returns at once.
-    pub fn transition(&self, from: State, to: State, reason: &str) {
-        self.send(to.to_string(), from.to_string(), reason);
+    pub fn transition(&self, from: State, to: State, reason: &str, fencing_token: Option<i64>) {
+        self.push(Event {
+            to: to.to_string(),
+            from: from.to_string(),
+            reason: reason.to_owned(),
+            after_release: None,
+            fencing_token,
+        });
     }
 
     /// Queues the `stop` hook: the instance stopped in state `last`.
@@ -190,6 +201,7 @@ impl Notifier {
             from: State::Master.to_string(),
             reason: reason.to_owned(),
             after_release: Some(release),
+            fencing_token: None,
         });
     }
 
@@ -199,6 +211,7 @@ impl Notifier {
             from,
             reason: reason.to_owned(),
             after_release: None,
+            fencing_token: None,
         });
     }
 
@@ -230,14 +243,19 @@ pub async fn run_hook(
     to: &str,
     from: &str,
     reason: &str,
+    fencing_token: Option<i64>,
 ) -> RunOutcome {
     let args = [instance, to, from, reason];
-    let env = [
+    let token = fencing_token.map(|t| t.to_string());
+    let mut env = vec![
         ("VIPD_INSTANCE", instance),
         ("VIPD_STATE", to),
         ("VIPD_PREVIOUS_STATE", from),
         ("VIPD_REASON", reason),
     ];
+    if let Some(token) = &token {
+        env.push(("VIPD_FENCING_TOKEN", token));
+    }
     run_command(argv, false, &args, &env, cfg.user.as_deref(), cfg.timeout).await
 }
 
@@ -302,7 +320,16 @@ async fn run_one(
     argv: &[String],
 ) {
     let started = Instant::now();
-    let outcome = run_hook(cfg, argv, instance, &event.to, &event.from, &event.reason).await;
+    let outcome = run_hook(
+        cfg,
+        argv,
+        instance,
+        &event.to,
+        &event.from,
+        &event.reason,
+        event.fencing_token,
+    )
+    .await;
     let took_ms = started.elapsed().as_millis();
     let result = match outcome {
         RunOutcome::Success => "success",
@@ -330,6 +357,7 @@ mod tests {
             from: "x".into(),
             reason: "r".into(),
             after_release: None,
+            fencing_token: None,
         }
     }
 

@@ -162,6 +162,17 @@
 //!     configuration order ([`InstanceCore::vrrp_message`]). Why: a
 //!     keepalived node can only be joined in its own language, and an
 //!     advert one side drops while the other accepts leaves two masters.
+//! 19. **etcd decides, when configured** (`election = "etcd"`/`"patroni"`;
+//!     [`crate::store`]). The core owns the instance's [`StoreSeat`]; after
+//!     every input it hands the seat this node's candidacy as the election
+//!     sees it (eligible, effective priority, `preempt`, promoted, and the
+//!     fencing token while the VIPs are claimed), and the seat's verdict to
+//!     the election (its rule "The store decides"), until neither changes;
+//!     the seat's requests go out as [`Output::Store`] and its results come
+//!     back through [`InstanceCore::handle_store`]. A claim then is never a
+//!     cold one (no conflict probe): etcd vouches for it. Promote is refused
+//!     while following Patroni: its leader decides. Why here: health, drain,
+//!     the gate and the hooks stay one set of rules, whoever decides.
 
 pub mod crash;
 mod identity;
@@ -184,6 +195,9 @@ use crate::election::{
     Action, Command, CommandError, Dialect, Election, ElectionConfig, Health, Notice, Reason, State,
 };
 use crate::health::{CheckEvent, RunOutcome, SyncEntry, Tracker};
+use crate::store::{
+    Candidacy, MemberInfo, SeatConfig, StoreAction, StoreInput, StoreNotice, StoreSeat,
+};
 use crate::wire::{self, AdvertBody, ReplayGuard, WireError};
 
 /// How many node ids' addresses and versions are remembered before those
@@ -305,6 +319,8 @@ pub enum Event {
     },
     /// The shutdown the election was asked for is complete.
     ShutdownComplete,
+    /// Something the etcd seat says the log should (rule 19).
+    Store(StoreNotice),
 }
 
 /// What the core asks the driver to do, in order.
@@ -329,6 +345,9 @@ pub enum Output {
         to: State,
         reason: String,
     },
+    /// Carry this out against etcd and feed the result to
+    /// [`InstanceCore::handle_store`] (rule 19).
+    Store(StoreAction),
     /// Run the gate (`notify.before_claim`) and feed its result to
     /// [`InstanceCore::handle_gate`]: this node became master `from` that
     /// state for `reason` (rule 14).
@@ -404,6 +423,8 @@ pub struct InstanceCore {
     quorum_recheck: Option<Instant>,
     /// VRRP mode: the address adverts go out from (rule 18).
     vrrp_source: Option<IpAddr>,
+    /// `election = "etcd"` / `"patroni"`: the seat in etcd (rule 19).
+    store: Option<StoreSeat>,
     outputs: VecDeque<Output>,
 }
 
@@ -425,6 +446,7 @@ impl InstanceCore {
             startup_delay: node.startup_delay,
             start_drained,
             dialect: match cfg.protocol.vrrp().map(|v| v.version) {
+                _ if cfg.store.is_some() => Dialect::Store,
                 None => Dialect::Vipd,
                 Some(VrrpVersion::V2) => Dialect::Vrrp2,
                 Some(VrrpVersion::V3) => Dialect::Vrrp3,
@@ -433,7 +455,19 @@ impl InstanceCore {
             settings: election_settings(&cfg),
         };
         let identity = Identity::new(&election_cfg, node.boot_id);
-        Self {
+        let store = cfg.store.as_ref().map(|st| {
+            StoreSeat::new(
+                SeatConfig {
+                    node: node.node_name.clone(),
+                    lease_ttl: st.lease_ttl,
+                    on_unreachable: st.on_unreachable,
+                    follow: st.follow.as_ref().map(|f| f.member.clone()),
+                    handover_timeout: cfg.handover_timeout,
+                },
+                now,
+            )
+        });
+        let mut core = Self {
             health: Tracker::new(&cfg),
             watch: ConflictWatch::new(probe_settings(&cfg)),
             election: Election::new(election_cfg, now),
@@ -458,8 +492,14 @@ impl InstanceCore {
             drain_rolled_back: None,
             quorum_recheck: None,
             vrrp_source,
+            store,
             outputs: VecDeque::new(),
+        };
+        if core.store.is_some() {
+            // The seat's first request (a lease) goes out at once.
+            core.settle(now);
         }
+        core
     }
 
     // ---------------------------------------------------------------- inputs
@@ -548,6 +588,9 @@ impl InstanceCore {
 
     /// Time passed: timers due at `now` fire.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(seat) = self.store.as_mut() {
+            seat.handle_timeout(now);
+        }
         if self
             .gate
             .fault
@@ -718,9 +761,23 @@ impl InstanceCore {
 
     /// An operator command (drain, undrain, promote).
     pub fn handle_command(&mut self, now: Instant, command: Command) -> Result<(), CommandError> {
+        let follows = self
+            .store
+            .as_ref()
+            .is_some_and(|s| s.config().follow.is_some());
+        if follows && command == Command::Promote {
+            return Err(CommandError::FollowsLeader);
+        }
         let was_master = self.election.state() == State::Master;
         let was_drained = self.election.is_drained();
-        let result = self.election.handle_command(now, command);
+        let result = match self.election.handle_command(now, command) {
+            // With etcd deciding, say who could not take over.
+            Err(CommandError::NoSuccessor) if follows => Err(CommandError::LeaderCannotDrain),
+            Err(CommandError::NoSuccessor) if self.store.is_some() => {
+                Err(CommandError::NoStoreSuccessor)
+            }
+            other => other,
+        };
         if result.is_ok() {
             self.drain_rolled_back = None;
             self.drain_watch = match command {
@@ -752,7 +809,25 @@ impl InstanceCore {
 
     /// Stop: hand over (make-before-break) and release.
     pub fn handle_shutdown(&mut self, now: Instant) {
+        if let Some(seat) = self.store.as_mut() {
+            seat.handle_shutdown(now);
+        }
         self.election.handle_shutdown(now);
+        self.settle(now);
+    }
+
+    /// A result from etcd (rule 19).
+    pub fn handle_store(&mut self, now: Instant, input: StoreInput) {
+        if let Some(seat) = self.store.as_mut() {
+            seat.handle(now, input);
+            // The members' MACs: their claims are a member's, not foreign.
+            for m in seat.members() {
+                if let Some(mac) = m.info.as_ref().and_then(MemberInfo::mac_bytes) {
+                    self.watch
+                        .set_peer_mac(crate::config::node_id(&m.node), Mac(mac));
+                }
+            }
+        }
         self.settle(now);
     }
 
@@ -850,6 +925,7 @@ impl InstanceCore {
             self.gate.fault.as_ref().map(|(_, until)| *until),
             self.watched_successor()
                 .map(|p| self.election.alive_until(p)),
+            self.store.as_ref().and_then(StoreSeat::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -930,6 +1006,11 @@ impl InstanceCore {
         self.pending_claims.contains(&node_id)
     }
 
+    /// The seat in etcd, when etcd decides (rule 19).
+    pub fn store(&self) -> Option<&StoreSeat> {
+        self.store.as_ref()
+    }
+
     /// Why the last drain was rolled back (rule 16), until the next command.
     pub fn drain_rolled_back(&self) -> Option<&str> {
         self.drain_rolled_back.as_deref()
@@ -961,11 +1042,59 @@ impl InstanceCore {
         // The election's actions can start a probe or end an episode, and a
         // refused claim changes the health: both until quiet (bounded).
         for _ in 0..4 {
+            self.sync_store(now);
             self.drain_election(now);
             if !self.drain_conflicts(now) {
                 break;
             }
         }
+        self.sync_store(now);
+    }
+
+    /// Rule 19: the election's candidacy to the seat, the seat's verdict to
+    /// the election, until neither changes (bounded); then the seat's
+    /// requests and notices out.
+    fn sync_store(&mut self, now: Instant) {
+        // Out of `self` while the election's actions are drained below.
+        let Some(mut seat) = self.store.take() else {
+            return;
+        };
+        for _ in 0..3 {
+            let master = self.election.state() == State::Master;
+            let candidacy = Candidacy {
+                eligible: self.election.is_eligible() && !self.election.is_stopped(),
+                priority: self.election.effective_priority(),
+                preempt: self.cfg.preempt,
+                promoted: self.election.is_promoted(),
+                serving: seat.token().filter(|_| master && self.claimed),
+                mac: self.watch.own_mac().map(|m| m.0),
+            };
+            seat.handle_candidacy(now, candidacy);
+            let verdict = seat.verdict(now);
+            let before = self.election.state();
+            self.election.handle_store(
+                now,
+                verdict.holds,
+                verdict.successor,
+                &verdict.why,
+                verdict.holder.as_deref(),
+            );
+            if self.election.is_stopped() {
+                seat.handle_released(now);
+            }
+            if self.election.state() == before {
+                break;
+            }
+            // The election moved: its claim or release changes `serving`.
+            self.drain_election(now);
+        }
+        while let Some(action) = seat.poll_action() {
+            self.outputs.push_back(Output::Store(action));
+        }
+        while let Some(notice) = seat.poll_notice() {
+            self.outputs.push_back(Output::Event(Event::Store(notice)));
+        }
+        self.store = Some(seat);
     }
 
     /// The tracker's health plus the name-clash and refused-claim faults,
@@ -1111,7 +1240,8 @@ impl InstanceCore {
     /// when it is a cold one (no peer heard since start: rule 9); an
     /// announcement that waited goes with the claim.
     fn claim(&mut self, now: Instant) {
-        let cold = self.sources.is_empty() && !self.resumed;
+        // With etcd deciding, the claim is vouched for: never a cold one.
+        let cold = self.sources.is_empty() && !self.resumed && self.cfg.store.is_none();
         if self.watch.handle_claim(now, cold) {
             self.claimed = true;
             self.push(Output::Vips(VipOrder::Claim));

@@ -111,6 +111,7 @@ impl Node {
                 Output::RunAfterRelease { to, .. } => {
                     self.after_releases.push((self.orders.len(), to))
                 }
+                Output::Store(_) => {}
             }
         }
     }

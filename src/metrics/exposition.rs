@@ -352,6 +352,31 @@ impl Reading {
         for (name, help, from) in families {
             family(e, name, help, from.kind(), |m| from.encode(m, s))?;
         }
+        self.encode_store(e)
+    }
+
+    /// The gauges of instances etcd decides for (`election = "etcd"` or
+    /// `"patroni"`); none for the others.
+    fn encode_store(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use MetricType::Gauge;
+        type Value = fn(&crate::control::StoreStatus) -> Option<f64>;
+        let families: [(&str, &str, Value); 5] = [
+            ("vipd_store_reachable", "1 while the last request to etcd succeeded.", |st| Some(bool_value(st.reachable))),
+            ("vipd_store_vouched", "1 while etcd vouches for this node: a lease keepalive sent less than lease_ttl minus the margin ago succeeded.", |st| Some(bool_value(st.vouched))),
+            ("vipd_store_holding_unvouched", "1 while this node holds the VIPs although etcd cannot vouch for it (store_unreachable = \"fail-open\"): another node may hold them too.", |st| Some(bool_value(st.holding_unvouched))),
+            ("vipd_store_lease_remaining_seconds", "How long etcd still vouches for this node.", |st| st.lease_remaining_ms.map(|ms| ms as f64 / 1000.0)),
+            ("vipd_fencing_token", "The holder key's revision under which this node holds the VIPs (absent while it does not): rises with every change of holder.", |st| st.fencing_token.map(|t| t as f64)),
+        ];
+        for (name, help, value) in families {
+            family(e, name, help, Gauge, |m| {
+                for i in &self.status {
+                    if let Some(v) = i.store.as_ref().and_then(value) {
+                        gauge(m, &[(NAME, i.name.as_str())], v)?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
         Ok(())
     }
 

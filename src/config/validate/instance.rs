@@ -21,6 +21,8 @@ struct InstanceSpans {
     name: Range<usize>,
     group: Range<usize>,
     vips: Vec<Range<usize>>,
+    /// `election`, when etcd decides.
+    election: Option<Range<usize>>,
 }
 
 /// An instance's timing keys, each `None` after a problem.
@@ -39,15 +41,21 @@ impl Validator<'_> {
         &mut self,
         raw: Vec<Spanned<RawInstance>>,
         sources: &mut Sources,
+        node_name: Option<&str>,
+        has_etcd: Option<bool>,
     ) -> Vec<InstanceConfig> {
         let mut instances = Vec::new();
         let mut names: HashMap<String, Location> = HashMap::new();
         let mut pairs: HashMap<(String, u8), String> = HashMap::new();
         let mut vip_owner: HashMap<IpAddr, String> = HashMap::new();
         for (n, raw_instance) in raw.into_iter().enumerate() {
-            let Some((instance, src, spans)) = self.instance(n + 1, raw_instance) else {
+            let Some((instance, src, spans)) = self.instance(n + 1, raw_instance, node_name) else {
                 continue;
             };
+            if let (Some(span), Some(has_etcd)) = (&spans.election, has_etcd) {
+                let who = format!("instance {:?}", instance.name);
+                self.store_needs_etcd(&who, span.clone(), has_etcd);
+            }
             if let Some(first) = names.get(&instance.name) {
                 self.problem(
                     spans.name.clone(),
@@ -96,6 +104,7 @@ impl Validator<'_> {
         &mut self,
         n: usize,
         raw: Spanned<RawInstance>,
+        node_name: Option<&str>,
     ) -> Option<(InstanceConfig, InstanceSources, InstanceSpans)> {
         let table = raw.span();
         let mut raw = raw.into_inner();
@@ -127,6 +136,8 @@ impl Validator<'_> {
                 "1..=255, the same on every peer",
             )
             .and_then(|g| Some((self.int_in::<u8>(who, "group", g, 1..=255)?, g.span())));
+        let store = self.store_election(who, &mut raw, node_name);
+        let uses_store = matches!(store, Some(Some(_)));
         let protocol = self.protocol(who, &raw);
         let vrrp = matches!(protocol, Some(Protocol::Vrrp(_)));
         // VRRP's 255 is the address owner's priority (RFC 9568 §5.2.4).
@@ -169,7 +180,8 @@ impl Validator<'_> {
             )
             .and_then(|vips| self.vips(who, vips));
         // VRRP has no HMAC: the protocol's rules refused a key file.
-        let auth = if vrrp {
+        // Nothing reads adverts when etcd decides: no key is needed.
+        let auth = if vrrp || (uses_store && raw.auth_key_file.is_none() && raw.auth.is_none()) {
             Some(Auth::None)
         } else {
             self.auth(who, &table, raw.auth_key_file, raw.auth)
@@ -215,6 +227,17 @@ impl Validator<'_> {
             );
             return None;
         }
+        if let (Some(AfterCrash::Resume), true, Some(span)) =
+            (after_crash, uses_store, &after_crash_span)
+        {
+            self.problem(
+                span.clone(),
+                format!(
+                    "{who}: after_crash \"resume\" keeps the VIPs through a restart, but with etcd deciding only the lease may: the clean-up releases them and the lease; valid: \"handover\" or leave it out"
+                ),
+            );
+            return None;
+        }
         let (name, name_span) = name?;
         let (interface, interface_span) = interface?;
         let (group, group_span) = group?;
@@ -254,11 +277,18 @@ impl Validator<'_> {
             guard: guard?,
             sync_group: None,
             after_crash: after_crash?,
+            store: None,
         };
+        let (store, election_span) = match store? {
+            Some((store, span)) => (Some(store), Some(span)),
+            None => (None, None),
+        };
+        let instance = InstanceConfig { store, ..instance };
         let spans = InstanceSpans {
             name: name_span,
             group: group_span,
             vips: vip_spans,
+            election: election_span,
         };
         Some((instance, sources, spans))
     }

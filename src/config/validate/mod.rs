@@ -38,6 +38,7 @@ mod node;
 mod notify;
 mod protocol;
 mod route;
+mod store;
 mod sync_group;
 
 use std::collections::HashSet;
@@ -140,7 +141,10 @@ impl Validator<'_> {
             .iter()
             .filter_map(|i| i.get_ref().name.as_ref().map(|n| n.get_ref().clone()))
             .collect();
-        let mut instances = self.instances(raw.instance, &mut sources);
+        let node_name = node.as_ref().map(|n| n.name.clone());
+        let has_etcd = node.as_ref().map(|n| n.etcd.is_some());
+        let mut instances =
+            self.instances(raw.instance, &mut sources, node_name.as_deref(), has_etcd);
         if let Some(user) = node.as_ref().and_then(|n| n.script_user.as_ref()) {
             for instance in &mut instances {
                 instance.notify.user.get_or_insert_with(|| user.clone());

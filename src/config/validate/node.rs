@@ -45,6 +45,7 @@ impl Validator<'_> {
         );
         let metrics_listen = self.metrics_listen(raw.metrics_listen);
         let script_user = self.user_name(WHO, "script_user", raw.script_user);
+        let etcd = self.etcd(raw.etcd);
 
         let name = name?;
         Some(NodeConfig {
@@ -56,6 +57,7 @@ impl Validator<'_> {
             startup_delay: startup_delay?,
             metrics_listen: metrics_listen?,
             script_user: script_user?,
+            etcd: etcd?,
         })
     }
 

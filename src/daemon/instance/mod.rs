@@ -19,6 +19,7 @@ mod deadline;
 mod rejects;
 mod replay;
 mod status;
+mod store;
 mod telemetry;
 mod update;
 
@@ -26,6 +27,7 @@ pub(super) use conflicts::Conflicts;
 pub(super) use deadline::{DeadlineTimer, Mode as TimerMode, OWN_TIMERS_UP_TO};
 pub(super) use rejects::RejectLog;
 pub(super) use replay::ReplayCheckpoint;
+pub(super) use store::StoreIo;
 pub(super) use telemetry::Telemetry;
 
 use std::collections::BTreeMap;
@@ -97,6 +99,7 @@ enum Wake {
     /// The ARP/NA watch saw a claim of one of the VIPs.
     Sighting(crate::conflict::Sighting),
     SyncBoard(BTreeMap<String, SyncEntry>),
+    Store(crate::store::StoreInput),
     /// The socket's task wants the timer polled again, or the core finished
     /// its shutdown; or an input closed. Nothing else to handle.
     Nothing,
@@ -160,6 +163,8 @@ pub(super) struct InstanceInputs {
     pub(super) back: mpsc::UnboundedReceiver<WorkerReport>,
     pub(super) check_rx: mpsc::UnboundedReceiver<CheckEvent>,
     pub(super) sync_rx: watch::Receiver<BTreeMap<String, SyncEntry>>,
+    /// etcd's results and the watch's views (`election = "etcd"`/`"patroni"`).
+    pub(super) store_rx: Option<mpsc::UnboundedReceiver<crate::store::StoreInput>>,
 }
 
 pub(super) struct Instance {
@@ -202,6 +207,8 @@ pub(super) struct Instance {
     pub(super) releases_done: watch::Receiver<u64>,
     /// Stopping for a protocol switch while master: the VIPs stay.
     pub(super) keeps_vips: bool,
+    /// `election = "etcd"` / `"patroni"`: the etcd client and its watch.
+    pub(super) store_io: Option<StoreIo>,
 }
 
 impl Instance {
@@ -247,6 +254,11 @@ impl Instance {
             worker,
         )
         .await;
+        // The VIPs are gone: now the lease may go, and the next holder
+        // with it (core rule 19).
+        if let Some(io) = self.store_io.take() {
+            io.finish(&name).await;
+        }
         // The stop hook runs after the VIPs are released; a master that
         // keeps them for its successor instance did not stop serving.
         if !self.keeps_vips {
@@ -407,6 +419,11 @@ impl Instance {
                 Output::Vips(order) => self.order_vips(order),
                 Output::Event(event) => self.on_event(now, event),
                 Output::RunGate { from, reason } => self.run_gate(from, reason),
+                Output::Store(action) => {
+                    if let Some(io) = self.store_io.as_mut() {
+                        io.execute(action);
+                    }
+                }
                 Output::RunAfterRelease { to, reason } => {
                     // Queued behind the release just ordered (rule 17).
                     self.notifier
@@ -453,6 +470,7 @@ impl Instance {
         let instance = cfg.name.clone();
         let notify = cfg.notify.clone();
         let results = self.check_tx.clone();
+        let token = self.core.store().and_then(crate::store::StoreSeat::token);
         tracing::info!(%instance, "running the before_claim gate; the VIPs wait for it");
         tokio::spawn(async move {
             let from = from.to_string();
@@ -463,6 +481,7 @@ impl Instance {
                 "master",
                 &from,
                 &reason,
+                token,
             )
             .await;
             let _ = results.send(CheckEvent::Gate { outcome });
@@ -517,9 +536,12 @@ impl Instance {
                 tracing::info!(%instance, state = %to, previous = %from, %reason, "state change");
                 self.telemetry.transition(now, from, to, &reason);
                 self.shared.set_state(&instance, Some(to));
-                self.notifier.transition(from, to, &reason.to_string());
+                let token = self.core.store().and_then(crate::store::StoreSeat::token);
+                self.notifier
+                    .transition(from, to, &reason.to_string(), token);
             }
             Event::Notice(notice) => log_notice(&instance, notice),
+            Event::Store(notice) => self.on_store_notice(&instance, notice),
             Event::NameClash(event) => log_name_clash(&instance, event),
             Event::SyncEntry(own) => {
                 self.shared.sync.send_if_modified(|board| {
@@ -646,6 +668,7 @@ async fn drive(
         mut back,
         mut check_rx,
         mut sync_rx,
+        mut store_rx,
     } = inputs;
     let (name, interface, sync_group) = {
         let this = lock(&instance);
@@ -720,6 +743,9 @@ async fn drive(
             Ok(()) = sync_rx.changed(), if sync_group => {
                 Wake::SyncBoard(sync_rx.borrow_and_update().clone())
             },
+            Some(input) = async { store_rx.as_mut()?.recv().await }, if store_rx.is_some() => {
+                Wake::Store(input)
+            },
             // Last: a flood of forged claims never delays an advert.
             Some(sighting) = async { sightings.as_mut()?.recv().await }, if sightings.is_some() => {
                 Wake::Sighting(sighting)
@@ -760,6 +786,7 @@ async fn drive(
                 this.telemetry.metrics.set_checks(checks);
             }
             Wake::SyncBoard(board) => this.core.handle_sync_board(now, &board),
+            Wake::Store(input) => this.core.handle_store(now, input),
             Wake::Nothing => {}
         }
         if let Some(replaced) = this.replaced_checks.take() {

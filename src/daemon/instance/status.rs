@@ -5,7 +5,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::Instance;
 use crate::control::{
-    ForeignClaimStatus, InstanceStatus, MasterStatus, PeerStatus, TransitionStatus, VipStatus,
+    ForeignClaimStatus, InstanceStatus, MasterStatus, PeerStatus, StoreStatus, TransitionStatus,
+    VipStatus,
 };
 use crate::wire::Flags;
 
@@ -36,6 +37,7 @@ impl Instance {
             })
             .collect();
         let master_id = e.master(now);
+        let store = self.store_status(now);
         let master = master_id.map(|id| {
             if id == e.config().node_id {
                 MasterStatus {
@@ -56,6 +58,16 @@ impl Instance {
                 }
             }
         });
+        // With etcd deciding, the master is whom etcd names.
+        let master = match (&store, master) {
+            (Some(st), _) => st.holder.clone().map(|name| MasterStatus {
+                is_self: e.state() == crate::election::State::Master,
+                claim_pending: core.claim_pending(),
+                name,
+                address: None,
+            }),
+            (None, master) => master,
+        };
         let master_interval = master_id
             .and_then(|id| e.peers().find(|p| p.node_id == id))
             .map_or(cfg.advert_interval, |p| p.interval);
@@ -163,7 +175,40 @@ impl Instance {
             foreign_claims_seen: core.watch().foreign_sightings(),
             foreign_claim_episodes: core.foreign_claim_episodes(),
             drain_rolled_back: core.drain_rolled_back().map(str::to_owned),
+            store,
         }
+    }
+
+    /// What etcd says, when it decides (core rule 19).
+    fn store_status(&self, now: Instant) -> Option<StoreStatus> {
+        let seat = self.core.store()?;
+        let io = self.store_io.as_ref()?;
+        let cfg = seat.config();
+        let vouched = seat.is_vouched(now);
+        let holding = self.core.election().state() == crate::election::State::Master;
+        Some(StoreStatus {
+            kind: if cfg.follow.is_some() {
+                "patroni"
+            } else {
+                "etcd"
+            }
+            .to_owned(),
+            key: io.key().to_owned(),
+            endpoint: io.endpoint(),
+            reachable: seat.is_reachable(),
+            last_error: seat.last_error().map(str::to_owned),
+            vouched,
+            holding_unvouched: holding && !vouched,
+            on_unreachable: cfg.on_unreachable.as_str().to_owned(),
+            lease_id: seat.lease(),
+            lease_ttl_ms: millis(cfg.lease_ttl),
+            lease_remaining_ms: seat
+                .vouched_until()
+                .map(|t| millis(t.saturating_duration_since(now))),
+            holder: seat.holder_name(),
+            holder_revision: seat.holder_revision(),
+            fencing_token: seat.token().filter(|_| holding),
+        })
     }
 }
 
