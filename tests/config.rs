@@ -1536,3 +1536,24 @@ fn following_patroni_reads_scope_member_and_api() {
     let message = error(&text.replace("scope = \"batman\"", "scope = \"a/b\""));
     assert!(message.contains("scope \"a/b\" is not valid"), "{message}");
 }
+
+/// `vipd check` reads `[node.etcd]`'s PEM files as the daemon would at start
+/// and names the one that is wrong.
+#[test]
+fn check_names_an_unreadable_etcd_certificate_file() {
+    let text = STORE
+        .replace("http://", "https://")
+        .replace(
+            "endpoints = [",
+            "ca_file = \"/nonexistent/vipd-test-ca.pem\"\nendpoints = [",
+        )
+        .replace("interface = \"eth0\"", "interface = \"lo\"");
+    let config = parse(&text).unwrap();
+    let problems = config::check_against_system(&config, false);
+    let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert!(
+        all.iter()
+            .any(|p| p.starts_with("[node.etcd]: ") && p.contains("/nonexistent/vipd-test-ca.pem")),
+        "{all:?}"
+    );
+}

@@ -29,6 +29,17 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// Removes its files when dropped, also when the test fails.
+struct RemoveOnDrop(Vec<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// The lease's TTL the fail-closed and fail-open tests run with.
 const LEASE_TTL: Duration = Duration::from_secs(2);
 
@@ -59,6 +70,18 @@ impl LeaseLab {
     /// `nodes` nodes at priorities 150, 100, 50 with `store_unreachable`;
     /// waits until one of them alone holds the VIP.
     fn start(tag: &str, nodes: usize, store_unreachable: &str, ttl: Duration) -> Self {
+        Self::start_with(tag, nodes, store_unreachable, ttl, |_, node| node)
+    }
+
+    /// [`Self::start`], with each node's spec passed through `shape` (its
+    /// number from 1, the spec) before it starts.
+    fn start_with(
+        tag: &str,
+        nodes: usize,
+        store_unreachable: &str,
+        ttl: Duration,
+        shape: impl Fn(usize, NodeSpec) -> NodeSpec,
+    ) -> Self {
         let lab = Lab::new(tag, nodes);
         let started = Instant::now();
         let etcd = EtcdCluster::start(&lab, false);
@@ -69,10 +92,8 @@ impl LeaseLab {
                 let priority = [150, 100, 50][i - 1];
                 let ttl = format!("{}s", ttl.as_secs());
                 let spec = InstanceSpec::etcd(priority, &ttl, store_unreachable).vip(&vip);
-                Daemon::start(
-                    lab.node(i),
-                    NodeSpec::new(&format!("n{i}"), spec).etcd(&etcd.endpoints()),
-                )
+                let node = NodeSpec::new(&format!("n{i}"), spec).etcd(&etcd.endpoints());
+                Daemon::start(lab.node(i), shape(i, node))
             })
             .collect();
         let hosts: Vec<&Host> = lab.nodes.iter().collect();
@@ -134,6 +155,22 @@ impl LeaseLab {
             },
         );
         found.expect("found above")
+    }
+
+    /// `GET /metrics` from the node's own namespace (its `metrics_listen`
+    /// is 127.0.0.1:9650 there): the status code and the body.
+    fn metrics(&self, node: usize) -> (u16, String) {
+        let ns = self.lab.node(node).ns.name.clone();
+        in_netns(&ns, || {
+            http(
+                "127.0.0.1:9650",
+                "GET",
+                "/metrics",
+                None,
+                Duration::from_secs(5),
+            )
+        })
+        .expect("GET /metrics")
     }
 
     fn daemon(&self, node: usize) -> &Daemon {
@@ -513,8 +550,82 @@ fn fail_open_keeps_the_vip_while_etcd_is_down() {
     }
     let _serial = one_at_a_time();
     let tag = "open";
-    let mut t = LeaseLab::start(tag, 2, "fail-open", LEASE_TTL);
+    let tokens = |i: usize| {
+        std::env::temp_dir().join(format!("vipd-{tag}-{}-n{i}.tokens", std::process::id()))
+    };
+    let mut t = LeaseLab::start_with(tag, 2, "fail-open", LEASE_TTL, |i, mut node| {
+        let hook = format!(
+            r#"notify = {{ master = ["/bin/sh", "-c", "echo $VIPD_FENCING_TOKEN >> {}"] }}"#,
+            tokens(i).display()
+        );
+        node.instances[0].extra.push(hook);
+        node.extra
+            .push("metrics_listen = \"127.0.0.1:9650\"".to_owned());
+        node
+    });
+    let _tokens_gone = RemoveOnDrop((1..=2).map(tokens).collect());
     let holder = t.wait_sole_holder(Duration::from_secs(5));
+
+    // The master hook and the metrics carry the fencing token.
+    let token = t
+        .store(holder)
+        .and_then(|s| s["fencing_token"].as_u64())
+        .expect("the holder's fencing token");
+    wait_until(
+        "the master hook wrote its token",
+        Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(tokens(holder))
+                .is_ok_and(|text| text.lines().any(|l| l == token.to_string()))
+        },
+    );
+    let (status, metrics) = t.metrics(holder);
+    assert_eq!(status, 200, "{metrics}");
+    for line in [
+        format!("vipd_fencing_token{{instance_name=\"db\"}} {token}.0"),
+        "vipd_store_vouched{instance_name=\"db\"} 1.0".to_owned(),
+        "vipd_store_holding_unvouched{instance_name=\"db\"} 0.0".to_owned(),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in:\n{metrics}"
+        );
+    }
+
+    // Someone else writes the holder key: nobody holds the VIP on it (it
+    // names no member), every node says why, and the VIP comes back once the
+    // key is gone.
+    let from = Instant::now();
+    let endpoints = t.etcd.endpoints();
+    let out = t
+        .etcd
+        .etcdctl(&endpoints, &["put", "/vipd/db/holder", "intruder"]);
+    assert!(out.status.success(), "etcdctl put: {}", output_text(&out));
+    wait_until(
+        "the VIP leaves every node when the holder key names no member",
+        Duration::from_secs(5),
+        || t.sampler.holders_now(&t.vip).is_empty(),
+    );
+    for node in 1..=2 {
+        let store = t.store(node).expect("status");
+        assert_eq!(store["holder"], "intruder", "n{node}: {store:#}");
+        let log = t.daemon(node).log();
+        assert!(
+            log.contains("which no vipd member of this instance wrote"),
+            "n{node} did not report the foreign holder key:\n{log}"
+        );
+    }
+    let out = t.etcd.etcdctl(&endpoints, &["del", "/vipd/db/holder"]);
+    assert!(out.status.success(), "etcdctl del: {}", output_text(&out));
+    let back = t.wait_sole_holder(Duration::from_secs(10));
+    t.report(
+        tag,
+        &format!("a foreign holder key, then deleted: n{back} holds the VIP"),
+        from,
+    );
+    let holder = back;
+
+    // Every member down.
     let from = Instant::now();
     t.etcd.stop_all();
     hold_for(
@@ -526,6 +637,14 @@ fn fail_open_keeps_the_vip_while_etcd_is_down() {
     assert_eq!(store["on_unreachable"], "fail-open", "{store:#}");
     assert_eq!(store["reachable"], false, "{store:#}");
     assert_eq!(store["vouched"], false, "{store:#}");
+    assert_eq!(store["holding_unvouched"], true, "{store:#}");
+    let (_, metrics) = t.metrics(holder);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "vipd_store_holding_unvouched{instance_name=\"db\"} 1.0"),
+        "{metrics}"
+    );
     let report = t.report(tag, "every etcd member SIGKILLed (fail-open)", from);
     assert!(report.changes.is_empty(), "{}", report.describe());
     let from = Instant::now();

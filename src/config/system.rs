@@ -72,7 +72,20 @@ pub fn check_against_system(config: &Config, vips_may_be_present: bool) -> Vec<S
     problems.extend(check_users(config, |name| {
         nix::unistd::User::from_name(name).map(|u| u.is_some())
     }));
+    problems.extend(check_etcd_files(config));
     problems
+}
+
+/// `[node.etcd]`'s CA, certificate and key must be readable PEM files that
+/// fit together, as the daemon reads them at start (no network I/O).
+fn check_etcd_files(config: &Config) -> Option<SystemCheckProblem> {
+    let etcd = config.node.etcd.as_ref()?;
+    crate::etcd::Client::new(etcd.client_settings())
+        .err()
+        .map(|e| SystemCheckProblem {
+            location: None,
+            message: format!("[node.etcd]: {e}"),
+        })
 }
 
 /// Every user a hook or track script runs as must exist on this host.

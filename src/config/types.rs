@@ -93,6 +93,19 @@ pub struct EtcdConfig {
     pub request_timeout: Duration,
 }
 
+impl EtcdConfig {
+    /// The etcd client's settings.
+    pub fn client_settings(&self) -> crate::etcd::ClientSettings {
+        crate::etcd::ClientSettings {
+            endpoints: self.endpoints.clone(),
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            request_timeout: self.request_timeout,
+        }
+    }
+}
+
 /// One instance: a set of VIPs held by one node of a group at a time.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InstanceConfig {

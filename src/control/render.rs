@@ -4,7 +4,7 @@
 //!
 //! What it may not touch: sockets and the daemon; it only formats answers.
 
-use super::protocol::{InstanceStatus, Outcome};
+use super::protocol::{InstanceStatus, Outcome, StoreStatus};
 use crate::election::State;
 
 /// `vipd status` exits with this when an instance is in fault.
@@ -160,6 +160,50 @@ pub fn render_status(node: &str, instances: &[InstanceStatus]) -> String {
     out
 }
 
+/// The lines of an instance etcd decides for: the key and its holder, the
+/// lease and whether etcd vouches for this node, the fencing token.
+fn store_facts(store: &StoreStatus) -> Vec<(&'static str, String)> {
+    let holder = match (&store.holder, store.holder_revision) {
+        (Some(h), Some(rev)) => format!("{h} (revision {rev})"),
+        (Some(h), None) => h.clone(),
+        (None, _) => "nobody".to_owned(),
+    };
+    let vouch = match (store.vouched, store.lease_remaining_ms) {
+        (true, Some(ms)) => format!("vouched for {} more", interval(ms)),
+        _ if store.holding_unvouched => {
+            "NOT VOUCHED, holding the VIPs anyway (fail-open): another node may hold them too"
+                .to_owned()
+        }
+        _ => "not vouched".to_owned(),
+    };
+    let lease = match store.lease_id {
+        Some(id) => format!("{id:#x}"),
+        None => "none".to_owned(),
+    };
+    let mut facts = vec![
+        (
+            "decided by",
+            format!("{} key {} via {}", store.kind, store.key, store.endpoint),
+        ),
+        ("holder", holder),
+        (
+            "lease",
+            format!(
+                "{lease}, ttl {}, {vouch}; {}",
+                interval(store.lease_ttl_ms),
+                store.on_unreachable
+            ),
+        ),
+    ];
+    if let Some(token) = store.fencing_token {
+        facts.push(("fencing token", token.to_string()));
+    }
+    if let Some(error) = store.last_error.as_ref().filter(|_| !store.reachable) {
+        facts.push(("etcd", format!("UNREACHABLE: {error}")));
+    }
+    facts
+}
+
 pub fn render_instance(i: &InstanceStatus, node: &str) -> String {
     let mut out = String::new();
 
@@ -245,8 +289,11 @@ pub fn render_instance(i: &InstanceStatus, node: &str) -> String {
             i.adverts_received
         ),
     ));
-    facts.push(("master down", interval(i.master_down_interval_ms)));
-    if i.protocol != "vipd" {
+    match &i.store {
+        Some(store) => facts.extend(store_facts(store)),
+        None => facts.push(("master down", interval(i.master_down_interval_ms))),
+    }
+    if i.protocol != "vipd" && i.store.is_none() {
         facts.push((
             "protocol",
             format!(
@@ -270,7 +317,9 @@ pub fn render_instance(i: &InstanceStatus, node: &str) -> String {
     out.push_str(&table(&vips, "  "));
 
     out.push('\n');
-    if i.peers.is_empty() {
+    if i.store.is_some() {
+        // etcd decides: no adverts, so no peers to list.
+    } else if i.peers.is_empty() {
         out.push_str("  no peers heard\n");
     } else {
         let mut peers = vec![[

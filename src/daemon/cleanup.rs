@@ -216,14 +216,7 @@ async fn release_store_holder(config: &Config, cfg: &InstanceConfig) -> Result<b
     if store.follow.is_some() {
         return Ok(false);
     }
-    let client = crate::etcd::Client::new(crate::etcd::ClientSettings {
-        endpoints: etcd.endpoints.clone(),
-        ca_file: etcd.ca_file.clone(),
-        cert_file: etcd.cert_file.clone(),
-        key_file: etcd.key_file.clone(),
-        request_timeout: etcd.request_timeout,
-    })
-    .map_err(|e| error_chain(&e))?;
+    let client = crate::etcd::Client::new(etcd.client_settings()).map_err(|e| error_chain(&e))?;
     let key = crate::store::holder_key(&format!("{}/{}", etcd.prefix, cfg.name));
     let bound = etcd.request_timeout * 2;
     let work = async {

@@ -239,7 +239,21 @@ impl Supervisor {
                 },
             ),
         };
-        let destination = if cfg.is_unicast() {
+        let destination = if let Some(store) = &cfg.store {
+            let how = match &store.follow {
+                Some(f) => format!(
+                    "Patroni's leader key {} (member {})",
+                    f.leader_key(),
+                    f.member
+                ),
+                None => "a lease in etcd".to_owned(),
+            };
+            format!(
+                "none: {how} decides (lease_ttl {} s, {})",
+                store.lease_ttl.as_secs(),
+                store.on_unreachable.as_str()
+            )
+        } else if cfg.is_unicast() {
             format!(
                 "unicast to {}",
                 cfg.peers

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use super::clock;
 use crate::config::{EtcdConfig, InstanceConfig, PatroniDcs};
 use crate::daemon::error_chain;
-use crate::etcd::{Client, ClientSettings, EtcdError, EventKind, KeyValue};
+use crate::etcd::{Client, EtcdError, EventKind, KeyValue};
 use crate::store::{
     holder_key, member_key, KeyRecord, StoreAction, StoreInput, StoreNotice, View, Write,
     RETRY_AFTER,
@@ -55,13 +55,7 @@ impl StoreIo {
         etcd: &EtcdConfig,
         node: &str,
     ) -> Result<(Self, mpsc::UnboundedReceiver<StoreInput>), EtcdError> {
-        let client = Client::new(ClientSettings {
-            endpoints: etcd.endpoints.clone(),
-            ca_file: etcd.ca_file.clone(),
-            cert_file: etcd.cert_file.clone(),
-            key_file: etcd.key_file.clone(),
-            request_timeout: etcd.request_timeout,
-        })?;
+        let client = Client::new(etcd.client_settings())?;
         let dir = format!("{}/{}", etcd.prefix, cfg.name);
         let watched = match cfg.store.as_ref().and_then(|s| s.follow.as_ref()) {
             None => Watched::Directory(dir.clone()),
