@@ -422,7 +422,12 @@ fn the_vip_follows_the_lease() {
     t.daemons[current - 1].crash();
     let (next, at) = t.wait_moved_from(current, from, LONG_TTL + Duration::from_secs(10));
     let took = at - from;
-    t.report(tag, &format!("n{current}'s host down"), from);
+    let report = t.report(tag, &format!("n{current}'s host down"), from);
+    assert!(
+        report.two_holders.is_empty(),
+        "two holders after the host went down: {}",
+        report.describe()
+    );
     eprintln!(
         "[{tag}] n{current}'s host down: n{next} holds the VIP {:.1} ms later (lease_ttl {} ms)",
         ms_f(took),
@@ -656,4 +661,56 @@ fn fail_open_keeps_the_vip_while_etcd_is_down() {
     );
     let now = t.wait_sole_holder(Duration::from_secs(10));
     t.report(tag, &format!("etcd back: n{now} holds the VIP"), from);
+}
+
+/// A node whose `[node.etcd]` names no etcd (a closed port, an address
+/// nothing answers on) never holds the VIP, and says why in its status.
+#[test]
+fn wrong_endpoints_hold_nothing_and_say_why() {
+    if !require_root() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let lab = Lab::new("badep", 1);
+    let vip = lab.vip4(0);
+    let host = lab.node(1);
+    let own = host
+        .addresses()
+        .into_iter()
+        .find(|a| a.parse::<Ipv4Addr>().is_ok())
+        .expect("an IPv4 address on eth0");
+    let endpoints = [
+        format!("http://{own}:2379"),
+        "http://127.0.0.1:1".to_owned(),
+    ];
+    let spec = InstanceSpec::etcd(150, "2s", "fail-closed").vip(&vip);
+    let daemon = Daemon::start(host, NodeSpec::new("n1", spec).etcd(&endpoints));
+    let mut store = None;
+    wait_until(
+        "the status names the failed endpoints",
+        Duration::from_secs(10),
+        || {
+            store = daemon
+                .first_instance_status()
+                .map(|(_, s)| s["store"].clone())
+                .filter(|s| {
+                    s["last_error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("127.0.0.1:1"))
+                });
+            store.is_some()
+        },
+    );
+    let store = store.expect("checked above");
+    assert_eq!(store["reachable"], false, "{store:#}");
+    assert_eq!(store["vouched"], false, "{store:#}");
+    assert!(store["lease_id"].is_null(), "{store:#}");
+    let (_, status) = daemon.first_instance_status().expect("status");
+    assert_eq!(status["state"], "backup", "{status:#}");
+    let held = host.ns.ip(&["-br", "addr", "show", "eth0"]);
+    assert!(
+        !held.contains(strip_prefix_len(&vip)),
+        "the VIP is held: {held}"
+    );
+    eprintln!("[badep] status says: {}", store["last_error"]);
 }

@@ -54,14 +54,21 @@
 //!    fencing token is the key's modification revision, which rises with
 //!    every change of holder. A holder key naming this node under another
 //!    lease, or naming no member, is someone else's write: nobody claims on
-//!    it, and it is reported ([`StoreNotice::ForeignHolder`]).
+//!    it, and it is reported ([`StoreNotice::ForeignHolder`]). Once this
+//!    node's handover or resignation is written, a view that still shows
+//!    the key at the revision it wrote over is older than that write, and
+//!    no longer counts as this node's.
 //! 5. **The best candidate campaigns first.** With no holder key, an
 //!    eligible, vouched node creates it (a transaction that succeeds only if
 //!    the key does not exist) when no better member is eligible (promoted
 //!    first, then priority, then the lower name), or after
 //!    [`CAMPAIGN_GRACE`] without a holder whoever it is: a better member
 //!    that does not campaign must not keep the VIPs unheld.
-//! 6. **A holder that should not hold hands over, make-before-break.** When
+//! 6. **A holder that should not hold hands over, make-before-break.** (Its
+//!    member record is written first, and every write on the holder key
+//!    waits for the record to be in etcd: a successor must not see the key
+//!    beside an old record that still calls this node eligible and better,
+//!    and hand the key straight back.) When
 //!    it is drained, in fault or stopping, or a better member may preempt
 //!    (`preempt` on that member and a higher priority, or a later
 //!    promotion), the holder rewrites the holder key to name the best
@@ -253,9 +260,9 @@ struct Session {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Handover {
     to: String,
-    /// The handover's write succeeded: the key names `to` at this revision
-    /// once the view shows it.
-    written: bool,
+    /// The holder key's revision this handover wrote over, once its write
+    /// succeeded.
+    given: Option<i64>,
     started: Instant,
 }
 
@@ -287,6 +294,12 @@ pub struct StoreSeat {
     /// Fail-open: the unvouched notice went out.
     said_unvouched: bool,
     foreign_said: Option<(String, i64)>,
+    /// The holder key's revision a handover or resignation of this node's
+    /// is writing over, until its outcome is in.
+    giving_up: Option<i64>,
+    /// The last holder key revision this node gave away (rule 4): a view
+    /// still showing the key at it or before is older than the write.
+    gave_up: Option<i64>,
     /// This node's last leases before the current one: a holder key still
     /// under one of them is this node's own, not yet expired (rule 4).
     old_leases: VecDeque<i64>,
@@ -321,6 +334,8 @@ impl StoreSeat {
             said_unvouched: false,
             foreign_said: None,
             old_leases: VecDeque::new(),
+            giving_up: None,
+            gave_up: None,
             shutting_down: false,
             revoked: false,
             actions: VecDeque::new(),
@@ -464,13 +479,16 @@ impl StoreSeat {
             }
             _ => {
                 self.write_in_flight = None;
+                let giving_up = self.giving_up.take();
                 match (&outcome, write) {
                     (Ok(true), Write::HandOver) => {
                         if let Some(h) = self.handover.as_mut() {
-                            h.written = true;
+                            h.given = giving_up;
                         }
+                        self.gave_up = giving_up.max(self.gave_up);
                     }
                     (_, Write::HandOver) => self.handover = None,
+                    (Ok(true), Write::Resign) => self.gave_up = giving_up.max(self.gave_up),
                     _ => {}
                 }
                 if outcome.is_err() {
@@ -622,6 +640,12 @@ impl StoreSeat {
         &self.view.members
     }
 
+    /// A handover of this node's (rule 6) is under way: it keeps the VIPs
+    /// until the successor serves, make-before-break.
+    pub fn is_handing_over(&self) -> bool {
+        self.handover.is_some()
+    }
+
     /// Stopping, with nothing more to do: no handover and no write pending.
     pub fn is_settled(&self) -> bool {
         self.handover.is_none() && self.write_in_flight.is_none()
@@ -654,7 +678,8 @@ impl StoreSeat {
     fn key_mine(&self) -> Option<i64> {
         let h = self.view.holder.as_ref()?;
         let s = self.session?;
-        (h.value == self.cfg.node && h.lease == s.lease).then_some(h.mod_revision)
+        let newer = self.gave_up.is_none_or(|given| h.mod_revision > given);
+        (h.value == self.cfg.node && h.lease == s.lease && newer).then_some(h.mod_revision)
     }
 
     /// Rules 1, 2, 4, 6 and 7: whether to hold, and why not.
@@ -719,16 +744,25 @@ impl StoreSeat {
         }
     }
 
+    /// The handover to `to` is done: `to` serves under a token newer than
+    /// the revision this node gave away, or the key has moved on past it.
     fn successor_serves(&self, to: &str) -> bool {
-        let Some(holder) = self.view.holder.as_ref().filter(|h| h.value == to) else {
+        let Some(given) = self.handover.as_ref().and_then(|h| h.given) else {
             return false;
         };
-        self.view
+        let served = self
+            .view
             .members
             .iter()
             .find(|m| m.node == to)
             .and_then(|m| m.info.as_ref())
-            .is_some_and(|i| i.serving == Some(holder.mod_revision))
+            .is_some_and(|i| i.serving.is_some_and(|t| t > given));
+        let moved_on = self
+            .view
+            .holder
+            .as_ref()
+            .is_some_and(|h| h.value != to && h.mod_revision > given);
+        served || moved_on
     }
 
     /// The best eligible member other than this node, with its lease.
@@ -904,7 +938,12 @@ impl StoreSeat {
                 info,
             });
         }
-        if self.write_in_flight.is_some() || !vouched || !self.view_fresh {
+        // The holder key is written only once the member record says what
+        // this node is now: a successor must not read an old record (still
+        // eligible, a better priority) beside the key it was just handed,
+        // and preempt it straight back. etcd's revisions order the two.
+        let record_current = !self.publish_in_flight;
+        if self.write_in_flight.is_some() || !vouched || !self.view_fresh || !record_current {
             return;
         }
         match self.view.holder.clone() {
@@ -933,10 +972,11 @@ impl StoreSeat {
                         let to = to.to_owned();
                         self.handover = Some(Handover {
                             to: to.clone(),
-                            written: false,
+                            given: None,
                             started: now,
                         });
                         self.write_in_flight = Some(Write::HandOver);
+                        self.giving_up = Some(h.mod_revision);
                         self.actions.push_back(StoreAction::HandOver {
                             to,
                             to_lease,
@@ -946,6 +986,7 @@ impl StoreSeat {
                     None if leaving && self.me.serving.is_none() => {
                         // Nobody to hand over to, and the VIPs are gone.
                         self.write_in_flight = Some(Write::Resign);
+                        self.giving_up = Some(h.mod_revision);
                         self.actions.push_back(StoreAction::Resign {
                             expected: h.mod_revision,
                         });
