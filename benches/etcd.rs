@@ -22,9 +22,10 @@
 //!
 //! - `ttl5`: two nodes, `lease_ttl = "5s"`, fail-closed, priorities 150 and 100:
 //!   - `vipd drain --wait` on the holder while the client pings the VIP every
-//!     2 ms (as the tests do): pings lost, and the overlap, from the other node
-//!     gaining the VIP to the drained one losing it (sampler; make-before-break
-//!     makes it positive), then `undrain`;
+//!     2 ms (as the tests do): pings lost, sampled rounds in which both nodes
+//!     held the VIP (make-before-break: the overlap, about 1 ms a round), the
+//!     longest stretch with none, when the command returned, and whether the
+//!     successor lost the VIP again before it settled; then `undrain`;
 //!   - kill -9 of the holder's vipd followed by `vipd cleanup` (the shipped
 //!     unit's `ExecStopPost=`): from the kill to the VIP on the other node,
 //!     rounds with two holders, the longest stretch with none;
@@ -70,8 +71,9 @@
 //!   3 s: `VmRSS` (`/proc/PID/status`) and `Pss` (`/proc/PID/smaps_rollup`),
 //!   read at the same moment; and `ls -l` of the binary.
 //!
-//! Before each event the pair has settled: one node alone holds the VIP for
-//! 100 ms and both report etcd vouching for them (Patroni: the replica
+//! Before each event the pair has settled: n1 (which takes the VIP back when
+//! it returns: preempt, the higher priority) alone holds the VIP for 100 ms
+//! and both report etcd vouching for them and naming n1 (Patroni: the replica
 //! streams), then a random wait of up to a quarter of the TTL (up to 1 s for
 //! Patroni, vip-manager's poll), so that events fall anywhere in the
 //! keepalive and poll cycles.
@@ -280,28 +282,23 @@ impl LeasePair {
             .map(|(_, s)| s["store"].clone())
     }
 
-    /// Waits until one node alone has held the VIP for 100 ms and both
-    /// daemons are vouched for and name it as the holder; then a random wait
-    /// of up to a keepalive interval. Returns the holder.
+    /// Waits until n1 (the better node, preempting) alone has held the VIP
+    /// for 100 ms and both daemons are vouched for and name it as the
+    /// holder; then a random wait of up to a keepalive interval. Waiting for
+    /// n1 and not any holder: a node that comes back takes the VIP back, and
+    /// an event must not race that handover. Returns the holder, 1.
     fn settle(&self) -> usize {
-        let mut holder = 0;
-        let mut since = Instant::now();
+        let holder = 1;
+        let mut since = None;
         wait_until(
-            "one node alone holds the VIP, both vouched for",
+            "n1 alone holds the VIP, both vouched for",
             Duration::from_secs(30),
             || {
-                match self.sampler.holders_now(&self.vip).as_slice() {
-                    [one] if *one == holder => {}
-                    [one] => {
-                        holder = *one;
-                        since = Instant::now();
-                        return false;
-                    }
-                    _ => {
-                        holder = 0;
-                        return false;
-                    }
+                if self.sampler.holders_now(&self.vip) != [holder] {
+                    since = None;
+                    return false;
                 }
+                let since = *since.get_or_insert_with(Instant::now);
                 since.elapsed() >= Duration::from_millis(100)
                     && (1..=2).all(|n| {
                         self.store(n).is_some_and(|s| {
@@ -409,9 +406,21 @@ fn kill9_and_cleanup(pair: &mut LeasePair) -> EventFigures {
     figures
 }
 
-/// `vipd drain --wait` on the holder under 2 ms pings: (pings lost, overlap
-/// in ms from the other node gaining the VIP to the drained one losing it).
-fn drain(pair: &mut LeasePair) -> (f64, Option<f64>) {
+/// What one `vipd drain --wait` did.
+struct DrainFigures {
+    pings_lost: usize,
+    /// From the command to its return.
+    returned_ms: f64,
+    /// Sampled rounds in which both nodes held the VIP (make-before-break):
+    /// about the overlap in ms.
+    two_holder_rounds: usize,
+    longest_without_holder_ms: f64,
+    /// The successor lost the VIP again within the window.
+    successor_dropped: bool,
+}
+
+/// `vipd drain --wait` on the holder while the client pings every 2 ms.
+fn drain(pair: &mut LeasePair) -> DrainFigures {
     let holder = pair.settle();
     let other = 3 - holder;
     let prober = Prober::start(&pair.lab.client, &pair.vip, PING_EVERY, 2000);
@@ -426,12 +435,7 @@ fn drain(pair: &mut LeasePair) -> (f64, Option<f64>) {
         || pair.sampler.holders_now(&pair.vip) == [other],
     );
     let pings = prober.finish();
-    sleep_checked(TAIL);
     let report = pair.sampler.report(&pair.vip, from, Instant::now());
-    let overlap = report
-        .gained(other)
-        .zip(report.lost(holder))
-        .map(|(gained, lost)| ms_between(gained, lost));
     eprintln!(
         "   drain --wait of n{holder} (returned after {:.1} ms): {} of {} pings lost ({}); {}",
         ms_between(from, drained),
@@ -442,7 +446,13 @@ fn drain(pair: &mut LeasePair) -> (f64, Option<f64>) {
     );
     let out = pair.daemons[holder - 1].cli(&["undrain", "db"]);
     assert!(out.status.success(), "undrain: {}", output_text(&out));
-    (pings.lost.len() as f64, overlap)
+    DrainFigures {
+        pings_lost: pings.lost.len(),
+        returned_ms: ms_between(from, drained),
+        two_holder_rounds: report.two_holders.len(),
+        longest_without_holder_ms: ms_f(report.longest_without_holder),
+        successor_dropped: report.lost(other).is_some(),
+    }
 }
 
 /// The holder cut off from every etcd member: (cut → release, cut → other
@@ -557,16 +567,28 @@ fn section_ttl5(table: &mut Table, runs: usize) {
     let mut pair = LeasePair::start("ebttl5", Duration::from_secs(5));
     let drains = repeat("drain --wait", runs, || drain(&mut pair));
     let scenario = "vipd drain --wait, lease_ttl 5 s";
-    table.vipd(
-        scenario,
-        &format!("pings lost (every {} ms)", PING_EVERY.as_millis()),
-        Cell::Samples(drains.iter().map(|d| d.0).collect()),
-    );
-    table.vipd(
-        scenario,
-        "overlap: both held the VIP, ms",
-        Cell::Samples(drains.iter().filter_map(|d| d.1).collect()),
-    );
+    type Figure = (&'static str, fn(&DrainFigures) -> f64);
+    let figures: [Figure; 5] = [
+        ("pings lost (every 2 ms)", |d| d.pings_lost as f64),
+        (
+            "both held the VIP (make-before-break), rounds ≈ ms",
+            |d| d.two_holder_rounds as f64,
+        ),
+        ("longest without a holder, ms", |d| {
+            d.longest_without_holder_ms
+        }),
+        ("drain --wait returned after, ms", |d| d.returned_ms),
+        ("the successor dropped the VIP again (1 = yes)", |d| {
+            f64::from(u8::from(d.successor_dropped))
+        }),
+    ];
+    for (figure, f) in figures {
+        table.vipd(
+            scenario,
+            figure,
+            Cell::Samples(drains.iter().map(f).collect()),
+        );
+    }
     let kills = repeat("kill -9 + vipd cleanup", runs, || {
         kill9_and_cleanup(&mut pair)
     });
