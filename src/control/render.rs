@@ -592,6 +592,50 @@ mod tests {
     }
 
     #[test]
+    fn an_instance_etcd_decides_shows_its_key_lease_and_token() {
+        let mut i = sample();
+        i.peers.clear();
+        i.store = Some(StoreStatus {
+            kind: "etcd".into(),
+            key: "/vipd/db/holder".into(),
+            endpoint: "https://10.0.0.21:2379".into(),
+            reachable: true,
+            last_error: None,
+            vouched: true,
+            holding_unvouched: false,
+            on_unreachable: "fail-closed".into(),
+            lease_id: Some(0x694d_9a1c_3e2f_8a12),
+            lease_ttl_ms: 5000,
+            lease_remaining_ms: Some(4300),
+            holder: Some("db1".into()),
+            holder_revision: Some(4711),
+            fencing_token: Some(4711),
+        });
+        let text = render_instance(&i, "db1");
+        for line in [
+            "  decided by:    etcd key /vipd/db/holder via https://10.0.0.21:2379\n",
+            "  holder:        db1 (revision 4711)\n",
+            "  lease:         0x694d9a1c3e2f8a12, ttl 5s, vouched for 4.3s more; fail-closed\n",
+            "  fencing token: 4711\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in:\n{text}");
+        }
+        assert!(!text.contains("  master down:"), "{text}");
+        assert!(!text.contains("no peers heard"), "{text}");
+        let store = i.store.as_mut().expect("set above");
+        store.vouched = false;
+        store.holding_unvouched = true;
+        store.reachable = false;
+        store.last_error = Some("etcd at https://10.0.0.21:2379 did not answer within 1s".into());
+        let text = render_instance(&i, "db1");
+        assert!(
+            text.contains("NOT VOUCHED, holding the VIPs anyway (fail-open)"),
+            "{text}"
+        );
+        assert!(text.contains("  etcd:          UNREACHABLE: etcd at https://10.0.0.21:2379 did not answer within 1s\n"), "{text}");
+    }
+
+    #[test]
     fn utc_timestamps_are_civil_dates() {
         assert_eq!(utc_timestamp(0.0), "1970-01-01 00:00:00");
         assert_eq!(utc_timestamp(951_782_400.0), "2000-02-29 00:00:00");
