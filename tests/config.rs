@@ -1557,3 +1557,37 @@ fn check_names_an_unreadable_etcd_certificate_file() {
         "{all:?}"
     );
 }
+
+/// `vipd check` warns of a lease too short for an etcd election, of
+/// fail-open's price, and of plain http to etcd.
+#[test]
+fn check_warns_of_short_leases_fail_open_and_plain_http() {
+    let text = format!("{STORE}store_unreachable = \"fail-open\"\n");
+    let config = parse(&text).unwrap();
+    let warnings: Vec<String> = config::check_warnings(&config)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for expect in [
+        "lease_ttl 2 s is under twice etcd's default election timeout",
+        "store_unreachable = \"fail-open\"",
+        "endpoints are plain http",
+    ] {
+        assert!(
+            warnings.iter().any(|w| w.contains(expect)),
+            "no {expect:?} in {warnings:?}"
+        );
+    }
+    let quiet = parse(
+        &STORE
+            .replace("lease_ttl = \"2s\"", "lease_ttl = \"5s\"")
+            .replace("http://", "https://")
+            .replace("endpoints = [", "ca_file = \"ca.pem\"\nendpoints = ["),
+    )
+    .unwrap();
+    assert!(
+        config::check_warnings(&quiet).is_empty(),
+        "{:?}",
+        config::check_warnings(&quiet)
+    );
+}

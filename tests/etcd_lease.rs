@@ -714,3 +714,45 @@ fn wrong_endpoints_hold_nothing_and_say_why() {
     );
     eprintln!("[badep] status says: {}", store["last_error"]);
 }
+
+/// A backup whose watch streams from a member cut off from the others hears
+/// nothing through it (the member stays up and answers, without news); the
+/// check of the watch against a linearizable read moves it to a member that
+/// knows, so it still takes over when the holder's lease runs out.
+#[test]
+fn a_backup_watching_a_cut_off_member_still_takes_over() {
+    if !require_root() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let tag = "stale";
+    let mut t = LeaseLab::start(tag, 2, "fail-closed", LEASE_TTL);
+    let holder = t.wait_sole_holder(Duration::from_secs(5));
+    let other = 3 - holder;
+    // Every node's first endpoint is e1, where its watch streams from.
+    t.etcd.isolate_member(0);
+    let from = Instant::now();
+    t.lab.node(holder).link(false);
+    t.daemons[holder - 1].crash();
+    // The lease (2 s) runs out at e2/e3; the backup's watch on e1 says
+    // nothing; its check every 5 s finds out.
+    let (next, at) = t.wait_moved_from(holder, from, Duration::from_secs(20));
+    assert_eq!(next, other);
+    let report = t.report(
+        tag,
+        &format!("n{holder}'s host down, n{other} watching a cut-off member"),
+        from,
+    );
+    assert!(report.two_holders.is_empty(), "{}", report.describe());
+    eprintln!(
+        "[{tag}] n{other} took the VIP {:.1} ms after n{holder}'s host went down (lease_ttl {} ms; its watch's member cut off from the others)",
+        ms_f(at - from),
+        ms(LEASE_TTL)
+    );
+    let log = t.daemon(other).log();
+    assert!(
+        log.contains("differ from a linearizable read"),
+        "n{other} did not restart its watch after the check:\n{log}"
+    );
+    t.etcd.rejoin_member(0);
+}

@@ -76,6 +76,27 @@ pub fn check_against_system(config: &Config, vips_may_be_present: bool) -> Vec<S
     problems
 }
 
+/// What an instance etcd decides for should know: a lease too short to
+/// ride out an etcd leader election, fail-open's price, plain http.
+fn store_warnings(
+    name: &str,
+    store: &super::StoreElection,
+    etcd: Option<&super::EtcdConfig>,
+) -> Vec<String> {
+    let who = format!("instance {name:?}");
+    let mut out = Vec::new();
+    if store.lease_ttl < std::time::Duration::from_secs(4) {
+        out.push(format!("{who}: lease_ttl {} s is under twice etcd's default election timeout (1 s): nobody can renew a lease while etcd elects a leader, so a holder may let go of the VIPs during one (fail-closed); 5 s (the default) rides it out", store.lease_ttl.as_secs()));
+    }
+    if store.on_unreachable == super::OnUnreachable::FailOpen {
+        out.push(format!("{who}: store_unreachable = \"fail-open\": a holder cut off from etcd keeps the VIPs while another node may take them: two holders until the cut heals"));
+    }
+    if etcd.is_some_and(|e| e.endpoints.iter().all(|u| u.starts_with("http://"))) {
+        out.push(format!("{who}: [node.etcd] endpoints are plain http: anyone on the path can read and rewrite who holds the VIPs; use https with ca_file, cert_file and key_file"));
+    }
+    out
+}
+
 /// `[node.etcd]`'s CA, certificate and key must be readable PEM files that
 /// fit together, as the daemon reads them at start (no network I/O).
 fn check_etcd_files(config: &Config) -> Option<SystemCheckProblem> {
@@ -199,14 +220,24 @@ pub fn check_warnings(config: &Config) -> Vec<SystemCheckProblem> {
         });
     }
     for instance in &config.instances {
-        let Some(vrrp) = instance.protocol.vrrp() else {
-            continue;
-        };
         let location = config
             .sources
             .instances
             .get(&instance.name)
             .map(|s| s.interface.clone());
+        if let Some(store) = &instance.store {
+            warnings.extend(
+                store_warnings(&instance.name, store, config.node.etcd.as_ref())
+                    .into_iter()
+                    .map(|message| SystemCheckProblem {
+                        location: location.clone(),
+                        message,
+                    }),
+            );
+        }
+        let Some(vrrp) = instance.protocol.vrrp() else {
+            continue;
+        };
         let who = format!("instance {:?}", instance.name);
         let proto = instance.protocol.as_str();
         let auth = match vrrp.auth_pass {

@@ -84,7 +84,10 @@
 //!    leader unless forced (nobody else may hold them), and promote refuses.
 //! 8. **A stale view holds nothing new.** While the watch is down the last
 //!    view stands, but no campaign starts from it; vouching (rule 1) decides
-//!    what a holder keeps.
+//!    what a holder keeps. (The driver checks a watch against a
+//!    linearizable read — every `lease_ttl / 4` following Patroni, every 5 s
+//!    otherwise — and watches again when they differ: a member cut off from
+//!    the others keeps a watch open and silent.)
 
 mod view;
 

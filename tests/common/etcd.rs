@@ -321,6 +321,34 @@ impl EtcdCluster {
         node.nft("delete table inet vipd_test_etcd\n");
     }
 
+    /// Cuts member `i` off from the other members (nftables table
+    /// `vipd_test_etcd` in its namespace: their peer traffic dropped both
+    /// ways); it still answers clients, but has no leader and no news.
+    pub(crate) fn isolate_member(&self, i: usize) {
+        let peers: Vec<String> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| *k != i)
+            .map(|(_, m)| m.host.v4.to_string())
+            .collect();
+        let peers = peers.join(", ");
+        self.members[i].host.ns.nft(&format!(
+            "table inet vipd_test_etcd {{\n\
+             \tchain input {{\n\t\ttype filter hook input priority 0; policy accept;\n\t\tip saddr {{ {peers} }} drop\n\t}}\n\
+             \tchain output {{\n\t\ttype filter hook output priority 0; policy accept;\n\t\tip daddr {{ {peers} }} drop\n\t}}\n\
+             }}\n"
+        ));
+    }
+
+    /// Removes what [`EtcdCluster::isolate_member`] loaded.
+    pub(crate) fn rejoin_member(&self, i: usize) {
+        self.members[i]
+            .host
+            .ns
+            .nft("delete table inet vipd_test_etcd\n");
+    }
+
     /// The last `lines` lines of member `i`'s log.
     pub(crate) fn log_tail(&self, i: usize, lines: usize) -> String {
         let text = fs::read_to_string(&self.members[i].log_path).unwrap_or_default();

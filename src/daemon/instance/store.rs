@@ -67,7 +67,14 @@ impl StoreIo {
             Watched::Leader(k) | Watched::LeaderV2(k) => k.clone(),
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        let watch = tokio::spawn(watch(client.clone(), watched, tx.clone()));
+        // Following Patroni, a stale watch could keep the VIPs on a node
+        // Patroni no longer leads from: it is checked as often as the
+        // lease is renewed.
+        let leader_audit = cfg
+            .store
+            .as_ref()
+            .map_or(DIRECTORY_AUDIT, |s| (s.lease_ttl / 4).max(RETRY_AFTER));
+        let watch = tokio::spawn(watch(client.clone(), watched, tx.clone(), leader_audit));
         Ok((
             Self {
                 client,
@@ -217,12 +224,17 @@ impl Drop for StoreIo {
 
 /// Reads the watched keys, then follows every change, for the life of the
 /// instance; after a failure it says the view is stale and starts again.
-async fn watch(client: Client, watched: Watched, tx: mpsc::UnboundedSender<StoreInput>) {
+async fn watch(
+    client: Client,
+    watched: Watched,
+    tx: mpsc::UnboundedSender<StoreInput>,
+    leader_audit: Duration,
+) {
     loop {
         let why = match &watched {
-            Watched::Directory(dir) => follow_directory(&client, dir, &tx).await,
-            Watched::Leader(key) => follow_leader(&client, key, &tx).await,
-            Watched::LeaderV2(key) => follow_leader_v2(&client, key, &tx).await,
+            Watched::Directory(dir) => follow_directory(&client, dir, &tx, DIRECTORY_AUDIT).await,
+            Watched::Leader(key) => follow_leader(&client, key, &tx, leader_audit).await,
+            Watched::LeaderV2(key) => follow_leader_v2(&client, key, &tx, leader_audit).await,
         };
         if tx
             .send(StoreInput::ViewLost {
@@ -233,6 +245,30 @@ async fn watch(client: Client, watched: Watched, tx: mpsc::UnboundedSender<Store
             return;
         }
         tokio::time::sleep(RETRY_AFTER).await;
+    }
+}
+
+/// How often vipd's own keys, as watched, are checked against a
+/// linearizable read. A watch on a member cut off from the others stays
+/// open and silent; the holder's safety does not rest on it (its lease
+/// does), only a backup's noticing the key is free.
+const DIRECTORY_AUDIT: Duration = Duration::from_secs(5);
+
+/// The timer of the check against a linearizable read: first after
+/// `every`, then every `every` after the last check ended (a slow read
+/// does not make the checks bunch up).
+fn audit_timer(every: Duration) -> tokio::time::Interval {
+    let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer
+}
+
+/// The error that restarts a watch whose view a linearizable read
+/// contradicts (its member is behind: cut off from the others, most likely).
+fn stale(watch: &crate::etcd::Watch) -> EtcdError {
+    EtcdError::WatchCanceled {
+        endpoint: watch.endpoint().to_owned(),
+        reason: "the watched keys differ from a linearizable read: this member is behind (cut off from the others?); watching again".to_owned(),
     }
 }
 
@@ -267,6 +303,7 @@ async fn follow_directory(
     client: &Client,
     dir: &str,
     tx: &mpsc::UnboundedSender<StoreInput>,
+    every: Duration,
 ) -> EtcdError {
     let prefix = format!("{dir}/");
     let (kvs, revision) = match client.get_prefix(&prefix).await {
@@ -282,10 +319,26 @@ async fn follow_directory(
         Ok(w) => w,
         Err(e) => return e,
     };
+    let mut audit = audit_timer(every);
     loop {
-        let batch = match watch.next().await {
-            Ok(b) => b,
-            Err(e) => return e,
+        let batch = tokio::select! {
+            batch = watch.next() => match batch {
+                Ok(b) => b,
+                Err(e) => return e,
+            },
+            _ = audit.tick() => {
+                let fresh = match client.get_prefix(&prefix).await {
+                    Ok((kvs, _)) => kvs,
+                    Err(e) => return e,
+                };
+                let revisions = |kvs: &mut dyn Iterator<Item = &KeyValue>| {
+                    kvs.map(|kv| (kv.key.clone(), kv.mod_revision)).collect::<BTreeMap<_, _>>()
+                };
+                if revisions(&mut fresh.iter()) != revisions(&mut keys.values()) {
+                    return stale(&watch);
+                }
+                continue;
+            }
         };
         if batch.events.is_empty() {
             continue;
@@ -319,6 +372,7 @@ async fn follow_leader(
     client: &Client,
     key: &str,
     tx: &mpsc::UnboundedSender<StoreInput>,
+    every: Duration,
 ) -> EtcdError {
     let (kv, revision) = match client.get(key).await {
         Ok(x) => x,
@@ -331,13 +385,29 @@ async fn follow_leader(
         Ok(w) => w,
         Err(e) => return e,
     };
+    // Patroni renews the key's lease, not the key: its value says who leads.
+    let mut seen = kv.map(|kv| kv.value);
+    let mut audit = audit_timer(every);
     loop {
-        let batch = match watch.next().await {
-            Ok(b) => b,
-            Err(e) => return e,
+        let batch = tokio::select! {
+            batch = watch.next() => match batch {
+                Ok(b) => b,
+                Err(e) => return e,
+            },
+            _ = audit.tick() => {
+                match client.get(key).await {
+                    Ok((kv, _)) if kv.as_ref().map(|kv| &kv.value) == seen.as_ref() => continue,
+                    Ok(_) => return stale(&watch),
+                    Err(e) => return e,
+                }
+            }
         };
         let Some(last) = batch.events.last() else {
             continue;
+        };
+        seen = match last.kind {
+            EventKind::Put => Some(last.kv.value.clone()),
+            EventKind::Delete => None,
         };
         let leader = match last.kind {
             EventKind::Put => Some(record(&last.kv)),
@@ -354,6 +424,7 @@ async fn follow_leader_v2(
     client: &Client,
     key: &str,
     tx: &mpsc::UnboundedSender<StoreInput>,
+    every: Duration,
 ) -> EtcdError {
     let (node, mut index) = match client.v2_get(key).await {
         Ok(x) => x,
@@ -364,16 +435,37 @@ async fn follow_leader_v2(
         lease: 0,
         mod_revision: i64::try_from(modified).unwrap_or(i64::MAX),
     };
+    // Patroni rewrites the key every loop_wait to renew its TTL: its value
+    // says who leads.
+    let mut seen = node.as_ref().map(|n| n.value.clone());
     let leader = node.map(|n| v2_record(n.value, n.modified_index));
     if let Err(closed) = send_view(client, tx, View::leader(leader)) {
         return closed;
     }
+    let mut audit = audit_timer(every);
     loop {
-        let change = match client.v2_wait(key, index + 1).await {
-            Ok(c) => c,
-            Err(e) => return e,
+        let change = tokio::select! {
+            change = client.v2_wait(key, index + 1) => match change {
+                Ok(c) => c,
+                Err(e) => return e,
+            },
+            // The long poll is dropped and asked again after the check:
+            // a member cut off from the others answers it never.
+            _ = audit.tick() => {
+                match client.v2_get(key).await {
+                    Ok((node, _)) if node.as_ref().map(|n| &n.value) == seen.as_ref() => continue,
+                    Ok(_) => {
+                        return EtcdError::WatchCanceled {
+                            endpoint: client.endpoint(),
+                            reason: "Patroni's leader key differs from a quorum read: the long poll's member is behind; asking again".to_owned(),
+                        }
+                    }
+                    Err(e) => return e,
+                }
+            }
         };
         index = change.index;
+        seen = change.node.as_ref().map(|n| n.value.clone());
         let leader = change.node.map(|n| v2_record(n.value, n.modified_index));
         if let Err(closed) = send_view(client, tx, View::leader(leader)) {
             return closed;
