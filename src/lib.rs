@@ -15,6 +15,10 @@
 //!   state machine fed bytes and `now`, with its rules doc.
 //! - [`election`]: every election rule, a sans-IO state machine (no sockets, no
 //!   clock reads): the rules doc, the peer table and liveness, the timers.
+//! - [`store`]: a VIP held by a key in etcd (`election = "etcd"` or
+//!   `"patroni"`): when etcd vouches for this node, the holder key, campaigns
+//!   and handovers, Patroni's leader key; a sans-IO state machine the
+//!   instance core owns, with its rules doc.
 //! - [`conflict`]: another host answering for a VIP: the foreign-MAC alarm's
 //!   and the cold-claim probe's rules, a sans-IO state machine like the election.
 //! - [`config`]: the TOML schema, validation split by table with file:line:column
@@ -32,7 +36,7 @@
 //!   worker, the reload plan, the state directory and the open-files budget.
 //!   Tasks and clock reads live here and at the other IO edges (`net`'s
 //!   socket readers, `health`'s checks, the control and metrics servers),
-//!   never in `instance`, `election`, `conflict` or `health::Tracker`.
+//!   never in `instance`, `election`, `conflict`, `store` or `health::Tracker`.
 //! - [`keygen`]: `vipd keygen`, a fresh advert key written with mode 0600.
 //! - [`manual`]: the man pages, from the clap definitions and the example config.
 //! - [`import`]: `vipd import-keepalived`, keepalived.conf's VRRP parts as vipd's
