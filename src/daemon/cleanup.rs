@@ -217,7 +217,7 @@ async fn release_store_holder(config: &Config, cfg: &InstanceConfig) -> Result<b
         return Ok(false);
     }
     let client = crate::etcd::Client::new(etcd.client_settings()).map_err(|e| error_chain(&e))?;
-    let key = crate::store::holder_key(&format!("{}/{}", etcd.prefix, cfg.name));
+    let key = crate::store::holder_key(&crate::store::instance_dir(&etcd.prefix, &cfg.name));
     let bound = etcd.request_timeout * 2;
     let work = async {
         let (kv, _) = client.get(&key).await?;

@@ -941,7 +941,6 @@ impl Election {
         why: &str,
         holder: Option<&str>,
     ) {
-        let how = why;
         if self.stopped || !self.store() {
             return;
         }
@@ -950,7 +949,7 @@ impl Election {
             self.become_master(
                 now,
                 Reason::StoreGranted {
-                    how: how.to_owned(),
+                    how: why.to_owned(),
                 },
             );
         } else if !holds && self.state == State::Master {

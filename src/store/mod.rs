@@ -97,7 +97,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-pub use view::{holder_key, member_key, KeyRecord, MemberInfo, MemberRecord, View};
+pub use view::{holder_key, instance_dir, member_key, KeyRecord, MemberInfo, MemberRecord, View};
 
 use crate::config::OnUnreachable;
 
@@ -226,7 +226,7 @@ pub struct Verdict {
 pub enum StoreNotice {
     /// The lease was granted or renewed after failures, or first.
     Reachable {
-        endpoint_lease: i64,
+        lease: i64,
     },
     /// A request failed after the store was reachable.
     Unreachable {
@@ -649,11 +649,6 @@ impl StoreSeat {
         self.handover.is_some()
     }
 
-    /// Stopping, with nothing more to do: no handover and no write pending.
-    pub fn is_settled(&self) -> bool {
-        self.handover.is_none() && self.write_in_flight.is_none()
-    }
-
     // ---------------------------------------------------------------- inside
 
     fn keepalive_every(&self) -> Duration {
@@ -662,9 +657,7 @@ impl StoreSeat {
 
     fn succeeded(&mut self, lease: i64) {
         if self.failing.take().is_some() || !self.reachable_once {
-            self.notices.push_back(StoreNotice::Reachable {
-                endpoint_lease: lease,
-            });
+            self.notices.push_back(StoreNotice::Reachable { lease });
         }
         self.reachable_once = true;
     }

@@ -53,6 +53,23 @@ fn candidacy(priority: u8) -> Candidacy {
     }
 }
 
+/// The holder key naming `value` under `lease`, at `rev`.
+fn key(value: &str, lease: i64, rev: i64) -> KeyRecord {
+    KeyRecord {
+        value: value.to_owned(),
+        lease,
+        mod_revision: rev,
+    }
+}
+
+/// A view with only the holder key.
+fn held(holder: KeyRecord) -> View {
+    View {
+        holder: Some(holder),
+        ..View::default()
+    }
+}
+
 fn member(node: &str, lease: i64, rev: i64, info: MemberInfo) -> MemberRecord {
     MemberRecord {
         node: node.to_owned(),
@@ -92,17 +109,7 @@ fn an_eligible_node_alone_campaigns_and_holds_once_the_key_is_its() {
     assert!(a.contains(&StoreAction::Campaign { lease: 7 }), "{a:?}");
     assert!(!s.verdict(t0).holds);
     s.handle_written(t0, Write::Campaign, Ok(true));
-    s.handle_view(
-        t0,
-        View {
-            holder: Some(KeyRecord {
-                value: "a".into(),
-                lease: 7,
-                mod_revision: 42,
-            }),
-            ..View::default()
-        },
-    );
+    s.handle_view(t0, held(key("a", 7, 42)));
     assert!(s.verdict(t0).holds);
     assert_eq!(s.token(), Some(42));
 }
@@ -127,17 +134,7 @@ fn a_better_member_campaigns_first_and_the_rest_wait_out_the_grace() {
 fn fail_closed_stops_holding_at_ttl_minus_margin_after_the_last_renewal_was_sent() {
     let t0 = Instant::now();
     let mut s = granted("a", false, t0);
-    s.handle_view(
-        t0,
-        View {
-            holder: Some(KeyRecord {
-                value: "a".into(),
-                lease: 7,
-                mod_revision: 42,
-            }),
-            ..View::default()
-        },
-    );
+    s.handle_view(t0, held(key("a", 7, 42)));
     assert!(s.verdict(t0).holds);
     // Renewal sent at t0+500ms succeeds (answered late); later ones fail.
     let sent = t0 + Duration::from_millis(500);
@@ -157,14 +154,7 @@ fn fail_closed_stops_holding_at_ttl_minus_margin_after_the_last_renewal_was_sent
 fn fail_open_keeps_holding_unvouched_until_etcd_names_another() {
     let t0 = Instant::now();
     let mut s = granted("a", true, t0);
-    let mine = View {
-        holder: Some(KeyRecord {
-            value: "a".into(),
-            lease: 7,
-            mod_revision: 42,
-        }),
-        ..View::default()
-    };
+    let mine = held(key("a", 7, 42));
     s.handle_view(t0, mine);
     let late = t0 + Duration::from_secs(30);
     s.handle_keepalive_failed(late, 7, "lease not found".into(), true);
@@ -174,11 +164,7 @@ fn fail_open_keeps_holding_unvouched_until_etcd_names_another() {
     s.handle_view(
         late,
         View {
-            holder: Some(KeyRecord {
-                value: "b".into(),
-                lease: 9,
-                mod_revision: 50,
-            }),
+            holder: Some(key("b", 9, 50)),
             members: vec![member("b", 9, 49, info(100, Some(50)))],
             ..View::default()
         },
@@ -191,11 +177,7 @@ fn a_draining_holder_hands_over_and_keeps_the_vips_until_the_successor_serves() 
     let t0 = Instant::now();
     let mut s = granted("a", false, t0);
     let mut view = View {
-        holder: Some(KeyRecord {
-            value: "a".into(),
-            lease: 7,
-            mod_revision: 42,
-        }),
+        holder: Some(key("a", 7, 42)),
         members: vec![member("b", 9, 30, info(100, None))],
         ..View::default()
     };
@@ -232,11 +214,7 @@ fn a_draining_holder_hands_over_and_keeps_the_vips_until_the_successor_serves() 
         "{a:?}"
     );
     s.handle_written(t0, Write::HandOver, Ok(true));
-    view.holder = Some(KeyRecord {
-        value: "b".into(),
-        lease: 9,
-        mod_revision: 43,
-    });
+    view.holder = Some(key("b", 9, 43));
     s.handle_view(t0, view.clone());
     assert!(
         s.verdict(t0).holds,
@@ -251,17 +229,7 @@ fn a_draining_holder_hands_over_and_keeps_the_vips_until_the_successor_serves() 
 fn a_holder_key_naming_this_node_under_another_lease_is_foreign() {
     let t0 = Instant::now();
     let mut s = granted("a", false, t0);
-    s.handle_view(
-        t0,
-        View {
-            holder: Some(KeyRecord {
-                value: "a".into(),
-                lease: 99,
-                mod_revision: 42,
-            }),
-            ..View::default()
-        },
-    );
+    s.handle_view(t0, held(key("a", 99, 42)));
     assert!(!s.verdict(t0).holds);
     let notices: Vec<_> = std::iter::from_fn(|| s.poll_notice()).collect();
     assert!(notices
@@ -284,13 +252,7 @@ fn following_patroni_holds_only_on_the_leader_and_only_while_vouched() {
     );
     actions(&mut s);
     s.handle_granted(t0, t0, 7, TTL);
-    let leader = |name: &str, rev| {
-        View::leader(Some(KeyRecord {
-            value: name.into(),
-            lease: 3,
-            mod_revision: rev,
-        }))
-    };
+    let leader = |name: &str, rev| View::leader(Some(key(name, 3, rev)));
     s.handle_view(t0, leader("pg2", 10));
     assert!(!s.verdict(t0).holds);
     s.handle_view(t0, leader("pg1", 11));

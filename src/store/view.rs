@@ -79,6 +79,12 @@ pub struct View {
     pub leader: Option<KeyRecord>,
 }
 
+/// An instance's directory: `PREFIX/INSTANCE`, where its holder key and
+/// member records live.
+pub fn instance_dir(prefix: &str, instance: &str) -> String {
+    format!("{prefix}/{instance}")
+}
+
 /// The holder key under an instance's directory `PREFIX/INSTANCE`.
 pub fn holder_key(dir: &str) -> String {
     format!("{dir}/holder")

@@ -16,8 +16,8 @@ use crate::config::{EtcdConfig, InstanceConfig, PatroniDcs};
 use crate::daemon::error_chain;
 use crate::etcd::{Client, EtcdError, EventKind, KeyValue};
 use crate::store::{
-    holder_key, member_key, KeyRecord, StoreAction, StoreInput, StoreNotice, View, Write,
-    RETRY_AFTER,
+    holder_key, instance_dir, member_key, KeyRecord, StoreAction, StoreInput, StoreNotice, View,
+    Write, RETRY_AFTER,
 };
 
 /// What the watch reads.
@@ -56,7 +56,7 @@ impl StoreIo {
         node: &str,
     ) -> Result<(Self, mpsc::UnboundedReceiver<StoreInput>), EtcdError> {
         let client = Client::new(etcd.client_settings())?;
-        let dir = format!("{}/{}", etcd.prefix, cfg.name);
+        let dir = instance_dir(&etcd.prefix, &cfg.name);
         let watched = match cfg.store.as_ref().and_then(|s| s.follow.as_ref()) {
             None => Watched::Directory(dir.clone()),
             Some(f) if f.dcs == PatroniDcs::Etcd2 => Watched::LeaderV2(f.leader_key()),
@@ -135,30 +135,17 @@ impl StoreIo {
             }
             StoreAction::Publish { lease, info } => {
                 let key = member_key(&self.dir, &self.node);
-                tokio::spawn(async move {
-                    let outcome = client
-                        .put(&key, &info.to_json(), lease)
-                        .await
-                        .map(|_| true)
-                        .map_err(|e| error_chain(&e));
-                    let _ = tx.send(StoreInput::Written {
-                        write: Write::Publish,
-                        outcome,
-                    });
+                self.write(Write::Publish, async move {
+                    client.put(&key, &info.to_json(), lease).await.map(|_| true)
                 });
             }
             StoreAction::Campaign { lease } => {
                 let node = self.node.clone();
-                tokio::spawn(async move {
-                    let outcome = client
+                self.write(Write::Campaign, async move {
+                    client
                         .create(&holder, node.as_bytes(), lease)
                         .await
                         .map(|t| t.succeeded)
-                        .map_err(|e| error_chain(&e));
-                    let _ = tx.send(StoreInput::Written {
-                        write: Write::Campaign,
-                        outcome,
-                    });
                 });
             }
             StoreAction::HandOver {
@@ -166,34 +153,38 @@ impl StoreIo {
                 to_lease,
                 expected,
             } => {
-                tokio::spawn(async move {
-                    let outcome = client
+                self.write(Write::HandOver, async move {
+                    client
                         .replace(&holder, expected, to.as_bytes(), to_lease)
                         .await
                         .map(|t| t.succeeded)
-                        .map_err(|e| error_chain(&e));
-                    let _ = tx.send(StoreInput::Written {
-                        write: Write::HandOver,
-                        outcome,
-                    });
                 });
             }
             StoreAction::Resign { expected } => {
-                tokio::spawn(async move {
-                    let outcome = client
+                self.write(Write::Resign, async move {
+                    client
                         .delete_if(&holder, expected)
                         .await
                         .map(|t| t.succeeded)
-                        .map_err(|e| error_chain(&e));
-                    let _ = tx.send(StoreInput::Written {
-                        write: Write::Resign,
-                        outcome,
-                    });
                 });
             }
             // After the VIPs are gone: see `finish`.
             StoreAction::Revoke { lease } => self.revoke = Some(lease),
         }
+    }
+
+    /// Runs one write in a task of its own; its outcome (whether its
+    /// condition held) comes back as [`StoreInput::Written`].
+    fn write(
+        &self,
+        write: Write,
+        work: impl std::future::Future<Output = Result<bool, EtcdError>> + Send + 'static,
+    ) {
+        let tx = self.results.clone();
+        tokio::spawn(async move {
+            let outcome = work.await.map_err(|e| error_chain(&e));
+            let _ = tx.send(StoreInput::Written { write, outcome });
+        });
     }
 
     /// At the stop, after the VIP worker released: revoke the lease (its
@@ -482,8 +473,8 @@ impl super::Instance {
             .map(StoreIo::endpoint)
             .unwrap_or_default();
         match notice {
-            StoreNotice::Reachable { endpoint_lease } => {
-                tracing::info!(%instance, %endpoint, lease = endpoint_lease, "etcd reachable: lease granted or renewed");
+            StoreNotice::Reachable { lease } => {
+                tracing::info!(%instance, %endpoint, lease, "etcd reachable: lease granted or renewed");
             }
             StoreNotice::Unreachable { why } => {
                 tracing::warn!(%instance, %endpoint, error = %why, "etcd request failed; retrying (logged once until a request succeeds)");
